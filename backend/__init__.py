@@ -1,0 +1,23 @@
+"""Array backends: NumPy on the CPU, CuPy on CUDA GPUs, behind one `Device` type.
+
+    device = get_device("cpu")      # or "gpu", "cuda", "cuda:1"
+    xp = device.xp                  # numpy or cupy
+    x = device.send(host_array)     # host -> device
+    xp = get_array_module(x)        # inside a layer: the module that owns x
+"""
+from backend.device import (
+    CPU,
+    Device,
+    DeviceUnavailableError,
+    device_of,
+    get_array_module,
+    get_device,
+    gpu_unavailable_reason,
+)
+from backend.kernels import sliding_windows
+from backend.random import new_rng
+
+__all__ = [
+    "CPU", "Device", "DeviceUnavailableError", "device_of", "get_array_module", "get_device",
+    "gpu_unavailable_reason", "new_rng", "sliding_windows",
+]

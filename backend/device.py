@@ -1,0 +1,150 @@
+"""Devices: where arrays live and which array module (`xp`) computes on them.
+
+A `Device` is made by name from the `--device` flag: ``cpu`` is NumPy, ``gpu``, ``cuda`` and
+``cuda:N`` are CuPy on a CUDA GPU. CuPy is imported only when a GPU device is asked for, so the
+library runs where CuPy is not installed. There is no global "current device": arrays carry their
+device, and `get_array_module(array)` tells a layer which `xp` to use.
+"""
+import re
+import sys
+
+import numpy
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A device was asked for that this machine cannot provide."""
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError as error:
+        raise DeviceUnavailableError(
+            f"GPU requested but CuPy is not installed ({error}); install cupy-cuda12x or "
+            "cupy-cuda13x to match your CUDA driver, or run on the CPU with --device cpu"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDARuntimeError when the driver is missing or broken
+        raise DeviceUnavailableError(
+            f"GPU requested but no CUDA device is usable ({error}); run on the CPU with --device cpu"
+        ) from None
+    if count == 0:
+        raise DeviceUnavailableError(
+            "GPU requested but CuPy sees no CUDA device; run on the CPU with --device cpu"
+        )
+    return cupy
+
+
+class Device:
+    """One place for arrays: the host (NumPy) or one CUDA GPU (CuPy).
+
+    Attributes:
+        name: ``"cpu"`` or ``"cuda:N"``.
+        xp: the array module, ``numpy`` or ``cupy``.
+    """
+
+    def __init__(self, name, xp, gpu_id=None):
+        self.name = name
+        self.xp = xp
+        self.gpu_id = gpu_id
+
+    @property
+    def is_gpu(self):
+        return self.gpu_id is not None
+
+    def send(self, array):
+        """Copy a host or device array to this device (no copy if it is already here)."""
+        if not self.is_gpu:
+            return self.to_numpy(array)
+        with self.xp.cuda.Device(self.gpu_id):
+            return self.xp.asarray(array)
+
+    def to_numpy(self, array):
+        """Return `array` as a NumPy array on the host."""
+        if isinstance(array, numpy.ndarray):
+            return array
+        if hasattr(array, "get"):  # a CuPy array
+            return array.get()
+        return numpy.asarray(array)
+
+    def synchronize(self):
+        """Wait until all work queued on this device has finished (a no-op on the CPU)."""
+        if self.is_gpu:
+            self.xp.cuda.Device(self.gpu_id).synchronize()
+
+    def __enter__(self):
+        if self.is_gpu:
+            self._context = self.xp.cuda.Device(self.gpu_id)
+            self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.is_gpu:
+            self._context.__exit__(*exc_info)
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __repr__(self):
+        return f"Device({self.name!r})"
+
+
+CPU = Device("cpu", numpy)
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
+
+
+def get_device(spec="cpu"):
+    """Return the `Device` for a flag value: ``cpu``, ``gpu``, ``cuda`` or ``cuda:N``.
+
+    A `Device` is returned unchanged. Raises `ValueError` for an unknown name and
+    `DeviceUnavailableError` when CuPy or a CUDA device is missing.
+    """
+    if isinstance(spec, Device):
+        return spec
+    match = _DEVICE_PATTERN.match(str(spec).strip().lower())
+    if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
+        raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'cuda' or 'cuda:N'")
+    if match.group(1) == "cpu":
+        return CPU
+    gpu_id = int(match.group(2) or 0)
+    cupy = _import_cupy()
+    count = cupy.cuda.runtime.getDeviceCount()
+    if gpu_id >= count:
+        raise DeviceUnavailableError(
+            f"GPU cuda:{gpu_id} requested but only {count} CUDA device(s) are visible "
+            f"(cuda:0 to cuda:{count - 1}); pick one of those or use --device cpu"
+        )
+    return Device(f"cuda:{gpu_id}", cupy, gpu_id)
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any of `arrays` is a CuPy array, else ``numpy``.
+
+    CuPy is never imported here: if it has not been imported, no array can be a CuPy array.
+    """
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        return cupy.get_array_module(*arrays)
+    return numpy
+
+
+def device_of(array):
+    """Return the `Device` that holds `array`."""
+    if isinstance(array, numpy.ndarray):
+        return CPU
+    gpu_id = array.device.id
+    return Device(f"cuda:{gpu_id}", get_array_module(array), gpu_id)
+
+
+def gpu_unavailable_reason():
+    """Return why no GPU can be used here, or ``None`` if one can (for test skips)."""
+    try:
+        get_device("gpu")
+    except DeviceUnavailableError as error:
+        return str(error)
+    return None

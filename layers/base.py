@@ -1,0 +1,187 @@
+"""`Parameter` and `Layer`: the contract every layer keeps.
+
+A layer's `forward(x)` returns its output and keeps what its `backward` needs; `backward(grad_out)`
+adds to its parameters' ``.grad`` and returns the gradient with respect to its input. Images are
+N x C x H x W at every layer boundary. Layers that work channels-last inside (convolution, pooling)
+return N x C x H x W *views* of channels-last memory, so the next such layer's transpose back is
+free; any other layer sees an ordinary N x C x H x W array.
+"""
+from backend import CPU, get_array_module, get_device
+
+
+class ShapeError(ValueError):
+    """An array of the wrong shape was given to a layer."""
+
+
+class Parameter:
+    """A trainable array and its gradient, both on the same device with the same shape.
+
+    `data` and `grad` are updated in place by layers and optimizers, so views of a packed buffer
+    (see `optim.pack_parameters`) stay valid.
+    """
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = get_array_module(data).zeros_like(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def zero_grad(self):
+        self.grad[...] = 0
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+class Layer:
+    """Base class: parameters, children, device and dtype moves, state dicts and the printed form.
+
+    Subclasses implement `forward` and `backward`, hold their parameters as `Parameter`
+    attributes and their sub-layers as `Layer` attributes (found in attribute order), and may
+    override `describe()` for the text after the class name in the printed form.
+    """
+
+    training = True
+    input_grad_needed = True  # a network sets this False on its first layer to skip that work
+
+    def forward(self, *inputs):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """Shape of the output for an input of `input_shape`; raises `ShapeError` if it cannot
+        take that input. The default suits layers that keep their input's shape."""
+        return tuple(input_shape)
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def __call__(self, *inputs):
+        return self.forward(*inputs)
+
+    # -- structure ------------------------------------------------------------------------------
+
+    def named_children(self):
+        """Yield ``(name, layer)`` for each direct sub-layer, in the order they were set."""
+        for name, value in vars(self).items():
+            if isinstance(value, Layer):
+                yield name, value
+
+    def named_parameters(self, prefix=""):
+        """Yield ``(dotted_name, Parameter)`` for this layer and all sub-layers, depth first."""
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        """Return the list of all `Parameter`s, in `named_parameters` order."""
+        return [param for _, param in self.named_parameters()]
+
+    def num_parameters(self):
+        return sum(param.size for param in self.parameters())
+
+    def zero_grad(self):
+        for param in self.parameters():
+            param.zero_grad()
+
+    def train(self, mode=True):
+        self.training = mode
+        for _, child in self.named_children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- devices, dtypes and state ---------------------------------------------------------------
+
+    def to(self, device=None, dtype=None):
+        """Move every parameter to `device` (a `Device` or a flag value) and/or cast to `dtype`.
+
+        Gradients are reset to zero. Returns self.
+        """
+        device = get_device(device) if device is not None else None
+        for param in self.parameters():
+            data = param.data
+            if device is not None:
+                data = device.send(data)
+            if dtype is not None:
+                data = data.astype(dtype, copy=False)
+            param.data = data
+            param.grad = get_array_module(data).zeros_like(data)
+        return self
+
+    def state_dict(self):
+        """Return ``{dotted_name: NumPy array}``: a host copy of every parameter."""
+        return {name: CPU.to_numpy(param.data).copy() for name, param in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays from `state` into the parameters, in place, on their device and dtype.
+
+        Raises `KeyError` naming missing or unexpected entries and `ShapeError` naming the first
+        entry whose shape differs.
+        """
+        params = dict(self.named_parameters())
+        missing = [name for name in params if name not in state]
+        unexpected = [name for name in state if name not in params]
+        if missing or unexpected:
+            raise KeyError(
+                f"state dict does not match {type(self).__name__}: "
+                f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}"
+            )
+        for name, param in params.items():
+            value = state[name]
+            if tuple(value.shape) != tuple(param.shape):
+                raise ShapeError(
+                    f"state dict entry {name!r} has shape {tuple(value.shape)}, "
+                    f"but the parameter has shape {tuple(param.shape)}"
+                )
+        for name, param in params.items():
+            xp = get_array_module(param.data)
+            param.data[...] = xp.asarray(state[name], dtype=param.dtype)
+
+    # -- printed form ----------------------------------------------------------------------------
+
+    def describe(self):
+        """Text printed after ``ClassName:`` on this layer's line (empty by default)."""
+        return ""
+
+    def title(self):
+        """The name printed for this layer: its class name."""
+        return type(self).__name__
+
+    def __repr__(self):
+        details = self.describe()
+        lines = [f"{self.title()}:" + (f" {details}" if details else "")]
+        for name, child in self.named_children():
+            child_lines = repr(child).splitlines()
+            lines.append(f"    ({name}): {child_lines[0]}")
+            lines.extend("    " + line for line in child_lines[1:])
+        return "\n".join(lines)
+
+
+def check_input(layer, x, rank, channels=None, axis=1):
+    """Raise `ShapeError` unless `x` (an array or a shape) has `rank` dimensions and `channels`
+    entries on `axis`. The message names the layer, the expected shape and the shape given."""
+    shape = tuple(x.shape if hasattr(x, "shape") else x)
+    if len(shape) == rank and (channels is None or shape[axis] == channels):
+        return
+    expected = ["N", "C", "H", "W"] if rank == 4 else ["N", "F"] if rank == 2 else ["?"] * rank
+    if channels is not None:
+        expected[axis] = str(channels)
+    details = layer.describe()
+    raise ShapeError(
+        f"{layer.title()}{' (' + details + ')' if details else ''} expected input of shape "
+        f"({', '.join(expected)}), got {shape}"
+    )

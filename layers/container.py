@@ -1,0 +1,86 @@
+"""Layers made of layers: a chain, a sum, and the residual block built from both."""
+from layers.activation import ReLULayer
+from layers.base import Layer
+from layers.conv import ConvLayer
+
+
+class SequentialLayer(Layer):
+    """Applies its layers in order; backward runs their backwards in reverse order."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"SequentialLayer item {index} is {layer!r}, not a Layer")
+
+    def named_children(self):
+        for index, layer in enumerate(self.layers):
+            yield str(index), layer
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def output_shape(self, input_shape):
+        for layer in self.layers:
+            input_shape = layer.output_shape(input_shape)
+        return input_shape
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+
+class AddLayer(Layer):
+    """Sum of any number of same-shape inputs; backward returns one gradient per input."""
+
+    def forward(self, *inputs):
+        if not inputs:
+            raise ValueError("AddLayer needs at least one input")
+        shapes = {tuple(x.shape) for x in inputs}
+        if len(shapes) != 1:
+            raise ValueError(f"AddLayer inputs must share one shape, got {[x.shape for x in inputs]}")
+        self._count = len(inputs)
+        total = inputs[0] + inputs[1] if len(inputs) > 1 else inputs[0].copy()
+        for x in inputs[2:]:
+            total += x
+        return total
+
+    def backward(self, grad_out):
+        return (grad_out,) * self._count
+
+
+class ResNetBlock(Layer):
+    """relu2(conv_layers(x) + x), with conv_layers = conv, ReLU, conv (same channels, stride 1).
+
+    Shapes: (N, channels, H, W) -> (N, channels, H, W).
+    """
+
+    def __init__(self, channels, kernel_size=3, activation=ReLULayer, rng=None,
+                 dtype="float32"):
+        self.conv_layers = SequentialLayer([
+            ConvLayer(channels, channels, kernel_size, rng=rng, dtype=dtype),
+            activation(),
+            ConvLayer(channels, channels, kernel_size, rng=rng, dtype=dtype),
+        ])
+        self.add_layer = AddLayer()
+        self.relu2 = activation()
+
+    def output_shape(self, input_shape):
+        return self.conv_layers.output_shape(input_shape)
+
+    def forward(self, x):
+        return self.relu2.forward(self.add_layer.forward(self.conv_layers.forward(x), x))
+
+    def backward(self, grad_out):
+        grad_sum = self.relu2.backward(grad_out)
+        grad_branch, grad_skip = self.add_layer.backward(grad_sum)
+        return self.conv_layers.backward(grad_branch) + grad_skip

@@ -1,0 +1,131 @@
+"""2-D convolution as patch extraction plus one matrix product, channels-last inside."""
+import math
+
+from backend import CPU, get_array_module, new_rng, sliding_windows
+from layers.base import Layer, Parameter, ShapeError, check_input
+
+
+def channels_last(x):
+    """View an (N, C, H, W) array as (N, H, W, C): free when its memory is already channels-last."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def channels_first(x):
+    """View an (N, H, W, C) array as (N, C, H, W) without moving memory."""
+    return x.transpose(0, 3, 1, 2)
+
+
+def embed(x, offset, size_hw, step=1):
+    """Place `x` in a zero array, every `step` pixels from `offset`: padding and zero-insertion.
+
+    Args:
+        x: (N, H, W, C) array.
+    Returns:
+        (N, size_h, size_w, C) array; `x` itself when nothing would change.
+    """
+    n, h, w, c = x.shape
+    if (offset, tuple(size_hw), step) == (0, (h, w), 1):
+        return x
+    out = get_array_module(x).zeros((n, *size_hw, c), dtype=x.dtype)
+    out[:, offset:offset + (h - 1) * step + 1:step, offset:offset + (w - 1) * step + 1:step] = x
+    return out
+
+
+def conv2d_channels_last(x, w_mat, kernel_size, stride):
+    """Correlate `x` with a kernel matrix; return the output and the patch matrix.
+
+    Args:
+        x: (N, H, W, C) input, already padded, any strides.
+        w_mat: (k * k * C, O) kernel matrix, rows ordered (kh, kw, C).
+    Returns:
+        out: (N, Ho, Wo, O) C-contiguous; col: (N * Ho * Wo, k * k * C) patch matrix.
+    """
+    windows = sliding_windows(x, kernel_size, kernel_size, stride)
+    n, ho, wo = windows.shape[:3]
+    col = get_array_module(x).empty(windows.shape, dtype=x.dtype)
+    col[...] = windows
+    col = col.reshape(n * ho * wo, -1)
+    out = col @ w_mat
+    return out.reshape(n, ho, wo, w_mat.shape[1]), col
+
+
+class ConvLayer(Layer):
+    """2-D convolution (cross-correlation) with a bias per output channel.
+
+    Zero padding of ``(kernel_size - 1) // 2`` on all four sides; windows that would run past the
+    padded edge are dropped, so ``Ho = (H + 2 * pad - kernel_size) // stride + 1``.
+
+    Shapes: input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo);
+    weight (out_channels, in_channels, kernel_size, kernel_size); bias (out_channels,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, rng=None,
+                 dtype="float32"):
+        for name, value in [("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("stride", stride)]:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ConvLayer {name} must be a positive integer, got {value!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = (kernel_size - 1) // 2
+        self.input_grad_needed = True
+        fan_in = in_channels * kernel_size * kernel_size
+        weight = new_rng(rng).standard_normal((out_channels, in_channels, kernel_size, kernel_size))
+        self.weight = Parameter(CPU.xp.asarray(weight * math.sqrt(2.0 / fan_in), dtype=dtype))
+        self.bias = Parameter(CPU.xp.zeros(out_channels, dtype=dtype))
+
+    def describe(self):
+        k = self.kernel_size
+        return (f"Kernel: ({k}, {k}) In Channels {self.in_channels} "
+                f"Out Channels {self.out_channels} Stride {self.stride}")
+
+    def output_shape(self, input_shape):
+        check_input(self, input_shape, 4, self.in_channels)
+        n, _, h, w = input_shape
+        size_h = (h + 2 * self.padding - self.kernel_size) // self.stride + 1
+        size_w = (w + 2 * self.padding - self.kernel_size) // self.stride + 1
+        if size_h < 1 or size_w < 1:
+            raise ShapeError(
+                f"ConvLayer ({self.describe()}): kernel {self.kernel_size} with padding "
+                f"{self.padding} does not fit an input of {h} x {w}"
+            )
+        return (n, self.out_channels, size_h, size_w)
+
+    def _weight_matrix(self):
+        """(kh * kw * C, O) matrix matching the channels-last patch rows."""
+        w = self.weight.data
+        return w.transpose(2, 3, 1, 0).reshape(-1, self.out_channels)
+
+    def forward(self, x):
+        self.output_shape(x.shape)
+        x = x.astype(self.weight.dtype, copy=False)
+        k = self.kernel_size
+        h, w, p = x.shape[2], x.shape[3], self.padding
+        padded = embed(channels_last(x), p, (h + 2 * p, w + 2 * p))
+        out, self._col = conv2d_channels_last(padded, self._weight_matrix(), k, self.stride)
+        self._input_hw = (h, w)
+        out += self.bias.data
+        return channels_first(out)
+
+    def backward(self, grad_out):
+        g = channels_last(grad_out)
+        n, ho, wo, o = g.shape
+        g_mat = g.reshape(n * ho * wo, o)
+        k, c = self.kernel_size, self.in_channels
+        grad_w = self._col.T @ g_mat
+        self.weight.grad += grad_w.reshape(k, k, c, o).transpose(3, 2, 0, 1)
+        self.bias.grad += g_mat.sum(axis=0)
+        self._col = None
+        if not self.input_grad_needed:  # the first layer: nobody needs d input
+            return None
+        # d input = stride-1 correlation of the zero-inserted output gradient, placed so that
+        # input pixel y sees output rows i with i * stride + a = y + padding, with the kernel
+        # flipped in space and transposed in channels.
+        h, w = self._input_hw
+        flipped = self.weight.data[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
+        offset = k - 1 - self.padding
+        grad_x, _ = conv2d_channels_last(
+            embed(g, offset, (h + k - 1, w + k - 1), self.stride), flipped, k, 1)
+        return channels_first(grad_x)

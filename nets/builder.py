@@ -1,0 +1,104 @@
+"""Build a `Network` from the ``model`` section of a config.
+
+    model:
+      name: MNISTNetwork
+      input_shape: [1, 28, 28]
+      num_classes: 10
+      layers:
+        - ConvLayer: {in_channels: 1, out_channels: 6, kernel_size: 5}
+        - MaxPoolLayer: {kernel_size: 2, stride: 2}
+        - ReLULayer
+        - ResNetBlock: {channels: 16, activation: LeakyReLULayer}
+        ...
+
+Each item names a layer class and its constructor's arguments. The shapes are checked through
+the whole chain before any weight is drawn.
+"""
+import inspect
+
+import layers
+from backend import new_rng
+from layers import ShapeError
+from nets.config import ConfigError, check_keys, check_number, closest
+from nets.network import Network
+
+LAYER_TYPES = {
+    cls.__name__: cls for cls in [
+        layers.ConvLayer, layers.MaxPoolLayer, layers.ReLULayer, layers.LeakyReLULayer,
+        layers.FlattenLayer, layers.LinearLayer, layers.ResNetBlock,
+    ]
+}
+ACTIVATIONS = {"ReLULayer": layers.ReLULayer, "LeakyReLULayer": layers.LeakyReLULayer}
+MODEL_KEYS = {"name", "input_shape", "num_classes", "layers"}
+BUILD_ONLY_ARGUMENTS = {"rng", "dtype"}  # supplied by `build`, not by the config
+
+
+def _layer_arguments(cls):
+    params = inspect.signature(cls.__init__).parameters
+    return {name for name in params if name != "self" and name not in BUILD_ONLY_ARGUMENTS}
+
+
+def _parse_item(index, item):
+    """Return (class, arguments) for one entry of ``model.layers``."""
+    where = f"model.layers[{index}]"
+    if isinstance(item, str):
+        type_name, arguments = item, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        type_name, arguments = next(iter(item.items()))
+        arguments = {} if arguments is None else arguments
+    else:
+        raise ConfigError(f"{where} must be a layer name or {{LayerName: {{arguments}}}}, "
+                          f"got {item!r}")
+    if type_name not in LAYER_TYPES:
+        raise ConfigError(f"{where}: unknown layer {type_name!r}{closest(type_name, LAYER_TYPES)}; "
+                          f"known layers: {', '.join(LAYER_TYPES)}")
+    cls = LAYER_TYPES[type_name]
+    check_keys(f"{where} {type_name}", arguments, _layer_arguments(cls))
+    arguments = dict(arguments)
+    if "activation" in arguments:
+        name = arguments["activation"]
+        if name not in ACTIVATIONS:
+            raise ConfigError(f"{where} {type_name}: unknown activation {name!r}"
+                              f"{closest(name, ACTIVATIONS)}; expected one of {list(ACTIVATIONS)}")
+        arguments["activation"] = ACTIVATIONS[name]
+    return cls, arguments
+
+
+def build(model_config, seed=0, dtype="float32"):
+    """Return the `Network` that `model_config` describes, weights drawn from `seed`.
+
+    Raises `ConfigError` naming the entry at fault: an unknown layer or argument (with the
+    closest valid name), a bad value, or two layers whose shapes do not chain.
+    """
+    check_keys("model", model_config, MODEL_KEYS, required=("name", "input_shape", "layers"))
+    input_shape = model_config["input_shape"]
+    if not (isinstance(input_shape, list) and len(input_shape) in (1, 3)):
+        raise ConfigError(f"model.input_shape must be [channels, height, width] or [features], "
+                          f"got {input_shape!r}")
+    input_shape = tuple(check_number("model.input_shape", v, int, low=1) for v in input_shape)
+    num_classes = check_number("model.num_classes", model_config.get("num_classes", 10), int, low=2)
+    items = model_config["layers"]
+    if not isinstance(items, list) or not items:
+        raise ConfigError("model.layers must be a non-empty list of layers")
+
+    rng = new_rng(seed)
+    stack, shape = [], (1, *input_shape)
+    for index, item in enumerate(items):
+        cls, arguments = _parse_item(index, item)
+        if "rng" in inspect.signature(cls.__init__).parameters:
+            arguments.update(rng=rng, dtype=dtype)
+        try:
+            layer = cls(**arguments)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.layers[{index}] {cls.__name__}: {error}") from None
+        try:
+            new_shape = layer.output_shape(shape)
+        except ShapeError as error:
+            raise ConfigError(f"model.layers[{index}] {cls.__name__} cannot take the output of "
+                              f"the layer before it, of shape {shape}: {error}") from None
+        stack.append(layer)
+        shape = new_shape
+    if shape != (1, num_classes):
+        raise ConfigError(f"the last layer gives outputs of shape {shape[1:]} per image, but "
+                          f"the network must give {num_classes} class scores ((N, {num_classes}))")
+    return Network(model_config["name"], stack, input_shape=input_shape)

@@ -1,0 +1,37 @@
+"""A network: a stack of layers and the loss layer that trains it."""
+from layers import Layer, SequentialLayer, SoftmaxCrossEntropyLossLayer
+
+
+class Network(Layer):
+    """`layers` maps images to logits; `loss_layer` turns logits and labels into a loss.
+
+    Shapes: forward (N, *input_shape) -> logits (N, num_classes). Printed as its `name`
+    followed by ``(layers): SequentialLayer:`` ... and ``(loss_layer): ...``.
+    """
+
+    def __init__(self, name, layers, loss_layer=None, input_shape=None):
+        self.name = name
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.layers = layers if isinstance(layers, SequentialLayer) else SequentialLayer(layers)
+        self.loss_layer = loss_layer if loss_layer is not None else SoftmaxCrossEntropyLossLayer()
+        if len(self.layers):
+            self.layers[0].input_grad_needed = False  # nothing needs d loss / d image
+
+    def title(self):
+        return self.name
+
+    def output_shape(self, input_shape):
+        return self.layers.output_shape(input_shape)
+
+    def forward(self, x):
+        """Logits for a batch of images."""
+        return self.layers.forward(x)
+
+    def forward_loss(self, x, labels):
+        """Forward through the layers and the loss; returns (mean loss as a 0-d array, logits)."""
+        logits = self.layers.forward(x)
+        return self.loss_layer.forward(logits, labels), logits
+
+    def backward(self, grad_out=1.0):
+        """Backward from the loss of the last `forward_loss` through every layer."""
+        return self.layers.backward(self.loss_layer.backward(grad_out))

@@ -1,0 +1,70 @@
+"""Stochastic gradient descent, plain and with momentum, on packed parameters."""
+from backend import CPU, get_array_module
+from optim.packing import pack_parameters
+
+
+class SGDOptimizer:
+    """w <- w - lr * (grad + weight_decay * w).
+
+    Packs the parameters into one buffer (see `pack_parameters`): make the optimizer after
+    moving the network to its device and dtype.
+    """
+
+    def __init__(self, parameters, lr, weight_decay=0.0):
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.data, self.grad = pack_parameters(parameters)
+        self.steps = 0
+
+    def zero_grad(self):
+        self.grad.fill(0)
+
+    def _decayed_grad(self):
+        """The gradient with weight decay added, in place in the gradient buffer."""
+        if self.weight_decay:
+            self.grad += self.weight_decay * self.data
+        return self.grad
+
+    def step(self):
+        self.data -= self.lr * self._decayed_grad()
+        self.steps += 1
+
+    def state_dict(self):
+        """Host arrays and numbers that, loaded back, continue the same trajectory."""
+        return {"lr": self.lr, "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.lr = float(state["lr"])
+        self.steps = int(state["steps"])
+
+
+class MomentumSGDOptimizer(SGDOptimizer):
+    """v <- momentum * v + (grad + weight_decay * w);  w <- w - lr * v."""
+
+    def __init__(self, parameters, lr, momentum=0.9, weight_decay=0.0):
+        super().__init__(parameters, lr, weight_decay)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        self.velocity = get_array_module(self.data).zeros_like(self.data)
+
+    def step(self):
+        self.velocity *= self.momentum
+        self.velocity += self._decayed_grad()
+        self.data -= self.lr * self.velocity
+        self.steps += 1
+
+    def state_dict(self):
+        return {**super().state_dict(), "velocity": CPU.to_numpy(self.velocity).copy()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        velocity = state["velocity"]
+        if velocity.shape != self.velocity.shape:
+            raise ValueError(f"optimizer state has velocity of shape {velocity.shape}, "
+                             f"expected {self.velocity.shape}")
+        self.velocity[...] = get_array_module(self.velocity).asarray(velocity)
