@@ -1,0 +1,479 @@
+"""Time full training steps of a configured network, optionally layer by layer.
+
+    from training.bench import benchmark
+    result = benchmark(config, "cpu", batch_size=100)        # config: a whole parsed YAML file
+    print(result.format())
+
+One training step is what the training loop does per batch: ``optimizer.zero_grad()``,
+``net.forward_loss(x, labels)``, ``net.backward()``, ``optimizer.step()``. The batch is one fixed
+random batch (float32 images in [0, 1), integer labels) sent to the device once, so data loading
+is not timed. Each timed step is bracketed by ``device.synchronize()``.
+
+Peak memory is the process's peak RSS on the CPU (``ru_maxrss``: the whole process, imports
+and anything run before included, so compare figures from fresh processes:
+`benchmark_in_subprocess`) and CuPy's memory-pool total on a GPU (the pool keeps freed blocks,
+so its total is the high-water mark of what the step allocated).
+
+Command line (for quick looks; ``run.py bench`` is the user-facing entry):
+
+    python -m training.bench -c configs/resnet.yaml --batch-size 100 [--profile] [--device cpu]
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy
+import yaml
+
+import nets
+from backend import get_device, new_rng
+from optim import MomentumSGDOptimizer, SGDOptimizer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OPTIMIZERS = ("momentum_sgd", "sgd")
+
+
+# -- building what a step needs -----------------------------------------------------------------
+
+def load_config(path):
+    """Parse a YAML config file into a dict."""
+    with open(path) as file:
+        config = yaml.safe_load(file)
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError(f"{path} is not a config with a 'model' section")
+    return config
+
+
+def make_optimizer(train_config, parameters):
+    """The optimizer the ``train`` section names (``momentum_sgd`` or ``sgd``), with its lr,
+    momentum and weight_decay (defaults 0.01, 0.9, 0). Call after the network is on its device."""
+    train_config = train_config or {}
+    name = train_config.get("optimizer", "momentum_sgd")
+    lr = train_config.get("lr", 0.01)
+    weight_decay = train_config.get("weight_decay", 0.0)
+    if name == "momentum_sgd":
+        return MomentumSGDOptimizer(parameters, lr, train_config.get("momentum", 0.9),
+                                    weight_decay)
+    if name == "sgd":
+        return SGDOptimizer(parameters, lr, weight_decay)
+    raise ValueError(f"train.optimizer {name!r} is not known; expected one of {list(OPTIMIZERS)}")
+
+
+def make_batch(model_config, batch_size, seed=0):
+    """A fixed host batch: images float32 in [0, 1) of shape (batch_size, *input_shape) and
+    int64 labels in [0, num_classes). The same seed gives the same batch (PyTorch uses it too)."""
+    rng = new_rng([seed, 1])  # a stream apart from the weights' `seed`
+    shape = (batch_size, *model_config["input_shape"])
+    images = rng.random(shape, dtype=numpy.float32)
+    labels = rng.integers(0, model_config.get("num_classes", 10), size=batch_size, dtype=numpy.int64)
+    return images, labels
+
+
+def time_steps(step, count, synchronize=lambda: None):
+    """Run `step()` `count` times; return each run's wall time in ms, `synchronize()` before
+    starting the clock and before stopping it."""
+    times = []
+    for _ in range(count):
+        synchronize()
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+class TrainingStep:
+    """A network, its optimizer and a fixed batch on `device`; `step()` is one training step.
+
+    Attributes: `net`, `optimizer`, `device`, `images` (B, *input_shape), `labels` (B,),
+    `loss` (the last step's loss, a 0-d device array).
+    """
+
+    def __init__(self, config, device="cpu", batch_size=100, seed=0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.device = get_device(device)
+        self.net = nets.build(config["model"], seed=seed).to(self.device)
+        self.optimizer = make_optimizer(config.get("train"), self.net.parameters())
+        images, labels = make_batch(config["model"], batch_size, seed)
+        self.images, self.labels = self.device.send(images), self.device.send(labels)
+        self.batch_size = batch_size
+        self.loss = None
+
+    def step(self):
+        self.optimizer.zero_grad()
+        self.loss, _ = self.net.forward_loss(self.images, self.labels)
+        self.net.backward()
+        self.optimizer.step()
+
+    def timed_steps(self, count):
+        """`count` steps; their times in ms, the device synchronised around each."""
+        return time_steps(self.step, count, self.device.synchronize)
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+def peak_rss_mib():
+    """This process's peak resident set size so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib():
+    """This process's resident set size now, in MiB (None where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as file:
+            pages = int(file.read().split()[1])
+    except OSError:
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _gpu_pool_mib(device):
+    return device.xp.get_default_memory_pool().total_bytes() / 2**20
+
+
+# -- per-layer profile --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ProfileRow:
+    """Mean ms per step spent in one part of the step. `depth` 1 rows are inside the depth-0
+    row above them (their time is part of it, not added to the total)."""
+    name: str
+    forward_ms: float
+    backward_ms: float
+    depth: int = 0
+    split: bool = True  # False: not a forward/backward pair; only the total is shown
+
+    @property
+    def total_ms(self):
+        return self.forward_ms + self.backward_ms
+
+
+def layer_label(layer):
+    """A short name for a layer: ``Conv 6->16 k5``, ``Linear 784->120``, ``MaxPool k2 s2``..."""
+    kind = type(layer).__name__
+    try:
+        if kind == "ConvLayer":
+            stride = f" s{layer.stride}" if layer.stride != 1 else ""
+            return f"Conv {layer.in_channels}->{layer.out_channels} k{layer.kernel_size}{stride}"
+        if kind == "LinearLayer":
+            return f"Linear {layer.in_features}->{layer.out_features}"
+        if kind == "MaxPoolLayer":
+            return f"MaxPool k{layer.kernel_size} s{layer.stride}"
+        if kind == "LeakyReLULayer":
+            return f"LeakyReLU {layer.slope:g}"
+        if kind == "ResNetBlock":
+            convs = [child for _, child in _leaves(layer) if type(child).__name__ == "ConvLayer"]
+            return f"ResNetBlock {convs[0].in_channels}" if convs else kind
+    except AttributeError:  # a layer rewritten since: fall back to its class name
+        pass
+    return kind.removesuffix("Layer") or kind
+
+
+def _leaves(layer, prefix=""):
+    """Yield (dotted name, layer) for every descendant of `layer` that has no children."""
+    for name, child in layer.named_children():
+        if any(True for _ in child.named_children()):
+            yield from _leaves(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
+
+
+class _Profiler:
+    """Replaces `forward`/`backward` (or any methods) of chosen objects by timing wrappers set
+    on the instances; `restore()` puts the originals back. Times add up over all calls."""
+
+    _MISSING = object()
+
+    def __init__(self, synchronize):
+        self.synchronize = synchronize
+        self.totals = {}  # (key, method) -> accumulated seconds
+        self._patched = []  # (object, method name, previous instance attribute or _MISSING)
+
+    def wrap(self, key, obj, method):
+        original = getattr(obj, method)
+        totals, synchronize = self.totals, self.synchronize
+        totals[(key, method)] = 0.0
+
+        def timed(*args, **kwargs):
+            synchronize()
+            start = time.perf_counter()
+            result = original(*args, **kwargs)
+            synchronize()
+            totals[(key, method)] += time.perf_counter() - start
+            return result
+
+        self._patched.append((obj, method, vars(obj).get(method, self._MISSING)))
+        setattr(obj, method, timed)
+
+    def restore(self):
+        for obj, method, previous in reversed(self._patched):
+            if previous is self._MISSING:
+                delattr(obj, method)
+            else:
+                setattr(obj, method, previous)
+        self._patched.clear()
+
+    def ms(self, key, method, steps):
+        return self.totals.get((key, method), 0.0) * 1e3 / steps
+
+
+def profile_steps(runner, steps):
+    """Run `steps` profiled steps; return (rows, mean ms per profiled step).
+
+    Rows: each top-level layer of ``net.layers`` (and, indented, the leaf layers inside a
+    composite one such as a ResNetBlock, plus that block's own glue), the loss, the optimizer's
+    ``zero_grad`` and ``step``, and "(between timers)": the rest of the step (Python glue,
+    timer overhead). Depth-0 rows sum to the mean step time.
+    """
+    net, optimizer, device = runner.net, runner.optimizer, runner.device
+    profiler = _Profiler(device.synchronize if device.is_gpu else lambda: None)
+    top = [(f"{index} {layer_label(layer)}", layer) for index, layer in enumerate(net.layers)]
+    children = {}
+    for key, layer in top:
+        children[key] = [(f"{name} {layer_label(leaf)}", leaf) for name, leaf in _leaves(layer)]
+        for method in ("forward", "backward"):
+            profiler.wrap(key, layer, method)
+            for child_key, leaf in children[key]:
+                profiler.wrap((key, child_key), leaf, method)
+    profiler.wrap("loss", net.loss_layer, "forward")
+    profiler.wrap("loss", net.loss_layer, "backward")
+    profiler.wrap("optimizer", optimizer, "zero_grad")
+    profiler.wrap("optimizer", optimizer, "step")
+    try:
+        step_ms = statistics.fmean(runner.timed_steps(steps))
+    finally:
+        profiler.restore()
+
+    def row(name, key, forward, backward, depth=0):
+        return ProfileRow(name, profiler.ms(key, forward, steps), profiler.ms(key, backward, steps),
+                          depth)
+
+    rows = []
+    for key, _ in top:
+        parent = row(key, key, "forward", "backward")
+        rows.append(parent)
+        inner = [row(child_key, (key, child_key), "forward", "backward", depth=1)
+                 for child_key, _ in children[key]]
+        if inner:
+            rows.extend(inner)
+            rows.append(ProfileRow("(block glue)",
+                                   parent.forward_ms - sum(r.forward_ms for r in inner),
+                                   parent.backward_ms - sum(r.backward_ms for r in inner), 1))
+    rows.append(row("loss (softmax cross-entropy)", "loss", "forward", "backward"))
+    rows.append(ProfileRow("optimizer.zero_grad", profiler.ms("optimizer", "zero_grad", steps), 0.0,
+                           split=False))
+    rows.append(ProfileRow("optimizer.step", profiler.ms("optimizer", "step", steps), 0.0,
+                           split=False))
+    accounted = sum(r.total_ms for r in rows if r.depth == 0)
+    rows.append(ProfileRow("(between timers)", step_ms - accounted, 0.0, split=False))
+    return rows, step_ms
+
+
+# -- results ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BenchResult:
+    """Timings of `steps` training steps after `warmup` untimed ones.
+
+    `step_ms`: each timed step in ms. `peak_memory_mib` is described by `memory_kind`.
+    `profile`: `ProfileRow`s (mean ms per step over `steps` further, profiled, steps) or None;
+    `profile_step_ms`: the mean step time while profiled (timers included).
+    """
+    model: str
+    device: str
+    batch_size: int
+    steps: int
+    warmup: int
+    seed: int
+    num_parameters: int
+    step_ms: list
+    peak_memory_mib: float
+    memory_kind: str
+    start_rss_mib: float = None
+    final_loss: float = None
+    label: str = ""
+    profile: list = None
+    profile_step_ms: float = None
+
+    @property
+    def median_ms(self):
+        return statistics.median(self.step_ms)
+
+    @property
+    def min_ms(self):
+        return min(self.step_ms)
+
+    @property
+    def max_ms(self):
+        return max(self.step_ms)
+
+    @property
+    def images_per_s(self):
+        return self.batch_size / (self.median_ms / 1e3)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data)
+        if data.get("profile") is not None:
+            data["profile"] = [ProfileRow(**row) for row in data["profile"]]
+        return cls(**data)
+
+    def format(self):
+        """A readable multi-line report (and the profile table, when there is one)."""
+        title = f"{self.model}" + (f" ({self.label})" if self.label else "")
+        lines = [
+            f"{title}: {self.num_parameters:,} parameters, device {self.device}, "
+            f"batch {self.batch_size}, {self.steps} timed steps after {self.warmup} warm-up",
+            f"  step time: median {self.median_ms:.2f} ms (min {self.min_ms:.2f}, "
+            f"max {self.max_ms:.2f}) -> {self.images_per_s:,.0f} images/s",
+            f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
+        ]
+        if self.start_rss_mib is not None:
+            lines.append(f"  RSS before building the network: {self.start_rss_mib:.1f} MiB")
+        if self.final_loss is not None:
+            note = "" if math.isfinite(self.final_loss) else "  <- NOT FINITE: timings suspect"
+            lines.append(f"  loss after the last step: {self.final_loss:.4f}{note}")
+        if self.profile:
+            lines.append("")
+            lines.append(format_profile(self.profile, self.profile_step_ms, self.steps))
+        return "\n".join(lines)
+
+
+def format_profile(rows, step_ms, steps):
+    """The per-layer table: forward, backward, total ms and % of the profiled step."""
+    width = max(32, *(len(r.name) + 4 * r.depth for r in rows))
+    header = f"{'part of the step':<{width}} {'forward':>9} {'backward':>9} {'total':>9} {'%':>6}"
+    lines = [f"Profile: mean ms per step over {steps} profiled steps "
+             f"({step_ms:.2f} ms/step with timers; indented rows are inside the row above)",
+             header, "-" * len(header)]
+    for r in rows:
+        name = "    " * r.depth + r.name
+        split = f"{r.forward_ms:9.3f} {r.backward_ms:9.3f}" if r.split else f"{'':9} {'':9}"
+        lines.append(f"{name:<{width}} {split} {r.total_ms:9.3f} {100 * r.total_ms / step_ms:6.1f}")
+    lines.append("-" * len(header))
+    lines.append(f"{'step':<{width}} {'':>9} {'':>9} {step_ms:9.3f} {100.0:6.1f}")
+    return "\n".join(lines)
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0):
+    """Time `steps` full training steps of the network `config['model']` describes.
+
+    Args:
+        config: a whole config (``model`` section required; ``train`` picks the optimizer).
+        device: a `Device` or a flag value (``cpu``, ``gpu``, ``cuda:N``).
+        batch_size: images per step.
+        steps, warmup: timed steps, and untimed ones before them.
+        profile: also run `steps` more steps with per-layer timers (GPU: synchronised around
+            every layer, which slows the step) and add the table.
+        seed: weights and batch.
+    Returns:
+        `BenchResult`.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
+    start_rss = current_rss_mib()
+    runner = TrainingStep(config, device, batch_size, seed)
+    runner.timed_steps(warmup)
+    step_ms = runner.timed_steps(steps)
+    final_loss = float(runner.loss)
+    rows = profile_step_ms = None
+    if profile:
+        rows, profile_step_ms = profile_steps(runner, steps)
+    if runner.device.is_gpu:
+        memory, kind = _gpu_pool_mib(runner.device), "CuPy memory pool total, high-water mark"
+        start_rss = None
+    else:
+        memory, kind = peak_rss_mib(), "peak RSS of the whole process, imports included"
+    return BenchResult(
+        model=config["model"].get("name", "network"), device=runner.device.name,
+        batch_size=batch_size, steps=steps, warmup=warmup, seed=seed,
+        num_parameters=int(runner.net.num_parameters()), step_ms=step_ms,
+        peak_memory_mib=memory, memory_kind=kind, start_rss_mib=start_rss,
+        final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
+    )
+
+
+def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
+                            profile=False, seed=0, label="", env=None, timeout=None):
+    """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
+
+    `config` is a dict or a path; `env` adds to (or, with None values, removes from) the child's
+    environment. Raises `RuntimeError` with the child's stderr if it fails.
+    """
+    if not isinstance(config, dict):
+        label = label or str(config)
+        config = load_config(config)
+    request = {"config": config, "device": str(getattr(device, "name", device)),
+               "batch_size": batch_size, "steps": steps, "warmup": warmup,
+               "profile": profile, "seed": seed}
+    child_env = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = str(value)
+    completed = subprocess.run(
+        [sys.executable, "-m", "training.bench", "--json-request"], input=json.dumps(request),
+        capture_output=True, text=True, cwd=REPO_ROOT, env=child_env, timeout=timeout)
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed (exit {completed.returncode}):\n"
+                           f"{completed.stderr.strip()}")
+    result = BenchResult.from_dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+    result.label = label
+    return result
+
+
+def _serve_json_request():
+    """Read one benchmark request (JSON) on stdin, write the `BenchResult` as JSON on stdout."""
+    request = json.load(sys.stdin)
+    result = benchmark(**request)
+    print(json.dumps(result.to_dict()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", help="config YAML file, e.g. configs/resnet.yaml")
+    parser.add_argument("--batch-size", type=int, help="default: the config's train.batch_size")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="add a per-layer table")
+    parser.add_argument("--subprocess", action="store_true",
+                        help="run in a fresh process, so the peak RSS is this run's alone")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--json-request", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.json_request:
+        return _serve_json_request()
+    if not args.config:
+        parser.error("give a config: -c configs/resnet.yaml")
+    config = load_config(args.config)
+    batch_size = args.batch_size or config.get("train", {}).get("batch_size", 100)
+    options = dict(device=args.device, batch_size=batch_size, steps=args.steps,
+                   warmup=args.warmup, profile=args.profile, seed=args.seed)
+    if args.subprocess:
+        result = benchmark_in_subprocess(config, label=args.config, **options)
+    else:
+        result = benchmark(config, **options)
+        result.label = args.config
+    print(json.dumps(result.to_dict()) if args.json else result.format())
+
+
+if __name__ == "__main__":
+    main()
