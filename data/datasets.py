@@ -1,0 +1,248 @@
+"""Known IDX image-classification datasets (MNIST, Fashion-MNIST) and `load_dataset`, which reads, checks
+and returns one as a `Dataset`.
+
+A dataset folder holds the four standard IDX files, each raw or gzip-compressed:
+    train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
+(+ `.gz`). Checksums are of the decompressed bytes, so any gzip wrapper of the right contents passes.
+"""
+import difflib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .idx import parse_idx, read_idx_bytes
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Attribute of `Dataset` -> file name stem; listed in the order they are read.
+FILE_STEMS = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+NUM_CLASSES = 10
+DIGIT_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What is known about a named dataset: where it lives, its checksums and how to repair it."""
+    name: str
+    default_dir: Path
+    sha256: dict          # file stem -> sha256 hex digest of the decompressed bytes
+    class_names: tuple
+    missing_hint: str     # how to get the files when the default folder lacks them
+    corrupt_hint: str     # how to repair a file that fails its checks
+    mirrors: tuple = ()   # base URLs that `download` tries in order
+
+
+DATASETS = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        default_dir=PACKAGE_DIR / "mnist",
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        class_names=DIGIT_NAMES,
+        missing_hint="restore it from git (git checkout -- data/mnist), fetch it with "
+                     "data.download('mnist', DIR) and pass --data-dir DIR, or pass --data-dir",
+        corrupt_hint="the file is corrupt; restore it from git (git checkout -- data/mnist) or re-download it "
+                     "(data.download('mnist', DIR))",
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    ),
+    "fashion-mnist": DatasetSpec(
+        name="fashion-mnist",
+        default_dir=Path("/usr/share/datasets/fashion-mnist"),
+        # Computed from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1.
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        missing_hint="apt-get install dataset-fashion-mnist or pass --data-dir",
+        corrupt_hint="the file is corrupt; reinstall it (apt-get install --reinstall dataset-fashion-mnist) "
+                     "or re-download it (data.download('fashion-mnist', DIR))",
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+}
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """An image-classification dataset in memory. All arrays are read-only.
+
+    train_images: (N, 1, H, W) uint8   train_labels: (N,) int64 in [0, num_classes)
+    test_images:  (M, 1, H, W) uint8   test_labels:  (M,) int64 in [0, num_classes)
+    """
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    class_names: tuple
+
+    @property
+    def image_shape(self):
+        """(channels, height, width) of one image, e.g. (1, 28, 28)."""
+        return tuple(self.train_images.shape[1:])
+
+    def __repr__(self):
+        return (f"Dataset({self.name!r}, train={len(self.train_labels)}, test={len(self.test_labels)}, "
+                f"image_shape={self.image_shape}, num_classes={self.num_classes})")
+
+
+def dataset_names():
+    """The names `load_dataset` knows, sorted."""
+    return sorted(DATASETS)
+
+
+def dataset_spec(name):
+    """The `DatasetSpec` of a known dataset name (case and '_' vs '-' ignored); else `DataError`."""
+    if not isinstance(name, str):
+        raise DataError(f"dataset name must be a string, got {type(name).__name__} {name!r}; "
+                        f"known: {', '.join(dataset_names())}")
+    key = name.strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}{_closest(key, DATASETS)}; known: "
+                        f"{', '.join(dataset_names())}; or pass name=None with data_dir= for another folder "
+                        f"of the four IDX files")
+    return DATASETS[key]
+
+
+def find_dataset_files(folder):
+    """{attribute: path} of the four IDX files in `folder` (uncompressed preferred over .gz), and the
+    list of file names missing from it."""
+    folder = Path(folder)
+    found, missing = {}, []
+    for key, stem in FILE_STEMS.items():
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            missing.append(f"{stem}[.gz]")
+    return found, missing
+
+
+def load_dataset(name="mnist", data_dir=None, verify=True):
+    """Read, check and return a dataset as a `Dataset`.
+
+    name: 'mnist' or 'fashion-mnist', or None for an unnamed folder of the four IDX files (then `data_dir`
+        is required, no checksums are checked, and labels must lie in [0, 10)).
+    data_dir: folder holding the files; default: the known dataset's folder (MNIST: data/mnist beside this
+        package; Fashion-MNIST: /usr/share/datasets/fashion-mnist).
+    verify: check the sha256 of each decompressed file of a named dataset. Structure, counts and label
+        ranges are always checked.
+    Raises `DataError` naming the file, what was wrong and what would be right.
+    """
+    spec = None if name is None else dataset_spec(name)
+    if spec is None and data_dir is None:
+        raise DataError(f"load_dataset needs a dataset name ({', '.join(dataset_names())}) or, with "
+                        f"name=None, data_dir= a folder of the four IDX files")
+    folder = Path(data_dir) if data_dir is not None else spec.default_dir
+    label = spec.name if spec is not None else (folder.name or str(folder))
+    if spec is not None and data_dir is None:
+        missing_hint = spec.missing_hint
+    else:
+        missing_hint = (f"a dataset folder holds the four IDX files "
+                        f"{', '.join(f'{stem}[.gz]' for stem in FILE_STEMS.values())}; put them there or "
+                        f"pass another data_dir")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"{label}: data folder {folder} {what}; {missing_hint}")
+    paths, missing = find_dataset_files(folder)
+    if missing:
+        raise DataError(f"{label}: {folder} lacks {', '.join(missing)}; {missing_hint}")
+
+    checksums = spec.sha256 if (spec is not None and verify) else {}
+    repair_hint = _repair_hint(spec, data_dir)
+    arrays = {key: _read_checked(path, checksums.get(FILE_STEMS[key]), label, repair_hint)
+              for key, path in paths.items()}
+
+    num_classes = NUM_CLASSES
+    splits = {}
+    for split in ("train", "test"):
+        images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        _check_split(images, labels, images_path, labels_path, num_classes)
+        splits[f"{split}_images"] = images[:, None]
+        splits[f"{split}_labels"] = _read_only(labels.astype(np.int64))
+    if splits["train_images"].shape[1:] != splits["test_images"].shape[1:]:
+        raise DataError(f"{label}: training images are {arrays['train_images'].shape[1:]} "
+                        f"({paths['train_images']}) but test images are {arrays['test_images'].shape[1:]} "
+                        f"({paths['test_images']}); both splits must have one image size")
+    class_names = spec.class_names if spec is not None else DIGIT_NAMES
+    return Dataset(name=label, num_classes=num_classes, class_names=class_names, **splits)
+
+
+def sha256_of_idx(path):
+    """The sha256 hex digest of the decompressed bytes of the IDX file at `path`."""
+    return hashlib.sha256(read_idx_bytes(path)).hexdigest()
+
+
+def _read_checked(path, expected_sha256, label, repair_hint):
+    """The uint8 array of one IDX file, after its structure and (if `expected_sha256`) checksum checks."""
+    try:
+        data = read_idx_bytes(path)
+        array = parse_idx(data, str(path))
+    except DataError as error:
+        raise DataError(f"{error} [{label}: {repair_hint}]") from None
+    if expected_sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != expected_sha256:
+            raise DataError(f"{path}: checksum mismatch for {label}: sha256 of the decompressed bytes is "
+                            f"{got}, expected {expected_sha256}; {repair_hint}")
+    return array
+
+
+def _check_split(images, labels, images_path, labels_path, num_classes):
+    """Raise `DataError` unless images are (N, H, W), labels are (N,) and every label is in range."""
+    if images.ndim != 3:
+        raise DataError(f"{images_path}: images must be 3-D (count, rows, columns), i.e. 2-D per image; "
+                        f"the header says shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_path}: labels must be 1-D (count,); the header says shape {labels.shape}")
+    if len(images) == 0 or 0 in images.shape[1:]:
+        raise DataError(f"{images_path}: holds no images (shape {images.shape}); expected at least one "
+                        f"non-empty image")
+    if len(images) != len(labels):
+        raise DataError(f"{labels_path}: {len(labels)} labels but {images_path} holds {len(images)} images; "
+                        f"each image needs exactly one label")
+    bad = np.flatnonzero(labels >= num_classes)
+    if bad.size:
+        first = int(bad[0])
+        raise DataError(f"{labels_path}: label {int(labels[first])} at index {first} is outside "
+                        f"[0, {num_classes}) ({bad.size} such labels); labels must be class indices "
+                        f"0..{num_classes - 1}")
+
+
+def _repair_hint(spec, data_dir):
+    if spec is None:
+        return "the file is malformed; rewrite or re-download it"
+    if data_dir is None:
+        return spec.corrupt_hint
+    return (f"{spec.corrupt_hint}; if this folder holds another dataset in the same format, load it with "
+            f"name=None (no checksums) or verify=False")
+
+
+def _read_only(array):
+    array.flags.writeable = False
+    return array
+
+
+def _closest(name, options):
+    """' (did you mean X?)' for the option nearest to `name`, or '' (same rule as nets.config.closest)."""
+    match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
