@@ -19,3 +19,19 @@ def sliding_windows(x, kh, kw, stride):
         x, shape=(n, ho, wo, kh, kw, c),
         strides=(sn, stride * sh, stride * sw, sh, sw, sc),
     )
+
+
+CPU_CHUNK_BYTES = 1 << 19  # per-chunk working set that stays in one core's L2 cache
+
+
+def batch_chunks(xp, n, bytes_per_item):
+    """Split ``range(n)`` into slices to process one after another.
+
+    On the CPU each slice's working set (``bytes_per_item`` per batch item) stays near
+    `CPU_CHUNK_BYTES`, so a patch matrix is built and consumed while still in cache. On a GPU
+    the whole batch is one slice: there, fewer and larger kernels win.
+    """
+    if xp.__name__ != "numpy":
+        return [slice(0, n)]
+    size = max(1, min(n, CPU_CHUNK_BYTES // max(1, bytes_per_item)))
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]

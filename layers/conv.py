@@ -1,7 +1,7 @@
 """2-D convolution as patch extraction plus one matrix product, channels-last inside."""
 import math
 
-from backend import CPU, get_array_module, new_rng, sliding_windows
+from backend import CPU, batch_chunks, get_array_module, new_rng, sliding_windows
 from layers.base import Layer, Parameter, ShapeError, check_input
 
 
@@ -31,22 +31,34 @@ def embed(x, offset, size_hw, step=1):
     return out
 
 
-def conv2d_channels_last(x, w_mat, kernel_size, stride):
-    """Correlate `x` with a kernel matrix; return the output and the patch matrix.
+def patch_matrix(x, kernel_size, stride):
+    """Copy every (k x k) window of `x` into a patch matrix, one row per output pixel.
 
     Args:
         x: (N, H, W, C) input, already padded, any strides.
-        w_mat: (k * k * C, O) kernel matrix, rows ordered (kh, kw, C).
     Returns:
-        out: (N, Ho, Wo, O) C-contiguous; col: (N * Ho * Wo, k * k * C) patch matrix.
+        (N * Ho * Wo, k * k * C) C-contiguous, columns ordered (kh, kw, C).
     """
     windows = sliding_windows(x, kernel_size, kernel_size, stride)
-    n, ho, wo = windows.shape[:3]
     col = get_array_module(x).empty(windows.shape, dtype=x.dtype)
     col[...] = windows
-    col = col.reshape(n * ho * wo, -1)
-    out = col @ w_mat
-    return out.reshape(n, ho, wo, w_mat.shape[1]), col
+    return col.reshape(-1, col[0, 0, 0].size)
+
+
+def correlate(x, w_mat, kernel_size, stride, out):
+    """out <- every (k x k) window of `x` times `w_mat`, a batch chunk at a time.
+
+    Args:
+        x: (N, H, W, C) input, already padded.
+        w_mat: (k * k * C, O) kernel matrix, rows ordered (kh, kw, C).
+        out: (N, Ho, Wo, O) C-contiguous output array.
+    """
+    xp = get_array_module(x)
+    n, ho, wo, o = out.shape
+    for chunk in batch_chunks(xp, n, ho * wo * w_mat.shape[0] * x.itemsize):
+        col = patch_matrix(x[chunk], kernel_size, stride)
+        xp.matmul(col, w_mat, out=out[chunk].reshape(-1, o))
+    return out
 
 
 class ConvLayer(Layer):
@@ -101,31 +113,39 @@ class ConvLayer(Layer):
     def forward(self, x):
         self.output_shape(x.shape)
         x = x.astype(self.weight.dtype, copy=False)
-        k = self.kernel_size
-        h, w, p = x.shape[2], x.shape[3], self.padding
-        padded = embed(channels_last(x), p, (h + 2 * p, w + 2 * p))
-        out, self._col = conv2d_channels_last(padded, self._weight_matrix(), k, self.stride)
-        self._input_hw = (h, w)
+        xp = get_array_module(x)
+        n, _, h, w = x.shape
+        _, o, ho, wo = self.output_shape(x.shape)
+        p = self.padding
+        self._padded = embed(channels_last(x), p, (h + 2 * p, w + 2 * p))
+        out = xp.empty((n, ho, wo, o), dtype=x.dtype)
+        correlate(self._padded, self._weight_matrix(), self.kernel_size, self.stride, out)
         out += self.bias.data
         return channels_first(out)
 
     def backward(self, grad_out):
+        xp = get_array_module(grad_out)
+        k, c, s = self.kernel_size, self.in_channels, self.stride
         g = channels_last(grad_out)
         n, ho, wo, o = g.shape
         g_mat = g.reshape(n * ho * wo, o)
-        k, c = self.kernel_size, self.in_channels
-        grad_w = self._col.T @ g_mat
+        padded, self._padded = self._padded, None
+        # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper
+        # than reading a stored one back from main memory, and far smaller.
+        grad_w = xp.zeros((k * k * c, o), dtype=g.dtype)
+        rows_per_image = ho * wo
+        for chunk in batch_chunks(xp, n, rows_per_image * k * k * c * g.itemsize):
+            col = patch_matrix(padded[chunk], k, s)
+            grad_w += col.T @ g_mat[chunk.start * rows_per_image:chunk.stop * rows_per_image]
         self.weight.grad += grad_w.reshape(k, k, c, o).transpose(3, 2, 0, 1)
         self.bias.grad += g_mat.sum(axis=0)
-        self._col = None
         if not self.input_grad_needed:  # the first layer: nobody needs d input
             return None
         # d input = stride-1 correlation of the zero-inserted output gradient, placed so that
         # input pixel y sees output rows i with i * stride + a = y + padding, with the kernel
         # flipped in space and transposed in channels.
-        h, w = self._input_hw
+        h, w = padded.shape[1] - 2 * self.padding, padded.shape[2] - 2 * self.padding
         flipped = self.weight.data[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
-        offset = k - 1 - self.padding
-        grad_x, _ = conv2d_channels_last(
-            embed(g, offset, (h + k - 1, w + k - 1), self.stride), flipped, k, 1)
+        g_embedded = embed(g, k - 1 - self.padding, (h + k - 1, w + k - 1), s)
+        grad_x = correlate(g_embedded, flipped, k, 1, xp.empty((n, h, w, c), dtype=g.dtype))
         return channels_first(grad_x)

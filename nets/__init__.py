@@ -2,5 +2,6 @@
 from nets.builder import LAYER_TYPES, build
 from nets.config import ConfigError
 from nets.network import Network
+from nets.parallel import DataParallel
 
-__all__ = ["ConfigError", "LAYER_TYPES", "Network", "build"]
+__all__ = ["ConfigError", "DataParallel", "LAYER_TYPES", "Network", "build"]

@@ -1,0 +1,100 @@
+"""Data parallelism over CPU threads: one replica of the network per worker, weights shared."""
+import copy
+from concurrent.futures import ThreadPoolExecutor
+
+from backend import get_array_module, set_blas_threads
+
+
+class DataParallel:
+    """Runs a `Network`'s training step on `workers` slices of each batch at the same time.
+
+    NumPy releases the GIL inside its loops and BLAS calls, so each worker thread keeps one core
+    busy, element-wise work included (NumPy runs that on one core otherwise). Replicas share the
+    parameter arrays of `net` and keep their own gradients, which `backward` adds into `net`'s in
+    a fixed order: the same batch split gives bit-identical results run after run. BLAS is set to
+    one thread per worker for the whole process while workers > 1.
+
+    Offers the parts of `Network` that a training loop uses: `forward`, `forward_loss`, `backward`,
+    `train`, `eval`. With workers=1 it simply forwards to `net`.
+    """
+
+    def __init__(self, net, workers=2):
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        self.net = net
+        self.workers = workers
+        self.replicas = [net] + [_replica_sharing_weights(net) for _ in range(workers - 1)]
+        self._pool = ThreadPoolExecutor(workers - 1) if workers > 1 else None
+        self._shares = [1.0]
+        if workers > 1:
+            set_blas_threads(1)
+
+    def _run(self, calls):
+        """Run ``calls[i]()`` for every i at once (the first on this thread); return results."""
+        futures = [self._pool.submit(call) for call in calls[1:]]
+        first = calls[0]()
+        return [first] + [future.result() for future in futures]
+
+    def _slices(self, n):
+        parts = min(self.workers, n)
+        bounds = [n * i // parts for i in range(parts + 1)]
+        return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+    def _sync_weights(self):
+        """Point every replica at the network's current parameter arrays."""
+        for replica in self.replicas[1:]:
+            for mine, theirs in zip(replica.parameters(), self.net.parameters()):
+                mine.data = theirs.data
+
+    def forward(self, x):
+        """Logits (N, classes) for images (N, ...)."""
+        if self.workers == 1:
+            return self.net.forward(x)
+        self._sync_weights()
+        slices = self._slices(x.shape[0])
+        outputs = self._run([lambda r=r, s=s: r.forward(x[s]) for r, s in zip(self.replicas, slices)])
+        return get_array_module(outputs[0]).concatenate(outputs)
+
+    def forward_loss(self, x, labels):
+        """(mean loss over the whole batch as a 0-d array, logits (N, classes))."""
+        if self.workers == 1:
+            return self.net.forward_loss(x, labels)
+        self._sync_weights()
+        n = x.shape[0]
+        slices = self._slices(n)
+        results = self._run([lambda r=r, s=s: r.forward_loss(x[s], labels[s])
+                             for r, s in zip(self.replicas, slices)])
+        self._shares = [(s.stop - s.start) / n for s in slices]
+        loss = sum(share * part_loss for share, (part_loss, _) in zip(self._shares, results))
+        logits = get_array_module(x).concatenate([part_logits for _, part_logits in results])
+        return loss, logits
+
+    def backward(self):
+        """Backward through every replica, then add their gradients into the network's."""
+        if self.workers == 1:
+            return self.net.backward()
+        active = self.replicas[:len(self._shares)]
+        self._run([lambda r=r, share=share: r.backward(share)
+                   for r, share in zip(active, self._shares)])
+        for replica in active[1:]:
+            for total, part in zip(self.net.parameters(), replica.parameters()):
+                total.grad += part.grad
+                part.grad[...] = 0
+        return None
+
+    def train(self, mode=True):
+        for replica in self.replicas:
+            replica.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+def _replica_sharing_weights(net):
+    """A deep copy of `net` whose parameters use `net`'s data arrays and fresh zero gradients."""
+    shared = {id(param.data): param.data for param in net.parameters()}
+    replica = copy.deepcopy(net, memo=shared)
+    for param in replica.parameters():
+        param.grad = get_array_module(param.data).zeros_like(param.data)
+    return replica
