@@ -198,7 +198,7 @@ def test_flatten_gradients(shape, device, rng, make_input):
 
 
 @pytest.mark.parametrize("batch,fan_in,fan_out", [(1, 7, 3), (3, 5, 1), (3, 12, 4), (2, 1, 6)],
-                         ids=lambda v: str(v))
+                         ids=["b1-7to3", "b3-5to1", "b3-12to4", "b2-1to6"])
 def test_linear_gradients(batch, fan_in, fan_out, device, rng, make_input):
     layer = randomize_biases(layers.LinearLayer(fan_in, fan_out, rng=rng), rng)
     check_layer_gradients(layer, [make_input(rng, (batch, fan_in))], device)
@@ -269,7 +269,7 @@ def test_resnet_block_gradients(case, device, rng, make_input):
 
 @pytest.mark.parametrize("batch,classes,scale", [(1, 2, 1.0), (3, 10, 3.0), (5, 4, 1.0),
                                                  (4, 3, 20.0)],
-                         ids=lambda v: str(v))
+                         ids=["b1-k2", "b3-k10-scale3", "b5-k4", "b4-k3-scale20"])
 def test_softmax_cross_entropy_gradients(batch, classes, scale, device, rng):
     logits = rng.standard_normal((batch, classes)) * scale
     labels = rng.integers(0, classes, batch)
