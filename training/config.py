@@ -1,0 +1,161 @@
+"""Training configs: read a YAML file and check every section, key and value before any work starts.
+
+    model: {name, input_shape, num_classes, layers}     checked by building the network (nets.build)
+    train: {epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, seed}
+    data:  {dataset, data_dir}
+
+`load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
+whose message names the file, the key and the bad value, with the closest valid key for a typo.
+"""
+import copy
+import inspect
+import math
+from pathlib import Path
+
+import yaml
+
+import nets
+from nets.config import ConfigError, check_keys, check_number, closest
+from optim import SCHEDULES, Schedule
+
+SECTIONS = ("model", "train", "data")
+OPTIMIZERS = ("sgd", "momentum_sgd")
+DATASETS = ("mnist", "fashion-mnist")
+TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "seed")
+TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
+DATA_KEYS = ("dataset", "data_dir")
+# Train keys that command-line options may replace (run.py's --epochs, --batch-size, --lr, --seed).
+OVERRIDABLE = ("epochs", "batch_size", "lr", "seed")
+# Schedule options whose value must be strictly positive (all others must be >= 0).
+POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
+
+
+def load_config(path, overrides=None):
+    """Read the YAML config at `path`, apply `overrides` to its train section, and check it all.
+
+    Args:
+        path: a YAML file with the sections model, train and (optionally) data.
+        overrides: {train key: value} from the command line; None values are ignored.
+    Returns:
+        The checked config as a new dict, defaults filled in (see `validate_config`).
+    Raises:
+        ConfigError: the message starts with the file name.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    try:
+        return validate_config(raw, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def validate_config(config, overrides=None):
+    """Check a whole config mapping; return a new dict with defaults filled in.
+
+    Defaults: train.momentum 0.9 (momentum_sgd only; 0 for sgd), train.weight_decay 0,
+    train.schedule {name: constant}, train.seed 0, data.dataset mnist, data.data_dir None.
+    """
+    if not isinstance(config, dict):
+        kind = "empty" if config is None else f"a {type(config).__name__}"
+        raise ConfigError(f"a config must be a mapping with sections {', '.join(SECTIONS)}; "
+                          f"this one is {kind}")
+    check_keys("config", config, SECTIONS, required=("model", "train"))
+    train = dict(config["train"]) if isinstance(config["train"], dict) else config["train"]
+    if isinstance(train, dict):
+        for key, value in (overrides or {}).items():
+            if key not in OVERRIDABLE:
+                raise ConfigError(f"train.{key} cannot be overridden; only {', '.join(OVERRIDABLE)}")
+            if value is not None:
+                train[key] = value
+    train = validate_train(train)
+    data = validate_data(config.get("data") or {})
+    model = copy.deepcopy(config["model"])
+    nets.build(model, seed=train["seed"])  # raises ConfigError naming the layer at fault
+    return {"model": model, "train": train, "data": data}
+
+
+def validate_train(train):
+    """Check the train section; return it with defaults filled in."""
+    check_keys("train", train, TRAIN_KEYS, required=TRAIN_REQUIRED)
+    checked = {
+        "epochs": check_number("train.epochs", train["epochs"], int, low=1),
+        "batch_size": check_number("train.batch_size", train["batch_size"], int, low=1),
+        "optimizer": _choice("train.optimizer", train["optimizer"], OPTIMIZERS),
+        "lr": _finite("train.lr", train["lr"], low=0, low_open=True),
+    }
+    default_momentum = 0.9 if checked["optimizer"] == "momentum_sgd" else 0.0
+    momentum = _finite("train.momentum", train.get("momentum", default_momentum), low=0)
+    if momentum >= 1:
+        raise ConfigError(f"train.momentum must be in [0, 1), got {train['momentum']!r}")
+    checked["momentum"] = momentum
+    checked["weight_decay"] = _finite("train.weight_decay", train.get("weight_decay", 0.0), low=0)
+    checked["schedule"] = validate_schedule(train.get("schedule", {"name": "constant"}),
+                                            checked["lr"], checked["epochs"])
+    checked["seed"] = check_number("train.seed", train.get("seed", 0), int, low=0)
+    return checked
+
+
+def validate_schedule(schedule, lr, epochs):
+    """Check ``{name: constant|step|cosine, <options>}`` by building an `optim.Schedule` from it."""
+    if isinstance(schedule, str):
+        schedule = {"name": schedule}
+    if not isinstance(schedule, dict) or "name" not in schedule:
+        raise ConfigError(f"train.schedule must be a mapping like {{name: cosine, warmup_epochs: 0.2}} "
+                          f"with name one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    name = _choice("train.schedule.name", schedule["name"], tuple(SCHEDULES))
+    function = SCHEDULES[name]
+    option_names = [p for p in inspect.signature(function).parameters
+                    if p not in ("base_lr", "epoch", "total_epochs")]
+    options = {key: value for key, value in schedule.items() if key != "name"}
+    check_keys(f"train.schedule ({name})", options, option_names)
+    for key, value in options.items():
+        positive = key in POSITIVE_SCHEDULE_OPTIONS
+        options[key] = _finite(f"train.schedule.{key}", value, low=0, low_open=positive)
+    try:
+        rule = Schedule(name, lr, epochs, **options)
+        rates = [rule(epochs * fraction) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    except (TypeError, ValueError, ArithmeticError) as error:
+        raise ConfigError(f"train.schedule {schedule!r}: {error}") from None
+    if not all(math.isfinite(rate) and rate >= 0 for rate in rates):
+        raise ConfigError(f"train.schedule {schedule!r} gives learning rates {rates} over the run; "
+                          f"they must be finite and >= 0")
+    return {"name": name, **options}
+
+
+def validate_data(data):
+    """Check the data section; return it with defaults filled in."""
+    check_keys("data", data, DATA_KEYS)
+    dataset = _choice("data.dataset", data.get("dataset", "mnist"), DATASETS)
+    data_dir = data.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise ConfigError(f"data.data_dir must be a folder path (a string), got {data_dir!r}")
+    return {"dataset": dataset, "data_dir": data_dir}
+
+
+def _choice(where, value, options):
+    if value not in options:
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, options))}, "
+                          f"got {value!r}{closest(value, options)}")
+    return value
+
+
+def _finite(where, value, **limits):
+    """A float from a number (or a numeric string such as '1e-3', which YAML 1.1 leaves a string)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    value = check_number(where, value, float, **limits)
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} must be finite, got {value!r}")
+    return value
