@@ -1,0 +1,150 @@
+"""Checkpoints: one `.npz` file holding everything needed to evaluate a network or resume its run.
+
+Entries (all plain arrays, so the file loads with ``allow_pickle=False``):
+    weights/<dotted parameter name>   the network's parameters, as trained (e.g. float32)
+    optimizer/<name>                  array-valued optimizer state (e.g. the momentum velocity)
+    meta                              a JSON string: format_version, config, epoch, step, metrics,
+                                      optimizer scalars (lr, steps) and the trainer's progress
+
+Files are written atomically (see `training.files.atomic_write`), so a crash never leaves a partial
+checkpoint, and are checked against the network on loading: parameter names, shapes and dtypes,
+with an error naming the first mismatch.
+"""
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy
+
+from training.errors import CheckpointError
+from training.files import atomic_write
+
+FORMAT_VERSION = 1
+WEIGHTS_PREFIX = "weights/"
+OPTIMIZER_PREFIX = "optimizer/"
+META_KEY = "meta"
+LAST_NAME = "last.npz"
+BEST_NAME = "best.npz"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, on the host.
+
+    weights: {dotted name: NumPy array}; optimizer: the optimizer's `state_dict()`;
+    meta: the JSON part (config, epoch, step, metrics, ...); path: where it was read from.
+    """
+    weights: dict
+    optimizer: dict
+    meta: dict
+    path: Path = field(default=None)
+
+    @property
+    def config(self):
+        return self.meta["config"]
+
+    @property
+    def epoch(self):
+        """Number of whole epochs completed (including their evaluation)."""
+        return int(self.meta["epoch"])
+
+    @property
+    def step(self):
+        """Number of training steps done in epoch `epoch` (0-based) after those."""
+        return int(self.meta["step"])
+
+    @property
+    def metrics(self):
+        return list(self.meta.get("metrics", []))
+
+
+def save_checkpoint(path, net, optimizer, meta):
+    """Write `net`'s weights, `optimizer`'s state and `meta` (JSON-able) to `path`, atomically."""
+    arrays = {WEIGHTS_PREFIX + name: value for name, value in net.state_dict().items()}
+    scalars = {}
+    for key, value in optimizer.state_dict().items():
+        if isinstance(value, numpy.ndarray):
+            arrays[OPTIMIZER_PREFIX + key] = value
+        else:
+            scalars[key] = value
+    meta = {**meta, "format_version": FORMAT_VERSION, "optimizer_scalars": scalars}
+    arrays[META_KEY] = numpy.array(json.dumps(meta, allow_nan=False))
+    atomic_write(path, lambda f: numpy.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Read the checkpoint at `path`; raise `CheckpointError` if it is missing, corrupt or foreign."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST_NAME
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with numpy.load(path, allow_pickle=False) as archive:
+            entries = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{' '.join(str(error).split())}") from None
+    if META_KEY not in entries:
+        raise CheckpointError(f"{path} is not an xpnn checkpoint: it has no {META_KEY!r} entry")
+    try:
+        meta = json.loads(entries.pop(META_KEY).item())
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path} has an unreadable {META_KEY!r} entry: {error}") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {version!r}; this version of "
+                              f"xpnn reads version {FORMAT_VERSION}")
+    missing = [key for key in ("config", "epoch", "step") if key not in meta]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: its metadata lacks {', '.join(missing)}")
+    weights = {name[len(WEIGHTS_PREFIX):]: value for name, value in entries.items()
+               if name.startswith(WEIGHTS_PREFIX)}
+    optimizer = {name[len(OPTIMIZER_PREFIX):]: value for name, value in entries.items()
+                 if name.startswith(OPTIMIZER_PREFIX)}
+    optimizer.update(meta.pop("optimizer_scalars", {}))
+    return Checkpoint(weights=weights, optimizer=optimizer, meta=meta, path=path)
+
+
+def check_matches(net, weights, source="checkpoint"):
+    """Raise `CheckpointError` unless `weights` has exactly `net`'s parameter names, shapes and dtypes.
+
+    The message names the first mismatch, in the network's parameter order.
+    """
+    params = dict(net.named_parameters())
+    problem = None
+    for name, param in params.items():
+        if name not in weights:
+            problem = f"the network's parameter {name!r} {tuple(param.shape)} is not in it"
+        elif tuple(weights[name].shape) != tuple(param.shape):
+            problem = (f"parameter {name!r} has shape {tuple(weights[name].shape)} in it but "
+                       f"{tuple(param.shape)} in the network")
+        elif numpy.dtype(weights[name].dtype) != numpy.dtype(param.dtype):
+            problem = (f"parameter {name!r} has dtype {weights[name].dtype} in it but "
+                       f"{numpy.dtype(param.dtype)} in the network")
+        if problem:
+            break
+    else:
+        extra = [name for name in weights if name not in params]
+        if extra:
+            problem = f"it has parameter {extra[0]!r}, which the network lacks"
+    if problem:
+        raise CheckpointError(
+            f"{source} does not fit the network {net.name!r} (another architecture?): first "
+            f"mismatch: {problem}"
+        )
+
+
+def restore(checkpoint, net, optimizer=None):
+    """Load `checkpoint`'s weights into `net` (and its state into `optimizer`), after checking them."""
+    source = f"checkpoint {checkpoint.path}" if checkpoint.path else "checkpoint"
+    check_matches(net, checkpoint.weights, source)
+    net.load_state_dict(checkpoint.weights)
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(checkpoint.optimizer)
+        except (KeyError, ValueError) as error:
+            raise CheckpointError(f"{source} holds optimizer state that does not fit "
+                                  f"{type(optimizer).__name__}: {error}") from None
