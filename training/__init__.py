@@ -1,0 +1,26 @@
+"""Training: configs, the training loop, checkpoints, metrics and run folders.
+
+    from training import load_config, start_run, resume_run
+    config = load_config("configs/lenet.yaml", overrides={"epochs": 1})
+    trainer = start_run(config, get_device("cpu"), "runs/lenet-try", limit_train=5000)
+    trainer.fit()                        # last.npz, best.npz, metrics.jsonl in runs/lenet-try
+    resume_run("runs/lenet-try", get_device("cpu")).fit()   # after a crash or Ctrl-C
+
+Modules: config (load_config), trainer (Trainer), checkpoint (save/load/check), metrics
+(evaluation, metrics.jsonl), runs (run folders, start/resume), batches, files (atomic writes),
+errors. `training.bench` (timing) is separate and imported on its own.
+"""
+from training.checkpoint import Checkpoint, check_matches, load_checkpoint, restore, save_checkpoint
+from training.config import load_config, validate_config
+from training.errors import (CheckpointError, DivergenceError, RunFolderError, TrainingError,
+                             TrainingInterrupted)
+from training.metrics import confusion_matrix, evaluate, read_metrics
+from training.runs import default_run_dir, load_data, resume_run, start_run
+from training.trainer import Trainer
+
+__all__ = [
+    "Checkpoint", "CheckpointError", "DivergenceError", "RunFolderError", "Trainer",
+    "TrainingError", "TrainingInterrupted", "check_matches", "confusion_matrix", "default_run_dir",
+    "evaluate", "load_checkpoint", "load_config", "load_data", "read_metrics", "restore",
+    "resume_run", "save_checkpoint", "start_run", "validate_config",
+]

@@ -1,0 +1,26 @@
+"""Batches: the seeded order of each epoch and the uint8 -> float32 conversion, done on the device."""
+import numpy
+
+from backend import get_array_module
+
+
+def epoch_permutation(seed, epoch, count):
+    """The order of the `count` training images in `epoch` (0-based), as int64 host indices.
+
+    It depends only on (seed, epoch), so a resumed run needs no random-generator state to
+    continue with the same batches.
+    """
+    return numpy.random.default_rng([seed, epoch]).permutation(count).astype(numpy.int64)
+
+
+def to_float(images):
+    """uint8 images (N, C, H, W) -> float32 in [0, 1], on the images' device."""
+    xp = get_array_module(images)
+    batch = images.astype(xp.float32)
+    batch /= 255.0
+    return batch
+
+
+def num_batches(count, batch_size):
+    """Batches per epoch; the last one may be smaller."""
+    return -(-count // batch_size)

@@ -1,0 +1,136 @@
+"""Loss and accuracy: running sums kept on the device, test-set evaluation, the metrics file.
+
+metrics.jsonl in a run folder holds one JSON object per finished epoch:
+    {"epoch": 1, "train_loss": ..., "train_acc": ..., "test_loss": ..., "test_acc": ..., "lr": ...,
+     "seconds": ...}
+Accuracies are fractions in [0, 1]; `lr` is the rate at the epoch's last step.
+"""
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy
+
+from backend import CPU, get_array_module
+from training.batches import to_float
+from training.files import atomic_write
+
+METRICS_NAME = "metrics.jsonl"
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+
+
+class RunningStats:
+    """Sums of loss and correct predictions over an epoch, kept on the device.
+
+    Adding a batch queues device work only; `read()` is the one place that waits for the device.
+    """
+
+    def __init__(self, xp, loss_sum=0.0, correct=0, seen=0):
+        self.loss_sum = xp.asarray(loss_sum, dtype=xp.float64)
+        self.correct = xp.asarray(correct, dtype=xp.int64)
+        self.seen = int(seen)
+
+    def add(self, loss, logits, labels):
+        """Add one batch: its mean `loss` (0-d), `logits` (N, K) and `labels` (N,)."""
+        count = labels.shape[0]
+        self.loss_sum += loss.astype(self.loss_sum.dtype) * count
+        self.correct += (logits.argmax(axis=1) == labels).sum()
+        self.seen += count
+
+    def read(self):
+        """Return (loss sum, correct count, images seen) as Python numbers (a host sync)."""
+        return float(self.loss_sum), int(self.correct), self.seen
+
+    def means(self):
+        """Return (mean loss, accuracy) so far; NaN if nothing was added."""
+        loss_sum, correct, seen = self.read()
+        if seen == 0:
+            return math.nan, math.nan
+        return loss_sum / seen, correct / seen
+
+
+@dataclass
+class Evaluation:
+    """Mean loss and accuracy on a set of images, and the predicted class of each (host int64)."""
+    loss: float
+    accuracy: float
+    predictions: numpy.ndarray
+
+
+def evaluate(net, images, labels, batch_size=1000, should_stop=None):
+    """Evaluate `net` in eval mode on uint8 `images` (N, C, H, W) and `labels` (N,), on their device.
+
+    `should_stop()`, if given, is asked between batches; when it returns True, evaluation stops
+    early and None is returned. The network is put back in training mode afterwards.
+    """
+    xp = get_array_module(images)
+    count = labels.shape[0]
+    stats = RunningStats(xp)
+    predictions = []
+    net.eval()
+    try:
+        for start in range(0, count, batch_size):
+            if should_stop is not None and should_stop():
+                return None
+            batch_labels = labels[start:start + batch_size]
+            loss, logits = net.forward_loss(to_float(images[start:start + batch_size]), batch_labels)
+            stats.add(loss, logits, batch_labels)
+            predictions.append(logits.argmax(axis=1))
+    finally:
+        net.train()
+    loss, accuracy = stats.means()
+    predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
+    return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """(num_classes, num_classes) int64 counts: row = true class, column = predicted class."""
+    labels = numpy.asarray(labels, dtype=numpy.int64)
+    predictions = numpy.asarray(predictions, dtype=numpy.int64)
+    flat = numpy.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def format_confusion(matrix, class_names=None):
+    """The confusion matrix as text: a header of predicted classes, one row per true class."""
+    size = matrix.shape[0]
+    names = [str(name) for name in (class_names or range(size))]
+    label_width = max(len("true \\ pred"), *(len(name) for name in names))
+    cell = max(5, len(str(int(matrix.max()))) + 1, *(len(name[:8]) + 1 for name in names))
+    lines = ["true \\ pred".ljust(label_width) + "".join(name[:8].rjust(cell) for name in names)]
+    for name, row in zip(names, matrix):
+        lines.append(name.ljust(label_width) + "".join(str(int(v)).rjust(cell) for v in row))
+    return "\n".join(lines)
+
+
+def format_epoch(record, total_epochs):
+    """One line summing up a finished epoch (a `METRIC_KEYS` record)."""
+    return (f"epoch {record['epoch']}/{total_epochs}: "
+            f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
+            f"test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}% | "
+            f"lr {record['lr']:.4g} | {record['seconds']:.1f}s")
+
+
+def write_metrics(run_dir, records):
+    """Write all epoch records to run_dir/metrics.jsonl (atomically: the file is always whole)."""
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    atomic_write(Path(run_dir) / METRICS_NAME, lambda f: f.write(text), binary=False)
+
+
+def read_metrics(run_dir):
+    """Read the epoch records of run_dir/metrics.jsonl; `ValueError` naming a malformed line."""
+    path = Path(run_dir) / METRICS_NAME
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{path} line {number} is not JSON: {error}") from None
+        missing = [key for key in METRIC_KEYS if not isinstance(record, dict) or key not in record]
+        if missing:
+            raise ValueError(f"{path} line {number} lacks {', '.join(missing)}")
+        records.append(record)
+    return records

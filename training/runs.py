@@ -1,0 +1,153 @@
+"""Run folders: start a new training run or resume one, checking the folder before any training.
+
+A run folder holds:
+    last.npz       the latest checkpoint (every epoch, and every N steps inside an epoch)
+    best.npz       the checkpoint of the epoch with the best test accuracy
+    metrics.jsonl  one JSON line per finished epoch (see `training.metrics`)
+    config.yaml    the config the run uses, after command-line overrides (for people to read;
+                   the checkpoints carry their own copy)
+"""
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+import nets
+from data import load_dataset
+from nets.config import ConfigError
+from training.checkpoint import LAST_NAME, check_matches, load_checkpoint
+from training.config import validate_config
+from training.errors import CheckpointError, RunFolderError
+from training.files import atomic_write, remove_stale_temporaries
+from training.metrics import write_metrics
+from training.trainer import Trainer
+
+CONFIG_COPY_NAME = "config.yaml"
+
+
+def default_run_dir(config_path, root="runs"):
+    """runs/<config name>-<YYYYmmdd-HHMMSS>, with a -2, -3, ... suffix if that exists already."""
+    base = Path(root) / f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+def prepare_run_dir(run_dir):
+    """Create `run_dir` if needed and prove it writable; refuse one that already holds a run."""
+    run_dir = Path(run_dir)
+    if (run_dir / LAST_NAME).exists():
+        raise RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
+                             f"with --resume {run_dir} or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunFolderError(f"cannot create the output folder {run_dir}: "
+                             f"{error.strerror or error} ({error.filename or run_dir}); "
+                             f"choose another with --out") from None
+    check_writable(run_dir)
+    return run_dir
+
+
+def check_writable(run_dir):
+    """Raise `RunFolderError` unless a file can be created in `run_dir`."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise RunFolderError(f"cannot write to the output folder {run_dir}: "
+                             f"{error.strerror or error}; choose another with --out") from None
+
+
+def load_data(config, data_dir=None):
+    """The dataset the config's data section names (`data_dir` overrides its folder)."""
+    data = config["data"]
+    return load_dataset(data["dataset"], data_dir=data_dir or data.get("data_dir"), verify=True)
+
+
+def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
+              checkpoint_every=200, progress=True, echo=None):
+    """Check everything, create the run folder, and return a `Trainer` ready to `fit()`.
+
+    The data are loaded and the network built before the folder is created, so bad input
+    leaves nothing behind.
+    """
+    if data_dir is not None:
+        config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
+    dataset = load_data(config)
+    run_dir = Path(run_dir)
+    if (run_dir / LAST_NAME).exists():
+        prepare_run_dir(run_dir)  # raises: it already holds a run
+    trainer = Trainer(config, dataset, device, run_dir, limit_train=limit_train,
+                      limit_test=limit_test, checkpoint_every=checkpoint_every, progress=progress,
+                      echo=echo)
+    prepare_run_dir(run_dir)
+    atomic_write(run_dir / CONFIG_COPY_NAME,
+                 lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
+    return trainer
+
+
+def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
+               progress=True, echo=None):
+    """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
+
+    `config`, if given, must be the config the run was started with (it is checked, not used:
+    the checkpoint carries its own). `data_dir` overrides where the data are read from and
+    `checkpoint_every` the mid-epoch checkpoint interval; nothing else may change.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
+                             f"that holds {LAST_NAME})")
+    if not (run_dir / LAST_NAME).exists():
+        raise RunFolderError(f"cannot resume: {run_dir} holds no {LAST_NAME} (the run stopped "
+                             f"before its first checkpoint, or this is not a run folder); start "
+                             f"a new run instead")
+    checkpoint = load_checkpoint(run_dir / LAST_NAME)
+    meta = checkpoint.meta
+    try:
+        saved_config = validate_config(checkpoint.config)
+    except ConfigError as error:
+        raise CheckpointError(f"{checkpoint.path} holds a config that is no longer valid: "
+                              f"{error}") from None
+    if config is not None:
+        _check_same_config(config, saved_config, checkpoint)
+    if data_dir is not None:
+        saved_config["data"]["data_dir"] = str(data_dir)
+    dataset = load_data(saved_config)
+    trainer = Trainer(saved_config, dataset, device, run_dir,
+                      limit_train=meta.get("limit_train"), limit_test=meta.get("limit_test"),
+                      checkpoint_every=(meta.get("checkpoint_every", 0) if checkpoint_every is None
+                                        else checkpoint_every),
+                      progress=progress, echo=echo)
+    if trainer.train_count != meta.get("train_count", trainer.train_count):
+        raise CheckpointError(f"cannot resume {run_dir}: it was trained on {meta['train_count']} "
+                              f"images but the dataset now gives {trainer.train_count}")
+    trainer.load(checkpoint)
+    check_writable(run_dir)
+    remove_stale_temporaries(run_dir)
+    write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
+    return trainer
+
+
+def _check_same_config(config, saved_config, checkpoint):
+    """Refuse a config of another architecture (naming the first mismatched parameter) or one
+    whose training settings differ from the run's."""
+    net = nets.build(config["model"], seed=config["train"]["seed"])
+    check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
+    for section in ("model", "train", "data"):
+        if json.dumps(config[section], sort_keys=True) != json.dumps(saved_config[section],
+                                                                      sort_keys=True):
+            differing = sorted(key for key in set(config[section]) | set(saved_config[section])
+                               if config[section].get(key) != saved_config[section].get(key))
+            raise RunFolderError(
+                f"the given config differs from the one {checkpoint.path.parent} was started "
+                f"with, in {section}.{differing[0] if differing else '?'}; a resumed run keeps "
+                f"its own config: drop -c to resume it"
+            )

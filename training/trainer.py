@@ -1,0 +1,303 @@
+"""The training loop: shuffled batches on the device, test-set evaluation, metrics and checkpoints.
+
+The training images go to the device once, as uint8; each step gathers its batch there by index
+and converts it to float32 / 255. Each epoch's order depends only on (seed, epoch), so a run
+resumed from a checkpoint taken at any step makes exactly the batches, and on the CPU exactly the
+float operations, of an uninterrupted run.
+
+Nothing waits for the device inside a step: loss and correct counts are summed on the device and
+read every `READ_EVERY` steps (for the progress bar and the NaN check), before every checkpoint
+and at the end of the epoch.
+"""
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy
+from tqdm import tqdm
+
+import nets
+from data import DataError
+from optim import MomentumSGDOptimizer, Schedule, SGDOptimizer
+from training.batches import epoch_permutation, num_batches, to_float
+from training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
+from training.errors import DivergenceError, TrainingInterrupted
+from training.metrics import RunningStats, evaluate, format_epoch, write_metrics
+
+READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
+EVAL_BATCH_SIZE = 1000
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def make_optimizer(train_config, parameters):
+    """The optimizer the train section names, over `parameters` (already on their device)."""
+    if train_config["optimizer"] == "momentum_sgd":
+        return MomentumSGDOptimizer(parameters, train_config["lr"], train_config["momentum"],
+                                    train_config["weight_decay"])
+    return SGDOptimizer(parameters, train_config["lr"], train_config["weight_decay"])
+
+
+def make_schedule(train_config):
+    options = {key: value for key, value in train_config["schedule"].items() if key != "name"}
+    return Schedule(train_config["schedule"]["name"], train_config["lr"], train_config["epochs"],
+                    **options)
+
+
+def check_dataset_fits(net, dataset, num_classes):
+    """Raise `DataError` unless the images have the network's input shape and every label is a
+    class the network has."""
+    image_shape = tuple(dataset.train_images.shape[1:])
+    if net.input_shape is not None and image_shape != tuple(net.input_shape):
+        raise DataError(f"dataset {dataset.name!r} has images of shape {image_shape}, but the "
+                        f"network {net.name!r} takes input_shape {tuple(net.input_shape)}")
+    for split in ("train", "test"):
+        labels = getattr(dataset, f"{split}_labels")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DataError(f"dataset {dataset.name!r} has {split} labels from {labels.min()} to "
+                            f"{labels.max()}, but the network gives {num_classes} class scores, "
+                            f"so labels must lie in [0, {num_classes - 1}]; set model.num_classes "
+                            f"and the last layer's out_features to match")
+
+
+class Trainer:
+    """Trains one network from a checked config on one device, saving into a run folder.
+
+    Args:
+        config: a checked config (`training.config.load_config`).
+        dataset: a `data.Dataset` (host uint8 images, int64 labels).
+        device: a `backend.Device`.
+        run_dir: folder for last.npz, best.npz and metrics.jsonl (must exist and be writable).
+        limit_train / limit_test: use only the first N training / test images (None: all).
+        checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
+        progress: show a tqdm progress bar (on stderr).
+        echo: called with each epoch's summary line.
+    """
+
+    def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
+                 checkpoint_every=200, progress=True, echo=None):
+        self.config = config
+        self.train_config = config["train"]
+        self.device = device
+        self.run_dir = Path(run_dir)
+        self.checkpoint_every = int(checkpoint_every or 0)
+        self.progress = progress
+        self.echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
+        self.limit_train, self.limit_test = limit_train, limit_test
+
+        self.num_classes = int(config["model"].get("num_classes", 10))
+        self.net = nets.build(config["model"], seed=self.train_config["seed"]).to(device)
+        check_dataset_fits(self.net, dataset, self.num_classes)
+        self.optimizer = make_optimizer(self.train_config, self.net.parameters())
+        self.schedule = make_schedule(self.train_config)
+
+        train_count = len(dataset.train_labels) if limit_train is None else limit_train
+        test_count = len(dataset.test_labels) if limit_test is None else limit_test
+        self.train_images = device.send(dataset.train_images[:train_count])
+        self.train_labels = device.send(dataset.train_labels[:train_count])
+        self.test_images = device.send(dataset.test_images[:test_count])
+        self.test_labels = device.send(dataset.test_labels[:test_count])
+        self.train_count = int(self.train_labels.shape[0])
+        self.steps_per_epoch = num_batches(self.train_count, self.train_config["batch_size"])
+
+        self.epoch = 0          # epochs finished (0-based index of the current epoch)
+        self.step = 0           # steps done in the current epoch
+        self.metrics = []       # one record per finished epoch
+        self.best_test_acc = None
+        self.stats = RunningStats(device.xp)
+        self.seconds_before = 0.0  # time spent on the current epoch before a resume
+        self.stop_signal = None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    @property
+    def last_path(self):
+        return self.run_dir / LAST_NAME
+
+    @property
+    def best_path(self):
+        return self.run_dir / BEST_NAME
+
+    def meta(self, seconds=0.0):
+        """The JSON part of a checkpoint: config, position, metrics and running sums."""
+        loss_sum, correct, seen = self.stats.read()
+        return {
+            "config": self.config,
+            "epoch": self.epoch,
+            "step": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "train_count": self.train_count,
+            "limit_train": self.limit_train,
+            "limit_test": self.limit_test,
+            "checkpoint_every": self.checkpoint_every,
+            "metrics": self.metrics,
+            "best_test_acc": self.best_test_acc,
+            "epoch_progress": {"loss_sum": loss_sum, "correct": correct, "seen": seen,
+                               "seconds": self.seconds_before + seconds},
+            "model_name": self.net.name,
+            "num_parameters": self.net.num_parameters(),
+            "shuffle": "numpy.random.default_rng([seed, epoch]).permutation(train_count)",
+            "device": self.device.name,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def save(self, path=None, seconds=0.0):
+        """Save the current state (after checking it is finite) to `path` (default last.npz)."""
+        self.check_finite()
+        save_checkpoint(path or self.last_path, self.net, self.optimizer, self.meta(seconds))
+
+    def load(self, checkpoint):
+        """Continue from `checkpoint` (a `training.checkpoint.Checkpoint` of this run)."""
+        restore(checkpoint, self.net, self.optimizer)
+        meta = checkpoint.meta
+        self.epoch, self.step = checkpoint.epoch, checkpoint.step
+        self.metrics = checkpoint.metrics
+        self.best_test_acc = meta.get("best_test_acc")
+        progress = meta.get("epoch_progress", {})
+        self.stats = RunningStats(self.device.xp, progress.get("loss_sum", 0.0),
+                                  progress.get("correct", 0), progress.get("seen", 0))
+        self.seconds_before = float(progress.get("seconds", 0.0))
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def check_finite(self):
+        """Raise `DivergenceError` if the running loss or any weight is NaN or infinite."""
+        loss_sum, _, _ = self.stats.read()
+        if not math.isfinite(loss_sum):
+            self.diverged(f"the training loss became {loss_sum}")
+        xp = self.device.xp
+        for name, param in self.net.named_parameters():
+            if not bool(xp.isfinite(param.data).all()):
+                self.diverged(f"parameter {name!r} holds NaN or infinite values")
+
+    def diverged(self, what):
+        where = f"epoch {self.epoch + 1} step {self.step}/{self.steps_per_epoch}"
+        kept = (f"the last good checkpoint {self.last_path} is unchanged"
+                if self.last_path.exists() else "no checkpoint was saved")
+        raise DivergenceError(
+            f"training diverged: {what} ({where}, lr {self.optimizer.lr:.4g}); stopped without "
+            f"saving these weights; {kept}; try a lower learning rate (--lr)"
+        )
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _on_signal(self, signal_number, frame):
+        if self.stop_signal is not None and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once (last.npz stays whole)
+        self.stop_signal = signal_number
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+
+    def interrupt(self, seconds):
+        """Save last.npz at the current position and raise `TrainingInterrupted`."""
+        self.save(seconds=seconds)
+        name = signal.Signals(self.stop_signal).name
+        raise TrainingInterrupted(
+            f"{name}: stopped at epoch {self.epoch + 1} step {self.step}/{self.steps_per_epoch} "
+            f"and saved {self.last_path}; continue with: python run.py train --resume {self.run_dir}",
+            self.stop_signal,
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(self):
+        """Train until `epochs` epochs are done; return the list of epoch records.
+
+        Raises `TrainingInterrupted` (after saving) on SIGINT/SIGTERM and `DivergenceError`
+        (without saving) when the loss or weights stop being finite.
+        """
+        previous = self._install_signal_handlers()
+        try:
+            # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
+            with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                if not self.last_path.exists():
+                    self.save()  # from here on, a run killed at any moment can be resumed
+                while self.epoch < self.train_config["epochs"]:
+                    started = time.perf_counter()
+                    self.train_epoch(started)
+                    self.finish_epoch(started)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        return self.metrics
+
+    def train_epoch(self, started):
+        """Run the remaining steps of the current epoch."""
+        steps, batch_size = self.steps_per_epoch, self.train_config["batch_size"]
+        total_epochs = self.train_config["epochs"]
+        order = self.device.send(epoch_permutation(self.train_config["seed"], self.epoch,
+                                                   self.train_count))
+        bar = tqdm(total=steps, initial=self.step, desc=f"epoch {self.epoch + 1}/{total_epochs}",
+                   unit="step", leave=False, dynamic_ncols=True, disable=not self.progress)
+        try:
+            for step in range(self.step, steps):
+                if self.stop_signal is not None:
+                    self.interrupt(time.perf_counter() - started)
+                self.train_step(order[step * batch_size:(step + 1) * batch_size],
+                                self.epoch + step / steps)
+                self.step = step + 1
+                bar.update(1)
+                if self.step % READ_EVERY == 0 or self.step == steps:
+                    self.check_loss(bar)
+                global_step = self.epoch * steps + self.step
+                if self.checkpoint_every and global_step % self.checkpoint_every == 0 \
+                        and self.step < steps:
+                    self.save(seconds=time.perf_counter() - started)
+        finally:
+            bar.close()
+
+    def train_step(self, index, epoch_position):
+        """One step on the batch `index` (device int64 indices) at fractional epoch `epoch_position`."""
+        images = to_float(self.train_images[index])
+        labels = self.train_labels[index]
+        self.optimizer.lr = self.schedule(epoch_position)
+        self.optimizer.zero_grad()
+        loss, logits = self.net.forward_loss(images, labels)
+        self.stats.add(loss, logits, labels)
+        self.net.backward()
+        self.optimizer.step()
+
+    def check_loss(self, bar):
+        """Read the running sums (a device sync), stop on NaN/inf, show them on the bar."""
+        loss_sum, correct, seen = self.stats.read()
+        if not math.isfinite(loss_sum):
+            self.diverged(f"the training loss became {loss_sum}")
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
+                        refresh=False)
+
+    def finish_epoch(self, started):
+        """Evaluate on the test set, record the epoch, save best.npz / last.npz and metrics."""
+        if self.stop_signal is not None:
+            self.interrupt(time.perf_counter() - started)
+        self.check_finite()
+        evaluation = evaluate(self.net, self.test_images, self.test_labels, EVAL_BATCH_SIZE,
+                              should_stop=lambda: self.stop_signal is not None)
+        if evaluation is None:
+            self.interrupt(time.perf_counter() - started)
+        if not math.isfinite(evaluation.loss):
+            self.diverged(f"the test loss became {evaluation.loss}")
+        train_loss, train_acc = self.stats.means()
+        record = {
+            "epoch": self.epoch + 1,
+            "train_loss": train_loss, "train_acc": train_acc,
+            "test_loss": evaluation.loss, "test_acc": evaluation.accuracy,
+            "lr": self.optimizer.lr,
+            "seconds": round(self.seconds_before + time.perf_counter() - started, 3),
+        }
+        self.metrics.append(record)
+        self.epoch, self.step = self.epoch + 1, 0
+        self.stats = RunningStats(self.device.xp)
+        self.seconds_before = 0.0
+        # best.npz before last.npz: if a crash falls between them, the resumed run redoes this
+        # epoch bit for bit and writes the same best.npz again.
+        if self.best_test_acc is None or record["test_acc"] > self.best_test_acc:
+            self.best_test_acc = record["test_acc"]
+            self.save(self.best_path)
+        self.save()
+        write_metrics(self.run_dir, self.metrics)
+        self.echo(format_epoch(record, self.train_config["epochs"]))
