@@ -1,0 +1,303 @@
+"""The training loop: it learns, it is deterministic, and any crash or signal can be resumed from
+to exactly the weights of an uninterrupted run."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy
+import pytest
+
+from backend import CPU
+from training import load_checkpoint, load_config, read_metrics, resume_run, start_run
+from training.batches import epoch_permutation, num_batches, to_float
+from training.errors import CheckpointError, DivergenceError
+from training.metrics import METRIC_KEYS
+from training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+LENET = REPO / "configs" / "lenet.yaml"
+
+
+def lenet(**overrides):
+    return load_config(LENET, overrides=overrides)
+
+
+def assert_same_run(dir_a, dir_b):
+    """Same final weights (bit for bit), optimizer state, position and metrics (but time)."""
+    for name in ("last.npz", "best.npz"):
+        a, b = load_checkpoint(Path(dir_a) / name), load_checkpoint(Path(dir_b) / name)
+        assert a.weights.keys() == b.weights.keys()
+        for key in a.weights:
+            assert a.weights[key].dtype == b.weights[key].dtype
+            assert numpy.array_equal(a.weights[key], b.weights[key]), f"{name}: {key} differs"
+        assert numpy.array_equal(a.optimizer["velocity"], b.optimizer["velocity"])
+        assert a.optimizer["steps"] == b.optimizer["steps"]
+        assert (a.epoch, a.step) == (b.epoch, b.step)
+    strip = [lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]][0]
+    assert strip(read_metrics(dir_a)) == strip(read_metrics(dir_b))
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    first = epoch_permutation(0, 0, 1000)
+    assert sorted(first.tolist()) == list(range(1000)) and first.dtype == numpy.int64
+    assert numpy.array_equal(first, epoch_permutation(0, 0, 1000))
+    assert not numpy.array_equal(first, epoch_permutation(0, 1, 1000))
+    assert not numpy.array_equal(first, epoch_permutation(1, 0, 1000))
+    assert num_batches(1000, 300) == 4 and num_batches(900, 300) == 3
+
+
+def test_batches_become_float32_in_unit_range():
+    images = numpy.array([[[[0, 255], [51, 102]]]], dtype=numpy.uint8)
+    batch = to_float(images)
+    assert batch.dtype == numpy.float32
+    assert numpy.array_equal(batch, images.astype(numpy.float32) / numpy.float32(255))
+
+
+# -- learning -------------------------------------------------------------------------------------
+
+def test_one_epoch_on_5000_images_exceeds_90_percent(tmp_path):
+    lines = []
+    trainer = start_run(lenet(epochs=1, batch_size=25), CPU, tmp_path / "run", limit_train=5000,
+                        progress=False, echo=lines.append)
+    metrics = trainer.fit()
+    assert len(metrics) == 1 and len(trainer.test_labels) == 10000
+    assert metrics[0]["test_acc"] > 0.90, metrics
+    assert metrics[0]["train_loss"] < 1.0
+    assert lines[0].startswith("epoch 1/1: train loss") and "test loss" in lines[0]
+    records = read_metrics(tmp_path / "run")
+    assert records == json.loads(json.dumps(metrics))
+    assert set(records[0]) == set(METRIC_KEYS)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+
+
+# -- exact resume after a crash at any step (in process) --------------------------------------------
+
+SMALL = dict(limit_train=300, limit_test=100, checkpoint_every=4, progress=False,
+             echo=lambda line: None)
+
+
+class Crash(Exception):
+    """Stands for a process dying: nothing after it runs."""
+
+
+def crash_after_steps(monkeypatch, steps):
+    original = Trainer.train_step
+    done = {"steps": 0}
+
+    def step(self, *args):
+        if done["steps"] == steps:
+            raise Crash
+        done["steps"] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    return lambda: monkeypatch.setattr(Trainer, "train_step", original)
+
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    start_run(lenet(epochs=2, batch_size=20), CPU, run_dir, **SMALL).fit()
+    return run_dir
+
+
+@pytest.mark.parametrize("crash_at, saved_at", [(0, (0, 0)), (6, (0, 4)), (15, (1, 0)),
+                                               (22, (1, 5))])
+def test_resume_after_crash_gives_bit_identical_weights(tmp_path, monkeypatch, small_reference,
+                                                        crash_at, saved_at):
+    # 15 steps per epoch and a checkpoint every 4 (global) steps: crashes before any step,
+    # mid-epoch, at the start of epoch 2 and in the middle of it.
+    run_dir = tmp_path / "run"
+    undo = crash_after_steps(monkeypatch, crash_at)
+    with pytest.raises(Crash):
+        start_run(lenet(epochs=2, batch_size=20), CPU, run_dir, **SMALL).fit()
+    undo()
+    assert position(run_dir) == saved_at
+    resume_run(run_dir, CPU, progress=False, echo=lambda line: None).fit()
+    assert_same_run(small_reference, run_dir)
+
+
+def crash_in_evaluation(monkeypatch):
+    def evaluate(*args, **kwargs):
+        raise Crash
+    monkeypatch.setattr("training.trainer.evaluate", evaluate)
+
+
+def crash_after_best(monkeypatch):
+    original = Trainer.save
+
+    def save(self, path=None, seconds=0.0):
+        if path is None and self.best_path.exists():
+            raise Crash
+        return original(self, path, seconds)
+    monkeypatch.setattr(Trainer, "save", save)
+
+
+def crash_before_metrics(monkeypatch):
+    def write_metrics(*args):
+        raise Crash
+    monkeypatch.setattr("training.trainer.write_metrics", write_metrics)
+
+
+@pytest.mark.parametrize("crash, saved_at", [(crash_in_evaluation, (0, 12)),
+                                             (crash_after_best, (0, 12)),
+                                             (crash_before_metrics, (1, 0))])
+def test_resume_after_crash_at_end_of_epoch_gives_bit_identical_weights(
+        tmp_path, monkeypatch, small_reference, crash, saved_at):
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        crash(patch)
+        with pytest.raises(Crash):
+            start_run(lenet(epochs=2, batch_size=20), CPU, run_dir, **SMALL).fit()
+    assert position(run_dir) == saved_at
+    resume_run(run_dir, CPU, progress=False, echo=lambda line: None).fit()
+    assert_same_run(small_reference, run_dir)
+
+
+def test_resume_refuses_changed_dataset_size(tmp_path, monkeypatch, small_reference):
+    run_dir = tmp_path / "run"
+    undo = crash_after_steps(monkeypatch, 5)
+    with pytest.raises(Crash):
+        start_run(lenet(epochs=2, batch_size=20), CPU, run_dir, **SMALL).fit()
+    undo()
+    checkpoint_path = run_dir / "last.npz"
+    with numpy.load(checkpoint_path) as archive:
+        entries = dict(archive)
+    meta = json.loads(entries["meta"].item())
+    meta["train_count"] = 299
+    entries["meta"] = numpy.array(json.dumps(meta))
+    numpy.savez(checkpoint_path, **entries)
+    with pytest.raises(CheckpointError, match="trained on 299 images"):
+        resume_run(run_dir, CPU, progress=False)
+
+
+# -- divergence -----------------------------------------------------------------------------------
+
+def test_nan_loss_stops_without_saving_poisoned_weights(tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = start_run(lenet(epochs=1, batch_size=20, lr=1e6), CPU, run_dir, limit_train=400,
+                        limit_test=100, checkpoint_every=1, progress=False)
+    with pytest.raises(DivergenceError, match=r"training diverged: .*(nan|inf).*last good "
+                                              r"checkpoint .*last\.npz is unchanged") as caught:
+        trainer.fit()
+    assert "\n" not in str(caught.value)
+    good = load_checkpoint(run_dir / "last.npz")
+    assert all(numpy.isfinite(w).all() for w in good.weights.values())
+    assert numpy.isfinite(good.optimizer["velocity"]).all()
+    assert good.epoch == 0 and good.step < 20
+    assert not (run_dir / "metrics.jsonl").exists() and not (run_dir / "best.npz").exists()
+
+
+# -- real processes: SIGKILL, SIGINT, SIGTERM ------------------------------------------------------
+
+CLI_ARGS = ["-c", str(LENET), "--epochs", "2", "--batch-size", "10", "--limit-train", "1200",
+            "--limit-test", "200", "--checkpoint-every", "3", "--no-progress"]
+
+
+def cli(*args):
+    return [sys.executable, str(REPO / "run.py"), "train", *args]
+
+
+def run_to_end(args, log_path):
+    with open(log_path, "w") as log:
+        completed = subprocess.run(cli(*args), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                   timeout=300)
+    assert completed.returncode == 0, Path(log_path).read_text()
+
+
+def position(run_dir):
+    """(epoch, step) of run_dir/last.npz, or None while there is none."""
+    try:
+        checkpoint = load_checkpoint(Path(run_dir) / "last.npz")
+    except CheckpointError:
+        return None
+    return checkpoint.epoch, checkpoint.step
+
+
+def start_and_wait(args, run_dir, log_path, after):
+    """Start `run.py train args` and wait until its last.npz is past position `after`."""
+    log = open(log_path, "a")
+    process = subprocess.Popen(cli(*args), cwd=REPO, stdout=log, stderr=log)
+    deadline = time.monotonic() + 120
+    while True:
+        where = position(run_dir)
+        if where is not None and where > after and where[1] > 0:
+            return process, log, where
+        if process.poll() is not None:
+            raise AssertionError(f"run ended before it could be stopped: "
+                                 f"{Path(log_path).read_text()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("no mid-epoch checkpoint within 120 s")
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli-reference") / "run"
+    run_to_end([*CLI_ARGS, "--out", str(run_dir)], run_dir.parent / "log.txt")
+    return run_dir
+
+
+def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path, cli_reference):
+    run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    rng = numpy.random.default_rng()
+    process, log, seen = start_and_wait([*CLI_ARGS, "--out", str(run_dir)], run_dir, log_path,
+                                        after=(0, 0))
+    time.sleep(rng.uniform(0, 0.2))  # somewhere between checkpoints, or inside a write
+    process.kill()
+    assert process.wait() == -signal.SIGKILL
+    log.close()
+    first = position(run_dir)
+    assert first >= seen and first[1] > 0, "killed mid-epoch, after a mid-epoch checkpoint"
+
+    # Resume, and kill that one as well, in the second epoch.
+    process, log, _ = start_and_wait(["--resume", str(run_dir), "--no-progress"], run_dir,
+                                     log_path, after=max(first, (1, 0)))
+    time.sleep(rng.uniform(0, 0.2))
+    process.kill()
+    assert process.wait() == -signal.SIGKILL
+    log.close()
+
+    run_to_end(["--resume", str(run_dir), "--no-progress"], log_path)
+    assert_same_run(cli_reference, run_dir)
+    assert not list(run_dir.glob(".*")), "temporary files were left behind"
+
+
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130),
+                                                      (signal.SIGTERM, 143)])
+def test_sigint_saves_and_exits_then_resumes_bit_identical(tmp_path, cli_reference,
+                                                           signal_number, exit_code):
+    run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    process, log, seen = start_and_wait([*CLI_ARGS, "--out", str(run_dir)], run_dir, log_path,
+                                        after=(0, 0))
+    process.send_signal(signal_number)
+    assert process.wait(timeout=60) == exit_code
+    log.close()
+    output = log_path.read_text()
+    assert "Traceback" not in output
+    name = signal.Signals(signal_number).name
+    message = [line for line in output.splitlines() if line.startswith(f"{name}:")]
+    assert len(message) == 1 and f"--resume {run_dir}" in message[0], output
+    stopped = position(run_dir)
+    assert stopped >= seen
+    assert f"epoch {stopped[0] + 1} step {stopped[1]}/120" in message[0]
+
+    run_to_end(["--resume", str(run_dir), "--no-progress"], log_path)
+    assert_same_run(cli_reference, run_dir)
+
+
+def test_cli_reference_run_wrote_two_epochs(cli_reference):
+    records = read_metrics(cli_reference)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["train_loss"]) and 0 <= r["test_acc"] <= 1 for r in records)
+    assert records[1]["lr"] < records[0]["lr"]  # cosine decay
+    assert os.path.exists(cli_reference / "config.yaml")
