@@ -49,20 +49,26 @@ class MaxPoolLayer(Layer):
         x_last = channels_last(x)
         windows = self._window_slices(ho, wo)
         out = x_last[next(windows)].copy()
-        for index in windows:
-            xp.maximum(out, x_last[index], out=out)
-        self._x_last, self._out = x_last, out
+        # winner[...] = position in the window of the first maximum, row-major
+        winner = xp.zeros(out.shape, dtype=xp.uint8)
+        for position, index in enumerate(windows, start=1):
+            candidate = x_last[index]
+            # positions only grow, so "the latest strictly better" is a running maximum
+            xp.maximum(winner, (candidate > out).astype(xp.uint8) * position, out=winner)
+            xp.maximum(out, candidate, out=out)
+        self._winner, self._input_shape = winner, x_last.shape
         return channels_first(out)
 
     def backward(self, grad_out):
         xp = get_array_module(grad_out)
-        x_last, out = self._x_last, self._out
         g = channels_last(grad_out)
-        grad_x = xp.zeros(x_last.shape, dtype=g.dtype)
-        unclaimed = xp.ones(out.shape, dtype=bool)
-        for index in self._window_slices(*out.shape[1:3]):
-            is_max = (x_last[index] == out) & unclaimed
-            unclaimed &= ~is_max
-            grad_x[index] += xp.where(is_max, g, 0)
-        self._x_last = self._out = None
+        winner, self._winner = self._winner, None
+        grad_x = xp.zeros(self._input_shape, dtype=g.dtype)
+        overlapping = self.stride < self.kernel_size
+        for position, index in enumerate(self._window_slices(*winner.shape[1:3])):
+            routed = g * (winner == position)
+            if overlapping:
+                grad_x[index] += routed
+            else:
+                grad_x[index] = routed
         return channels_first(grad_x)
