@@ -66,6 +66,9 @@ class ResNetBlock(Layer):
 
     def __init__(self, channels, kernel_size=3, activation=ReLULayer, rng=None,
                  dtype="float32"):
+        if not isinstance(kernel_size, int) or kernel_size % 2 == 0:
+            raise ValueError(f"ResNetBlock kernel_size must be odd so the block keeps its input "
+                             f"size (3, 5, ...), got {kernel_size!r}")
         self.conv_layers = SequentialLayer([
             ConvLayer(channels, channels, kernel_size, rng=rng, dtype=dtype),
             activation(),

@@ -34,8 +34,11 @@ BUILD_ONLY_ARGUMENTS = {"rng", "dtype"}  # supplied by `build`, not by the confi
 
 
 def _layer_arguments(cls):
-    params = inspect.signature(cls.__init__).parameters
-    return {name for name in params if name != "self" and name not in BUILD_ONLY_ARGUMENTS}
+    """Names the config may give to `cls`'s constructor."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {param.name for param in params
+            if param.kind in named and param.name != "self" and param.name not in BUILD_ONLY_ARGUMENTS}
 
 
 def _parse_item(index, item):
@@ -53,7 +56,11 @@ def _parse_item(index, item):
         raise ConfigError(f"{where}: unknown layer {type_name!r}{closest(type_name, LAYER_TYPES)}; "
                           f"known layers: {', '.join(LAYER_TYPES)}")
     cls = LAYER_TYPES[type_name]
-    check_keys(f"{where} {type_name}", arguments, _layer_arguments(cls))
+    allowed = _layer_arguments(cls)
+    if arguments and not allowed:
+        raise ConfigError(f"{where}: {type_name} takes no arguments, got {arguments!r}; "
+                          f"write it as a plain '- {type_name}'")
+    check_keys(f"{where} {type_name}", arguments, allowed)
     arguments = dict(arguments)
     if "activation" in arguments:
         name = arguments["activation"]

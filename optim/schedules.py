@@ -14,7 +14,7 @@ def step(base_lr, epoch, total_epochs, step_size=1, gamma=0.1):
 def cosine(base_lr, epoch, total_epochs, warmup_epochs=0.0, final_lr=0.0):
     """Linear warm-up for `warmup_epochs`, then a half cosine from base_lr down to final_lr."""
     if epoch < warmup_epochs:
-        return base_lr * (epoch + 1e-3) / warmup_epochs
+        return base_lr * min(1.0, (epoch + 1e-3) / warmup_epochs)
     progress = min(1.0, (epoch - warmup_epochs) / max(total_epochs - warmup_epochs, 1e-12))
     return final_lr + (base_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 

@@ -1,4 +1,5 @@
 """Stochastic gradient descent, plain and with momentum, on packed parameters."""
+import math
 from backend import CPU, get_array_module
 from optim.packing import pack_parameters
 
@@ -11,10 +12,10 @@ class SGDOptimizer:
     """
 
     def __init__(self, parameters, lr, weight_decay=0.0):
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.data, self.grad = pack_parameters(parameters)

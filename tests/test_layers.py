@@ -568,9 +568,6 @@ def test_bad_constructor_arguments_raise_value_error(make):
         make()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: ResNetBlock accepts an even kernel_size; its convs then shrink the image "
-    "((k - 1) // 2 padding), output_shape reports the shrunk shape and forward fails in AddLayer"))
 def test_resnet_block_rejects_an_even_kernel():
     with pytest.raises(ValueError, match="kernel"):
         layers.ResNetBlock(4, kernel_size=2)

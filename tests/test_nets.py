@@ -375,18 +375,12 @@ def test_bad_values_name_the_entry(config, text):
     assert issubclass(ConfigError, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: nets/builder.py _layer_arguments lists *args/**kwargs of object.__init__ as valid keys "
-    "for argument-less layers, so {ReLULayer: {slope: 0.1}} is told 'valid keys: args, kwargs'"))
 def test_arguments_to_an_argument_less_layer_are_reported_plainly():
     with pytest.raises(ConfigError) as error:
         nets.build(with_layer("lenet", 2, {"ReLULayer": {"slope": 0.1}}))
     assert "args" not in str(error.value), str(error.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a ResNetBlock with an even kernel_size builds (its output_shape is the shrunk shape) "
-    "but its forward fails in AddLayer; layers/container.py ResNetBlock should reject it"))
 def test_a_residual_block_with_an_even_kernel_is_a_config_error():
     config = {"name": "N", "input_shape": [2, 6, 6], "num_classes": 2,
               "layers": [{"ResNetBlock": {"channels": 2, "kernel_size": 2}}, "FlattenLayer",

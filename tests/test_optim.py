@@ -220,9 +220,6 @@ def test_cosine_schedule_with_warmup():
     assert all(a < b for a, b in zip(warmup, warmup[1:]))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: optim/schedules.py cosine warm-up is base_lr * (epoch + 1e-3) / warmup_epochs, which "
-    "exceeds base_lr for epochs just before the end of the warm-up"))
 def test_cosine_warmup_never_exceeds_base_lr():
     schedule = Schedule("cosine", 0.1, 10, warmup_epochs=2)
     epochs = numpy.concatenate([numpy.linspace(0, 10, 1001), [2 - 1e-4]])
@@ -259,9 +256,6 @@ def test_bad_hyperparameters_raise_value_error(arguments, message):
             MomentumSGDOptimizer(make_parameters(), **arguments)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: optim/sgd.py accepts lr=inf and weight_decay=inf (`lr > 0` is true for inf); "
-    "the first step then turns every weight into inf/nan"))
 @pytest.mark.parametrize("arguments", [dict(lr=float("inf")), dict(lr=0.1, weight_decay=float("inf"))],
                          ids=["lr-inf", "decay-inf"])
 def test_infinite_hyperparameters_raise_value_error(arguments):
