@@ -100,12 +100,15 @@ def cli():
               help="evaluate on the first N test images only (quick runs, tests)")
 @click.option("--checkpoint-every", type=click.IntRange(min=0),
               help="also save last.npz every N steps inside an epoch, 0 for never  [default: 200]")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="CPU threads, each running a slice of every batch  [default: 1, or the "
+                   "resumed run's]")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="read the dataset's IDX files from this folder")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
 def train(config_path, device, out, resume_dir, epochs, batch_size, lr, seed, limit_train,
-          limit_test, checkpoint_every, data_dir, progress):
+          limit_test, checkpoint_every, workers, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
     Each epoch prints one line with train and test loss and accuracy and appends it to
@@ -131,7 +134,8 @@ def train(config_path, device, out, resume_dir, epochs, batch_size, lr, seed, li
     device = get_device(device)
     if resume_dir is not None:
         trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
-                             checkpoint_every=checkpoint_every, progress=progress)
+                             checkpoint_every=checkpoint_every, workers=workers,
+                             progress=progress)
         total_epochs = trainer.train_config["epochs"]
         if trainer.epoch >= total_epochs:
             click.echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
@@ -142,7 +146,7 @@ def train(config_path, device, out, resume_dir, epochs, batch_size, lr, seed, li
         trainer = start_run(config, device, out or default_run_dir(config_path),
                             data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
                             checkpoint_every=200 if checkpoint_every is None else checkpoint_every,
-                            progress=progress)
+                            workers=workers or 1, progress=progress)
         click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")
@@ -320,7 +324,7 @@ def parity(config_path, device_a, device_b, batch_size, tolerance, data_dir):
     from training.batches import to_float
     from training.runs import load_data
     try:
-        from backend.parity import compare, format_report
+        from backend.parity import compare, format_report, worst
     except ImportError as error:
         raise click.ClickException(f"parity checks are not available: {error}") from None
 
@@ -332,24 +336,10 @@ def parity(config_path, device_a, device_b, batch_size, tolerance, data_dir):
     make_network = functools.partial(build, config["model"], config["train"]["seed"])
     rows = compare(make_network, inputs, labels, a=(device_a, "float32"), b=(device_b, "float32"))
     click.echo(format_report(rows))
-    worst = _worst_relative_error(rows)
-    if worst is not None and not worst <= tolerance:
-        raise click.ClickException(f"worst relative error {worst:.3g} exceeds the tolerance "
-                                   f"{tolerance:g}")
-
-
-def _worst_relative_error(rows):
-    """The largest relative error in parity `rows` (objects or dicts), or None if they hold none."""
-    names = ("rel_error", "relative_error", "max_rel_error", "rel_err")
-    worst = None
-    for row in rows:
-        for name in names:
-            value = row.get(name) if isinstance(row, dict) else getattr(row, name, None)
-            if value is not None:
-                value = float(value)
-                worst = value if worst is None or not value <= worst else worst
-                break
-    return worst
+    bad = worst(rows)
+    if bad is not None and not bad.max_rel_err <= tolerance:
+        raise click.ClickException(f"parity fails: worst relative error {bad.max_rel_err:.3g} "
+                                   f"({bad.name}, {bad.kind}) exceeds the tolerance {tolerance:g}")
 
 
 if __name__ == "__main__":

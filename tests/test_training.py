@@ -125,6 +125,20 @@ def test_resume_after_crash_gives_bit_identical_weights(tmp_path, monkeypatch, s
     assert_same_run(small_reference, run_dir)
 
 
+def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):
+    config = lenet(epochs=1, batch_size=20)
+    options = dict(SMALL, workers=2)
+    start_run(config, CPU, tmp_path / "reference", **options).fit()
+    undo = crash_after_steps(monkeypatch, 7)
+    with pytest.raises(Crash):
+        start_run(config, CPU, tmp_path / "run", **options).fit()
+    undo()
+    resumed = resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None)
+    assert resumed.workers == 2
+    resumed.fit()
+    assert_same_run(tmp_path / "reference", tmp_path / "run")
+
+
 def crash_in_evaluation(monkeypatch):
     def evaluate(*args, **kwargs):
         raise Crash

@@ -72,7 +72,7 @@ def load_data(config, data_dir=None):
 
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
-              checkpoint_every=200, progress=True, echo=None):
+              checkpoint_every=200, workers=1, progress=True, echo=None):
     """Check everything, create the run folder, and return a `Trainer` ready to `fit()`.
 
     The data are loaded and the network built before the folder is created, so bad input
@@ -85,8 +85,8 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
     if (run_dir / LAST_NAME).exists():
         prepare_run_dir(run_dir)  # raises: it already holds a run
     trainer = Trainer(config, dataset, device, run_dir, limit_train=limit_train,
-                      limit_test=limit_test, checkpoint_every=checkpoint_every, progress=progress,
-                      echo=echo)
+                      limit_test=limit_test, checkpoint_every=checkpoint_every, workers=workers,
+                      progress=progress, echo=echo)
     prepare_run_dir(run_dir)
     atomic_write(run_dir / CONFIG_COPY_NAME,
                  lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
@@ -94,12 +94,14 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
 
 
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
-               progress=True, echo=None):
+               workers=None, progress=True, echo=None):
     """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
 
     `config`, if given, must be the config the run was started with (it is checked, not used:
-    the checkpoint carries its own). `data_dir` overrides where the data are read from and
-    `checkpoint_every` the mid-epoch checkpoint interval; nothing else may change.
+    the checkpoint carries its own). `data_dir` overrides where the data are read from,
+    `checkpoint_every` the mid-epoch checkpoint interval and `workers` the number of CPU
+    threads (default: the run's own; another number splits batches differently, so the
+    weights then differ in the last bits from an uninterrupted run's). Nothing else may change.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -125,6 +127,7 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
                       limit_train=meta.get("limit_train"), limit_test=meta.get("limit_test"),
                       checkpoint_every=(meta.get("checkpoint_every", 0) if checkpoint_every is None
                                         else checkpoint_every),
+                      workers=meta.get("workers", 1) if workers is None else workers,
                       progress=progress, echo=echo)
     if trainer.train_count != meta.get("train_count", trainer.train_count):
         raise CheckpointError(f"cannot resume {run_dir}: it was trained on {meta['train_count']} "

@@ -24,7 +24,7 @@ from data import DataError
 from optim import MomentumSGDOptimizer, Schedule, SGDOptimizer
 from training.batches import epoch_permutation, num_batches, to_float
 from training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
-from training.errors import DivergenceError, TrainingInterrupted
+from training.errors import DivergenceError, TrainingError, TrainingInterrupted
 from training.metrics import RunningStats, evaluate, format_epoch, write_metrics
 
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
@@ -72,12 +72,14 @@ class Trainer:
         run_dir: folder for last.npz, best.npz and metrics.jsonl (must exist and be writable).
         limit_train / limit_test: use only the first N training / test images (None: all).
         checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
+        workers: CPU threads that each run a slice of every batch (`nets.DataParallel`); the
+            result depends on the split, so a resumed run keeps its number to stay exact.
         progress: show a tqdm progress bar (on stderr).
         echo: called with each epoch's summary line.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
-                 checkpoint_every=200, progress=True, echo=None):
+                 checkpoint_every=200, workers=1, progress=True, echo=None):
         self.config = config
         self.train_config = config["train"]
         self.device = device
@@ -91,6 +93,12 @@ class Trainer:
         self.net = nets.build(config["model"], seed=self.train_config["seed"]).to(device)
         check_dataset_fits(self.net, dataset, self.num_classes)
         self.optimizer = make_optimizer(self.train_config, self.net.parameters())
+        self.workers = int(workers)
+        if self.workers > 1 and device.is_gpu:
+            raise TrainingError(f"workers={self.workers} splits batches over CPU threads; on "
+                             f"{device.name} use workers=1")
+        # What computes a step: the network itself, or replicas of it on worker threads.
+        self.model = nets.DataParallel(self.net, self.workers) if self.workers > 1 else self.net
         self.schedule = make_schedule(self.train_config)
 
         train_count = len(dataset.train_labels) if limit_train is None else limit_train
@@ -132,6 +140,7 @@ class Trainer:
             "limit_train": self.limit_train,
             "limit_test": self.limit_test,
             "checkpoint_every": self.checkpoint_every,
+            "workers": self.workers,
             "metrics": self.metrics,
             "best_test_acc": self.best_test_acc,
             "epoch_progress": {"loss_sum": loss_sum, "correct": correct, "seen": seen,
@@ -257,9 +266,9 @@ class Trainer:
         labels = self.train_labels[index]
         self.optimizer.lr = self.schedule(epoch_position)
         self.optimizer.zero_grad()
-        loss, logits = self.net.forward_loss(images, labels)
+        loss, logits = self.model.forward_loss(images, labels)
         self.stats.add(loss, logits, labels)
-        self.net.backward()
+        self.model.backward()
         self.optimizer.step()
 
     def check_loss(self, bar):
@@ -275,7 +284,7 @@ class Trainer:
         if self.stop_signal is not None:
             self.interrupt(time.perf_counter() - started)
         self.check_finite()
-        evaluation = evaluate(self.net, self.test_images, self.test_labels, EVAL_BATCH_SIZE,
+        evaluation = evaluate(self.model, self.test_images, self.test_labels, EVAL_BATCH_SIZE,
                               should_stop=lambda: self.stop_signal is not None)
         if evaluation is None:
             self.interrupt(time.perf_counter() - started)
