@@ -1,0 +1,191 @@
+"""run.py end to end through click's CliRunner: train -> stop -> evaluate -> resume, describe, plot,
+bench and parity."""
+import json
+import signal
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+from click.testing import CliRunner
+
+import nets
+from run import cli
+from training import load_checkpoint, load_config, read_metrics
+from training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+LENET = REPO / "configs" / "lenet.yaml"
+QUICK = ["--batch-size", "50", "--limit-train", "500", "--limit-test", "300", "--no-progress"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def assert_ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "Traceback" not in result.output
+
+
+# -- help -----------------------------------------------------------------------------------------
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert_ok(result)
+    for command in ("train", "evaluate", "describe", "plot", "bench", "parity"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command, option", [("train", "--resume"), ("evaluate", "--device"),
+                                             ("describe", "--config"), ("plot", "--output"),
+                                             ("bench", "--profile"), ("parity", "--device-b")])
+def test_each_command_has_help(command, option):
+    result = invoke(command, "--help")
+    assert_ok(result)
+    assert option in result.output
+
+
+# -- describe -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["lenet", "resnet"])
+def test_describe_prints_the_network_and_its_parameter_count(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    net = nets.build(config["model"])
+    result = invoke("describe", "-c", REPO / "configs" / f"{name}.yaml")
+    assert_ok(result)
+    assert result.output == f"{net!r}\nTotal parameters: {net.num_parameters():,}\n"
+
+
+# -- train -> stop -> evaluate -> resume ------------------------------------------------------------
+
+def stop_after_steps(monkeypatch, steps):
+    """Make the trainer see a Ctrl-C after `steps` steps, as its signal handler would."""
+    original = Trainer.train_step
+    done = {"steps": 0}
+
+    def step(self, *args):
+        original(self, *args)
+        done["steps"] += 1
+        if done["steps"] == steps:
+            self.stop_signal = signal.SIGINT
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+
+
+def test_train_stop_evaluate_resume(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        stop_after_steps(patch, 13)  # 10 steps per epoch: stops in epoch 2
+        result = invoke("train", "-c", LENET, "--epochs", "2", *QUICK, "--out", run_dir)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip() == (f"SIGINT: stopped at epoch 2 step 3/10 and saved "
+                                     f"{run_dir / 'last.npz'}; continue with: python run.py "
+                                     f"train --resume {run_dir}")
+    assert result.stdout.splitlines()[0].startswith(f"run folder {run_dir}: MNISTNetwork")
+    assert "epoch 1/2: train loss" in result.stdout
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1]
+
+    result = invoke("evaluate", run_dir / "best.npz", "--limit-test", "300")
+    assert_ok(result)
+    lines = result.output.splitlines()
+    assert "epoch 1" in lines[0] and "300 images" in lines[0]
+    accuracy = float(lines[1].split()[1].rstrip("%"))
+    assert lines[1].startswith("accuracy: ") and 10 < accuracy <= 100
+    correct = int(lines[1].split("(")[1].split("/")[0])
+    assert correct == round(300 * read_metrics(run_dir)[0]["test_acc"])
+    assert lines[2].startswith("loss: ")
+    matrix = numpy.array([[int(v) for v in line.split()[1:]] for line in lines[5:15]])
+    assert matrix.shape == (10, 10) and matrix.sum() == 300
+    assert numpy.trace(matrix) == correct
+
+    result = invoke("train", "--resume", run_dir, "--no-progress")
+    assert_ok(result)
+    assert result.output.startswith(f"resuming {run_dir} at epoch 2 step 3/10 on cpu\n")
+    assert "epoch 2/2: train loss" in result.output and "done: best test accuracy" in result.output
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
+    assert (load_checkpoint(run_dir / "last.npz").epoch,
+            load_checkpoint(run_dir / "last.npz").step) == (2, 0)
+
+    result = invoke("train", "--resume", run_dir, "--no-progress")
+    assert_ok(result)
+    assert "nothing to do" in result.output
+
+    result = invoke("evaluate", run_dir, "--limit-test", "300")  # a folder: its best.npz
+    assert_ok(result)
+    assert "best.npz" in result.output.splitlines()[0]
+
+
+def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        stop_after_steps(patch, 4)
+        result = invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--workers", "2",
+                        "--out", run_dir)
+    assert result.exit_code == 130
+    assert load_checkpoint(run_dir / "last.npz").meta["workers"] == 2
+    assert_ok(invoke("train", "--resume", run_dir, "--no-progress"))
+    assert read_metrics(run_dir)[0]["test_acc"] > 0.2  # 10 steps: well above chance (0.1)
+
+
+def test_default_run_folder_is_named_after_the_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "-c", LENET, "--epochs", "1", "--batch-size", "100",
+                    "--limit-train", "100", "--limit-test", "100", "--no-progress")
+    assert_ok(result)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("lenet-") and (run_dir / "best.npz").exists()
+
+
+# -- plot -----------------------------------------------------------------------------------------
+
+def write_metrics(run_dir, epochs=3):
+    run_dir.mkdir()
+    records = [{"epoch": e, "train_loss": 1 / e, "train_acc": 1 - 0.1 / e, "test_loss": 1.1 / e,
+                "test_acc": 1 - 0.12 / e, "lr": 0.05, "seconds": 1.0} for e in range(1, epochs + 1)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_plot_draws_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_metrics(tmp_path / "run")
+    result = invoke("plot", tmp_path / "run", "-o", tmp_path / "curves.png")
+    assert_ok(result)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = invoke("plot", tmp_path / "run")
+    assert_ok(result)
+    assert (tmp_path / "run" / "curves.png").exists()
+
+
+def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch):
+    write_metrics(tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    result = invoke("plot", tmp_path / "run")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("Error: plot needs matplotlib, which is not installed: "
+                                     "pip install matplotlib")
+
+
+def test_plot_of_a_folder_without_metrics_is_an_error(tmp_path):
+    result = invoke("plot", tmp_path)
+    assert result.exit_code == 1 and "metrics.jsonl does not exist" in result.stderr
+
+
+# -- bench and parity -----------------------------------------------------------------------------
+
+def test_bench_times_training_steps():
+    pytest.importorskip("training.bench")
+    result = invoke("bench", "-c", LENET, "--batch-size", "8", "--steps", "2", "--warmup", "1")
+    assert_ok(result)
+    assert "MNISTNetwork" in result.output or "ms" in result.output
+
+
+def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
+    pytest.importorskip("backend.parity")
+    result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4")
+    assert_ok(result)
+    assert "logits" in result.output and "layers.0.weight" in result.output
+    result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4",
+                    "--tolerance", "-1")
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("Error: parity fails: worst relative error")
