@@ -96,7 +96,7 @@ class Trainer:
         self.workers = int(workers)
         if self.workers > 1 and device.is_gpu:
             raise TrainingError(f"workers={self.workers} splits batches over CPU threads; on "
-                             f"{device.name} use workers=1")
+                                f"{device.name} use workers=1")
         # What computes a step: the network itself, or replicas of it on worker threads.
         self.model = nets.DataParallel(self.net, self.workers) if self.workers > 1 else self.net
         self.schedule = make_schedule(self.train_config)
@@ -242,7 +242,7 @@ class Trainer:
         order = self.device.send(epoch_permutation(self.train_config["seed"], self.epoch,
                                                    self.train_count))
         bar = tqdm(total=steps, initial=self.step, desc=f"epoch {self.epoch + 1}/{total_epochs}",
-                   unit="step", leave=False, dynamic_ncols=True, disable=not self.progress)
+                   leave=False, dynamic_ncols=True, disable=not self.progress)
         try:
             for step in range(self.step, steps):
                 if self.stop_signal is not None:
