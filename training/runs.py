@@ -88,6 +88,7 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
                       limit_test=limit_test, checkpoint_every=checkpoint_every, workers=workers,
                       progress=progress, echo=echo)
     prepare_run_dir(run_dir)
+    trainer.save()  # the first checkpoint: from here on, a killed run can be resumed
     atomic_write(run_dir / CONFIG_COPY_NAME,
                  lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
     return trainer
