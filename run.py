@@ -67,6 +67,7 @@ def _check_device(ctx, param, value):
 
 def device_option(name="--device", default="cpu", help_text=None):
     return click.option(name, default=default, show_default=True, callback=_check_device,
+                        metavar="DEVICE",
                         help=help_text or "where to compute: cpu (NumPy), gpu / cuda / cuda:N (CuPy)")
 
 

@@ -193,6 +193,24 @@ def test_resume_refuses_changed_dataset_size(tmp_path, monkeypatch, small_refere
         resume_run(run_dir, CPU, progress=False)
 
 
+@pytest.mark.gpu
+def test_training_on_gpu_follows_the_cpu_run(tmp_path, small_reference):
+    from backend import get_device, gpu_unavailable_reason
+    reason = gpu_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no usable GPU: {reason}")
+    run_dir = tmp_path / "gpu"
+    trainer = start_run(lenet(epochs=2, batch_size=20), get_device("gpu"), run_dir, **SMALL)
+    trainer.fit()
+    cpu, gpu = load_checkpoint(small_reference / "last.npz"), load_checkpoint(run_dir / "last.npz")
+    for name, weight in cpu.weights.items():
+        numpy.testing.assert_allclose(gpu.weights[name], weight, rtol=1e-3, atol=1e-4,
+                                      err_msg=name)
+    resumed = resume_run(run_dir, CPU, progress=False)  # a GPU checkpoint loads on the CPU
+    assert numpy.array_equal(CPU.to_numpy(resumed.net.state_dict()["layers.0.weight"]),
+                             gpu.weights["layers.0.weight"])
+
+
 # -- divergence -----------------------------------------------------------------------------------
 
 def test_nan_loss_stops_without_saving_poisoned_weights(tmp_path):
