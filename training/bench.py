@@ -39,6 +39,10 @@ from optim import MomentumSGDOptimizer, SGDOptimizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OPTIMIZERS = ("momentum_sgd", "sgd")
+# The learning rate does not change what a step costs, but the configs' rates (meant to follow a
+# warm-up) drive the deeper ResNets to NaN within a few steps on a fixed random batch, and timings
+# of a diverged network are not trustworthy. Benchmarks use this rate unless told otherwise.
+BENCH_LR = 1e-3
 
 
 # -- building what a step needs -----------------------------------------------------------------
@@ -52,12 +56,13 @@ def load_config(path):
     return config
 
 
-def make_optimizer(train_config, parameters):
-    """The optimizer the ``train`` section names (``momentum_sgd`` or ``sgd``), with its lr,
-    momentum and weight_decay (defaults 0.01, 0.9, 0). Call after the network is on its device."""
+def make_optimizer(train_config, parameters, lr=None):
+    """The optimizer the ``train`` section names (``momentum_sgd`` or ``sgd``), with its lr
+    (unless `lr` is given), momentum and weight_decay (defaults 0.01, 0.9, 0). Call after the
+    network is on its device."""
     train_config = train_config or {}
     name = train_config.get("optimizer", "momentum_sgd")
-    lr = train_config.get("lr", 0.01)
+    lr = train_config.get("lr", 0.01) if lr is None else lr
     weight_decay = train_config.get("weight_decay", 0.0)
     if name == "momentum_sgd":
         return MomentumSGDOptimizer(parameters, lr, train_config.get("momentum", 0.9),
@@ -73,7 +78,8 @@ def make_batch(model_config, batch_size, seed=0):
     rng = new_rng([seed, 1])  # a stream apart from the weights' `seed`
     shape = (batch_size, *model_config["input_shape"])
     images = rng.random(shape, dtype=numpy.float32)
-    labels = rng.integers(0, model_config.get("num_classes", 10), size=batch_size, dtype=numpy.int64)
+    labels = rng.integers(0, model_config.get("num_classes", 10), size=batch_size,
+                          dtype=numpy.int64)
     return images, labels
 
 
@@ -93,16 +99,17 @@ def time_steps(step, count, synchronize=lambda: None):
 class TrainingStep:
     """A network, its optimizer and a fixed batch on `device`; `step()` is one training step.
 
+    The optimizer is the config's, with learning rate `lr` (None: the config's; see BENCH_LR).
     Attributes: `net`, `optimizer`, `device`, `images` (B, *input_shape), `labels` (B,),
     `loss` (the last step's loss, a 0-d device array).
     """
 
-    def __init__(self, config, device="cpu", batch_size=100, seed=0):
+    def __init__(self, config, device="cpu", batch_size=100, seed=0, lr=BENCH_LR):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.device = get_device(device)
         self.net = nets.build(config["model"], seed=seed).to(self.device)
-        self.optimizer = make_optimizer(config.get("train"), self.net.parameters())
+        self.optimizer = make_optimizer(config.get("train"), self.net.parameters(), lr)
         images, labels = make_batch(config["model"], batch_size, seed)
         self.images, self.labels = self.device.send(images), self.device.send(labels)
         self.batch_size = batch_size
@@ -301,6 +308,8 @@ class BenchResult:
     start_rss_mib: float = None
     final_loss: float = None
     label: str = ""
+    lr: float = None
+    optimizer: str = ""
     profile: list = None
     profile_step_ms: float = None
 
@@ -335,7 +344,8 @@ class BenchResult:
         title = f"{self.model}" + (f" ({self.label})" if self.label else "")
         lines = [
             f"{title}: {self.num_parameters:,} parameters, device {self.device}, "
-            f"batch {self.batch_size}, {self.steps} timed steps after {self.warmup} warm-up",
+            f"batch {self.batch_size}, {self.steps} timed steps after {self.warmup} warm-up"
+            + (f", {self.optimizer} lr {self.lr:g}" if self.optimizer else ""),
             f"  step time: median {self.median_ms:.2f} ms (min {self.min_ms:.2f}, "
             f"max {self.max_ms:.2f}) -> {self.images_per_s:,.0f} images/s",
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
@@ -369,7 +379,8 @@ def format_profile(rows, step_ms, steps):
 
 # -- the benchmark ------------------------------------------------------------------------------
 
-def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0):
+def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0,
+              lr=BENCH_LR):
     """Time `steps` full training steps of the network `config['model']` describes.
 
     Args:
@@ -380,13 +391,14 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         profile: also run `steps` more steps with per-layer timers (GPU: synchronised around
             every layer, which slows the step) and add the table.
         seed: weights and batch.
+        lr: the optimizer's learning rate (None: the config's, which may diverge; see BENCH_LR).
     Returns:
         `BenchResult`.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
     start_rss = current_rss_mib()
-    runner = TrainingStep(config, device, batch_size, seed)
+    runner = TrainingStep(config, device, batch_size, seed, lr)
     runner.timed_steps(warmup)
     step_ms = runner.timed_steps(steps)
     final_loss = float(runner.loss)
@@ -404,11 +416,13 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         num_parameters=int(runner.net.num_parameters()), step_ms=step_ms,
         peak_memory_mib=memory, memory_kind=kind, start_rss_mib=start_rss,
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
+        lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
     )
 
 
 def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
-                            profile=False, seed=0, label="", env=None, timeout=None):
+                            profile=False, seed=0, lr=BENCH_LR, label="", env=None,
+                            timeout=None):
     """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
 
     `config` is a dict or a path; `env` adds to (or, with None values, removes from) the child's
@@ -419,7 +433,7 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
         config = load_config(config)
     request = {"config": config, "device": str(getattr(device, "name", device)),
                "batch_size": batch_size, "steps": steps, "warmup": warmup,
-               "profile": profile, "seed": seed}
+               "profile": profile, "seed": seed, "lr": lr}
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
         if value is None:
@@ -453,6 +467,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=BENCH_LR,
+                        help="learning rate (the cost does not depend on it; the configs' rates "
+                             "can diverge on a fixed random batch)")
     parser.add_argument("--profile", action="store_true", help="add a per-layer table")
     parser.add_argument("--subprocess", action="store_true",
                         help="run in a fresh process, so the peak RSS is this run's alone")
@@ -466,7 +483,7 @@ def main(argv=None):
     config = load_config(args.config)
     batch_size = args.batch_size or config.get("train", {}).get("batch_size", 100)
     options = dict(device=args.device, batch_size=batch_size, steps=args.steps,
-                   warmup=args.warmup, profile=args.profile, seed=args.seed)
+                   warmup=args.warmup, profile=args.profile, seed=args.seed, lr=args.lr)
     if args.subprocess:
         result = benchmark_in_subprocess(config, label=args.config, **options)
     else:

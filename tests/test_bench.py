@@ -1,0 +1,178 @@
+"""The benchmark tools: training.bench (timing, profile, subprocess), the PyTorch twins of our
+networks, and the comparison script's plumbing. No assertion depends on how fast anything runs."""
+import importlib.util
+import math
+
+import numpy
+import pytest
+
+from training.bench import (BenchResult, TrainingStep, benchmark, benchmark_in_subprocess,
+                            load_config, make_optimizer, profile_steps)
+
+TORCH_MISSING = importlib.util.find_spec("torch") is None
+
+
+@pytest.fixture(scope="module")
+def lenet_config():
+    return load_config("configs/lenet.yaml")
+
+
+def top_level_rows(result):
+    return [row for row in result.profile if row.depth == 0]
+
+
+def test_benchmark_lenet_reports_sane_fields(lenet_config):
+    result = benchmark(lenet_config, "cpu", batch_size=4, steps=2, warmup=1, profile=True)
+
+    assert result.device == "cpu" and result.batch_size == 4 and result.steps == 2
+    assert len(result.step_ms) == 2 and all(ms > 0 for ms in result.step_ms)
+    assert result.min_ms <= result.median_ms <= result.max_ms
+    assert result.images_per_s == pytest.approx(4 / (result.median_ms / 1e3))
+    assert result.peak_memory_mib > 0 and "RSS" in result.memory_kind
+    assert math.isfinite(result.final_loss)
+    assert result.num_parameters == 107_786
+
+
+def test_profile_covers_every_layer_and_sums_to_the_step(lenet_config):
+    result = benchmark(lenet_config, "cpu", batch_size=4, steps=2, warmup=1, profile=True)
+    rows = top_level_rows(result)
+    layer_count = len(lenet_config["model"]["layers"])
+
+    names = [row.name for row in rows]
+    assert [name.split()[0] for name in names[:layer_count]] == [str(i) for i in range(layer_count)]
+    assert names[layer_count:] == ["loss (softmax cross-entropy)", "optimizer.zero_grad",
+                                   "optimizer.step", "(between timers)"]
+    assert all(row.forward_ms >= 0 and row.backward_ms >= 0 for row in rows[:-1])
+    assert all(row.total_ms > 0 for row in rows[:layer_count])
+    assert sum(row.total_ms for row in rows) == pytest.approx(result.profile_step_ms)
+    timed = sum(row.total_ms for row in rows[:-1])
+    assert 0.3 * result.profile_step_ms < timed <= result.profile_step_ms * 1.001
+
+    text = result.format()
+    assert "median" in text and "images/s" in text and "Profile" in text
+    assert "0 Conv 1->6 k5" in text and "Linear 784->120" in text
+
+
+def test_profile_lists_resnet_block_children_and_restores_methods():
+    config = load_config("configs/resnet.yaml")
+    runner = TrainingStep(config, "cpu", batch_size=2)
+    runner.step()
+    rows, step_ms = profile_steps(runner, steps=1)
+
+    block_index = next(i for i, row in enumerate(rows) if "ResNetBlock" in row.name)
+    inner = []
+    for row in rows[block_index + 1:]:
+        if row.depth == 0:
+            break
+        inner.append(row.name)
+    assert inner == ["conv_layers.0 Conv 16->16 k3", "conv_layers.1 ReLU",
+                     "conv_layers.2 Conv 16->16 k3", "add_layer Add", "relu2 ReLU", "(block glue)"]
+    assert step_ms > 0
+    everything = [runner.net.loss_layer, runner.optimizer]
+    stack = list(runner.net.layers)
+    while stack:
+        layer = stack.pop()
+        everything.append(layer)
+        stack.extend(child for _, child in layer.named_children())
+    assert not [obj for obj in everything
+                if {"forward", "backward", "step", "zero_grad"} & set(vars(obj))]
+
+
+def test_result_round_trips_through_a_dict(lenet_config):
+    result = benchmark(lenet_config, "cpu", batch_size=2, steps=1, warmup=0, profile=True)
+    copy = BenchResult.from_dict(result.to_dict())
+    assert copy == result
+    assert copy.format() == result.format()
+
+
+def test_benchmark_in_a_fresh_process(lenet_config):
+    result = benchmark_in_subprocess(lenet_config, "cpu", batch_size=2, steps=1, warmup=0,
+                                     label="lenet")
+    assert result.label == "lenet" and len(result.step_ms) == 1 and result.peak_memory_mib > 0
+
+
+def test_make_optimizer_follows_the_train_section(lenet_config):
+    from optim import MomentumSGDOptimizer, SGDOptimizer
+
+    net_params = lambda: TrainingStep(lenet_config, batch_size=1).net.parameters()  # noqa: E731
+    momentum = make_optimizer({"optimizer": "momentum_sgd", "lr": 0.1, "momentum": 0.5},
+                              net_params())
+    assert isinstance(momentum, MomentumSGDOptimizer) and momentum.momentum == 0.5
+    plain = make_optimizer({"optimizer": "sgd", "lr": 0.1}, net_params(), lr=0.2)
+    assert type(plain) is SGDOptimizer and plain.lr == 0.2
+    with pytest.raises(ValueError, match="adam"):
+        make_optimizer({"optimizer": "adam"}, net_params())
+
+
+# -- the PyTorch twins -------------------------------------------------------------------------
+
+@pytest.mark.skipif(TORCH_MISSING, reason="PyTorch is not installed (pip install torch==2.13.0)")
+@pytest.mark.parametrize("name", ["lenet", "resnet_leaky"])
+def test_torch_net_with_our_weights_gives_our_logits_and_loss(name):
+    import torch
+
+    import nets
+    from benchmarks.torch_nets import build_torch_net, copy_weights
+    from training.bench import make_batch
+
+    config = load_config(f"configs/{name}.yaml")
+    ours = nets.build(config["model"], seed=3)
+    theirs = build_torch_net(config["model"])
+    copy_weights(ours, theirs)
+    images, labels = make_batch(config["model"], batch_size=5, seed=3)
+
+    loss, logits = ours.forward_loss(images, labels)
+    with torch.no_grad():
+        torch_logits = theirs(torch.from_numpy(images))
+        torch_loss = torch.nn.functional.cross_entropy(torch_logits, torch.from_numpy(labels))
+    numpy.testing.assert_allclose(logits, torch_logits.numpy(), rtol=1e-5, atol=1e-5)
+    assert float(loss) == pytest.approx(torch_loss.item(), abs=1e-5)
+
+
+@pytest.mark.skipif(TORCH_MISSING, reason="PyTorch is not installed (pip install torch==2.13.0)")
+def test_torch_training_step_follows_ours(lenet_config):
+    """Same weights, batch and optimizer update: the losses agree after a few steps."""
+    from benchmarks.torch_nets import TorchTrainingStep
+
+    ours = TrainingStep(lenet_config, batch_size=4, lr=0.01)
+    theirs = TorchTrainingStep(lenet_config, batch_size=4, lr=0.01)
+    for _ in range(3):
+        ours.step()
+        theirs.step()
+    assert float(ours.loss) == pytest.approx(theirs.loss.item(), abs=1e-4)
+    assert len(theirs.timed_steps(1)) == 1
+
+
+# -- the comparison script ---------------------------------------------------------------------
+
+def test_compare_ours_only_runs_end_to_end(capsys):
+    from benchmarks import compare_torch
+
+    code = compare_torch.main(["--ours-only", "--configs", "lenet", "--batch-sizes", "2",
+                               "--alone-steps", "1", "--warmup", "0", "--gap", "0",
+                               "--wait-quiet", "0", "--retries", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "lenet" in out and "ours ms (alone)" in out and "PyTorch" not in out.split("\n\n")[-1]
+
+
+def test_compare_says_how_to_install_torch_when_missing(monkeypatch, capsys):
+    from benchmarks import compare_torch
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    assert compare_torch.main(["--configs", "lenet", "--batch-sizes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install torch==2.13.0" in err and "--ours-only" in err
+
+
+def test_summary_table_ratios():
+    from benchmarks.compare_torch import format_table, summary_rows
+
+    side = lambda ms: {"alternated": [ms, ms], "alone": [ms], "peak_rss_mib": 50.0,  # noqa: E731
+                       "start_rss_mib": 30.0, "others_cores": [0.0, 0.1], "losses": [2.3]}
+    rows = summary_rows([(("lenet", 100), {"ours": side(30.0), "torch": side(10.0)})])
+    assert rows[0]["ratio_alt"] == pytest.approx(3.0)
+    assert rows[0]["ratio_alone"] == pytest.approx(3.0)
+    assert "| lenet | 100 | 30.0 | 10.0 | 3.00 |" in format_table(rows, markdown=True)
