@@ -102,8 +102,8 @@ def cli():
 @click.option("--checkpoint-every", type=click.IntRange(min=0),
               help="also save last.npz every N steps inside an epoch, 0 for never  [default: 200]")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="CPU threads, each running a slice of every batch  [default: 1, or the "
-                   "resumed run's]")
+              help="CPU threads, each running a slice of every batch  [default: the cores "
+                   "this process may use, or the resumed run's]")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="read the dataset's IDX files from this folder")
 @click.option("--progress/--no-progress", default=True, show_default=True,
@@ -147,7 +147,7 @@ def train(config_path, device, out, resume_dir, epochs, batch_size, lr, seed, li
         trainer = start_run(config, device, out or default_run_dir(config_path),
                             data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
                             checkpoint_every=200 if checkpoint_every is None else checkpoint_every,
-                            workers=workers or 1, progress=progress)
+                            workers=workers, progress=progress)
         click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")

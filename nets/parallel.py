@@ -11,8 +11,9 @@ class DataParallel:
     NumPy releases the GIL inside its loops and BLAS calls, so each worker thread keeps one core
     busy, element-wise work included (NumPy runs that on one core otherwise). Replicas share the
     parameter arrays of `net` and keep their own gradients, which `backward` adds into `net`'s in
-    a fixed order: the same batch split gives bit-identical results run after run. BLAS is set to
-    one thread per worker for the whole process while workers > 1.
+    a fixed order: the same batch split gives bit-identical results run after run. On the CPU,
+    BLAS is set to one thread for the whole process (each worker owns one core; and a result
+    must not depend on how many threads BLAS happened to use).
 
     Offers the parts of `Network` that a training loop uses: `forward`, `forward_loss`, `backward`,
     `train`, `eval`. With workers=1 it simply forwards to `net`.
@@ -26,7 +27,7 @@ class DataParallel:
         self.replicas = [net] + [_replica_sharing_weights(net) for _ in range(workers - 1)]
         self._pool = ThreadPoolExecutor(workers - 1) if workers > 1 else None
         self._shares = [1.0]
-        if workers > 1:
+        if get_array_module(*[p.data for p in net.parameters()]).__name__ == "numpy":
             set_blas_threads(1)
 
     def _run(self, calls):

@@ -72,7 +72,7 @@ def load_data(config, data_dir=None):
 
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
-              checkpoint_every=200, workers=1, progress=True, echo=None):
+              checkpoint_every=200, workers=None, progress=True, echo=None):
     """Check everything, create the run folder, and return a `Trainer` ready to `fit()`.
 
     The data are loaded and the network built before the folder is created, so bad input
@@ -128,7 +128,7 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
                       limit_train=meta.get("limit_train"), limit_test=meta.get("limit_test"),
                       checkpoint_every=(meta.get("checkpoint_every", 0) if checkpoint_every is None
                                         else checkpoint_every),
-                      workers=meta.get("workers", 1) if workers is None else workers,
+                      workers=meta.get("workers") if workers is None else workers,
                       progress=progress, echo=echo)
     if trainer.train_count != meta.get("train_count", trainer.train_count):
         raise CheckpointError(f"cannot resume {run_dir}: it was trained on {meta['train_count']} "

@@ -20,6 +20,7 @@ import numpy
 from tqdm import tqdm
 
 import nets
+from backend import cpu_count
 from data import DataError
 from optim import MomentumSGDOptimizer, Schedule, SGDOptimizer
 from training.batches import epoch_permutation, num_batches, to_float
@@ -79,7 +80,7 @@ class Trainer:
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
-                 checkpoint_every=200, workers=1, progress=True, echo=None):
+                 checkpoint_every=200, workers=None, progress=True, echo=None):
         self.config = config
         self.train_config = config["train"]
         self.device = device
@@ -93,12 +94,13 @@ class Trainer:
         self.net = nets.build(config["model"], seed=self.train_config["seed"]).to(device)
         check_dataset_fits(self.net, dataset, self.num_classes)
         self.optimizer = make_optimizer(self.train_config, self.net.parameters())
-        self.workers = int(workers)
+        self.workers = int(workers) if workers is not None else 1 if device.is_gpu else cpu_count()
         if self.workers > 1 and device.is_gpu:
             raise TrainingError(f"workers={self.workers} splits batches over CPU threads; on "
                                 f"{device.name} use workers=1")
-        # What computes a step: the network itself, or replicas of it on worker threads.
-        self.model = nets.DataParallel(self.net, self.workers) if self.workers > 1 else self.net
+        # What computes a step: on a GPU the network itself; on the CPU replicas of it on worker
+        # threads, one core each (BLAS single-threaded, so results do not depend on its threads).
+        self.model = self.net if device.is_gpu else nets.DataParallel(self.net, self.workers)
         self.schedule = make_schedule(self.train_config)
 
         train_count = len(dataset.train_labels) if limit_train is None else limit_train
