@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark of xpnn in one call (about 6-8 minutes on one H100):
+#   1. the GPU, CuPy and CUDA versions;
+#   2. the test suite with the gpu tests included (they must run: a gpu skip fails this script);
+#   3. run.py parity (NumPy against CuPy, layer by layer) for every config;
+#   4. training-step time of lenet and resnet at batch 100 and 1000, ours against PyTorch CUDA;
+#   5. resnet trained for 5 epochs on the GPU: test accuracy and wall time.
+# Writes the full log and the run folder under $OUT (default: ./gpu_check_out) and prints a short
+# table last. Usage, from the repository root:  bash scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_check_out}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+SUMMARY="$OUT/summary.md"
+export PYTHONUNBUFFERED=1
+: > "$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+status=0
+
+{
+echo "== 1. device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python - <<'PY'
+import cupy
+props = cupy.cuda.runtime.getDeviceProperties(0)
+print("GPU:", props["name"].decode(), "| CuPy", cupy.__version__,
+      "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(),
+      "| driver", cupy.cuda.runtime.driverGetVersion())
+PY
+} 2>&1 | tee "$LOG"
+say "device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+
+echo "== 2. tests, gpu included" | tee -a "$LOG"
+python -m pytest -q -rs tests 2>&1 | tee "$OUT/pytest.log" >> "$LOG"
+tail -3 "$OUT/pytest.log"
+if grep -E "SKIPPED.*(no usable GPU|CuPy)" "$OUT/pytest.log" >/dev/null; then
+    say "tests: FAIL (gpu tests skipped on a GPU machine)"; status=1
+elif grep -E "[0-9]+ failed" "$OUT/pytest.log" >/dev/null; then
+    say "tests: FAIL ($(tail -1 "$OUT/pytest.log"))"; status=1
+else
+    say "tests: $(tail -1 "$OUT/pytest.log")"
+fi
+
+echo "== 3. parity NumPy vs CuPy" | tee -a "$LOG"
+for config in configs/*.yaml; do
+    if python run.py parity -c "$config" --device-a cpu --device-b gpu >> "$LOG" 2>&1; then
+        say "parity $(basename "$config" .yaml): ok (<= 1e-4)"
+    else
+        say "parity $(basename "$config" .yaml): FAIL (see log)"; status=1
+    fi
+done
+grep -E "worst|max" "$LOG" | tail -12
+
+echo "== 4. step time, ours vs PyTorch CUDA" | tee -a "$LOG"
+python -m benchmarks.gpu_vs_torch --device gpu --configs lenet,resnet --batch-sizes 100,1000 \
+    --json "$OUT/bench.json" 2>&1 | tee -a "$LOG" | tail -7 | tee -a "$SUMMARY"
+python run.py bench -c configs/resnet.yaml --device gpu --batch-size 1000 --profile >> "$LOG" 2>&1
+
+echo "== 5. resnet, 5 epochs on the GPU" | tee -a "$LOG"
+start=$(date +%s)
+python run.py train -c configs/resnet.yaml --device gpu --out "$OUT/resnet_gpu" --no-progress \
+    2>&1 | tee -a "$LOG" | tail -7
+say "resnet 5 epochs on GPU: $(grep -o 'best test accuracy [0-9.]*%' "$LOG" | tail -1), wall $(( $(date +%s) - start )) s"
+
+echo
+echo "== summary"
+cat "$SUMMARY"
+exit $status
