@@ -41,10 +41,10 @@ SIDES = ("ours", "torch")
 
 # -- the worker: one side, in its own process -------------------------------------------------
 
-def _make_runner(side, config, batch_size, seed):
+def _make_runner(side, config, batch_size, seed, workers=None):
     if side == "ours":
         from training.bench import TrainingStep
-        return TrainingStep(config, "cpu", batch_size, seed)
+        return TrainingStep(config, "cpu", batch_size, seed, workers=workers)
     from benchmarks.torch_nets import TorchTrainingStep
     return TorchTrainingStep(config, batch_size, seed)
 
@@ -52,7 +52,7 @@ def _make_runner(side, config, batch_size, seed):
 def _worker_main(side):
     """Serve JSON-line requests on stdin: setup, run, memory, quit. Replies on the real stdout;
     anything else the libraries print goes to stderr."""
-    from training.bench import current_rss_mib, peak_rss_mib
+    from training.bench import cpu_usage, current_rss_mib, peak_rss_mib, usage_per_step
 
     reply_stream = sys.stdout
     sys.stdout = sys.stderr
@@ -65,13 +65,15 @@ def _worker_main(side):
             if op == "setup":
                 start_rss = current_rss_mib()
                 runner = _make_runner(side, request["config"], request["batch_size"],
-                                      request.get("seed", 0))
-                reply = {"ok": True}
+                                      request.get("seed", 0), request.get("workers"))
+                reply = {"ok": True, "workers": getattr(runner, "workers", None)}
             elif op == "run":
                 runner.timed_steps(request["warmup"])
+                before = cpu_usage()
                 ms = runner.timed_steps(request["steps"])
                 loss = runner.loss
-                reply = {"ms": ms, "loss": float(getattr(loss, "detach", lambda: loss)())}
+                reply = {"ms": ms, "loss": float(getattr(loss, "detach", lambda: loss)()),
+                         **usage_per_step(before, cpu_usage(), sum(ms), len(ms))}
             elif op == "memory":
                 reply = {"peak_rss_mib": peak_rss_mib(), "start_rss_mib": start_rss}
             elif op == "quit":
@@ -193,11 +195,12 @@ def _load_config(name):
 def measure_pair(config, batch_size, sides, args, log):
     """Alternated and alone timings (ms lists), peak RSS and final losses for one config and batch.
 
-    Returns {side: {"alternated": [ms...], "alone": [ms...], "peak_rss_mib", "start_rss_mib",
-    "losses": [...], "others_cores": [one per turn: cores other processes used meanwhile]}}.
+    Returns {side: {"alternated": [ms...], "round_medians": [one per round], "alone": [ms...],
+    "peak_rss_mib", "start_rss_mib", "losses": [...],
+    "others_cores": [one per turn: cores other processes used meanwhile]}}.
     """
-    results = {side: {"alternated": [], "alone": [], "losses": [], "others_cores": []}
-               for side in sides}
+    results = {side: {"alternated": [], "round_medians": [], "alone": [], "losses": [],
+                      "others_cores": []} for side in sides}
 
     def turn(worker, steps):
         """One turn of `worker`; redone (up to --retries times) while other processes used more
@@ -214,18 +217,23 @@ def measure_pair(config, batch_size, sides, args, log):
                     f"{meter.others_cores:.2f} cores during it)")
         results[worker.side]["losses"].append(reply["loss"])
         results[worker.side]["others_cores"].append(meter.others_cores)
+        for key in ("cores_used", "system_ms_per_step", "page_faults_per_step"):
+            results[worker.side].setdefault(key, []).append(reply[key])
         return reply["ms"]
 
     env = {"ours": _ours_env(args), "torch": {}}
     workers = {side: Worker(side, env[side]) for side in sides}
     try:
         for worker in workers.values():
-            worker.request(op="setup", config=config, batch_size=batch_size, seed=args.seed)
+            worker.request(op="setup", config=config, batch_size=batch_size, seed=args.seed,
+                           workers=args.workers)
         if len(sides) > 1:
             for round_index in range(args.rounds):
                 order = sides if round_index % 2 == 0 else sides[::-1]
                 for side in order:
-                    results[side]["alternated"].extend(turn(workers[side], args.steps))
+                    ms = turn(workers[side], args.steps)
+                    results[side]["alternated"].extend(ms)
+                    results[side]["round_medians"].append(statistics.median(ms))
                 log(f"    round {round_index + 1}/{args.rounds}: " + ", ".join(
                     f"{side} {statistics.median(results[side]['alternated'][-args.steps:]):.1f} ms"
                     f" (others used {results[side]['others_cores'][-1]:.2f} cores)"
@@ -236,14 +244,18 @@ def measure_pair(config, batch_size, sides, args, log):
     for side in sides:  # alone: a fresh process each, the other side gone
         worker = Worker(side, env[side])
         try:
-            worker.request(op="setup", config=config, batch_size=batch_size, seed=args.seed)
+            worker.request(op="setup", config=config, batch_size=batch_size, seed=args.seed,
+                           workers=args.workers)
             results[side]["alone"] = turn(worker, args.alone_steps)
             results[side].update(worker.request(op="memory"))
         finally:
             worker.close()
         log(f"    {side} alone: {statistics.median(results[side]['alone']):.1f} ms "
             f"(others used {results[side]['others_cores'][-1]:.2f} cores), "
-            f"peak RSS {results[side]['peak_rss_mib']:.0f} MiB")
+            f"peak RSS {results[side]['peak_rss_mib']:.0f} MiB, "
+            f"{results[side]['cores_used'][-1]:.2f} cores busy, "
+            f"{results[side]['system_ms_per_step'][-1]:.1f} ms/step in the kernel, "
+            f"{results[side]['page_faults_per_step'][-1]:.0f} page faults/step")
     return results
 
 
@@ -320,12 +332,21 @@ def summary_rows(all_results):
         row = {"config": name, "batch": batch_size,
                "ours_alt": _median(ours["alternated"]), "ours_alone": _median(ours["alone"]),
                "ours_rss": ours.get("peak_rss_mib"), "ours_start_rss": ours.get("start_rss_mib"),
-               "others_cores": max(statistics.fmean(r["others_cores"]) for r in results.values())}
+               "others_cores": max(statistics.fmean(r["others_cores"]) for r in results.values()),
+               "ours_cores_used": statistics.fmean(ours["cores_used"]),
+               "ours_system_ms": statistics.fmean(ours["system_ms_per_step"]),
+               "ours_page_faults": statistics.fmean(ours["page_faults_per_step"])}
         if theirs:
             row.update(torch_alt=_median(theirs["alternated"]),
                        torch_alone=_median(theirs["alone"]), torch_rss=theirs.get("peak_rss_mib"),
-                       torch_start_rss=theirs.get("start_rss_mib"))
-            row["ratio_alt"] = row["ours_alt"] / row["torch_alt"]
+                       torch_start_rss=theirs.get("start_rss_mib"),
+                       torch_cores_used=statistics.fmean(theirs["cores_used"]),
+                       torch_system_ms=statistics.fmean(theirs["system_ms_per_step"]),
+                       torch_page_faults=statistics.fmean(theirs["page_faults_per_step"]))
+            # median of the rounds' ratios: each compares two turns taken seconds apart, so slow
+            # drifts in the machine's speed cancel
+            row["ratio_alt"] = statistics.median(
+                a / b for a, b in zip(ours["round_medians"], theirs["round_medians"]))
             row["ratio_alone"] = row["ours_alone"] / row["torch_alone"]
         rows.append(row)
     return rows
@@ -362,6 +383,23 @@ def format_table(rows, markdown=False):
     return "\n".join(out)
 
 
+def format_usage_table(rows):
+    """How each side used the CPU over all its timed turns: cores busy (CPU time / wall time,
+    spinning threads included), ms per step in the kernel, minor page faults per step."""
+    sides = [("ours", "ours")] + ([("torch", "PyTorch")] if "torch_alt" in rows[0] else [])
+    header = ["config", "batch"] + [f"{label} {what}" for _, label in sides
+                                    for what in ("cores busy", "kernel ms/step", "faults/step")]
+    lines = [header]
+    for row in rows:
+        cells = [row["config"], str(row["batch"])]
+        for key, _ in sides:
+            cells += [f"{row[key + '_cores_used']:.2f}", f"{row[key + '_system_ms']:.1f}",
+                      f"{row[key + '_page_faults']:.0f}"]
+        lines.append(cells)
+    widths = [max(len(cells[i]) for cells in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in lines)
+
+
 # -- command line -------------------------------------------------------------------------------
 
 def _csv(kind):
@@ -391,6 +429,9 @@ def parse_args(argv=None):
     parser.add_argument("--retries", type=int, default=3, help="redos per turn, at most")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ours-only", action="store_true", help="skip PyTorch")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="our DataParallel worker threads (default: one per core, as "
+                             "training runs; 0: the bare network with multi-threaded BLAS)")
     parser.add_argument("--openblas-timeout", type=int, default=None,
                         help="OPENBLAS_THREAD_TIMEOUT for our worker (default: leave unset)")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
@@ -444,12 +485,16 @@ def main(argv=None):
     print(f"\nMedian ms per training step (zero_grad, forward, loss, backward, step), float32, "
           f"{machine['cores']} cores, {time.perf_counter() - started:.0f} s in all.")
     if len(sides) > 1:
-        print(f"alt: the two sides alternated, {args.rounds} turns x {args.steps} steps each; "
-              f"alone: {args.alone_steps} steps in a fresh process with the other side gone.")
+        print(f"alt: the two sides alternated, {args.rounds} turns x {args.steps} steps each "
+              f"(ratio: the median of the rounds' ratios); alone: {args.alone_steps} steps in a "
+              f"fresh process with the other side gone.")
     print("ratio = ours / PyTorch; peak RSS: the whole alone process, imports included; others' "
           "load: mean cores other processes used while a side was timed (worse side; above "
           "about 0.2 the figures are suspect).\n")
     print(format_table(rows))
+    print("\nCPU use while timed (cores busy = CPU time / wall time, spinning threads included; "
+          "kernel time is mostly page faults on freshly allocated arrays):")
+    print(format_usage_table(rows))
     if args.markdown:
         print()
         print(format_table(rows, markdown=True))

@@ -33,6 +33,16 @@ def test_benchmark_lenet_reports_sane_fields(lenet_config):
     assert result.num_parameters == 107_786
 
 
+def test_benchmark_times_the_trainers_data_parallel_step_or_the_bare_network(lenet_config):
+    parallel = benchmark(lenet_config, "cpu", batch_size=4, steps=1, warmup=0, workers=2)
+    bare = benchmark(lenet_config, "cpu", batch_size=4, steps=1, warmup=0, workers=0)
+
+    assert parallel.workers == 2 and "DataParallel, 2 worker threads" in parallel.format()
+    assert bare.workers == 0 and "the network itself" in bare.format()
+    assert parallel.final_loss == pytest.approx(bare.final_loss, abs=1e-5)  # the same step
+    assert parallel.cores_used > 0 and parallel.page_faults_per_step >= 0
+
+
 def test_profile_covers_every_layer_and_sums_to_the_step(lenet_config):
     result = benchmark(lenet_config, "cpu", batch_size=4, steps=2, warmup=1, profile=True)
     rows = top_level_rows(result)
@@ -168,11 +178,15 @@ def test_compare_says_how_to_install_torch_when_missing(monkeypatch, capsys):
 
 
 def test_summary_table_ratios():
-    from benchmarks.compare_torch import format_table, summary_rows
+    from benchmarks.compare_torch import format_table, format_usage_table, summary_rows
 
-    side = lambda ms: {"alternated": [ms, ms], "alone": [ms], "peak_rss_mib": 50.0,  # noqa: E731
-                       "start_rss_mib": 30.0, "others_cores": [0.0, 0.1], "losses": [2.3]}
+    side = lambda ms: {"alternated": [ms, ms], "round_medians": [ms, ms],  # noqa: E731
+                       "alone": [ms], "peak_rss_mib": 50.0,
+                       "start_rss_mib": 30.0, "others_cores": [0.0, 0.1], "losses": [2.3],
+                       "cores_used": [1.5], "system_ms_per_step": [2.0],
+                       "page_faults_per_step": [100.0]}
     rows = summary_rows([(("lenet", 100), {"ours": side(30.0), "torch": side(10.0)})])
     assert rows[0]["ratio_alt"] == pytest.approx(3.0)
     assert rows[0]["ratio_alone"] == pytest.approx(3.0)
     assert "| lenet | 100 | 30.0 | 10.0 | 3.00 |" in format_table(rows, markdown=True)
+    assert "1.50" in format_usage_table(rows) and "PyTorch faults/step" in format_usage_table(rows)

@@ -5,9 +5,12 @@
     print(result.format())
 
 One training step is what the training loop does per batch: ``optimizer.zero_grad()``,
-``net.forward_loss(x, labels)``, ``net.backward()``, ``optimizer.step()``. The batch is one fixed
-random batch (float32 images in [0, 1), integer labels) sent to the device once, so data loading
-is not timed. Each timed step is bracketed by ``device.synchronize()``.
+``model.forward_loss(x, labels)``, ``model.backward()``, ``optimizer.step()``, where on the CPU
+``model`` is ``nets.DataParallel(net, workers)`` as in the trainer (one worker thread per core,
+BLAS single-threaded) and on a GPU the network itself; ``workers=0`` times the bare network with
+BLAS on every core. The batch is one fixed random batch (float32 images in [0, 1), integer labels)
+sent to the device once, so data loading is not timed. Each timed step is bracketed by
+``device.synchronize()``.
 
 Peak memory is the process's peak RSS on the CPU (``ru_maxrss``: the whole process, imports
 and anything run before included, so compare figures from fresh processes:
@@ -34,7 +37,7 @@ import numpy
 import yaml
 
 import nets
-from backend import get_device, new_rng
+from backend import cpu_count, get_device, new_rng, set_blas_threads
 from optim import MomentumSGDOptimizer, SGDOptimizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,15 +103,28 @@ class TrainingStep:
     """A network, its optimizer and a fixed batch on `device`; `step()` is one training step.
 
     The optimizer is the config's, with learning rate `lr` (None: the config's; see BENCH_LR).
-    Attributes: `net`, `optimizer`, `device`, `images` (B, *input_shape), `labels` (B,),
-    `loss` (the last step's loss, a 0-d device array).
+    `workers`: on the CPU, the step runs on ``nets.DataParallel(net, workers)`` as the trainer's
+    does (None: the trainer's default, one per core); 0 runs the bare network with BLAS set to
+    one thread per core (process-wide, as DataParallel's one thread is). Ignored on a GPU.
+    Attributes: `net`, `model` (what computes the step), `workers` (0: the bare network),
+    `optimizer`, `device`, `images` (B, *input_shape), `labels` (B,), `loss` (the last step's
+    loss, a 0-d device array).
     """
 
-    def __init__(self, config, device="cpu", batch_size=100, seed=0, lr=BENCH_LR):
+    def __init__(self, config, device="cpu", batch_size=100, seed=0, lr=BENCH_LR, workers=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 0):
+            raise ValueError(f"workers must be None or an integer >= 0, got {workers!r}")
         self.device = get_device(device)
         self.net = nets.build(config["model"], seed=seed).to(self.device)
+        self.workers = 0 if self.device.is_gpu else cpu_count() if workers is None else workers
+        if self.workers:
+            self.model = nets.DataParallel(self.net, self.workers)
+        else:
+            self.model = self.net
+            if not self.device.is_gpu:
+                set_blas_threads(cpu_count())
         self.optimizer = make_optimizer(config.get("train"), self.net.parameters(), lr)
         images, labels = make_batch(config["model"], batch_size, seed)
         self.images, self.labels = self.device.send(images), self.device.send(labels)
@@ -117,8 +133,8 @@ class TrainingStep:
 
     def step(self):
         self.optimizer.zero_grad()
-        self.loss, _ = self.net.forward_loss(self.images, self.labels)
-        self.net.backward()
+        self.loss, _ = self.model.forward_loss(self.images, self.labels)
+        self.model.backward()
         self.optimizer.step()
 
     def timed_steps(self, count):
@@ -141,6 +157,22 @@ def current_rss_mib():
     except OSError:
         return None
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_usage():
+    """(user + system CPU seconds, system CPU seconds, minor page faults) of this process so far,
+    all threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime, usage.ru_minflt
+
+
+def usage_per_step(before, after, wall_ms, steps):
+    """{"cores_used", "system_ms_per_step", "page_faults_per_step"} between two `cpu_usage()`s.
+
+    cores_used: CPU time / wall time (spinning BLAS threads count as used)."""
+    cpu, system, faults = (b - a for a, b in zip(before, after))
+    return {"cores_used": cpu * 1e3 / wall_ms if wall_ms > 0 else float("nan"),
+            "system_ms_per_step": system * 1e3 / steps, "page_faults_per_step": faults / steps}
 
 
 def _gpu_pool_mib(device):
@@ -239,7 +271,11 @@ def profile_steps(runner, steps):
     Rows: each top-level layer of ``net.layers`` (and, indented, the leaf layers inside a
     composite one such as a ResNetBlock, plus that block's own glue), the loss, the optimizer's
     ``zero_grad`` and ``step``, and "(between timers)": the rest of the step (Python glue,
-    timer overhead). Depth-0 rows sum to the mean step time.
+    timer overhead, freeing arrays). Depth-0 rows sum to the mean step time.
+
+    With DataParallel workers the layer rows are worker 0's (the calling thread's, on its share
+    of the batch, while the other workers run beside it), and "(between timers)" also holds the
+    wait for the other workers and the adding up of their gradients.
     """
     net, optimizer, device = runner.net, runner.optimizer, runner.device
     profiler = _Profiler(device.synchronize if device.is_gpu else lambda: None)
@@ -292,6 +328,9 @@ class BenchResult:
     """Timings of `steps` training steps after `warmup` untimed ones.
 
     `step_ms`: each timed step in ms. `peak_memory_mib` is described by `memory_kind`.
+    `workers`: DataParallel worker threads (0: the bare network). Over the timed steps:
+    `cores_used` (process CPU time / wall time), `system_ms_per_step` (kernel time: page faults
+    of freshly allocated arrays, mostly), `page_faults_per_step` (minor faults).
     `profile`: `ProfileRow`s (mean ms per step over `steps` further, profiled, steps) or None;
     `profile_step_ms`: the mean step time while profiled (timers included).
     """
@@ -310,6 +349,10 @@ class BenchResult:
     label: str = ""
     lr: float = None
     optimizer: str = ""
+    workers: int = 0
+    cores_used: float = None
+    system_ms_per_step: float = None
+    page_faults_per_step: float = None
     profile: list = None
     profile_step_ms: float = None
 
@@ -348,26 +391,37 @@ class BenchResult:
             + (f", {self.optimizer} lr {self.lr:g}" if self.optimizer else ""),
             f"  step time: median {self.median_ms:.2f} ms (min {self.min_ms:.2f}, "
             f"max {self.max_ms:.2f}) -> {self.images_per_s:,.0f} images/s",
+            f"  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
+                                  f"each" if self.workers else "the network itself"),
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
         ]
         if self.start_rss_mib is not None:
             lines.append(f"  RSS before building the network: {self.start_rss_mib:.1f} MiB")
+        if self.cores_used is not None:
+            lines.append(f"  CPU: {self.cores_used:.2f} cores busy, {self.system_ms_per_step:.1f} "
+                         f"ms per step in the kernel, {self.page_faults_per_step:,.0f} page "
+                         f"faults per step")
         if self.final_loss is not None:
             note = "" if math.isfinite(self.final_loss) else "  <- NOT FINITE: timings suspect"
             lines.append(f"  loss after the last step: {self.final_loss:.4f}{note}")
         if self.profile:
             lines.append("")
-            lines.append(format_profile(self.profile, self.profile_step_ms, self.steps))
+            lines.append(format_profile(self.profile, self.profile_step_ms, self.steps,
+                                        self.workers))
         return "\n".join(lines)
 
 
-def format_profile(rows, step_ms, steps):
+def format_profile(rows, step_ms, steps, workers=0):
     """The per-layer table: forward, backward, total ms and % of the profiled step."""
     width = max(32, *(len(r.name) + 4 * r.depth for r in rows))
     header = f"{'part of the step':<{width}} {'forward':>9} {'backward':>9} {'total':>9} {'%':>6}"
     lines = [f"Profile: mean ms per step over {steps} profiled steps "
-             f"({step_ms:.2f} ms/step with timers; indented rows are inside the row above)",
-             header, "-" * len(header)]
+             f"({step_ms:.2f} ms/step with timers; indented rows are inside the row above)"]
+    if workers > 1:
+        lines.append(f"Layer rows: worker 0 of {workers}, on its 1/{workers} of the batch while "
+                     f"the others run beside it; '(between timers)' includes waiting for them and "
+                     f"adding their gradients. --workers 0 profiles the bare network.")
+    lines += [header, "-" * len(header)]
     for r in rows:
         name = "    " * r.depth + r.name
         split = f"{r.forward_ms:9.3f} {r.backward_ms:9.3f}" if r.split else f"{'':9} {'':9}"
@@ -380,7 +434,7 @@ def format_profile(rows, step_ms, steps):
 # -- the benchmark ------------------------------------------------------------------------------
 
 def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0,
-              lr=BENCH_LR):
+              lr=BENCH_LR, workers=None):
     """Time `steps` full training steps of the network `config['model']` describes.
 
     Args:
@@ -392,15 +446,19 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
             every layer, which slows the step) and add the table.
         seed: weights and batch.
         lr: the optimizer's learning rate (None: the config's, which may diverge; see BENCH_LR).
+        workers: CPU worker threads as in the trainer (None: one per core; 0: the bare network
+            with multi-threaded BLAS; see `TrainingStep`).
     Returns:
         `BenchResult`.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
     start_rss = current_rss_mib()
-    runner = TrainingStep(config, device, batch_size, seed, lr)
+    runner = TrainingStep(config, device, batch_size, seed, lr, workers)
     runner.timed_steps(warmup)
+    before = cpu_usage()
     step_ms = runner.timed_steps(steps)
+    usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
     final_loss = float(runner.loss)
     rows = profile_step_ms = None
     if profile:
@@ -417,12 +475,13 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         peak_memory_mib=memory, memory_kind=kind, start_rss_mib=start_rss,
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
+        workers=runner.workers, **usage,
     )
 
 
 def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
-                            profile=False, seed=0, lr=BENCH_LR, label="", env=None,
-                            timeout=None):
+                            profile=False, seed=0, lr=BENCH_LR, workers=None, label="",
+                            env=None, timeout=None):
     """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
 
     `config` is a dict or a path; `env` adds to (or, with None values, removes from) the child's
@@ -433,7 +492,7 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
         config = load_config(config)
     request = {"config": config, "device": str(getattr(device, "name", device)),
                "batch_size": batch_size, "steps": steps, "warmup": warmup,
-               "profile": profile, "seed": seed, "lr": lr}
+               "profile": profile, "seed": seed, "lr": lr, "workers": workers}
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
         if value is None:
@@ -470,6 +529,9 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=BENCH_LR,
                         help="learning rate (the cost does not depend on it; the configs' rates "
                              "can diverge on a fixed random batch)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataParallel worker threads (default: one per core, as training "
+                             "does; 0: the bare network with multi-threaded BLAS)")
     parser.add_argument("--profile", action="store_true", help="add a per-layer table")
     parser.add_argument("--subprocess", action="store_true",
                         help="run in a fresh process, so the peak RSS is this run's alone")
@@ -483,7 +545,8 @@ def main(argv=None):
     config = load_config(args.config)
     batch_size = args.batch_size or config.get("train", {}).get("batch_size", 100)
     options = dict(device=args.device, batch_size=batch_size, steps=args.steps,
-                   warmup=args.warmup, profile=args.profile, seed=args.seed, lr=args.lr)
+                   warmup=args.warmup, profile=args.profile, seed=args.seed, lr=args.lr,
+                   workers=args.workers)
     if args.subprocess:
         result = benchmark_in_subprocess(config, label=args.config, **options)
     else:
