@@ -31,31 +31,43 @@ def embed(x, offset, size_hw, step=1):
     return out
 
 
-def patch_matrix(x, kernel_size, stride):
-    """Copy every (k x k) window of `x` into a patch matrix, one row per output pixel.
+def patch_matrix(windows):
+    """Copy windows into a patch matrix, one row per output pixel.
 
     Args:
-        x: (N, H, W, C) input, already padded, any strides.
+        windows: (N, Ho, Wo, k, k, C) strided view (`backend.sliding_windows`).
     Returns:
         (N * Ho * Wo, k * k * C) matrix, columns ordered (kh, kw, C). In memory it is laid out
-        whichever way makes the copy run along long contiguous stretches of `x`: row-major when a
-        window row (k * C values) is at least as long as an output row, else column-major (the
-        case of few channels, such as a network's first layer on 1-channel images).
+        whichever way makes the copy run along long contiguous stretches of the input: row-major
+        when a window row (k * C values) is at least as long as an output row, else column-major
+        (few channels, such as a network's first layer on 1-channel images).
     """
-    windows = sliding_windows(x, kernel_size, kernel_size, stride)
     n, ho, wo, kh, kw, c = windows.shape
-    xp = get_array_module(x)
+    xp = get_array_module(windows)
     if kw * c >= wo:
-        col = xp.empty(windows.shape, dtype=x.dtype)
+        col = xp.empty(windows.shape, dtype=windows.dtype)
         col[...] = windows
         return col.reshape(n * ho * wo, kh * kw * c)
-    col_t = xp.empty((kh, kw, c, n, ho, wo), dtype=x.dtype)
+    col_t = xp.empty((kh, kw, c, n, ho, wo), dtype=windows.dtype)
     col_t[...] = windows.transpose(3, 4, 5, 0, 1, 2)
     return col_t.reshape(kh * kw * c, n * ho * wo).T
 
 
+def patch_chunks(x, kernel_size, stride):
+    """Yield ``(batch slice, patch matrix of that slice)`` over `x`, a cache-sized chunk at a time.
+
+    Args:
+        x: (N, H, W, C) input, already padded, any strides.
+    """
+    windows = sliding_windows(x, kernel_size, kernel_size, stride)
+    n, ho, wo = windows.shape[:3]
+    row_bytes = kernel_size * kernel_size * x.shape[3] * x.itemsize
+    for chunk in batch_chunks(get_array_module(x), n, ho * wo * row_bytes):
+        yield chunk, patch_matrix(windows[chunk])
+
+
 def correlate(x, w_mat, kernel_size, stride, out, bias=None):
-    """out <- every (k x k) window of `x` times `w_mat` (+ bias), a batch chunk at a time.
+    """out <- every (k x k) window of `x` times `w_mat` (+ bias).
 
     Args:
         x: (N, H, W, C) input, already padded.
@@ -64,10 +76,9 @@ def correlate(x, w_mat, kernel_size, stride, out, bias=None):
         bias: optional (O,) added to every output pixel.
     """
     xp = get_array_module(x)
-    n, ho, wo, o = out.shape
-    for chunk in batch_chunks(xp, n, ho * wo * w_mat.shape[0] * x.itemsize):
-        out_rows = out[chunk].reshape(-1, o)
-        xp.matmul(patch_matrix(x[chunk], kernel_size, stride), w_mat, out=out_rows)
+    for chunk, col in patch_chunks(x, kernel_size, stride):
+        out_rows = out[chunk].reshape(-1, out.shape[3])
+        xp.matmul(col, w_mat, out=out_rows)
         if bias is not None:
             out_rows += bias  # while the chunk is still in cache
     return out
@@ -145,10 +156,8 @@ class ConvLayer(Layer):
         # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper
         # than reading a stored one back from main memory, and far smaller.
         grad_w = xp.zeros((k * k * c, o), dtype=g.dtype)
-        rows_per_image = ho * wo
-        for chunk in batch_chunks(xp, n, rows_per_image * k * k * c * g.itemsize):
-            col = patch_matrix(padded[chunk], k, s)
-            grad_w += col.T @ g_mat[chunk.start * rows_per_image:chunk.stop * rows_per_image]
+        for chunk, col in patch_chunks(padded, k, s):
+            grad_w += col.T @ g_mat[chunk.start * ho * wo:chunk.stop * ho * wo]
         self.weight.grad += grad_w.reshape(k, k, c, o).transpose(3, 2, 0, 1)
         self.bias.grad += xp.ones(n * ho * wo, dtype=g.dtype) @ g_mat  # faster than a column sum
         if not self.input_grad_needed:  # the first layer: nobody needs d input
