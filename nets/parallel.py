@@ -2,7 +2,7 @@
 import copy
 from concurrent.futures import ThreadPoolExecutor
 
-from backend import get_array_module, set_blas_threads
+from backend import get_array_module, keep_freed_memory, set_blas_threads
 
 
 class DataParallel:
@@ -13,7 +13,8 @@ class DataParallel:
     parameter arrays of `net` and keep their own gradients, which `backward` adds into `net`'s in
     a fixed order: the same batch split gives bit-identical results run after run. On the CPU,
     BLAS is set to one thread for the whole process (each worker owns one core; and a result
-    must not depend on how many threads BLAS happened to use).
+    must not depend on how many threads BLAS happened to use), and freed memory is kept for reuse
+    (`backend.keep_freed_memory`).
 
     Offers the parts of `Network` that a training loop uses: `forward`, `forward_loss`, `backward`,
     `train`, `eval`. With workers=1 it simply forwards to `net`.
@@ -29,6 +30,7 @@ class DataParallel:
         self._shares = [1.0]
         if get_array_module(*[p.data for p in net.parameters()]).__name__ == "numpy":
             set_blas_threads(1)
+            keep_freed_memory()
 
     def _run(self, calls):
         """Run ``calls[i]()`` for every i at once (the first on this thread); return results."""
