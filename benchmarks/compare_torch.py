@@ -352,7 +352,8 @@ def summary_rows(all_results):
     return rows
 
 
-def format_table(rows, markdown=False):
+def format_table(rows, markdown=False, max_others=0.2):
+    """The main table; a load above `max_others` cores is marked "(busy)": suspect figures."""
     with_torch = "torch_alt" in rows[0]
     if with_torch:
         header = ["config", "batch", "ours ms (alt)", "PyTorch ms (alt)", "ratio (alt)",
@@ -371,7 +372,8 @@ def format_table(rows, markdown=False):
         else:
             cells = [row["config"], str(row["batch"]), f"{row['ours_alone']:.1f}",
                      f"{row['ours_rss']:.0f}"]
-        cells.append(f"{row['others_cores']:.2f}")
+        busy = " (busy)" if row["others_cores"] > max_others else ""
+        cells.append(f"{row['others_cores']:.2f}{busy}")
         lines.append(cells)
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -489,15 +491,15 @@ def main(argv=None):
               f"(ratio: the median of the rounds' ratios); alone: {args.alone_steps} steps in a "
               f"fresh process with the other side gone.")
     print("ratio = ours / PyTorch; peak RSS: the whole alone process, imports included; others' "
-          "load: mean cores other processes used while a side was timed (worse side; above "
-          "about 0.2 the figures are suspect).\n")
-    print(format_table(rows))
+          f"load: mean cores other processes used while a side was timed (worse side; marked "
+          f"(busy) above {args.max_others}: suspect figures).\n")
+    print(format_table(rows, max_others=args.max_others))
     print("\nCPU use while timed (cores busy = CPU time / wall time, spinning threads included; "
           "kernel time is mostly page faults on freshly allocated arrays):")
     print(format_usage_table(rows))
     if args.markdown:
         print()
-        print(format_table(rows, markdown=True))
+        print(format_table(rows, markdown=True, max_others=args.max_others))
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"machine": machine, "args": vars(args), "summary": rows,

@@ -44,7 +44,9 @@ def test_benchmark_times_the_trainers_data_parallel_step_or_the_bare_network(len
 
 
 def test_profile_covers_every_layer_and_sums_to_the_step(lenet_config):
-    result = benchmark(lenet_config, "cpu", batch_size=4, steps=2, warmup=1, profile=True)
+    # the bare network: with DataParallel workers, the rows are one worker's share of the step
+    result = benchmark(lenet_config, "cpu", batch_size=4, steps=2, warmup=1, profile=True,
+                       workers=0)
     rows = top_level_rows(result)
     layer_count = len(lenet_config["model"]["layers"])
 
@@ -190,3 +192,4 @@ def test_summary_table_ratios():
     assert rows[0]["ratio_alone"] == pytest.approx(3.0)
     assert "| lenet | 100 | 30.0 | 10.0 | 3.00 |" in format_table(rows, markdown=True)
     assert "1.50" in format_usage_table(rows) and "PyTorch faults/step" in format_usage_table(rows)
+    assert "(busy)" not in format_table(rows) and "(busy)" in format_table(rows, max_others=0.01)
