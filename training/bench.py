@@ -398,9 +398,10 @@ class BenchResult:
         if self.start_rss_mib is not None:
             lines.append(f"  RSS before building the network: {self.start_rss_mib:.1f} MiB")
         if self.cores_used is not None:
-            lines.append(f"  CPU: {self.cores_used:.2f} cores busy, {self.system_ms_per_step:.1f} "
-                         f"ms per step in the kernel, {self.page_faults_per_step:,.0f} page "
-                         f"faults per step")
+            host = "CPU" if self.device == "cpu" else "host CPU (waiting on the GPU is busy)"
+            lines.append(f"  {host}: {self.cores_used:.2f} cores busy, "
+                         f"{self.system_ms_per_step:.1f} ms per step in the kernel, "
+                         f"{self.page_faults_per_step:,.0f} page faults per step")
         if self.final_loss is not None:
             note = "" if math.isfinite(self.final_loss) else "  <- NOT FINITE: timings suspect"
             lines.append(f"  loss after the last step: {self.final_loss:.4f}{note}")
