@@ -1,7 +1,7 @@
 """2-D convolution as patch extraction plus one matrix product, channels-last inside."""
 import math
 
-from backend import CPU, batch_chunks, get_array_module, new_rng, sliding_windows
+from backend import CPU, batch_chunks, get_array_module, new_rng, product_width, sliding_windows
 from layers.base import Layer, Parameter, ShapeError, check_input
 
 
@@ -76,11 +76,20 @@ def correlate(x, w_mat, kernel_size, stride, out, bias=None):
         bias: optional (O,) added to every output pixel.
     """
     xp = get_array_module(x)
+    o = out.shape[3]
+    width = product_width(xp, o)
+    if width != o:
+        w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
     for chunk, col in patch_chunks(x, kernel_size, stride):
-        out_rows = out[chunk].reshape(-1, out.shape[3])
-        xp.matmul(col, w_mat, out=out_rows)
-        if bias is not None:
-            out_rows += bias  # while the chunk is still in cache
+        out_rows = out[chunk].reshape(-1, o)
+        if width == o:
+            xp.matmul(col, w_mat, out=out_rows)
+            if bias is not None:
+                out_rows += bias  # while the chunk is still in cache
+        elif bias is not None:
+            xp.add((col @ w_mat)[:, :o], bias, out=out_rows)
+        else:
+            out_rows[...] = (col @ w_mat)[:, :o]
     return out
 
 
