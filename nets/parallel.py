@@ -1,4 +1,5 @@
 """Data parallelism over CPU threads: one replica of the network per worker, weights shared."""
+import contextvars
 import copy
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,8 +34,11 @@ class DataParallel:
             keep_freed_memory()
 
     def _run(self, calls):
-        """Run ``calls[i]()`` for every i at once (the first on this thread); return results."""
-        futures = [self._pool.submit(call) for call in calls[1:]]
+        """Run ``calls[i]()`` for every i at once (the first on this thread); return results.
+
+        Workers run in a copy of the caller's context, so they follow its settings (NumPy's
+        `errstate` among them)."""
+        futures = [self._pool.submit(contextvars.copy_context().run, call) for call in calls[1:]]
         first = calls[0]()
         return [first] + [future.result() for future in futures]
 
