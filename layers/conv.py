@@ -114,7 +114,6 @@ class ConvLayer(Layer):
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = (kernel_size - 1) // 2
-        self.input_grad_needed = True
         fan_in = in_channels * kernel_size * kernel_size
         weight = new_rng(rng).standard_normal((out_channels, in_channels, kernel_size, kernel_size))
         self.weight = Parameter(CPU.xp.asarray(weight * math.sqrt(2.0 / fan_in), dtype=dtype))
@@ -143,11 +142,10 @@ class ConvLayer(Layer):
         return w.transpose(2, 3, 1, 0).reshape(-1, self.out_channels)
 
     def forward(self, x):
-        self.output_shape(x.shape)
+        n, o, ho, wo = self.output_shape(x.shape)
         x = x.astype(self.weight.dtype, copy=False)
         xp = get_array_module(x)
-        n, _, h, w = x.shape
-        _, o, ho, wo = self.output_shape(x.shape)
+        h, w = x.shape[2:]
         p = self.padding
         self._padded = embed(channels_last(x), p, (h + 2 * p, w + 2 * p))
         out = xp.empty((n, ho, wo, o), dtype=x.dtype)
