@@ -55,6 +55,9 @@ class CommandGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+            sys.stderr.close()
+            ctx.exit(0)
         except _known_errors() as error:
             raise click.ClickException(_one_line(error)) from None
 
