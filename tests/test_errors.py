@@ -313,6 +313,21 @@ def test_read_only_output_folder_is_refused(tmp_path):
         folder.chmod(0o700)
 
 
+def test_unwritable_output_folder_is_refused_even_for_root(tmp_path, monkeypatch):
+    """The same refusal as above, on machines where the test runs as root: the write probe
+    is made to fail as a read-only folder would make it fail."""
+    import training.runs
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(kwargs.get("dir", "")))
+
+    monkeypatch.setattr(training.runs.tempfile, "mkstemp", refuse)
+    result = invoke("train", "-c", LENET, *QUICK, "--out", tmp_path / "locked")
+    assert_one_line_error(result, "cannot write to the output folder", "Permission denied",
+                          "choose another with --out")
+    assert "epoch" not in result.stdout
+
+
 # -- divergence -----------------------------------------------------------------------------------
 
 def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path):
