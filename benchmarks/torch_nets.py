@@ -139,7 +139,7 @@ def copy_weights(our_net, torch_net):
 
 def make_torch_optimizer(train_config, parameters, torch=None, lr=None):
     """torch.optim.SGD with the ``train`` section's lr (unless `lr` is given), momentum (0 for
-    ``sgd``) and weight_decay, as `training.bench.make_optimizer` reads them."""
+    ``sgd``) and weight_decay, as `optim.make_optimizer` reads them."""
     torch = torch or import_torch()
     train_config = train_config or {}
     name = train_config.get("optimizer", "momentum_sgd")

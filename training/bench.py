@@ -34,14 +34,13 @@ import time
 from pathlib import Path
 
 import numpy
-import yaml
 
 import nets
 from backend import cpu_count, get_device, new_rng, set_blas_threads
-from optim import MomentumSGDOptimizer, SGDOptimizer
+from optim import make_optimizer
+from training.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OPTIMIZERS = ("momentum_sgd", "sgd")
 # The learning rate does not change what a step costs, but the configs' rates (meant to follow a
 # warm-up) drive the deeper ResNets to NaN within a few steps on a fixed random batch, and timings
 # of a diverged network are not trustworthy. Benchmarks use this rate unless told otherwise.
@@ -49,31 +48,6 @@ BENCH_LR = 1e-3
 
 
 # -- building what a step needs -----------------------------------------------------------------
-
-def load_config(path):
-    """Parse a YAML config file into a dict."""
-    with open(path) as file:
-        config = yaml.safe_load(file)
-    if not isinstance(config, dict) or "model" not in config:
-        raise ValueError(f"{path} is not a config with a 'model' section")
-    return config
-
-
-def make_optimizer(train_config, parameters, lr=None):
-    """The optimizer the ``train`` section names (``momentum_sgd`` or ``sgd``), with its lr
-    (unless `lr` is given), momentum and weight_decay (defaults 0.01, 0.9, 0). Call after the
-    network is on its device."""
-    train_config = train_config or {}
-    name = train_config.get("optimizer", "momentum_sgd")
-    lr = train_config.get("lr", 0.01) if lr is None else lr
-    weight_decay = train_config.get("weight_decay", 0.0)
-    if name == "momentum_sgd":
-        return MomentumSGDOptimizer(parameters, lr, train_config.get("momentum", 0.9),
-                                    weight_decay)
-    if name == "sgd":
-        return SGDOptimizer(parameters, lr, weight_decay)
-    raise ValueError(f"train.optimizer {name!r} is not known; expected one of {list(OPTIMIZERS)}")
-
 
 def make_batch(model_config, batch_size, seed=0):
     """A fixed host batch: images float32 in [0, 1) of shape (batch_size, *input_shape) and

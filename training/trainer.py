@@ -22,7 +22,7 @@ from tqdm import tqdm
 import nets
 from backend import cpu_count
 from data import DataError
-from optim import MomentumSGDOptimizer, Schedule, SGDOptimizer
+from optim import Schedule, make_optimizer
 from training.batches import epoch_permutation, num_batches, to_float
 from training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
 from training.errors import DivergenceError, TrainingError, TrainingInterrupted
@@ -33,14 +33,6 @@ READ_EVERY = 20  # steps between reads of the running loss (each read waits for 
 # doubled the peak memory of a resnet run (312 MiB against 148) for no speed.
 EVAL_BATCH_SIZE = {"cpu": 200, "gpu": 1000}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def make_optimizer(train_config, parameters):
-    """The optimizer the train section names, over `parameters` (already on their device)."""
-    if train_config["optimizer"] == "momentum_sgd":
-        return MomentumSGDOptimizer(parameters, train_config["lr"], train_config["momentum"],
-                                    train_config["weight_decay"])
-    return SGDOptimizer(parameters, train_config["lr"], train_config["weight_decay"])
 
 
 def make_schedule(train_config):
