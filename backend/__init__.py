@@ -14,12 +14,19 @@ from backend.device import (
     get_device,
     gpu_unavailable_reason,
 )
-from backend.kernels import batch_chunks, product_width, sliding_windows
+from backend.kernels import (
+    batch_chunks,
+    few_kernels,
+    forcing_few_kernels,
+    product_width,
+    sliding_windows,
+)
 from backend.random import new_rng
 from backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 
 __all__ = [
     "CPU", "Device", "DeviceUnavailableError", "device_of", "get_array_module", "get_device",
-    "gpu_unavailable_reason", "new_rng", "sliding_windows", "batch_chunks", "cpu_count",
+    "gpu_unavailable_reason", "new_rng", "sliding_windows", "batch_chunks", "few_kernels",
+    "forcing_few_kernels", "cpu_count",
     "set_blas_threads", "keep_freed_memory", "product_width",
 ]

@@ -1,9 +1,44 @@
-"""Array kernels that layers share, written once for NumPy and CuPy alike."""
+"""Array kernels that layers share, written once for NumPy and CuPy alike.
+
+Layers have two ways to compute some things, chosen by `few_kernels(xp)`: on the CPU many small
+operations on cache-sized pieces; on a GPU, where every array operation is a kernel launch that
+costs about 10 us of host time however little it does, as few operations as possible over the
+whole batch. Both ways compute the same numbers; `forcing_few_kernels()` lets the tests run the
+GPU way on NumPy.
+"""
+import contextlib
+import contextvars
+
 from backend.device import get_array_module
+
+_FORCED_FEW_KERNELS = contextvars.ContextVar("xpnn_forced_few_kernels", default=None)
+
+
+def few_kernels(xp):
+    """True where layers should take their few-large-operations path: for CuPy arrays, or for
+    any arrays inside `forcing_few_kernels(True)`."""
+    forced = _FORCED_FEW_KERNELS.get()
+    if forced is not None:
+        return forced
+    return xp.__name__ != "numpy"
+
+
+@contextlib.contextmanager
+def forcing_few_kernels(enabled=True):
+    """Within this block (this thread, and threads started with its context), `few_kernels`
+    returns `enabled` whatever the array module."""
+    token = _FORCED_FEW_KERNELS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _FORCED_FEW_KERNELS.reset(token)
 
 
 def sliding_windows(x, kh, kw, stride):
-    """Return a read-only strided view of every (kh, kw) window of `x`, without copying.
+    """Return a strided view of every (kh, kw) window of `x`, without copying.
+
+    Writing through the view is well defined only where the windows do not overlap
+    (stride >= kh, kw).
 
     Args:
         x: (N, H, W, C) array, any strides.
@@ -29,9 +64,9 @@ def batch_chunks(xp, n, bytes_per_item):
 
     On the CPU each slice's working set (``bytes_per_item`` per batch item) stays near
     `CPU_CHUNK_BYTES`, so a patch matrix is built and consumed while still in cache. On a GPU
-    the whole batch is one slice: there, fewer and larger kernels win.
+    (`few_kernels`) the whole batch is one slice.
     """
-    if xp.__name__ != "numpy":
+    if few_kernels(xp):
         return [slice(0, n)]
     size = max(1, min(n, CPU_CHUNK_BYTES // max(1, bytes_per_item)))
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]

@@ -162,9 +162,10 @@ class ConvLayer(Layer):
         padded, self._padded = self._padded, None
         # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper
         # than reading a stored one back from main memory, and far smaller.
-        grad_w = xp.zeros((k * k * c, o), dtype=g.dtype)
+        grad_w = None
         for chunk, col in patch_chunks(padded, k, s):
-            grad_w += col.T @ g_mat[chunk.start * ho * wo:chunk.stop * ho * wo]
+            part = col.T @ g_mat[chunk.start * ho * wo:chunk.stop * ho * wo]
+            grad_w = part if grad_w is None else xp.add(grad_w, part, out=grad_w)
         self.weight.grad += grad_w.reshape(k, k, c, o).transpose(3, 2, 0, 1)
         self.bias.grad += xp.ones(n * ho * wo, dtype=g.dtype) @ g_mat  # faster than a column sum
         if not self.input_grad_needed:  # the first layer: nobody needs d input

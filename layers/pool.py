@@ -1,5 +1,5 @@
 """Max pooling over square windows, channels-last inside."""
-from backend import get_array_module
+from backend import few_kernels, get_array_module, sliding_windows
 from layers.base import Layer, ShapeError, check_input
 from layers.conv import channels_first, channels_last
 
@@ -45,25 +45,80 @@ class MaxPoolLayer(Layer):
 
     def forward(self, x):
         _, _, ho, wo = self.output_shape(x.shape)
-        xp = get_array_module(x)
         x_last = channels_last(x)
+        if few_kernels(get_array_module(x)):
+            out, winner = self._max_over_windows(x_last)
+        else:
+            out, winner = self._max_over_offsets(x_last, ho, wo)
+        # winner[...] = position in the window of the first maximum, row-major
+        self._winner, self._input_shape = winner, x_last.shape
+        return channels_first(out)
+
+    def backward(self, grad_out):
+        g = channels_last(grad_out)
+        winner, self._winner = self._winner, None
+        if few_kernels(get_array_module(g)) and self.stride >= self.kernel_size:
+            grad_x = self._route_to_windows(g, winner)
+        else:
+            grad_x = self._route_by_offsets(g, winner)
+        return channels_first(grad_x)
+
+    # -- the GPU way: three operations each way, over the whole batch --------------------------
+
+    def _max_over_windows(self, x_last):
+        """(max, winner), both (N, Ho, Wo, C), from a copy of the windows as (..., C, k * k)."""
+        k = self.kernel_size
+        windows = sliding_windows(x_last, k, k, self.stride)  # (N, Ho, Wo, k, k, C)
+        n, ho, wo, _, _, c = windows.shape
+        flat = get_array_module(x_last).empty((n, ho, wo, c, k, k), dtype=x_last.dtype)
+        flat[...] = windows.transpose(0, 1, 2, 5, 3, 4)
+        flat = flat.reshape(n, ho, wo, c, k * k)
+        return flat.max(axis=4), flat.argmax(axis=4)
+
+    def _route_to_windows(self, g, winner):
+        """d input for windows that do not overlap: each window gets g at its winner, 0 elsewhere.
+
+        Args:
+            g: (N, Ho, Wo, C) gradient; winner: (N, Ho, Wo, C) positions.
+        Returns:
+            (N, H, W, C) array; pixels outside every window are 0.
+        """
+        xp = get_array_module(g)
+        k, s = self.kernel_size, self.stride
+        n, h, w, c = self._input_shape
+        ho, wo = winner.shape[1:3]
+        tiled = s == k and ho * k == h and wo * k == w  # every input pixel is in one window
+        grad_x = (xp.empty if tiled else xp.zeros)(self._input_shape, dtype=g.dtype)
+        is_winner = winner[:, :, :, None, None, :] == xp.arange(k * k).reshape(k, k, 1)
+        xp.multiply(g[:, :, :, None, None, :], is_winner, out=sliding_windows(grad_x, k, k, s))
+        return grad_x
+
+    # -- the CPU way: one pass per offset in the window, each over contiguous channel rows ------
+
+    def _window_slices(self, ho, wo):
+        """Yield, for each offset (a, b) inside the window, the slices it reads from the input."""
+        k, s = self.kernel_size, self.stride
+        for a in range(k):
+            for b in range(k):
+                yield (slice(None), slice(a, a + (ho - 1) * s + 1, s),
+                       slice(b, b + (wo - 1) * s + 1, s))
+
+    def _max_over_offsets(self, x_last, ho, wo):
+        """(max, winner), both (N, Ho, Wo, C), as running maxima over the k * k offsets."""
+        xp = get_array_module(x_last)
         windows = self._window_slices(ho, wo)
         out = x_last[next(windows)].copy()
-        # winner[...] = position in the window of the first maximum, row-major
         winner = xp.zeros(out.shape, dtype=xp.uint8)
         for position, index in enumerate(windows, start=1):
             candidate = x_last[index]
             # positions only grow, so "the latest strictly better" is a running maximum
             xp.maximum(winner, (candidate > out).astype(xp.uint8) * position, out=winner)
             xp.maximum(out, candidate, out=out)
-        self._winner, self._input_shape = winner, x_last.shape
-        return channels_first(out)
+        return out, winner
 
-    def backward(self, grad_out):
-        xp = get_array_module(grad_out)
-        g = channels_last(grad_out)
-        winner, self._winner = self._winner, None
-        grad_x = xp.zeros(self._input_shape, dtype=g.dtype)
+    def _route_by_offsets(self, g, winner):
+        """d input, (N, H, W, C): g sent to each offset where it won (summed where windows overlap)."""
+        grad_x = get_array_module(g).zeros(self._input_shape, dtype=g.dtype)
         overlapping = self.stride < self.kernel_size
         for position, index in enumerate(self._window_slices(*winner.shape[1:3])):
             routed = g * (winner == position)
@@ -71,4 +126,4 @@ class MaxPoolLayer(Layer):
                 grad_x[index] += routed
             else:
                 grad_x[index] = routed
-        return channels_first(grad_x)
+        return grad_x

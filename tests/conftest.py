@@ -1,6 +1,7 @@
 """Shared fixtures: the device every backend-aware test runs on, dtypes, and test inputs.
 
-`device` runs a test once on the CPU (NumPy) and once on the GPU (CuPy). The GPU case is marked
+`device` runs a test on the CPU (NumPy) twice, the second time taking the code paths layers take
+on a GPU (`backend.forcing_few_kernels`), and once on the GPU (CuPy). The GPU case is marked
 `gpu` (deselect with ``-m "not gpu"``) and skips, with the reason, where CuPy or a CUDA device is
 missing. Nothing here imports CuPy unless a GPU case actually runs.
 """
@@ -24,14 +25,19 @@ def _gpu_skip_reason():
     return backend.gpu_unavailable_reason()
 
 
-@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+@pytest.fixture(params=["cpu", "cpu-few-kernels", pytest.param("gpu", marks=pytest.mark.gpu)])
 def device(request):
-    """A `backend.Device`: NumPy on the CPU, then CuPy on the GPU (skipped where unusable)."""
+    """A `backend.Device`: NumPy on the CPU, NumPy taking the GPU's few-kernels code paths
+    (`backend.forcing_few_kernels`), then CuPy on the GPU (skipped where unusable)."""
     if request.param == "gpu":
         reason = _gpu_skip_reason()
         if reason is not None:
             pytest.skip(f"no usable GPU: {reason}")
-    return backend.get_device(request.param)
+    if request.param == "cpu-few-kernels":
+        with backend.forcing_few_kernels():
+            yield backend.CPU
+        return
+    yield backend.get_device(request.param)
 
 
 @pytest.fixture(params=["float32", "float64"])

@@ -97,6 +97,19 @@ def test_result_round_trips_through_a_dict(lenet_config):
     assert copy.format() == result.format()
 
 
+def test_queue_time_is_measured_only_on_a_gpu_and_shown_as_a_share_of_the_step(lenet_config):
+    result = benchmark(lenet_config, "cpu", batch_size=2, steps=1, warmup=0)
+    assert result.queue_ms is None and "queue" not in result.format()
+
+    queued = []
+    times = TrainingStep(lenet_config, "cpu", batch_size=2).timed_steps(3, queued)
+    assert len(queued) == 3 and all(0 < q <= t for q, t in zip(queued, times))
+
+    result.step_ms, result.queue_ms = [4.0, 4.0, 4.0], [3.0, 3.0, 3.0]
+    assert "host time to queue a step's kernels: median 3.00 ms (75% of the step" \
+        in BenchResult.from_dict(result.to_dict()).format()
+
+
 def test_benchmark_in_a_fresh_process(lenet_config):
     result = benchmark_in_subprocess(lenet_config, "cpu", batch_size=2, steps=1, warmup=0,
                                      label="lenet")

@@ -223,12 +223,22 @@ def test_maxpool_forward_matches_direct_max(k, stride, h, w, device, rng):
     numpy.testing.assert_array_equal(device.to_numpy(layer.forward(device.send(x))), expected)
 
 
-def test_maxpool_sends_a_tied_gradient_to_the_first_maximum_only():
-    layer = layers.MaxPoolLayer(2)
-    layer.forward(numpy.zeros((1, 2, 4, 5)))
-    grad = layer.backward(numpy.arange(1.0, 9.0).reshape(1, 2, 2, 2))
-    expected = numpy.zeros((1, 2, 4, 5))
-    expected[:, :, 0:4:2, 0:4:2] = numpy.arange(1.0, 9.0).reshape(1, 2, 2, 2)
+@pytest.mark.parametrize("k,stride", [(2, 2), (2, 1), (2, 3)], ids=["tiling", "overlapping", "gaps"])
+def test_maxpool_sends_a_tied_gradient_to_the_first_maximum_only(k, stride, device):
+    layer = layers.MaxPoolLayer(k, stride)
+    x = numpy.zeros((1, 2, 5, 6))
+    x[0, 1, 1, :] = 1.0  # channel 1: ties along row 1 as well as in the all-zero windows
+    _, _, ho, wo = layer.output_shape(x.shape)
+    layer.forward(device.send(x))
+    grad_out = numpy.arange(1.0, 2 * ho * wo + 1).reshape(1, 2, ho, wo)
+    grad = device.to_numpy(layer.backward(device.send(grad_out)))
+    expected = numpy.zeros_like(x)
+    for c in range(2):
+        for i in range(ho):
+            for j in range(wo):
+                window = x[0, c, i * stride:i * stride + k, j * stride:j * stride + k]
+                a, b = numpy.unravel_index(numpy.argmax(window), window.shape)  # the first max
+                expected[0, c, i * stride + a, j * stride + b] += grad_out[0, c, i, j]
     numpy.testing.assert_array_equal(grad, expected)
 
 
@@ -326,6 +336,12 @@ def test_loss_gradient_scales_with_grad_out(rng):
 def test_loss_rejects_labels_of_the_wrong_shape():
     with pytest.raises(ValueError, match=r"labels of shape \(3,\), got \(3, 1\)"):
         layers.SoftmaxCrossEntropyLossLayer().forward(numpy.zeros((3, 4)), numpy.zeros((3, 1), int))
+
+
+@pytest.mark.parametrize("labels", [[0, 4, 1], [0, -1, 1]], ids=["too-large", "negative"])
+def test_loss_rejects_host_labels_outside_the_classes(labels):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\] for 4 classes"):
+        layers.SoftmaxCrossEntropyLossLayer().forward(numpy.zeros((3, 4)), numpy.array(labels))
 
 
 # -- shape errors ----------------------------------------------------------------------------------

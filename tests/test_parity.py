@@ -6,6 +6,7 @@ import numpy
 import pytest
 import yaml
 
+import backend
 import layers
 import nets
 from backend import parity
@@ -42,6 +43,26 @@ def test_float32_matches_float64_for_every_config(path):
     assert [row.name for row in rows if row.kind == "param_grad"] == [
         name for name, _ in net.named_parameters()]
     _assert_close(rows, FLOAT32_TOLERANCE, path.stem)
+
+
+def _logits_loss_and_grads(config, images, labels):
+    net = nets.build(config, seed=0).to("cpu", dtype="float64")
+    loss, logits = net.forward_loss(images, labels)
+    net.backward()
+    return {"logits": logits, "loss": loss,
+            **{name: param.grad for name, param in net.named_parameters()}}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.stem)
+def test_few_kernels_path_matches_the_cpu_path_for_every_config(path):
+    """The GPU's code paths, run on NumPy, against the CPU's (float64, batch 5: several chunks)."""
+    config = _model_config(path)
+    images, labels = _batch(config, batch=5)
+    cpu_path = _logits_loss_and_grads(config, images, labels)
+    with backend.forcing_few_kernels():
+        gpu_path = _logits_loss_and_grads(config, images, labels)
+    errors = {name: parity.tensor_errors(cpu_path[name], gpu_path[name])[1] for name in cpu_path}
+    assert max(errors.values()) < 1e-12, errors
 
 
 ON_GPU = pytest.mark.parametrize("device", ["gpu"], indirect=True)  # the GPU case of `device` only

@@ -16,9 +16,7 @@ def epoch_permutation(seed, epoch, count):
 def to_float(images):
     """uint8 images (N, C, H, W) -> float32 in [0, 1], on the images' device."""
     xp = get_array_module(images)
-    batch = images.astype(xp.float32)
-    batch /= 255.0
-    return batch
+    return xp.true_divide(images, 255, dtype=xp.float32)  # one pass, same bits as cast-then-divide
 
 
 def num_batches(count, batch_size):

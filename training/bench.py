@@ -60,16 +60,22 @@ def make_batch(model_config, batch_size, seed=0):
     return images, labels
 
 
-def time_steps(step, count, synchronize=lambda: None):
+def time_steps(step, count, synchronize=lambda: None, queued=None):
     """Run `step()` `count` times; return each run's wall time in ms, `synchronize()` before
-    starting the clock and before stopping it."""
+    starting the clock and before stopping it.
+
+    `queued`, a list, receives each run's time in ms until `step()` returned: on a GPU, the host
+    time spent queueing its kernels (the device idle at the start)."""
     times = []
     for _ in range(count):
         synchronize()
         start = time.perf_counter()
         step()
+        returned = time.perf_counter()
         synchronize()
         times.append((time.perf_counter() - start) * 1e3)
+        if queued is not None:
+            queued.append((returned - start) * 1e3)
     return times
 
 
@@ -111,9 +117,10 @@ class TrainingStep:
         self.model.backward()
         self.optimizer.step()
 
-    def timed_steps(self, count):
-        """`count` steps; their times in ms, the device synchronised around each."""
-        return time_steps(self.step, count, self.device.synchronize)
+    def timed_steps(self, count, queued=None):
+        """`count` steps; their times in ms, the device synchronised around each (`queued`: see
+        `time_steps`)."""
+        return time_steps(self.step, count, self.device.synchronize, queued)
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -307,6 +314,8 @@ class BenchResult:
     of freshly allocated arrays, mostly), `page_faults_per_step` (minor faults).
     `profile`: `ProfileRow`s (mean ms per step over `steps` further, profiled, steps) or None;
     `profile_step_ms`: the mean step time while profiled (timers included).
+    `queue_ms` (GPU only): each timed step's host time until its kernels were all queued; near
+    `step_ms`, the step is bound by launching kernels rather than by running them.
     """
     model: str
     device: str
@@ -329,6 +338,7 @@ class BenchResult:
     page_faults_per_step: float = None
     profile: list = None
     profile_step_ms: float = None
+    queue_ms: list = None
 
     @property
     def median_ms(self):
@@ -376,6 +386,11 @@ class BenchResult:
             lines.append(f"  {host}: {self.cores_used:.2f} cores busy, "
                          f"{self.system_ms_per_step:.1f} ms per step in the kernel, "
                          f"{self.page_faults_per_step:,.0f} page faults per step")
+        if self.queue_ms:
+            queue = statistics.median(self.queue_ms)
+            lines.append(f"  host time to queue a step's kernels: median {queue:.2f} ms "
+                         f"({100 * queue / self.median_ms:.0f}% of the step; near 100%: "
+                         f"launch-bound)")
         if self.final_loss is not None:
             note = "" if math.isfinite(self.final_loss) else "  <- NOT FINITE: timings suspect"
             lines.append(f"  loss after the last step: {self.final_loss:.4f}{note}")
@@ -432,7 +447,8 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
     runner = TrainingStep(config, device, batch_size, seed, lr, workers)
     runner.timed_steps(warmup)
     before = cpu_usage()
-    step_ms = runner.timed_steps(steps)
+    queue_ms = [] if runner.device.is_gpu else None
+    step_ms = runner.timed_steps(steps, queue_ms)
     usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
     final_loss = float(runner.loss)
     rows = profile_step_ms = None
@@ -450,7 +466,7 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         peak_memory_mib=memory, memory_kind=kind, start_rss_mib=start_rss,
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
-        workers=runner.workers, **usage,
+        workers=runner.workers, queue_ms=queue_ms, **usage,
     )
 
 

@@ -34,7 +34,8 @@ class RunningStats:
     def add(self, loss, logits, labels):
         """Add one batch: its mean `loss` (0-d), `logits` (N, K) and `labels` (N,)."""
         count = labels.shape[0]
-        self.loss_sum += loss.astype(self.loss_sum.dtype) * count
+        xp = get_array_module(loss)
+        self.loss_sum += xp.multiply(loss, count, dtype=self.loss_sum.dtype)  # in float64
         self.correct += (logits.argmax(axis=1) == labels).sum()
         self.seen += count
 
