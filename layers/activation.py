@@ -1,10 +1,17 @@
 """Element-wise activations. They keep the memory layout of their input.
 
 Gradients are masked by multiplying with a 0/1 (or slope) array: in NumPy that is over ten
-times faster than `where` for the same result.
+times faster than `where` for the same result. With fused CUDA kernels each pass is one kernel.
 """
 from backend import get_array_module
+from backend.cuda import ElementwiseKernel, fused_kernels
 from layers.base import Layer
+
+RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_backward")
+LEAKY_RELU_FORWARD = ElementwiseKernel("T x, T slope", "T y", "y = x > 0 ? x : x * slope",
+                                       "leaky_relu_forward")
+LEAKY_RELU_BACKWARD = ElementwiseKernel("T g, T x, T slope", "T dx",
+                                        "dx = x > 0 ? g : g * slope", "leaky_relu_backward")
 
 
 class ReLULayer(Layer):
@@ -15,9 +22,10 @@ class ReLULayer(Layer):
         return self._out
 
     def backward(self, grad_out):
-        grad_x = grad_out * (self._out > 0)
-        self._out = None
-        return grad_x
+        out, self._out = self._out, None
+        if fused_kernels(get_array_module(grad_out)):
+            return RELU_BACKWARD(grad_out, out)
+        return grad_out * (out > 0)
 
 
 class LeakyReLULayer(Layer):
@@ -29,10 +37,18 @@ class LeakyReLULayer(Layer):
         self.slope = float(slope)
 
     def forward(self, x):
+        xp = get_array_module(x)
+        self._fused = fused_kernels(xp)
+        if self._fused:
+            self._x = x
+            return LEAKY_RELU_FORWARD(x, self.slope)
         self._positive = x > 0
-        return get_array_module(x).maximum(x, x * self.slope)  # slope < 1
+        return xp.maximum(x, x * self.slope)  # slope < 1
 
     def backward(self, grad_out):
+        if self._fused:
+            x, self._x = self._x, None
+            return LEAKY_RELU_BACKWARD(grad_out, x, self.slope)
         local_grad = self._positive.astype(grad_out.dtype)  # 1 where x > 0, else slope
         local_grad *= 1.0 - self.slope
         local_grad += self.slope

@@ -1,7 +1,70 @@
 """Max pooling over square windows, channels-last inside."""
 from backend import few_kernels, get_array_module, sliding_windows
+from backend.cuda import RawKernel, fused_kernels
 from layers.base import Layer, ShapeError, check_input
 from layers.conv import channels_first, channels_last
+
+# x, out, winner: contiguous (N, H, W, C), (N, Ho, Wo, C), (N, Ho, Wo, C). One thread per output;
+# `v != v` lets a NaN through as the maximum, as xp.maximum does.
+MAXPOOL_FORWARD = RawKernel(r"""
+extern "C" __global__ void xpnn_maxpool_forward(
+        const T* x, T* out, int* winner, long long size,
+        int h, int w, int c, int ho, int wo, int k, int s) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
+         i += (long long)blockDim.x * gridDim.x) {
+        long long rest = i / c;
+        int ow = (int)(rest % wo);
+        rest /= wo;
+        int oh = (int)(rest % ho);
+        long long n = rest / ho;
+        const T* window = x + ((n * h + (long long)oh * s) * w + (long long)ow * s) * c + i % c;
+        T best = window[0];
+        int best_at = 0;
+        for (int a = 0; a < k; ++a) {
+            for (int b = 0; b < k; ++b) {
+                T v = window[((long long)a * w + b) * c];
+                if (v > best || v != v) {
+                    best = v;
+                    best_at = a * k + b;
+                }
+            }
+        }
+        out[i] = best;
+        winner[i] = best_at;
+    }
+}
+""", "xpnn_maxpool_forward", ["int64"] + ["int32"] * 7)
+
+# g, winner: contiguous (N, Ho, Wo, C); dx: (N, H, W, C). One thread per input pixel, gathering
+# from every window that holds it (no atomics, any stride).
+MAXPOOL_BACKWARD = RawKernel(r"""
+extern "C" __global__ void xpnn_maxpool_backward(
+        const T* g, const int* winner, T* dx, long long size,
+        int h, int w, int c, int ho, int wo, int k, int s) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
+         i += (long long)blockDim.x * gridDim.x) {
+        long long rest = i / c;
+        int x = (int)(rest % w);
+        rest /= w;
+        int y = (int)(rest % h);
+        long long n = rest / h;
+        int oh_first = y >= k ? (y - k) / s + 1 : 0;   /* windows oh with oh*s <= y < oh*s + k */
+        int oh_last = y / s < ho - 1 ? y / s : ho - 1;
+        int ow_first = x >= k ? (x - k) / s + 1 : 0;
+        int ow_last = x / s < wo - 1 ? x / s : wo - 1;
+        T total = 0;
+        for (int oh = oh_first; oh <= oh_last; ++oh) {
+            for (int ow = ow_first; ow <= ow_last; ++ow) {
+                long long o = ((n * ho + oh) * wo + ow) * c + i % c;
+                if (winner[o] == (y - oh * s) * k + (x - ow * s)) {
+                    total += g[o];
+                }
+            }
+        }
+        dx[i] = total;
+    }
+}
+""", "xpnn_maxpool_backward", ["int64"] + ["int32"] * 7)
 
 
 class MaxPoolLayer(Layer):
@@ -45,8 +108,12 @@ class MaxPoolLayer(Layer):
 
     def forward(self, x):
         _, _, ho, wo = self.output_shape(x.shape)
+        xp = get_array_module(x)
         x_last = channels_last(x)
-        if few_kernels(get_array_module(x)):
+        self._fused = fused_kernels(xp)
+        if self._fused:
+            out, winner = self._max_fused(x_last, ho, wo)
+        elif few_kernels(xp):
             out, winner = self._max_over_windows(x_last)
         else:
             out, winner = self._max_over_offsets(x_last, ho, wo)
@@ -55,13 +122,41 @@ class MaxPoolLayer(Layer):
         return channels_first(out)
 
     def backward(self, grad_out):
+        xp = get_array_module(grad_out)
         g = channels_last(grad_out)
         winner, self._winner = self._winner, None
-        if few_kernels(get_array_module(g)) and self.stride >= self.kernel_size:
+        if self._fused:
+            grad_x = self._route_fused(g, winner)
+        elif few_kernels(xp) and self.stride >= self.kernel_size:
             grad_x = self._route_to_windows(g, winner)
         else:
             grad_x = self._route_by_offsets(g, winner)
         return channels_first(grad_x)
+
+    # -- fused CUDA kernels: one each way --------------------------------------------------------
+
+    def _geometry(self, ho, wo):
+        _, h, w, c = self._input_shape
+        return h, w, c, ho, wo, self.kernel_size, self.stride
+
+    def _max_fused(self, x_last, ho, wo):
+        xp = get_array_module(x_last)
+        x_last = xp.ascontiguousarray(x_last)
+        n, h, w, c = x_last.shape
+        out = xp.empty((n, ho, wo, c), dtype=x_last.dtype)
+        winner = xp.empty((n, ho, wo, c), dtype=xp.int32)
+        self._input_shape = x_last.shape
+        MAXPOOL_FORWARD(out.size, (x_last, out, winner, out.size, *self._geometry(ho, wo)),
+                        x_last.dtype)
+        return out, winner
+
+    def _route_fused(self, g, winner):
+        xp = get_array_module(g)
+        g = xp.ascontiguousarray(g)
+        grad_x = xp.empty(self._input_shape, dtype=g.dtype)
+        MAXPOOL_BACKWARD(grad_x.size, (g, winner, grad_x, grad_x.size,
+                                       *self._geometry(*winner.shape[1:3])), g.dtype)
+        return grad_x
 
     # -- the GPU way: three operations each way, over the whole batch --------------------------
 

@@ -1,7 +1,15 @@
 """Stochastic gradient descent, plain and with momentum, on packed parameters."""
 import math
 from backend import CPU, get_array_module
+from backend.cuda import ElementwiseKernel, fused_kernels
 from optim.packing import pack_parameters
+
+SGD_STEP = ElementwiseKernel("T grad, T lr, T decay", "T data",
+                             "data -= lr * (grad + decay * data)", "sgd_step")
+MOMENTUM_SGD_STEP = ElementwiseKernel(
+    "T grad, T lr, T momentum, T decay", "T data, T velocity",
+    "velocity = momentum * velocity + (grad + decay * data); data -= lr * velocity",
+    "momentum_sgd_step")
 
 
 class SGDOptimizer:
@@ -31,7 +39,10 @@ class SGDOptimizer:
         return self.grad
 
     def step(self):
-        self.data -= self.lr * self._decayed_grad()
+        if fused_kernels(get_array_module(self.data)):
+            SGD_STEP(self.grad, self.lr, self.weight_decay, self.data)
+        else:
+            self.data -= self.lr * self._decayed_grad()
         self.steps += 1
 
     def state_dict(self):
@@ -54,9 +65,13 @@ class MomentumSGDOptimizer(SGDOptimizer):
         self.velocity = get_array_module(self.data).zeros_like(self.data)
 
     def step(self):
-        self.velocity *= self.momentum
-        self.velocity += self._decayed_grad()
-        self.data -= self.lr * self.velocity
+        if fused_kernels(get_array_module(self.data)):
+            MOMENTUM_SGD_STEP(self.grad, self.lr, self.momentum, self.weight_decay, self.data,
+                              self.velocity)
+        else:
+            self.velocity *= self.momentum
+            self.velocity += self._decayed_grad()
+            self.data -= self.lr * self.velocity
         self.steps += 1
 
     def state_dict(self):

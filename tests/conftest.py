@@ -1,9 +1,10 @@
 """Shared fixtures: the device every backend-aware test runs on, dtypes, and test inputs.
 
-`device` runs a test on the CPU (NumPy) twice, the second time taking the code paths layers take
-on a GPU (`backend.forcing_few_kernels`), and once on the GPU (CuPy). The GPU case is marked
-`gpu` (deselect with ``-m "not gpu"``) and skips, with the reason, where CuPy or a CUDA device is
-missing. Nothing here imports CuPy unless a GPU case actually runs.
+`device` runs a test in each way a layer can compute: on NumPy as the CPU does, on NumPy taking
+the GPU's code paths, on NumPy with the fused CUDA kernels emulated on the CPU, and on a GPU
+(CuPy) without and with the fused kernels. The GPU cases are marked `gpu` (deselect with
+``-m "not gpu"``) and skip, with the reason, where CuPy or a CUDA device is missing. Nothing here
+imports CuPy unless a GPU case actually runs.
 """
 import functools
 import os
@@ -17,6 +18,8 @@ import numpy  # noqa: E402  (after the thread setting above)
 import pytest  # noqa: E402
 
 import backend  # noqa: E402
+from backend import cuda_emulation  # noqa: E402
+from backend.cuda import forcing_fused_kernels  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,19 +28,38 @@ def _gpu_skip_reason():
     return backend.gpu_unavailable_reason()
 
 
-@pytest.fixture(params=["cpu", "cpu-few-kernels", pytest.param("gpu", marks=pytest.mark.gpu)])
+DEVICE_CASES = ["cpu", "cpu-few-kernels", "cpu-fused-emulated",
+                pytest.param("gpu", marks=pytest.mark.gpu),
+                pytest.param("gpu-fused", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=DEVICE_CASES)
 def device(request):
-    """A `backend.Device`: NumPy on the CPU, NumPy taking the GPU's few-kernels code paths
-    (`backend.forcing_few_kernels`), then CuPy on the GPU (skipped where unusable)."""
-    if request.param == "gpu":
+    """A `backend.Device`, one case per way a layer can compute:
+
+    cpu: NumPy. cpu-few-kernels: NumPy taking the GPU's array code paths
+    (`backend.forcing_few_kernels`). cpu-fused-emulated: NumPy with the fused CUDA kernels run on
+    the CPU (`backend.cuda_emulation`; skipped without a C++ compiler). gpu: CuPy. gpu-fused: CuPy
+    with the fused CUDA kernels (`backend.cuda.forcing_fused_kernels`). The gpu cases skip, with
+    the reason, where CuPy or a CUDA device is missing.
+    """
+    case = request.param
+    if case.startswith("gpu"):
         reason = _gpu_skip_reason()
         if reason is not None:
             pytest.skip(f"no usable GPU: {reason}")
-    if request.param == "cpu-few-kernels":
+        with forcing_fused_kernels(case == "gpu-fused"):
+            yield backend.get_device("gpu")
+    elif case == "cpu-few-kernels":
         with backend.forcing_few_kernels():
             yield backend.CPU
-        return
-    yield backend.get_device(request.param)
+    elif case == "cpu-fused-emulated":
+        if cuda_emulation.compiler() is None:
+            pytest.skip("no C++ compiler to run the CUDA kernels on the CPU (set CXX)")
+        with cuda_emulation.emulating():
+            yield backend.CPU
+    else:
+        yield backend.CPU
 
 
 @pytest.fixture(params=["float32", "float64"])

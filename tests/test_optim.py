@@ -9,6 +9,7 @@ import yaml
 
 import layers
 import nets
+from backend import CPU, device_of
 from layers import Parameter
 from optim import MomentumSGDOptimizer, Schedule, SGDOptimizer, pack_parameters
 
@@ -16,10 +17,11 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STEPS = 3
 
 
-def make_parameters(dtype="float64", seed=0):
-    """Three parameters of different shapes with known values."""
+def make_parameters(dtype="float64", seed=0, device=CPU):
+    """Three parameters of different shapes with known values, on `device`."""
     rng = numpy.random.default_rng(seed)
-    return [Parameter(rng.standard_normal(shape).astype(dtype)) for shape in [(2, 3), (4,), (1, 2, 2)]]
+    return [Parameter(device.send(rng.standard_normal(shape).astype(dtype)))
+            for shape in [(2, 3), (4,), (1, 2, 2)]]
 
 
 def gradients(step, params, seed=100):
@@ -30,7 +32,7 @@ def gradients(step, params, seed=100):
 
 def set_gradients(params, grads):
     for param, grad in zip(params, grads):
-        param.grad[...] = grad  # in place: the optimizer's buffer holds the gradients
+        param.grad[...] = device_of(param.grad).send(grad)  # in place: the optimizer's buffer
 
 
 def tolerance(dtype):
@@ -38,9 +40,9 @@ def tolerance(dtype):
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01], ids=["no-decay", "decay"])
-def test_sgd_matches_hand_computed_updates(weight_decay, dtype):
-    params = make_parameters(dtype)
-    expected = [p.data.astype(numpy.float64) for p in params]
+def test_sgd_matches_hand_computed_updates(weight_decay, dtype, device):
+    params = make_parameters(dtype, device=device)
+    expected = [device.to_numpy(p.data).astype(numpy.float64) for p in params]
     optimizer = SGDOptimizer(params, lr=0.1, weight_decay=weight_decay)
     for step in range(STEPS):
         optimizer.zero_grad()
@@ -49,16 +51,16 @@ def test_sgd_matches_hand_computed_updates(weight_decay, dtype):
         optimizer.step()
         expected = [w - 0.1 * (g + weight_decay * w) for w, g in zip(expected, grads)]
         for param, want in zip(params, expected):
-            numpy.testing.assert_allclose(param.data, want, **tolerance(dtype))
+            numpy.testing.assert_allclose(device.to_numpy(param.data), want, **tolerance(dtype))
             assert param.data.dtype == dtype
     assert optimizer.steps == STEPS
 
 
 @pytest.mark.parametrize("momentum,weight_decay", [(0.9, 0.0), (0.5, 5e-4), (0.0, 0.1)],
                          ids=["m0.9", "m0.5-decay", "m0-decay"])
-def test_momentum_sgd_matches_hand_computed_updates(momentum, weight_decay, dtype):
-    params = make_parameters(dtype)
-    expected = [p.data.astype(numpy.float64) for p in params]
+def test_momentum_sgd_matches_hand_computed_updates(momentum, weight_decay, dtype, device):
+    params = make_parameters(dtype, device=device)
+    expected = [device.to_numpy(p.data).astype(numpy.float64) for p in params]
     velocity = [numpy.zeros_like(w) for w in expected]
     optimizer = MomentumSGDOptimizer(params, lr=0.05, momentum=momentum, weight_decay=weight_decay)
     for step in range(STEPS):
@@ -69,7 +71,7 @@ def test_momentum_sgd_matches_hand_computed_updates(momentum, weight_decay, dtyp
         velocity = [momentum * v + g + weight_decay * w for v, g, w in zip(velocity, grads, expected)]
         expected = [w - 0.05 * v for w, v in zip(expected, velocity)]
         for param, want in zip(params, expected):
-            numpy.testing.assert_allclose(param.data, want, **tolerance(dtype))
+            numpy.testing.assert_allclose(device.to_numpy(param.data), want, **tolerance(dtype))
 
 
 def test_changing_lr_takes_effect_on_the_next_step():

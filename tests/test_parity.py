@@ -9,7 +9,7 @@ import yaml
 import backend
 import layers
 import nets
-from backend import parity
+from backend import cuda_emulation, parity
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 FLOAT32_TOLERANCE = 1e-4  # max abs error / max abs float64 reference, per tensor
@@ -53,19 +53,30 @@ def _logits_loss_and_grads(config, images, labels):
             **{name: param.grad for name, param in net.named_parameters()}}
 
 
+def _emulated_fused_kernels():
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler to run the CUDA kernels on the CPU (set CXX)")
+    return cuda_emulation.emulating()
+
+
+GPU_PATHS = {"few-kernels": backend.forcing_few_kernels, "fused-emulated": _emulated_fused_kernels}
+
+
+@pytest.mark.parametrize("gpu_path", GPU_PATHS)
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.stem)
-def test_few_kernels_path_matches_the_cpu_path_for_every_config(path):
-    """The GPU's code paths, run on NumPy, against the CPU's (float64, batch 5: several chunks)."""
+def test_gpu_code_paths_match_the_cpu_path_for_every_config(path, gpu_path):
+    """The GPU's array code, and its fused CUDA kernels, run on NumPy, against the CPU's path
+    (float64, batch 5: several chunks on the CPU path)."""
     config = _model_config(path)
     images, labels = _batch(config, batch=5)
     cpu_path = _logits_loss_and_grads(config, images, labels)
-    with backend.forcing_few_kernels():
+    with GPU_PATHS[gpu_path]():
         gpu_path = _logits_loss_and_grads(config, images, labels)
     errors = {name: parity.tensor_errors(cpu_path[name], gpu_path[name])[1] for name in cpu_path}
     assert max(errors.values()) < 1e-12, errors
 
 
-ON_GPU = pytest.mark.parametrize("device", ["gpu"], indirect=True)  # the GPU case of `device` only
+ON_GPU = pytest.mark.parametrize("device", ["gpu", "gpu-fused"], indirect=True)  # GPU cases only
 
 
 @pytest.mark.gpu

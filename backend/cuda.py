@@ -1,0 +1,117 @@
+"""Fused CUDA kernels for the GPU path, declared beside the array code they replace.
+
+A layer that has one declares it at module level and calls it only where `fused_kernels(xp)`:
+
+    RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_bw")
+    ...
+    if fused_kernels(xp):
+        return RELU_BACKWARD(grad_out, self._out)
+    return grad_out * (self._out > 0)
+
+Nothing here imports CuPy: a kernel is built from the module of the arrays it is first called
+with, so importing a layer costs nothing on a machine without a GPU. `RawKernel` sources are
+CUDA C with `T` for the floating type; `tests/test_cuda_sources.py` compiles them as C++ and runs
+them on the CPU against the array code, so their index arithmetic is checked where no GPU is.
+
+`backend.cuda_emulation` runs these kernels on the CPU for the tests. Fused kernels are off unless ``XPNN_FUSED_KERNELS=1`` is set (or `forcing_fused_kernels()`), until
+`scripts/gpu_check.sh` has measured them on a GPU; the array code is the reference either way.
+"""
+import contextlib
+import contextvars
+import os
+
+import numpy
+
+from backend import cuda_emulation
+from backend.device import get_array_module
+
+ENV_FLAG = "XPNN_FUSED_KERNELS"
+_FORCED_FUSED = contextvars.ContextVar("xpnn_forced_fused_kernels", default=None)
+
+
+def fused_kernels(xp):
+    """True where layers should call their fused CUDA kernels: CuPy arrays, with the kernels
+    switched on (``XPNN_FUSED_KERNELS=1`` or inside `forcing_fused_kernels(True)`); NumPy arrays
+    inside `backend.cuda_emulation.emulating()`."""
+    if xp.__name__ == "numpy":
+        return cuda_emulation.active()
+    forced = _FORCED_FUSED.get()
+    if forced is not None:
+        return forced
+    return os.environ.get(ENV_FLAG, "0") == "1"
+
+
+@contextlib.contextmanager
+def forcing_fused_kernels(enabled=True):
+    """Within this block, `fused_kernels` returns `enabled` for CuPy arrays."""
+    token = _FORCED_FUSED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _FORCED_FUSED.reset(token)
+
+
+def _array_module_of(args):
+    return get_array_module(*[arg for arg in args if hasattr(arg, "shape")])
+
+
+class ElementwiseKernel:
+    """A `cupy.ElementwiseKernel`, built on its first call (arguments as CuPy's)."""
+
+    def __init__(self, in_params, out_params, operation, name):
+        self.in_params, self.out_params = in_params, out_params
+        self.operation, self.name = operation, f"xpnn_{name}"
+        self._kernel = None
+
+    def __call__(self, *args, **kwargs):
+        if _array_module_of(args).__name__ == "numpy":
+            return cuda_emulation.run_elementwise(self, args, kwargs)
+        if self._kernel is None:
+            cupy = _array_module_of(args)
+            self._kernel = cupy.ElementwiseKernel(self.in_params, self.out_params,
+                                                  self.operation, self.name)
+        return self._kernel(*args, **kwargs)
+
+
+BLOCK = 256       # threads per block
+MAX_BLOCKS = 4096  # kernels loop over the rest (grid-stride loops)
+
+
+class RawKernel:
+    """One ``extern "C" __global__`` function in CUDA C, compiled for each floating type `T`.
+
+    The function must loop over its `size` work items with a grid-stride loop, so that any
+    launch shape covers them. Call it as ``kernel(size, arrays_and_scalars)``; `scalar_types`
+    names the C type of every argument that is not an array (``"int32"``, ``"int64"``,
+    ``"T"``), in order.
+    """
+
+    def __init__(self, source, name, scalar_types):
+        self.source, self.name = source, name
+        self.scalar_types = tuple(scalar_types)
+        self._kernels = {}  # dtype name -> cupy.RawKernel
+
+    def source_for(self, dtype):
+        """The whole translation unit for floating type `dtype` (``"float32"``/``"float64"``)."""
+        c_type = {"float32": "float", "float64": "double"}[numpy.dtype(dtype).name]
+        return f"typedef {c_type} T;\n{self.source}"
+
+    def __call__(self, size, args, dtype):
+        cupy = _array_module_of(args)
+        if cupy.__name__ == "numpy":
+            return cuda_emulation.run_raw(self, args, dtype)
+        dtype = numpy.dtype(dtype)
+        kernel = self._kernels.get(dtype.name)
+        if kernel is None:
+            kernel = cupy.RawKernel(self.source_for(dtype), self.name)
+            self._kernels[dtype.name] = kernel
+        scalars = iter(self.scalar_types)
+        typed = []
+        for arg in args:
+            if hasattr(arg, "shape"):
+                typed.append(arg)
+                continue
+            kind = next(scalars)
+            typed.append((dtype.type if kind == "T" else numpy.dtype(kind).type)(arg))
+        blocks = max(1, min(MAX_BLOCKS, -(-size // BLOCK)))
+        kernel((blocks,), (BLOCK,), tuple(typed))

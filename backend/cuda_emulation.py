@@ -1,0 +1,184 @@
+"""Run the fused CUDA kernels on the CPU, on NumPy arrays: a test and debugging tool.
+
+Inside `emulating()`, `fused_kernels(numpy)` is True and the layers' `RawKernel`s and
+`ElementwiseKernel`s, called with NumPy arrays, run their CUDA C here instead: the source is
+compiled as C++ by the host compiler (``c++``, or ``$CXX``), `__global__` becomes nothing and
+blockIdx / threadIdx / blockDim / gridDim become globals. A `RawKernel` (a grid-stride loop) is
+called once for every thread of a small grid of `GRID` blocks of `BLOCK` threads, so launch
+shapes that split the work are exercised too. An `ElementwiseKernel` runs its operation once per
+element of the broadcast arguments, as CuPy's does (typed params and ``T`` only; no ``raw``).
+
+So the tests check each kernel, and the layer code that calls it, against the array code on a
+machine without a GPU. Timing means nothing here.
+"""
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy
+
+GRID, BLOCK = 2, 3
+_C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long",
+            "bool": "bool", "uint8": "unsigned char"}
+_CTYPES_SCALARS = {"float32": ctypes.c_float, "float64": ctypes.c_double,
+                   "int32": ctypes.c_int, "int64": ctypes.c_longlong}
+
+PRELUDE = r"""
+#include <cmath>
+using std::exp; using std::log; using std::nan; using std::isnan;
+struct xpnn_dim3 { unsigned int x, y, z; };
+extern "C" { xpnn_dim3 blockIdx, threadIdx, blockDim, gridDim; }
+#define __global__
+#define __device__
+"""
+
+
+class EmulationUnavailable(RuntimeError):
+    """No C++ compiler here to run CUDA sources on the CPU."""
+
+
+def compiler():
+    """Path of the host C++ compiler, or None."""
+    return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+
+
+_state = {"active": False, "libraries": {}, "folder": None}
+
+
+def active():
+    return _state["active"]
+
+
+@contextlib.contextmanager
+def emulating():
+    """Within this block, layers take their fused-kernel paths on NumPy arrays, emulated."""
+    if compiler() is None:
+        raise EmulationUnavailable("no C++ compiler found (set CXX or install g++) to emulate "
+                                   "CUDA kernels on the CPU")
+    previous, _state["active"] = _state["active"], True
+    try:
+        yield
+    finally:
+        _state["active"] = previous
+
+
+def _library(source):
+    """Compile `source` (C++) into a shared library once per process; return it loaded."""
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    library = _state["libraries"].get(key)
+    if library is not None:
+        return library
+    if _state["folder"] is None:
+        _state["folder"] = Path(tempfile.mkdtemp(prefix="xpnn_cuda_emulation_"))
+    path = _state["folder"] / f"{key}.so"
+    completed = subprocess.run(
+        [compiler(), "-std=c++17", "-O1", "-shared", "-fPIC", "-x", "c++", "-", "-o", str(path)],
+        input=source, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"compiling a CUDA kernel as C++ failed:\n{completed.stderr}")
+    library = ctypes.CDLL(str(path))
+    _state["libraries"][key] = library
+    return library
+
+
+class _Dim3(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_uint), ("y", ctypes.c_uint), ("z", ctypes.c_uint)]
+
+
+def run_raw(kernel, args, dtype):
+    """Run `kernel` (a `backend.cuda.RawKernel`) over NumPy arrays and scalars `args`."""
+    library = _library(PRELUDE + kernel.source_for(dtype))
+    function = getattr(library, kernel.name)
+    dtype = numpy.dtype(dtype)
+    scalars = iter(kernel.scalar_types)
+    c_args = []
+    for arg in args:
+        if isinstance(arg, numpy.ndarray):
+            if not arg.flags.c_contiguous:
+                raise ValueError(f"{kernel.name}: a RawKernel takes contiguous arrays")
+            c_args.append(ctypes.c_void_p(arg.ctypes.data))
+        else:
+            kind = next(scalars)
+            c_args.append(_CTYPES_SCALARS[dtype.name if kind == "T" else kind](arg))
+    for name, value in [("gridDim", GRID), ("blockDim", BLOCK)]:
+        dim = _Dim3.in_dll(library, name)
+        dim.x, dim.y, dim.z = value, 1, 1
+    block_index, thread_index = (_Dim3.in_dll(library, name) for name in ("blockIdx", "threadIdx"))
+    for block in range(GRID):
+        for thread in range(BLOCK):
+            block_index.x, thread_index.x = block, thread
+            function(*c_args)
+
+
+_PARAM = re.compile(r"^\s*(\w+)\s+(\w+)\s*$")
+
+
+def _params(text):
+    params = []
+    for part in text.split(","):
+        match = _PARAM.match(part)
+        if match is None:
+            raise NotImplementedError(f"emulation takes 'TYPE name' params only, got {part!r}")
+        params.append(match.groups())
+    return params
+
+
+def run_elementwise(kernel, args, kwargs):
+    """Run `kernel` (a `backend.cuda.ElementwiseKernel`) as CuPy would, over NumPy arguments.
+
+    Inputs first, then any outputs given (positionally or as ``out=``); returns the output
+    array(s)."""
+    ins, outs = _params(kernel.in_params), _params(kernel.out_params)
+    given_outs = list(args[len(ins):])
+    if "out" in kwargs:
+        given_outs = [kwargs["out"]] if len(outs) == 1 else list(kwargs["out"])
+    inputs = list(args[:len(ins)])
+    arrays = [arg for arg in inputs + given_outs if isinstance(arg, numpy.ndarray)]
+    t_dtype = next((arg.dtype for (kind, _), arg in zip(ins + outs, inputs + given_outs)
+                    if kind == "T" and isinstance(arg, numpy.ndarray)), None)
+    if t_dtype is None:
+        raise ValueError(f"{kernel.name}: no array argument fixes T")
+    shape = numpy.broadcast_shapes(*(array.shape for array in arrays))
+
+    def dtype_of(kind):
+        return t_dtype if kind == "T" else numpy.dtype(kind)
+
+    buffers = [numpy.ascontiguousarray(numpy.broadcast_to(numpy.asarray(arg, dtype_of(kind)),
+                                                          shape))
+               for (kind, _), arg in zip(ins, inputs)]
+    out_buffers = []
+    for index, (kind, _) in enumerate(outs):
+        if index < len(given_outs):
+            out_buffers.append(numpy.array(numpy.broadcast_to(given_outs[index], shape),
+                                           dtype=dtype_of(kind), order="C"))
+        else:
+            out_buffers.append(numpy.empty(shape, dtype=dtype_of(kind)))
+    lines = []
+    for index, (kind, name) in enumerate(ins):
+        c_type = _C_TYPES[dtype_of(kind).name]
+        lines.append(f"const {c_type} {name} = (({c_type}*)args[{index}])[i];")
+    for index, (kind, name) in enumerate(outs, start=len(ins)):
+        c_type = _C_TYPES[dtype_of(kind).name]
+        lines.append(f"{c_type}& {name} = (({c_type}*)args[{index}])[i];")
+    source = (PRELUDE + f"typedef {_C_TYPES[t_dtype.name]} T;\n"
+              f'extern "C" void run(void** args, long long size) {{\n'
+              f"    for (long long i = 0; i < size; ++i) {{\n        "
+              + "\n        ".join(lines) + f"\n        {kernel.operation};\n    }}\n}}\n")
+    run = _library(source).run
+    pointers = (ctypes.c_void_p * (len(buffers) + len(out_buffers)))(
+        *(buffer.ctypes.data for buffer in buffers + out_buffers))
+    run(pointers, ctypes.c_longlong(int(numpy.prod(shape))))
+    results = []
+    for index, buffer in enumerate(out_buffers):
+        if index < len(given_outs):
+            given_outs[index][...] = buffer
+            results.append(given_outs[index])
+        else:
+            results.append(buffer)
+    return results[0] if len(results) == 1 else tuple(results)
