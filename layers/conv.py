@@ -2,6 +2,7 @@
 import math
 
 from backend import CPU, batch_chunks, get_array_module, new_rng, product_width, sliding_windows
+from backend.cuda import RawKernel, fused_kernels
 from layers.base import Layer, Parameter, ShapeError, check_input
 
 
@@ -31,6 +32,63 @@ def embed(x, offset, size_hw, step=1):
     return out
 
 
+class Frame:
+    """`x` as `embed` would place it, built only when asked for (`array()`, then kept).
+
+    The CPU path builds the array and copies windows out of it; the fused GPU path reads `x`
+    straight into the patch matrix, so the zero frame never exists there.
+    """
+
+    def __init__(self, x, offset=0, size_hw=None, step=1):
+        n, h, w, c = x.shape
+        size_hw = (h, w) if size_hw is None else tuple(size_hw)
+        if offset + (h - 1) * step >= size_hw[0] or offset + (w - 1) * step >= size_hw[1]:
+            raise ValueError(f"an input of {h} x {w} placed every {step} pixels from {offset} "
+                             f"does not fit a frame of {size_hw[0]} x {size_hw[1]}")
+        self.x, self.offset, self.size_hw, self.step = x, offset, size_hw, step
+        self._array = None
+
+    @property
+    def shape(self):
+        return (self.x.shape[0], *self.size_hw, self.x.shape[3])
+
+    def array(self):
+        if self._array is None:
+            self._array = embed(self.x, self.offset, self.size_hw, self.step)
+        return self._array
+
+
+# x: contiguous (N, H, W, C) placed in a frame every `step` pixels from `offset`; col:
+# (N * Ho * Wo, k * k * C), columns ordered (kh, kw, C). One thread per entry of col.
+IM2COL = RawKernel(r"""
+extern "C" __global__ void xpnn_im2col(
+        const T* x, T* col, long long size, int h, int w, int c, int ho, int wo,
+        int k, int stride, int offset, int step) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
+         i += (long long)blockDim.x * gridDim.x) {
+        int channel = (int)(i % c);
+        long long rest = i / c;
+        int b = (int)(rest % k);
+        rest /= k;
+        int a = (int)(rest % k);
+        rest /= k;
+        int ox = (int)(rest % wo);
+        rest /= wo;
+        int oy = (int)(rest % ho);
+        long long n = rest / ho;
+        int fy = oy * stride + a - offset;   /* frame position relative to x's first pixel */
+        int fx = ox * stride + b - offset;
+        T value = 0;
+        if (fy >= 0 && fx >= 0 && fy % step == 0 && fx % step == 0 && fy / step < h
+                && fx / step < w) {
+            value = x[((n * h + fy / step) * w + fx / step) * c + channel];
+        }
+        col[i] = value;
+    }
+}
+""", "xpnn_im2col", ["int64"] + ["int32"] * 9)
+
+
 def patch_matrix(windows):
     """Copy windows into a patch matrix, one row per output pixel.
 
@@ -53,12 +111,27 @@ def patch_matrix(windows):
     return col_t.reshape(kh * kw * c, n * ho * wo).T
 
 
-def patch_chunks(x, kernel_size, stride):
-    """Yield ``(batch slice, patch matrix of that slice)`` over `x`, a cache-sized chunk at a time.
+def fused_patch_matrix(frame, kernel_size, stride):
+    """The whole batch's patch matrix of a `Frame`, by one CUDA kernel reading `frame.x`."""
+    xp = get_array_module(frame.x)
+    x = xp.ascontiguousarray(frame.x)
+    n, h, w, c = x.shape
+    k = kernel_size
+    ho = (frame.size_hw[0] - k) // stride + 1
+    wo = (frame.size_hw[1] - k) // stride + 1
+    col = xp.empty((n * ho * wo, k * k * c), dtype=x.dtype)
+    IM2COL(col.size, (x, col, col.size, h, w, c, ho, wo, k, stride, frame.offset, frame.step),
+           x.dtype)
+    return col
 
-    Args:
-        x: (N, H, W, C) input, already padded, any strides.
-    """
+
+def patch_chunks(frame, kernel_size, stride):
+    """Yield ``(batch slice, patch matrix of that slice)`` over a `Frame`, a cache-sized chunk at
+    a time (the whole batch at once on a GPU)."""
+    if fused_kernels(get_array_module(frame.x)):
+        yield slice(0, frame.x.shape[0]), fused_patch_matrix(frame, kernel_size, stride)
+        return
+    x = frame.array()
     windows = sliding_windows(x, kernel_size, kernel_size, stride)
     n, ho, wo = windows.shape[:3]
     row_bytes = kernel_size * kernel_size * x.shape[3] * x.itemsize
@@ -66,21 +139,21 @@ def patch_chunks(x, kernel_size, stride):
         yield chunk, patch_matrix(windows[chunk])
 
 
-def correlate(x, w_mat, kernel_size, stride, out, bias=None):
-    """out <- every (k x k) window of `x` times `w_mat` (+ bias).
+def correlate(frame, w_mat, kernel_size, stride, out, bias=None):
+    """out <- every (k x k) window of a `Frame` times `w_mat` (+ bias).
 
     Args:
-        x: (N, H, W, C) input, already padded.
+        frame: a `Frame` of an (N, H, W, C) input.
         w_mat: (k * k * C, O) kernel matrix, rows ordered (kh, kw, C).
         out: (N, Ho, Wo, O) C-contiguous output array.
         bias: optional (O,) added to every output pixel.
     """
-    xp = get_array_module(x)
+    xp = get_array_module(out)
     o = out.shape[3]
     width = product_width(xp, o)
     if width != o:
         w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
-    for chunk, col in patch_chunks(x, kernel_size, stride):
+    for chunk, col in patch_chunks(frame, kernel_size, stride):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
             xp.matmul(col, w_mat, out=out_rows)
@@ -147,9 +220,9 @@ class ConvLayer(Layer):
         xp = get_array_module(x)
         h, w = x.shape[2:]
         p = self.padding
-        self._padded = embed(channels_last(x), p, (h + 2 * p, w + 2 * p))
+        self._input = Frame(channels_last(x), p, (h + 2 * p, w + 2 * p))
         out = xp.empty((n, ho, wo, o), dtype=x.dtype)
-        correlate(self._padded, self._weight_matrix(), self.kernel_size, self.stride, out,
+        correlate(self._input, self._weight_matrix(), self.kernel_size, self.stride, out,
                   self.bias.data)
         return channels_first(out)
 
@@ -159,11 +232,11 @@ class ConvLayer(Layer):
         g = channels_last(grad_out)
         n, ho, wo, o = g.shape
         g_mat = g.reshape(n * ho * wo, o)
-        padded, self._padded = self._padded, None
+        frame, self._input = self._input, None
         # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper
         # than reading a stored one back from main memory, and far smaller.
         grad_w = None
-        for chunk, col in patch_chunks(padded, k, s):
+        for chunk, col in patch_chunks(frame, k, s):
             part = col.T @ g_mat[chunk.start * ho * wo:chunk.stop * ho * wo]
             grad_w = part if grad_w is None else xp.add(grad_w, part, out=grad_w)
         self.weight.grad += grad_w.reshape(k, k, c, o).transpose(3, 2, 0, 1)
@@ -173,8 +246,8 @@ class ConvLayer(Layer):
         # d input = stride-1 correlation of the zero-inserted output gradient, placed so that
         # input pixel y sees output rows i with i * stride + a = y + padding, with the kernel
         # flipped in space and transposed in channels.
-        h, w = padded.shape[1] - 2 * self.padding, padded.shape[2] - 2 * self.padding
+        h, w = frame.x.shape[1:3]
         flipped = self.weight.data[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
-        g_embedded = embed(g, k - 1 - self.padding, (h + k - 1, w + k - 1), s)
-        grad_x = correlate(g_embedded, flipped, k, 1, xp.empty((n, h, w, c), dtype=g.dtype))
+        g_frame = Frame(g, k - 1 - self.padding, (h + k - 1, w + k - 1), s)
+        grad_x = correlate(g_frame, flipped, k, 1, xp.empty((n, h, w, c), dtype=g.dtype))
         return channels_first(grad_x)
