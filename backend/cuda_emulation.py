@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy
@@ -36,6 +37,11 @@ struct xpnn_dim3 { unsigned int x, y, z; };
 extern "C" { xpnn_dim3 blockIdx, threadIdx, blockDim, gridDim; }
 #define __global__
 #define __device__
+template <class A, class B> A atomicAdd(A* address, B value) {  /* one thread at a time here */
+    A old = *address;
+    *address += value;
+    return old;
+}
 """
 
 
@@ -49,6 +55,7 @@ def compiler():
 
 
 _state = {"active": False, "libraries": {}, "folder": None}
+_lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
 
 
 def active():
@@ -71,9 +78,14 @@ def emulating():
 def _library(source):
     """Compile `source` (C++) into a shared library once per process; return it loaded."""
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
-    library = _state["libraries"].get(key)
-    if library is not None:
-        return library
+    with _lock:
+        library = _state["libraries"].get(key)
+        if library is None:
+            library = _state["libraries"][key] = _compile(source, key)
+    return library
+
+
+def _compile(source, key):
     if _state["folder"] is None:
         _state["folder"] = Path(tempfile.mkdtemp(prefix="xpnn_cuda_emulation_"))
     path = _state["folder"] / f"{key}.so"
@@ -82,9 +94,7 @@ def _library(source):
         input=source, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"compiling a CUDA kernel as C++ failed:\n{completed.stderr}")
-    library = ctypes.CDLL(str(path))
-    _state["libraries"][key] = library
-    return library
+    return ctypes.CDLL(str(path))
 
 
 class _Dim3(ctypes.Structure):
@@ -110,10 +120,11 @@ def run_raw(kernel, args, dtype):
         dim = _Dim3.in_dll(library, name)
         dim.x, dim.y, dim.z = value, 1, 1
     block_index, thread_index = (_Dim3.in_dll(library, name) for name in ("blockIdx", "threadIdx"))
-    for block in range(GRID):
-        for thread in range(BLOCK):
-            block_index.x, thread_index.x = block, thread
-            function(*c_args)
+    with _lock:
+        for block in range(GRID):
+            for thread in range(BLOCK):
+                block_index.x, thread_index.x = block, thread
+                function(*c_args)
 
 
 _PARAM = re.compile(r"^\s*(\w+)\s+(\w+)\s*$")

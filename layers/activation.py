@@ -23,8 +23,9 @@ class ReLULayer(Layer):
 
     def backward(self, grad_out):
         out, self._out = self._out, None
-        if fused_kernels(get_array_module(grad_out)):
-            return RELU_BACKWARD(grad_out, out)
+        xp = get_array_module(grad_out)
+        if fused_kernels(xp):
+            return RELU_BACKWARD(grad_out, out, xp.empty_like(grad_out))  # keeps the layout
         return grad_out * (out > 0)
 
 
@@ -41,14 +42,15 @@ class LeakyReLULayer(Layer):
         self._fused = fused_kernels(xp)
         if self._fused:
             self._x = x
-            return LEAKY_RELU_FORWARD(x, self.slope)
+            return LEAKY_RELU_FORWARD(x, self.slope, xp.empty_like(x))
         self._positive = x > 0
         return xp.maximum(x, x * self.slope)  # slope < 1
 
     def backward(self, grad_out):
         if self._fused:
             x, self._x = self._x, None
-            return LEAKY_RELU_BACKWARD(grad_out, x, self.slope)
+            return LEAKY_RELU_BACKWARD(grad_out, x, self.slope,
+                                       get_array_module(x).empty_like(grad_out))
         local_grad = self._positive.astype(grad_out.dtype)  # 1 where x > 0, else slope
         local_grad *= 1.0 - self.slope
         local_grad += self.slope

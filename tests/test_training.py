@@ -16,7 +16,7 @@ from backend import CPU
 from training import load_checkpoint, load_config, read_metrics, resume_run, start_run
 from training.batches import epoch_permutation, num_batches, to_float
 from training.errors import CheckpointError, DivergenceError
-from training.metrics import METRIC_KEYS
+from training.metrics import METRIC_KEYS, RunningStats
 from training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,15 +193,45 @@ def test_resume_refuses_changed_dataset_size(tmp_path, monkeypatch, small_refere
         resume_run(run_dir, CPU, progress=False)
 
 
+def test_running_stats_sum_loss_and_correct_predictions(device):
+    logits = numpy.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5], [0.0, 0.2, 0.1], [1.0, 1.0, 0.0]])
+    labels = numpy.array([1, 2, 1, 0])  # right, wrong, right, right (ties go to the first)
+    stats = RunningStats(device.xp, loss_sum=1.5, correct=2, seen=10)
+    for dtype in ("float32", "float64"):
+        stats.add(device.send(numpy.asarray(0.25, dtype=dtype)),
+                  device.send(logits.astype(dtype)), device.send(labels))
+    assert stats.read() == (1.5 + 2 * 0.25 * 4, 2 + 2 * 3, 18)
+
+
+def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, small_reference):
+    """The whole training path with the fused CUDA kernels, run on the CPU (see
+    backend.cuda_emulation): the weights end where the array code's do."""
+    from backend import cuda_emulation
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler to run the CUDA kernels on the CPU (set CXX)")
+    with cuda_emulation.emulating():
+        start_run(lenet(epochs=2, batch_size=20), CPU, tmp_path / "run", **SMALL).fit()
+    ours, reference = load_checkpoint(tmp_path / "run" / "last.npz"), load_checkpoint(
+        small_reference / "last.npz")
+    for name, weight in reference.weights.items():
+        numpy.testing.assert_allclose(ours.weights[name], weight, rtol=1e-4, atol=1e-5,
+                                      err_msg=name)
+    assert read_metrics(tmp_path / "run")[-1]["train_acc"] == pytest.approx(
+        read_metrics(small_reference)[-1]["train_acc"], abs=0.01)
+
+
 @pytest.mark.gpu
-def test_training_on_gpu_follows_the_cpu_run(tmp_path, small_reference):
+@pytest.mark.parametrize("fused", [False, True], ids=["array-code", "fused-kernels"])
+def test_training_on_gpu_follows_the_cpu_run(tmp_path, small_reference, fused):
     from backend import get_device, gpu_unavailable_reason
+    from backend.cuda import forcing_fused_kernels
     reason = gpu_unavailable_reason()
     if reason is not None:
         pytest.skip(f"no usable GPU: {reason}")
     run_dir = tmp_path / "gpu"
-    trainer = start_run(lenet(epochs=2, batch_size=20), get_device("gpu"), run_dir, **SMALL)
-    trainer.fit()
+    with forcing_fused_kernels(fused):
+        trainer = start_run(lenet(epochs=2, batch_size=20), get_device("gpu"), run_dir, **SMALL)
+        trainer.fit()
     cpu, gpu = load_checkpoint(small_reference / "last.npz"), load_checkpoint(run_dir / "last.npz")
     for name, weight in cpu.weights.items():
         numpy.testing.assert_allclose(gpu.weights[name], weight, rtol=1e-3, atol=1e-4,

@@ -13,11 +13,31 @@ from pathlib import Path
 import numpy
 
 from backend import CPU, get_array_module
+from backend.cuda import RawKernel, fused_kernels
 from training.batches import to_float
 from training.files import atomic_write
 
 METRICS_NAME = "metrics.jsonl"
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+
+# logits: contiguous (N, K); labels: (N,); loss: 0-d mean loss of the batch; loss_sum (float64)
+# and correct (int64): 0-d running sums. One thread per row; the first row also adds loss * N.
+ADD_BATCH_STATS = RawKernel(r"""
+extern "C" __global__ void xpnn_add_batch_stats(
+        const T* logits, const long long* labels, const T* loss, double* loss_sum,
+        long long* correct, long long n, int k) {
+    for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < n;
+         row += (long long)blockDim.x * gridDim.x) {
+        const T* x = logits + row * k;
+        int best = 0;
+        for (int j = 1; j < k; ++j) {
+            if (x[j] > x[best]) best = j;
+        }
+        if (best == labels[row]) atomicAdd((unsigned long long*)correct, 1ULL);
+        if (row == 0) atomicAdd(loss_sum, (double)loss[0] * (double)n);
+    }
+}
+""", "xpnn_add_batch_stats", ["int64", "int32"])
 
 
 class RunningStats:
@@ -35,8 +55,14 @@ class RunningStats:
         """Add one batch: its mean `loss` (0-d), `logits` (N, K) and `labels` (N,)."""
         count = labels.shape[0]
         xp = get_array_module(loss)
-        self.loss_sum += xp.multiply(loss, count, dtype=self.loss_sum.dtype)  # in float64
-        self.correct += (logits.argmax(axis=1) == labels).sum()
+        if fused_kernels(xp):
+            logits = xp.ascontiguousarray(logits)
+            ADD_BATCH_STATS(count, (logits, labels.astype(xp.int64, copy=False),
+                                    xp.asarray(loss, dtype=logits.dtype), self.loss_sum,
+                                    self.correct, count, logits.shape[1]), logits.dtype)
+        else:
+            self.loss_sum += xp.multiply(loss, count, dtype=self.loss_sum.dtype)  # in float64
+            self.correct += (logits.argmax(axis=1) == labels).sum()
         self.seen += count
 
     def read(self):
