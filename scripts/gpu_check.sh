@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of xpnn in one call (about 6-8 minutes on one H100):
+# Every GPU check and benchmark of xpnn in one call (about 6-7 minutes on one H100):
 #   1. the GPU, CuPy and CUDA versions;
 #   2. the test suite with the gpu tests included (they must run: a gpu skip fails this script);
-#   3. run.py parity (NumPy against CuPy, layer by layer) for every config;
-#   4. training-step time of lenet and resnet at batch 100 and 1000, ours against PyTorch CUDA;
-#   5. resnet trained for 5 epochs on the GPU: test accuracy and wall time.
+#      the gpu cases run both ways a layer computes there: the array code and the fused CUDA
+#      kernels (backend/cuda.py);
+#   3. run.py parity (NumPy against CuPy, layer by layer) for every config, both ways;
+#   4. training-step time of lenet and resnet at batch 100 and 1000, ours (both ways) against
+#      PyTorch CUDA, with the host time to queue a step; a per-layer profile of resnet;
+#   5. resnet trained for 5 epochs on the GPU, both ways: test accuracy and wall time.
 # Writes the full log and the run folder under $OUT (default: ./gpu_check_out) and prints a short
 # table last. Usage, from the repository root:  bash scripts/gpu_check.sh
 set -uo pipefail
@@ -43,25 +46,48 @@ else
 fi
 
 echo "== 3. parity NumPy vs CuPy" | tee -a "$LOG"
-for config in configs/*.yaml; do
-    if python run.py parity -c "$config" --device-a cpu --device-b gpu >> "$LOG" 2>&1; then
-        say "parity $(basename "$config" .yaml): ok (<= 1e-4)"
-    else
-        say "parity $(basename "$config" .yaml): FAIL (see log)"; status=1
-    fi
+for fused in 0 1; do
+    for config in configs/*.yaml; do
+        name="$(basename "$config" .yaml) (fused kernels $fused)"
+        echo "-- $name" >> "$LOG"
+        if XPNN_FUSED_KERNELS=$fused python run.py parity -c "$config" --device-a cpu \
+                --device-b gpu >> "$LOG" 2>&1; then
+            say "parity $name: ok (<= 1e-4)"
+        else
+            say "parity $name: FAIL (see log)"; status=1
+        fi
+    done
 done
 grep -E "worst|max" "$LOG" | tail -12
 
 echo "== 4. step time, ours vs PyTorch CUDA" | tee -a "$LOG"
 python -m benchmarks.gpu_vs_torch --device gpu --configs lenet,resnet --batch-sizes 100,1000 \
-    --json "$OUT/bench.json" 2>&1 | tee -a "$LOG" | tail -7 | tee -a "$SUMMARY"
-python run.py bench -c configs/resnet.yaml --device gpu --batch-size 1000 --profile >> "$LOG" 2>&1
+    --variants array,fused --rounds 2 --json "$OUT/bench.json" 2>&1 | tee -a "$LOG" | tail -7 \
+    | tee -a "$SUMMARY"
+for fused in 0 1; do
+    echo "-- profile, fused kernels $fused" >> "$LOG"
+    XPNN_FUSED_KERNELS=$fused python run.py bench -c configs/resnet.yaml --device gpu \
+        --batch-size 1000 --profile >> "$LOG" 2>&1
+done
 
 echo "== 5. resnet, 5 epochs on the GPU" | tee -a "$LOG"
-start=$(date +%s)
-python run.py train -c configs/resnet.yaml --device gpu --out "$OUT/resnet_gpu" --no-progress \
-    2>&1 | tee -a "$LOG" | tail -7
-say "resnet 5 epochs on GPU: $(grep -o 'best test accuracy [0-9.]*%' "$LOG" | tail -1), wall $(( $(date +%s) - start )) s"
+for fused in 1 0; do
+    start=$(date +%s)
+    XPNN_FUSED_KERNELS=$fused python run.py train -c configs/resnet.yaml --device gpu \
+        --out "$OUT/resnet_gpu_fused$fused" --no-progress 2>&1 | tee -a "$LOG" | tail -7
+    say "resnet 5 epochs on GPU, fused kernels $fused: $(python - "$OUT/resnet_gpu_fused$fused" <<'PY'
+import sys
+from training.metrics import read_metrics
+try:
+    records = read_metrics(sys.argv[1])
+    best = max(record["test_acc"] for record in records)
+    print(f"test accuracy {100 * records[-1]['test_acc']:.2f}% after epoch {records[-1]['epoch']}"
+          f" (best {100 * best:.2f}%), {sum(r['seconds'] for r in records):.0f} s in epochs")
+except Exception as error:
+    print(f"FAILED ({error})")
+PY
+), wall $(( $(date +%s) - start )) s"
+done
 
 echo
 echo "== summary"

@@ -206,3 +206,20 @@ def test_summary_table_ratios():
     assert "| lenet | 100 | 30.0 | 10.0 | 3.00 |" in format_table(rows, markdown=True)
     assert "1.50" in format_usage_table(rows) and "PyTorch faults/step" in format_usage_table(rows)
     assert "(busy)" not in format_table(rows) and "(busy)" in format_table(rows, max_others=0.01)
+
+
+@pytest.mark.skipif(TORCH_MISSING, reason="PyTorch is not installed (pip install torch==2.13.0)")
+def test_gpu_vs_torch_runs_end_to_end_on_the_cpu(tmp_path, capsys):
+    import json
+
+    from benchmarks import gpu_vs_torch
+
+    out_json = tmp_path / "rows.json"
+    assert gpu_vs_torch.main(["--device", "cpu", "--configs", "lenet", "--batch-sizes", "2",
+                              "--rounds", "2", "--steps", "1", "--warmup", "0",
+                              "--json", str(out_json)]) == 0
+    table = capsys.readouterr().out.split("\n\n")[-1]
+    assert "| lenet | 2 | cpu |" in table and "ratio fused" in table
+    (row,) = json.loads(out_json.read_text())
+    assert row["rounds"] == 2 and row["ratio_array"] == pytest.approx(
+        row["ours_array_ms"] / row["torch_ms"])
