@@ -59,19 +59,20 @@ class Frame:
 
 
 # x: contiguous (N, H, W, C) placed in a frame every `step` pixels from `offset`; col:
-# (N * Ho * Wo, k * k * C), columns ordered (kh, kw, C). One thread per entry of col.
+# (N * Ho * Wo, C * k * k), columns ordered (C, kh, kw) so that an (O, C, k, k) weight is the
+# kernel matrix as it lies. One thread per entry of col.
 IM2COL = RawKernel(r"""
 extern "C" __global__ void xpnn_im2col(
         const T* x, T* col, long long size, int h, int w, int c, int ho, int wo,
         int k, int stride, int offset, int step) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
          i += (long long)blockDim.x * gridDim.x) {
-        int channel = (int)(i % c);
-        long long rest = i / c;
-        int b = (int)(rest % k);
-        rest /= k;
+        int b = (int)(i % k);
+        long long rest = i / k;
         int a = (int)(rest % k);
         rest /= k;
+        int channel = (int)(rest % c);
+        rest /= c;
         int ox = (int)(rest % wo);
         rest /= wo;
         int oy = (int)(rest % ho);
@@ -112,7 +113,8 @@ def patch_matrix(windows):
 
 
 def fused_patch_matrix(frame, kernel_size, stride):
-    """The whole batch's patch matrix of a `Frame`, by one CUDA kernel reading `frame.x`."""
+    """The whole batch's patch matrix of a `Frame`, by one CUDA kernel reading `frame.x`;
+    columns ordered (C, kh, kw)."""
     xp = get_array_module(frame.x)
     x = xp.ascontiguousarray(frame.x)
     n, h, w, c = x.shape
@@ -127,7 +129,7 @@ def fused_patch_matrix(frame, kernel_size, stride):
 
 def patch_chunks(frame, kernel_size, stride):
     """Yield ``(batch slice, patch matrix of that slice)`` over a `Frame`, a cache-sized chunk at
-    a time (the whole batch at once on a GPU)."""
+    a time (the whole batch at once on a GPU). Columns are ordered as `patch_order` says."""
     if fused_kernels(get_array_module(frame.x)):
         yield slice(0, frame.x.shape[0]), fused_patch_matrix(frame, kernel_size, stride)
         return
@@ -139,16 +141,40 @@ def patch_chunks(frame, kernel_size, stride):
         yield chunk, patch_matrix(windows[chunk])
 
 
-def correlate(frame, w_mat, kernel_size, stride, out, bias=None):
-    """out <- every (k x k) window of a `Frame` times `w_mat` (+ bias).
+def patch_order(xp):
+    """How patch-matrix columns are ordered: ``"kkc"`` (kh, kw, C) on the CPU path, where each
+    window row is one contiguous copy; ``"ckk"`` (C, kh, kw) with fused kernels."""
+    return "ckk" if fused_kernels(xp) else "kkc"
+
+
+def kernel_matrix(kernel, order):
+    """The (k * k * C, O) matrix of an (O, C, k, k) kernel, rows in patch column `order`."""
+    o = kernel.shape[0]
+    if order == "ckk":
+        return kernel.reshape(o, -1).T  # a view when the kernel is contiguous
+    return kernel.transpose(2, 3, 1, 0).reshape(-1, o)
+
+
+def kernel_of_matrix(matrix, shape, order):
+    """Inverse of `kernel_matrix`: the (O, C, k, k) view of a (k * k * C, O) matrix."""
+    o, c, k, _ = shape
+    if order == "ckk":
+        return matrix.T.reshape(o, c, k, k)
+    return matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
+
+
+def correlate(frame, kernel, stride, out, bias=None):
+    """out <- every (k x k) window of a `Frame` times `kernel` (+ bias).
 
     Args:
         frame: a `Frame` of an (N, H, W, C) input.
-        w_mat: (k * k * C, O) kernel matrix, rows ordered (kh, kw, C).
+        kernel: (O, C, k, k) weights, any strides.
         out: (N, Ho, Wo, O) C-contiguous output array.
         bias: optional (O,) added to every output pixel.
     """
     xp = get_array_module(out)
+    kernel_size = kernel.shape[2]
+    w_mat = kernel_matrix(kernel, patch_order(xp))
     o = out.shape[3]
     width = product_width(xp, o)
     if width != o:
@@ -209,11 +235,6 @@ class ConvLayer(Layer):
             )
         return (n, self.out_channels, size_h, size_w)
 
-    def _weight_matrix(self):
-        """(kh * kw * C, O) matrix matching the channels-last patch rows."""
-        w = self.weight.data
-        return w.transpose(2, 3, 1, 0).reshape(-1, self.out_channels)
-
     def forward(self, x):
         n, o, ho, wo = self.output_shape(x.shape)
         x = x.astype(self.weight.dtype, copy=False)
@@ -222,8 +243,7 @@ class ConvLayer(Layer):
         p = self.padding
         self._input = Frame(channels_last(x), p, (h + 2 * p, w + 2 * p))
         out = xp.empty((n, ho, wo, o), dtype=x.dtype)
-        correlate(self._input, self._weight_matrix(), self.kernel_size, self.stride, out,
-                  self.bias.data)
+        correlate(self._input, self.weight.data, self.stride, out, self.bias.data)
         return channels_first(out)
 
     def backward(self, grad_out):
@@ -239,7 +259,7 @@ class ConvLayer(Layer):
         for chunk, col in patch_chunks(frame, k, s):
             part = col.T @ g_mat[chunk.start * ho * wo:chunk.stop * ho * wo]
             grad_w = part if grad_w is None else xp.add(grad_w, part, out=grad_w)
-        self.weight.grad += grad_w.reshape(k, k, c, o).transpose(3, 2, 0, 1)
+        self.weight.grad += kernel_of_matrix(grad_w, self.weight.shape, patch_order(xp))
         self.bias.grad += xp.ones(n * ho * wo, dtype=g.dtype) @ g_mat  # faster than a column sum
         if not self.input_grad_needed:  # the first layer: nobody needs d input
             return None
@@ -247,7 +267,7 @@ class ConvLayer(Layer):
         # input pixel y sees output rows i with i * stride + a = y + padding, with the kernel
         # flipped in space and transposed in channels.
         h, w = frame.x.shape[1:3]
-        flipped = self.weight.data[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
+        flipped = self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # (C, O, k, k)
         g_frame = Frame(g, k - 1 - self.padding, (h + k - 1, w + k - 1), s)
-        grad_x = correlate(g_frame, flipped, k, 1, xp.empty((n, h, w, c), dtype=g.dtype))
+        grad_x = correlate(g_frame, flipped, 1, xp.empty((n, h, w, c), dtype=g.dtype))
         return channels_first(grad_x)
