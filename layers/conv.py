@@ -59,35 +59,43 @@ class Frame:
 
 
 # x: contiguous (N, H, W, C) placed in a frame every `step` pixels from `offset`; col:
-# (N * Ho * Wo, C * k * k), columns ordered (C, kh, kw) so that an (O, C, k, k) weight is the
-# kernel matrix as it lies. One thread per entry of col.
+# (rows = N * Ho * Wo, cols = C * k * k), columns ordered (C, kh, kw) so that an (O, C, k, k)
+# weight is the kernel matrix as it lies. Each work item is one column of `rows_per_item`
+# consecutive rows: neighbouring threads write neighbouring columns, and the output position
+# is stepped along instead of divided out for every entry (integer division is slow on a GPU).
 IM2COL = RawKernel(r"""
 extern "C" __global__ void xpnn_im2col(
-        const T* x, T* col, long long size, int h, int w, int c, int ho, int wo,
-        int k, int stride, int offset, int step) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
-         i += (long long)blockDim.x * gridDim.x) {
-        int b = (int)(i % k);
-        long long rest = i / k;
-        int a = (int)(rest % k);
-        rest /= k;
-        int channel = (int)(rest % c);
-        rest /= c;
-        int ox = (int)(rest % wo);
-        rest /= wo;
-        int oy = (int)(rest % ho);
-        long long n = rest / ho;
-        int fy = oy * stride + a - offset;   /* frame position relative to x's first pixel */
-        int fx = ox * stride + b - offset;
-        T value = 0;
-        if (fy >= 0 && fx >= 0 && fy % step == 0 && fx % step == 0 && fy / step < h
-                && fx / step < w) {
-            value = x[((n * h + fy / step) * w + fx / step) * c + channel];
+        const T* x, T* col, long long work, int rows, int cols, int rows_per_item,
+        int h, int w, int c, int ho, int wo, int k, int stride, int offset, int step) {
+    for (long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x; item < work;
+         item += (long long)blockDim.x * gridDim.x) {
+        int j = (int)(item % cols);
+        int first = (int)(item / cols) * rows_per_item;
+        int last = first + rows_per_item < rows ? first + rows_per_item : rows;
+        int b = j % k, a = (j / k) % k, channel = j / (k * k);
+        int ox = first % wo, oy = (first / wo) % ho, n = first / (wo * ho);
+        for (int r = first; r < last; ++r) {
+            int fy = oy * stride + a - offset;   /* frame position relative to x's first pixel */
+            int fx = ox * stride + b - offset;
+            T value = 0;
+            if (fy >= 0 && fx >= 0 && (step == 1 || (fy % step == 0 && fx % step == 0))) {
+                fy /= step;
+                fx /= step;
+                if (fy < h && fx < w) value = x[(((long long)n * h + fy) * w + fx) * c + channel];
+            }
+            col[(long long)r * cols + j] = value;
+            if (++ox == wo) {
+                ox = 0;
+                if (++oy == ho) {
+                    oy = 0;
+                    ++n;
+                }
+            }
         }
-        col[i] = value;
     }
 }
-""", "xpnn_im2col", ["int64"] + ["int32"] * 9)
+""", "xpnn_im2col", ["int64"] + ["int32"] * 12)
+IM2COL_ROWS_PER_ITEM = 32
 
 
 def patch_matrix(windows):
@@ -121,9 +129,11 @@ def fused_patch_matrix(frame, kernel_size, stride):
     k = kernel_size
     ho = (frame.size_hw[0] - k) // stride + 1
     wo = (frame.size_hw[1] - k) // stride + 1
-    col = xp.empty((n * ho * wo, k * k * c), dtype=x.dtype)
-    IM2COL(col.size, (x, col, col.size, h, w, c, ho, wo, k, stride, frame.offset, frame.step),
-           x.dtype)
+    rows, cols = n * ho * wo, c * k * k
+    col = xp.empty((rows, cols), dtype=x.dtype)
+    work = -(-rows // IM2COL_ROWS_PER_ITEM) * cols
+    IM2COL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
+                  frame.offset, frame.step), x.dtype)
     return col
 
 
