@@ -54,6 +54,22 @@ def compiler():
     return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
 
 
+def unavailable_reason():
+    """Why kernels cannot be emulated here (no compiler, or it cannot build the prelude), or
+    None if they can. Tried once per process."""
+    if "unavailable" not in _state:
+        if compiler() is None:
+            _state["unavailable"] = ("no C++ compiler found to emulate CUDA kernels on the CPU "
+                                     "(install g++ or set CXX)")
+        else:
+            try:
+                _library(PRELUDE + 'extern "C" int xpnn_probe() { return 1; }\n').xpnn_probe()
+                _state["unavailable"] = None
+            except (RuntimeError, OSError) as error:
+                _state["unavailable"] = f"{compiler()} cannot build the CUDA emulation: {error}"
+    return _state["unavailable"]
+
+
 _state = {"active": False, "libraries": {}, "folder": None}
 _lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
 
@@ -65,9 +81,9 @@ def active():
 @contextlib.contextmanager
 def emulating():
     """Within this block, layers take their fused-kernel paths on NumPy arrays, emulated."""
-    if compiler() is None:
-        raise EmulationUnavailable("no C++ compiler found (set CXX or install g++) to emulate "
-                                   "CUDA kernels on the CPU")
+    reason = unavailable_reason()
+    if reason is not None:
+        raise EmulationUnavailable(reason)
     previous, _state["active"] = _state["active"], True
     try:
         yield

@@ -54,8 +54,9 @@ def device(request):
         with backend.forcing_few_kernels():
             yield backend.CPU
     elif case == "cpu-fused-emulated":
-        if cuda_emulation.compiler() is None:
-            pytest.skip("no C++ compiler to run the CUDA kernels on the CPU (set CXX)")
+        reason = cuda_emulation.unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
         with cuda_emulation.emulating():
             yield backend.CPU
     else:

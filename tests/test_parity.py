@@ -54,8 +54,9 @@ def _logits_loss_and_grads(config, images, labels):
 
 
 def _emulated_fused_kernels():
-    if cuda_emulation.compiler() is None:
-        pytest.skip("no C++ compiler to run the CUDA kernels on the CPU (set CXX)")
+    reason = cuda_emulation.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
     return cuda_emulation.emulating()
 
 

@@ -207,8 +207,9 @@ def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, smal
     """The whole training path with the fused CUDA kernels, run on the CPU (see
     backend.cuda_emulation): the weights end where the array code's do."""
     from backend import cuda_emulation
-    if cuda_emulation.compiler() is None:
-        pytest.skip("no C++ compiler to run the CUDA kernels on the CPU (set CXX)")
+    reason = cuda_emulation.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
     with cuda_emulation.emulating():
         start_run(lenet(epochs=2, batch_size=20), CPU, tmp_path / "run", **SMALL).fit()
     ours, reference = load_checkpoint(tmp_path / "run" / "last.npz"), load_checkpoint(
