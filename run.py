@@ -74,6 +74,26 @@ def device_option(name="--device", default="cpu", help_text=None):
                         help=help_text or "where to compute: cpu (NumPy), gpu / cuda / cuda:N (CuPy)")
 
 
+def _set_fused_kernels(ctx, param, value):
+    """--fused-kernels/--array-code set XPNN_FUSED_KERNELS for this process (and the benchmark
+    subprocesses it starts); neither given: the variable as set, which must be 0 or 1."""
+    from backend.cuda import ENV_FLAG, fused_kernels_setting
+    import os
+    if value is not None:
+        os.environ[ENV_FLAG] = "1" if value else "0"
+    try:
+        fused_kernels_setting()
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+fused_option = click.option(
+    "--fused-kernels/--array-code", default=None, callback=_set_fused_kernels,
+    expose_value=False, is_eager=True,
+    help="on a GPU: run the hand-written fused CUDA kernels (experimental), or the array code  "
+         "[default: XPNN_FUSED_KERNELS=1 or 0, else array code]")
+
 config_option = click.option(
     "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
     help="a YAML config, e.g. configs/lenet.yaml")
@@ -90,6 +110,7 @@ def cli():
 @cli.command()
 @config_option
 @device_option()
+@fused_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="run folder for checkpoints and metrics  [default: runs/<config>-<timestamp>]")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
@@ -166,6 +187,7 @@ def train(config_path, device, out, resume_dir, epochs, batch_size, lr, seed, li
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
 @config_option
 @device_option()
+@fused_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="read the dataset's IDX files from this folder")
 @click.option("--limit-test", type=click.IntRange(min=1), help="use the first N test images only")
@@ -284,6 +306,7 @@ def plot(run_dir, output):
 @click.option("-c", "--config", "config_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="a YAML config")
 @device_option()
+@fused_option
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="images per step  [default: the config's train.batch_size]")
 @click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True,
@@ -313,6 +336,7 @@ def bench(config_path, device, batch_size, steps, warmup, profile):
               type=click.Path(dir_okay=False, path_type=Path), help="a YAML config")
 @device_option("--device-a", "cpu", "the reference device")
 @device_option("--device-b", "gpu", "the device compared with it")
+@fused_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="test images in the batch")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True,

@@ -29,6 +29,15 @@ ENV_FLAG = "XPNN_FUSED_KERNELS"
 _FORCED_FUSED = contextvars.ContextVar("xpnn_forced_fused_kernels", default=None)
 
 
+def fused_kernels_setting():
+    """``XPNN_FUSED_KERNELS`` as a bool (unset: False); `ValueError` unless it is 0 or 1."""
+    value = os.environ.get(ENV_FLAG, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{ENV_FLAG} must be 0 (array code) or 1 (fused CUDA kernels), "
+                         f"got {value!r}")
+    return value == "1"
+
+
 def fused_kernels(xp):
     """True where layers should call their fused CUDA kernels: CuPy arrays, with the kernels
     switched on (``XPNN_FUSED_KERNELS=1`` or inside `forcing_fused_kernels(True)`); NumPy arrays
@@ -38,7 +47,7 @@ def fused_kernels(xp):
     forced = _FORCED_FUSED.get()
     if forced is not None:
         return forced
-    return os.environ.get(ENV_FLAG, "0") == "1"
+    return fused_kernels_setting()
 
 
 @contextlib.contextmanager

@@ -189,3 +189,31 @@ def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
                     "--tolerance", "-1")
     assert result.exit_code == 1
     assert result.stderr.strip().startswith("Error: parity fails: worst relative error")
+
+
+# -- fused CUDA kernels switch ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "bench", "parity"])
+def test_gpu_commands_offer_the_fused_kernels_switch(command):
+    result = invoke(command, "--help")
+    assert_ok(result)
+    assert "--fused-kernels / --array-code" in result.output
+
+
+@pytest.mark.parametrize("flag,expected", [("--fused-kernels", "1"), ("--array-code", "0")])
+def test_fused_kernels_switch_sets_the_environment_for_this_run(flag, expected, monkeypatch):
+    import os
+    from backend.cuda import ENV_FLAG
+    monkeypatch.setenv(ENV_FLAG, "")  # restored after the test
+    assert_ok(invoke("bench", "-c", LENET, "--batch-size", "2", "--steps", "1", "--warmup", "0",
+                     flag))
+    assert os.environ[ENV_FLAG] == expected
+
+
+def test_a_bad_fused_kernels_variable_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("XPNN_FUSED_KERNELS", "yes")
+    result = invoke("bench", "-c", LENET, "--steps", "1", "--warmup", "0")
+    assert result.exit_code == 2
+    assert "XPNN_FUSED_KERNELS must be 0 (array code) or 1 (fused CUDA kernels), got 'yes'" \
+        in result.output
+    assert "Traceback" not in result.output

@@ -37,6 +37,7 @@ import numpy
 
 import nets
 from backend import cpu_count, get_device, new_rng, set_blas_threads
+from backend.cuda import fused_kernels
 from optim import make_optimizer
 from training.config import load_config
 
@@ -316,6 +317,7 @@ class BenchResult:
     `profile_step_ms`: the mean step time while profiled (timers included).
     `queue_ms` (GPU only): each timed step's host time until its kernels were all queued; near
     `step_ms`, the step is bound by launching kernels rather than by running them.
+    `fused_kernels`: the step ran the fused CUDA kernels (`backend.cuda`; GPU only).
     """
     model: str
     device: str
@@ -339,6 +341,7 @@ class BenchResult:
     profile: list = None
     profile_step_ms: float = None
     queue_ms: list = None
+    fused_kernels: bool = False
 
     @property
     def median_ms(self):
@@ -376,7 +379,8 @@ class BenchResult:
             f"  step time: median {self.median_ms:.2f} ms (min {self.min_ms:.2f}, "
             f"max {self.max_ms:.2f}) -> {self.images_per_s:,.0f} images/s",
             f"  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
-                                  f"each" if self.workers else "the network itself"),
+                                  f"each" if self.workers else "the network itself")
+            + (", fused CUDA kernels" if self.fused_kernels else ""),
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
         ]
         if self.start_rss_mib is not None:
@@ -466,7 +470,8 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         peak_memory_mib=memory, memory_kind=kind, start_rss_mib=start_rss,
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
-        workers=runner.workers, queue_ms=queue_ms, **usage,
+        workers=runner.workers, queue_ms=queue_ms,
+        fused_kernels=fused_kernels(runner.device.xp), **usage,
     )
 
 
