@@ -5,15 +5,17 @@ A layer that has one declares it at module level and calls it only where `fused_
     RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_bw")
     ...
     if fused_kernels(xp):
-        return RELU_BACKWARD(grad_out, self._out)
+        return RELU_BACKWARD(grad_out, self._out, xp.empty_like(grad_out))
     return grad_out * (self._out > 0)
 
 Nothing here imports CuPy: a kernel is built from the module of the arrays it is first called
 with, so importing a layer costs nothing on a machine without a GPU. `RawKernel` sources are
-CUDA C with `T` for the floating type; `tests/test_cuda_sources.py` compiles them as C++ and runs
-them on the CPU against the array code, so their index arithmetic is checked where no GPU is.
+CUDA C with `T` for the floating type.
 
-`backend.cuda_emulation` runs these kernels on the CPU for the tests. Fused kernels are off unless ``XPNN_FUSED_KERNELS=1`` is set (or `forcing_fused_kernels()`), until
+Without a GPU the kernels are still checked: `backend.cuda_emulation` compiles them as C++ and
+runs them on NumPy arrays (every device-aware test has a ``cpu-fused-emulated`` case), and
+`scripts/compile_cuda_kernels.py` compiles them with NVRTC. Fused kernels are off unless
+``XPNN_FUSED_KERNELS=1`` (``run.py ... --fused-kernels``) or `forcing_fused_kernels()`, until
 `scripts/gpu_check.sh` has measured them on a GPU; the array code is the reference either way.
 """
 import contextlib
