@@ -11,6 +11,7 @@ element of the broadcast arguments, as CuPy's does (typed params and ``T`` only;
 So the tests check each kernel, and the layer code that calls it, against the array code on a
 machine without a GPU. Timing means nothing here.
 """
+import atexit
 import contextlib
 import ctypes
 import hashlib
@@ -45,12 +46,16 @@ template <class A, class B> A atomicAdd(A* address, B value) {  /* one thread at
 """
 
 
+_state = {"active": False, "libraries": {}, "folder": None}
+_lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
+
+
 class EmulationUnavailable(RuntimeError):
-    """No C++ compiler here to run CUDA sources on the CPU."""
+    """This machine cannot compile CUDA sources as C++ to run them on the CPU."""
 
 
 def compiler():
-    """Path of the host C++ compiler, or None."""
+    """Path of the host C++ compiler ($CXX if found, else c++ or g++), or None."""
     return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
 
 
@@ -69,9 +74,6 @@ def unavailable_reason():
                 _state["unavailable"] = f"{compiler()} cannot build the CUDA emulation: {error}"
     return _state["unavailable"]
 
-
-_state = {"active": False, "libraries": {}, "folder": None}
-_lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
 
 
 def active():
@@ -104,6 +106,7 @@ def _library(source):
 def _compile(source, key):
     if _state["folder"] is None:
         _state["folder"] = Path(tempfile.mkdtemp(prefix="xpnn_cuda_emulation_"))
+        atexit.register(shutil.rmtree, _state["folder"], ignore_errors=True)
     path = _state["folder"] / f"{key}.so"
     completed = subprocess.run(
         [compiler(), "-std=c++17", "-O1", "-shared", "-fPIC", "-x", "c++", "-", "-o", str(path)],
