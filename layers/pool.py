@@ -135,8 +135,9 @@ class MaxPoolLayer(Layer):
 
     # -- fused CUDA kernels: one each way --------------------------------------------------------
 
-    def _geometry(self, ho, wo):
-        _, h, w, c = self._input_shape
+    def _geometry(self, input_shape, ho, wo):
+        """The kernels' shape arguments: h, w, c, ho, wo, k, s."""
+        _, h, w, c = input_shape
         return h, w, c, ho, wo, self.kernel_size, self.stride
 
     def _max_fused(self, x_last, ho, wo):
@@ -145,9 +146,8 @@ class MaxPoolLayer(Layer):
         n, h, w, c = x_last.shape
         out = xp.empty((n, ho, wo, c), dtype=x_last.dtype)
         winner = xp.empty((n, ho, wo, c), dtype=xp.int32)
-        self._input_shape = x_last.shape
-        MAXPOOL_FORWARD(out.size, (x_last, out, winner, out.size, *self._geometry(ho, wo)),
-                        x_last.dtype)
+        MAXPOOL_FORWARD(out.size, (x_last, out, winner, out.size,
+                                   *self._geometry(x_last.shape, ho, wo)), x_last.dtype)
         return out, winner
 
     def _route_fused(self, g, winner):
@@ -155,7 +155,8 @@ class MaxPoolLayer(Layer):
         g = xp.ascontiguousarray(g)
         grad_x = xp.empty(self._input_shape, dtype=g.dtype)
         MAXPOOL_BACKWARD(grad_x.size, (g, winner, grad_x, grad_x.size,
-                                       *self._geometry(*winner.shape[1:3])), g.dtype)
+                                       *self._geometry(self._input_shape, *winner.shape[1:3])),
+                         g.dtype)
         return grad_x
 
     # -- the GPU way: three operations each way, over the whole batch --------------------------
