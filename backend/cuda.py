@@ -87,12 +87,34 @@ class ElementwiseKernel:
 BLOCK = 256       # threads per block
 MAX_BLOCKS = 4096  # kernels loop over the rest (grid-stride loops)
 
+# Put before every RawKernel's source: the grid-stride loop every kernel is written as, and the
+# (n, y, x, channel) position of a flat index into a contiguous (N, H, W, C) array.
+RAW_PREAMBLE = r"""
+#define XPNN_GRID_STRIDE_LOOP(i, size)                                                   \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (size);     \
+         i += (long long)blockDim.x * gridDim.x)
+
+struct xpnn_nhwc { long long n; int y, x, c; };
+
+__device__ inline xpnn_nhwc xpnn_unravel_nhwc(long long i, int h, int w, int c) {
+    xpnn_nhwc at;
+    at.c = (int)(i % c);
+    long long rest = i / c;
+    at.x = (int)(rest % w);
+    rest /= w;
+    at.y = (int)(rest % h);
+    at.n = rest / h;
+    return at;
+}
+"""
+
 
 class RawKernel:
     """One ``extern "C" __global__`` function in CUDA C, compiled for each floating type `T`.
 
-    The function must loop over its `size` work items with a grid-stride loop, so that any
-    launch shape covers them. Call it as ``kernel(size, arrays_and_scalars)``; `scalar_types`
+    The function must loop over its work items with ``XPNN_GRID_STRIDE_LOOP(i, size)``, so that
+    any launch shape covers them; `RAW_PREAMBLE` (that macro and `xpnn_unravel_nhwc`) comes
+    before the source. Call it as ``kernel(size, arrays_and_scalars)``; `scalar_types`
     names the C type of every argument that is not an array (``"int32"``, ``"int64"``,
     ``"T"``), in order.
     """
@@ -105,7 +127,7 @@ class RawKernel:
     def source_for(self, dtype):
         """The whole translation unit for floating type `dtype` (``"float32"``/``"float64"``)."""
         c_type = {"float32": "float", "float64": "double"}[numpy.dtype(dtype).name]
-        return f"typedef {c_type} T;\n{self.source}"
+        return f"typedef {c_type} T;\n{RAW_PREAMBLE}\n{self.source}"
 
     def __call__(self, size, args, dtype):
         cupy = _array_module_of(args)

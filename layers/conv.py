@@ -67,8 +67,7 @@ IM2COL = RawKernel(r"""
 extern "C" __global__ void xpnn_im2col(
         const T* x, T* col, long long work, int rows, int cols, int rows_per_item,
         int h, int w, int c, int ho, int wo, int k, int stride, int offset, int step) {
-    for (long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x; item < work;
-         item += (long long)blockDim.x * gridDim.x) {
+    XPNN_GRID_STRIDE_LOOP(item, work) {
         int j = (int)(item % cols);
         int first = (int)(item / cols) * rows_per_item;
         int last = first + rows_per_item < rows ? first + rows_per_item : rows;

@@ -8,8 +8,7 @@ from layers.base import Layer, check_input
 SOFTMAX_CROSS_ENTROPY = RawKernel(r"""
 extern "C" __global__ void xpnn_softmax_cross_entropy(
         const T* logits, const long long* labels, T* nll, T* grad, long long n, int k) {
-    for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < n;
-         row += (long long)blockDim.x * gridDim.x) {
+    XPNN_GRID_STRIDE_LOOP(row, n) {
         const T* x = logits + row * k;
         T* g = grad + row * k;
         T top = x[0];

@@ -10,14 +10,9 @@ MAXPOOL_FORWARD = RawKernel(r"""
 extern "C" __global__ void xpnn_maxpool_forward(
         const T* x, T* out, int* winner, long long size,
         int h, int w, int c, int ho, int wo, int k, int s) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
-         i += (long long)blockDim.x * gridDim.x) {
-        long long rest = i / c;
-        int ow = (int)(rest % wo);
-        rest /= wo;
-        int oh = (int)(rest % ho);
-        long long n = rest / ho;
-        const T* window = x + ((n * h + (long long)oh * s) * w + (long long)ow * s) * c + i % c;
+    XPNN_GRID_STRIDE_LOOP(i, size) {
+        xpnn_nhwc o = xpnn_unravel_nhwc(i, ho, wo, c);
+        const T* window = x + ((o.n * h + (long long)o.y * s) * w + (long long)o.x * s) * c + o.c;
         T best = window[0];
         int best_at = 0;
         for (int a = 0; a < k; ++a) {
@@ -41,13 +36,9 @@ MAXPOOL_BACKWARD = RawKernel(r"""
 extern "C" __global__ void xpnn_maxpool_backward(
         const T* g, const int* winner, T* dx, long long size,
         int h, int w, int c, int ho, int wo, int k, int s) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
-         i += (long long)blockDim.x * gridDim.x) {
-        long long rest = i / c;
-        int x = (int)(rest % w);
-        rest /= w;
-        int y = (int)(rest % h);
-        long long n = rest / h;
+    XPNN_GRID_STRIDE_LOOP(i, size) {
+        xpnn_nhwc p = xpnn_unravel_nhwc(i, h, w, c);
+        int y = p.y, x = p.x;
         int oh_first = y >= k ? (y - k) / s + 1 : 0;   /* windows oh with oh*s <= y < oh*s + k */
         int oh_last = y / s < ho - 1 ? y / s : ho - 1;
         int ow_first = x >= k ? (x - k) / s + 1 : 0;
@@ -55,7 +46,7 @@ extern "C" __global__ void xpnn_maxpool_backward(
         T total = 0;
         for (int oh = oh_first; oh <= oh_last; ++oh) {
             for (int ow = ow_first; ow <= ow_last; ++ow) {
-                long long o = ((n * ho + oh) * wo + ow) * c + i % c;
+                long long o = ((p.n * ho + oh) * wo + ow) * c + p.c;
                 if (winner[o] == (y - oh * s) * k + (x - ow * s)) {
                     total += g[o];
                 }

@@ -26,8 +26,7 @@ ADD_BATCH_STATS = RawKernel(r"""
 extern "C" __global__ void xpnn_add_batch_stats(
         const T* logits, const long long* labels, const T* loss, double* loss_sum,
         long long* correct, long long n, int k) {
-    for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < n;
-         row += (long long)blockDim.x * gridDim.x) {
+    XPNN_GRID_STRIDE_LOOP(row, n) {
         const T* x = logits + row * k;
         int best = 0;
         for (int j = 1; j < k; ++j) {
