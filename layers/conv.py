@@ -48,10 +48,6 @@ class Frame:
         self.x, self.offset, self.size_hw, self.step = x, offset, size_hw, step
         self._array = None
 
-    @property
-    def shape(self):
-        return (self.x.shape[0], *self.size_hw, self.x.shape[3])
-
     def array(self):
         if self._array is None:
             self._array = embed(self.x, self.offset, self.size_hw, self.step)
