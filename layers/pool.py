@@ -89,14 +89,6 @@ class MaxPoolLayer(Layer):
                              f"is larger than the input of {h} x {w}")
         return (n, c, size_h, size_w)
 
-    def _window_slices(self, ho, wo):
-        """Yield, for each offset (a, b) inside the window, the slices it reads from the input."""
-        k, s = self.kernel_size, self.stride
-        for a in range(k):
-            for b in range(k):
-                yield (slice(None), slice(a, a + (ho - 1) * s + 1, s),
-                       slice(b, b + (wo - 1) * s + 1, s))
-
     def forward(self, x):
         _, _, ho, wo = self.output_shape(x.shape)
         xp = get_array_module(x)
