@@ -5,7 +5,7 @@
     x = device.send(host_array)     # host -> device
     xp = get_array_module(x)        # inside a layer: the module that owns x
 """
-from backend.device import (
+from xpnn.backend.device import (
     CPU,
     Device,
     DeviceUnavailableError,
@@ -14,15 +14,15 @@ from backend.device import (
     get_device,
     gpu_unavailable_reason,
 )
-from backend.kernels import (
+from xpnn.backend.kernels import (
     batch_chunks,
     few_kernels,
     forcing_few_kernels,
     product_width,
     sliding_windows,
 )
-from backend.random import new_rng
-from backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
+from xpnn.backend.random import new_rng
+from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 
 __all__ = [
     "CPU", "Device", "DeviceUnavailableError", "device_of", "get_array_module", "get_device",

@@ -24,8 +24,8 @@ import os
 
 import numpy
 
-from backend import cuda_emulation
-from backend.device import get_array_module
+from xpnn.backend import cuda_emulation
+from xpnn.backend.device import get_array_module
 
 ENV_FLAG = "XPNN_FUSED_KERNELS"
 _FORCED_FUSED = contextvars.ContextVar("xpnn_forced_fused_kernels", default=None)

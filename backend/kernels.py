@@ -9,7 +9,7 @@ GPU way on NumPy.
 import contextlib
 import contextvars
 
-from backend.device import get_array_module
+from xpnn.backend.device import get_array_module
 
 _FORCED_FEW_KERNELS = contextvars.ContextVar("xpnn_forced_few_kernels", default=None)
 

@@ -1,8 +1,8 @@
 """Parity: run one layer or network under two (device, dtype) settings with identical weights, and
 compare the output of every top-level stage, the loss and every gradient.
 
-    import nets
-    from backend import parity
+    from xpnn import nets
+    from xpnn.backend import parity
 
     rows = parity.compare(lambda: nets.build(model_config, seed=0), images, labels,
                           a=("cpu", "float64"), b=("gpu", "float32"))
@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy
 
-from backend.device import CPU, get_device
+from xpnn.backend.device import CPU, get_device
 
 TINY = 1e-30
 

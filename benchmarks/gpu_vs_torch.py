@@ -17,15 +17,15 @@ import statistics
 import sys
 import time
 
-from backend import get_device
-from backend.cuda import forcing_fused_kernels
+from xpnn.backend import get_device
+from xpnn.backend.cuda import forcing_fused_kernels
 from benchmarks.torch_nets import build_torch_net, copy_weights, import_torch, make_torch_optimizer
-from training.bench import BENCH_LR, benchmark, load_config, make_batch
+from xpnn.training.bench import BENCH_LR, benchmark, load_config, make_batch
 
 
 def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0):
     """Median ms of PyTorch training steps of `config`'s network on 'cpu' or 'cuda'."""
-    import nets
+    from xpnn import nets
 
     torch = import_torch()
     device = torch.device("cuda" if device_name != "cpu" else "cpu")

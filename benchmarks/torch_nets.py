@@ -15,7 +15,7 @@ update as ours (v = m v + g + wd w; w -= lr v).
 
 PyTorch is optional (``pip install torch==2.13.0``) and never imported by the library itself.
 """
-from training.bench import BENCH_LR, make_batch, time_steps
+from xpnn.training.bench import BENCH_LR, make_batch, time_steps
 
 TORCH_INSTALL_HINT = "pip install torch==2.13.0"
 THREADS = 2
@@ -109,7 +109,7 @@ def copy_weights(our_net, torch_net):
     """
     import torch
 
-    from backend import CPU
+    from xpnn.backend import CPU
 
     def assign(module_param, array):  # via the host: our parameters may live on a GPU
         with torch.no_grad():
@@ -157,7 +157,7 @@ class TorchTrainingStep:
     and the same fixed batch; `step()` is zero_grad, forward, loss, backward, step."""
 
     def __init__(self, config, batch_size=100, seed=0, lr=BENCH_LR, threads=THREADS):
-        import nets
+        from xpnn import nets
 
         torch = import_torch(threads)
         self.torch = torch

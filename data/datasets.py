@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .idx import parse_idx, read_idx_bytes
+from xpnn.data.errors import DataError
+from xpnn.data.idx import parse_idx, read_idx_bytes
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -6,8 +6,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from .datasets import FILE_STEMS, dataset_spec
-from .errors import DataError
+from xpnn.data.datasets import FILE_STEMS, dataset_spec
+from xpnn.data.errors import DataError
 
 
 def download(name, dest_dir, mirrors=None, timeout=60.0):

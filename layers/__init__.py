@@ -1,11 +1,11 @@
 """The layers of xpnn. Every layer computes with the `xp` of the arrays it is given."""
-from layers.activation import LeakyReLULayer, ReLULayer
-from layers.base import Layer, Parameter, ShapeError
-from layers.container import AddLayer, ResNetBlock, SequentialLayer
-from layers.conv import ConvLayer
-from layers.linear import FlattenLayer, LinearLayer
-from layers.loss import SoftmaxCrossEntropyLossLayer
-from layers.pool import MaxPoolLayer
+from xpnn.layers.activation import LeakyReLULayer, ReLULayer
+from xpnn.layers.base import Layer, Parameter, ShapeError
+from xpnn.layers.container import AddLayer, ResNetBlock, SequentialLayer
+from xpnn.layers.conv import ConvLayer
+from xpnn.layers.linear import FlattenLayer, LinearLayer
+from xpnn.layers.loss import SoftmaxCrossEntropyLossLayer
+from xpnn.layers.pool import MaxPoolLayer
 
 __all__ = [
     "AddLayer", "ConvLayer", "FlattenLayer", "Layer", "LeakyReLULayer", "LinearLayer",

@@ -3,9 +3,9 @@
 Gradients are masked by multiplying with a 0/1 (or slope) array: in NumPy that is over ten
 times faster than `where` for the same result. With fused CUDA kernels each pass is one kernel.
 """
-from backend import get_array_module
-from backend.cuda import ElementwiseKernel, fused_kernels
-from layers.base import Layer
+from xpnn.backend import get_array_module
+from xpnn.backend.cuda import ElementwiseKernel, fused_kernels
+from xpnn.layers.base import Layer
 
 RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_backward")
 LEAKY_RELU_FORWARD = ElementwiseKernel("T x, T slope", "T y", "y = x > 0 ? x : x * slope",

@@ -6,7 +6,7 @@ N x C x H x W at every layer boundary. Layers that work channels-last inside (co
 return N x C x H x W *views* of channels-last memory, so the next such layer's transpose back is
 free; any other layer sees an ordinary N x C x H x W array.
 """
-from backend import CPU, get_array_module, get_device
+from xpnn.backend import CPU, get_array_module, get_device
 
 
 class ShapeError(ValueError):

@@ -1,7 +1,7 @@
 """Layers made of layers: a chain, a sum, and the residual block built from both."""
-from layers.activation import ReLULayer
-from layers.base import Layer
-from layers.conv import ConvLayer
+from xpnn.layers.activation import ReLULayer
+from xpnn.layers.base import Layer
+from xpnn.layers.conv import ConvLayer
 
 
 class SequentialLayer(Layer):

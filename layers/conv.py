@@ -1,9 +1,9 @@
 """2-D convolution as patch extraction plus one matrix product, channels-last inside."""
 import math
 
-from backend import CPU, batch_chunks, get_array_module, new_rng, product_width, sliding_windows
-from backend.cuda import RawKernel, fused_kernels
-from layers.base import Layer, Parameter, ShapeError, check_input
+from xpnn.backend import CPU, batch_chunks, get_array_module, new_rng, product_width, sliding_windows
+from xpnn.backend.cuda import RawKernel, fused_kernels
+from xpnn.layers.base import Layer, Parameter, ShapeError, check_input
 
 
 def channels_last(x):

@@ -1,8 +1,8 @@
 """Fully connected layer and the flattening that feeds it."""
 import math
 
-from backend import CPU, get_array_module, new_rng
-from layers.base import Layer, Parameter, check_input
+from xpnn.backend import CPU, get_array_module, new_rng
+from xpnn.layers.base import Layer, Parameter, check_input
 
 
 class LinearLayer(Layer):

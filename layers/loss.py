@@ -1,7 +1,7 @@
 """Softmax followed by cross-entropy, fused for stability."""
-from backend import CPU, get_array_module
-from backend.cuda import RawKernel, fused_kernels
-from layers.base import Layer, check_input
+from xpnn.backend import CPU, get_array_module
+from xpnn.backend.cuda import RawKernel, fused_kernels
+from xpnn.layers.base import Layer, check_input
 
 # logits, grad: contiguous (N, K); labels, nll: (N,). One thread per row: the row's loss, or NaN
 # for a label outside [0, K), and d loss_row / d logits = softmax - one_hot.

@@ -1,8 +1,8 @@
 """Max pooling over square windows, channels-last inside."""
-from backend import few_kernels, get_array_module, sliding_windows
-from backend.cuda import RawKernel, fused_kernels
-from layers.base import Layer, ShapeError, check_input
-from layers.conv import channels_first, channels_last
+from xpnn.backend import few_kernels, get_array_module, sliding_windows
+from xpnn.backend.cuda import RawKernel, fused_kernels
+from xpnn.layers.base import Layer, ShapeError, check_input
+from xpnn.layers.conv import channels_first, channels_last
 
 # x, out, winner: contiguous (N, H, W, C), (N, Ho, Wo, C), (N, Ho, Wo, C). One thread per output;
 # `v != v` lets a NaN through as the maximum, as xp.maximum does.

@@ -1,7 +1,7 @@
 """Networks: a layer stack plus its loss layer, built from configs."""
-from nets.builder import LAYER_TYPES, build
-from nets.config import ConfigError
-from nets.network import Network
-from nets.parallel import DataParallel
+from xpnn.nets.builder import LAYER_TYPES, build
+from xpnn.nets.config import ConfigError
+from xpnn.nets.network import Network
+from xpnn.nets.parallel import DataParallel
 
 __all__ = ["ConfigError", "DataParallel", "LAYER_TYPES", "Network", "build"]

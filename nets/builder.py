@@ -16,11 +16,11 @@ the whole chain before any weight is drawn.
 """
 import inspect
 
-import layers
-from backend import new_rng
-from layers import ShapeError
-from nets.config import ConfigError, check_keys, check_number, closest
-from nets.network import Network
+from xpnn import layers
+from xpnn.backend import new_rng
+from xpnn.layers import ShapeError
+from xpnn.nets.config import ConfigError, check_keys, check_number, closest
+from xpnn.nets.network import Network
 
 LAYER_TYPES = {
     cls.__name__: cls for cls in [
@@ -78,6 +78,10 @@ def build(model_config, seed=0, dtype="float32"):
     closest valid name), a bad value, or two layers whose shapes do not chain.
     """
     check_keys("model", model_config, MODEL_KEYS, required=("name", "input_shape", "layers"))
+    name = model_config["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"model.name must be a non-empty string (the network's printed name, "
+                          f"e.g. MNISTResNetwork), got {name!r}")
     input_shape = model_config["input_shape"]
     if not (isinstance(input_shape, list) and len(input_shape) in (1, 3)):
         raise ConfigError(f"model.input_shape must be [channels, height, width] or [features], "

@@ -1,5 +1,5 @@
 """A network: a stack of layers and the loss layer that trains it."""
-from layers import Layer, SequentialLayer, SoftmaxCrossEntropyLossLayer
+from xpnn.layers import Layer, SequentialLayer, SoftmaxCrossEntropyLossLayer
 
 
 class Network(Layer):

@@ -3,7 +3,7 @@ import contextvars
 import copy
 from concurrent.futures import ThreadPoolExecutor
 
-from backend import get_array_module, keep_freed_memory, set_blas_threads
+from xpnn.backend import get_array_module, keep_freed_memory, set_blas_threads
 
 
 class DataParallel:

@@ -1,5 +1,5 @@
 """The optimizer a config's ``train`` section names."""
-from optim.sgd import MomentumSGDOptimizer, SGDOptimizer
+from xpnn.optim.sgd import MomentumSGDOptimizer, SGDOptimizer
 
 OPTIMIZERS = ("momentum_sgd", "sgd")
 

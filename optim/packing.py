@@ -1,5 +1,5 @@
 """Pack many parameters into one buffer so an optimizer step is a few whole-array operations."""
-from backend import get_array_module
+from xpnn.backend import get_array_module
 
 
 def pack_parameters(parameters):

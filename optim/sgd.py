@@ -1,8 +1,8 @@
 """Stochastic gradient descent, plain and with momentum, on packed parameters."""
 import math
-from backend import CPU, get_array_module
-from backend.cuda import ElementwiseKernel, fused_kernels
-from optim.packing import pack_parameters
+from xpnn.backend import CPU, get_array_module
+from xpnn.backend.cuda import ElementwiseKernel, fused_kernels
+from xpnn.optim.packing import pack_parameters
 
 SGD_STEP = ElementwiseKernel("T grad, T lr, T decay", "T data",
                              "data -= lr * (grad + decay * data)", "sgd_step")

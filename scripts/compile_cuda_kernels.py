@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.cuda import ElementwiseKernel, RawKernel  # noqa: E402
-from backend.cuda_emulation import _C_TYPES, _params  # noqa: E402
+from xpnn.backend.cuda import ElementwiseKernel, RawKernel  # noqa: E402
+from xpnn.backend.cuda_emulation import _C_TYPES, _params  # noqa: E402
 
-PACKAGES = ("layers", "optim", "nets", "training")
+PACKAGES = ("xpnn.layers", "xpnn.optim", "xpnn.nets", "xpnn.training")
 
 
 def find_nvrtc():

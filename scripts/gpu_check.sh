@@ -50,7 +50,7 @@ for fused in 0 1; do
     for config in configs/*.yaml; do
         name="$(basename "$config" .yaml) (fused kernels $fused)"
         echo "-- $name" >> "$LOG"
-        if XPNN_FUSED_KERNELS=$fused python run.py parity -c "$config" --device-a cpu \
+        if XPNN_FUSED_KERNELS=$fused python run.py parity -c "$config" --device-a cpu --dtype-a float32 \
                 --device-b gpu >> "$LOG" 2>&1; then
             say "parity $name: ok (<= 1e-4)"
         else
@@ -74,10 +74,10 @@ echo "== 5. resnet, 5 epochs on the GPU" | tee -a "$LOG"
 for fused in 1 0; do
     start=$(date +%s)
     XPNN_FUSED_KERNELS=$fused python run.py train -c configs/resnet.yaml --device gpu \
-        --out "$OUT/resnet_gpu_fused$fused" --no-progress 2>&1 | tee -a "$LOG" | tail -7
+        --output "$OUT/resnet_gpu_fused$fused" --no-progress 2>&1 | tee -a "$LOG" | tail -7
     say "resnet 5 epochs on GPU, fused kernels $fused: $(python - "$OUT/resnet_gpu_fused$fused" <<'PY'
 import sys
-from training.metrics import read_metrics
+from xpnn.training.metrics import read_metrics
 try:
     records = read_metrics(sys.argv[1])
     best = max(record["test_acc"] for record in records)

@@ -17,9 +17,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy  # noqa: E402  (after the thread setting above)
 import pytest  # noqa: E402
 
-import backend  # noqa: E402
-from backend import cuda_emulation  # noqa: E402
-from backend.cuda import forcing_fused_kernels  # noqa: E402
+from xpnn import backend  # noqa: E402
+from xpnn.backend import cuda_emulation  # noqa: E402
+from xpnn.backend.cuda import forcing_fused_kernels  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ import math
 import numpy
 import pytest
 
-from training.bench import (BenchResult, TrainingStep, benchmark, benchmark_in_subprocess,
+from xpnn.training.bench import (BenchResult, TrainingStep, benchmark, benchmark_in_subprocess,
                             load_config, make_optimizer, profile_steps)
 
 TORCH_MISSING = importlib.util.find_spec("torch") is None
@@ -117,7 +117,7 @@ def test_benchmark_in_a_fresh_process(lenet_config):
 
 
 def test_make_optimizer_follows_the_train_section(lenet_config):
-    from optim import MomentumSGDOptimizer, SGDOptimizer
+    from xpnn.optim import MomentumSGDOptimizer, SGDOptimizer
 
     net_params = lambda: TrainingStep(lenet_config, batch_size=1).net.parameters()  # noqa: E731
     momentum = make_optimizer({"optimizer": "momentum_sgd", "lr": 0.1, "momentum": 0.5},
@@ -136,9 +136,9 @@ def test_make_optimizer_follows_the_train_section(lenet_config):
 def test_torch_net_with_our_weights_gives_our_logits_and_loss(name):
     import torch
 
-    import nets
+    from xpnn import nets
     from benchmarks.torch_nets import build_torch_net, copy_weights
-    from training.bench import make_batch
+    from xpnn.training.bench import make_batch
 
     config = load_config(f"configs/{name}.yaml")
     ours = nets.build(config["model"], seed=3)

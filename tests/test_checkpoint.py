@@ -8,12 +8,12 @@ import numpy
 import pytest
 import yaml
 
-import nets
-from optim import MomentumSGDOptimizer
-from training.checkpoint import (FORMAT_VERSION, check_matches, load_checkpoint, restore,
+from xpnn import nets
+from xpnn.optim import MomentumSGDOptimizer
+from xpnn.training.checkpoint import (FORMAT_VERSION, check_matches, load_checkpoint, restore,
                                  save_checkpoint)
-from training.errors import CheckpointError
-from training.files import TEMP_SUFFIX, atomic_write, remove_stale_temporaries
+from xpnn.training.errors import CheckpointError
+from xpnn.training.files import TEMP_SUFFIX, atomic_write, remove_stale_temporaries
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,10 @@ import numpy
 import pytest
 from click.testing import CliRunner
 
-import nets
-from run import cli
-from training import load_checkpoint, load_config, read_metrics
-from training.trainer import Trainer
+from xpnn import nets
+from xpnn.cli import cli
+from xpnn.training import load_checkpoint, load_config, read_metrics
+from xpnn.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 LENET = REPO / "configs" / "lenet.yaml"
@@ -20,7 +20,7 @@ QUICK = ["--batch-size", "50", "--limit-train", "500", "--limit-test", "300", "-
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
+    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="xpnn")
 
 
 def assert_ok(result):
@@ -77,10 +77,10 @@ def test_train_stop_evaluate_resume(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     with monkeypatch.context() as patch:
         stop_after_steps(patch, 13)  # 10 steps per epoch: stops in epoch 2
-        result = invoke("train", "-c", LENET, "--epochs", "2", *QUICK, "--out", run_dir)
+        result = invoke("train", "-c", LENET, "--epochs", "2", *QUICK, "--output", run_dir)
     assert result.exit_code == 130, result.output
     assert result.stderr.strip() == (f"SIGINT: stopped at epoch 2 step 3/10 and saved "
-                                     f"{run_dir / 'last.npz'}; continue with: python run.py "
+                                     f"{run_dir / 'last.npz'}; continue with: xpnn "
                                      f"train --resume {run_dir}")
     assert result.stdout.splitlines()[0].startswith(f"run folder {run_dir}: MNISTNetwork")
     assert "epoch 1/2: train loss" in result.stdout
@@ -121,7 +121,7 @@ def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypat
     with monkeypatch.context() as patch:
         stop_after_steps(patch, 4)
         result = invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--workers", "2",
-                        "--out", run_dir)
+                        "--output", run_dir)
     assert result.exit_code == 130
     assert load_checkpoint(run_dir / "last.npz").meta["workers"] == 2
     assert_ok(invoke("train", "--resume", run_dir, "--no-progress"))
@@ -174,19 +174,19 @@ def test_plot_of_a_folder_without_metrics_is_an_error(tmp_path):
 # -- bench and parity -----------------------------------------------------------------------------
 
 def test_bench_times_training_steps():
-    pytest.importorskip("training.bench")
+    pytest.importorskip("xpnn.training.bench")
     result = invoke("bench", "-c", LENET, "--batch-size", "8", "--steps", "2", "--warmup", "1")
     assert_ok(result)
     assert "MNISTNetwork" in result.output or "ms" in result.output
 
 
 def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
-    pytest.importorskip("backend.parity")
+    pytest.importorskip("xpnn.backend.parity")
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4")
     assert_ok(result)
     assert "logits" in result.output and "layers.0.weight" in result.output
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4",
-                    "--tolerance", "-1")
+                    "--tolerance", "0")
     assert result.exit_code == 1
     assert result.stderr.strip().startswith("Error: parity fails: worst relative error")
 
@@ -203,7 +203,7 @@ def test_gpu_commands_offer_the_fused_kernels_switch(command):
 @pytest.mark.parametrize("flag,expected", [("--fused-kernels", "1"), ("--array-code", "0")])
 def test_fused_kernels_switch_sets_the_environment_for_this_run(flag, expected, monkeypatch):
     import os
-    from backend.cuda import ENV_FLAG
+    from xpnn.backend.cuda import ENV_FLAG
     monkeypatch.setenv(ENV_FLAG, "")  # restored after the test
     assert_ok(invoke("bench", "-c", LENET, "--batch-size", "2", "--steps", "1", "--warmup", "0",
                      flag))

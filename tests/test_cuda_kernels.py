@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy
 import pytest
 
-from backend import cuda_emulation
-from backend.cuda import (ENV_FLAG, ElementwiseKernel, RawKernel, forcing_fused_kernels,
+from xpnn.backend import cuda_emulation
+from xpnn.backend.cuda import (ENV_FLAG, ElementwiseKernel, RawKernel, forcing_fused_kernels,
                           fused_kernels, fused_kernels_setting)
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import (DATASETS, FILE_STEMS, DataError, Dataset, download, encode_idx, load_dataset, parse_idx,
+from xpnn.data import (DATASETS, FILE_STEMS, DataError, Dataset, download, encode_idx, load_dataset, parse_idx,
                   read_idx, sha256_of_idx)
 
 MNIST_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"

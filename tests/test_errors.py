@@ -12,9 +12,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from backend import CPU
-from run import cli
-from training import load_checkpoint, load_config, start_run
+from xpnn.backend import CPU
+from xpnn.cli import cli
+from xpnn.training import load_checkpoint, load_config, start_run
 
 REPO = Path(__file__).resolve().parent.parent
 LENET = REPO / "configs" / "lenet.yaml"
@@ -24,7 +24,7 @@ QUICK = ["--epochs", "1", "--batch-size", "50", *LIMITS]
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
+    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="xpnn")
 
 
 def assert_one_line_error(result, *fragments):
@@ -124,7 +124,7 @@ CONFIG_CASES = {
 def test_bad_config_is_one_line_error(tmp_path, case):
     change, fragments = CONFIG_CASES[case]
     path = lenet_with(tmp_path, change)
-    result = invoke("train", "-c", path, *LIMITS, "--out", tmp_path / "run")
+    result = invoke("train", "-c", path, *LIMITS, "--output", tmp_path / "run")
     assert_one_line_error(result, str(path), *fragments)
     assert not (tmp_path / "run").exists(), "nothing may be created for bad input"
     assert_one_line_error(invoke("describe", "-c", path), *fragments)
@@ -155,7 +155,7 @@ def test_missing_config_file_is_one_line_error(tmp_path):
     ("--seed", "-3", "train.seed must be >= 0, got -3"),
 ])
 def test_bad_command_line_value_is_one_line_error(tmp_path, option, value, fragment):
-    result = invoke("train", "-c", LENET, *QUICK, option, value, "--out", tmp_path / "run")
+    result = invoke("train", "-c", LENET, *QUICK, option, value, "--output", tmp_path / "run")
     assert_one_line_error(result, fragment)
 
 
@@ -203,7 +203,7 @@ def remove(folder):
 def test_damaged_data_files_are_one_line_errors(tmp_path, damage, fragment):
     folder = copy_mnist(tmp_path / "mnist")
     damage(folder)
-    result = invoke("train", "-c", LENET, *QUICK, "--data-dir", folder, "--out", tmp_path / "run")
+    result = invoke("train", "-c", LENET, *QUICK, "--data-dir", folder, "--output", tmp_path / "run")
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "run").exists()
 
@@ -218,14 +218,14 @@ def test_labels_beyond_the_networks_classes_are_one_line_error(tmp_path):
         config["model"]["num_classes"] = 5
         config["model"]["layers"][-1] = {"LinearLayer": {"in_features": 84, "out_features": 5}}
     path = lenet_with(tmp_path, five_classes)
-    result = invoke("train", "-c", path, *QUICK, "--out", tmp_path / "run")
+    result = invoke("train", "-c", path, *QUICK, "--output", tmp_path / "run")
     assert_one_line_error(result, "train labels from 0 to 9", "labels must lie in [0, 4]")
 
 
 # -- devices --------------------------------------------------------------------------------------
 
 def test_gpu_without_cupy_or_device_is_one_line_error(tmp_path):
-    from backend import gpu_unavailable_reason
+    from xpnn.backend import gpu_unavailable_reason
     if gpu_unavailable_reason() is None:
         pytest.skip("a GPU is usable here")
     for command in (["train", "-c", LENET, *QUICK], ["bench", "-c", LENET, "--steps", "1"],
@@ -245,7 +245,7 @@ def test_unknown_device_name_is_a_usage_error():
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("lenet") / "run"
-    start_run(load_config(LENET, {"epochs": 1, "batch_size": 50}), CPU, run_dir,
+    start_run(load_config(LENET, {"train.epochs": 1, "train.batch_size": 50}), CPU, run_dir,
               limit_train=100, limit_test=100, progress=False, echo=lambda line: None).fit()
     return run_dir
 
@@ -280,7 +280,7 @@ def test_resume_needs_a_run_folder(tmp_path):
 def test_resume_keeps_its_settings(lenet_run):
     result = invoke("train", "--resume", lenet_run, "--lr", "0.1", "--limit-train", "5")
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "--lr, --limit-train cannot be combined with --resume" in result.stderr
+    assert "--lr 0.1, --limit-train cannot be combined with --resume" in result.stderr
 
 
 def test_neither_config_nor_resume_is_a_usage_error():
@@ -289,14 +289,14 @@ def test_neither_config_nor_resume_is_a_usage_error():
 
 
 def test_output_folder_that_holds_a_run_is_refused(lenet_run):
-    assert_one_line_error(invoke("train", "-c", LENET, *QUICK, "--out", lenet_run),
+    assert_one_line_error(invoke("train", "-c", LENET, *QUICK, "--output", lenet_run),
                           "already holds a training run", f"--resume {lenet_run}")
 
 
 def test_output_folder_under_a_file_is_refused_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = invoke("train", "-c", LENET, *QUICK, "--out", blocker / "run")
+    result = invoke("train", "-c", LENET, *QUICK, "--output", blocker / "run")
     assert_one_line_error(result, "cannot create the output folder", "choose another with --out")
     assert "epoch" not in result.stdout
 
@@ -307,7 +307,7 @@ def test_read_only_output_folder_is_refused(tmp_path):
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        assert_one_line_error(invoke("train", "-c", LENET, *QUICK, "--out", folder),
+        assert_one_line_error(invoke("train", "-c", LENET, *QUICK, "--output", folder),
                               "cannot write to the output folder")
     finally:
         folder.chmod(0o700)
@@ -316,13 +316,13 @@ def test_read_only_output_folder_is_refused(tmp_path):
 def test_unwritable_output_folder_is_refused_even_for_root(tmp_path, monkeypatch):
     """The same refusal as above, on machines where the test runs as root: the write probe
     is made to fail as a read-only folder would make it fail."""
-    import training.runs
+    from xpnn.training import runs
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(kwargs.get("dir", "")))
 
-    monkeypatch.setattr(training.runs.tempfile, "mkstemp", refuse)
-    result = invoke("train", "-c", LENET, *QUICK, "--out", tmp_path / "locked")
+    monkeypatch.setattr(runs.tempfile, "mkstemp", refuse)
+    result = invoke("train", "-c", LENET, *QUICK, "--output", tmp_path / "locked")
     assert_one_line_error(result, "cannot write to the output folder", "Permission denied",
                           "choose another with --out")
     assert "epoch" not in result.stdout
@@ -333,7 +333,7 @@ def test_unwritable_output_folder_is_refused_even_for_root(tmp_path, monkeypatch
 def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     result = invoke("train", "-c", LENET, *QUICK, "--lr", "1e6", "--checkpoint-every", "1",
-                    "--out", run_dir)
+                    "--output", run_dir)
     assert_one_line_error(result, "training diverged", "last good checkpoint", "is unchanged",
                           "lower learning rate")
     good = load_checkpoint(run_dir / "last.npz")
@@ -349,7 +349,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path):
 ])
 def test_run_py_process_prints_one_line_without_traceback(tmp_path, args, fragment):
     if "--device" in args:
-        from backend import gpu_unavailable_reason
+        from xpnn.backend import gpu_unavailable_reason
         if gpu_unavailable_reason() is None:
             pytest.skip("a GPU is usable here")
     misspelt = lenet_with(tmp_path, rename("train", "epochs", "epoch"))

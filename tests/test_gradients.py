@@ -12,9 +12,9 @@ import numpy
 import pytest
 import yaml
 
-import layers
-import nets
-from backend import CPU
+from xpnn import layers
+from xpnn import nets
+from xpnn.backend import CPU
 
 TOLERANCE = 1e-6  # largest relative error accepted, see `relative_error`
 STEP = 1e-6       # central-difference step; float64 round-off and truncation both stay near 1e-9

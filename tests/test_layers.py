@@ -9,11 +9,11 @@ import numpy
 import pytest
 import yaml
 
-import backend
-import layers
-import nets
-from backend import get_array_module, parity
-from layers import ShapeError
+from xpnn import backend
+from xpnn import layers
+from xpnn import nets
+from xpnn.backend import get_array_module, parity
+from xpnn.layers import ShapeError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -7,9 +7,9 @@ import numpy
 import pytest
 import yaml
 
-import layers
-import nets
-from nets import ConfigError
+from xpnn import layers
+from xpnn import nets
+from xpnn.nets import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_PATHS = sorted(CONFIG_DIR.glob("*.yaml"))

@@ -7,11 +7,11 @@ import numpy
 import pytest
 import yaml
 
-import layers
-import nets
-from backend import CPU, device_of
-from layers import Parameter
-from optim import MomentumSGDOptimizer, Schedule, SGDOptimizer, pack_parameters
+from xpnn import layers
+from xpnn import nets
+from xpnn.backend import CPU, device_of
+from xpnn.layers import Parameter
+from xpnn.optim import MomentumSGDOptimizer, Schedule, SGDOptimizer, pack_parameters
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STEPS = 3

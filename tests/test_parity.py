@@ -6,10 +6,10 @@ import numpy
 import pytest
 import yaml
 
-import backend
-import layers
-import nets
-from backend import cuda_emulation, parity
+from xpnn import backend
+from xpnn import layers
+from xpnn import nets
+from xpnn.backend import cuda_emulation, parity
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 FLOAT32_TOLERANCE = 1e-4  # max abs error / max abs float64 reference, per tensor

@@ -12,19 +12,20 @@ from pathlib import Path
 import numpy
 import pytest
 
-from backend import CPU
-from training import load_checkpoint, load_config, read_metrics, resume_run, start_run
-from training.batches import epoch_permutation, num_batches, to_float
-from training.errors import CheckpointError, DivergenceError
-from training.metrics import METRIC_KEYS, RunningStats
-from training.trainer import Trainer
+from xpnn.backend import CPU
+from xpnn.training import load_checkpoint, load_config, read_metrics, resume_run, start_run
+from xpnn.training.batches import epoch_permutation, num_batches, to_float
+from xpnn.training.errors import CheckpointError, DivergenceError
+from xpnn.training.metrics import METRIC_KEYS, RunningStats
+from xpnn.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 LENET = REPO / "configs" / "lenet.yaml"
 
 
-def lenet(**overrides):
-    return load_config(LENET, overrides=overrides)
+def lenet(**train):
+    """The lenet config with some train values changed."""
+    return load_config(LENET, {f"train.{key}": value for key, value in train.items()})
 
 
 def assert_same_run(dir_a, dir_b):
@@ -142,7 +143,7 @@ def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):
 def crash_in_evaluation(monkeypatch):
     def evaluate(*args, **kwargs):
         raise Crash
-    monkeypatch.setattr("training.trainer.evaluate", evaluate)
+    monkeypatch.setattr("xpnn.training.trainer.evaluate", evaluate)
 
 
 def crash_after_best(monkeypatch):
@@ -158,7 +159,7 @@ def crash_after_best(monkeypatch):
 def crash_before_metrics(monkeypatch):
     def write_metrics(*args):
         raise Crash
-    monkeypatch.setattr("training.trainer.write_metrics", write_metrics)
+    monkeypatch.setattr("xpnn.training.trainer.write_metrics", write_metrics)
 
 
 @pytest.mark.parametrize("crash, saved_at", [(crash_in_evaluation, (0, 12)),
@@ -206,7 +207,7 @@ def test_running_stats_sum_loss_and_correct_predictions(device):
 def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, small_reference):
     """The whole training path with the fused CUDA kernels, run on the CPU (see
     backend.cuda_emulation): the weights end where the array code's do."""
-    from backend import cuda_emulation
+    from xpnn.backend import cuda_emulation
     reason = cuda_emulation.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -224,8 +225,8 @@ def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, smal
 @pytest.mark.gpu
 @pytest.mark.parametrize("fused", [False, True], ids=["array-code", "fused-kernels"])
 def test_training_on_gpu_follows_the_cpu_run(tmp_path, small_reference, fused):
-    from backend import get_device, gpu_unavailable_reason
-    from backend.cuda import forcing_fused_kernels
+    from xpnn.backend import get_device, gpu_unavailable_reason
+    from xpnn.backend.cuda import forcing_fused_kernels
     reason = gpu_unavailable_reason()
     if reason is not None:
         pytest.skip(f"no usable GPU: {reason}")
@@ -306,14 +307,14 @@ def start_and_wait(args, run_dir, log_path, after):
 @pytest.fixture(scope="module")
 def cli_reference(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli-reference") / "run"
-    run_to_end([*CLI_ARGS, "--out", str(run_dir)], run_dir.parent / "log.txt")
+    run_to_end([*CLI_ARGS, "--output", str(run_dir)], run_dir.parent / "log.txt")
     return run_dir
 
 
 def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path, cli_reference):
     run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
     rng = numpy.random.default_rng()
-    process, log, seen = start_and_wait([*CLI_ARGS, "--out", str(run_dir)], run_dir, log_path,
+    process, log, seen = start_and_wait([*CLI_ARGS, "--output", str(run_dir)], run_dir, log_path,
                                         after=(0, 0))
     process.kill()  # mid-epoch: a mid-epoch checkpoint (`seen`) exists
     assert process.wait() == -signal.SIGKILL
@@ -339,7 +340,7 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path, cli_refere
 def test_sigint_saves_and_exits_then_resumes_bit_identical(tmp_path, cli_reference,
                                                            signal_number, exit_code):
     run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
-    process, log, seen = start_and_wait([*CLI_ARGS, "--out", str(run_dir)], run_dir, log_path,
+    process, log, seen = start_and_wait([*CLI_ARGS, "--output", str(run_dir)], run_dir, log_path,
                                         after=(0, 0))
     process.send_signal(signal_number)
     assert process.wait(timeout=60) == exit_code

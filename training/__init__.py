@@ -1,6 +1,6 @@
 """Training: configs, the training loop, checkpoints, metrics and run folders.
 
-    from training import load_config, start_run, resume_run
+    from xpnn.training import load_config, start_run, resume_run
     config = load_config("configs/lenet.yaml", overrides={"epochs": 1})
     trainer = start_run(config, get_device("cpu"), "runs/lenet-try", limit_train=5000)
     trainer.fit()                        # last.npz, best.npz, metrics.jsonl in runs/lenet-try
@@ -8,15 +8,15 @@
 
 Modules: config (load_config), trainer (Trainer), checkpoint (save/load/check), metrics
 (evaluation, metrics.jsonl), runs (run folders, start/resume), batches, files (atomic writes),
-errors. `training.bench` (timing) is separate and imported on its own.
+errors. `xpnn.training.bench` (timing) is separate and imported on its own.
 """
-from training.checkpoint import Checkpoint, check_matches, load_checkpoint, restore, save_checkpoint
-from training.config import load_config, validate_config
-from training.errors import (CheckpointError, DivergenceError, RunFolderError, TrainingError,
+from xpnn.training.checkpoint import Checkpoint, check_matches, load_checkpoint, restore, save_checkpoint
+from xpnn.training.config import load_config, validate_config
+from xpnn.training.errors import (CheckpointError, DivergenceError, RunFolderError, TrainingError,
                              TrainingInterrupted)
-from training.metrics import confusion_matrix, evaluate, read_metrics
-from training.runs import default_run_dir, load_data, resume_run, start_run
-from training.trainer import Trainer
+from xpnn.training.metrics import confusion_matrix, evaluate, read_metrics
+from xpnn.training.runs import default_run_dir, load_data, resume_run, start_run
+from xpnn.training.trainer import Trainer
 
 __all__ = [
     "Checkpoint", "CheckpointError", "DivergenceError", "RunFolderError", "Trainer",

@@ -1,7 +1,7 @@
 """Batches: the seeded order of each epoch and the uint8 -> float32 conversion, done on the device."""
 import numpy
 
-from backend import get_array_module
+from xpnn.backend import get_array_module
 
 
 def epoch_permutation(seed, epoch, count):

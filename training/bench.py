@@ -1,6 +1,6 @@
 """Time full training steps of a configured network, optionally layer by layer.
 
-    from training.bench import benchmark
+    from xpnn.training.bench import benchmark
     result = benchmark(config, "cpu", batch_size=100)        # config: a whole parsed YAML file
     print(result.format())
 
@@ -19,7 +19,7 @@ so its total is the high-water mark of what the step allocated).
 
 Command line (for quick looks; ``run.py bench`` is the user-facing entry):
 
-    python -m training.bench -c configs/resnet.yaml --batch-size 100 [--profile] [--device cpu]
+    python -m xpnn.training.bench -c configs/resnet.yaml --batch-size 100 [--profile] [--device cpu]
 """
 import argparse
 import dataclasses
@@ -35,13 +35,14 @@ from pathlib import Path
 
 import numpy
 
-import nets
-from backend import cpu_count, get_device, new_rng, set_blas_threads
-from backend.cuda import fused_kernels
-from optim import make_optimizer
-from training.config import load_config
+import xpnn
+from xpnn import nets
+from xpnn.backend import cpu_count, get_device, new_rng, set_blas_threads
+from xpnn.backend.cuda import fused_kernels
+from xpnn.optim import make_optimizer
+from xpnn.training.config import load_config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_PARENT = str(Path(xpnn.__file__).resolve().parent.parent)  # the folder holding xpnn/
 # The learning rate does not change what a step costs, but the configs' rates (meant to follow a
 # warm-up) drive the deeper ResNets to NaN within a few steps on a fixed random batch, and timings
 # of a diverged network are not trustworthy. Benchmarks use this rate unless told otherwise.
@@ -495,9 +496,12 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
             child_env.pop(key, None)
         else:
             child_env[key] = str(value)
+    # the child imports this same xpnn, installed or in a checkout
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT,
+                                                            child_env.get("PYTHONPATH")]))
     completed = subprocess.run(
-        [sys.executable, "-m", "training.bench", "--json-request"], input=json.dumps(request),
-        capture_output=True, text=True, cwd=REPO_ROOT, env=child_env, timeout=timeout)
+        [sys.executable, "-m", "xpnn.training.bench", "--json-request"], input=json.dumps(request),
+        capture_output=True, text=True, env=child_env, timeout=timeout)
     if completed.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed (exit {completed.returncode}):\n"
                            f"{completed.stderr.strip()}")
@@ -514,7 +518,7 @@ def _serve_json_request():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m xpnn.training.bench", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config YAML file, e.g. configs/resnet.yaml")
     parser.add_argument("--batch-size", type=int, help="default: the config's train.batch_size")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy
 
-from training.errors import CheckpointError
-from training.files import atomic_write
+from xpnn.training.errors import CheckpointError
+from xpnn.training.files import atomic_write
 
 FORMAT_VERSION = 1
 WEIGHTS_PREFIX = "weights/"

@@ -5,42 +5,63 @@
     data:  {dataset, data_dir}
 
 `load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
-whose message names the file, the key and the bad value, with the closest valid key for a typo.
+whose message names the file (or the command-line flag), the key and the bad value, with the
+closest valid key for a typo. `find_config` finds a config by path or by the name of one that
+ships with xpnn (``resnet``).
 """
 import copy
+import importlib.resources
 import inspect
 import math
 from pathlib import Path
 
 import yaml
 
-import nets
-from nets.config import ConfigError, check_keys, check_number, closest
-from optim import SCHEDULES, Schedule
+from xpnn import nets
+from xpnn.nets.config import ConfigError, check_keys, check_number, closest
+from xpnn.optim import OPTIMIZERS, SCHEDULES, Schedule
+from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
-OPTIMIZERS = ("sgd", "momentum_sgd")
 DATASETS = ("mnist", "fashion-mnist")
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "seed")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir")
-# Train keys that command-line options may replace (run.py's --epochs, --batch-size, --lr, --seed).
-OVERRIDABLE = ("epochs", "batch_size", "lr", "seed")
 # Schedule options whose value must be strictly positive (all others must be >= 0).
 POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
 
 
-def load_config(path, overrides=None):
-    """Read the YAML config at `path`, apply `overrides` to its train section, and check it all.
+def shipped_configs():
+    """{name: path} of the configs that ship with xpnn (the package xpnn.configs), by name."""
+    folder = Path(str(importlib.resources.files("xpnn.configs")))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
 
-    Args:
-        path: a YAML file with the sections model, train and (optionally) data.
-        overrides: {train key: value} from the command line; None values are ignored.
-    Returns:
-        The checked config as a new dict, defaults filled in (see `validate_config`).
-    Raises:
-        ConfigError: the message starts with the file name.
+
+def find_config(spec):
+    """The config file `spec` names: a path to a YAML file, or the name of a shipped config
+    (``resnet``, ``resnet.yaml`` or ``configs/resnet.yaml`` where no such file exists here).
+
+    Raises `ConfigError` listing the shipped names when it is neither.
     """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ConfigError(f"config {spec} is a folder; give a YAML file or the name of a shipped "
+                          f"config")
+    shipped = shipped_configs()
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if str(path.parent) in (".", "configs") and name in shipped:
+        return shipped[name]
+    if path.name == name and str(path.parent) == ".":  # a bare name
+        raise ConfigError(f"{name!r} is neither a config file nor the name of a config shipped "
+                          f"with xpnn{closest(name, shipped)}; shipped: {', '.join(shipped)}")
+    raise ConfigError(f"config file {path} does not exist{closest(name, shipped)}; or give the "
+                      f"name of a config shipped with xpnn: {', '.join(shipped)}")
+
+
+def read_config(path):
+    """The raw mapping in the YAML file at `path` (unchecked); `ConfigError` if it cannot be read."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -49,16 +70,44 @@ def load_config(path, overrides=None):
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+
+
+def load_config(path, overrides=()):
+    """Read the YAML config at `path`, apply `overrides`, and check it all.
+
+    Args:
+        path: a YAML file with the sections model, train and (optionally) data.
+        overrides: `Override`s from the command line, or a mapping {dotted key: value}
+            (``{"train.epochs": 1}``); None values are ignored.
+    Returns:
+        The checked config as a new dict, defaults filled in (see `validate_config`).
+    Raises:
+        ConfigError: the message starts with the file name, or with the flags at fault.
+    """
+    if isinstance(overrides, dict):
+        overrides = [Override(key, value) for key, value in overrides.items()]
+    overrides = [override for override in overrides if override.value is not None]
+    raw = read_config(path)
+    config = apply_overrides(raw, overrides)  # a key it cannot reach: an error naming the flag
     try:
-        return validate_config(raw, overrides)
+        return validate_config(config)
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        raise blame(error, overrides, str(path), lambda: _error_of(raw)) from None
 
 
-def validate_config(config, overrides=None):
+def _error_of(config):
+    """The `ConfigError` that `validate_config` raises for `config`, or None."""
+    try:
+        validate_config(config)
+    except ConfigError as error:
+        return error
+    return None
+
+
+def validate_config(config):
     """Check a whole config mapping; return a new dict with defaults filled in.
 
     Defaults: train.momentum 0.9 (momentum_sgd only; 0 for sgd), train.weight_decay 0,
@@ -69,14 +118,7 @@ def validate_config(config, overrides=None):
         raise ConfigError(f"a config must be a mapping with sections {', '.join(SECTIONS)}; "
                           f"this one is {kind}")
     check_keys("config", config, SECTIONS, required=("model", "train"))
-    train = dict(config["train"]) if isinstance(config["train"], dict) else config["train"]
-    if isinstance(train, dict):
-        for key, value in (overrides or {}).items():
-            if key not in OVERRIDABLE:
-                raise ConfigError(f"train.{key} cannot be overridden; only {', '.join(OVERRIDABLE)}")
-            if value is not None:
-                train[key] = value
-    train = validate_train(train)
+    train = validate_train(config["train"])
     data = validate_data(config.get("data") or {})
     model = copy.deepcopy(config["model"])
     nets.build(model, seed=train["seed"])  # raises ConfigError naming the layer at fault

@@ -22,8 +22,10 @@ class TrainingInterrupted(TrainingError):
 
     Attributes:
         signal_number: the signal that stopped it (its exit code is 128 + signal_number).
+        run_dir: the run folder to resume.
     """
 
-    def __init__(self, message, signal_number):
+    def __init__(self, message, signal_number, run_dir):
         super().__init__(message)
         self.signal_number = signal_number
+        self.run_dir = run_dir

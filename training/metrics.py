@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy
 
-from backend import CPU, get_array_module
-from backend.cuda import RawKernel, fused_kernels
-from training.batches import to_float
-from training.files import atomic_write
+from xpnn.backend import CPU, get_array_module
+from xpnn.backend.cuda import RawKernel, fused_kernels
+from xpnn.training.batches import to_float
+from xpnn.training.files import atomic_write
 
 METRICS_NAME = "metrics.jsonl"
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")

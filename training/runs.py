@@ -1,4 +1,4 @@
-"""Run folders: start a new training run or resume one, checking the folder before any training.
+"""Run folders: start a new training run, resume one, or load the network it trained.
 
 A run folder holds:
     last.npz       the latest checkpoint (every epoch, and every N steps inside an epoch)
@@ -11,21 +11,55 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-import nets
-from data import load_dataset
-from nets.config import ConfigError
-from training.checkpoint import LAST_NAME, check_matches, load_checkpoint
-from training.config import validate_config
-from training.errors import CheckpointError, RunFolderError
-from training.files import atomic_write, remove_stale_temporaries
-from training.metrics import write_metrics
-from training.trainer import Trainer
+from xpnn import nets
+from xpnn.data import load_dataset
+from xpnn.nets.config import ConfigError
+from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, check_matches,
+                                      load_checkpoint, restore)
+from xpnn.training.config import validate_config
+from xpnn.training.errors import CheckpointError, RunFolderError
+from xpnn.training.files import atomic_write, remove_stale_temporaries
+from xpnn.training.metrics import write_metrics
+from xpnn.training.trainer import Trainer
 
 CONFIG_COPY_NAME = "config.yaml"
+
+
+@dataclass
+class TrainedNetwork:
+    """A network with a checkpoint's weights: `net` (on its device), its checked `config`, and
+    the `checkpoint` it came from."""
+    net: nets.Network
+    config: dict
+    checkpoint: Checkpoint
+
+
+def load_trained(source, device="cpu", config=None):
+    """The network a run folder or checkpoint file holds, on `device`.
+
+    `source` is a .npz checkpoint or a run folder (its best.npz, else its last.npz). `config`
+    (checked) replaces the config saved in the checkpoint: its network must have the same
+    parameters. Raises `CheckpointError` or `ConfigError` naming what does not fit.
+    """
+    source = Path(source)
+    if source.is_dir() and (source / BEST_NAME).exists():
+        source = source / BEST_NAME
+    checkpoint = load_checkpoint(source)
+    if config is None:
+        try:
+            config = validate_config(checkpoint.config)
+        except ConfigError as error:
+            raise ConfigError(f"the config saved in {checkpoint.path}: {error}") from None
+    net = nets.build(config["model"], seed=config["train"]["seed"])
+    check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
+    net.to(device)
+    restore(checkpoint, net)
+    return TrainedNetwork(net, config, checkpoint)
 
 
 def default_run_dir(config_path, root="runs"):
@@ -43,13 +77,13 @@ def prepare_run_dir(run_dir):
     run_dir = Path(run_dir)
     if (run_dir / LAST_NAME).exists():
         raise RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
-                             f"with --resume {run_dir} or choose another --out")
+                             f"with --resume {run_dir} or choose another --output")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunFolderError(f"cannot create the output folder {run_dir}: "
                              f"{error.strerror or error} ({error.filename or run_dir}); "
-                             f"choose another with --out") from None
+                             f"choose another with --output") from None
     check_writable(run_dir)
     return run_dir
 
@@ -62,7 +96,7 @@ def check_writable(run_dir):
         os.unlink(probe)
     except OSError as error:
         raise RunFolderError(f"cannot write to the output folder {run_dir}: "
-                             f"{error.strerror or error}; choose another with --out") from None
+                             f"{error.strerror or error}; choose another with --output") from None
 
 
 def load_data(config, data_dir=None):

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy
 from tqdm import tqdm
 
-import nets
-from backend import cpu_count
-from data import DataError
-from optim import Schedule, make_optimizer
-from training.batches import epoch_permutation, num_batches, to_float
-from training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
-from training.errors import DivergenceError, TrainingError, TrainingInterrupted
-from training.metrics import RunningStats, evaluate, format_epoch, write_metrics
+from xpnn import nets
+from xpnn.backend import cpu_count
+from xpnn.data import DataError
+from xpnn.optim import Schedule, make_optimizer
+from xpnn.training.batches import epoch_permutation, num_batches, to_float
+from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
+from xpnn.training.errors import DivergenceError, TrainingError, TrainingInterrupted
+from xpnn.training.metrics import RunningStats, evaluate, format_epoch, write_metrics
 
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
 # Test-set batches: large on a GPU (fewer launches); small on the CPU, where a batch of 1000
@@ -204,9 +204,7 @@ class Trainer:
         name = signal.Signals(self.stop_signal).name
         raise TrainingInterrupted(
             f"{name}: stopped at epoch {self.epoch + 1} step {self.step}/{self.steps_per_epoch} "
-            f"and saved {self.last_path}; continue with: python run.py train --resume {self.run_dir}",
-            self.stop_signal,
-        )
+            f"and saved {self.last_path}", self.stop_signal, self.run_dir)
 
     # -- the loop ------------------------------------------------------------------------------
 

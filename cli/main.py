@@ -1,0 +1,68 @@
+"""The `xpnn` command group: every command, and where library errors become one-line messages."""
+import sys
+
+import click
+
+from xpnn import __version__
+from xpnn.cli.bench import bench
+from xpnn.cli.describe import describe
+from xpnn.cli.evaluate import evaluate
+from xpnn.cli.options import one_line
+from xpnn.cli.parity import parity
+from xpnn.cli.plot import plot
+from xpnn.cli.train import train
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+def _known_errors():
+    """The library's error types that mean bad input or a stopped run, not a bug in xpnn."""
+    from xpnn.backend import DeviceUnavailableError
+    from xpnn.data import DataError
+    from xpnn.layers import ShapeError
+    from xpnn.nets import ConfigError
+    from xpnn.training.errors import TrainingError
+    return (ConfigError, DataError, DeviceUnavailableError, ShapeError, TrainingError, OSError)
+
+
+def _program(ctx):
+    """How the user started this program, as a command to type again."""
+    name = ctx.find_root().info_name
+    return f"python {name}" if name.endswith(".py") else name
+
+
+class CommandGroup(click.Group):
+    """The one place where the library's known errors become one-line messages and exit codes."""
+
+    def invoke(self, ctx):
+        from xpnn.training.errors import TrainingInterrupted
+        try:
+            return super().invoke(ctx)
+        except TrainingInterrupted as stop:
+            click.echo(f"{one_line(stop)}; continue with: {_program(ctx)} train --resume "
+                       f"{stop.run_dir}", err=True)
+            ctx.exit(128 + stop.signal_number)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+            sys.stderr.close()
+            ctx.exit(0)
+        except _known_errors() as error:
+            raise click.ClickException(one_line(error)) from None
+
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="xpnn")
+def cli():
+    """xpnn: train and inspect small convolutional networks on MNIST and Fashion-MNIST,
+    on the CPU (NumPy) or a CUDA GPU (CuPy)."""
+
+
+for command in (train, evaluate, describe, plot, bench, parity):
+    cli.add_command(command)
+
+
+def main():
+    """Entry point of the `xpnn` command, `python -m xpnn` and `python run.py`."""
+    cli()

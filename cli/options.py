@@ -1,0 +1,102 @@
+"""Options that several commands share, and how their values become library objects."""
+import os
+import re
+from pathlib import Path
+
+import click
+
+DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(:\d+)?$")
+
+
+def one_line(error):
+    """The error's message on one line; OS errors as 'reason: file'."""
+    if isinstance(error, OSError) and error.strerror:
+        text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+# -- devices --------------------------------------------------------------------------------------
+
+def _check_device(ctx, param, value):
+    if value is not None and not DEVICE_PATTERN.match(value.strip().lower()):
+        raise click.BadParameter(f"{value!r}; expected cpu, gpu, cuda or cuda:N")
+    return value
+
+
+def device_option(name="--device", default="cpu", help_text=None):
+    return click.option(name, default=default, show_default=default is not None,
+                        callback=_check_device, metavar="DEVICE",
+                        help=help_text or "where to compute: cpu (NumPy), gpu / cuda / cuda:N (CuPy)")
+
+
+def _set_fused_kernels(ctx, param, value):
+    """--fused-kernels/--array-code set XPNN_FUSED_KERNELS for this process (and the benchmark
+    subprocesses it starts); neither given: the variable as set, which must be 0 or 1."""
+    from xpnn.backend.cuda import ENV_FLAG, fused_kernels_setting
+    if value is not None:
+        os.environ[ENV_FLAG] = "1" if value else "0"
+    try:
+        fused_kernels_setting()
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+fused_option = click.option(
+    "--fused-kernels/--array-code", default=None, callback=_set_fused_kernels,
+    expose_value=False, is_eager=True,
+    help="on a GPU: run the hand-written fused CUDA kernels (experimental), or the array code  "
+         "[default: XPNN_FUSED_KERNELS=1 or 0, else array code]")
+
+
+# -- configs and their overrides -------------------------------------------------------------------
+
+def config_option(required=False, help_text=None):
+    return click.option(
+        "-c", "--config", "config_spec", required=required, metavar="CONFIG",
+        help=help_text or "a YAML config file, or the name of one shipped with xpnn: lenet, "
+                          "resnet, resnet_deep, resnet_leaky, resnet_3blocks, resnet_stem")
+
+
+def _parse_overrides(ctx, param, values):
+    from xpnn.nets import ConfigError
+    from xpnn.training.overrides import parse_override
+    try:
+        return [parse_override(value) for value in values]
+    except ConfigError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=_parse_overrides,
+    help="change one config value, e.g. --set train.momentum=0.95 or --set "
+         "model.layers.9.out_features=200 (repeatable; the value is read as YAML)")
+
+
+def train_shorthands(epochs=None, batch_size=None, lr=None, seed=None):
+    """`Override`s for the train options that are shorthands for --set train.KEY=VALUE."""
+    from xpnn.training.overrides import Override
+    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    return [Override(f"train.{key}", value, f"--{key.replace('_', '-')} {value}")
+            for key, value in values.items() if value is not None]
+
+
+def load_config(config_spec, overrides=()):
+    """The checked config that -c and --set describe (`find_config`, then `load_config`)."""
+    from xpnn.training.config import find_config, load_config as load
+    return load(find_config(config_spec), overrides)
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def output_option(help_text, file_okay=True, dir_okay=False):
+    """-o/--output, the one spelling of 'where to write' in every command."""
+    return click.option("-o", "--output", type=click.Path(file_okay=file_okay, dir_okay=dir_okay,
+                                                          path_type=Path), help=help_text)
+
+
+def data_dir_option():
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="read the dataset's IDX files from this folder")

@@ -1,0 +1,82 @@
+"""`xpnn train`: start a run from a config, or resume one."""
+from pathlib import Path
+
+import click
+
+from xpnn.cli.options import (config_option, data_dir_option, device_option, fused_option,
+                              load_config, output_option, set_option, train_shorthands)
+
+
+@click.command()
+@config_option()
+@set_option
+@device_option()
+@fused_option
+@output_option("run folder for checkpoints and metrics  [default: runs/<config>-<timestamp>]",
+               file_okay=False, dir_okay=True)
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="continue the run in this folder from its last.npz")
+@click.option("--epochs", type=int, help="same as --set train.epochs=N")
+@click.option("--batch-size", type=int, help="same as --set train.batch_size=N")
+@click.option("--lr", type=float, help="same as --set train.lr=X")
+@click.option("--seed", type=int, help="same as --set train.seed=N")
+@click.option("--limit-train", type=click.IntRange(min=1),
+              help="train on the first N training images only (quick runs, tests)")
+@click.option("--limit-test", type=click.IntRange(min=1),
+              help="evaluate on the first N test images only (quick runs, tests)")
+@click.option("--checkpoint-every", type=click.IntRange(min=0),
+              help="also save last.npz every N steps inside an epoch, 0 for never  [default: 200]")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="CPU threads, each running a slice of every batch  [default: the cores "
+                   "this process may use, or the resumed run's]")
+@data_dir_option()
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="show a progress bar on stderr")
+def train(config_spec, overrides, device, output, resume_dir, epochs, batch_size, lr, seed,
+          limit_train, limit_test, checkpoint_every, workers, data_dir, progress):
+    """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
+
+    Each epoch prints one line with train and test loss and accuracy and appends it to
+    RUN_DIR/metrics.jsonl; RUN_DIR/last.npz is saved every epoch (and every --checkpoint-every
+    steps), RUN_DIR/best.npz at the best test accuracy. Ctrl-C saves last.npz and exits with 130.
+    """
+    from xpnn.backend import get_device
+    from xpnn.training import resume_run, start_run
+    from xpnn.training.runs import default_run_dir
+
+    overrides = train_shorthands(epochs, batch_size, lr, seed) + list(overrides)
+    if resume_dir is not None:
+        given = [override.flag for override in overrides] + [
+            f"--{name.replace('_', '-')}" for name, value in
+            {"output": output, "limit_train": limit_train, "limit_test": limit_test}.items()
+            if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot be combined with --resume: a "
+                                   f"resumed run keeps the settings it was started with")
+    elif config_spec is None:
+        raise click.UsageError("give -c CONFIG to start a run, or --resume RUN_DIR to continue one")
+
+    config = load_config(config_spec, overrides) if config_spec is not None else None
+    device = get_device(device)
+    if resume_dir is not None:
+        trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
+                             checkpoint_every=checkpoint_every, workers=workers,
+                             progress=progress)
+        total_epochs = trainer.train_config["epochs"]
+        if trainer.epoch >= total_epochs:
+            click.echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
+            return
+        click.echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
+                   f"{trainer.steps_per_epoch} on {device.name}")
+    else:
+        trainer = start_run(config, device, output or default_run_dir(config_spec),
+                            data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
+                            checkpoint_every=200 if checkpoint_every is None else checkpoint_every,
+                            workers=workers, progress=progress)
+        click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
+                   f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
+                   f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")
+    metrics = trainer.fit()
+    best = max(metrics, key=lambda record: record["test_acc"])
+    click.echo(f"done: best test accuracy {100 * best['test_acc']:.2f}% (epoch {best['epoch']}); "
+               f"checkpoints and metrics in {trainer.run_dir}")

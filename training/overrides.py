@@ -1,0 +1,178 @@
+"""Command-line changes to a config: ``--set train.momentum=0.95``, ``--epochs 3``.
+
+A key is a dotted path into the YAML file. List items are numbered from 0, and inside
+``model.layers`` a layer's arguments are reached through its number alone:
+
+    train.lr=0.1                          train: {lr: 0.1}
+    train.schedule.warmup_epochs=0.5      train: {schedule: {warmup_epochs: 0.5}}
+    model.layers.9.out_features=200       the 10th layer's out_features (LinearLayer: {...})
+    model.layers.2.LinearLayer.bias=...   the same, spelled out
+    model.layers.2='{ConvLayer: {...}}'   a whole layer replaced
+
+Values are read as YAML (``0.95`` a number, ``true`` a bool, ``[1, 28, 28]`` a list, ``abc`` a
+string); the result is checked by the same validator as the file. When the checked config is
+wrong, `blame` says whether a flag or the file is at fault.
+"""
+import copy
+import re
+from dataclasses import dataclass
+
+import yaml
+
+from xpnn.nets.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Override:
+    """Set `key` (a dotted path) to `value`; `flag` is how the user wrote it, for messages."""
+    key: str
+    value: object
+    flag: str = ""
+
+    def __post_init__(self):
+        if not self.flag:
+            object.__setattr__(self, "flag", f"--set {self.key}={self.value}")
+
+    @property
+    def parts(self):
+        return self.key.split(".")
+
+    def named_in(self, message):
+        """True when a validator's `message` is about the key this override sets.
+
+        The validator writes ``model.layers[9] LinearLayer: ...`` for anything inside a layer,
+        ``train.momentum must be ...`` for a value and ``train: unknown key 'momentun'`` for a
+        key that is not allowed.
+        """
+        spelled, leaf = _spelled(self.parts)
+        if _mentions(message, spelled):
+            return True
+        parent = spelled.rsplit(".", 1)[0] if "." in spelled else spelled
+        return parent != spelled and _mentions(message, parent) and f"'{leaf}'" in message
+
+
+def parse_override(text):
+    """`Override` of a ``KEY=VALUE`` string (the value read as YAML); `ConfigError` otherwise."""
+    key, equals, value_text = text.partition("=")
+    key = key.strip()
+    if not equals or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. "
+                          f"--set train.lr=0.1 or --set model.layers.9.out_features=100")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {text}: the value is not valid YAML: "
+                          f"{' '.join(str(error).split())}") from None
+    return Override(key, value, f"--set {text}")
+
+
+def apply_overrides(config, overrides):
+    """A deep copy of the raw config mapping `config` with every override set, in order.
+
+    Raises `ConfigError`, naming the flag, when a key cannot be reached: a list number out of
+    range, or a key below a plain value. Keys that do not exist are added (the validator then
+    says whether they are allowed).
+    """
+    if not isinstance(config, dict):
+        return config  # not a config at all: the validator says so, blaming the file
+    config = copy.deepcopy(config)
+    for override in overrides:
+        node, parts = config, override.parts
+        for depth, part in enumerate(parts[:-1]):
+            node = _step(node, part, parts[depth + 1], override, ".".join(parts[:depth]))
+        _assign(node, parts[-1], override, ".".join(parts[:-1]))
+    return config
+
+
+def blame(error, overrides, file_label, file_error):
+    """The `ConfigError` to report for `error`, raised by validating a config with `overrides`.
+
+    It names the flags whose keys the message is about. If it is about none of them, the file is
+    at fault when it is wrong on its own (``file_error()``: its own error, or None), and all the
+    flags together when it is not.
+    """
+    overrides = list(overrides)
+    culprits = [override for override in overrides if override.named_in(str(error))]
+    if culprits:
+        return ConfigError(f"{', '.join(o.flag for o in culprits)}: {error}")
+    own_error = file_error() if overrides else error
+    if own_error is None:
+        return ConfigError(f"{file_label} with {', '.join(o.flag for o in overrides)}: {error}")
+    return ConfigError(f"{file_label}: {own_error}")
+
+
+# -- walking the config ---------------------------------------------------------------------------
+
+def _step(node, part, next_part, override, where):
+    """The child of `node` called `part`, created as an empty mapping if missing."""
+    if isinstance(node, list):
+        index = _index(node, part, override, where)
+        item = node[index]
+        name = _layer_name(item)
+        if name is None or next_part == name:
+            return item
+        if not isinstance(item, dict):          # a bare "- ReLULayer": give it arguments
+            item = node[index] = {name: {}}
+        if item[name] is None:
+            item[name] = {}
+        return item[name]
+    if isinstance(node, dict):
+        if node.get(part) is None:
+            node[part] = {}
+        child = node[part]
+        if not isinstance(child, (dict, list)):
+            raise ConfigError(f"{override.flag}: {_join(where, part)} is a value ({child!r}), "
+                              f"not a section with keys")
+        return child
+    raise ConfigError(f"{override.flag}: {where} is a value ({node!r}), not a section with keys")
+
+
+def _assign(node, part, override, where):
+    if isinstance(node, list):
+        node[_index(node, part, override, where)] = override.value
+    else:
+        node[part] = override.value
+
+
+def _index(items, part, override, where):
+    if not re.fullmatch(r"\d+", part):
+        raise ConfigError(f"{override.flag}: {where} is a list; a number from 0 to "
+                          f"{len(items) - 1} must follow it, not {part!r}")
+    index = int(part)
+    if index >= len(items):
+        raise ConfigError(f"{override.flag}: {where} has {len(items)} entries, numbered 0 to "
+                          f"{len(items) - 1}; there is no entry {index}")
+    return index
+
+
+def _layer_name(item):
+    """The layer class name of a ``model.layers`` entry, or None for anything else."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and len(item) == 1:
+        (name, arguments), = item.items()
+        if isinstance(name, str) and (arguments is None or isinstance(arguments, dict)):
+            return name
+    return None
+
+
+def _spelled(parts):
+    """(how the validator names the key, its last part): list items as ``[i]``, and anything
+    inside a layer as the layer itself (``model.layers[9]``)."""
+    spelled = parts[0]
+    for depth, part in enumerate(parts[1:], start=1):
+        if re.fullmatch(r"\d+", part):
+            spelled += f"[{part}]"
+            if parts[depth - 1] == "layers":
+                return spelled, part
+        else:
+            spelled += f".{part}"
+    return spelled, parts[-1]
+
+
+def _mentions(message, spelled):
+    return re.search(re.escape(spelled) + r"(?![\w\[])", message) is not None
+
+
+def _join(where, part):
+    return f"{where}.{part}" if where else part

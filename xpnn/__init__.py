@@ -1,0 +1,20 @@
+"""xpnn: a small, fast, from-scratch deep-learning library on NumPy (CPU) and CuPy (CUDA GPU).
+
+    from xpnn import layers, nets, optim, data, training
+    from xpnn.backend import get_device
+
+Subpackages: backend (devices and array kernels), layers, nets (networks built from configs),
+optim, data (IDX files, MNIST), training (configs, the loop, checkpoints), inference (trained
+networks on new images, ONNX export), configs (the shipped YAML files) and cli (the `xpnn`
+command). `import xpnn` imports none of them, so the command line starts fast.
+"""
+from pathlib import Path as _Path
+
+__version__ = "0.1.0"
+
+# An installed xpnn holds its subpackages in this folder. In a checkout they are the folders
+# beside it (backend/, layers/, ...), which pyproject.toml maps into the package on install:
+# look for them there too.
+_HERE = _Path(__file__).resolve().parent
+if not (_HERE / "backend").is_dir():
+    __path__.append(str(_HERE.parent))

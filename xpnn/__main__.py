@@ -1,0 +1,4 @@
+"""`python -m xpnn ...`: the `xpnn` command."""
+from xpnn.cli import main
+
+main()
