@@ -21,6 +21,7 @@ from xpnn.backend.kernels import (
     product_width,
     sliding_windows,
 )
+from xpnn.backend.memory import available_bytes, format_bytes
 from xpnn.backend.random import new_rng
 from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 
@@ -28,5 +29,5 @@ __all__ = [
     "CPU", "Device", "DeviceUnavailableError", "device_of", "get_array_module", "get_device",
     "gpu_unavailable_reason", "new_rng", "sliding_windows", "batch_chunks", "few_kernels",
     "forcing_few_kernels", "cpu_count",
-    "set_blas_threads", "keep_freed_memory", "product_width",
+    "set_blas_threads", "keep_freed_memory", "product_width", "available_bytes", "format_bytes",
 ]

@@ -54,6 +54,12 @@ class Layer:
     training = True
     input_grad_needed = True  # a network sets this False on its first layer to skip that work
 
+    @classmethod
+    def parameter_shapes(cls, *args, **kwargs):
+        """{name: shape} of the parameters that ``cls(*args, **kwargs)`` would hold, without
+        making it (the network builder sizes a network with this before drawing any weight)."""
+        return {}
+
     def forward(self, *inputs):
         raise NotImplementedError
 

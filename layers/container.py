@@ -77,6 +77,12 @@ class ResNetBlock(Layer):
         self.add_layer = AddLayer()
         self.relu2 = activation()
 
+    @classmethod
+    def parameter_shapes(cls, channels, kernel_size=3, *args, **kwargs):
+        conv = ConvLayer.parameter_shapes(channels, channels, kernel_size)
+        return {f"conv_layers.{index}.{name}": shape
+                for index in (0, 2) for name, shape in conv.items()}
+
     def output_shape(self, input_shape):
         return self.conv_layers.output_shape(input_shape)
 

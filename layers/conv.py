@@ -218,10 +218,16 @@ class ConvLayer(Layer):
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = (kernel_size - 1) // 2
+        shapes = self.parameter_shapes(in_channels, out_channels, kernel_size)
         fan_in = in_channels * kernel_size * kernel_size
-        weight = new_rng(rng).standard_normal((out_channels, in_channels, kernel_size, kernel_size))
+        weight = new_rng(rng).standard_normal(shapes["weight"])
         self.weight = Parameter(CPU.xp.asarray(weight * math.sqrt(2.0 / fan_in), dtype=dtype))
-        self.bias = Parameter(CPU.xp.zeros(out_channels, dtype=dtype))
+        self.bias = Parameter(CPU.xp.zeros(shapes["bias"], dtype=dtype))
+
+    @classmethod
+    def parameter_shapes(cls, in_channels, out_channels, kernel_size, *args, **kwargs):
+        return {"weight": (out_channels, in_channels, kernel_size, kernel_size),
+                "bias": (out_channels,)}
 
     def describe(self):
         k = self.kernel_size

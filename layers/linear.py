@@ -18,9 +18,14 @@ class LinearLayer(Layer):
                 raise ValueError(f"LinearLayer {name} must be a positive integer, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
-        weight = new_rng(rng).standard_normal((in_features, out_features))
+        shapes = self.parameter_shapes(in_features, out_features)
+        weight = new_rng(rng).standard_normal(shapes["weight"])
         self.weight = Parameter(CPU.xp.asarray(weight * math.sqrt(2.0 / in_features), dtype=dtype))
-        self.bias = Parameter(CPU.xp.zeros(out_features, dtype=dtype))
+        self.bias = Parameter(CPU.xp.zeros(shapes["bias"], dtype=dtype))
+
+    @classmethod
+    def parameter_shapes(cls, in_features, out_features, *args, **kwargs):
+        return {"weight": (in_features, out_features), "bias": (out_features,)}
 
     def describe(self):
         return f"({self.in_features}, {self.out_features})"

@@ -15,9 +15,10 @@ Each item names a layer class and its constructor's arguments. The shapes are ch
 the whole chain before any weight is drawn.
 """
 import inspect
+import math
 
 from xpnn import layers
-from xpnn.backend import new_rng
+from xpnn.backend import CPU, available_bytes, format_bytes, new_rng
 from xpnn.layers import ShapeError
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
 from xpnn.nets.network import Network
@@ -71,6 +72,37 @@ def _parse_item(index, item):
     return cls, arguments
 
 
+def _parameter_count(cls, arguments):
+    """Parameters a `cls` layer made with `arguments` would hold; 0 where the arguments are not
+    positive integers (the layer's constructor then says what is wrong with them)."""
+    try:
+        shapes = cls.parameter_shapes(**arguments)
+    except TypeError:
+        return 0
+    dims = [dim for shape in shapes.values() for dim in shape]
+    if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in dims):
+        return 0
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _check_parameters_fit(parsed, dtype):
+    """Raise `ConfigError`, naming the largest layer, unless the weights fit in host memory
+    (where they are drawn, the largest layer's as float64 first)."""
+    counts = [_parameter_count(cls, arguments) for cls, arguments in parsed]
+    total = sum(counts)
+    largest = max(range(len(counts)), key=counts.__getitem__)
+    itemsize = CPU.xp.dtype(dtype).itemsize
+    needed = total * itemsize + counts[largest] * 8
+    available = available_bytes(CPU)
+    if needed > available:
+        raise ConfigError(
+            f"model.layers[{largest}] {parsed[largest][0].__name__}: the network would hold "
+            f"{total:,} parameters, {counts[largest]:,} of them in this layer, which take "
+            f"{format_bytes(total * itemsize)} as {dtype} (and {format_bytes(needed)} to draw); "
+            f"this machine has {format_bytes(available)} of memory available: make the layer "
+            f"smaller")
+
+
 def build(model_config, seed=0, dtype="float32"):
     """Return the `Network` that `model_config` describes, weights drawn from `seed`.
 
@@ -92,10 +124,11 @@ def build(model_config, seed=0, dtype="float32"):
     if not isinstance(items, list) or not items:
         raise ConfigError("model.layers must be a non-empty list of layers")
 
+    parsed = [_parse_item(index, item) for index, item in enumerate(items)]
+    _check_parameters_fit(parsed, dtype)
     rng = new_rng(seed)
     stack, shape = [], (1, *input_shape)
-    for index, item in enumerate(items):
-        cls, arguments = _parse_item(index, item)
+    for index, (cls, arguments) in enumerate(parsed):
         if "rng" in inspect.signature(cls.__init__).parameters:
             arguments.update(rng=rng, dtype=dtype)
         try:

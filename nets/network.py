@@ -1,4 +1,6 @@
 """A network: a stack of layers and the loss layer that trains it."""
+import math
+
 from xpnn.layers import Layer, SequentialLayer, SoftmaxCrossEntropyLossLayer
 
 
@@ -22,6 +24,15 @@ class Network(Layer):
 
     def output_shape(self, input_shape):
         return self.layers.output_shape(input_shape)
+
+    def stored_values_per_image(self):
+        """How many values the top-level layers output for one image: a lower bound of what a
+        training step keeps between forward and backward, per image."""
+        total, shape = 0, (1, *self.input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            total += math.prod(shape[1:])
+        return total
 
     def forward(self, x):
         """Logits for a batch of images."""

@@ -155,8 +155,12 @@ def test_missing_config_file_is_one_line_error(tmp_path):
     ("--seed", "-3", "train.seed must be >= 0, got -3"),
 ])
 def test_bad_command_line_value_is_one_line_error(tmp_path, option, value, fragment):
+    """The flag is blamed, not the file that holds a good value."""
     result = invoke("train", "-c", LENET, *QUICK, option, value, "--output", tmp_path / "run")
-    assert_one_line_error(result, fragment)
+    line = assert_one_line_error(result, fragment)
+    assert line.startswith(f"Error: {option} ")
+    assert str(LENET) not in line
+    assert not (tmp_path / "run").exists()
 
 
 def test_numeric_strings_from_yaml_are_accepted_for_real_numbers(tmp_path):

@@ -41,6 +41,7 @@ from xpnn.backend import cpu_count, get_device, new_rng, set_blas_threads
 from xpnn.backend.cuda import fused_kernels
 from xpnn.optim import make_optimizer
 from xpnn.training.config import load_config
+from xpnn.training.trainer import check_memory_fits
 
 PACKAGE_PARENT = str(Path(xpnn.__file__).resolve().parent.parent)  # the folder holding xpnn/
 # The learning rate does not change what a step costs, but the configs' rates (meant to follow a
@@ -99,7 +100,9 @@ class TrainingStep:
         if workers is not None and (not isinstance(workers, int) or workers < 0):
             raise ValueError(f"workers must be None or an integer >= 0, got {workers!r}")
         self.device = get_device(device)
-        self.net = nets.build(config["model"], seed=seed).to(self.device)
+        self.net = nets.build(config["model"], seed=seed)
+        check_memory_fits(self.net, batch_size, self.device)
+        self.net.to(self.device)
         self.workers = 0 if self.device.is_gpu else cpu_count() if workers is None else workers
         if self.workers:
             self.model = nets.DataParallel(self.net, self.workers)

@@ -20,8 +20,9 @@ import numpy
 from tqdm import tqdm
 
 from xpnn import nets
-from xpnn.backend import cpu_count
+from xpnn.backend import available_bytes, cpu_count, format_bytes
 from xpnn.data import DataError
+from xpnn.nets import ConfigError
 from xpnn.optim import Schedule, make_optimizer
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
 from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
@@ -57,6 +58,24 @@ def check_dataset_fits(net, dataset, num_classes):
                             f"and the last layer's out_features to match")
 
 
+def check_memory_fits(net, batch_size, device, dataset_bytes=0):
+    """Raise `ConfigError` unless a training step of `batch_size` images (with the weights,
+    their gradients and momentum, and `dataset_bytes` of data) can fit in `device`'s memory.
+
+    The estimate counts only what a step cannot do without (every layer's output, kept for
+    backward), so a refusal is certain, not a guess.
+    """
+    itemsize = device.xp.dtype(net.parameters()[0].dtype).itemsize
+    per_image = net.stored_values_per_image() * itemsize
+    needed = batch_size * per_image + 3 * net.num_parameters() * itemsize + dataset_bytes
+    available = available_bytes(device)
+    if needed > available:
+        raise ConfigError(
+            f"train.batch_size {batch_size:,} does not fit: a training step on {device.name} "
+            f"needs at least {format_bytes(needed)} ({format_bytes(per_image)} of layer outputs "
+            f"per image) but {format_bytes(available)} is available; use a smaller batch size")
+
+
 class Trainer:
     """Trains one network from a checked config on one device, saving into a run folder.
 
@@ -85,8 +104,16 @@ class Trainer:
         self.limit_train, self.limit_test = limit_train, limit_test
 
         self.num_classes = int(config["model"].get("num_classes", 10))
-        self.net = nets.build(config["model"], seed=self.train_config["seed"]).to(device)
+        self.net = nets.build(config["model"], seed=self.train_config["seed"])
         check_dataset_fits(self.net, dataset, self.num_classes)
+        train_count = len(dataset.train_labels) if limit_train is None else limit_train
+        test_count = len(dataset.test_labels) if limit_test is None else limit_test
+        dataset_bytes = sum(array[:count].nbytes for array, count in [
+            (dataset.train_images, train_count), (dataset.train_labels, train_count),
+            (dataset.test_images, test_count), (dataset.test_labels, test_count)])
+        check_memory_fits(self.net, min(self.train_config["batch_size"], train_count), device,
+                          dataset_bytes)
+        self.net.to(device)
         self.optimizer = make_optimizer(self.train_config, self.net.parameters())
         self.workers = int(workers) if workers is not None else 1 if device.is_gpu else cpu_count()
         if self.workers > 1 and device.is_gpu:
@@ -97,8 +124,6 @@ class Trainer:
         self.model = self.net if device.is_gpu else nets.DataParallel(self.net, self.workers)
         self.schedule = make_schedule(self.train_config)
 
-        train_count = len(dataset.train_labels) if limit_train is None else limit_train
-        test_count = len(dataset.test_labels) if limit_test is None else limit_test
         self.train_images = device.send(dataset.train_images[:train_count])
         self.train_labels = device.send(dataset.train_labels[:train_count])
         self.test_images = device.send(dataset.test_images[:test_count])
