@@ -191,6 +191,37 @@ def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
     assert result.stderr.strip().startswith("Error: parity fails: worst relative error")
 
 
+def test_parity_says_what_it_compared_and_defaults_to_a_float64_cpu_reference():
+    from xpnn.backend import gpu_unavailable_reason
+    result = invoke("parity", "-c", "lenet", "--batch-size", "4")
+    assert_ok(result)
+    first = result.output.splitlines()[0]
+    if gpu_unavailable_reason() is None:
+        assert first.endswith("cpu float64 (reference) against cuda:0 float32")
+    else:
+        assert first == ("compared MNISTNetwork (lenet), 4 test images: cpu float64 (reference) "
+                         "against cpu float32")
+        assert result.output.splitlines()[1].startswith("no GPU here (")
+
+
+def test_parity_json_for_ci():
+    result = invoke("parity", "-c", "lenet", "--batch-size", "3", "--device-b", "cpu",
+                    "--dtype-a", "float32", "--json")
+    assert_ok(result)
+    report = json.loads(result.output)
+    assert report["a"] == {"device": "cpu", "dtype": "float32"}
+    assert report["b"] == {"device": "cpu", "dtype": "float32"}
+    assert report["passed"] is True and report["batch_size"] == 3
+    assert {row["name"] for row in report["rows"]} >= {"logits", "loss", "layers.0.weight"}
+    assert all(row["max_rel_err"] == 0 for row in report["rows"])  # the same setting twice
+
+    failing = invoke("parity", "-c", "lenet", "--batch-size", "3", "--device-b", "cpu",
+                     "--tolerance", "0", "--json")
+    assert failing.exit_code == 1
+    report = json.loads(failing.output)
+    assert report["passed"] is False and report["worst"]["max_rel_err"] > 0
+
+
 # -- fused CUDA kernels switch ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "bench", "parity"])
