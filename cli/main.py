@@ -10,6 +10,7 @@ from xpnn.cli.evaluate import evaluate
 from xpnn.cli.options import one_line
 from xpnn.cli.parity import parity
 from xpnn.cli.plot import plot
+from xpnn.cli.predict import predict
 from xpnn.cli.train import train
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -59,7 +60,7 @@ def cli():
     on the CPU (NumPy) or a CUDA GPU (CuPy)."""
 
 
-for command in (train, evaluate, describe, plot, bench, parity):
+for command in (train, evaluate, predict, describe, plot, bench, parity):
     cli.add_command(command)
 
 

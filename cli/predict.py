@@ -1,0 +1,40 @@
+"""`xpnn predict`: the class of each of your images, by a trained network."""
+from pathlib import Path
+
+import click
+
+from xpnn.cli.options import device_option, fused_option, output_option
+
+
+@click.command()
+@click.argument("source", metavar="RUN_DIR|CHECKPOINT", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@device_option()
+@fused_option
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="how many of the likeliest classes to show")
+@output_option("also write the predictions to this CSV file (file, class, probability, ...)")
+def predict(source, images, device, top, output):
+    """Classify IMAGES with the network of RUN_DIR (its best.npz, else last.npz) or CHECKPOINT.
+
+    IMAGES are PNG or JPEG files (or any image Pillow reads), folders of them, or IDX files.
+    Each picture is made into the network's input the way the dataset's images were made:
+    grayscale, light on dark (a picture whose border is brighter than mid-grey is inverted),
+    the strokes' bounding box fitted into 20 x 20 pixels and centred by its centre of mass in
+    28 x 28 (MNIST). IDX images are taken as they are. Prints each image's class and the
+    probabilities of the likeliest classes.
+    """
+    from xpnn.backend import get_device
+    from xpnn.inference import predict as run_predict
+    from xpnn.inference.predict import class_names, format_prediction, write_csv
+    from xpnn.training.runs import load_trained
+
+    trained = load_trained(source, get_device(device))
+    names = class_names(trained.config)
+    top = min(top, len(names))
+    predictions = run_predict(trained, images)
+    for prediction in predictions:
+        click.echo(format_prediction(prediction, names, top))
+    if output is not None:
+        write_csv(predictions, output, names, top)
+        click.echo(f"wrote {output}")

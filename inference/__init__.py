@@ -1,0 +1,17 @@
+"""Trained networks at work: predictions for new images, and export to ONNX.
+
+    from xpnn.training.runs import load_trained
+    from xpnn.inference import predict
+    trained = load_trained("runs/resnet-20261127-120000")
+    for prediction in predict(trained, ["digit.png", "photos/"]):
+        print(prediction.name, prediction.top(3))      # [(class, probability)] * 3
+
+Modules: images (files, folders and IDX files made into the network's input, the way the
+dataset's images were made), predict (class probabilities, printed or written as CSV),
+onnx_export (the network as an ONNX model).
+"""
+from xpnn.inference.images import ImageError, InputImage, prepare, read_images
+from xpnn.inference.predict import Prediction, class_probabilities, predict
+
+__all__ = ["ImageError", "InputImage", "Prediction", "class_probabilities", "predict", "prepare",
+           "read_images"]

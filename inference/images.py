@@ -1,0 +1,228 @@
+"""Images for a trained network: files, folders of them or IDX files, made into its input.
+
+A photo or drawing (PNG, JPEG or anything else Pillow opens) is prepared the way the dataset's
+own images were made, so that the network sees what it was trained on:
+
+* **grayscale**, light on dark. The background is the median of the image's border pixels (a
+  frame 1/20 of the shorter side wide): where it is brighter than mid-grey (128 of 255), the
+  image is dark on light, such as ink on paper, and is inverted. An image with transparency is
+  read from its alpha channel alone (opaque = ink), whatever colour the strokes are.
+* **background removed, contrast stretched**: a picture at least twice the network's size is
+  first median-filtered (3 x 3) against specks; then the background level becomes 0, anything
+  fainter than 20% of the brightest pixel too (paper texture, noise), and the brightest 255. An
+  image in which nothing stands out (a range under 16 levels) is refused as blank.
+* **MNIST digits**: the bounding box of what remains is
+  scaled, keeping its aspect ratio, so that its longer side is 20 of 28 pixels, then placed in
+  the 28 x 28 field so that its centre of mass lies at the centre (14, 14): what LeCun et al. did
+  to NIST's digits.
+  **Fashion-MNIST**: the bounding box is scaled so that its longer side fills all 28 pixels and
+  is centred by the box, as Zalando made the Fashion-MNIST images.
+  (For networks of another input size, these numbers scale with it.)
+
+IDX files (``t10k-images-idx3-ubyte[.gz]``) hold images already in a dataset's format: they are
+taken as they are, and must be of the network's size.
+"""
+import gzip
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy
+
+from xpnn.data import DataError, parse_idx
+
+FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+BLANK_RANGE = 16          # levels of 255: less contrast than this is no image at all
+INK_THRESHOLD = 0.2       # of the brightest level: fainter is background (paper texture, noise)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class ImageError(DataError):
+    """An input for `predict` is missing, empty, not an image, blank or of the wrong size; the
+    message names the file."""
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """How a dataset's images were made from pictures: the bounding box's longer side as a
+    fraction of the field, and whether the box is centred by its centre of mass (else by the
+    box itself)."""
+    box_fraction: float
+    centre_of_mass: bool
+
+
+PREPARATIONS = {
+    "mnist": Preparation(box_fraction=20 / 28, centre_of_mass=True),
+    "fashion-mnist": Preparation(box_fraction=1.0, centre_of_mass=False),
+}
+
+
+@dataclass
+class InputImage:
+    """One image as the network will see it.
+
+    name: the file, or ``file[i]`` for image i of an IDX file. pixels: (H, W) uint8, light on
+    dark. inverted: whether it was dark on light (None for an IDX image, taken as it is).
+    """
+    name: str
+    pixels: numpy.ndarray
+    inverted: bool = None
+
+
+def read_images(sources, size, preparation=PREPARATIONS["mnist"]):
+    """The `InputImage`s of `sources` (files and folders), each (H, W) = `size`.
+
+    Folders contribute their image files (by suffix, sorted by name, not recursing). Raises
+    `ImageError` naming the first source that is missing, empty, not an image, blank, an IDX
+    file of other sizes, or a folder without images.
+    """
+    images = []
+    for path in expand_folders(sources):
+        data = _read_bytes(path)
+        if _is_idx(data):
+            images += _idx_images(path, data, size)
+        else:
+            pixels, inverted = prepare(_open_picture(path), size, preparation, str(path))
+            images.append(InputImage(str(path), pixels, inverted))
+    return images
+
+
+def expand_folders(sources):
+    """`sources` with each folder replaced by its image files, sorted by name."""
+    paths = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(path for path in source.iterdir()
+                           if path.is_file() and path.suffix.lower() in FOLDER_SUFFIXES)
+            if not found:
+                raise ImageError(f"{source}: the folder holds no images (files ending in "
+                                 f"{', '.join(FOLDER_SUFFIXES)})")
+            paths += found
+        elif source.exists():
+            paths.append(source)
+        else:
+            raise ImageError(f"{source}: no such file or folder")
+    return paths
+
+
+def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
+    """(pixels (H, W) uint8 light on dark, inverted) of a picture, as the module docstring says.
+
+    Args:
+        gray: (h, w) array of levels in [0, 255], any size; light-on-dark or dark-on-light.
+        size: (H, W) of the network's input.
+    """
+    gray = numpy.asarray(gray, dtype=numpy.float64)
+    if min(gray.shape) >= 2 * max(size):
+        gray = _median_filtered(gray)
+    background = numpy.median(_border(gray))
+    inverted = bool(background > 127.5)
+    if inverted:
+        gray, background = 255.0 - gray, 255.0 - background
+    peak = gray.max()
+    if peak - background < BLANK_RANGE:
+        raise ImageError(f"{name}: the image is blank: nothing stands out from its background "
+                         f"(levels {gray.min():.0f} to {peak:.0f} of 255)")
+    ink = numpy.clip((gray - background) / (peak - background), 0.0, 1.0)
+    ink = numpy.clip((ink - INK_THRESHOLD) / (1 - INK_THRESHOLD), 0.0, 1.0)
+    rows, cols = numpy.nonzero(ink)
+    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = max(1, round(preparation.box_fraction * min(size)))
+    scale = box / max(ink.shape)
+    shape = (max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
+    ink = _resize(ink, shape)
+    return _place(ink, size, preparation.centre_of_mass), inverted
+
+
+def _border(gray):
+    width = max(1, min(gray.shape) // 20)
+    return numpy.concatenate([gray[:width].ravel(), gray[-width:].ravel(),
+                              gray[:, :width].ravel(), gray[:, -width:].ravel()])
+
+
+def _median_filtered(gray):
+    from PIL import Image, ImageFilter
+    image = Image.fromarray(gray.astype(numpy.float32), mode="F")
+    return numpy.asarray(image.filter(ImageFilter.MedianFilter(3)), dtype=numpy.float64)
+
+
+def _resize(ink, shape):
+    """`ink` (values in [0, 1]) resampled to `shape` (rows, cols) with Lanczos filtering."""
+    from PIL import Image
+    image = Image.fromarray(ink.astype(numpy.float32), mode="F")
+    resized = image.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
+    return numpy.clip(numpy.asarray(resized, dtype=numpy.float64), 0.0, 1.0)
+
+
+def _place(ink, size, centre_of_mass):
+    """`ink` put into a zero (H, W) field, centred by its centre of mass or by its box, as
+    uint8 levels; the shift keeps it wholly inside the field."""
+    field = numpy.zeros(size)
+    offsets = []
+    for axis, (extent, room) in enumerate(zip(ink.shape, size)):
+        if centre_of_mass:
+            profile = ink.sum(axis=1 - axis)
+            centre = (profile * numpy.arange(extent)).sum() / profile.sum()
+        else:
+            centre = (extent - 1) / 2
+        target = room / 2 if centre_of_mass else (room - 1) / 2
+        offsets.append(min(max(round(target - centre), 0), room - extent))
+    top, left = offsets
+    field[top:top + ink.shape[0], left:left + ink.shape[1]] = ink
+    return numpy.round(field * 255).astype(numpy.uint8)
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+def _read_bytes(path):
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    if not data:
+        raise ImageError(f"{path}: the file is empty")
+    return data
+
+
+def _is_idx(data):
+    if data[:2] == GZIP_MAGIC:
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                data = stream.read(4)
+        except (OSError, EOFError):
+            return False
+    return data[:2] == b"\x00\x00" and len(data) >= 4
+
+
+def _idx_images(path, data, size):
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise ImageError(f"{path}: corrupt gzip stream ({error})") from None
+    array = parse_idx(data, str(path))
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ImageError(f"{path}: an IDX file of shape {array.shape} holds no images; give one "
+                         f"of images (count, rows, columns), e.g. t10k-images-idx3-ubyte")
+    if tuple(array.shape[1:]) != tuple(size):
+        raise ImageError(f"{path}: its images are {array.shape[1]} x {array.shape[2]} but the "
+                         f"network takes {size[0]} x {size[1]}")
+    return [InputImage(f"{path}[{index}]", image) for index, image in enumerate(array)]
+
+
+def _open_picture(path):
+    """The picture at `path` as (h, w) float levels in [0, 255], light on dark or dark on light."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                alpha = numpy.asarray(image.convert("RGBA").getchannel("A"), dtype=numpy.float64)
+                if alpha.min() < 255:
+                    return alpha
+            return numpy.asarray(image.convert("L"), dtype=numpy.float64)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ImageError(f"{path}: not an image Pillow can read ({' '.join(str(error).split())}); "
+                         f"give PNG or JPEG files, folders of them, or IDX files") from None

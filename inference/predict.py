@@ -1,0 +1,91 @@
+"""Class probabilities of a trained network for new images, printed or written as CSV."""
+import csv
+from dataclasses import dataclass
+
+import numpy
+
+from xpnn.backend import CPU, device_of
+from xpnn.data import dataset_spec
+from xpnn.inference.images import PREPARATIONS, ImageError, read_images
+from xpnn.training.batches import to_float
+from xpnn.training.files import atomic_write
+
+BATCH_SIZE = 256
+
+
+@dataclass
+class Prediction:
+    """name: the image's file (``file[i]`` inside an IDX file); probabilities: (classes,)
+    float64 summing to 1; inverted: whether the image was dark on light (None: taken as is)."""
+    name: str
+    probabilities: numpy.ndarray
+    inverted: bool = None
+
+    def top(self, count):
+        """[(class index, probability)] of the `count` likeliest classes, likeliest first."""
+        order = numpy.argsort(-self.probabilities, kind="stable")[:count]
+        return [(int(index), float(self.probabilities[index])) for index in order]
+
+
+def class_probabilities(net, images, batch_size=BATCH_SIZE):
+    """Softmax of `net`'s logits (in float64, on the host) for uint8 `images` (N, C, H, W),
+    computed on the network's device."""
+    device = device_of(net.parameters()[0].data)
+    net.eval()
+    rows = []
+    for start in range(0, len(images), batch_size):
+        batch = to_float(device.send(images[start:start + batch_size]))
+        logits = CPU.to_numpy(net.forward(batch)).astype(numpy.float64)
+        shifted = numpy.exp(logits - logits.max(axis=1, keepdims=True))
+        rows.append(shifted / shifted.sum(axis=1, keepdims=True))
+    return numpy.concatenate(rows)
+
+
+def predict(trained, sources):
+    """A `Prediction` for every image in `sources` (files, folders, IDX files), made into the
+    input of `trained` (a `training.runs.TrainedNetwork`) as its dataset's images were made."""
+    channels, *size = trained.net.input_shape
+    if channels != 1 or len(size) != 2:
+        raise ImageError(f"predict takes networks of one-channel images; {trained.net.name} "
+                         f"takes input_shape {trained.net.input_shape}")
+    dataset = trained.config["data"]["dataset"]
+    images = read_images(sources, tuple(size), PREPARATIONS.get(dataset, PREPARATIONS["mnist"]))
+    pixels = numpy.stack([image.pixels for image in images])[:, None]
+    probabilities = class_probabilities(trained.net, pixels)
+    return [Prediction(image.name, row, image.inverted)
+            for image, row in zip(images, probabilities)]
+
+
+def class_names(config):
+    """The names of the classes of a config's dataset (digits for MNIST)."""
+    names = dataset_spec(config["data"]["dataset"]).class_names
+    count = int(config["model"].get("num_classes", 10))
+    return [names[i] if i < len(names) else str(i) for i in range(count)]
+
+
+def format_prediction(prediction, names, top=3):
+    """``photo.png: 7 (7 98.91%, 1 0.62%, 9 0.21%), inverted``."""
+    best = prediction.top(top)
+    ranked = ", ".join(f"{names[index]} {100 * p:.2f}%" for index, p in best)
+    note = ", inverted (dark on light)" if prediction.inverted else ""
+    return f"{prediction.name}: {names[best[0][0]]} ({ranked}){note}"
+
+
+def write_csv(predictions, path, names, top=3):
+    """One row per image: file, class, probability, class_2, probability_2, ..., inverted."""
+    header = ["file", "class", "probability"]
+    for rank in range(2, top + 1):
+        header += [f"class_{rank}", f"probability_{rank}"]
+    header.append("inverted")
+
+    def write(handle):
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for prediction in predictions:
+            row = [prediction.name]
+            for index, p in prediction.top(top):
+                row += [names[index], f"{p:.6f}"]
+            row.append("" if prediction.inverted is None else str(prediction.inverted).lower())
+            writer.writerow(row)
+
+    atomic_write(path, write, binary=False)
