@@ -7,6 +7,7 @@ from xpnn import __version__
 from xpnn.cli.bench import bench
 from xpnn.cli.describe import describe
 from xpnn.cli.evaluate import evaluate
+from xpnn.cli.export import export
 from xpnn.cli.options import one_line
 from xpnn.cli.parity import parity
 from xpnn.cli.plot import plot
@@ -20,10 +21,12 @@ def _known_errors():
     """The library's error types that mean bad input or a stopped run, not a bug in xpnn."""
     from xpnn.backend import DeviceUnavailableError
     from xpnn.data import DataError
+    from xpnn.inference.onnx_export import ExportError
     from xpnn.layers import ShapeError
     from xpnn.nets import ConfigError
     from xpnn.training.errors import TrainingError
-    return (ConfigError, DataError, DeviceUnavailableError, ShapeError, TrainingError, OSError)
+    return (ConfigError, DataError, DeviceUnavailableError, ExportError, ShapeError, TrainingError,
+            OSError)
 
 
 def _program(ctx):
@@ -60,7 +63,7 @@ def cli():
     on the CPU (NumPy) or a CUDA GPU (CuPy)."""
 
 
-for command in (train, evaluate, predict, describe, plot, bench, parity):
+for command in (train, evaluate, predict, export, describe, plot, bench, parity):
     cli.add_command(command)
 
 
