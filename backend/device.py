@@ -15,13 +15,18 @@ class DeviceUnavailableError(RuntimeError):
     """A device was asked for that this machine cannot provide."""
 
 
+INSTALL_HINT = ("pip install 'xpnn[gpu]' (CUDA 12.x drivers) or 'xpnn[gpu-cuda13]' (CUDA 13.x), "
+                "which bring CuPy with the CUDA libraries it needs")
+_checked_toolkits = {}  # gpu id -> None, or why CuPy cannot run there
+
+
 def _import_cupy():
     try:
         import cupy
     except ImportError as error:
         raise DeviceUnavailableError(
-            f"GPU requested but CuPy is not installed ({error}); install cupy-cuda12x or "
-            "cupy-cuda13x to match your CUDA driver, or run on the CPU with --device cpu"
+            f"GPU requested but CuPy is not installed ({error}); {INSTALL_HINT}; or run on the "
+            f"CPU with --device cpu"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -119,7 +124,54 @@ def get_device(spec="cpu"):
             f"GPU cuda:{gpu_id} requested but only {count} CUDA device(s) are visible "
             f"(cuda:0 to cuda:{count - 1}); pick one of those or use --device cpu"
         )
+    if gpu_id not in _checked_toolkits:
+        _checked_toolkits[gpu_id] = _toolkit_problem(cupy, gpu_id)
+    if _checked_toolkits[gpu_id] is not None:
+        raise DeviceUnavailableError(_checked_toolkits[gpu_id])
     return Device(f"cuda:{gpu_id}", cupy, gpu_id)
+
+
+def _toolkit_problem(cupy, gpu_id):
+    """None if CuPy can compile a kernel and multiply matrices on GPU `gpu_id`, else a line
+    saying what is missing. (The pip wheel of CuPy brings neither NVRTC, cuBLAS nor the CUDA
+    headers: they come from its [ctk] extra or a CUDA toolkit, and without them the first
+    kernel of any kind fails.)"""
+    try:
+        with cupy.cuda.Device(gpu_id):
+            values = cupy.arange(4, dtype=cupy.float32)
+            (values * 2 + 1).sum()                            # a compiled element-wise kernel
+            values.reshape(2, 2) @ values.reshape(2, 2)       # cuBLAS
+            cupy.cuda.Device(gpu_id).synchronize()
+    except Exception as error:  # CuPy raises many kinds: CompileException, RuntimeError, OSError
+        missing = _missing_cuda_libraries()
+        what = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        if missing:
+            what = f"missing: {', '.join(missing)}; {what}"
+        return (f"CuPy {getattr(cupy, '__version__', '')} sees a GPU but cannot run kernels on it "
+                f"({what}); {INSTALL_HINT}, or install a CUDA toolkit; or use --device cpu")
+    return None
+
+
+def _missing_cuda_libraries():
+    """The CUDA libraries and headers CuPy needs that NVIDIA's cuda.pathfinder (a dependency
+    of CuPy 14) cannot find; empty where it is not installed."""
+    try:
+        from cuda import pathfinder
+    except ImportError:
+        return []
+    missing = []
+    for library, what in (("nvrtc", "NVRTC (libnvrtc)"), ("cublas", "cuBLAS (libcublas)")):
+        try:
+            pathfinder.load_nvidia_dynamic_lib(library)
+        except Exception:
+            missing.append(what)
+    try:
+        headers = pathfinder.find_nvidia_header_directory("cudart")
+    except Exception:
+        headers = None
+    if headers is None:
+        missing.append("the CUDA runtime headers (cuda_runtime.h)")
+    return missing
 
 
 def get_array_module(*arrays):
