@@ -59,8 +59,8 @@ class CommandGroup(click.Group):
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="xpnn")
 def cli():
-    """xpnn: train and inspect small convolutional networks on MNIST and Fashion-MNIST,
-    on the CPU (NumPy) or a CUDA GPU (CuPy)."""
+    """xpnn: train small convolutional networks on MNIST and Fashion-MNIST, on the CPU (NumPy)
+    or a CUDA GPU (CuPy), then evaluate them, classify your own images, or export them."""
 
 
 for command in (train, evaluate, predict, export, describe, plot, bench, parity):

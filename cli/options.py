@@ -84,9 +84,9 @@ def train_shorthands(epochs=None, batch_size=None, lr=None, seed=None):
 
 
 def load_config(config_spec, overrides=()):
-    """The checked config that -c and --set describe (`find_config`, then `load_config`)."""
-    from xpnn.training.config import find_config, load_config as load
-    return load(find_config(config_spec), overrides)
+    """The checked config that -c (a file or a shipped config's name) and --set describe."""
+    from xpnn.training.config import load_config as load
+    return load(config_spec, overrides)
 
 
 # -- files ----------------------------------------------------------------------------------------

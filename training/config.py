@@ -79,7 +79,8 @@ def load_config(path, overrides=()):
     """Read the YAML config at `path`, apply `overrides`, and check it all.
 
     Args:
-        path: a YAML file with the sections model, train and (optionally) data.
+        path: a YAML file with the sections model, train and (optionally) data, or the name of
+            a config shipped with xpnn (see `find_config`).
         overrides: `Override`s from the command line, or a mapping {dotted key: value}
             (``{"train.epochs": 1}``); None values are ignored.
     Returns:
@@ -90,6 +91,7 @@ def load_config(path, overrides=()):
     if isinstance(overrides, dict):
         overrides = [Override(key, value) for key, value in overrides.items()]
     overrides = [override for override in overrides if override.value is not None]
+    path = find_config(path)
     raw = read_config(path)
     config = apply_overrides(raw, overrides)  # a key it cannot reach: an error naming the flag
     try:
