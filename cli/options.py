@@ -53,11 +53,12 @@ fused_option = click.option(
 
 # -- configs and their overrides -------------------------------------------------------------------
 
-def config_option(required=False, help_text=None):
+def config_option(required=False):
+    from xpnn import configs
     return click.option(
         "-c", "--config", "config_spec", required=required, metavar="CONFIG",
-        help=help_text or "a YAML config file, or the name of one shipped with xpnn: lenet, "
-                          "resnet, resnet_deep, resnet_leaky, resnet_3blocks, resnet_stem")
+        help=f"a YAML config file, or the name of one shipped with xpnn: "
+             f"{', '.join(configs.shipped())}")
 
 
 def _parse_overrides(ctx, param, values):

@@ -1,6 +1,15 @@
-"""The configs that ship with xpnn, one YAML file per network and recipe.
+"""The configs that ship with xpnn, one YAML file per network and recipe, found by name.
 
-Commands find them by name (``xpnn train -c resnet``) through
-`xpnn.training.config.find_config`; this file makes the folder a package so that an installed
-xpnn carries them.
+    xpnn train -c resnet        # this folder's resnet.yaml, from any folder
+
+`xpnn.training.config.find_config` resolves a name or a path; this file makes the folder a
+package so that an installed xpnn carries the configs.
 """
+from pathlib import Path
+
+FOLDER = Path(__file__).resolve().parent
+
+
+def shipped():
+    """{name: path} of the shipped configs, sorted by name."""
+    return {path.stem: path for path in sorted(FOLDER.glob("*.yaml"))}

@@ -10,7 +10,8 @@ from xpnn import nets
 from xpnn.cli import cli
 from xpnn.nets import ConfigError
 from xpnn.training import load_config
-from xpnn.training.config import find_config, shipped_configs
+from xpnn.configs import shipped as shipped_configs
+from xpnn.training.config import find_config
 from xpnn.training.overrides import Override, apply_overrides, parse_override
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,14 +10,13 @@ closest valid key for a typo. `find_config` finds a config by path or by the nam
 ships with xpnn (``resnet``).
 """
 import copy
-import importlib.resources
 import inspect
 import math
 from pathlib import Path
 
 import yaml
 
-from xpnn import nets
+from xpnn import configs, nets
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
 from xpnn.optim import OPTIMIZERS, SCHEDULES, Schedule
 from xpnn.training.overrides import Override, apply_overrides, blame
@@ -29,12 +28,6 @@ TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir")
 # Schedule options whose value must be strictly positive (all others must be >= 0).
 POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
-
-
-def shipped_configs():
-    """{name: path} of the configs that ship with xpnn (the package xpnn.configs), by name."""
-    folder = Path(str(importlib.resources.files("xpnn.configs")))
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
 
 
 def find_config(spec):
@@ -49,7 +42,7 @@ def find_config(spec):
     if path.exists():
         raise ConfigError(f"config {spec} is a folder; give a YAML file or the name of a shipped "
                           f"config")
-    shipped = shipped_configs()
+    shipped = configs.shipped()
     name = path.name.removesuffix(".yaml").removesuffix(".yml")
     if str(path.parent) in (".", "configs") and name in shipped:
         return shipped[name]
