@@ -1,10 +1,18 @@
-"""Array backends: NumPy on the CPU, CuPy on CUDA GPUs, behind one `Device` type.
+"""Array backends: NumPy on the CPU, CuPy on CUDA GPUs, behind one `Device` type, and the array
+primitives that layers are written with, one implementation per device.
 
     device = get_device("cpu")      # or "gpu", "cuda", "cuda:1"
     xp = device.xp                  # numpy or cupy
     x = device.send(host_array)     # host -> device
     xp = get_array_module(x)        # inside a layer: the module that owns x
+
+Primitives (each module holds its ``cpu``, ``gpu`` and ``fused`` implementations side by
+side; `dispatch` chooses among them): `conv` (correlation through patch matrices), `pool` (max
+pooling), `activations`, `loss` (softmax cross-entropy), `updates` (optimizer steps),
+`batch_stats` (running loss and accuracy). CUDA sources: the .cu files beside them, loaded by
+`cuda`.
 """
+from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 from xpnn.backend.device import (
     CPU,
     Device,
@@ -14,20 +22,13 @@ from xpnn.backend.device import (
     get_device,
     gpu_unavailable_reason,
 )
-from xpnn.backend.kernels import (
-    batch_chunks,
-    few_kernels,
-    forcing_few_kernels,
-    product_width,
-    sliding_windows,
-)
+from xpnn.backend.dispatch import IMPLEMENTATIONS, fused_on, implementation, using
 from xpnn.backend.memory import available_bytes, format_bytes
 from xpnn.backend.random import new_rng
-from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 
 __all__ = [
-    "CPU", "Device", "DeviceUnavailableError", "device_of", "get_array_module", "get_device",
-    "gpu_unavailable_reason", "new_rng", "sliding_windows", "batch_chunks", "few_kernels",
-    "forcing_few_kernels", "cpu_count",
-    "set_blas_threads", "keep_freed_memory", "product_width", "available_bytes", "format_bytes",
+    "CPU", "Device", "DeviceUnavailableError", "IMPLEMENTATIONS", "available_bytes",
+    "cpu_count", "device_of", "format_bytes", "fused_on", "get_array_module", "get_device",
+    "gpu_unavailable_reason", "implementation", "keep_freed_memory", "new_rng",
+    "set_blas_threads", "using",
 ]

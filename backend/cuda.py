@@ -1,150 +1,126 @@
-"""Fused CUDA kernels for the GPU path, declared beside the array code they replace.
+"""The CUDA kernels of the ``fused`` implementations: functions of the .cu files in this folder,
+and CuPy element-wise kernels.
 
-A layer that has one declares it at module level and calls it only where `fused_kernels(xp)`:
+    MAX_POOL_FORWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)
+    MAX_POOL_FORWARD(out.size, (x, out, winner, out.size, h, w, c, ho, wo, k, s), x.dtype)
 
-    RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_bw")
-    ...
-    if fused_kernels(xp):
-        return RELU_BACKWARD(grad_out, self._out, xp.empty_like(grad_out))
-    return grad_out * (self._out > 0)
+A .cu file includes ``common.cuh`` (the grid-stride loop every kernel is written as, and the
+(n, y, x, c) position of a flat index) and computes in ``T``: float, or double where the loader
+compiles it with ``-DXPNN_FLOAT=double``. Each file compiles as it stands (``nvcc -c``), and
+`scripts/compile_cuda_kernels.py` compiles them all with NVRTC, no GPU needed.
 
-Nothing here imports CuPy: a kernel is built from the module of the arrays it is first called
-with, so importing a layer costs nothing on a machine without a GPU. `RawKernel` sources are
-CUDA C with `T` for the floating type.
+`ElementwiseKernel` wraps CuPy's: its operation is a C expression that CuPy puts in a loop of
+its own, with broadcasting and any strides, so it has no .cu file.
 
-Without a GPU the kernels are still checked: `backend.cuda_emulation` compiles them as C++ and
-runs them on NumPy arrays (every device-aware test has a ``cpu-fused-emulated`` case), and
-`scripts/compile_cuda_kernels.py` compiles them with NVRTC. Fused kernels are off unless
-``XPNN_FUSED_KERNELS=1`` (``run.py ... --fused-kernels``) or `forcing_fused_kernels()`, until
-`scripts/gpu_check.sh` has measured them on a GPU; the array code is the reference either way.
+Nothing here imports CuPy: a kernel is compiled for the module of the arrays it is first called
+with. NumPy arrays reach a kernel only in the tests, which install a host runner
+(`set_host_runner`: tests/cuda_emulation.py compiles the sources as C++ and runs every thread
+on the CPU); without one they are refused.
 """
-import contextlib
-import contextvars
-import os
+from pathlib import Path
 
 import numpy
 
-from xpnn.backend import cuda_emulation
 from xpnn.backend.device import get_array_module
 
-ENV_FLAG = "XPNN_FUSED_KERNELS"
-_FORCED_FUSED = contextvars.ContextVar("xpnn_forced_fused_kernels", default=None)
+FOLDER = Path(__file__).resolve().parent
+BLOCK = 256        # threads per block
+MAX_BLOCKS = 4096  # kernels loop over the rest (grid-stride loops)
+C_TYPES = {"float32": "float", "float64": "double"}
+
+_host_runner = None
+_modules = {}  # (file, dtype name) -> cupy.RawModule
 
 
-def fused_kernels_setting():
-    """``XPNN_FUSED_KERNELS`` as a bool (unset: False); `ValueError` unless it is 0 or 1."""
-    value = os.environ.get(ENV_FLAG, "").strip()
-    if value not in ("", "0", "1"):
-        raise ValueError(f"{ENV_FLAG} must be 0 (array code) or 1 (fused CUDA kernels), "
-                         f"got {value!r}")
-    return value == "1"
+def set_host_runner(runner):
+    """Make `runner` run kernels called with NumPy arrays (None: refuse them); returns the
+    runner it replaces. `runner.run_raw(kernel, args, dtype)` and
+    `runner.run_elementwise(kernel, args, kwargs)` do the work."""
+    global _host_runner
+    previous, _host_runner = _host_runner, runner
+    return previous
 
 
-def fused_kernels(xp):
-    """True where layers should call their fused CUDA kernels: CuPy arrays, with the kernels
-    switched on (``XPNN_FUSED_KERNELS=1`` or inside `forcing_fused_kernels(True)`); NumPy arrays
-    inside `backend.cuda_emulation.emulating()`."""
-    if xp.__name__ == "numpy":
-        return cuda_emulation.active()
-    forced = _FORCED_FUSED.get()
-    if forced is not None:
-        return forced
-    return fused_kernels_setting()
-
-
-@contextlib.contextmanager
-def forcing_fused_kernels(enabled=True):
-    """Within this block, `fused_kernels` returns `enabled` for CuPy arrays."""
-    token = _FORCED_FUSED.set(bool(enabled))
-    try:
-        yield
-    finally:
-        _FORCED_FUSED.reset(token)
+def _on_host(name):
+    if _host_runner is None:
+        raise TypeError(f"the CUDA kernel {name} takes CuPy arrays, got NumPy arrays (only the "
+                        f"tests run CUDA kernels on the CPU, through their emulator)")
+    return _host_runner
 
 
 def _array_module_of(args):
     return get_array_module(*[arg for arg in args if hasattr(arg, "shape")])
 
 
+class CudaKernel:
+    """One ``extern "C" __global__`` function `name` of the .cu file `file` in this folder.
+
+    Call it as ``kernel(size, args, dtype)``: `size` work items (the kernel's grid-stride loop
+    covers them whatever the launch shape), `args` its arguments in order (contiguous arrays and
+    numbers), `dtype` the floating type T. `scalar_types` names the C type of each number among
+    the arguments, in order (``"int32"``, ``"int64"``, ``"T"``).
+    """
+
+    def __init__(self, file, name, scalar_types):
+        self.file, self.name = file, name
+        self.scalar_types = tuple(scalar_types)
+
+    @property
+    def path(self):
+        return FOLDER / self.file
+
+    def source(self):
+        return self.path.read_text()
+
+    @staticmethod
+    def options(dtype):
+        """Compiler options for floating type `dtype` (NVRTC's and the C++ compiler's alike)."""
+        return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}")
+
+    def __call__(self, size, args, dtype):
+        xp = _array_module_of(args)
+        if xp.__name__ == "numpy":
+            return _on_host(self.name).run_raw(self, args, dtype)
+        dtype = numpy.dtype(dtype)
+        key = (self.file, dtype.name)
+        if key not in _modules:
+            _modules[key] = xp.RawModule(code=self.source(), options=self.options(dtype))
+        function = _modules[key].get_function(self.name)
+        scalars = iter(self.scalar_types)
+        typed = []
+        for arg in args:
+            if hasattr(arg, "shape"):
+                typed.append(arg)
+            else:
+                kind = next(scalars)
+                typed.append((dtype.type if kind == "T" else numpy.dtype(kind).type)(arg))
+        blocks = max(1, min(MAX_BLOCKS, -(-size // BLOCK)))
+        function((blocks,), (BLOCK,), tuple(typed))
+
+
 class ElementwiseKernel:
-    """A `cupy.ElementwiseKernel`, built on its first call (arguments as CuPy's)."""
+    """A `cupy.ElementwiseKernel` (arguments as CuPy's), built on its first call."""
 
     def __init__(self, in_params, out_params, operation, name):
         self.in_params, self.out_params = in_params, out_params
         self.operation, self.name = operation, f"xpnn_{name}"
         self._kernel = None
 
+    def params(self):
+        """([(type, name)] of the inputs, [(type, name)] of the outputs); plain ``TYPE name``
+        params only (no ``raw``)."""
+        def parse(text):
+            pairs = [part.split() for part in text.split(",")]
+            if any(len(pair) != 2 for pair in pairs):
+                raise NotImplementedError(f"{self.name}: only 'TYPE name' params, got {text!r}")
+            return [tuple(pair) for pair in pairs]
+        return parse(self.in_params), parse(self.out_params)
+
     def __call__(self, *args, **kwargs):
-        if _array_module_of(args).__name__ == "numpy":
-            return cuda_emulation.run_elementwise(self, args, kwargs)
+        xp = _array_module_of(args)
+        if xp.__name__ == "numpy":
+            return _on_host(self.name).run_elementwise(self, args, kwargs)
         if self._kernel is None:
-            cupy = _array_module_of(args)
-            self._kernel = cupy.ElementwiseKernel(self.in_params, self.out_params,
-                                                  self.operation, self.name)
+            self._kernel = xp.ElementwiseKernel(self.in_params, self.out_params,
+                                                self.operation, self.name)
         return self._kernel(*args, **kwargs)
-
-
-BLOCK = 256       # threads per block
-MAX_BLOCKS = 4096  # kernels loop over the rest (grid-stride loops)
-
-# Put before every RawKernel's source: the grid-stride loop every kernel is written as, and the
-# (n, y, x, channel) position of a flat index into a contiguous (N, H, W, C) array.
-RAW_PREAMBLE = r"""
-#define XPNN_GRID_STRIDE_LOOP(i, size)                                                   \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (size);     \
-         i += (long long)blockDim.x * gridDim.x)
-
-struct xpnn_nhwc { long long n; int y, x, c; };
-
-__device__ inline xpnn_nhwc xpnn_unravel_nhwc(long long i, int h, int w, int c) {
-    xpnn_nhwc at;
-    at.c = (int)(i % c);
-    long long rest = i / c;
-    at.x = (int)(rest % w);
-    rest /= w;
-    at.y = (int)(rest % h);
-    at.n = rest / h;
-    return at;
-}
-"""
-
-
-class RawKernel:
-    """One ``extern "C" __global__`` function in CUDA C, compiled for each floating type `T`.
-
-    The function must loop over its work items with ``XPNN_GRID_STRIDE_LOOP(i, size)``, so that
-    any launch shape covers them; `RAW_PREAMBLE` (that macro and `xpnn_unravel_nhwc`) comes
-    before the source. Call it as ``kernel(size, arrays_and_scalars)``; `scalar_types`
-    names the C type of every argument that is not an array (``"int32"``, ``"int64"``,
-    ``"T"``), in order.
-    """
-
-    def __init__(self, source, name, scalar_types):
-        self.source, self.name = source, name
-        self.scalar_types = tuple(scalar_types)
-        self._kernels = {}  # dtype name -> cupy.RawKernel
-
-    def source_for(self, dtype):
-        """The whole translation unit for floating type `dtype` (``"float32"``/``"float64"``)."""
-        c_type = {"float32": "float", "float64": "double"}[numpy.dtype(dtype).name]
-        return f"typedef {c_type} T;\n{RAW_PREAMBLE}\n{self.source}"
-
-    def __call__(self, size, args, dtype):
-        cupy = _array_module_of(args)
-        if cupy.__name__ == "numpy":
-            return cuda_emulation.run_raw(self, args, dtype)
-        dtype = numpy.dtype(dtype)
-        kernel = self._kernels.get(dtype.name)
-        if kernel is None:
-            kernel = cupy.RawKernel(self.source_for(dtype), self.name)
-            self._kernels[dtype.name] = kernel
-        scalars = iter(self.scalar_types)
-        typed = []
-        for arg in args:
-            if hasattr(arg, "shape"):
-                typed.append(arg)
-                continue
-            kind = next(scalars)
-            typed.append((dtype.type if kind == "T" else numpy.dtype(kind).type)(arg))
-        blocks = max(1, min(MAX_BLOCKS, -(-size // BLOCK)))
-        kernel((blocks,), (BLOCK,), tuple(typed))

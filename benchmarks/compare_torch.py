@@ -43,7 +43,7 @@ SIDES = ("ours", "torch")
 
 def _make_runner(side, config, batch_size, seed, workers=None):
     if side == "ours":
-        from xpnn.training.bench import TrainingStep
+        from xpnn.tools.bench import TrainingStep
         return TrainingStep(config, "cpu", batch_size, seed, workers=workers)
     from benchmarks.torch_nets import TorchTrainingStep
     return TorchTrainingStep(config, batch_size, seed)
@@ -52,7 +52,7 @@ def _make_runner(side, config, batch_size, seed, workers=None):
 def _worker_main(side):
     """Serve JSON-line requests on stdin: setup, run, memory, quit. Replies on the real stdout;
     anything else the libraries print goes to stderr."""
-    from xpnn.training.bench import cpu_usage, current_rss_mib, peak_rss_mib, usage_per_step
+    from xpnn.tools.bench import cpu_usage, current_rss_mib, peak_rss_mib, usage_per_step
 
     reply_stream = sys.stdout
     sys.stdout = sys.stderr

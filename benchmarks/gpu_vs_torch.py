@@ -18,9 +18,8 @@ import sys
 import time
 
 from xpnn.backend import get_device
-from xpnn.backend.cuda import forcing_fused_kernels
 from benchmarks.torch_nets import build_torch_net, copy_weights, import_torch, make_torch_optimizer
-from xpnn.training.bench import BENCH_LR, benchmark, load_config, make_batch
+from xpnn.tools.bench import BENCH_LR, benchmark, load_config, make_batch
 
 
 def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0):
@@ -70,8 +69,8 @@ def compare(config, device, batch_size, variants, rounds, steps, warmup):
     theirs = []
     for _ in range(rounds):
         for variant in variants:
-            with forcing_fused_kernels(VARIANTS[variant]):
-                result = benchmark(config, device, batch_size, steps=steps, warmup=warmup)
+            result = benchmark(config, device, batch_size, steps=steps, warmup=warmup,
+                               fused=VARIANTS[variant])
             ours[variant].append(result.median_ms)
             queued[variant].append(_median(result.queue_ms or [None]))
         theirs.append(torch_step_ms(config, device.name, batch_size, steps, warmup))

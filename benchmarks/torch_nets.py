@@ -15,7 +15,7 @@ update as ours (v = m v + g + wd w; w -= lr v).
 
 PyTorch is optional (``pip install torch==2.13.0``) and never imported by the library itself.
 """
-from xpnn.training.bench import BENCH_LR, make_batch, time_steps
+from xpnn.tools.bench import BENCH_LR, make_batch, time_steps
 
 TORCH_INSTALL_HINT = "pip install torch==2.13.0"
 THREADS = 2

@@ -1,4 +1,6 @@
 """`xpnn bench`: time full training steps of a config's network."""
+import json
+
 import click
 
 from xpnn.cli.options import config_option, device_option, fused_option, load_config, set_option
@@ -16,12 +18,29 @@ from xpnn.cli.options import config_option, device_option, fused_option, load_co
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
               help="untimed steps first")
 @click.option("--profile", is_flag=True, help="add a per-layer timing table")
-def bench(config_spec, overrides, device, batch_size, steps, warmup, profile):
+@click.option("--workers", type=click.IntRange(min=0),
+              help="CPU worker threads as in training  [default: one per core; 0: the bare "
+                   "network with BLAS on every core]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+              show_default=True, help="learning rate (a step costs the same at any rate; the "
+                                      "configs' rates can diverge on a fixed random batch)")
+@click.option("--seed", type=int, default=0, show_default=True, help="weights and batch")
+@click.option("--subprocess", "fresh_process", is_flag=True,
+              help="run in a fresh process, so the peak memory is this run's alone")
+@click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
+def bench(config_spec, overrides, device, fused, batch_size, steps, warmup, profile, workers, lr,
+          seed, fresh_process, as_json):
     """Time full training steps (forward, loss, backward, optimizer step) of CONFIG's network."""
     from xpnn.backend import get_device
-    from xpnn.training.bench import benchmark
+    from xpnn.tools.bench import benchmark, benchmark_in_subprocess
 
     config = load_config(config_spec, overrides)
-    result = benchmark(config, get_device(device), batch_size or config["train"]["batch_size"],
-                       steps, warmup, profile)
-    click.echo(result.format())
+    options = dict(batch_size=batch_size or config["train"]["batch_size"], steps=steps,
+                   warmup=warmup, profile=profile, seed=seed, lr=lr, workers=workers,
+                   fused=fused)
+    if fresh_process:
+        result = benchmark_in_subprocess(config, device, label=config_spec, **options)
+    else:
+        result = benchmark(config, get_device(device), **options)
+        result.label = config_spec
+    click.echo(json.dumps(result.to_dict()) if as_json else result.format())

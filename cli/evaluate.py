@@ -15,14 +15,14 @@ from xpnn.cli.options import (config_option, data_dir_option, device_option, fus
 @fused_option
 @data_dir_option()
 @click.option("--limit-test", type=click.IntRange(min=1), help="use the first N test images only")
-def evaluate(source, config_spec, overrides, device, data_dir, limit_test):
+def evaluate(source, config_spec, overrides, device, fused, data_dir, limit_test):
     """Test-set accuracy, loss and confusion matrix of a trained network.
 
     RUN_DIR|CHECKPOINT is a run folder (its best.npz, else its last.npz) or a .npz file. With -c,
     the weights are loaded into the network of CONFIG instead of the one saved with them (a
     checkpoint of another architecture is refused).
     """
-    from xpnn.backend import get_device
+    from xpnn.backend import fused_on, get_device
     from xpnn.training import evaluate as run_evaluation
     from xpnn.training.metrics import confusion_matrix, format_confusion
     from xpnn.training.runs import load_data, load_trained
@@ -38,7 +38,8 @@ def evaluate(source, config_spec, overrides, device, data_dir, limit_test):
     num_classes = int(config["model"].get("num_classes", 10))
     check_dataset_fits(net, dataset, num_classes)
     images, labels = dataset.test_images[:limit_test], dataset.test_labels[:limit_test]
-    result = run_evaluation(net, device.send(images), device.send(labels))
+    with fused_on(device, fused):
+        result = run_evaluation(net, device.send(images), device.send(labels))
     matrix = confusion_matrix(labels, result.predictions, num_classes)
     correct = int(matrix.trace())
     click.echo(f"{checkpoint.path} ({net.name}, epoch {checkpoint.epoch}) on {dataset.name} test "

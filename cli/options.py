@@ -1,5 +1,4 @@
 """Options that several commands share, and how their values become library objects."""
-import os
 import re
 from pathlib import Path
 
@@ -31,24 +30,22 @@ def device_option(name="--device", default="cpu", help_text=None):
                         help=help_text or "where to compute: cpu (NumPy), gpu / cuda / cuda:N (CuPy)")
 
 
-def _set_fused_kernels(ctx, param, value):
-    """--fused-kernels/--array-code set XPNN_FUSED_KERNELS for this process (and the benchmark
-    subprocesses it starts); neither given: the variable as set, which must be 0 or 1."""
-    from xpnn.backend.cuda import ENV_FLAG, fused_kernels_setting
-    if value is not None:
-        os.environ[ENV_FLAG] = "1" if value else "0"
-    try:
-        fused_kernels_setting()
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-    return value
+class _FusedVariable(click.types.BoolParamType):
+    """A bool; a value it cannot read can only have come from XPNN_FUSED_KERNELS."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"XPNN_FUSED_KERNELS must be 1 (fused CUDA kernels) or 0 (array code), "
+                      f"got {value!r}", param, ctx)
 
 
 fused_option = click.option(
-    "--fused-kernels/--array-code", default=None, callback=_set_fused_kernels,
-    expose_value=False, is_eager=True,
-    help="on a GPU: run the hand-written fused CUDA kernels (experimental), or the array code  "
-         "[default: XPNN_FUSED_KERNELS=1 or 0, else array code]")
+    "--fused-kernels/--array-code", "fused", default=False, envvar="XPNN_FUSED_KERNELS",
+    type=_FusedVariable(),
+    help="on a GPU: run the hand-written fused CUDA kernels (experimental, unmeasured), or the "
+         "array code  [default: --array-code, or XPNN_FUSED_KERNELS=1]")
 
 
 # -- configs and their overrides -------------------------------------------------------------------

@@ -37,7 +37,7 @@ def _number(value):
               help="print one JSON object (both settings, every tensor's errors, the verdict) "
                    "instead of the table; the exit code still says pass (0) or fail (1)")
 @click.pass_context
-def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, batch_size,
+def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fused, batch_size,
            tolerance, data_dir, as_json):
     """Run one batch through CONFIG's network under two settings and compare every layer's
     output, the loss and every gradient.
@@ -46,7 +46,7 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, ba
     a CPU the default compares its float32 path with that reference.
     """
     from xpnn.backend import get_device, gpu_unavailable_reason
-    from xpnn.backend.parity import compare, format_report, worst
+    from xpnn.tools.parity import compare, format_report, worst
     from xpnn.nets import build
     from xpnn.training.batches import to_float
     from xpnn.training.runs import load_data
@@ -63,7 +63,8 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, ba
     inputs = to_float(dataset.test_images[:batch_size])
     labels = dataset.test_labels[:batch_size].copy()
     make_network = functools.partial(build, config["model"], config["train"]["seed"])
-    rows = compare(make_network, inputs, labels, a=(a.name, dtype_a), b=(b.name, dtype_b))
+    rows = compare(make_network, inputs, labels, a=(a.name, dtype_a), b=(b.name, dtype_b),
+                   fused=fused)
     bad = worst(rows)
     passed = bad is None or bad.max_rel_err <= tolerance
     what = (f"{config['model']['name']} ({config_spec}), {len(labels)} test images: "

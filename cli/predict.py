@@ -14,7 +14,7 @@ from xpnn.cli.options import device_option, fused_option, output_option
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
               help="how many of the likeliest classes to show")
 @output_option("also write the predictions to this CSV file (file, class, probability, ...)")
-def predict(source, images, device, top, output):
+def predict(source, images, device, fused, top, output):
     """Classify IMAGES with the network of RUN_DIR (its best.npz, else last.npz) or CHECKPOINT.
 
     IMAGES are PNG or JPEG files (or any image Pillow reads), folders of them, or IDX files.
@@ -24,15 +24,17 @@ def predict(source, images, device, top, output):
     28 x 28 (MNIST). IDX images are taken as they are. Prints each image's class and the
     probabilities of the likeliest classes.
     """
-    from xpnn.backend import get_device
+    from xpnn.backend import fused_on, get_device
     from xpnn.inference import predict as run_predict
     from xpnn.inference.predict import class_names, format_prediction, write_csv
     from xpnn.training.runs import load_trained
 
-    trained = load_trained(source, get_device(device))
+    device = get_device(device)
+    trained = load_trained(source, device)
     names = class_names(trained.config)
     top = min(top, len(names))
-    predictions = run_predict(trained, images)
+    with fused_on(device, fused):
+        predictions = run_predict(trained, images)
     for prediction in predictions:
         click.echo(format_prediction(prediction, names, top))
     if output is not None:

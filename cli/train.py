@@ -32,7 +32,7 @@ from xpnn.cli.options import (config_option, data_dir_option, device_option, fus
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, output, resume_dir, epochs, batch_size, lr, seed,
+def train(config_spec, overrides, device, fused, output, resume_dir, epochs, batch_size, lr, seed,
           limit_train, limit_test, checkpoint_every, workers, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
@@ -40,7 +40,7 @@ def train(config_spec, overrides, device, output, resume_dir, epochs, batch_size
     RUN_DIR/metrics.jsonl; RUN_DIR/last.npz is saved every epoch (and every --checkpoint-every
     steps), RUN_DIR/best.npz at the best test accuracy. Ctrl-C saves last.npz and exits with 130.
     """
-    from xpnn.backend import get_device
+    from xpnn.backend import fused_on, get_device
     from xpnn.training import resume_run, start_run
     from xpnn.training.runs import default_run_dir
 
@@ -76,7 +76,8 @@ def train(config_spec, overrides, device, output, resume_dir, epochs, batch_size
         click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")
-    metrics = trainer.fit()
+    with fused_on(device, fused):
+        metrics = trainer.fit()
     best = max(metrics, key=lambda record: record["test_acc"])
     click.echo(f"done: best test accuracy {100 * best['test_acc']:.2f}% (epoch {best['epoch']}); "
                f"checkpoints and metrics in {trainer.run_dir}")

@@ -1,17 +1,7 @@
-"""Element-wise activations. They keep the memory layout of their input.
-
-Gradients are masked by multiplying with a 0/1 (or slope) array: in NumPy that is over ten
-times faster than `where` for the same result. With fused CUDA kernels each pass is one kernel.
-"""
+"""Element-wise activations. They keep the memory layout of their input."""
 from xpnn.backend import get_array_module
-from xpnn.backend.cuda import ElementwiseKernel, fused_kernels
+from xpnn.backend.activations import leaky_relu, leaky_relu_backward, relu_backward
 from xpnn.layers.base import Layer
-
-RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_backward")
-LEAKY_RELU_FORWARD = ElementwiseKernel("T x, T slope", "T y", "y = x > 0 ? x : x * slope",
-                                       "leaky_relu_forward")
-LEAKY_RELU_BACKWARD = ElementwiseKernel("T g, T x, T slope", "T dx",
-                                        "dx = x > 0 ? g : g * slope", "leaky_relu_backward")
 
 
 class ReLULayer(Layer):
@@ -23,10 +13,7 @@ class ReLULayer(Layer):
 
     def backward(self, grad_out):
         out, self._out = self._out, None
-        xp = get_array_module(grad_out)
-        if fused_kernels(xp):
-            return RELU_BACKWARD(grad_out, out, xp.empty_like(grad_out))  # keeps the layout
-        return grad_out * (out > 0)
+        return relu_backward(grad_out, out)
 
 
 class LeakyReLULayer(Layer):
@@ -38,21 +25,9 @@ class LeakyReLULayer(Layer):
         self.slope = float(slope)
 
     def forward(self, x):
-        xp = get_array_module(x)
-        self._fused = fused_kernels(xp)
-        if self._fused:
-            self._x = x
-            return LEAKY_RELU_FORWARD(x, self.slope, xp.empty_like(x))
-        self._positive = x > 0
-        return xp.maximum(x, x * self.slope)  # slope < 1
+        y, self._memo = leaky_relu(x, self.slope)
+        return y
 
     def backward(self, grad_out):
-        if self._fused:
-            x, self._x = self._x, None
-            return LEAKY_RELU_BACKWARD(grad_out, x, self.slope,
-                                       get_array_module(x).empty_like(grad_out))
-        local_grad = self._positive.astype(grad_out.dtype)  # 1 where x > 0, else slope
-        local_grad *= 1.0 - self.slope
-        local_grad += self.slope
-        self._positive = None
-        return grad_out * local_grad
+        memo, self._memo = self._memo, None
+        return leaky_relu_backward(grad_out, memo, self.slope)

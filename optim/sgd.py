@@ -1,15 +1,9 @@
 """Stochastic gradient descent, plain and with momentum, on packed parameters."""
 import math
-from xpnn.backend import CPU, get_array_module
-from xpnn.backend.cuda import ElementwiseKernel, fused_kernels
-from xpnn.optim.packing import pack_parameters
 
-SGD_STEP = ElementwiseKernel("T grad, T lr, T decay", "T data",
-                             "data -= lr * (grad + decay * data)", "sgd_step")
-MOMENTUM_SGD_STEP = ElementwiseKernel(
-    "T grad, T lr, T momentum, T decay", "T data, T velocity",
-    "velocity = momentum * velocity + (grad + decay * data); data -= lr * velocity",
-    "momentum_sgd_step")
+from xpnn.backend import CPU, get_array_module
+from xpnn.backend.updates import momentum_update, sgd_update
+from xpnn.optim.packing import pack_parameters
 
 
 class SGDOptimizer:
@@ -32,17 +26,8 @@ class SGDOptimizer:
     def zero_grad(self):
         self.grad.fill(0)
 
-    def _decayed_grad(self):
-        """The gradient with weight decay added, in place in the gradient buffer."""
-        if self.weight_decay:
-            self.grad += self.weight_decay * self.data
-        return self.grad
-
     def step(self):
-        if fused_kernels(get_array_module(self.data)):
-            SGD_STEP(self.grad, self.lr, self.weight_decay, self.data)
-        else:
-            self.data -= self.lr * self._decayed_grad()
+        sgd_update(self.data, self.grad, self.lr, self.weight_decay)
         self.steps += 1
 
     def state_dict(self):
@@ -65,13 +50,8 @@ class MomentumSGDOptimizer(SGDOptimizer):
         self.velocity = get_array_module(self.data).zeros_like(self.data)
 
     def step(self):
-        if fused_kernels(get_array_module(self.data)):
-            MOMENTUM_SGD_STEP(self.grad, self.lr, self.momentum, self.weight_decay, self.data,
-                              self.velocity)
-        else:
-            self.velocity *= self.momentum
-            self.velocity += self._decayed_grad()
-            self.data -= self.lr * self.velocity
+        momentum_update(self.data, self.grad, self.velocity, self.lr, self.momentum,
+                        self.weight_decay)
         self.steps += 1
 
     def state_dict(self):

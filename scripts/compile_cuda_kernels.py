@@ -1,8 +1,9 @@
 """Compile every fused CUDA kernel of xpnn with NVRTC, no GPU needed: catches CUDA C errors early.
 
 Needs NVRTC's shared library (``pip install nvidia-cuda-nvrtc-cu12``, or a CUDA toolkit), found
-on the library path or in that package. Each `RawKernel` is compiled for float and double; each
-`ElementwiseKernel` operation inside a loop like the one CuPy generates. On a GPU, CuPy compiles
+on the library path or in that package. Each .cu file of backend/ is compiled for float and double
+with the loader's own options; each `ElementwiseKernel` operation inside a loop like the one
+CuPy generates. On a GPU, CuPy compiles
 the kernels itself on first use; this is the check for machines without one.
 
     python scripts/compile_cuda_kernels.py [--arch compute_90]
@@ -19,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xpnn.backend.cuda import ElementwiseKernel, RawKernel  # noqa: E402
-from xpnn.backend.cuda_emulation import _C_TYPES, _params  # noqa: E402
+from xpnn.backend.cuda import C_TYPES, CudaKernel, ElementwiseKernel  # noqa: E402
 
-PACKAGES = ("xpnn.layers", "xpnn.optim", "xpnn.nets", "xpnn.training")
+PACKAGE = "xpnn.backend"  # every kernel is declared in one of its modules
 
 
 def find_nvrtc():
@@ -38,14 +38,15 @@ def find_nvrtc():
     return None
 
 
-def compile_source(nvrtc, source, name, arch):
+def compile_source(nvrtc, source, name, arch, extra_options=()):
     """Return (ok, log) for `source` compiled by NVRTC for `arch`."""
     program = ctypes.c_void_p()
     status = nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), f"{name}.cu".encode(),
                                       0, None, None)
     if status != 0:
         return False, f"nvrtcCreateProgram failed with status {status}"
-    options = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"]
+    options = [f"--gpu-architecture={arch}".encode(), b"--std=c++17",
+               *(option.encode() for option in extra_options)]
     status = nvrtc.nvrtcCompileProgram(program, len(options),
                                        (ctypes.c_char_p * len(options))(*options))
     size = ctypes.c_size_t()
@@ -58,10 +59,10 @@ def compile_source(nvrtc, source, name, arch):
 
 def elementwise_source(kernel, c_type):
     """The operation inside a grid-stride loop, inputs const, outputs references (as CuPy's)."""
-    ins, outs = _params(kernel.in_params), _params(kernel.out_params)
+    ins, outs = kernel.params()
 
     def c_of(kind):
-        return "T" if kind == "T" else _C_TYPES[kind]
+        return "T" if kind == "T" else {"int32": "int", "int64": "long long", "bool": "bool"}[kind]
     params = [f"const {c_of(kind)}* {name}_" for kind, name in ins]
     params += [f"{c_of(kind)}* {name}_" for kind, name in outs]
     loads = [f"const {c_of(kind)} {name} = {name}_[i];" for kind, name in ins]
@@ -74,15 +75,14 @@ def elementwise_source(kernel, c_type):
 
 
 def all_kernels():
-    """(where, kernel) for every module-level kernel in the library's packages."""
+    """(where, kernel) for every module-level kernel of the backend."""
     found = []
-    for package_name in PACKAGES:
-        package = importlib.import_module(package_name)
-        for info in pkgutil.iter_modules(package.__path__):
-            module = importlib.import_module(f"{package_name}.{info.name}")
-            for attribute, value in vars(module).items():
-                if isinstance(value, (RawKernel, ElementwiseKernel)):
-                    found.append((f"{module.__name__}.{attribute}", value))
+    package = importlib.import_module(PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        for attribute, value in vars(module).items():
+            if isinstance(value, (CudaKernel, ElementwiseKernel)):
+                found.append((f"{module.__name__}.{attribute}", value))
     return found
 
 
@@ -95,15 +95,18 @@ def main(argv=None):
         print("NVRTC not found: pip install nvidia-cuda-nvrtc-cu12 (or put libnvrtc.so on the "
               "library path)", file=sys.stderr)
         return 2
-    failures = 0
+    failures, compiled = 0, set()
     kernels = all_kernels()
     for where, kernel in kernels:
-        for dtype, c_type in [("float32", "float"), ("float64", "double")]:
-            if isinstance(kernel, RawKernel):
-                source = kernel.source_for(dtype)
+        for dtype, c_type in C_TYPES.items():
+            if isinstance(kernel, CudaKernel):
+                if (kernel.file, dtype) in compiled:  # one translation unit per file and type
+                    continue
+                compiled.add((kernel.file, dtype))
+                where, source, options = kernel.file, kernel.source(), kernel.options(dtype)
             else:
-                source = elementwise_source(kernel, c_type)
-            ok, log = compile_source(nvrtc, source, kernel.name, args.arch)
+                source, options = elementwise_source(kernel, c_type), ()
+            ok, log = compile_source(nvrtc, source, kernel.name, args.arch, options)
             print(f"{'ok  ' if ok else 'FAIL'} {where} ({dtype})" + (f"\n{log}" if log else ""))
             failures += not ok
     print(f"{len(kernels)} kernels, {failures} compile failures")

@@ -17,9 +17,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy  # noqa: E402  (after the thread setting above)
 import pytest  # noqa: E402
 
+import cuda_emulation  # noqa: E402  (tests/cuda_emulation.py)
 from xpnn import backend  # noqa: E402
-from xpnn.backend import cuda_emulation  # noqa: E402
-from xpnn.backend.cuda import forcing_fused_kernels  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,19 +27,20 @@ def _gpu_skip_reason():
     return backend.gpu_unavailable_reason()
 
 
-DEVICE_CASES = ["cpu", "cpu-few-kernels", "cpu-fused-emulated",
+DEVICE_CASES = ["cpu", "cpu-gpu-code", "cpu-fused-emulated",
                 pytest.param("gpu", marks=pytest.mark.gpu),
                 pytest.param("gpu-fused", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(params=DEVICE_CASES)
 def device(request):
-    """A `backend.Device`, one case per way a layer can compute:
+    """A `backend.Device`, one case per implementation of the backend's primitives
+    (`backend.dispatch`) on each device:
 
-    cpu: NumPy. cpu-few-kernels: NumPy taking the GPU's array code paths
-    (`backend.forcing_few_kernels`). cpu-fused-emulated: NumPy with the fused CUDA kernels run on
-    the CPU (`backend.cuda_emulation`; skipped without a C++ compiler). gpu: CuPy. gpu-fused: CuPy
-    with the fused CUDA kernels (`backend.cuda.forcing_fused_kernels`). The gpu cases skip, with
+    cpu: NumPy, ``cpu`` implementations. cpu-gpu-code: NumPy running the ``gpu``
+    implementations (the GPU's array code). cpu-fused-emulated: NumPy running the ``fused`` ones,
+    their CUDA kernels emulated on the CPU (tests/cuda_emulation.py; skipped without a C++
+    compiler). gpu: CuPy. gpu-fused: CuPy with the fused CUDA kernels. The gpu cases skip, with
     the reason, where CuPy or a CUDA device is missing.
     """
     case = request.param
@@ -48,10 +48,10 @@ def device(request):
         reason = _gpu_skip_reason()
         if reason is not None:
             pytest.skip(f"no usable GPU: {reason}")
-        with forcing_fused_kernels(case == "gpu-fused"):
+        with backend.using("fused" if case == "gpu-fused" else None):
             yield backend.get_device("gpu")
-    elif case == "cpu-few-kernels":
-        with backend.forcing_few_kernels():
+    elif case == "cpu-gpu-code":
+        with backend.using("gpu"):
             yield backend.CPU
     elif case == "cpu-fused-emulated":
         reason = cuda_emulation.unavailable_reason()

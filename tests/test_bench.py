@@ -6,7 +6,7 @@ import math
 import numpy
 import pytest
 
-from xpnn.training.bench import (BenchResult, TrainingStep, benchmark, benchmark_in_subprocess,
+from xpnn.tools.bench import (BenchResult, TrainingStep, benchmark, benchmark_in_subprocess,
                             load_config, make_optimizer, profile_steps)
 
 TORCH_MISSING = importlib.util.find_spec("torch") is None
@@ -138,7 +138,7 @@ def test_torch_net_with_our_weights_gives_our_logits_and_loss(name):
 
     from xpnn import nets
     from benchmarks.torch_nets import build_torch_net, copy_weights
-    from xpnn.training.bench import make_batch
+    from xpnn.tools.bench import make_batch
 
     config = load_config(f"configs/{name}.yaml")
     ours = nets.build(config["model"], seed=3)

@@ -174,14 +174,14 @@ def test_plot_of_a_folder_without_metrics_is_an_error(tmp_path):
 # -- bench and parity -----------------------------------------------------------------------------
 
 def test_bench_times_training_steps():
-    pytest.importorskip("xpnn.training.bench")
+    pytest.importorskip("xpnn.tools.bench")
     result = invoke("bench", "-c", LENET, "--batch-size", "8", "--steps", "2", "--warmup", "1")
     assert_ok(result)
     assert "MNISTNetwork" in result.output or "ms" in result.output
 
 
 def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
-    pytest.importorskip("xpnn.backend.parity")
+    pytest.importorskip("xpnn.tools.parity")
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4")
     assert_ok(result)
     assert "logits" in result.output and "layers.0.weight" in result.output
@@ -224,27 +224,44 @@ def test_parity_json_for_ci():
 
 # -- fused CUDA kernels switch ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "bench", "parity"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "bench", "parity"])
 def test_gpu_commands_offer_the_fused_kernels_switch(command):
     result = invoke(command, "--help")
     assert_ok(result)
     assert "--fused-kernels / --array-code" in result.output
 
 
-@pytest.mark.parametrize("flag,expected", [("--fused-kernels", "1"), ("--array-code", "0")])
-def test_fused_kernels_switch_sets_the_environment_for_this_run(flag, expected, monkeypatch):
-    import os
-    from xpnn.backend.cuda import ENV_FLAG
-    monkeypatch.setenv(ENV_FLAG, "")  # restored after the test
-    assert_ok(invoke("bench", "-c", LENET, "--batch-size", "2", "--steps", "1", "--warmup", "0",
-                     flag))
-    assert os.environ[ENV_FLAG] == expected
+@pytest.mark.parametrize("args, env, expected", [
+    (["--fused-kernels"], None, True), (["--array-code"], "1", False), ([], "1", True),
+    ([], None, False)])
+def test_fused_kernels_switch_and_its_variable_reach_the_benchmark(args, env, expected,
+                                                                   monkeypatch):
+    seen = {}
+
+    def benchmark(config, device, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xpnn.tools.bench.benchmark", benchmark)
+    if env is None:
+        monkeypatch.delenv("XPNN_FUSED_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("XPNN_FUSED_KERNELS", env)
+    invoke("bench", "-c", LENET, *args)
+    assert seen["fused"] is expected
 
 
-def test_a_bad_fused_kernels_variable_is_a_one_line_error(monkeypatch):
-    monkeypatch.setenv("XPNN_FUSED_KERNELS", "yes")
+def test_fused_kernels_change_nothing_on_the_cpu():
+    result = invoke("bench", "-c", LENET, "--batch-size", "2", "--steps", "1", "--warmup", "0",
+                    "--fused-kernels")
+    assert_ok(result)
+    assert "fused CUDA kernels" not in result.output
+
+
+def test_a_bad_fused_kernels_variable_is_a_usage_error(monkeypatch):
+    monkeypatch.setenv("XPNN_FUSED_KERNELS", "maybe")
     result = invoke("bench", "-c", LENET, "--steps", "1", "--warmup", "0")
     assert result.exit_code == 2
-    assert "XPNN_FUSED_KERNELS must be 0 (array code) or 1 (fused CUDA kernels), got 'yes'" \
-        in result.output
+    assert ("XPNN_FUSED_KERNELS must be 1 (fused CUDA kernels) or 0 (array code), got 'maybe'"
+            in result.output)
     assert "Traceback" not in result.output

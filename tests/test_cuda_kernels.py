@@ -1,17 +1,21 @@
-"""The fused-kernel machinery itself: the switch, the kernel wrappers, the CPU emulation and the
-NVRTC compile script. (The kernels' results are checked through the layers, in every test that
-takes the `device` fixture: see its ``cpu-fused-emulated`` and ``gpu-fused`` cases.)"""
+"""The machinery of the fused implementations: the switch, the kernel wrappers, the .cu files, the
+CPU emulation (tests/cuda_emulation.py) and the NVRTC compile script. (The kernels' results are
+checked through the layers, in every test that takes the `device` fixture: its
+``cpu-fused-emulated`` and ``gpu-fused`` cases.)"""
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy
 import pytest
 
-from xpnn.backend import cuda_emulation
-from xpnn.backend.cuda import (ENV_FLAG, ElementwiseKernel, RawKernel, forcing_fused_kernels,
-                          fused_kernels, fused_kernels_setting)
+import cuda_emulation
+from xpnn import backend
+from xpnn.backend import cuda
+from xpnn.backend.cuda import CudaKernel, ElementwiseKernel
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
 
 
 @pytest.fixture
@@ -23,33 +27,59 @@ def emulation():
         yield
 
 
-def test_numpy_takes_fused_kernels_only_inside_emulation(monkeypatch):
-    monkeypatch.setenv(ENV_FLAG, "1")
-    with forcing_fused_kernels(True):
-        assert not fused_kernels(numpy)
-    if cuda_emulation.unavailable_reason() is None:
-        with cuda_emulation.emulating():
-            assert fused_kernels(numpy)
-    assert not cuda_emulation.active()
+def test_the_default_implementation_follows_the_array_module():
+    class CuPyLike:
+        __name__ = "cupy"
+    assert backend.implementation(numpy) == "cpu"
+    assert backend.implementation(CuPyLike) == "gpu"
+    with backend.using("fused"):
+        assert backend.implementation(numpy) == "fused"
+        with backend.using(None):
+            assert backend.implementation(numpy) == "cpu"
+    with pytest.raises(ValueError, match="unknown implementation 'fast'"):
+        with backend.using("fast"):
+            pass
 
 
-@pytest.mark.parametrize("value,expected", [("", False), ("0", False), ("1", True), (" 1 ", True)])
-def test_the_environment_switch(value, expected, monkeypatch):
-    monkeypatch.setenv(ENV_FLAG, value)
-    assert fused_kernels_setting() is expected
+def test_fused_on_chooses_only_for_a_gpu():
+    class Gpu:
+        is_gpu = True
+    with backend.using("gpu"):
+        with backend.fused_on(backend.CPU, True):
+            assert backend.implementation(numpy) == "gpu"   # a choice around it stands
+        with backend.fused_on(Gpu, True):
+            assert backend.implementation(numpy) == "fused"
+        with backend.fused_on(Gpu, False):
+            assert backend.implementation(numpy) == "gpu"
 
 
-@pytest.mark.parametrize("value", ["yes", "true", "2", "on"])
-def test_a_bad_environment_switch_names_the_variable_and_the_values(value, monkeypatch):
-    monkeypatch.setenv(ENV_FLAG, value)
-    with pytest.raises(ValueError, match=rf"{ENV_FLAG} must be 0 \(array code\) or 1 .*'{value}'"):
-        fused_kernels_setting()
+def test_a_kernel_refuses_numpy_arrays_outside_the_emulator():
+    x = numpy.zeros((1, 2, 2, 1), dtype=numpy.float32)
+    with backend.using("fused"), pytest.raises(TypeError, match="takes CuPy arrays"):
+        from xpnn.backend.pool import max_pool
+        max_pool(x, 2, 2)
 
 
-def test_raw_kernel_source_declares_the_floating_type():
-    kernel = RawKernel('extern "C" __global__ void f(T* x) {}', "f", [])
-    assert kernel.source_for("float32").startswith("typedef float T;")
-    assert kernel.source_for(numpy.float64).startswith("typedef double T;")
+def test_every_cuda_source_is_a_file_of_its_own_that_compiles_as_it_stands():
+    """No CUDA C in Python strings beyond element-wise expressions; each .cu includes the
+    shared header and defines the kernels its wrappers name."""
+    script = _compile_script()
+    files = {kernel.file for _, kernel in script.all_kernels() if isinstance(kernel, CudaKernel)}
+    assert files == {path.name for path in (REPO / "backend").glob("*.cu")}
+    for _, kernel in script.all_kernels():
+        if isinstance(kernel, CudaKernel):
+            source = kernel.source()
+            assert '#include "common.cuh"' in source
+            assert re.search(rf'extern "C" __global__ void {kernel.name}\(', source)
+    for folder in ("layers", "nets", "optim", "training", "inference"):
+        for path in (REPO / folder).glob("*.py"):
+            text = path.read_text()
+            assert "__global__" not in text and "ElementwiseKernel" not in text, path
+
+
+def test_the_loader_sets_the_floating_type_and_the_include_folder():
+    assert CudaKernel.options("float32") == ("-DXPNN_FLOAT=float", f"-I{cuda.FOLDER}")
+    assert CudaKernel.options(numpy.float64)[0] == "-DXPNN_FLOAT=double"
 
 
 def test_emulated_elementwise_kernel_broadcasts_and_writes_given_outputs(emulation):
@@ -62,15 +92,15 @@ def test_emulated_elementwise_kernel_broadcasts_and_writes_given_outputs(emulati
     numpy.testing.assert_array_equal(fresh, (x[:, :1] + x[:1, :]) ** 2)
 
 
-def test_emulated_raw_kernel_runs_every_thread_and_rejects_strided_arrays(emulation):
-    double_it = RawKernel(r"""
-extern "C" __global__ void xpnn_test_double(const T* x, T* y, long long size) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < size;
-         i += (long long)blockDim.x * gridDim.x) {
-        y[i] = 2 * x[i];
-    }
-}
-""", "xpnn_test_double", ["int64"])
+def test_emulated_kernel_runs_every_thread_and_rejects_strided_arrays(emulation, tmp_path,
+                                                                      monkeypatch):
+    (tmp_path / "double.cu").write_text(
+        '#include "common.cuh"\n'
+        'extern "C" __global__ void xpnn_test_double(const T* x, T* y, long long size) {\n'
+        "    XPNN_GRID_STRIDE_LOOP(i, size) { y[i] = 2 * x[i]; }\n}\n")
+    (tmp_path / "common.cuh").write_text((REPO / "backend" / "common.cuh").read_text())
+    monkeypatch.setattr(cuda, "FOLDER", tmp_path)
+    double_it = CudaKernel("double.cu", "xpnn_test_double", ["int64"])
     x = numpy.arange(20, dtype=numpy.float32)  # more items than threads in the emulated grid
     y = numpy.zeros_like(x)
     double_it(x.size, (x, y, x.size), x.dtype)
@@ -79,11 +109,13 @@ extern "C" __global__ void xpnn_test_double(const T* x, T* y, long long size) {
         double_it(10, (x[::2], y[:10], 10), x.dtype)
 
 
-def test_emulation_reports_a_compile_error_with_the_compiler_output(emulation):
-    broken = RawKernel('extern "C" __global__ void xpnn_broken(T* x) { x[0] = nope; }',
-                       "xpnn_broken", [])
+def test_emulation_reports_a_compile_error_with_the_compiler_output(emulation, tmp_path,
+                                                                  monkeypatch):
+    (tmp_path / "broken.cu").write_text(
+        'extern "C" __global__ void xpnn_broken(float* x) { x[0] = nope; }\n')
+    monkeypatch.setattr(cuda, "FOLDER", tmp_path)
     with pytest.raises(RuntimeError, match="nope"):
-        broken(1, (numpy.zeros(1),), "float64")
+        CudaKernel("broken.cu", "xpnn_broken", [])(1, (numpy.zeros(1),), "float64")
 
 
 def _compile_script():
@@ -97,7 +129,7 @@ def _compile_script():
 def test_compile_script_finds_every_kernel_and_says_how_to_get_nvrtc(monkeypatch, capsys):
     script = _compile_script()
     names = {kernel.name for _, kernel in script.all_kernels()}
-    assert {"xpnn_maxpool_forward", "xpnn_maxpool_backward", "xpnn_im2col",
+    assert {"xpnn_max_pool_forward", "xpnn_max_pool_backward", "xpnn_im2col",
             "xpnn_softmax_cross_entropy", "xpnn_add_batch_stats", "xpnn_relu_backward",
             "xpnn_momentum_sgd_step"} <= names
     monkeypatch.setattr(script, "find_nvrtc", lambda: None)

@@ -12,7 +12,8 @@ import yaml
 from xpnn import backend
 from xpnn import layers
 from xpnn import nets
-from xpnn.backend import get_array_module, parity
+from xpnn.backend import get_array_module
+from xpnn.tools import parity
 from xpnn.layers import ShapeError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

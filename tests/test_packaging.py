@@ -16,7 +16,7 @@ import xpnn
 
 REPO = Path(__file__).resolve().parent.parent
 OLD_TOP_LEVEL_NAMES = {"backend", "layers", "nets", "optim", "data", "training", "cli",
-                       "inference", "configs", "run"}
+                       "inference", "configs", "tools", "run"}
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
@@ -42,7 +42,7 @@ def test_every_subpackage_is_a_top_level_folder_mapped_into_xpnn():
     mapped = {REPO / folder for folder in library_folders}
     assert python_files <= mapped, f"Python files outside the mapped packages: {python_files - mapped}"
     for folder in ("backend", "layers", "nets", "optim", "data", "training", "cli", "inference",
-                   "configs"):
+                   "configs", "tools"):
         assert mapping[f"xpnn.{folder}"] == folder
 
 
@@ -128,6 +128,7 @@ def test_the_wheel_installs_only_xpnn_with_its_configs_and_mnist(wheel):
     assert top == {"xpnn", f"xpnn-{xpnn.__version__}.dist-info"}
     for needed in ["xpnn/__main__.py", "xpnn/cli/main.py", "xpnn/configs/resnet.yaml",
                    "xpnn/data/mnist/t10k-images-idx3-ubyte.gz", "xpnn/inference/onnx_export.py",
+                   "xpnn/backend/max_pool.cu", "xpnn/backend/common.cuh", "xpnn/tools/bench.py",
                    f"xpnn-{xpnn.__version__}.dist-info/licenses/LICENSE"]:
         assert needed in names
     assert not [name for name in names if "/tests/" in name or "benchmarks" in name]

@@ -9,7 +9,8 @@ import yaml
 from xpnn import backend
 from xpnn import layers
 from xpnn import nets
-from xpnn.backend import cuda_emulation, parity
+import cuda_emulation
+from xpnn.tools import parity
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 FLOAT32_TOLERANCE = 1e-4  # max abs error / max abs float64 reference, per tensor
@@ -60,7 +61,7 @@ def _emulated_fused_kernels():
     return cuda_emulation.emulating()
 
 
-GPU_PATHS = {"few-kernels": backend.forcing_few_kernels, "fused-emulated": _emulated_fused_kernels}
+GPU_PATHS = {"gpu-code": lambda: backend.using("gpu"), "fused-emulated": _emulated_fused_kernels}
 
 
 @pytest.mark.parametrize("gpu_path", GPU_PATHS)

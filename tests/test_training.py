@@ -206,8 +206,8 @@ def test_running_stats_sum_loss_and_correct_predictions(device):
 
 def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, small_reference):
     """The whole training path with the fused CUDA kernels, run on the CPU (see
-    backend.cuda_emulation): the weights end where the array code's do."""
-    from xpnn.backend import cuda_emulation
+    tests/cuda_emulation.py): the weights end where the array code's do."""
+    import cuda_emulation
     reason = cuda_emulation.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -225,14 +225,14 @@ def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, smal
 @pytest.mark.gpu
 @pytest.mark.parametrize("fused", [False, True], ids=["array-code", "fused-kernels"])
 def test_training_on_gpu_follows_the_cpu_run(tmp_path, small_reference, fused):
-    from xpnn.backend import get_device, gpu_unavailable_reason
-    from xpnn.backend.cuda import forcing_fused_kernels
+    from xpnn.backend import fused_on, get_device, gpu_unavailable_reason
     reason = gpu_unavailable_reason()
     if reason is not None:
         pytest.skip(f"no usable GPU: {reason}")
     run_dir = tmp_path / "gpu"
-    with forcing_fused_kernels(fused):
-        trainer = start_run(lenet(epochs=2, batch_size=20), get_device("gpu"), run_dir, **SMALL)
+    gpu = get_device("gpu")
+    with fused_on(gpu, fused):
+        trainer = start_run(lenet(epochs=2, batch_size=20), gpu, run_dir, **SMALL)
         trainer.fit()
     cpu, gpu = load_checkpoint(small_reference / "last.npz"), load_checkpoint(run_dir / "last.npz")
     for name, weight in cpu.weights.items():

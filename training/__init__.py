@@ -8,7 +8,7 @@
 
 Modules: config (load_config), trainer (Trainer), checkpoint (save/load/check), metrics
 (evaluation, metrics.jsonl), runs (run folders, start/resume), batches, files (atomic writes),
-errors. `xpnn.training.bench` (timing) is separate and imported on its own.
+errors. `xpnn.tools.bench` (timing) is separate and imported on its own.
 """
 from xpnn.training.checkpoint import Checkpoint, check_matches, load_checkpoint, restore, save_checkpoint
 from xpnn.training.config import load_config, validate_config

@@ -13,31 +13,12 @@ from pathlib import Path
 import numpy
 
 from xpnn.backend import CPU, get_array_module
-from xpnn.backend.cuda import RawKernel, fused_kernels
+from xpnn.backend.batch_stats import add_batch_stats
 from xpnn.training.batches import to_float
 from xpnn.training.files import atomic_write
 
 METRICS_NAME = "metrics.jsonl"
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
-
-# logits: contiguous (N, K); labels: (N,); loss: 0-d mean loss of the batch; loss_sum (float64)
-# and correct (int64): 0-d running sums. One thread per row; the first row also adds loss * N.
-ADD_BATCH_STATS = RawKernel(r"""
-extern "C" __global__ void xpnn_add_batch_stats(
-        const T* logits, const long long* labels, const T* loss, double* loss_sum,
-        long long* correct, long long n, int k) {
-    XPNN_GRID_STRIDE_LOOP(row, n) {
-        const T* x = logits + row * k;
-        int best = 0;
-        for (int j = 1; j < k; ++j) {
-            if (x[j] > x[best]) best = j;
-        }
-        if (best == labels[row]) atomicAdd((unsigned long long*)correct, 1ULL);
-        if (row == 0) atomicAdd(loss_sum, (double)loss[0] * (double)n);
-    }
-}
-""", "xpnn_add_batch_stats", ["int64", "int32"])
-
 
 class RunningStats:
     """Sums of loss and correct predictions over an epoch, kept on the device.
@@ -53,15 +34,7 @@ class RunningStats:
     def add(self, loss, logits, labels):
         """Add one batch: its mean `loss` (0-d), `logits` (N, K) and `labels` (N,)."""
         count = labels.shape[0]
-        xp = get_array_module(loss)
-        if fused_kernels(xp):
-            logits = xp.ascontiguousarray(logits)
-            ADD_BATCH_STATS(count, (logits, labels.astype(xp.int64, copy=False),
-                                    xp.asarray(loss, dtype=logits.dtype), self.loss_sum,
-                                    self.correct, count, logits.shape[1]), logits.dtype)
-        else:
-            self.loss_sum += xp.multiply(loss, count, dtype=self.loss_sum.dtype)  # in float64
-            self.correct += (logits.argmax(axis=1) == labels).sum()
+        add_batch_stats(self.loss_sum, self.correct, loss, logits, labels)
         self.seen += count
 
     def read(self):

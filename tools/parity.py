@@ -2,7 +2,7 @@
 compare the output of every top-level stage, the loss and every gradient.
 
     from xpnn import nets
-    from xpnn.backend import parity
+    from xpnn.tools import parity
 
     rows = parity.compare(lambda: nets.build(model_config, seed=0), images, labels,
                           a=("cpu", "float64"), b=("gpu", "float32"))
@@ -13,14 +13,13 @@ Setting `a` is the reference. Errors are measured per tensor: ``max_abs_err = ma
 ``max_rel_err = max_abs_err / max |a|`` (one scale per tensor, so entries near zero do not blow
 it up). NaN or infinity where the reference has a finite value counts as an infinite error.
 
-This module never imports `nets` (the backend sits below it): a network is recognised by its
-``forward_loss``, ``layers`` and ``loss_layer`` attributes.
+A network is recognised by its ``forward_loss``, ``layers`` and ``loss_layer`` attributes.
 """
 import dataclasses
 
 import numpy
 
-from xpnn.backend.device import CPU, get_device
+from xpnn.backend import CPU, fused_on, get_device
 
 TINY = 1e-30
 
@@ -58,7 +57,7 @@ def tensor_errors(reference, other):
 
 
 def compare(build, inputs, labels=None, a=("cpu", "float64"), b=("cpu", "float32"),
-            stages=True, grad_seed=0):
+            stages=True, grad_seed=0, fused=False):
     """Run a freshly built model under settings `a` and `b` and compare what they compute.
 
     Args:
@@ -75,6 +74,7 @@ def compare(build, inputs, labels=None, a=("cpu", "float64"), b=("cpu", "float32
             one and compare each one's output, to find where two settings part.
         grad_seed: seed of the fixed random upstream gradient given to a layer that is not a
             loss (a network or loss layer starts backward from its loss instead).
+        fused: a setting on a GPU runs the fused CUDA kernels (`backend.dispatch`).
     Returns:
         a list of `ParityRow`, in order: stage outputs, output (logits), loss, input gradients,
         parameter gradients (in `named_parameters` order).
@@ -87,8 +87,8 @@ def compare(build, inputs, labels=None, a=("cpu", "float64"), b=("cpu", "float32
     inputs = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
     if _is_network(model_a) and labels is None:
         raise ValueError("comparing a network needs labels: it runs forward_loss and backward")
-    results_a = _run(model_a, a, inputs, labels, stages, grad_seed)
-    results_b = _run(model_b, b, inputs, labels, stages, grad_seed)
+    results_a = _run(model_a, a, inputs, labels, stages, grad_seed, fused)
+    results_b = _run(model_b, b, inputs, labels, stages, grad_seed, fused)
     rows = []
     for (name, kind, value_a), (_, _, value_b) in zip(results_a, results_b):
         max_abs, max_rel = tensor_errors(value_a, value_b)
@@ -139,10 +139,14 @@ def _send(device, array, dtype):
     return device.send(host)
 
 
-def _run(model, setting, inputs, labels, stages, grad_seed):
+def _run(model, setting, inputs, labels, stages, grad_seed, fused):
     """Run forward and backward once under `setting`; return [(name, kind, host array)]."""
-    device_name, dtype = setting
-    device = get_device(device_name)
+    device = get_device(setting[0])
+    with fused_on(device, fused):
+        return _run_on(model, device, setting[1], inputs, labels, stages, grad_seed)
+
+
+def _run_on(model, device, dtype, inputs, labels, stages, grad_seed):
     model.to(device, dtype=dtype)
     model.zero_grad()
     xs = [_send(device, x, dtype) for x in inputs]

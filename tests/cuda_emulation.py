@@ -1,11 +1,12 @@
-"""Run the fused CUDA kernels on the CPU, on NumPy arrays: a test and debugging tool.
+"""Run the CUDA kernels of the ``fused`` implementations on the CPU, on NumPy arrays: a test tool.
 
-Inside `emulating()`, `fused_kernels(numpy)` is True and the layers' `RawKernel`s and
-`ElementwiseKernel`s, called with NumPy arrays, run their CUDA C here instead: the source is
-compiled as C++ by the host compiler (``c++``, or ``$CXX``), `__global__` becomes nothing and
-blockIdx / threadIdx / blockDim / gridDim become globals. A `RawKernel` (a grid-stride loop) is
-called once for every thread of a small grid of `GRID` blocks of `BLOCK` threads, so launch
-shapes that split the work are exercised too. An `ElementwiseKernel` runs its operation once per
+Inside `emulating()`, the backend's primitives take their ``fused`` implementations on NumPy
+arrays, and the `backend.cuda` kernels they call run here (this module is installed as the
+kernels' host runner): the .cu source is compiled as C++ by the host compiler (``c++``, or
+``$CXX``) with the loader's own options, `__global__` becomes nothing and blockIdx / threadIdx /
+blockDim / gridDim become globals. A `CudaKernel` (a grid-stride loop) is called once for every
+thread of a small grid of `GRID` blocks of `BLOCK` threads, so launch shapes that split the work
+are exercised too. An `ElementwiseKernel` runs its operation once per
 element of the broadcast arguments, as CuPy's does (typed params and ``T`` only; no ``raw``).
 
 So the tests check each kernel, and the layer code that calls it, against the array code on a
@@ -16,14 +17,16 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy
+
+from xpnn.backend import cuda, using
 
 GRID, BLOCK = 2, 3
 _C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long",
@@ -46,7 +49,7 @@ template <class A, class B> A atomicAdd(A* address, B value) {  /* one thread at
 """
 
 
-_state = {"active": False, "libraries": {}, "folder": None}
+_state = {"libraries": {}, "folder": None}
 _lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
 
 
@@ -76,40 +79,39 @@ def unavailable_reason():
 
 
 
-def active():
-    return _state["active"]
-
-
 @contextlib.contextmanager
 def emulating():
-    """Within this block, layers take their fused-kernel paths on NumPy arrays, emulated."""
+    """Within this block, the primitives run their ``fused`` implementations, and the CUDA
+    kernels those call run here, on the CPU."""
     reason = unavailable_reason()
     if reason is not None:
         raise EmulationUnavailable(reason)
-    previous, _state["active"] = _state["active"], True
+    previous = cuda.set_host_runner(sys.modules[__name__])
     try:
-        yield
+        with using("fused"):
+            yield
     finally:
-        _state["active"] = previous
+        cuda.set_host_runner(previous)
 
 
-def _library(source):
+def _library(source, options=()):
     """Compile `source` (C++) into a shared library once per process; return it loaded."""
-    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([source, *options]).encode()).hexdigest()[:16]
     with _lock:
         library = _state["libraries"].get(key)
         if library is None:
-            library = _state["libraries"][key] = _compile(source, key)
+            library = _state["libraries"][key] = _compile(source, key, options)
     return library
 
 
-def _compile(source, key):
+def _compile(source, key, options):
     if _state["folder"] is None:
         _state["folder"] = Path(tempfile.mkdtemp(prefix="xpnn_cuda_emulation_"))
         atexit.register(shutil.rmtree, _state["folder"], ignore_errors=True)
     path = _state["folder"] / f"{key}.so"
     completed = subprocess.run(
-        [compiler(), "-std=c++17", "-O1", "-shared", "-fPIC", "-x", "c++", "-", "-o", str(path)],
+        [compiler(), "-std=c++17", "-O1", "-shared", "-fPIC", *options, "-x", "c++", "-", "-o",
+         str(path)],
         input=source, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"compiling a CUDA kernel as C++ failed:\n{completed.stderr}")
@@ -121,8 +123,8 @@ class _Dim3(ctypes.Structure):
 
 
 def run_raw(kernel, args, dtype):
-    """Run `kernel` (a `backend.cuda.RawKernel`) over NumPy arrays and scalars `args`."""
-    library = _library(PRELUDE + kernel.source_for(dtype))
+    """Run `kernel` (a `backend.cuda.CudaKernel`) over NumPy arrays and scalars `args`."""
+    library = _library(f'{PRELUDE}#include "{kernel.file}"\n', kernel.options(dtype))
     function = getattr(library, kernel.name)
     dtype = numpy.dtype(dtype)
     scalars = iter(kernel.scalar_types)
@@ -130,7 +132,7 @@ def run_raw(kernel, args, dtype):
     for arg in args:
         if isinstance(arg, numpy.ndarray):
             if not arg.flags.c_contiguous:
-                raise ValueError(f"{kernel.name}: a RawKernel takes contiguous arrays")
+                raise ValueError(f"{kernel.name}: a CUDA kernel takes contiguous arrays")
             c_args.append(ctypes.c_void_p(arg.ctypes.data))
         else:
             kind = next(scalars)
@@ -146,25 +148,12 @@ def run_raw(kernel, args, dtype):
                 function(*c_args)
 
 
-_PARAM = re.compile(r"^\s*(\w+)\s+(\w+)\s*$")
-
-
-def _params(text):
-    params = []
-    for part in text.split(","):
-        match = _PARAM.match(part)
-        if match is None:
-            raise NotImplementedError(f"emulation takes 'TYPE name' params only, got {part!r}")
-        params.append(match.groups())
-    return params
-
-
 def run_elementwise(kernel, args, kwargs):
     """Run `kernel` (a `backend.cuda.ElementwiseKernel`) as CuPy would, over NumPy arguments.
 
     Inputs first, then any outputs given (positionally or as ``out=``); returns the output
     array(s)."""
-    ins, outs = _params(kernel.in_params), _params(kernel.out_params)
+    ins, outs = kernel.params()
     given_outs = list(args[len(ins):])
     if "out" in kwargs:
         given_outs = [kwargs["out"]] if len(outs) == 1 else list(kwargs["out"])

@@ -1,6 +1,6 @@
 """Time full training steps of a configured network, optionally layer by layer.
 
-    from xpnn.training.bench import benchmark
+    from xpnn.tools.bench import benchmark
     result = benchmark(config, "cpu", batch_size=100)        # config: a whole parsed YAML file
     print(result.format())
 
@@ -17,11 +17,9 @@ and anything run before included, so compare figures from fresh processes:
 `benchmark_in_subprocess`) and CuPy's memory-pool total on a GPU (the pool keeps freed blocks,
 so its total is the high-water mark of what the step allocated).
 
-Command line (for quick looks; ``run.py bench`` is the user-facing entry):
-
-    python -m xpnn.training.bench -c configs/resnet.yaml --batch-size 100 [--profile] [--device cpu]
+Command line: ``xpnn bench -c resnet --batch-size 100 [--profile] [--workers N] [--subprocess]
+[--json]``.
 """
-import argparse
 import dataclasses
 import json
 import math
@@ -37,8 +35,7 @@ import numpy
 
 import xpnn
 from xpnn import nets
-from xpnn.backend import cpu_count, get_device, new_rng, set_blas_threads
-from xpnn.backend.cuda import fused_kernels
+from xpnn.backend import cpu_count, fused_on, get_device, new_rng, set_blas_threads
 from xpnn.optim import make_optimizer
 from xpnn.training.config import load_config
 from xpnn.training.trainer import check_memory_fits
@@ -432,7 +429,7 @@ def format_profile(rows, step_ms, steps, workers=0):
 # -- the benchmark ------------------------------------------------------------------------------
 
 def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0,
-              lr=BENCH_LR, workers=None):
+              lr=BENCH_LR, workers=None, fused=False):
     """Time `steps` full training steps of the network `config['model']` describes.
 
     Args:
@@ -446,6 +443,7 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         lr: the optimizer's learning rate (None: the config's, which may diverge; see BENCH_LR).
         workers: CPU worker threads as in the trainer (None: one per core; 0: the bare network
             with multi-threaded BLAS; see `TrainingStep`).
+        fused: on a GPU, run the fused CUDA kernels (`backend.dispatch`).
     Returns:
         `BenchResult`.
     """
@@ -453,15 +451,16 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
     start_rss = current_rss_mib()
     runner = TrainingStep(config, device, batch_size, seed, lr, workers)
-    runner.timed_steps(warmup)
-    before = cpu_usage()
-    queue_ms = [] if runner.device.is_gpu else None
-    step_ms = runner.timed_steps(steps, queue_ms)
-    usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
-    final_loss = float(runner.loss)
-    rows = profile_step_ms = None
-    if profile:
-        rows, profile_step_ms = profile_steps(runner, steps)
+    with fused_on(runner.device, fused):
+        runner.timed_steps(warmup)
+        before = cpu_usage()
+        queue_ms = [] if runner.device.is_gpu else None
+        step_ms = runner.timed_steps(steps, queue_ms)
+        usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
+        final_loss = float(runner.loss)
+        rows = profile_step_ms = None
+        if profile:
+            rows, profile_step_ms = profile_steps(runner, steps)
     if runner.device.is_gpu:
         memory, kind = _gpu_pool_mib(runner.device), "CuPy memory pool total, high-water mark"
         start_rss = None
@@ -475,13 +474,13 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
         workers=runner.workers, queue_ms=queue_ms,
-        fused_kernels=fused_kernels(runner.device.xp), **usage,
+        fused_kernels=bool(fused and runner.device.is_gpu), **usage,
     )
 
 
 def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
-                            profile=False, seed=0, lr=BENCH_LR, workers=None, label="",
-                            env=None, timeout=None):
+                            profile=False, seed=0, lr=BENCH_LR, workers=None, fused=False,
+                            label="", env=None, timeout=None):
     """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
 
     `config` is a dict or a path; `env` adds to (or, with None values, removes from) the child's
@@ -492,7 +491,7 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
         config = load_config(config)
     request = {"config": config, "device": str(getattr(device, "name", device)),
                "batch_size": batch_size, "steps": steps, "warmup": warmup,
-               "profile": profile, "seed": seed, "lr": lr, "workers": workers}
+               "profile": profile, "seed": seed, "lr": lr, "workers": workers, "fused": fused}
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
         if value is None:
@@ -503,8 +502,9 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT,
                                                             child_env.get("PYTHONPATH")]))
     completed = subprocess.run(
-        [sys.executable, "-m", "xpnn.training.bench", "--json-request"], input=json.dumps(request),
-        capture_output=True, text=True, env=child_env, timeout=timeout)
+        [sys.executable, "-c", "from xpnn.tools.bench import serve_json_request; "
+                               "serve_json_request()"],
+        input=json.dumps(request), capture_output=True, text=True, env=child_env, timeout=timeout)
     if completed.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed (exit {completed.returncode}):\n"
                            f"{completed.stderr.strip()}")
@@ -513,50 +513,9 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
     return result
 
 
-def _serve_json_request():
-    """Read one benchmark request (JSON) on stdin, write the `BenchResult` as JSON on stdout."""
+def serve_json_request():
+    """Read one benchmark request (JSON) on stdin, write the `BenchResult` as JSON on stdout:
+    what the child process of `benchmark_in_subprocess` runs."""
     request = json.load(sys.stdin)
     result = benchmark(**request)
     print(json.dumps(result.to_dict()))
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m xpnn.training.bench", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", help="config YAML file, e.g. configs/resnet.yaml")
-    parser.add_argument("--batch-size", type=int, help="default: the config's train.batch_size")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=BENCH_LR,
-                        help="learning rate (the cost does not depend on it; the configs' rates "
-                             "can diverge on a fixed random batch)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataParallel worker threads (default: one per core, as training "
-                             "does; 0: the bare network with multi-threaded BLAS)")
-    parser.add_argument("--profile", action="store_true", help="add a per-layer table")
-    parser.add_argument("--subprocess", action="store_true",
-                        help="run in a fresh process, so the peak RSS is this run's alone")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--json-request", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.json_request:
-        return _serve_json_request()
-    if not args.config:
-        parser.error("give a config: -c configs/resnet.yaml")
-    config = load_config(args.config)
-    batch_size = args.batch_size or config.get("train", {}).get("batch_size", 100)
-    options = dict(device=args.device, batch_size=batch_size, steps=args.steps,
-                   warmup=args.warmup, profile=args.profile, seed=args.seed, lr=args.lr,
-                   workers=args.workers)
-    if args.subprocess:
-        result = benchmark_in_subprocess(config, label=args.config, **options)
-    else:
-        result = benchmark(config, **options)
-        result.label = args.config
-    print(json.dumps(result.to_dict()) if args.json else result.format())
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,69 @@
+"""Gradients of ReLU and LeakyReLU, and LeakyReLU itself.
+
+    d_x = relu_backward(grad_out, out)                 # out = max(x, 0)
+    y, memo = leaky_relu(x, slope);  d_x = leaky_relu_backward(grad_out, memo, slope)
+
+Results keep their input's memory layout. The array code (``cpu`` and ``gpu``) masks by
+multiplying with a 0/1 (or slope) array: in NumPy over ten times faster than `where` for the
+same result. ``fused``: one CuPy element-wise kernel per pass (unmeasured on a GPU). What
+`leaky_relu` keeps for backward (`memo`) is each implementation's own: call both halves of a
+forward/backward pair under the same implementation.
+"""
+from xpnn.backend.cuda import ElementwiseKernel
+from xpnn.backend.device import get_array_module
+from xpnn.backend.dispatch import pick
+
+RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_backward")
+LEAKY_RELU_FORWARD = ElementwiseKernel("T x, T slope", "T y", "y = x > 0 ? x : x * slope",
+                                       "leaky_relu_forward")
+LEAKY_RELU_BACKWARD = ElementwiseKernel("T g, T x, T slope", "T dx",
+                                        "dx = x > 0 ? g : g * slope", "leaky_relu_backward")
+
+
+def relu_backward(grad, out):
+    """d loss / d x of ReLU from `grad` = d loss / d out and its output `out` (0 where out is 0)."""
+    return pick(_RELU_BACKWARD, get_array_module(grad))(grad, out)
+
+
+def leaky_relu(x, slope):
+    """(x where x > 0 else slope * x, what `leaky_relu_backward` needs), for 0 <= slope < 1."""
+    return pick(_LEAKY_RELU, get_array_module(x))(x, slope)
+
+
+def leaky_relu_backward(grad, memo, slope):
+    """d loss / d x of LeakyReLU from `grad` = d loss / d y and `leaky_relu`'s `memo`."""
+    return pick(_LEAKY_RELU_BACKWARD, get_array_module(grad))(grad, memo, slope)
+
+
+def _relu_backward_array(grad, out):
+    return grad * (out > 0)
+
+
+def _relu_backward_fused(grad, out):
+    return RELU_BACKWARD(grad, out, get_array_module(grad).empty_like(grad))
+
+
+def _leaky_relu_array(x, slope):
+    return get_array_module(x).maximum(x, x * slope), x > 0  # slope < 1
+
+
+def _leaky_relu_fused(x, slope):
+    return LEAKY_RELU_FORWARD(x, slope, get_array_module(x).empty_like(x)), x
+
+
+def _leaky_relu_backward_array(grad, positive, slope):
+    local_grad = positive.astype(grad.dtype)  # 1 where x > 0, else slope
+    local_grad *= 1.0 - slope
+    local_grad += slope
+    return grad * local_grad
+
+
+def _leaky_relu_backward_fused(grad, x, slope):
+    return LEAKY_RELU_BACKWARD(grad, x, slope, get_array_module(grad).empty_like(grad))
+
+
+_RELU_BACKWARD = {"cpu": _relu_backward_array, "gpu": _relu_backward_array,
+                  "fused": _relu_backward_fused}
+_LEAKY_RELU = {"cpu": _leaky_relu_array, "gpu": _leaky_relu_array, "fused": _leaky_relu_fused}
+_LEAKY_RELU_BACKWARD = {"cpu": _leaky_relu_backward_array, "gpu": _leaky_relu_backward_array,
+                        "fused": _leaky_relu_backward_fused}

@@ -1,0 +1,194 @@
+"""Correlation of a batch with a kernel through patch matrices (im2col), and its kernel gradient.
+
+    out = correlate(Frame(x, offset=p, size_hw=(h + 2p, w + 2p)), kernel, stride, bias)
+    d_kernel = kernel_gradient(frame, grad_out, kernel_size, stride)
+
+A `Frame` is an (N, H, W, C) input as the correlation sees it: placed every `step` pixels from
+`offset` in a zero frame (padding; zero-insertion for a strided convolution's input gradient).
+Both primitives turn the frame into patch matrices, one row per output pixel and one column per
+value of a window, and multiply them with the kernel as a matrix. The matrices are made:
+
+* ``cpu``: a cache-sized chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed
+  while it is still in L2; columns ordered (kh, kw, C), each window row one contiguous copy;
+  products at least 8 columns wide (OpenBLAS runs narrower float32 outputs at half speed);
+* ``gpu``: the same copy for the whole batch at once;
+* ``fused``: by im2col.cu, reading the unpadded input, padding and zero-insertion included, so
+  the zero frame never exists; columns ordered (C, kh, kw), so the kernel needs no copy.
+  Unmeasured on a GPU.
+"""
+from collections import namedtuple
+
+from xpnn.backend.cuda import CudaKernel
+from xpnn.backend.device import get_array_module
+from xpnn.backend.dispatch import implementation
+from xpnn.backend.windows import sliding_windows
+
+CHUNK_BYTES = 1 << 19        # ``cpu``: per-chunk working set that stays in one core's L2 cache
+IM2COL_ROWS_PER_ITEM = 32    # ``fused``: rows of one column that one thread fills
+IM2COL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
+
+
+class Frame:
+    """`x` (N, H, W, C) placed every `step` pixels from `offset` in a zero frame of `size_hw`;
+    the framed array is built only when asked for (`array()`, then kept)."""
+
+    def __init__(self, x, offset=0, size_hw=None, step=1):
+        n, h, w, c = x.shape
+        size_hw = (h, w) if size_hw is None else tuple(size_hw)
+        if offset + (h - 1) * step >= size_hw[0] or offset + (w - 1) * step >= size_hw[1]:
+            raise ValueError(f"an input of {h} x {w} placed every {step} pixels from {offset} "
+                             f"does not fit a frame of {size_hw[0]} x {size_hw[1]}")
+        self.x, self.offset, self.size_hw, self.step = x, offset, size_hw, step
+        self._array = None
+
+    def output_size(self, kernel_size, stride):
+        """(Ho, Wo) of a correlation with a `kernel_size` kernel moved `stride` pixels."""
+        return tuple((size - kernel_size) // stride + 1 for size in self.size_hw)
+
+    def array(self):
+        """The framed (N, size_h, size_w, C) array; `x` itself when nothing would change."""
+        if self._array is None:
+            x, offset, step = self.x, self.offset, self.step
+            n, h, w, c = x.shape
+            if (offset, self.size_hw, step) == (0, (h, w), 1):
+                self._array = x
+            else:
+                self._array = get_array_module(x).zeros((n, *self.size_hw, c), dtype=x.dtype)
+                self._array[:, offset:offset + (h - 1) * step + 1:step,
+                            offset:offset + (w - 1) * step + 1:step] = x
+        return self._array
+
+
+def correlate(frame, kernel, stride, bias=None):
+    """Every (k x k) window of `frame`, `stride` pixels apart, times `kernel` (+ `bias`).
+
+    Args:
+        frame: a `Frame` of an (N, H, W, C) input.
+        kernel: (O, C, k, k) weights, any strides.
+        bias: optional (O,) added to every output pixel.
+    Returns:
+        (N, Ho, Wo, O) C-contiguous array.
+    """
+    xp = get_array_module(frame.x)
+    way = WAYS[implementation(xp)]
+    k, o = kernel.shape[2], kernel.shape[0]
+    out = xp.empty((frame.x.shape[0], *frame.output_size(k, stride), o), dtype=frame.x.dtype)
+    w_mat = kernel_matrix(kernel, way.order)
+    width = -(-o // 8) * 8 if way.widen and o % 8 and o <= 64 else o
+    if width != o:
+        w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
+    for chunk, col in way.patches(frame, k, stride):
+        out_rows = out[chunk].reshape(-1, o)
+        if width == o:
+            xp.matmul(col, w_mat, out=out_rows)
+            if bias is not None:
+                out_rows += bias  # while the chunk is still in cache
+        elif bias is not None:
+            xp.add((col @ w_mat)[:, :o], bias, out=out_rows)
+        else:
+            out_rows[...] = (col @ w_mat)[:, :o]
+    return out
+
+
+def kernel_gradient(frame, grad, kernel_size, stride):
+    """d loss / d kernel of `correlate(frame, kernel, stride)`: the sum over output pixels of
+    each window times the gradient there.
+
+    Args:
+        frame: the `Frame` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
+    Returns:
+        (O, C, k, k) array.
+    """
+    xp = get_array_module(grad)
+    way = WAYS[implementation(xp)]
+    n, ho, wo, o = grad.shape
+    g_mat = grad.reshape(n * ho * wo, o)
+    # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
+    # reading a stored one back from main memory, and far smaller.
+    total = None
+    for chunk, col in way.patches(frame, kernel_size, stride):
+        part = col.T @ g_mat[chunk.start * ho * wo:chunk.stop * ho * wo]
+        total = part if total is None else xp.add(total, part, out=total)
+    return kernel_of_matrix(total, (o, frame.x.shape[3], kernel_size, kernel_size), way.order)
+
+
+def kernel_matrix(kernel, order):
+    """The (k * k * C, O) matrix of an (O, C, k, k) kernel, rows in patch column `order`."""
+    o = kernel.shape[0]
+    if order == "ckk":
+        return kernel.reshape(o, -1).T  # a view when the kernel is contiguous
+    return kernel.transpose(2, 3, 1, 0).reshape(-1, o)
+
+
+def kernel_of_matrix(matrix, shape, order):
+    """Inverse of `kernel_matrix`: the (O, C, k, k) view of a (k * k * C, O) matrix."""
+    o, c, k, _ = shape
+    if order == "ckk":
+        return matrix.T.reshape(o, c, k, k)
+    return matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
+
+
+# -- patch matrices, one way per implementation ----------------------------------------------------
+
+def patch_matrix(windows):
+    """Copy windows into a patch matrix, one row per output pixel.
+
+    Args:
+        windows: (N, Ho, Wo, k, k, C) strided view (`sliding_windows`).
+    Returns:
+        (N * Ho * Wo, k * k * C) matrix, columns ordered (kh, kw, C). In memory it is laid out
+        whichever way makes the copy run along long contiguous stretches of the input: row-major
+        when a window row (k * C values) is at least as long as an output row, else column-major
+        (few channels, such as a network's first layer on 1-channel images).
+    """
+    n, ho, wo, kh, kw, c = windows.shape
+    xp = get_array_module(windows)
+    if kw * c >= wo:
+        col = xp.empty(windows.shape, dtype=windows.dtype)
+        col[...] = windows
+        return col.reshape(n * ho * wo, kh * kw * c)
+    col_t = xp.empty((kh, kw, c, n, ho, wo), dtype=windows.dtype)
+    col_t[...] = windows.transpose(3, 4, 5, 0, 1, 2)
+    return col_t.reshape(kh * kw * c, n * ho * wo).T
+
+
+def _chunked_patches(frame, kernel_size, stride):
+    """``cpu``: (batch slice, patch matrix) a cache-sized chunk of images at a time."""
+    windows = sliding_windows(frame.array(), kernel_size, kernel_size, stride)
+    n, ho, wo, _, _, c = windows.shape
+    item_bytes = ho * wo * kernel_size * kernel_size * c * windows.itemsize
+    size = max(1, min(n, CHUNK_BYTES // max(1, item_bytes)))
+    for start in range(0, n, size):
+        chunk = slice(start, min(start + size, n))
+        yield chunk, patch_matrix(windows[chunk])
+
+
+def _whole_batch_patches(frame, kernel_size, stride):
+    """``gpu``: the whole batch's patch matrix by one copy."""
+    windows = sliding_windows(frame.array(), kernel_size, kernel_size, stride)
+    yield slice(0, windows.shape[0]), patch_matrix(windows)
+
+
+def _fused_patches(frame, kernel_size, stride):
+    """``fused``: the whole batch's patch matrix by im2col.cu, columns (C, kh, kw)."""
+    xp = get_array_module(frame.x)
+    x = xp.ascontiguousarray(frame.x)
+    n, h, w, c = x.shape
+    k = kernel_size
+    ho, wo = frame.output_size(k, stride)
+    rows, cols = n * ho * wo, c * k * k
+    col = xp.empty((rows, cols), dtype=x.dtype)
+    work = -(-rows // IM2COL_ROWS_PER_ITEM) * cols
+    IM2COL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
+                  frame.offset, frame.step), x.dtype)
+    yield slice(0, n), col
+
+
+# How each implementation makes its patch matrices, orders their columns, and whether it widens
+# narrow products to 8 columns.
+Way = namedtuple("Way", "patches order widen")
+WAYS = {
+    "cpu": Way(_chunked_patches, "kkc", widen=True),
+    "gpu": Way(_whole_batch_patches, "kkc", widen=False),
+    "fused": Way(_fused_patches, "ckk", widen=False),
+}

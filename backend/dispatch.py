@@ -1,0 +1,54 @@
+"""The one switch: which implementation of the backend's primitives computes.
+
+Each primitive (`correlate`, `max_pool`, `softmax_cross_entropy`, ...) has up to three
+implementations, side by side in its module:
+
+* ``cpu``: NumPy's, tuned for one core's caches (work in cache-sized chunks, products 8 wide);
+* ``gpu``: array code over the whole batch in as few operations as possible, because on a GPU
+  every array operation is a kernel launch costing ~10 us of host time (generic `xp` code: it
+  runs on NumPy too, which is how the tests check it without a GPU);
+* ``fused``: hand-written CUDA kernels (`backend.cuda`, sources in backend/*.cu), one per
+  primitive. Unmeasured on a GPU so far, so off unless asked for (``xpnn ... --fused-kernels``).
+
+By default NumPy arrays take ``cpu`` and CuPy arrays ``gpu``. `using` chooses otherwise for a
+block of code (the command line wraps a GPU run in ``using("fused")``; the tests run the
+``gpu`` and ``fused`` implementations on NumPy). The choice is a context variable, so worker
+threads started with the caller's context (`nets.DataParallel`) follow it.
+"""
+import contextlib
+import contextvars
+
+IMPLEMENTATIONS = ("cpu", "gpu", "fused")
+_CHOSEN = contextvars.ContextVar("xpnn_implementation", default=None)
+
+
+def implementation(xp):
+    """``"cpu"``, ``"gpu"`` or ``"fused"``: which implementation computes on arrays of `xp`."""
+    chosen = _CHOSEN.get()
+    if chosen is not None:
+        return chosen
+    return "cpu" if xp.__name__ == "numpy" else "gpu"
+
+
+@contextlib.contextmanager
+def using(name):
+    """Within this block, every primitive runs its `name` implementation (None: the default,
+    by array module)."""
+    if name is not None and name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+    token = _CHOSEN.set(name)
+    try:
+        yield
+    finally:
+        _CHOSEN.reset(token)
+
+
+def fused_on(device, enabled):
+    """`using("fused")` where `device` is a GPU and `enabled`; else a block that changes
+    nothing (so a choice made around it, as the tests make, stands)."""
+    return using("fused") if enabled and device.is_gpu else contextlib.nullcontext()
+
+
+def pick(table, xp):
+    """The function of `table` ({implementation: function}) for arrays of `xp`."""
+    return table[implementation(xp)]

@@ -1,0 +1,32 @@
+"""Windows of an image batch as a strided view: what convolution and pooling read."""
+from xpnn.backend.device import get_array_module
+
+
+def sliding_windows(x, kh, kw, stride):
+    """Return a strided view of every (kh, kw) window of `x`, without copying.
+
+    Writing through the view is well defined only where the windows do not overlap
+    (stride >= kh, kw).
+
+    Args:
+        x: (N, H, W, C) array, any strides.
+    Returns:
+        (N, Ho, Wo, kh, kw, C) view with Ho = (H - kh) // stride + 1, Wo likewise; windows that
+        would run past the bottom or right edge are dropped.
+    """
+    n, h, w, c = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    sn, sh, sw, sc = x.strides
+    xp = get_array_module(x)
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(n, ho, wo, kh, kw, c),
+        strides=(sn, stride * sh, stride * sw, sh, sw, sc),
+    )
+
+
+def window_offsets(kernel_size, stride, ho, wo):
+    """For each position (a, b) in a window, row-major, the slices of an (N, H, W, C) array
+    that hold that position of every window: (all images, rows a, a + s, ..., columns b, ...)."""
+    k, s = kernel_size, stride
+    return [(slice(None), slice(a, a + (ho - 1) * s + 1, s), slice(b, b + (wo - 1) * s + 1, s))
+            for a in range(k) for b in range(k)]
