@@ -243,6 +243,29 @@ def test_maxpool_sends_a_tied_gradient_to_the_first_maximum_only(k, stride, devi
     numpy.testing.assert_array_equal(grad, expected)
 
 
+@pytest.mark.parametrize("k,stride", [(2, 2), (3, 1), (2, 3)], ids=["tiling", "overlapping", "gaps"])
+def test_maxpool_sends_a_nan_windows_gradient_to_its_first_nan(k, stride, device, rng):
+    """One rule on every implementation: a window holding NaN outputs NaN, and its gradient goes
+    to the first NaN in row-major order (numpy.argmax's rule), not to the largest number."""
+    layer = layers.MaxPoolLayer(k, stride)
+    x = rng.standard_normal((2, 3, 7, 8))
+    x[0, 0, 1, 1] = x[0, 0, 2, 0] = x[1, 2, 4, 5] = numpy.nan
+    x[0, 0, 0, 0] = 100.0  # beside a NaN: the maximum of the numbers does not win
+    _, _, ho, wo = layer.output_shape(x.shape)
+    out = device.to_numpy(layer.forward(device.send(x)))
+    grad_out = numpy.arange(1.0, out.size + 1).reshape(out.shape)
+    grad = device.to_numpy(layer.backward(device.send(grad_out)))
+    expected_out, expected_grad = numpy.empty_like(out), numpy.zeros_like(x)
+    for n, c, i, j in numpy.ndindex(out.shape):
+        window = x[n, c, i * stride:i * stride + k, j * stride:j * stride + k]
+        a, b = numpy.unravel_index(numpy.argmax(window), window.shape)  # the first NaN, if any
+        expected_out[n, c, i, j] = window[a, b]
+        expected_grad[n, c, i * stride + a, j * stride + b] += grad_out[n, c, i, j]
+    assert numpy.isnan(expected_out).any()
+    numpy.testing.assert_array_equal(out, expected_out)  # NaN where expected, equal elsewhere
+    numpy.testing.assert_array_equal(grad, expected_grad)
+
+
 def test_linear_flatten_add_and_activations_forward(rng):
     x = rng.standard_normal((3, 2, 3, 4))
     flat = layers.FlattenLayer().forward(x)
