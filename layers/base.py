@@ -17,7 +17,7 @@ class Parameter:
     """A trainable array and its gradient, both on the same device with the same shape.
 
     `data` and `grad` are updated in place by layers and optimizers, so views of a packed buffer
-    (see `optim.pack_parameters`) stay valid.
+    (see `optim.PackedParameters`) stay valid.
     """
 
     def __init__(self, data):
@@ -113,19 +113,16 @@ class Layer:
     # -- devices, dtypes and state ---------------------------------------------------------------
 
     def to(self, device=None, dtype=None):
-        """Move every parameter to `device` (a `Device` or a flag value) and/or cast to `dtype`.
+        """Move every parameter, with its gradient, to `device` (a `Device` or a flag value)
+        and/or cast both to `dtype`. Returns self.
 
-        Gradients are reset to zero. Returns self.
+        A parameter already there, in that dtype, is left as it is (the same arrays), as
+        PyTorch's `.to` does; an optimizer made before follows moved parameters at its next step.
         """
         device = get_device(device) if device is not None else None
         for param in self.parameters():
-            data = param.data
-            if device is not None:
-                data = device.send(data)
-            if dtype is not None:
-                data = data.astype(dtype, copy=False)
-            param.data = data
-            param.grad = get_array_module(data).zeros_like(data)
+            param.data, param.grad = (_moved(array, device, dtype)
+                                      for array in (param.data, param.grad))
         return self
 
     def state_dict(self):
@@ -175,6 +172,13 @@ class Layer:
             lines.append(f"    ({name}): {child_lines[0]}")
             lines.extend("    " + line for line in child_lines[1:])
         return "\n".join(lines)
+
+
+def _moved(array, device, dtype):
+    """`array` on `device` in `dtype` (either None: as it is); itself when nothing changes."""
+    if device is not None:
+        array = device.send(array)
+    return array if dtype is None else array.astype(dtype, copy=False)
 
 
 def check_input(layer, x, rank, channels=None, axis=1):

@@ -48,10 +48,13 @@ class DataParallel:
         return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
     def _sync_weights(self):
-        """Point every replica at the network's current parameter arrays."""
+        """Point every replica at the network's current parameter arrays (and give it fresh
+        gradients where the network was cast since)."""
         for replica in self.replicas[1:]:
             for mine, theirs in zip(replica.parameters(), self.net.parameters()):
                 mine.data = theirs.data
+                if mine.grad.dtype != theirs.data.dtype:
+                    mine.grad = get_array_module(theirs.data).zeros_like(theirs.data)
 
     def forward(self, x):
         """Logits (N, classes) for images (N, ...)."""

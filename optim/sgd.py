@@ -1,16 +1,17 @@
 """Stochastic gradient descent, plain and with momentum, on packed parameters."""
 import math
 
-from xpnn.backend import CPU, get_array_module
+from xpnn.backend import CPU, device_of, get_array_module
 from xpnn.backend.updates import momentum_update, sgd_update
-from xpnn.optim.packing import pack_parameters
+from xpnn.optim.packing import PackedParameters
 
 
 class SGDOptimizer:
     """w <- w - lr * (grad + weight_decay * w).
 
-    Packs the parameters into one buffer (see `pack_parameters`): make the optimizer after
-    moving the network to its device and dtype.
+    Packs the parameters into one buffer (see `PackedParameters`), so a step is a few whole-array
+    operations. Moving or casting the network afterwards (``net.to(...)``) is fine: the next
+    `step` or `zero_grad` follows the parameters where they went, state included.
     """
 
     def __init__(self, parameters, lr, weight_decay=0.0):
@@ -20,13 +21,34 @@ class SGDOptimizer:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
-        self.data, self.grad = pack_parameters(parameters)
+        self.packed = PackedParameters(parameters)
         self.steps = 0
 
+    @property
+    def data(self):
+        """All parameters' values, one flat array (their `data` are views of it)."""
+        return self.packed.data
+
+    @property
+    def grad(self):
+        """All parameters' gradients, one flat array (their `grad` are views of it)."""
+        return self.packed.grad
+
+    def follow_parameters(self):
+        """Repack where the parameters were moved, cast or rebound since the last step; the
+        optimizer's own state follows them (`_moved`)."""
+        if self.packed.refresh():
+            self._moved()
+
+    def _moved(self):
+        """Move the optimizer's state to where `data` now is (none for plain SGD)."""
+
     def zero_grad(self):
+        self.follow_parameters()
         self.grad.fill(0)
 
     def step(self):
+        self.follow_parameters()
         sgd_update(self.data, self.grad, self.lr, self.weight_decay)
         self.steps += 1
 
@@ -49,7 +71,12 @@ class MomentumSGDOptimizer(SGDOptimizer):
         self.momentum = float(momentum)
         self.velocity = get_array_module(self.data).zeros_like(self.data)
 
+    def _moved(self):
+        self.velocity = device_of(self.data).send(self.velocity).astype(self.data.dtype,
+                                                                         copy=False)
+
     def step(self):
+        self.follow_parameters()
         momentum_update(self.data, self.grad, self.velocity, self.lr, self.momentum,
                         self.weight_decay)
         self.steps += 1
@@ -63,4 +90,4 @@ class MomentumSGDOptimizer(SGDOptimizer):
         if velocity.shape != self.velocity.shape:
             raise ValueError(f"optimizer state has velocity of shape {velocity.shape}, "
                              f"expected {self.velocity.shape}")
-        self.velocity[...] = get_array_module(self.velocity).asarray(velocity)
+        self.velocity[...] = device_of(self.velocity).send(velocity)

@@ -11,7 +11,7 @@ from xpnn import layers
 from xpnn import nets
 from xpnn.backend import CPU, device_of
 from xpnn.layers import Parameter
-from xpnn.optim import MomentumSGDOptimizer, Schedule, SGDOptimizer, pack_parameters
+from xpnn.optim import MomentumSGDOptimizer, PackedParameters, Schedule, SGDOptimizer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STEPS = 3
@@ -98,7 +98,8 @@ def test_zero_grad_clears_every_parameter_gradient():
 def test_packing_keeps_values_and_makes_views_of_one_buffer():
     params = make_parameters()
     values = [p.data.copy() for p in params]
-    data, grad = pack_parameters(params)
+    packed = PackedParameters(params)
+    data, grad = packed.data, packed.grad
     assert data.shape == grad.shape == (sum(p.size for p in params),)
     numpy.testing.assert_array_equal(data, numpy.concatenate([v.ravel() for v in values]))
     for param, value in zip(params, values):
@@ -113,7 +114,7 @@ def test_packing_keeps_values_and_makes_views_of_one_buffer():
 
 def test_packing_rejects_mixed_dtypes_and_no_parameters():
     with pytest.raises(TypeError, match="net.to"):
-        pack_parameters([Parameter(numpy.zeros(2)), Parameter(numpy.zeros(2, dtype="float32"))])
+        PackedParameters([Parameter(numpy.zeros(2)), Parameter(numpy.zeros(2, dtype="float32"))])
     with pytest.raises(ValueError, match="no parameters"):
         SGDOptimizer([], lr=0.1)
 
@@ -142,6 +143,80 @@ def test_a_network_trains_through_the_packed_views():
     net.load_state_dict(fresh)
     numpy.testing.assert_array_equal(
         optimizer.data, numpy.concatenate([fresh[name].ravel() for name, _ in net.named_parameters()]))
+
+
+def lenet_step_data(seed=0):
+    config = yaml.safe_load((CONFIGS / "lenet.yaml").read_text())["model"]
+    rng = numpy.random.default_rng(seed)
+    return config, rng.random((4, 1, 28, 28), dtype=numpy.float32), rng.integers(0, 10, 4)
+
+
+def train_steps(net, optimizer, images, labels, steps=3):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        net.forward_loss(images, labels)
+        net.backward()
+        optimizer.step()
+
+
+def test_moving_the_network_after_making_the_optimizer_keeps_training_it(device):
+    """A new user's `.to(...)` after the optimizer: the optimizer follows the parameters (as
+    PyTorch's does) and the weights end where they do without the move."""
+    config, images, labels = lenet_step_data()
+    reference = nets.build(config, seed=0).to(device)
+    train_steps(reference, MomentumSGDOptimizer(reference.parameters(), lr=0.1),
+                device.send(images), device.send(labels))
+
+    net = nets.build(config, seed=0)
+    optimizer = MomentumSGDOptimizer(net.parameters(), lr=0.1)
+    net.to(device)
+    train_steps(net, optimizer, device.send(images), device.send(labels))
+    initial = nets.build(config, seed=0).state_dict()
+    for (name, moved), (_, expected) in zip(net.named_parameters(), reference.named_parameters()):
+        numpy.testing.assert_allclose(device.to_numpy(moved.data), device.to_numpy(expected.data),
+                                      rtol=1e-6, atol=1e-7, err_msg=name)
+        assert not numpy.array_equal(device.to_numpy(moved.data), initial[name]), name
+
+
+def test_a_move_to_where_the_network_is_changes_nothing():
+    config, images, labels = lenet_step_data()
+    net = nets.build(config, seed=0)
+    arrays = [(param.data, param.grad) for param in net.parameters()]
+    net.to("cpu", dtype="float32")
+    assert all(param.data is data and param.grad is grad
+               for param, (data, grad) in zip(net.parameters(), arrays))
+
+
+def test_casting_after_some_steps_keeps_the_momentum(device):
+    config, images, labels = lenet_step_data()
+    net = nets.build(config, seed=0).to(device)
+    optimizer = MomentumSGDOptimizer(net.parameters(), lr=0.1)
+    train_steps(net, optimizer, device.send(images), device.send(labels), steps=2)
+    velocity = device.to_numpy(optimizer.velocity).copy()
+    net.to(dtype="float64")
+    optimizer.zero_grad()
+    assert optimizer.velocity.dtype == optimizer.data.dtype == numpy.float64
+    numpy.testing.assert_array_equal(device.to_numpy(optimizer.velocity), velocity)
+    before = [device.to_numpy(param.data).copy() for param in net.parameters()]
+    loss, _ = net.forward_loss(device.send(images.astype("float64")), device.send(labels))
+    net.backward()
+    optimizer.step()
+    assert all(param.dtype == numpy.float64 for param in net.parameters())
+    changed = [not numpy.array_equal(device.to_numpy(param.data), old)
+               for param, old in zip(net.parameters(), before)]
+    assert all(changed)
+
+
+def test_loading_a_state_dict_after_making_the_optimizer_trains_the_loaded_weights():
+    config, images, labels = lenet_step_data()
+    net = nets.build(config, seed=0)
+    optimizer = MomentumSGDOptimizer(net.parameters(), lr=0.1)
+    net.load_state_dict(nets.build(config, seed=7).state_dict())
+    reference = nets.build(config, seed=7)
+    train_steps(net, optimizer, images, labels)
+    train_steps(reference, MomentumSGDOptimizer(reference.parameters(), lr=0.1), images, labels)
+    for moved, expected in zip(net.parameters(), reference.parameters()):
+        numpy.testing.assert_array_equal(moved.data, expected.data)
 
 
 # -- state -----------------------------------------------------------------------------------------
