@@ -78,16 +78,6 @@ class Device:
         if self.is_gpu:
             self.xp.cuda.Device(self.gpu_id).synchronize()
 
-    def __enter__(self):
-        if self.is_gpu:
-            self._context = self.xp.cuda.Device(self.gpu_id)
-            self._context.__enter__()
-        return self
-
-    def __exit__(self, *exc_info):
-        if self.is_gpu:
-            self._context.__exit__(*exc_info)
-
     def __eq__(self, other):
         return isinstance(other, Device) and other.name == self.name
 
@@ -103,6 +93,15 @@ CPU = Device("cpu", numpy)
 _DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
 
 
+def parse_device_name(spec):
+    """The GPU number a flag value names (``gpu`` and ``cuda`` are 0), or None for ``cpu``;
+    `ValueError` for anything else."""
+    match = _DEVICE_PATTERN.match(str(spec).strip().lower())
+    if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
+        raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'cuda' or 'cuda:N'")
+    return None if match.group(1) == "cpu" else int(match.group(2) or 0)
+
+
 def get_device(spec="cpu"):
     """Return the `Device` for a flag value: ``cpu``, ``gpu``, ``cuda`` or ``cuda:N``.
 
@@ -111,12 +110,9 @@ def get_device(spec="cpu"):
     """
     if isinstance(spec, Device):
         return spec
-    match = _DEVICE_PATTERN.match(str(spec).strip().lower())
-    if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
-        raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'cuda' or 'cuda:N'")
-    if match.group(1) == "cpu":
+    gpu_id = parse_device_name(spec)
+    if gpu_id is None:
         return CPU
-    gpu_id = int(match.group(2) or 0)
     cupy = _import_cupy()
     count = cupy.cuda.runtime.getDeviceCount()
     if gpu_id >= count:

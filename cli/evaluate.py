@@ -23,28 +23,21 @@ def evaluate(source, config_spec, overrides, device, fused, data_dir, limit_test
     checkpoint of another architecture is refused).
     """
     from xpnn.backend import fused_on, get_device
-    from xpnn.training import evaluate as run_evaluation
-    from xpnn.training.metrics import confusion_matrix, format_confusion
-    from xpnn.training.runs import load_data, load_trained
-    from xpnn.training.trainer import check_dataset_fits
+    from xpnn.training.metrics import format_confusion
+    from xpnn.training.runs import evaluate_trained
 
     if overrides and config_spec is None:
         raise click.UsageError("--set changes a config given with -c; add -c CONFIG")
     config = load_config(config_spec, overrides) if config_spec is not None else None
     device = get_device(device)
-    trained = load_trained(source, device, config)
-    net, config, checkpoint = trained.net, trained.config, trained.checkpoint
-    dataset = load_data(config, data_dir)
-    num_classes = int(config["model"].get("num_classes", 10))
-    check_dataset_fits(net, dataset, num_classes)
-    images, labels = dataset.test_images[:limit_test], dataset.test_labels[:limit_test]
     with fused_on(device, fused):
-        result = run_evaluation(net, device.send(images), device.send(labels))
-    matrix = confusion_matrix(labels, result.predictions, num_classes)
-    correct = int(matrix.trace())
-    click.echo(f"{checkpoint.path} ({net.name}, epoch {checkpoint.epoch}) on {dataset.name} test "
-               f"set, {len(labels)} images, {device.name}")
-    click.echo(f"accuracy: {100 * result.accuracy:.2f}% ({correct}/{len(labels)})")
-    click.echo(f"loss: {result.loss:.4f}")
+        report = evaluate_trained(source, device, config, data_dir, limit_test)
+    checkpoint, net = report.trained.checkpoint, report.trained.net
+    correct = int(report.confusion.trace())
+    click.echo(f"{checkpoint.path} ({net.name}, epoch {checkpoint.epoch}) on {report.dataset.name} "
+               f"test set, {report.count} images, {report.device}")
+    click.echo(f"accuracy: {100 * report.accuracy:.2f}% ({correct}/{report.count})")
+    click.echo(f"loss: {report.loss:.4f}")
     click.echo("confusion matrix (rows: true class, columns: predicted class):")
-    click.echo(format_confusion(matrix, list(dataset.class_names)[:num_classes]))
+    names = list(report.dataset.class_names)[:report.confusion.shape[0]]
+    click.echo(format_confusion(report.confusion, names))

@@ -1,10 +1,7 @@
 """Options that several commands share, and how their values become library objects."""
-import re
 from pathlib import Path
 
 import click
-
-DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(:\d+)?$")
 
 
 def one_line(error):
@@ -19,8 +16,12 @@ def one_line(error):
 # -- devices --------------------------------------------------------------------------------------
 
 def _check_device(ctx, param, value):
-    if value is not None and not DEVICE_PATTERN.match(value.strip().lower()):
-        raise click.BadParameter(f"{value!r}; expected cpu, gpu, cuda or cuda:N")
+    from xpnn.backend.device import parse_device_name
+    if value is not None:
+        try:
+            parse_device_name(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}; expected cpu, gpu, cuda or cuda:N") from None
     return value
 
 

@@ -71,7 +71,7 @@ def train(config_spec, overrides, device, fused, output, resume_dir, epochs, bat
     else:
         trainer = start_run(config, device, output or default_run_dir(config_spec),
                             data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
-                            checkpoint_every=200 if checkpoint_every is None else checkpoint_every,
+                            checkpoint_every=checkpoint_every,
                             workers=workers, progress=progress)
         click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "

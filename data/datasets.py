@@ -5,13 +5,13 @@ A dataset folder holds the four standard IDX files, each raw or gzip-compressed:
     train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
 (+ `.gz`). Checksums are of the decompressed bytes, so any gzip wrapper of the right contents passes.
 """
-import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from xpnn.messages import closest
 from xpnn.data.errors import DataError
 from xpnn.data.idx import parse_idx, read_idx_bytes
 
@@ -115,7 +115,7 @@ def dataset_spec(name):
                         f"known: {', '.join(dataset_names())}")
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}{_closest(key, DATASETS)}; known: "
+        raise DataError(f"unknown dataset {name!r}{closest(key, DATASETS)}; known: "
                         f"{', '.join(dataset_names())}; or pass name=None with data_dir= for another folder "
                         f"of the four IDX files")
     return DATASETS[key]
@@ -240,9 +240,3 @@ def _repair_hint(spec, data_dir):
 def _read_only(array):
     array.flags.writeable = False
     return array
-
-
-def _closest(name, options):
-    """' (did you mean X?)' for the option nearest to `name`, or '' (same rule as nets.config.closest)."""
-    match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""

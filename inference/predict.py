@@ -31,7 +31,6 @@ def class_probabilities(net, images, batch_size=BATCH_SIZE):
     """Softmax of `net`'s logits (in float64, on the host) for uint8 `images` (N, C, H, W),
     computed on the network's device."""
     device = device_of(net.parameters()[0].data)
-    net.eval()
     rows = []
     for start in range(0, len(images), batch_size):
         batch = to_float(device.send(images[start:start + batch_size]))
@@ -59,7 +58,7 @@ def predict(trained, sources):
 def class_names(config):
     """The names of the classes of a config's dataset (digits for MNIST)."""
     names = dataset_spec(config["data"]["dataset"]).class_names
-    count = int(config["model"].get("num_classes", 10))
+    count = config["model"]["num_classes"]
     return [names[i] if i < len(names) else str(i) for i in range(count)]
 
 

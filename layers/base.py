@@ -51,7 +51,6 @@ class Layer:
     override `describe()` for the text after the class name in the printed form.
     """
 
-    training = True
     input_grad_needed = True  # a network sets this False on its first layer to skip that work
 
     @classmethod
@@ -100,15 +99,6 @@ class Layer:
     def zero_grad(self):
         for param in self.parameters():
             param.zero_grad()
-
-    def train(self, mode=True):
-        self.training = mode
-        for _, child in self.named_children():
-            child.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
 
     # -- devices, dtypes and state ---------------------------------------------------------------
 

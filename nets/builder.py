@@ -31,6 +31,7 @@ LAYER_TYPES = {
 }
 ACTIVATIONS = {"ReLULayer": layers.ReLULayer, "LeakyReLULayer": layers.LeakyReLULayer}
 MODEL_KEYS = {"name", "input_shape", "num_classes", "layers"}
+DEFAULT_NUM_CLASSES = 10
 BUILD_ONLY_ARGUMENTS = {"rng", "dtype"}  # supplied by `build`, not by the config
 
 
@@ -119,7 +120,8 @@ def build(model_config, seed=0, dtype="float32"):
         raise ConfigError(f"model.input_shape must be [channels, height, width] or [features], "
                           f"got {input_shape!r}")
     input_shape = tuple(check_number("model.input_shape", v, int, low=1) for v in input_shape)
-    num_classes = check_number("model.num_classes", model_config.get("num_classes", 10), int, low=2)
+    num_classes = check_number("model.num_classes",
+                               model_config.get("num_classes", DEFAULT_NUM_CLASSES), int, low=2)
     items = model_config["layers"]
     if not isinstance(items, list) or not items:
         raise ConfigError("model.layers must be a non-empty list of layers")

@@ -1,15 +1,9 @@
 """Checking configuration mappings, with errors that say what was wrong and what would be right."""
-import difflib
+from xpnn.messages import closest
 
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message says which and what would be right."""
-
-
-def closest(name, options):
-    """' (did you mean X?)' for the option nearest to `name`, or '' if none is close."""
-    match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def check_keys(where, mapping, allowed, required=()):

@@ -17,8 +17,8 @@ class DataParallel:
     must not depend on how many threads BLAS happened to use), and freed memory is kept for reuse
     (`backend.keep_freed_memory`).
 
-    Offers the parts of `Network` that a training loop uses: `forward`, `forward_loss`, `backward`,
-    `train`, `eval`. With workers=1 it simply forwards to `net`.
+    Offers the parts of `Network` that a training loop uses: `forward`, `forward_loss`, `backward`.
+    With workers=1 it simply forwards to `net`.
     """
 
     def __init__(self, net, workers=2):
@@ -91,14 +91,6 @@ class DataParallel:
                 total.grad += part.grad
                 part.grad[...] = 0
         return None
-
-    def train(self, mode=True):
-        for replica in self.replicas:
-            replica.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
 
 
 def _replica_sharing_weights(net):

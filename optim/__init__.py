@@ -2,7 +2,7 @@
 from xpnn.optim.factory import OPTIMIZERS, make_optimizer
 from xpnn.optim.packing import PackedParameters
 from xpnn.optim.schedules import SCHEDULES, Schedule
-from xpnn.optim.sgd import MomentumSGDOptimizer, SGDOptimizer
+from xpnn.optim.sgd import DEFAULT_MOMENTUM, MomentumSGDOptimizer, SGDOptimizer
 
-__all__ = ["MomentumSGDOptimizer", "OPTIMIZERS", "SCHEDULES", "SGDOptimizer", "Schedule",
-           "PackedParameters", "make_optimizer"]
+__all__ = ["DEFAULT_MOMENTUM", "MomentumSGDOptimizer", "OPTIMIZERS", "PackedParameters",
+           "SCHEDULES", "SGDOptimizer", "Schedule", "make_optimizer"]

@@ -6,6 +6,9 @@ from xpnn.backend.updates import momentum_update, sgd_update
 from xpnn.optim.packing import PackedParameters
 
 
+DEFAULT_MOMENTUM = 0.9
+
+
 class SGDOptimizer:
     """w <- w - lr * (grad + weight_decay * w).
 
@@ -64,7 +67,7 @@ class SGDOptimizer:
 class MomentumSGDOptimizer(SGDOptimizer):
     """v <- momentum * v + (grad + weight_decay * w);  w <- w - lr * v."""
 
-    def __init__(self, parameters, lr, momentum=0.9, weight_decay=0.0):
+    def __init__(self, parameters, lr, momentum=DEFAULT_MOMENTUM, weight_decay=0.0):
         super().__init__(parameters, lr, weight_decay)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")

@@ -55,8 +55,8 @@ def make_batch(model_config, batch_size, seed=0):
     rng = new_rng([seed, 1])  # a stream apart from the weights' `seed`
     shape = (batch_size, *model_config["input_shape"])
     images = rng.random(shape, dtype=numpy.float32)
-    labels = rng.integers(0, model_config.get("num_classes", 10), size=batch_size,
-                          dtype=numpy.int64)
+    classes = model_config.get("num_classes", nets.DEFAULT_NUM_CLASSES)
+    labels = rng.integers(0, classes, size=batch_size, dtype=numpy.int64)
     return images, labels
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from xpnn import configs, nets
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
-from xpnn.optim import OPTIMIZERS, SCHEDULES, Schedule
+from xpnn.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES, Schedule
 from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
@@ -105,8 +105,9 @@ def _error_of(config):
 def validate_config(config):
     """Check a whole config mapping; return a new dict with defaults filled in.
 
-    Defaults: train.momentum 0.9 (momentum_sgd only; 0 for sgd), train.weight_decay 0,
-    train.schedule {name: constant}, train.seed 0, data.dataset mnist, data.data_dir None.
+    Defaults: model.num_classes 10, train.momentum 0.9 (momentum_sgd only; 0 for sgd),
+    train.weight_decay 0, train.schedule {name: constant}, train.seed 0, data.dataset mnist,
+    data.data_dir None.
     """
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
@@ -117,6 +118,7 @@ def validate_config(config):
     data = validate_data(config.get("data") or {})
     model = copy.deepcopy(config["model"])
     nets.build(model, seed=train["seed"])  # raises ConfigError naming the layer at fault
+    model.setdefault("num_classes", nets.DEFAULT_NUM_CLASSES)
     return {"model": model, "train": train, "data": data}
 
 
@@ -126,10 +128,10 @@ def validate_train(train):
     checked = {
         "epochs": check_number("train.epochs", train["epochs"], int, low=1),
         "batch_size": check_number("train.batch_size", train["batch_size"], int, low=1),
-        "optimizer": _choice("train.optimizer", train["optimizer"], OPTIMIZERS),
+        "optimizer": _choice("train.optimizer", train["optimizer"], tuple(OPTIMIZERS)),
         "lr": _finite("train.lr", train["lr"], low=0, low_open=True),
     }
-    default_momentum = 0.9 if checked["optimizer"] == "momentum_sgd" else 0.0
+    default_momentum = DEFAULT_MOMENTUM if checked["optimizer"] == "momentum_sgd" else 0.0
     momentum = _finite("train.momentum", train.get("momentum", default_momentum), low=0)
     if momentum >= 1:
         raise ConfigError(f"train.momentum must be in [0, 1), got {train['momentum']!r}")

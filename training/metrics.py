@@ -58,26 +58,22 @@ class Evaluation:
 
 
 def evaluate(net, images, labels, batch_size=1000, should_stop=None):
-    """Evaluate `net` in eval mode on uint8 `images` (N, C, H, W) and `labels` (N,), on their device.
+    """Evaluate `net` on uint8 `images` (N, C, H, W) and `labels` (N,), on their device.
 
     `should_stop()`, if given, is asked between batches; when it returns True, evaluation stops
-    early and None is returned. The network is put back in training mode afterwards.
+    early and None is returned.
     """
     xp = get_array_module(images)
     count = labels.shape[0]
     stats = RunningStats(xp)
     predictions = []
-    net.eval()
-    try:
-        for start in range(0, count, batch_size):
-            if should_stop is not None and should_stop():
-                return None
-            batch_labels = labels[start:start + batch_size]
-            loss, logits = net.forward_loss(to_float(images[start:start + batch_size]), batch_labels)
-            stats.add(loss, logits, batch_labels)
-            predictions.append(logits.argmax(axis=1))
-    finally:
-        net.train()
+    for start in range(0, count, batch_size):
+        if should_stop is not None and should_stop():
+            return None
+        batch_labels = labels[start:start + batch_size]
+        loss, logits = net.forward_loss(to_float(images[start:start + batch_size]), batch_labels)
+        stats.add(loss, logits, batch_labels)
+        predictions.append(logits.argmax(axis=1))
     loss, accuracy = stats.means()
     predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
     return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from xpnn import nets
+from xpnn.backend import get_device
 from xpnn.data import load_dataset
 from xpnn.nets.config import ConfigError
 from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, check_matches,
@@ -24,8 +25,8 @@ from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, check_ma
 from xpnn.training.config import validate_config
 from xpnn.training.errors import CheckpointError, RunFolderError
 from xpnn.training.files import atomic_write, remove_stale_temporaries
-from xpnn.training.metrics import write_metrics
-from xpnn.training.trainer import Trainer
+from xpnn.training.metrics import confusion_matrix, evaluate, write_metrics
+from xpnn.training.trainer import CHECKPOINT_EVERY, Trainer, check_dataset_fits
 
 CONFIG_COPY_NAME = "config.yaml"
 
@@ -37,6 +38,34 @@ class TrainedNetwork:
     net: nets.Network
     config: dict
     checkpoint: Checkpoint
+
+
+@dataclass
+class TestReport:
+    """How a trained network does on a test set: `accuracy` (a fraction), mean `loss`,
+    `confusion` (classes x classes host int64 counts, rows the true class), over `count` images
+    of `dataset` (a `data.Dataset`), on `device`."""
+    trained: TrainedNetwork
+    dataset: object
+    device: str
+    count: int
+    accuracy: float
+    loss: float
+    confusion: object
+
+
+def evaluate_trained(source, device="cpu", config=None, data_dir=None, limit_test=None):
+    """A `TestReport` of the network in `source` (see `load_trained`) on its dataset's test set
+    (the first `limit_test` images; `data_dir` overrides where the data are read from)."""
+    device = get_device(device)
+    trained = load_trained(source, device, config)
+    dataset = load_data(trained.config, data_dir)
+    num_classes = trained.config["model"]["num_classes"]
+    check_dataset_fits(trained.net, dataset, num_classes)
+    images, labels = dataset.test_images[:limit_test], dataset.test_labels[:limit_test]
+    result = evaluate(trained.net, device.send(images), device.send(labels))
+    return TestReport(trained, dataset, device.name, len(labels), result.accuracy, result.loss,
+                      confusion_matrix(labels, result.predictions, num_classes))
 
 
 def load_trained(source, device="cpu", config=None):
@@ -106,11 +135,12 @@ def load_data(config, data_dir=None):
 
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
-              checkpoint_every=200, workers=None, progress=True, echo=None):
-    """Check everything, create the run folder, and return a `Trainer` ready to `fit()`.
+              checkpoint_every=None, workers=None, progress=True, echo=None):
+    """Check everything, create the run folder, and return a `Trainer` ready to `fit()` (which
+    saves the first checkpoint before its first step).
 
     The data are loaded and the network built before the folder is created, so bad input
-    leaves nothing behind.
+    leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps.
     """
     if data_dir is not None:
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
@@ -118,11 +148,11 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
     run_dir = Path(run_dir)
     if (run_dir / LAST_NAME).exists():
         prepare_run_dir(run_dir)  # raises: it already holds a run
+    every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
     trainer = Trainer(config, dataset, device, run_dir, limit_train=limit_train,
-                      limit_test=limit_test, checkpoint_every=checkpoint_every, workers=workers,
+                      limit_test=limit_test, checkpoint_every=every, workers=workers,
                       progress=progress, echo=echo)
     prepare_run_dir(run_dir)
-    trainer.save()  # the first checkpoint: from here on, a killed run can be resumed
     atomic_write(run_dir / CONFIG_COPY_NAME,
                  lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
     return trainer

@@ -29,6 +29,7 @@ from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpo
 from xpnn.training.errors import DivergenceError, TrainingError, TrainingInterrupted
 from xpnn.training.metrics import RunningStats, evaluate, format_epoch, write_metrics
 
+CHECKPOINT_EVERY = 200  # steps between mid-epoch checkpoints, unless told otherwise
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
 # Test-set batches: large on a GPU (fewer launches); small on the CPU, where a batch of 1000
 # doubled the peak memory of a resnet run (312 MiB against 148) for no speed.
@@ -93,7 +94,7 @@ class Trainer:
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
-                 checkpoint_every=200, workers=None, progress=True, echo=None):
+                 checkpoint_every=CHECKPOINT_EVERY, workers=None, progress=True, echo=None):
         self.config = config
         self.train_config = config["train"]
         self.device = device
@@ -103,7 +104,7 @@ class Trainer:
         self.echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
         self.limit_train, self.limit_test = limit_train, limit_test
 
-        self.num_classes = int(config["model"].get("num_classes", 10))
+        self.num_classes = config["model"]["num_classes"]
         self.net = nets.build(config["model"], seed=self.train_config["seed"])
         check_dataset_fits(self.net, dataset, self.num_classes)
         train_count = len(dataset.train_labels) if limit_train is None else limit_train
