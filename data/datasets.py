@@ -193,7 +193,32 @@ def sha256_of_idx(path):
 
 
 def _read_checked(path, expected_sha256, label, repair_hint):
-    """The uint8 array of one IDX file, after its structure and (if `expected_sha256`) checksum checks."""
+    """The uint8 array of one IDX file, after its structure and (if `expected_sha256`) checksum checks.
+
+    A file read and checked before, unchanged since (same size and modification time), is not
+    read again: the array is read-only, so the same one serves every caller.
+    """
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        stat = None
+    if stat is None:
+        return _read_checked_file(path, expected_sha256, label, repair_hint)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
+    array = _READ.get(key)
+    if array is None:
+        array = _read_checked_file(path, expected_sha256, label, repair_hint)
+        if len(_READ) >= READ_CACHE_FILES:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = array
+    return array
+
+
+READ_CACHE_FILES = 8  # the four files of two datasets
+_READ = {}  # (resolved path, size, mtime_ns, expected sha256) -> checked read-only array
+
+
+def _read_checked_file(path, expected_sha256, label, repair_hint):
     try:
         data = read_idx_bytes(path)
         array = parse_idx(data, str(path))

@@ -30,6 +30,11 @@ def assert_ok(result):
 
 # -- help -----------------------------------------------------------------------------------------
 
+def test_the_checkpoint_interval_in_the_help_is_the_trainers():
+    from xpnn.training.trainer import CHECKPOINT_EVERY
+    assert f"[default: {CHECKPOINT_EVERY}]" in invoke("train", "--help").output
+
+
 def test_help_lists_every_command():
     result = invoke("--help")
     assert_ok(result)
@@ -147,7 +152,6 @@ def write_metrics(run_dir, epochs=3):
 
 
 def test_plot_draws_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
     write_metrics(tmp_path / "run")
     result = invoke("plot", tmp_path / "run", "-o", tmp_path / "curves.png")
     assert_ok(result)
@@ -174,14 +178,23 @@ def test_plot_of_a_folder_without_metrics_is_an_error(tmp_path):
 # -- bench and parity -----------------------------------------------------------------------------
 
 def test_bench_times_training_steps():
-    pytest.importorskip("xpnn.tools.bench")
-    result = invoke("bench", "-c", LENET, "--batch-size", "8", "--steps", "2", "--warmup", "1")
+    result = invoke("bench", "-c", "lenet", "--batch-size", "8", "--steps", "2", "--warmup", "1",
+                    "--workers", "0")
     assert_ok(result)
-    assert "MNISTNetwork" in result.output or "ms" in result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("MNISTNetwork (lenet): 107,786 parameters, device cpu, batch 8, 2 timed "
+                        "steps after 1 warm-up, MomentumSGDOptimizer lr 0.001")
+    assert lines[1].startswith("  step time: median ") and lines[2] == "  computed by: the network itself"
+    result = invoke("bench", "-c", "lenet", "--batch-size", "4", "--steps", "3", "--warmup", "0",
+                    "--workers", "2", "--lr", "0.01", "--json")
+    assert_ok(result)
+    report = json.loads(result.output)
+    assert (report["steps"], len(report["step_ms"]), report["workers"], report["lr"]) == (3, 3, 2,
+                                                                                      0.01)
+    assert report["fused_kernels"] is False and report["batch_size"] == 4
 
 
 def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
-    pytest.importorskip("xpnn.tools.parity")
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4")
     assert_ok(result)
     assert "logits" in result.output and "layers.0.weight" in result.output

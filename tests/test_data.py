@@ -87,6 +87,22 @@ def test_dataset_arrays_are_read_only_and_the_dataclass_frozen(mnist):
         mnist.name = "other"
 
 
+def test_a_file_read_before_is_not_read_again_unless_it_changed(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    shutil.copytree(MNIST_DIR, folder)
+    first = load_dataset("mnist", data_dir=folder)
+    reads = []
+    monkeypatch.setattr("xpnn.data.datasets.read_idx_bytes",
+                        lambda path: reads.append(path) or pytest.fail("read again"))
+    second = load_dataset("mnist", data_dir=folder)
+    assert second.train_images.base is first.train_images.base and not reads
+    monkeypatch.undo()
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())[:-1] + b"\x0b"))
+    with pytest.raises(DataError, match="checksum mismatch"):  # a changed file is read afresh
+        load_dataset("mnist", data_dir=folder)
+
+
 def test_default_mnist_folder_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dataset = load_dataset("mnist", verify=False)

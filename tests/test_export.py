@@ -48,8 +48,8 @@ def test_every_config_runs_in_onnxruntime_as_in_xpnn(name):
 
 def test_a_batch_of_any_size_and_strided_layers_export():
     net = nets.Network("Strided", [
-        layers.ConvLayer(1, 4, 3, stride=2), layers.LeakyReLULayer(0.2),
-        layers.MaxPoolLayer(3, stride=2), layers.FlattenLayer(), layers.LinearLayer(144, 3),
+        layers.ConvLayer(1, 4, 3, stride=2, rng=0), layers.LeakyReLULayer(0.2),
+        layers.MaxPoolLayer(3, stride=2), layers.FlattenLayer(), layers.LinearLayer(144, 3, rng=0),
     ], input_shape=(1, 28, 28))
     session = onnxruntime_session(to_onnx(net))
     for count in (1, 7):
@@ -63,7 +63,7 @@ def test_a_layer_without_an_onnx_form_is_named():
         def forward(self, x):
             return 2 * x
 
-    net = nets.Network("Odd", [layers.FlattenLayer(), Doubling(), layers.LinearLayer(784, 10)],
+    net = nets.Network("Odd", [layers.FlattenLayer(), Doubling(), layers.LinearLayer(784, 10, rng=0)],
                        input_shape=(1, 28, 28))
     with pytest.raises(ExportError, match=r"layers\.1 \(Doubling\) has no ONNX form here"):
         to_onnx(net)

@@ -14,12 +14,22 @@ import yaml
 
 from xpnn import layers
 from xpnn import nets
-from xpnn.backend import CPU
+from xpnn.backend import CPU, conv
 
 TOLERANCE = 1e-6  # largest relative error accepted, see `relative_error`
 STEP = 1e-6       # central-difference step; float64 round-off and truncation both stay near 1e-9
 TINY = 1e-30
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.fixture(params=["whole-batch", "image-chunks"])
+def chunking(request, monkeypatch):
+    """The CPU convolution in its default chunks (at these sizes, the whole batch) and one image
+    per chunk, so the gradient checks reach the accumulation of the kernel gradient over
+    chunks."""
+    if request.param == "image-chunks":
+        monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    return request.param
 
 
 def relative_error(a, b):
@@ -134,7 +144,7 @@ def _conv_id(case):
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=_conv_id)
-def test_conv_gradients(case, device, rng, make_input):
+def test_conv_gradients(case, device, chunking, rng, make_input):
     batch, cin, cout, kernel, stride, height, width = case
     layer = randomize_biases(layers.ConvLayer(cin, cout, kernel, stride=stride, rng=rng), rng)
     check_layer_gradients(layer, [make_input(rng, (batch, cin, height, width))], device)
@@ -239,7 +249,7 @@ def _empty_chain(rng):
 
 @pytest.mark.parametrize("make", [_conv_relu_pool_linear, _conv_leaky_conv, _empty_chain],
                          ids=["conv-relu-pool-flatten-linear", "conv-leaky-conv", "empty"])
-def test_sequential_gradients(make, device, rng, make_input):
+def test_sequential_gradients(make, device, chunking, rng, make_input):
     layer, shape = make(rng)
     check_layer_gradients(layer, [make_input(rng, shape, kind="distinct")], device)
 
@@ -258,7 +268,7 @@ def _resnet_id(case):
 
 
 @pytest.mark.parametrize("case", RESNET_CASES, ids=_resnet_id)
-def test_resnet_block_gradients(case, device, rng, make_input):
+def test_resnet_block_gradients(case, device, chunking, rng, make_input):
     batch, channels, kernel, activation, height, width = case
     block = randomize_biases(
         layers.ResNetBlock(channels, kernel, activation=activation, rng=rng), rng)
@@ -278,7 +288,7 @@ def test_softmax_cross_entropy_gradients(batch, classes, scale, device, rng):
 
 # -- a whole network -------------------------------------------------------------------------------
 
-def test_resnet_network_parameter_gradients(device, rng):
+def test_resnet_network_parameter_gradients(device, chunking, rng):
     """Every parameter of the configs/resnet.yaml network, 20 sampled entries each.
 
     The network's first layer returns no input gradient, so only parameters are checked."""

@@ -371,11 +371,11 @@ def test_loss_rejects_host_labels_outside_the_classes(labels):
 # -- shape errors ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make_layer,shape,expected_text", [
-    (lambda: layers.ConvLayer(1, 6, 5), (2, 3, 28, 28), "(N, 1, H, W)"),
-    (lambda: layers.ConvLayer(1, 6, 5), (1, 28, 28), "(N, 1, H, W)"),
-    (lambda: layers.ConvLayer(6, 16, 5), (2, 6, 14, 14, 1), "(N, 6, H, W)"),
-    (lambda: layers.LinearLayer(784, 120), (2, 783), "(N, 784)"),
-    (lambda: layers.LinearLayer(784, 120), (2, 16, 7, 7), "(N, 784)"),
+    (lambda: layers.ConvLayer(1, 6, 5, rng=0), (2, 3, 28, 28), "(N, 1, H, W)"),
+    (lambda: layers.ConvLayer(1, 6, 5, rng=0), (1, 28, 28), "(N, 1, H, W)"),
+    (lambda: layers.ConvLayer(6, 16, 5, rng=0), (2, 6, 14, 14, 1), "(N, 6, H, W)"),
+    (lambda: layers.LinearLayer(784, 120, rng=0), (2, 783), "(N, 784)"),
+    (lambda: layers.LinearLayer(784, 120, rng=0), (2, 16, 7, 7), "(N, 784)"),
     (lambda: layers.MaxPoolLayer(2), (2, 28, 28), "(N, C, H, W)"),
     (lambda: layers.MaxPoolLayer(2), (4, 2), "(N, C, H, W)"),
 ], ids=["conv-channels", "conv-rank3", "conv-rank5", "linear-features", "linear-rank4",
@@ -396,7 +396,7 @@ def test_wrong_input_shape_raises_shape_error_naming_layer_and_shapes(make_layer
 
 @pytest.mark.parametrize("layer,shape", [
     (layers.MaxPoolLayer(3), (1, 2, 2, 5)),
-    (layers.ConvLayer(1, 1, 4), (1, 1, 1, 3)),  # padding 1: a 3 x 5 padded input
+    (layers.ConvLayer(1, 1, 4, rng=0), (1, 1, 1, 3)),  # padding 1: a 3 x 5 padded input
 ], ids=["pool-larger-than-input", "conv-larger-than-padded-input"])
 def test_window_larger_than_the_input_raises_shape_error(layer, shape):
     with pytest.raises(ShapeError, match=type(layer).__name__):
@@ -407,12 +407,12 @@ def test_window_larger_than_the_input_raises_shape_error(layer, shape):
 
 REPR_CASES = [
     (layers.ConvLayer(1, 6, 5), "ConvLayer: Kernel: (5, 5) In Channels 1 Out Channels 6 Stride 1"),
-    (layers.ConvLayer(16, 16, 3, stride=2),
+    (layers.ConvLayer(16, 16, 3, stride=2, rng=0),
      "ConvLayer: Kernel: (3, 3) In Channels 16 Out Channels 16 Stride 2"),
     (layers.MaxPoolLayer(2, 2), "MaxPoolLayer: kernel: 2 stride: 2"),
     (layers.MaxPoolLayer(3), "MaxPoolLayer: kernel: 3 stride: 3"),
     (layers.MaxPoolLayer(3, 1), "MaxPoolLayer: kernel: 3 stride: 1"),
-    (layers.LinearLayer(784, 120), "LinearLayer: (784, 120)"),
+    (layers.LinearLayer(784, 120, rng=0), "LinearLayer: (784, 120)"),
     (layers.ReLULayer(), "ReLULayer:"),
     (layers.LeakyReLULayer(), "LeakyReLULayer:"),
     (layers.FlattenLayer(), "FlattenLayer:"),
@@ -427,7 +427,7 @@ def test_single_layer_repr(layer, expected):
 
 
 def test_resnet_block_repr_nests_children_four_spaces_deeper():
-    assert repr(layers.ResNetBlock(16)) == "\n".join([
+    assert repr(layers.ResNetBlock(16, rng=0)) == "\n".join([
         "ResNetBlock:",
         "    (conv_layers): SequentialLayer:",
         "        (0): ConvLayer: Kernel: (3, 3) In Channels 16 Out Channels 16 Stride 1",
@@ -439,8 +439,8 @@ def test_resnet_block_repr_nests_children_four_spaces_deeper():
 
 
 def test_sequential_repr_nests_a_block_two_levels_down():
-    stack = layers.SequentialLayer([layers.ConvLayer(1, 6, 5),
-                                    layers.ResNetBlock(6, activation=layers.LeakyReLULayer)])
+    stack = layers.SequentialLayer([layers.ConvLayer(1, 6, 5, rng=0),
+                                    layers.ResNetBlock(6, activation=layers.LeakyReLULayer, rng=0)])
     assert repr(stack) == "\n".join([
         "SequentialLayer:",
         "    (0): ConvLayer: Kernel: (5, 5) In Channels 1 Out Channels 6 Stride 1",
@@ -457,13 +457,13 @@ def test_sequential_repr_nests_a_block_two_levels_down():
 # -- parameters, state and moves ---------------------------------------------------------------------
 
 def test_named_parameters_and_counts():
-    block = layers.ResNetBlock(4, kernel_size=3)
+    block = layers.ResNetBlock(4, kernel_size=3, rng=0)
     assert [name for name, _ in block.named_parameters()] == [
         "conv_layers.0.weight", "conv_layers.0.bias", "conv_layers.2.weight", "conv_layers.2.bias"]
     assert block.num_parameters() == 2 * (4 * 4 * 3 * 3 + 4)
-    conv = layers.ConvLayer(3, 5, 2)
+    conv = layers.ConvLayer(3, 5, 2, rng=0)
     assert conv.weight.shape == (5, 3, 2, 2) and conv.bias.shape == (5,)
-    linear = layers.LinearLayer(7, 2)
+    linear = layers.LinearLayer(7, 2, rng=0)
     assert linear.weight.shape == (7, 2) and linear.bias.shape == (2,)
     assert layers.ReLULayer().parameters() == [] and layers.MaxPoolLayer(2).num_parameters() == 0
 
@@ -486,7 +486,7 @@ def test_state_dict_round_trip(rng):
 
 
 def test_load_state_dict_keeps_the_layer_dtype():
-    layer = layers.LinearLayer(3, 2)
+    layer = layers.LinearLayer(3, 2, rng=0)
     layer.load_state_dict({name: value.astype("float64") + 0.5
                            for name, value in layers.LinearLayer(3, 2, rng=3).state_dict().items()})
     assert layer.weight.dtype == "float32" and layer.bias.dtype == "float32"
@@ -494,7 +494,7 @@ def test_load_state_dict_keeps_the_layer_dtype():
 
 
 def test_load_state_dict_mismatches_name_the_entries():
-    layer = layers.ConvLayer(2, 3, 3)
+    layer = layers.ConvLayer(2, 3, 3, rng=0)
     state = layer.state_dict()
     with pytest.raises(KeyError, match="missing.*'bias'"):
         layer.load_state_dict({"weight": state["weight"]})
@@ -520,7 +520,7 @@ def test_to_dtype_casts_every_parameter_with_its_gradient():
 
 
 def test_to_device_cpu_and_unavailable_gpu():
-    layer = layers.LinearLayer(3, 2)
+    layer = layers.LinearLayer(3, 2, rng=0)
     assert layer.to("cpu") is layer and isinstance(layer.weight.data, numpy.ndarray)
     if backend.gpu_unavailable_reason() is None:
         pytest.skip("a GPU is available here: the unavailable-GPU error cannot be shown")
@@ -569,9 +569,9 @@ def test_one_generator_gives_different_weights_to_each_layer():
 
 
 def test_dtype_argument_of_constructors():
-    assert layers.ConvLayer(1, 2, 3, dtype="float64").weight.dtype == numpy.float64
-    assert layers.LinearLayer(1, 2, dtype="float64").bias.dtype == numpy.float64
-    assert all(p.dtype == numpy.float64 for p in layers.ResNetBlock(2, dtype="float64").parameters())
+    assert layers.ConvLayer(1, 2, 3, dtype="float64", rng=0).weight.dtype == numpy.float64
+    assert layers.LinearLayer(1, 2, dtype="float64", rng=0).bias.dtype == numpy.float64
+    assert all(p.dtype == numpy.float64 for p in layers.ResNetBlock(2, dtype="float64", rng=0).parameters())
 
 
 @pytest.mark.parametrize("make", [

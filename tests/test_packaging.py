@@ -122,6 +122,7 @@ def wheel(tmp_path_factory):
     return wheels[0]
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_only_xpnn_with_its_configs_and_mnist(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
@@ -137,6 +138,7 @@ def test_the_wheel_installs_only_xpnn_with_its_configs_and_mnist(wheel):
     assert "xpnn = xpnn.cli:main" in entry_points
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_from_any_folder(wheel, tmp_path):
     target = tmp_path / "site"
     completed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",

@@ -180,6 +180,7 @@ def trained_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_predict_classifies_photographed_digits_and_writes_csv(trained_run, tmp_path):
     dataset = load_dataset("mnist")
     rng = numpy.random.default_rng(1)
@@ -210,6 +211,7 @@ def test_predict_classifies_photographed_digits_and_writes_csv(trained_run, tmp_
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
 
 
+@pytest.mark.slow
 def test_predict_top_and_one_line_errors(trained_run, tmp_path):
     picture, _ = bar_picture()
     Image.fromarray(picture.astype(numpy.uint8)).save(tmp_path / "bar.png")

@@ -63,6 +63,7 @@ def test_batches_become_float32_in_unit_range():
 
 # -- learning -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_one_epoch_on_5000_images_exceeds_90_percent(tmp_path):
     lines = []
     trainer = start_run(lenet(epochs=1, batch_size=25), CPU, tmp_path / "run", limit_train=5000,
@@ -311,9 +312,10 @@ def cli_reference(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path, cli_reference):
     run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
-    rng = numpy.random.default_rng()
+    rng = numpy.random.default_rng(2)  # where between checkpoints the second kill falls
     process, log, seen = start_and_wait([*CLI_ARGS, "--output", str(run_dir)], run_dir, log_path,
                                         after=(0, 0))
     process.kill()  # mid-epoch: a mid-epoch checkpoint (`seen`) exists
@@ -335,6 +337,7 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path, cli_refere
     assert not list(run_dir.glob(".*")), "temporary files were left behind"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130),
                                                       (signal.SIGTERM, 143)])
 def test_sigint_saves_and_exits_then_resumes_bit_identical(tmp_path, cli_reference,
@@ -358,6 +361,7 @@ def test_sigint_saves_and_exits_then_resumes_bit_identical(tmp_path, cli_referen
     assert_same_run(cli_reference, run_dir)
 
 
+@pytest.mark.slow
 def test_cli_reference_run_wrote_two_epochs(cli_reference):
     records = read_metrics(cli_reference)
     assert [r["epoch"] for r in records] == [1, 2]
