@@ -379,7 +379,7 @@ class BenchResult:
             + (f", {self.optimizer} lr {self.lr:g}" if self.optimizer else ""),
             f"  step time: median {self.median_ms:.2f} ms (min {self.min_ms:.2f}, "
             f"max {self.max_ms:.2f}) -> {self.images_per_s:,.0f} images/s",
-            f"  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
+            "  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
                                   f"each" if self.workers else "the network itself")
             + (", fused CUDA kernels" if self.fused_kernels else ""),
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
