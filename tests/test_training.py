@@ -263,8 +263,8 @@ def test_nan_loss_stops_without_saving_poisoned_weights(tmp_path):
 
 # -- real processes: SIGKILL, SIGINT, SIGTERM ------------------------------------------------------
 
-CLI_ARGS = ["-c", str(LENET), "--epochs", "2", "--batch-size", "10", "--limit-train", "1200",
-            "--limit-test", "200", "--checkpoint-every", "3", "--no-progress"]
+CLI_ARGS = ["-c", str(LENET), "--epochs", "2", "--batch-size", "10", "--limit-train", "600",
+            "--limit-test", "100", "--checkpoint-every", "3", "--no-progress"]
 
 
 def cli(*args):
@@ -355,7 +355,7 @@ def test_sigint_saves_and_exits_then_resumes_bit_identical(tmp_path, cli_referen
     assert len(message) == 1 and f"--resume {run_dir}" in message[0], output
     stopped = position(run_dir)
     assert stopped >= seen
-    assert f"epoch {stopped[0] + 1} step {stopped[1]}/120" in message[0]
+    assert f"epoch {stopped[0] + 1} step {stopped[1]}/60" in message[0]
 
     run_to_end(["--resume", str(run_dir), "--no-progress"], log_path)
     assert_same_run(cli_reference, run_dir)
