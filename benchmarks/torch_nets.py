@@ -152,7 +152,7 @@ def make_torch_optimizer(train_config, parameters, torch=None, lr=None):
 
 
 class TorchTrainingStep:
-    """PyTorch's counterpart of `training.bench.TrainingStep`: the network of `config` with OUR
+    """PyTorch's counterpart of `xpnn.tools.bench.TrainingStep`: the network of `config` with OUR
     initial weights (``nets.build(model, seed)``), its SGD optimizer (learning rate `lr`, as ours)
     and the same fixed batch; `step()` is zero_grad, forward, loss, backward, step."""
 

@@ -1,4 +1,4 @@
-"""The benchmark tools: training.bench (timing, profile, subprocess), the PyTorch twins of our
+"""The benchmark tools: xpnn.tools.bench (timing, profile, subprocess), the PyTorch twins of our
 networks, and the comparison script's plumbing. No assertion depends on how fast anything runs."""
 import importlib.util
 import math
