@@ -3,9 +3,10 @@
     from xpnn import layers, nets, optim, data, training
     from xpnn.backend import get_device
 
-Subpackages: backend (devices and array kernels), layers, nets (networks built from configs),
-optim, data (IDX files, MNIST), training (configs, the loop, checkpoints), inference (trained
-networks on new images, ONNX export), configs (the shipped YAML files) and cli (the `xpnn`
+Subpackages: backend (devices, and the array primitives layers are written with, one
+implementation per device), layers, nets (networks built from configs), optim, data (IDX files,
+MNIST), training (configs, the loop, checkpoints), inference (trained networks on new images,
+ONNX export), tools (bench, parity), configs (the shipped YAML files) and cli (the `xpnn`
 command). `import xpnn` imports none of them, so the command line starts fast.
 """
 from pathlib import Path as _Path
