@@ -1,11 +1,16 @@
 """Softmax cross-entropy: the mean loss of a batch and its gradient, stable for any logits.
 
     loss, grad = softmax_cross_entropy(logits, labels)    # grad = d loss_row / d logits
+    loss, grad = softmax_cross_entropy(logits, labels, label_smoothing=0.1)
+
+With label smoothing e the target of a row is (1 - e) one_hot + e / K instead of one_hot: the
+loss is the cross-entropy against that target and the gradient softmax - target.
 
 The array code (``cpu`` and ``gpu``) picks the true class with a one-hot mask rather than by
 fancy indexing: on a GPU four plain kernels instead of a dozen index computations.
 ``fused``: softmax_cross_entropy.cu, loss rows and gradient in one pass (unmeasured on a GPU);
-a label outside [0, K) makes its loss NaN there.
+a label outside [0, K) makes its loss NaN there; it computes hard targets only, so with label
+smoothing the array code runs instead.
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
@@ -15,29 +20,37 @@ SOFTMAX_CROSS_ENTROPY = CudaKernel("softmax_cross_entropy.cu", "xpnn_softmax_cro
                                    ["int64", "int32"])
 
 
-def softmax_cross_entropy(logits, labels):
-    """(mean over rows of -log softmax(logits)[label] as a 0-d array, softmax - one_hot (N, K)).
+def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
+    """(mean over rows of -sum_k target_k log softmax(logits)_k as a 0-d array, softmax - target
+    (N, K)), where target = (1 - label_smoothing) one_hot(labels) + label_smoothing / K.
 
     Args:
-        logits: (N, K) floating array; labels: (N,) integers in [0, K) (not checked here).
+        logits: (N, K) floating array; labels: (N,) integers in [0, K) (not checked here);
+        label_smoothing: in [0, 1).
     """
-    return pick(_TABLE, get_array_module(logits))(logits, labels)
+    return pick(_TABLE, get_array_module(logits))(logits, labels, label_smoothing)
 
 
-def _array(logits, labels):
+def _array(logits, labels, label_smoothing=0.0):
     xp = get_array_module(logits)
-    one_hot = labels[:, None] == xp.arange(logits.shape[1])
+    target = labels[:, None] == xp.arange(logits.shape[1])
+    if label_smoothing:
+        target = target * logits.dtype.type(1 - label_smoothing)
+        target += logits.dtype.type(label_smoothing / logits.shape[1])
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = xp.exp(shifted)
     total = exp.sum(axis=1, keepdims=True)
-    # one nonzero term per row, so this sum is exactly the true class's shifted logit
-    true_shifted = (shifted * one_hot).sum(axis=1)
+    # the targets of a row sum to 1, so its loss is log(total) - sum(target * shifted); without
+    # smoothing one term is nonzero, so that sum is exactly the true class's shifted logit
+    target_shifted = (shifted * target).sum(axis=1)
     grad = exp / total
-    grad -= one_hot
-    return (xp.log(total[:, 0]) - true_shifted).mean(), grad
+    grad -= target
+    return (xp.log(total[:, 0]) - target_shifted).mean(), grad
 
 
-def _fused(logits, labels):
+def _fused(logits, labels, label_smoothing=0.0):
+    if label_smoothing:
+        return _array(logits, labels, label_smoothing)
     xp = get_array_module(logits)
     logits = xp.ascontiguousarray(logits)
     n, k = logits.shape

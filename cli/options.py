@@ -96,6 +96,19 @@ def output_option(help_text, file_okay=True, dir_okay=False):
                                                           path_type=Path), help=help_text)
 
 
+def dataset_option():
+    """--dataset NAME: the same as --set data.dataset=NAME (mnist, fashion-mnist, or idx for any
+    folder of the four IDX files given by --data-dir)."""
+    return click.option("--dataset", help="same as --set data.dataset=NAME: mnist, fashion-mnist, "
+                                          "or idx (any folder of IDX files, with --data-dir)")
+
+
+def dataset_override(dataset):
+    """The `Override`s that --dataset stands for (none when it was not given)."""
+    from xpnn.training.overrides import Override
+    return [] if dataset is None else [Override("data.dataset", dataset, f"--dataset {dataset}")]
+
+
 def data_dir_option():
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                         help="read the dataset's IDX files from this folder")

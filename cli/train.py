@@ -3,8 +3,9 @@ from pathlib import Path
 
 import click
 
-from xpnn.cli.options import (config_option, data_dir_option, device_option, fused_option,
-                              load_config, output_option, set_option, train_shorthands)
+from xpnn.cli.options import (config_option, data_dir_option, dataset_option, dataset_override,
+                              device_option, fused_option, load_config, output_option, set_option,
+                              train_shorthands)
 
 
 @click.command()
@@ -29,22 +30,26 @@ from xpnn.cli.options import (config_option, data_dir_option, device_option, fus
 @click.option("--workers", type=click.IntRange(min=1),
               help="CPU threads, each running a slice of every batch  [default: the cores "
                    "this process may use, or the resumed run's]")
+@dataset_option()
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
 def train(config_spec, overrides, device, fused, output, resume_dir, epochs, batch_size, lr, seed,
-          limit_train, limit_test, checkpoint_every, workers, data_dir, progress):
+          limit_train, limit_test, checkpoint_every, workers, dataset, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
-    Each epoch prints one line with train and test loss and accuracy and appends it to
-    RUN_DIR/metrics.jsonl; RUN_DIR/last.npz is saved every epoch (and every --checkpoint-every
-    steps), RUN_DIR/best.npz at the best test accuracy. Ctrl-C saves last.npz and exits with 130.
+    Each epoch prints one line with train, validation and test loss and accuracy and appends it
+    to RUN_DIR/metrics.jsonl; RUN_DIR/last.npz is saved every epoch (and every --checkpoint-every
+    steps), RUN_DIR/best.npz at the best validation accuracy (the last data.validation training
+    images, held out). Ctrl-C saves last.npz and exits with 130.
     """
     from xpnn.backend import fused_on, get_device
     from xpnn.training import resume_run, start_run
+    from xpnn.training.metrics import best_epoch
     from xpnn.training.runs import default_run_dir
 
-    overrides = train_shorthands(epochs, batch_size, lr, seed) + list(overrides)
+    overrides = (train_shorthands(epochs, batch_size, lr, seed) + dataset_override(dataset)
+                 + list(overrides))
     if resume_dir is not None:
         given = [override.flag for override in overrides] + [
             f"--{name.replace('_', '-')}" for name, value in
@@ -78,6 +83,9 @@ def train(config_spec, overrides, device, fused, output, resume_dir, epochs, bat
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")
     with fused_on(device, fused):
         metrics = trainer.fit()
-    best = max(metrics, key=lambda record: record["test_acc"])
-    click.echo(f"done: best test accuracy {100 * best['test_acc']:.2f}% (epoch {best['epoch']}); "
+    last, best = metrics[-1], best_epoch(metrics)
+    chosen = ("no validation set, so no best.npz" if best is None else
+              f"validation chose epoch {best['epoch']} (val {100 * best['val_acc']:.2f}%, test "
+              f"{100 * best['test_acc']:.2f}%) for best.npz")
+    click.echo(f"done: last epoch test accuracy {100 * last['test_acc']:.2f}%; {chosen}; "
                f"checkpoints and metrics in {trainer.run_dir}")

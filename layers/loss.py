@@ -7,12 +7,22 @@ from xpnn.layers.base import Layer, check_input
 class SoftmaxCrossEntropyLossLayer(Layer):
     """Mean over the batch of -log softmax(logits)[label]; stable for logits of any size.
 
+    With `label_smoothing` e in [0, 1), each row's target is (1 - e) on its label and e / K
+    spread over all K classes: the loss is -sum_k target_k log softmax(logits)_k.
+
     forward(logits (N, K), labels (N,) integers in [0, K)) -> 0-d array (the mean loss; reading
     it with float() waits for the device). backward() -> d loss / d logits, (N, K).
 
     Labels outside [0, K) raise `ValueError` for host arrays; device labels are not checked
     (that would wait for the device).
     """
+
+    def __init__(self, label_smoothing=0.0):
+        super().__init__()
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"SoftmaxCrossEntropyLossLayer label_smoothing must be in [0, 1), "
+                             f"got {label_smoothing!r}")
+        self.label_smoothing = label_smoothing
 
     def forward(self, logits, labels):
         check_input(self, logits, 2)
@@ -25,8 +35,11 @@ class SoftmaxCrossEntropyLossLayer(Layer):
             raise ValueError(f"SoftmaxCrossEntropyLossLayer labels must lie in [0, {num_classes - 1}]"
                              f" for {num_classes} classes, got values from {labels.min()} to "
                              f"{labels.max()}")
-        loss, self._grad = softmax_cross_entropy(logits, labels)
+        loss, self._grad = softmax_cross_entropy(logits, labels, self.label_smoothing)
         return loss
+
+    def describe(self):
+        return f"label smoothing {self.label_smoothing:g}" if self.label_smoothing else ""
 
     def backward(self, grad_out=1.0):
         grad, self._grad = self._grad, None

@@ -1,8 +1,9 @@
 """Training configs: read a YAML file and check every section, key and value before any work starts.
 
     model: {name, input_shape, num_classes, layers}     checked by building the network (nets.build)
-    train: {epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, seed}
-    data:  {dataset, data_dir}
+    train: {epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, seed,
+            label_smoothing}
+    data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
 
 `load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
 whose message names the file (or the command-line flag), the key and the bad value, with the
@@ -17,15 +18,19 @@ from pathlib import Path
 import yaml
 
 from xpnn import configs, nets
+from xpnn.data import DEFAULT_VALIDATION
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
 from xpnn.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES, Schedule
 from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
-DATASETS = ("mnist", "fashion-mnist")
-TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "seed")
+DATASETS = ("mnist", "fashion-mnist", "idx")  # idx: any folder of the four IDX files (data_dir)
+TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+              "seed", "label_smoothing")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
-DATA_KEYS = ("dataset", "data_dir")
+DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
+AUGMENT_KEYS = ("translate", "rotate", "scale", "shear", "flip")
+DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
 # Schedule options whose value must be strictly positive (all others must be >= 0).
 POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
 
@@ -106,8 +111,9 @@ def validate_config(config):
     """Check a whole config mapping; return a new dict with defaults filled in.
 
     Defaults: model.num_classes 10, train.momentum 0.9 (momentum_sgd only; 0 for sgd),
-    train.weight_decay 0, train.schedule {name: constant}, train.seed 0, data.dataset mnist,
-    data.data_dir None.
+    train.weight_decay 0, train.schedule {name: constant}, train.seed 0,
+    train.label_smoothing 0, data.dataset mnist, data.data_dir None, data.validation 5000,
+    data.augment {} (none).
     """
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
@@ -140,6 +146,11 @@ def validate_train(train):
     checked["schedule"] = validate_schedule(train.get("schedule", {"name": "constant"}),
                                             checked["lr"], checked["epochs"])
     checked["seed"] = check_number("train.seed", train.get("seed", 0), int, low=0)
+    checked["label_smoothing"] = _finite("train.label_smoothing", train.get("label_smoothing", 0.0),
+                                         low=0)
+    if checked["label_smoothing"] >= 1:
+        raise ConfigError(f"train.label_smoothing must be in [0, 1), got "
+                          f"{train['label_smoothing']!r}; 0.1 is usual")
     return checked
 
 
@@ -177,7 +188,47 @@ def validate_data(data):
     data_dir = data.get("data_dir")
     if data_dir is not None and not isinstance(data_dir, str):
         raise ConfigError(f"data.data_dir must be a folder path (a string), got {data_dir!r}")
-    return {"dataset": dataset, "data_dir": data_dir}
+    validation = check_number("data.validation", data.get("validation", DEFAULT_VALIDATION), int,
+                              low=0)
+    augment = validate_augment(data.get("augment") or {}, dataset)
+    return {"dataset": dataset, "data_dir": data_dir, "validation": validation, "augment": augment}
+
+
+def validate_augment(augment, dataset):
+    """Check ``data.augment`` ({translate: pixels, rotate: degrees, scale: fraction, shear:
+    degrees, flip: bool}, each optional); return it with only the options given."""
+    if not isinstance(augment, dict):
+        raise ConfigError(f"data.augment must be a mapping like {{translate: 2, rotate: 10}} of "
+                          f"options {', '.join(AUGMENT_KEYS)}, got {augment!r}")
+    check_keys("data.augment", augment, AUGMENT_KEYS)
+    checked = {}
+    if "translate" in augment:
+        checked["translate"] = check_number("data.augment.translate", augment["translate"], int,
+                                            low=0)
+    if "rotate" in augment:
+        checked["rotate"] = _finite("data.augment.rotate", augment["rotate"], low=0)
+        if checked["rotate"] > 180:
+            raise ConfigError(f"data.augment.rotate is the largest angle in degrees, in [0, 180]; "
+                              f"got {augment['rotate']!r}")
+    if "scale" in augment:
+        checked["scale"] = _finite("data.augment.scale", augment["scale"], low=0)
+        if checked["scale"] >= 1:
+            raise ConfigError(f"data.augment.scale draws zooms in [1 - scale, 1 + scale], so it "
+                              f"must be in [0, 1); got {augment['scale']!r}")
+    if "shear" in augment:
+        checked["shear"] = _finite("data.augment.shear", augment["shear"], low=0)
+        if checked["shear"] >= 90:
+            raise ConfigError(f"data.augment.shear is the largest shear angle in degrees, in "
+                              f"[0, 90); got {augment['shear']!r}")
+    if "flip" in augment:
+        if not isinstance(augment["flip"], bool):
+            raise ConfigError(f"data.augment.flip must be true or false, got {augment['flip']!r}")
+        if augment["flip"] and dataset in DIGIT_DATASETS:
+            raise ConfigError(f"data.augment.flip mirrors images, which turns digits into "
+                              f"non-digits; it is refused for {dataset!r} (use it for "
+                              f"fashion-mnist or an idx dataset of symmetric classes)")
+        checked["flip"] = augment["flip"]
+    return checked
 
 
 def _choice(where, value, options):

@@ -1,9 +1,11 @@
-"""Loss and accuracy: running sums kept on the device, test-set evaluation, the metrics file.
+"""Loss and accuracy: running sums kept on the device, evaluation, the metrics file.
 
 metrics.jsonl in a run folder holds one JSON object per finished epoch:
-    {"epoch": 1, "train_loss": ..., "train_acc": ..., "test_loss": ..., "test_acc": ..., "lr": ...,
-     "seconds": ...}
-Accuracies are fractions in [0, 1]; `lr` is the rate at the epoch's last step.
+    {"epoch": 1, "train_loss": ..., "train_acc": ..., "val_loss": ..., "val_acc": ...,
+     "test_loss": ..., "test_acc": ..., "lr": ..., "seconds": ...}
+Accuracies are fractions in [0, 1]; `lr` is the rate at the epoch's last step; val_loss and
+val_acc are null in a run without a validation set (and absent from runs made before it).
+With label smoothing every loss is the smoothed one, the objective that training lowers.
 """
 import json
 import math
@@ -19,6 +21,7 @@ from xpnn.training.files import atomic_write
 
 METRICS_NAME = "metrics.jsonl"
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+VALIDATION_KEYS = ("val_loss", "val_acc")  # optional: null without a validation set
 
 class RunningStats:
     """Sums of loss and correct predictions over an epoch, kept on the device.
@@ -100,11 +103,19 @@ def format_confusion(matrix, class_names=None):
 
 
 def format_epoch(record, total_epochs):
-    """One line summing up a finished epoch (a `METRIC_KEYS` record)."""
-    return (f"epoch {record['epoch']}/{total_epochs}: "
-            f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
-            f"test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}% | "
+    """One line summing up a finished epoch (a `METRIC_KEYS` record, with `VALIDATION_KEYS`)."""
+    parts = [f"{label} loss {record[f'{key}_loss']:.4f} acc {100 * record[f'{key}_acc']:.2f}%"
+             for key, label in (("train", "train"), ("val", "val"), ("test", "test"))
+             if record.get(f"{key}_acc") is not None]
+    return (f"epoch {record['epoch']}/{total_epochs}: {' | '.join(parts)} | "
             f"lr {record['lr']:.4g} | {record['seconds']:.1f}s")
+
+
+def best_epoch(records):
+    """The record of the epoch validation chose (highest val_acc, the earliest of ties), or
+    None when the records have no validation accuracy."""
+    scored = [record for record in records if record.get("val_acc") is not None]
+    return max(scored, key=lambda record: record["val_acc"]) if scored else None
 
 
 def write_metrics(run_dir, records):

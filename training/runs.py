@@ -2,7 +2,8 @@
 
 A run folder holds:
     last.npz       the latest checkpoint (every epoch, and every N steps inside an epoch)
-    best.npz       the checkpoint of the epoch with the best test accuracy
+    best.npz       the checkpoint of the epoch with the best validation accuracy (none when
+                   data.validation is 0)
     metrics.jsonl  one JSON line per finished epoch (see `training.metrics`)
     config.yaml    the config the run uses, after command-line overrides (for people to read;
                    the checkpoints carry their own copy)
@@ -129,9 +130,16 @@ def check_writable(run_dir):
 
 
 def load_data(config, data_dir=None):
-    """The dataset the config's data section names (`data_dir` overrides its folder)."""
+    """The dataset the config's data section names (`data_dir` overrides its folder); dataset
+    ``idx`` reads the unnamed folder data_dir, with every check but the checksums."""
     data = config["data"]
-    return load_dataset(data["dataset"], data_dir=data_dir or data.get("data_dir"), verify=True)
+    data_dir = data_dir or data.get("data_dir")
+    if data["dataset"] == "idx":
+        if data_dir is None:
+            raise ConfigError("data.dataset 'idx' reads a folder of the four IDX files: give it "
+                              "as data.data_dir or --data-dir")
+        return load_dataset(None, data_dir=data_dir)
+    return load_dataset(data["dataset"], data_dir=data_dir, verify=True)
 
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
@@ -179,7 +187,7 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     checkpoint = load_checkpoint(run_dir / LAST_NAME)
     meta = checkpoint.meta
     try:
-        saved_config = validate_config(checkpoint.config)
+        saved_config = validate_config(_with_old_defaults(checkpoint.config))
     except ConfigError as error:
         raise CheckpointError(f"{checkpoint.path} holds a config that is no longer valid: "
                               f"{error}") from None
@@ -202,6 +210,17 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     remove_stale_temporaries(run_dir)
     write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
     return trainer
+
+
+def _with_old_defaults(config):
+    """`config` as saved by an xpnn that predates data.validation: those runs held nothing out,
+    so they resume with validation 0 (the default of 5,000 would change their training set)."""
+    data = config.get("data") if isinstance(config, dict) else None
+    if isinstance(data, dict) and "validation" not in data:
+        return {**config, "data": {**data, "validation": 0}}
+    if isinstance(config, dict) and data is None:
+        return {**config, "data": {"validation": 0}}
+    return config
 
 
 def _check_same_config(config, saved_config, checkpoint):

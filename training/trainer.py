@@ -1,9 +1,13 @@
-"""The training loop: shuffled batches on the device, test-set evaluation, metrics and checkpoints.
+"""The training loop: shuffled batches on the device, validation and test evaluation, metrics and
+checkpoints.
 
-The training images go to the device once, as uint8; each step gathers its batch there by index
-and converts it to float32 / 255. Each epoch's order depends only on (seed, epoch), so a run
-resumed from a checkpoint taken at any step makes exactly the batches, and on the CPU exactly the
-float operations, of an uninterrupted run.
+The last `data.validation` training images are held out (`data.hold_out`); the rest go to the
+device once, as uint8; each step gathers its batch there by index, converts it to float32 / 255
+and, if the config asks, augments it (`training.augment`). Each epoch's order depends only on
+(seed, epoch) and each batch's transforms only on (seed, epoch, step), so a run resumed from a
+checkpoint taken at any step makes exactly the batches, and on the CPU exactly the float
+operations, of an uninterrupted run. best.npz is the epoch of best validation accuracy: the test
+set is only reported, never used to choose.
 
 Nothing waits for the device inside a step: loss and correct counts are summed on the device and
 read every `READ_EVERY` steps (for the progress bar and the NaN check), before every checkpoint
@@ -19,11 +23,12 @@ from pathlib import Path
 import numpy
 from tqdm import tqdm
 
-from xpnn import nets
+from xpnn import layers, nets
 from xpnn.backend import available_bytes, cpu_count, format_bytes
-from xpnn.data import DataError
+from xpnn.data import DataError, hold_out
 from xpnn.nets import ConfigError
 from xpnn.optim import Schedule, make_optimizer
+from xpnn.training.augment import Augmentation
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
 from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
 from xpnn.training.errors import DivergenceError, TrainingError, TrainingInterrupted
@@ -85,7 +90,10 @@ class Trainer:
         dataset: a `data.Dataset` (host uint8 images, int64 labels).
         device: a `backend.Device`.
         run_dir: folder for last.npz, best.npz and metrics.jsonl (must exist and be writable).
-        limit_train / limit_test: use only the first N training / test images (None: all).
+        limit_train: train on only the first N training images left after the validation split
+            (None: all).
+        limit_test: evaluate on only the first N validation and the first N test images (None:
+            all).
         checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
         workers: CPU threads that each run a slice of every batch (`nets.DataParallel`); the
             result depends on the split, so a resumed run keeps its number to stay exact.
@@ -106,14 +114,18 @@ class Trainer:
 
         self.num_classes = config["model"]["num_classes"]
         self.net = nets.build(config["model"], seed=self.train_config["seed"])
+        self.net.loss_layer = layers.SoftmaxCrossEntropyLossLayer(
+            self.train_config["label_smoothing"])
         check_dataset_fits(self.net, dataset, self.num_classes)
-        train_count = len(dataset.train_labels) if limit_train is None else limit_train
-        test_count = len(dataset.test_labels) if limit_test is None else limit_test
-        dataset_bytes = sum(array[:count].nbytes for array, count in [
-            (dataset.train_images, train_count), (dataset.train_labels, train_count),
-            (dataset.test_images, test_count), (dataset.test_labels, test_count)])
-        check_memory_fits(self.net, min(self.train_config["batch_size"], train_count), device,
-                          dataset_bytes)
+        split = hold_out(dataset, config["data"]["validation"])
+        train_images, train_labels = split.train_images[:limit_train], split.train_labels[:limit_train]
+        evaluated = {"validation": (split.validation_images[:limit_test],
+                                    split.validation_labels[:limit_test]),
+                     "test": (dataset.test_images[:limit_test], dataset.test_labels[:limit_test])}
+        dataset_bytes = sum(array.nbytes for array in (train_images, train_labels,
+                                                      *evaluated["validation"], *evaluated["test"]))
+        check_memory_fits(self.net, min(self.train_config["batch_size"], len(train_labels)),
+                          device, dataset_bytes)
         self.net.to(device)
         self.optimizer = make_optimizer(self.train_config, self.net.parameters())
         self.workers = int(workers) if workers is not None else 1 if device.is_gpu else cpu_count()
@@ -125,17 +137,20 @@ class Trainer:
         self.model = self.net if device.is_gpu else nets.DataParallel(self.net, self.workers)
         self.schedule = make_schedule(self.train_config)
 
-        self.train_images = device.send(dataset.train_images[:train_count])
-        self.train_labels = device.send(dataset.train_labels[:train_count])
-        self.test_images = device.send(dataset.test_images[:test_count])
-        self.test_labels = device.send(dataset.test_labels[:test_count])
+        self.augment = Augmentation.from_config(config["data"]["augment"])
+        self.train_images = device.send(train_images)
+        self.train_labels = device.send(train_labels)
+        # {split: (device images, device labels)} evaluated after each epoch; no validation
+        # set when data.validation is 0
+        self.evaluated = {name: (device.send(images), device.send(labels))
+                          for name, (images, labels) in evaluated.items() if len(labels)}
         self.train_count = int(self.train_labels.shape[0])
         self.steps_per_epoch = num_batches(self.train_count, self.train_config["batch_size"])
 
         self.epoch = 0          # epochs finished (0-based index of the current epoch)
         self.step = 0           # steps done in the current epoch
         self.metrics = []       # one record per finished epoch
-        self.best_test_acc = None
+        self.best_val_acc = None
         self.stats = RunningStats(device.xp)
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stop_signal = None
@@ -164,7 +179,7 @@ class Trainer:
             "checkpoint_every": self.checkpoint_every,
             "workers": self.workers,
             "metrics": self.metrics,
-            "best_test_acc": self.best_test_acc,
+            "best_val_acc": self.best_val_acc,
             "epoch_progress": {"loss_sum": loss_sum, "correct": correct, "seen": seen,
                                "seconds": self.seconds_before + seconds},
             "model_name": self.net.name,
@@ -185,7 +200,7 @@ class Trainer:
         meta = checkpoint.meta
         self.epoch, self.step = checkpoint.epoch, checkpoint.step
         self.metrics = checkpoint.metrics
-        self.best_test_acc = meta.get("best_test_acc")
+        self.best_val_acc = meta.get("best_val_acc")
         progress = meta.get("epoch_progress", {})
         self.stats = RunningStats(self.device.xp, progress.get("loss_sum", 0.0),
                                   progress.get("correct", 0), progress.get("seen", 0))
@@ -282,7 +297,7 @@ class Trainer:
 
     def train_step(self, index, epoch_position):
         """One step on the batch `index` (device int64 indices) at fractional epoch `epoch_position`."""
-        images = to_float(self.train_images[index])
+        images = self.batch_images(index)
         labels = self.train_labels[index]
         self.optimizer.lr = self.schedule(epoch_position)
         self.optimizer.zero_grad()
@@ -290,6 +305,13 @@ class Trainer:
         self.stats.add(loss, logits, labels)
         self.model.backward()
         self.optimizer.step()
+
+    def batch_images(self, index):
+        """The float32 images of the current step's batch `index`, augmented if asked."""
+        images = to_float(self.train_images[index])
+        if self.augment is not None:
+            images = self.augment(images, self.train_config["seed"], self.epoch, self.step)
+        return images
 
     def check_loss(self, bar):
         """Read the running sums (a device sync), stop on NaN/inf, show them on the bar."""
@@ -300,33 +322,35 @@ class Trainer:
                         refresh=False)
 
     def finish_epoch(self, started):
-        """Evaluate on the test set, record the epoch, save best.npz / last.npz and metrics."""
+        """Evaluate on the validation and test sets, record the epoch, save best.npz (at the
+        best validation accuracy) and last.npz, and write the metrics."""
         if self.stop_signal is not None:
             self.interrupt(time.perf_counter() - started)
         self.check_finite()
-        evaluation = evaluate(self.model, self.test_images, self.test_labels,
-                              EVAL_BATCH_SIZE["gpu" if self.device.is_gpu else "cpu"],
-                              should_stop=lambda: self.stop_signal is not None)
-        if evaluation is None:
-            self.interrupt(time.perf_counter() - started)
-        if not math.isfinite(evaluation.loss):
-            self.diverged(f"the test loss became {evaluation.loss}")
         train_loss, train_acc = self.stats.means()
-        record = {
-            "epoch": self.epoch + 1,
-            "train_loss": train_loss, "train_acc": train_acc,
-            "test_loss": evaluation.loss, "test_acc": evaluation.accuracy,
-            "lr": self.optimizer.lr,
-            "seconds": round(self.seconds_before + time.perf_counter() - started, 3),
-        }
+        record = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                  "val_loss": None, "val_acc": None}
+        for name, (images, labels) in self.evaluated.items():
+            evaluation = evaluate(self.model, images, labels,
+                                  EVAL_BATCH_SIZE["gpu" if self.device.is_gpu else "cpu"],
+                                  should_stop=lambda: self.stop_signal is not None)
+            if evaluation is None:
+                self.interrupt(time.perf_counter() - started)
+            if not math.isfinite(evaluation.loss):
+                self.diverged(f"the {name} loss became {evaluation.loss}")
+            short = "val" if name == "validation" else name
+            record[f"{short}_loss"], record[f"{short}_acc"] = evaluation.loss, evaluation.accuracy
+        record["lr"] = self.optimizer.lr
+        record["seconds"] = round(self.seconds_before + time.perf_counter() - started, 3)
         self.metrics.append(record)
         self.epoch, self.step = self.epoch + 1, 0
         self.stats = RunningStats(self.device.xp)
         self.seconds_before = 0.0
         # best.npz before last.npz: if a crash falls between them, the resumed run redoes this
         # epoch bit for bit and writes the same best.npz again.
-        if self.best_test_acc is None or record["test_acc"] > self.best_test_acc:
-            self.best_test_acc = record["test_acc"]
+        if record["val_acc"] is not None and (self.best_val_acc is None
+                                              or record["val_acc"] > self.best_val_acc):
+            self.best_val_acc = record["val_acc"]
             self.save(self.best_path)
         self.save()
         write_metrics(self.run_dir, self.metrics)

@@ -1,0 +1,80 @@
+"""Label-preserving augmentation of training batches, on the batch's device.
+
+    augment = Augmentation.from_config(config["data"]["augment"])   # None when it is empty
+    images = augment(images, seed, epoch, step)                    # (N, C, H, W) float
+
+Every option draws one value per image, uniformly:
+
+    translate: T   a shift by a whole number of pixels in [-T, T] on each axis (pad with 0 and crop)
+    rotate: D      a rotation by an angle in [-D, D] degrees about the image centre
+    scale: S       a zoom by a factor in [1 - S, 1 + S]
+    shear: D       a horizontal shear by an angle in [-D, D] degrees
+    flip: true     a left-right mirror image with probability 1/2 (never for digits)
+
+They compose into one affine map per image, applied in a single bilinear warp
+(`backend.warp.warp_affine`); a map of whole-pixel shifts and mirrors alone moves pixels
+exactly. The per-image values are drawn on the host from
+``numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])``: they depend on nothing but the
+run's seed and the step's position, so NumPy and CuPy apply the same transforms and a resumed
+run augments exactly as an uninterrupted one did.
+"""
+from dataclasses import dataclass
+
+import numpy
+
+from xpnn.backend import get_array_module
+from xpnn.backend.warp import warp_affine
+
+OPTIONS = ("translate", "rotate", "scale", "shear", "flip")
+AUGMENT_STREAM = 1  # keeps these draws apart from the epoch order's, default_rng([seed, epoch])
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random transforms of training images; see the module docstring for each option."""
+    translate: int = 0
+    rotate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    flip: bool = False
+
+    @classmethod
+    def from_config(cls, options):
+        """The augmentation a checked ``data.augment`` mapping asks for; None if it asks for none."""
+        augmentation = cls(**(options or {}))
+        return augmentation if augmentation.active else None
+
+    @property
+    def active(self):
+        return bool(self.translate or self.rotate or self.scale or self.shear or self.flip)
+
+    def inverse_maps(self, count, height, width, rng):
+        """(count, 2, 3) float64 host maps from output to input pixel coordinates, one per
+        image, drawn from the numpy Generator `rng`."""
+        angle = numpy.radians(rng.uniform(-self.rotate, self.rotate, count))
+        zoom = rng.uniform(1 - self.scale, 1 + self.scale, count)
+        shear = numpy.tan(numpy.radians(rng.uniform(-self.shear, self.shear, count)))
+        shift = rng.integers(-self.translate, self.translate, size=(count, 2), endpoint=True)
+        mirror = numpy.where(rng.random(count) < 0.5, -1.0, 1.0) if self.flip else numpy.ones(count)
+
+        # forward map about the centre: out = R(angle) S(zoom) H(shear) M(mirror) (in - c) + c + t
+        cos, sin = numpy.cos(angle), numpy.sin(angle)
+        rotate = numpy.stack([numpy.stack([cos, -sin], -1), numpy.stack([sin, cos], -1)], -2)
+        linear = rotate * zoom[:, None, None]
+        linear = linear @ numpy.stack([numpy.stack([numpy.ones(count), shear], -1),
+                                       numpy.stack([numpy.zeros(count), numpy.ones(count)], -1)], -2)
+        linear[:, :, 0] *= mirror[:, None]
+        inverse_linear = numpy.linalg.inv(linear)
+        centre = numpy.array([(width - 1) / 2, (height - 1) / 2])
+        # in = L^-1 (out - c - t) + c
+        offset = centre - numpy.einsum("nij,nj->ni", inverse_linear, centre + shift)
+        return numpy.concatenate([inverse_linear, offset[:, :, None]], axis=2)
+
+    def __call__(self, images, seed, epoch, step):
+        """`images` (N, C, H, W) float, each moved by its own random map for this (seed, epoch,
+        step); a new array on the images' device."""
+        rng = numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])
+        maps = self.inverse_maps(images.shape[0], images.shape[2], images.shape[3], rng)
+        xp = get_array_module(images)
+        return warp_affine(images, xp.asarray(maps.astype(images.dtype)))
+
