@@ -107,7 +107,9 @@ def test_train_stop_evaluate_resume(tmp_path, monkeypatch):
     result = invoke("train", "--resume", run_dir, "--no-progress")
     assert_ok(result)
     assert result.output.startswith(f"resuming {run_dir} at epoch 2 step 3/10 on cpu\n")
-    assert "epoch 2/2: train loss" in result.output and "done: best test accuracy" in result.output
+    assert "epoch 2/2: train loss" in result.output
+    assert "done: last epoch test accuracy" in result.output
+    assert "validation chose epoch" in result.output
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
     assert (load_checkpoint(run_dir / "last.npz").epoch,
             load_checkpoint(run_dir / "last.npz").step) == (2, 0)
@@ -142,17 +144,76 @@ def test_default_run_folder_is_named_after_the_config(tmp_path, monkeypatch):
     assert run_dir.name.startswith("lenet-") and (run_dir / "best.npz").exists()
 
 
+def test_validation_0_trains_on_every_image_and_chooses_no_best(tmp_path):
+    run_dir = tmp_path / "run"
+    from xpnn.backend import CPU
+    from xpnn.training import start_run
+    every = start_run(load_config(LENET, {"data.validation": 0}), CPU, tmp_path / "unused",
+                      progress=False)
+    assert every.train_count == 60000 and "validation" not in every.evaluated
+    result = invoke("train", "-c", LENET, "--epochs", "1", "--batch-size", "100",
+                    "--limit-train", "200", "--limit-test", "100", "--set", "data.validation=0",
+                    "--no-progress", "--output", run_dir)
+    assert_ok(result)
+    assert "no validation set, so no best.npz" in result.output
+    assert not (run_dir / "best.npz").exists()
+    (record,) = read_metrics(run_dir)
+    assert record["val_acc"] is None and record["val_loss"] is None
+    assert "| val loss" not in result.output
+
+
+def write_idx_folder(folder, size, count=60):
+    """A folder of the four IDX files: `count` random uint8 images of `size` per split, labels
+    0..9 in turn."""
+    from xpnn.data import FILE_STEMS, encode_idx
+    folder.mkdir()
+    rng = numpy.random.default_rng(0)
+    labels = numpy.arange(count, dtype=numpy.uint8) % 10
+    for split in ("train", "test"):
+        images = rng.integers(0, 256, (count, *size), dtype=numpy.uint8)
+        (folder / FILE_STEMS[f"{split}_images"]).write_bytes(encode_idx(images))
+        (folder / FILE_STEMS[f"{split}_labels"]).write_bytes(encode_idx(labels))
+    return folder
+
+
+def test_any_idx_folder_trains_with_dataset_idx(tmp_path):
+    folder = write_idx_folder(tmp_path / "letters", (28, 28))
+    result = invoke("train", "-c", LENET, "--epochs", "1", "--batch-size", "10", "--dataset",
+                    "idx", "--data-dir", folder, "--set", "data.validation=20", "--no-progress",
+                    "--output", tmp_path / "run")
+    assert_ok(result)
+    assert "40 training images, 4 steps per epoch" in result.output
+    config = load_checkpoint(tmp_path / "run" / "last.npz").config
+    assert config["data"] == {"dataset": "idx", "data_dir": str(folder), "validation": 20,
+                              "augment": {}}
+    assert_ok(invoke("train", "--resume", tmp_path / "run", "--no-progress"))  # finds it again
+
+
+def test_idx_images_of_another_size_than_the_network_takes_are_one_line_error(tmp_path):
+    folder = write_idx_folder(tmp_path / "small", (20, 20))
+    result = invoke("train", "-c", LENET, "--dataset", "idx", "--data-dir", folder,
+                    "--no-progress", "--output", tmp_path / "run")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "shape (1, 20, 20)" in line and "input_shape (1, 28, 28)" in line
+    assert not (tmp_path / "run").exists()
+
+
 # -- plot -----------------------------------------------------------------------------------------
 
-def write_metrics(run_dir, epochs=3):
+def write_metrics(run_dir, epochs=3, validation=True):
     run_dir.mkdir()
     records = [{"epoch": e, "train_loss": 1 / e, "train_acc": 1 - 0.1 / e, "test_loss": 1.1 / e,
                 "test_acc": 1 - 0.12 / e, "lr": 0.05, "seconds": 1.0} for e in range(1, epochs + 1)]
+    if validation:
+        for record in records:
+            record.update(val_loss=1.05 / record["epoch"], val_acc=1 - 0.11 / record["epoch"])
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def test_plot_draws_a_png(tmp_path):
-    write_metrics(tmp_path / "run")
+@pytest.mark.parametrize("validation", [True, False], ids=["with-validation", "without"])
+def test_plot_draws_a_png(tmp_path, validation):
+    write_metrics(tmp_path / "run", validation=validation)
     result = invoke("plot", tmp_path / "run", "-o", tmp_path / "curves.png")
     assert_ok(result)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

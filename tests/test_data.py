@@ -328,3 +328,26 @@ def test_download_verifies_and_falls_back_to_the_next_mirror(tmp_path):
 def test_download_fails_clearly_when_no_mirror_has_the_files(tmp_path):
     with pytest.raises(DataError, match=r"could not fetch train-images-idx3-ubyte.gz from any mirror"):
         download("mnist", tmp_path / "dest", mirrors=[(tmp_path / "empty").as_uri()])
+
+
+# ---------------------------------------------------------------- the validation split
+
+def test_hold_out_keeps_the_last_images_for_validation(tmp_path):
+    from xpnn.data import hold_out
+    dataset = load_dataset(None, data_dir=write_small_dataset(tmp_path / "small"))
+    split = hold_out(dataset, 5)
+    assert np.array_equal(split.train_images, dataset.train_images[:7])
+    assert np.array_equal(split.validation_images, dataset.train_images[7:])
+    assert np.array_equal(split.validation_labels, dataset.train_labels[7:])
+    assert np.array_equal(hold_out(dataset, 5).validation_images, split.validation_images)
+    nothing = hold_out(dataset, 0)
+    assert len(nothing.train_labels) == 12 and len(nothing.validation_labels) == 0
+
+
+@pytest.mark.parametrize("count", [12, 13, -1])
+def test_hold_out_refuses_a_count_that_leaves_no_training_images(tmp_path, count):
+    from xpnn.data import hold_out
+    dataset = load_dataset(None, data_dir=write_small_dataset(tmp_path / "small"))
+    with pytest.raises(DataError, match=r"data.validation .* leaves no training images: .* has "
+                                        r"12; hold out between 0 and 11"):
+        hold_out(dataset, count)

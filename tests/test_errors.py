@@ -117,6 +117,21 @@ CONFIG_CASES = {
                              ["the network must give 12 class scores"]),
     "data folder not a string": (setter("data", "data_dir", 5),
                                  ["data.data_dir must be a folder path"]),
+    "negative validation": (setter("data", "validation", -1),
+                            ["data.validation must be >= 0, got -1"]),
+    "misspelt augmentation": (setter("data", "augment", {"rotation": 10}),
+                              ["data.augment: unknown key 'rotation'", "did you mean 'rotate'?"]),
+    "angle that is not a number": (setter("data", "augment", {"rotate": "ten"}),
+                                   ["data.augment.rotate must be a number, got 'ten'"]),
+    "augmentation not a mapping": (setter("data", "augment", ["rotate"]),
+                                   ["data.augment must be a mapping"]),
+    "scale of 1": (setter("data", "augment", {"scale": 1}), ["data.augment.scale", "[0, 1)"]),
+    "fractional translation": (setter("data", "augment", {"translate": 1.5}),
+                               ["data.augment.translate must be an integer, got 1.5"]),
+    "flipped digits": (setter("data", "augment", {"flip": True}),
+                       ["data.augment.flip", "refused for 'mnist'"]),
+    "label smoothing of 1": (setter("train", "label_smoothing", 1),
+                             ["train.label_smoothing must be in [0, 1), got 1"]),
 }
 
 
@@ -209,6 +224,20 @@ def test_damaged_data_files_are_one_line_errors(tmp_path, damage, fragment):
     damage(folder)
     result = invoke("train", "-c", LENET, *QUICK, "--data-dir", folder, "--output", tmp_path / "run")
     assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validation_set_as_large_as_the_training_set_is_one_line_error(tmp_path):
+    result = invoke("train", "-c", LENET, *QUICK, "--set", "data.validation=60000",
+                    "--output", tmp_path / "run")
+    assert_one_line_error(result, "data.validation 60,000 leaves no training images",
+                          "'mnist' has 60,000", "between 0 and 59,999")
+    assert not (tmp_path / "run").exists()
+
+
+def test_idx_dataset_without_a_folder_is_one_line_error(tmp_path):
+    result = invoke("train", "-c", LENET, *QUICK, "--dataset", "idx", "--output", tmp_path / "run")
+    assert_one_line_error(result, "data.dataset 'idx'", "--data-dir")
     assert not (tmp_path / "run").exists()
 
 

@@ -280,10 +280,12 @@ def test_resnet_block_gradients(case, device, chunking, rng, make_input):
 @pytest.mark.parametrize("batch,classes,scale", [(1, 2, 1.0), (3, 10, 3.0), (5, 4, 1.0),
                                                  (4, 3, 20.0)],
                          ids=["b1-k2", "b3-k10-scale3", "b5-k4", "b4-k3-scale20"])
-def test_softmax_cross_entropy_gradients(batch, classes, scale, device, rng):
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.5], ids=["hard", "smooth0.1", "smooth0.5"])
+def test_softmax_cross_entropy_gradients(batch, classes, scale, label_smoothing, device, rng):
     logits = rng.standard_normal((batch, classes)) * scale
     labels = rng.integers(0, classes, batch)
-    check_layer_gradients(layers.SoftmaxCrossEntropyLossLayer(), [logits], device, labels=labels)
+    check_layer_gradients(layers.SoftmaxCrossEntropyLossLayer(label_smoothing), [logits], device,
+                          labels=labels)
 
 
 # -- a whole network -------------------------------------------------------------------------------

@@ -357,6 +357,26 @@ def test_loss_gradient_scales_with_grad_out(rng):
     numpy.testing.assert_allclose(loss_layer.backward(2.5), 2.5 * expected, rtol=1e-12)
 
 
+def test_label_smoothing_is_cross_entropy_against_the_smoothed_target(device, rng):
+    logits, labels = rng.standard_normal((5, 4)) * 3, numpy.array([0, 3, 1, 1, 2])
+    target = numpy.full((5, 4), 0.2 / 4)
+    target[numpy.arange(5), labels] += 0.8
+    log_softmax = logits - logits.max(axis=1, keepdims=True)
+    log_softmax -= numpy.log(numpy.exp(log_softmax).sum(axis=1, keepdims=True))
+    loss_layer = layers.SoftmaxCrossEntropyLossLayer(label_smoothing=0.2)
+    loss = loss_layer.forward(device.send(logits), device.send(labels))
+    assert float(loss) == pytest.approx(-(target * log_softmax).sum(axis=1).mean(), rel=1e-12)
+    numpy.testing.assert_allclose(device.to_numpy(loss_layer.backward()),
+                                  (numpy.exp(log_softmax) - target) / 5, atol=1e-12)
+    assert repr(loss_layer) == "SoftmaxCrossEntropyLossLayer: label smoothing 0.2"
+
+
+@pytest.mark.parametrize("label_smoothing", [-0.1, 1.0])
+def test_label_smoothing_outside_0_to_1_is_refused(label_smoothing):
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+        layers.SoftmaxCrossEntropyLossLayer(label_smoothing)
+
+
 def test_loss_rejects_labels_of_the_wrong_shape():
     with pytest.raises(ValueError, match=r"labels of shape \(3,\), got \(3, 1\)"):
         layers.SoftmaxCrossEntropyLossLayer().forward(numpy.zeros((3, 4)), numpy.zeros((3, 1), int))

@@ -220,8 +220,23 @@ EXPECTED_LISTINGS = {
 }
 
 
+# The recipes: other training of a write-up network, whose model section is that config's.
+RECIPE_NETWORKS = {
+    "lenet_augment": "lenet",
+    "resnet_augment": "resnet",
+    "resnet_augment_long": "resnet",
+    "fashion_lenet": "lenet",
+    "fashion_resnet": "resnet",
+}
+
+
 def test_every_config_has_a_listing():
-    assert sorted(EXPECTED_LISTINGS) == sorted(path.stem for path in CONFIG_PATHS)
+    assert sorted([*EXPECTED_LISTINGS, *RECIPE_NETWORKS]) == sorted(path.stem for path in CONFIG_PATHS)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPE_NETWORKS))
+def test_each_recipe_trains_a_write_up_network(recipe):
+    assert model_config(recipe) == model_config(RECIPE_NETWORKS[recipe])
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_LISTINGS))

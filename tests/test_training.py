@@ -16,7 +16,7 @@ from xpnn.backend import CPU
 from xpnn.training import load_checkpoint, load_config, read_metrics, resume_run, start_run
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
 from xpnn.training.errors import CheckpointError, DivergenceError
-from xpnn.training.metrics import METRIC_KEYS, RunningStats
+from xpnn.training.metrics import METRIC_KEYS, VALIDATION_KEYS, RunningStats
 from xpnn.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,13 +69,15 @@ def test_one_epoch_on_5000_images_exceeds_90_percent(tmp_path):
     trainer = start_run(lenet(epochs=1, batch_size=25), CPU, tmp_path / "run", limit_train=5000,
                         progress=False, echo=lines.append)
     metrics = trainer.fit()
-    assert len(metrics) == 1 and len(trainer.test_labels) == 10000
-    assert metrics[0]["test_acc"] > 0.90, metrics
+    assert len(metrics) == 1 and len(trainer.evaluated["test"][1]) == 10000
+    assert len(trainer.evaluated["validation"][1]) == 5000  # the default held-out count
+    assert metrics[0]["test_acc"] > 0.90 and metrics[0]["val_acc"] > 0.90, metrics
     assert metrics[0]["train_loss"] < 1.0
-    assert lines[0].startswith("epoch 1/1: train loss") and "test loss" in lines[0]
+    assert lines[0].startswith("epoch 1/1: train loss") and "| val loss" in lines[0]
+    assert "| test loss" in lines[0]
     records = read_metrics(tmp_path / "run")
     assert records == json.loads(json.dumps(metrics))
-    assert set(records[0]) == set(METRIC_KEYS)
+    assert set(records[0]) == set(METRIC_KEYS) | set(VALIDATION_KEYS)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
 
@@ -125,6 +127,22 @@ def test_resume_after_crash_gives_bit_identical_weights(tmp_path, monkeypatch, s
     assert position(run_dir) == saved_at
     resume_run(run_dir, CPU, progress=False, echo=lambda line: None).fit()
     assert_same_run(small_reference, run_dir)
+
+
+def test_resume_of_an_augmented_run_is_bit_identical(tmp_path, monkeypatch):
+    # every transform and label smoothing on: the transforms of step 9 are drawn again, after
+    # the resume, from (seed, epoch, step) alone
+    config = load_config(LENET, {"train.epochs": 2, "train.batch_size": 20,
+                                 "train.label_smoothing": 0.1,
+                                 "data.augment": {"translate": 2, "rotate": 10, "scale": 0.1,
+                                                  "shear": 10}})
+    start_run(config, CPU, tmp_path / "reference", **SMALL).fit()
+    undo = crash_after_steps(monkeypatch, 22)
+    with pytest.raises(Crash):
+        start_run(config, CPU, tmp_path / "run", **SMALL).fit()
+    undo()
+    resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None).fit()
+    assert_same_run(tmp_path / "reference", tmp_path / "run")
 
 
 def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):
@@ -368,3 +386,22 @@ def test_cli_reference_run_wrote_two_epochs(cli_reference):
     assert all(math.isfinite(r["train_loss"]) and 0 <= r["test_acc"] <= 1 for r in records)
     assert records[1]["lr"] < records[0]["lr"]  # cosine decay
     assert os.path.exists(cli_reference / "config.yaml")
+
+
+def test_a_run_from_before_the_validation_split_resumes_holding_nothing_out(tmp_path):
+    # such a checkpoint's config has no data.validation; the default (5,000) would change the
+    # training set under it
+    config = lenet(epochs=2, batch_size=20)
+    config["data"]["validation"] = 0
+    run_dir = tmp_path / "run"
+    trainer = start_run(config, CPU, run_dir, **SMALL)
+    trainer.save()
+    from xpnn.training.checkpoint import save_checkpoint
+    checkpoint = load_checkpoint(run_dir / "last.npz")
+    old_config = json.loads(json.dumps(checkpoint.config))
+    del old_config["data"]["validation"], old_config["data"]["augment"]
+    save_checkpoint(run_dir / "last.npz", trainer.net, trainer.optimizer,
+                    {**checkpoint.meta, "config": old_config})
+    resumed = resume_run(run_dir, CPU, progress=False, echo=lambda line: None)
+    assert resumed.config["data"]["validation"] == 0 and resumed.train_count == 300
+
