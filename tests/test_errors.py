@@ -168,6 +168,12 @@ def test_missing_config_file_is_one_line_error(tmp_path):
     ("--batch-size", "0", "train.batch_size must be >= 1, got 0"),
     ("--epochs", "0", "train.epochs must be >= 1, got 0"),
     ("--seed", "-3", "train.seed must be >= 0, got -3"),
+    ("--set", "data.validation=-5", "data.validation must be >= 0, got -5"),
+    ("--set", "data.augment.rotate=ten", "data.augment.rotate must be a number, got 'ten'"),
+    ("--set", "data.augment={rotation: 10}", "did you mean 'rotate'?"),
+    ("--set", "data.augment.flip=true", "refused for 'mnist'"),
+    ("--set", "train.label_smoothing=-0.1", "train.label_smoothing must be >= 0"),
+    ("--dataset", "fashion", "did you mean 'fashion-mnist'?"),
 ])
 def test_bad_command_line_value_is_one_line_error(tmp_path, option, value, fragment):
     """The flag is blamed, not the file that holds a good value."""
