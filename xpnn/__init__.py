@@ -11,7 +11,7 @@ command). `import xpnn` imports none of them, so the command line starts fast.
 """
 from pathlib import Path as _Path
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # An installed xpnn holds its subpackages in this folder. In a checkout they are the folders
 # beside it (backend/, layers/, ...), which pyproject.toml maps into the package on install:
