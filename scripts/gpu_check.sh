@@ -77,12 +77,13 @@ for fused in 1 0; do
         --output "$OUT/resnet_gpu_fused$fused" --no-progress 2>&1 | tee -a "$LOG" | tail -7
     say "resnet 5 epochs on GPU, fused kernels $fused: $(python - "$OUT/resnet_gpu_fused$fused" <<'PY'
 import sys
-from xpnn.training.metrics import read_metrics
+from xpnn.training.metrics import best_epoch, read_metrics
 try:
     records = read_metrics(sys.argv[1])
-    best = max(record["test_acc"] for record in records)
+    chosen = best_epoch(records)
     print(f"test accuracy {100 * records[-1]['test_acc']:.2f}% after epoch {records[-1]['epoch']}"
-          f" (best {100 * best:.2f}%), {sum(r['seconds'] for r in records):.0f} s in epochs")
+          f" ({100 * chosen['test_acc']:.2f}% at epoch {chosen['epoch']}, chosen on validation),"
+          f" {sum(r['seconds'] for r in records):.0f} s in epochs")
 except Exception as error:
     print(f"FAILED ({error})")
 PY
