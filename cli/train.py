@@ -22,9 +22,11 @@ from xpnn.cli.options import (config_option, data_dir_option, dataset_option, da
 @click.option("--lr", type=float, help="same as --set train.lr=X")
 @click.option("--seed", type=int, help="same as --set train.seed=N")
 @click.option("--limit-train", type=click.IntRange(min=1),
-              help="train on the first N training images only (quick runs, tests)")
+              help="train on the first N training images (after the validation set is held "
+                   "out) only (quick runs, tests)")
 @click.option("--limit-test", type=click.IntRange(min=1),
-              help="evaluate on the first N test images only (quick runs, tests)")
+              help="evaluate on the first N validation and N test images only (quick runs, "
+                   "tests)")
 @click.option("--checkpoint-every", type=click.IntRange(min=0),
               help="also save last.npz every N steps inside an epoch, 0 for never  [default: 200]")
 @click.option("--workers", type=click.IntRange(min=1),
