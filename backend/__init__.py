@@ -22,13 +22,13 @@ from xpnn.backend.device import (
     get_device,
     gpu_unavailable_reason,
 )
-from xpnn.backend.dispatch import IMPLEMENTATIONS, fused_on, implementation, using
+from xpnn.backend.dispatch import IMPLEMENTATIONS, fused_on, implementation, running_on, using
 from xpnn.backend.memory import available_bytes, format_bytes
 from xpnn.backend.random import new_rng
 
 __all__ = [
     "CPU", "Device", "DeviceUnavailableError", "IMPLEMENTATIONS", "available_bytes",
     "cpu_count", "device_of", "format_bytes", "fused_on", "get_array_module", "get_device",
-    "gpu_unavailable_reason", "implementation", "keep_freed_memory", "new_rng",
+    "gpu_unavailable_reason", "implementation", "keep_freed_memory", "new_rng", "running_on",
     "set_blas_threads", "using",
 ]

@@ -49,6 +49,14 @@ def fused_on(device, enabled):
     return using("fused") if enabled and device.is_gpu else contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def running_on(device, fused=False):
+    """The block a command computes in: `device` current (`Device.activated`) and the fused
+    CUDA kernels chosen where `device` is a GPU and `fused` (`fused_on`)."""
+    with device.activated(), fused_on(device, fused):
+        yield
+
+
 def pick(table, xp):
     """The function of `table` ({implementation: function}) for arrays of `xp`."""
     return table[implementation(xp)]

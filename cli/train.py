@@ -40,7 +40,7 @@ def train(config_spec, overrides, device, fused, output, resume_dir, epochs, bat
     RUN_DIR/metrics.jsonl; RUN_DIR/last.npz is saved every epoch (and every --checkpoint-every
     steps), RUN_DIR/best.npz at the best test accuracy. Ctrl-C saves last.npz and exits with 130.
     """
-    from xpnn.backend import fused_on, get_device
+    from xpnn.backend import get_device, running_on
     from xpnn.training import resume_run, start_run
     from xpnn.training.runs import default_run_dir
 
@@ -76,7 +76,7 @@ def train(config_spec, overrides, device, fused, output, resume_dir, epochs, bat
         click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")
-    with fused_on(device, fused):
+    with running_on(device, fused):
         metrics = trainer.fit()
     best = max(metrics, key=lambda record: record["test_acc"])
     click.echo(f"done: best test accuracy {100 * best['test_acc']:.2f}% (epoch {best['epoch']}); "

@@ -35,7 +35,7 @@ import numpy
 
 import xpnn
 from xpnn import nets
-from xpnn.backend import cpu_count, fused_on, get_device, new_rng, set_blas_threads
+from xpnn.backend import cpu_count, get_device, new_rng, running_on, set_blas_threads
 from xpnn.optim import make_optimizer
 from xpnn.training.config import load_config
 from xpnn.training.trainer import check_memory_fits
@@ -97,6 +97,7 @@ class TrainingStep:
         if workers is not None and (not isinstance(workers, int) or workers < 0):
             raise ValueError(f"workers must be None or an integer >= 0, got {workers!r}")
         self.device = get_device(device)
+        self.device.use()  # the optimizer's buffers and every step's arrays land there
         self.net = nets.build(config["model"], seed=seed)
         check_memory_fits(self.net, batch_size, self.device)
         self.net.to(self.device)
@@ -451,7 +452,7 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
     start_rss = current_rss_mib()
     runner = TrainingStep(config, device, batch_size, seed, lr, workers)
-    with fused_on(runner.device, fused):
+    with running_on(runner.device, fused):
         runner.timed_steps(warmup)
         before = cpu_usage()
         queue_ms = [] if runner.device.is_gpu else None

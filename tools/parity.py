@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy
 
-from xpnn.backend import CPU, fused_on, get_device
+from xpnn.backend import CPU, get_device, running_on
 
 TINY = 1e-30
 
@@ -142,7 +142,7 @@ def _send(device, array, dtype):
 def _run(model, setting, inputs, labels, stages, grad_seed, fused):
     """Run forward and backward once under `setting`; return [(name, kind, host array)]."""
     device = get_device(setting[0])
-    with fused_on(device, fused):
+    with running_on(device, fused):
         return _run_on(model, device, setting[1], inputs, labels, stages, grad_seed)
 
 

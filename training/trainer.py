@@ -104,6 +104,7 @@ class Trainer:
         self.echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
         self.limit_train, self.limit_test = limit_train, limit_test
 
+        device.use()  # the run's device is current from here on (see `Device.use`)
         self.num_classes = config["model"]["num_classes"]
         self.net = nets.build(config["model"], seed=self.train_config["seed"])
         check_dataset_fits(self.net, dataset, self.num_classes)
@@ -240,6 +241,7 @@ class Trainer:
         Raises `TrainingInterrupted` (after saving) on SIGINT/SIGTERM and `DivergenceError`
         (without saving) when the loss or weights stop being finite.
         """
+        self.device.use()
         previous = self._install_signal_handlers()
         try:
             # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
