@@ -7,6 +7,7 @@ import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
 from xpnn.backend.conv import Frame, correlate, kernel_gradient
+from xpnn.backend.matmul import matmul
 from xpnn.layers.base import Layer, Parameter, ShapeError, check_input
 
 
@@ -85,7 +86,8 @@ class ConvLayer(Layer):
         self.weight.grad += kernel_gradient(frame, g, k, s)
         rows = g.reshape(-1, g.shape[3])
         xp = get_array_module(g)
-        self.bias.grad += xp.ones(rows.shape[0], dtype=g.dtype) @ rows  # faster than .sum(0)
+        ones = xp.ones(rows.shape[0], dtype=g.dtype)
+        self.bias.grad += matmul(ones, rows)  # faster than .sum(0)
         if not self.input_grad_needed:  # the first layer: nobody needs d input
             return None
         # d input = stride-1 correlation of the zero-inserted output gradient, placed so that
