@@ -14,6 +14,8 @@ import sys
 
 import numpy
 
+from xpnn.backend.graphs import forbid_host_sync
+
 
 class DeviceUnavailableError(RuntimeError):
     """A device was asked for that this machine cannot provide."""
@@ -92,6 +94,7 @@ class Device:
 
     def synchronize(self):
         """Wait until all work queued on this device has finished (a no-op on the CPU)."""
+        forbid_host_sync("Device.synchronize")
         if self.is_gpu:
             self.xp.cuda.Device(self.gpu_id).synchronize()
 

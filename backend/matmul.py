@@ -31,14 +31,14 @@ from dataclasses import dataclass
 
 import numpy
 
-from xpnn.backend.device import get_array_module
+from xpnn.backend.device import DeviceUnavailableError, get_array_module
 
 GEMMS = ("cupy", "cublas", "cutensor")
 WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommended workspace on Hopper; ample for older GPUs
 _CHOSEN = contextvars.ContextVar("xpnn_gemm", default="cupy")
 
 
-class GemmUnavailableError(RuntimeError):
+class GemmUnavailableError(DeviceUnavailableError):
     """The GEMM asked for cannot run here (its library is not installed)."""
 
 

@@ -135,12 +135,13 @@ def load_data(config, data_dir=None):
 
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
-              checkpoint_every=None, workers=None, progress=True, echo=None):
+              checkpoint_every=None, workers=None, progress=True, echo=None, cuda_graph=False):
     """Check everything, create the run folder, and return a `Trainer` ready to `fit()` (which
     saves the first checkpoint before its first step).
 
     The data are loaded and the network built before the folder is created, so bad input
     leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps.
+    `cuda_graph`: on a GPU, each step one CUDA graph (`Trainer`).
     """
     if data_dir is not None:
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
@@ -151,7 +152,7 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
     every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
     trainer = Trainer(config, dataset, device, run_dir, limit_train=limit_train,
                       limit_test=limit_test, checkpoint_every=every, workers=workers,
-                      progress=progress, echo=echo)
+                      progress=progress, echo=echo, cuda_graph=cuda_graph)
     prepare_run_dir(run_dir)
     atomic_write(run_dir / CONFIG_COPY_NAME,
                  lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
@@ -159,14 +160,16 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
 
 
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
-               workers=None, progress=True, echo=None):
+               workers=None, progress=True, echo=None, cuda_graph=False):
     """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
 
     `config`, if given, must be the config the run was started with (it is checked, not used:
     the checkpoint carries its own). `data_dir` overrides where the data are read from,
     `checkpoint_every` the mid-epoch checkpoint interval and `workers` the number of CPU
     threads (default: the run's own; another number splits batches differently, so the
-    weights then differ in the last bits from an uninterrupted run's). Nothing else may change.
+    weights then differ in the last bits from an uninterrupted run's); `cuda_graph` how a GPU
+    computes each step (a replayed graph computes what an eager step with its GEMM does).
+    Nothing else may change.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -193,7 +196,7 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
                       checkpoint_every=(meta.get("checkpoint_every", 0) if checkpoint_every is None
                                         else checkpoint_every),
                       workers=meta.get("workers") if workers is None else workers,
-                      progress=progress, echo=echo)
+                      progress=progress, echo=echo, cuda_graph=cuda_graph)
     if trainer.train_count != meta.get("train_count", trainer.train_count):
         raise CheckpointError(f"cannot resume {run_dir}: it was trained on {meta['train_count']} "
                               f"images but the dataset now gives {trainer.train_count}")

@@ -25,6 +25,7 @@ from xpnn.data import DataError
 from xpnn.nets import ConfigError
 from xpnn.optim import Schedule, make_optimizer
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
+from xpnn.training.captured_step import CapturedStep
 from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
 from xpnn.training.errors import DivergenceError, TrainingError, TrainingInterrupted
 from xpnn.training.metrics import RunningStats, evaluate, format_epoch, write_metrics
@@ -91,10 +92,13 @@ class Trainer:
             result depends on the split, so a resumed run keeps its number to stay exact.
         progress: show a tqdm progress bar (on stderr).
         echo: called with each epoch's summary line.
+        cuda_graph: on a GPU, run each training step as one CUDA graph
+            (`training.captured_step`); evaluation stays eager.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
-                 checkpoint_every=CHECKPOINT_EVERY, workers=None, progress=True, echo=None):
+                 checkpoint_every=CHECKPOINT_EVERY, workers=None, progress=True, echo=None,
+                 cuda_graph=False):
         self.config = config
         self.train_config = config["train"]
         self.device = device
@@ -140,6 +144,10 @@ class Trainer:
         self.stats = RunningStats(device.xp)
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stop_signal = None
+        if cuda_graph and not device.is_gpu:
+            raise TrainingError(f"--cuda-graph captures the training step on a GPU, but this run "
+                                f"is on {device.name}; drop --cuda-graph or use --device gpu")
+        self.captured_step = CapturedStep(self) if cuda_graph else None
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -284,6 +292,9 @@ class Trainer:
 
     def train_step(self, index, epoch_position):
         """One step on the batch `index` (device int64 indices) at fractional epoch `epoch_position`."""
+        if self.captured_step is not None:
+            self.captured_step(index, self.schedule(epoch_position))
+            return
         images = to_float(self.train_images[index])
         labels = self.train_labels[index]
         self.optimizer.lr = self.schedule(epoch_position)

@@ -1,0 +1,139 @@
+"""CUDA-graph steps (`backend.graphs`, `training.captured_step`) checked without a GPU.
+
+`HostGraphs` is a stand-in for the CuPy runtime that runs on NumPy and behaves as a capture
+does where it matters: a capture runs the step's Python but leaves the device state as it was
+(a real capture queues no work), a replay redoes the step's device work with the static buffers
+it was captured with, and nothing may wait for the device or run outside the private pool
+while capturing. A step that keeps state on the host, reads a value the graph would not update,
+or allocates its inputs afresh every step then gives other results than eager steps, or fails.
+"""
+import contextlib
+
+import numpy
+import pytest
+
+from test_training import SMALL, assert_same_run, lenet
+from xpnn.backend import CPU
+from xpnn.backend.graphs import GraphCaptureError, GraphStep, capturing, forbid_host_sync
+from xpnn.training import start_run
+from xpnn.training.captured_step import CapturedStep
+from xpnn.training.metrics import RunningStats
+
+
+class HostGraphs:
+    """The `GraphStep` runtime on NumPy (see the module's docstring).
+
+    Args:
+        device_state: returns the arrays a step writes (restored after a capture).
+        static: returns the static input buffers; every replay must see the same objects.
+    """
+
+    def __init__(self, device_state, static=lambda: []):
+        self.device_state, self.static = device_state, static
+        self.pool = None
+        self.pools, self.events = [], []
+
+    def new_stream(self):
+        return "graph stream"
+
+    def new_pool(self):
+        self.pools.append(object())
+        return self.pools[-1]
+
+    @contextlib.contextmanager
+    def allocating_from(self, pool):
+        previous, self.pool = self.pool, pool
+        try:
+            yield
+        finally:
+            self.pool = previous
+
+    @contextlib.contextmanager
+    def ordered_on(self, stream):
+        yield
+
+    def capture(self, stream, run):
+        assert self.pool in self.pools, "a capture must allocate from the graph's private pool"
+        assert capturing()
+        saved = [array.copy() for array in self.device_state()]
+        try:
+            run()
+        finally:
+            for array, before in zip(self.device_state(), saved):
+                array[...] = before
+        self.events.append("capture")
+        return run, list(self.static())
+
+    def launch(self, graph, stream):
+        run, static = graph
+        assert not capturing()
+        assert all(a is b for a, b in zip(static, self.static())), \
+            "a replay reads the buffers it was captured with: refill them, do not replace them"
+        self.events.append("launch")
+        run()
+
+
+def trainer_state(trainer):
+    optimizer = trainer.optimizer
+    return [optimizer.data, optimizer.grad, optimizer.velocity, optimizer.lr_on_device,
+            trainer.stats.loss_sum, trainer.stats.correct]
+
+
+@pytest.mark.parametrize("implementation", ["cpu", "fused-emulated"])
+def test_replayed_steps_train_exactly_as_eager_steps(tmp_path, implementation):
+    """Two epochs of 300 images in batches of 40 (seven full batches and a short one): the
+    weights, optimizer state, step counts and metrics of graph replays equal eager steps', bit
+    for bit; each batch size warms up once, and every epoch's new running sums are a new
+    capture."""
+    import cuda_emulation
+    if implementation == "fused-emulated":
+        reason = cuda_emulation.unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
+        block = cuda_emulation.emulating()
+    else:
+        block = contextlib.nullcontext()
+    config = lenet(epochs=2, batch_size=40)
+    with block:
+        start_run(config, CPU, tmp_path / "eager", **SMALL).fit()
+        trainer = start_run(config, CPU, tmp_path / "graph", **SMALL)
+        captured = CapturedStep(trainer, HostGraphs(lambda: trainer_state(trainer),
+                                                    lambda: [captured.index]))
+        trainer.captured_step = captured
+        trainer.fit()
+    assert_same_run(tmp_path / "eager", tmp_path / "graph")
+    graph = captured.graph
+    assert (graph.eager_runs, graph.captures, graph.replays) == (2, 3, 14)
+    assert trainer.optimizer.steps == 16
+
+
+def test_a_step_that_waits_for_the_device_cannot_be_captured():
+    stats = RunningStats(numpy)
+    for wait in (stats.read, CPU.synchronize):
+        step = GraphStep(wait, HostGraphs(lambda: []))
+        step(1)  # the warm-up runs eagerly, where waiting is allowed
+        with pytest.raises(GraphCaptureError, match="waits for the device inside a captured"):
+            step(1)
+        assert not capturing()
+    forbid_host_sync("outside a capture, anything")
+
+
+def test_a_step_keeps_one_graph_per_batch_size_and_recaptures_for_new_bound_arrays():
+    ran = []
+    runtime = HostGraphs(lambda: [])
+    step = GraphStep(lambda: ran.append(1), runtime)
+    sums, other = numpy.zeros(()), numpy.zeros(())
+    for size, bound in [(4, sums), (4, sums), (4, sums), (2, sums), (2, sums), (4, other)]:
+        step(size, (bound,))
+    assert runtime.events == ["capture", "launch", "launch", "capture", "launch", "capture",
+                              "launch"]
+    assert (step.eager_runs, step.captures, step.replays) == (2, 3, 4)
+    assert len(runtime.pools) == 1  # one private pool, alive as long as the step
+
+
+def test_cuda_graph_is_refused_on_the_cpu_in_one_line(tmp_path):
+    from xpnn.training.errors import TrainingError
+    with pytest.raises(TrainingError, match="--cuda-graph captures the training step on a GPU, "
+                                            "but this run is on cpu"):
+        start_run(lenet(epochs=1), CPU, tmp_path / "run", cuda_graph=True, **SMALL)
+    assert not (tmp_path / "run").exists()
