@@ -50,10 +50,12 @@ def fused_on(device, enabled):
 
 
 @contextlib.contextmanager
-def running_on(device, fused=False):
-    """The block a command computes in: `device` current (`Device.activated`) and the fused
-    CUDA kernels chosen where `device` is a GPU and `fused` (`fused_on`)."""
-    with device.activated(), fused_on(device, fused):
+def running_on(device, fused=False, gemm=None):
+    """The block a command computes in: `device` current (`Device.activated`), the fused
+    CUDA kernels chosen where `device` is a GPU and `fused` (`fused_on`), and the GEMM that
+    multiplies CuPy arrays (`backend.matmul.using_gemm`; None: as chosen around the block)."""
+    from xpnn.backend.matmul import chosen_gemm, using_gemm
+    with device.activated(), fused_on(device, fused), using_gemm(gemm or chosen_gemm()):
         yield
 
 

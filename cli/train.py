@@ -3,8 +3,9 @@ from pathlib import Path
 
 import click
 
-from xpnn.cli.options import (config_option, data_dir_option, device_option, fused_option,
-                              load_config, output_option, set_option, train_shorthands)
+from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option, device_option,
+                              fused_option, load_config, output_option, set_option,
+                              train_shorthands)
 
 
 @click.command()
@@ -12,6 +13,7 @@ from xpnn.cli.options import (config_option, data_dir_option, device_option, fus
 @set_option
 @device_option()
 @fused_option
+@cuda_graph_option
 @output_option("run folder for checkpoints and metrics  [default: runs/<config>-<timestamp>]",
                file_okay=False, dir_okay=True)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
@@ -32,8 +34,9 @@ from xpnn.cli.options import (config_option, data_dir_option, device_option, fus
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, fused, output, resume_dir, epochs, batch_size, lr, seed,
-          limit_train, limit_test, checkpoint_every, workers, data_dir, progress):
+def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir, epochs,
+          batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, data_dir,
+          progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
     Each epoch prints one line with train and test loss and accuracy and appends it to
@@ -61,7 +64,7 @@ def train(config_spec, overrides, device, fused, output, resume_dir, epochs, bat
     if resume_dir is not None:
         trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
                              checkpoint_every=checkpoint_every, workers=workers,
-                             progress=progress)
+                             progress=progress, cuda_graph=cuda_graph)
         total_epochs = trainer.train_config["epochs"]
         if trainer.epoch >= total_epochs:
             click.echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
@@ -72,7 +75,7 @@ def train(config_spec, overrides, device, fused, output, resume_dir, epochs, bat
         trainer = start_run(config, device, output or default_run_dir(config_spec),
                             data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
                             checkpoint_every=checkpoint_every,
-                            workers=workers, progress=progress)
+                            workers=workers, progress=progress, cuda_graph=cuda_graph)
         click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")
