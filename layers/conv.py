@@ -1,4 +1,5 @@
-"""2-D convolution: a correlation of the padded input with the kernel, channels-last inside.
+"""2-D convolution: a correlation of the padded input with the kernel, channels-last inside
+(`backend.layout`: what it hands on).
 
 The patch matrices, their chunking and the matrix products are the backend's (`backend.conv`);
 what is here is the maths: the output, and the gradients of the kernel, the bias and the input.
@@ -7,18 +8,9 @@ import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
 from xpnn.backend.conv import Frame, correlate, kernel_gradient
+from xpnn.backend.layout import channels_first, channels_last
 from xpnn.backend.matmul import matmul
 from xpnn.layers.base import Layer, Parameter, ShapeError, check_input
-
-
-def channels_last(x):
-    """View an (N, C, H, W) array as (N, H, W, C): free when its memory is already channels-last."""
-    return x.transpose(0, 2, 3, 1)
-
-
-def channels_first(x):
-    """View an (N, H, W, C) array as (N, C, H, W) without moving memory."""
-    return x.transpose(0, 3, 1, 2)
 
 
 class ConvLayer(Layer):

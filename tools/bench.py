@@ -37,6 +37,7 @@ import xpnn
 from xpnn import nets
 from xpnn.backend import cpu_count, get_device, new_rng, running_on, set_blas_threads
 from xpnn.backend.graphs import CupyGraphs, GraphStep
+from xpnn.backend.layout import using_layout
 from xpnn.backend.matmul import using_gemm
 from xpnn.optim import make_optimizer
 from xpnn.training.config import load_config
@@ -344,6 +345,7 @@ class BenchResult:
     `step_ms`, the step is bound by launching kernels rather than by running them.
     `fused_kernels`: the step ran the fused CUDA kernels (`backend.cuda`; GPU only).
     `cuda_graph`: the GEMM of a step replayed as one CUDA graph, or None (eager).
+    `layout`: how conv and pool layers handed on their images (`backend.layout`).
     """
     model: str
     device: str
@@ -369,6 +371,7 @@ class BenchResult:
     queue_ms: list = None
     fused_kernels: bool = False
     cuda_graph: str = None
+    layout: str = "channels_last"
 
     @property
     def median_ms(self):
@@ -408,7 +411,8 @@ class BenchResult:
             "  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
                                   f"each" if self.workers else "the network itself")
             + (", fused CUDA kernels" if self.fused_kernels else "")
-            + (f", one CUDA graph per step (GEMM {self.cuda_graph})" if self.cuda_graph else ""),
+            + (f", one CUDA graph per step (GEMM {self.cuda_graph})" if self.cuda_graph else "")
+            + (f", {self.layout} layout" if self.layout != "channels_last" else ""),
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
         ]
         if self.start_rss_mib is not None:
@@ -456,7 +460,8 @@ def format_profile(rows, step_ms, steps, workers=0):
 # -- the benchmark ------------------------------------------------------------------------------
 
 def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0,
-              lr=BENCH_LR, workers=None, fused=False, cuda_graph=False, gemm=DEFAULT_GEMM):
+              lr=BENCH_LR, workers=None, fused=False, cuda_graph=False, gemm=DEFAULT_GEMM,
+              layout="channels_last"):
     """Time `steps` full training steps of the network `config['model']` describes.
 
     Args:
@@ -473,6 +478,7 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         fused: on a GPU, run the fused CUDA kernels (`backend.dispatch`).
         cuda_graph, gemm: on a GPU, replay each step as one CUDA graph whose products use the
             GEMM `gemm` (see `TrainingStep`); two more untimed steps warm up and capture it.
+        layout: how conv and pool layers hand on images (`backend.layout`).
     Returns:
         `BenchResult`.
     """
@@ -483,7 +489,7 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
                          "cannot show; profile without cuda_graph")
     start_rss = current_rss_mib()
     runner = TrainingStep(config, device, batch_size, seed, lr, workers, cuda_graph, gemm)
-    with running_on(runner.device, fused):
+    with running_on(runner.device, fused), using_layout(layout):
         runner.timed_steps(warmup + (2 if cuda_graph else 0))
         before = cpu_usage()
         queue_ms = [] if runner.device.is_gpu else None
@@ -507,14 +513,14 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
         workers=runner.workers, queue_ms=queue_ms,
         fused_kernels=bool(fused and runner.device.is_gpu),
-        cuda_graph=gemm if runner.graph is not None else None, **usage,
+        cuda_graph=gemm if runner.graph is not None else None, layout=layout, **usage,
     )
 
 
 def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
                             profile=False, seed=0, lr=BENCH_LR, workers=None, fused=False,
-                            cuda_graph=False, gemm=DEFAULT_GEMM, label="", env=None,
-                            timeout=None):
+                            cuda_graph=False, gemm=DEFAULT_GEMM, layout="channels_last",
+                            label="", env=None, timeout=None):
     """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
 
     `config` is a dict or a path; `env` adds to (or, with None values, removes from) the child's
@@ -526,7 +532,7 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
     request = {"config": config, "device": str(getattr(device, "name", device)),
                "batch_size": batch_size, "steps": steps, "warmup": warmup,
                "profile": profile, "seed": seed, "lr": lr, "workers": workers, "fused": fused,
-               "cuda_graph": cuda_graph, "gemm": gemm}
+               "cuda_graph": cuda_graph, "gemm": gemm, "layout": layout}
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
         if value is None:
