@@ -128,8 +128,11 @@ class CupyGraphs:
         stream.begin_capture()
         try:
             run()
-        finally:
-            graph = stream.end_capture()  # also ends a capture that `run` broke off
+        except BaseException:
+            with contextlib.suppress(Exception):  # end the broken capture; report `run`'s error
+                stream.end_capture()
+            raise
+        graph = stream.end_capture()
         graph.upload(stream)
         return graph
 
