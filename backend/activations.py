@@ -47,7 +47,8 @@ def _relu_backward_fused(grad, out):
 
 def _leaky_relu_array(x, slope):
     xp = get_array_module(x)
-    return xp.maximum(x, x * slope, out=xp.empty_like(x)), x > 0  # slope < 1
+    positive = xp.greater(x, 0, out=xp.empty_like(x, dtype=bool))
+    return xp.maximum(x, x * slope, out=xp.empty_like(x)), positive  # slope < 1
 
 
 def _leaky_relu_fused(x, slope):

@@ -137,3 +137,61 @@ def test_cuda_graph_is_refused_on_the_cpu_in_one_line(tmp_path):
                                             "but this run is on cpu"):
         start_run(lenet(epochs=1), CPU, tmp_path / "run", cuda_graph=True, **SMALL)
     assert not (tmp_path / "run").exists()
+
+
+# -- on a GPU -----------------------------------------------------------------------------------
+
+def _gpu():
+    from xpnn.backend import get_device, gpu_unavailable_reason
+    reason = gpu_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no usable GPU: {reason}")
+    return get_device("gpu")
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_replayed_steps_equal_eager_steps_with_the_same_gemm(tmp_path):
+    """The real thing: CuPy's capture and cuBLAS through nvmath-python. Graph replays give the
+    weights of eager steps with the cublas GEMM bit for bit, and of CuPy's own GEMM within
+    float32 rounding."""
+    from xpnn.backend.matmul import using_gemm
+    gpu = _gpu()
+    config = lenet(epochs=2, batch_size=40)
+    trainer = start_run(config, gpu, tmp_path / "graph", cuda_graph=True, **SMALL)
+    trainer.fit()
+    assert trainer.captured_step.graph.replays == 14
+    with using_gemm("cublas"):
+        start_run(config, gpu, tmp_path / "eager-cublas", **SMALL).fit()
+    start_run(config, gpu, tmp_path / "eager", **SMALL).fit()
+    from xpnn.training.checkpoint import load_checkpoint
+    from xpnn.training.metrics import read_metrics
+    ours, same_gemm, eager = (load_checkpoint(tmp_path / name / "last.npz")
+                              for name in ("graph", "eager-cublas", "eager"))
+    for name, weight in same_gemm.weights.items():  # evaluation is eager (CuPy's GEMM) in both
+        assert numpy.array_equal(ours.weights[name], weight), name
+    assert numpy.array_equal(ours.optimizer["velocity"], same_gemm.optimizer["velocity"])
+    assert ours.optimizer["steps"] == same_gemm.optimizer["steps"] == 16
+    assert [(r["train_loss"], r["train_acc"]) for r in read_metrics(tmp_path / "graph")] == [
+        (r["train_loss"], r["train_acc"]) for r in read_metrics(tmp_path / "eager-cublas")]
+    for name, weight in eager.weights.items():
+        numpy.testing.assert_allclose(ours.weights[name], weight, rtol=1e-4, atol=1e-5,
+                                      err_msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gemm", ["cublas", "cutensor"])
+def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
+    from xpnn.backend.matmul import GemmUnavailableError, matmul, using_gemm
+    gpu = _gpu()
+    rng = numpy.random.default_rng(0)
+    a = rng.standard_normal((7, 5)).astype(numpy.float32)
+    b = rng.standard_normal((5, 3)).astype(numpy.float32)
+    cases = [(a, b), (numpy.asfortranarray(a), b), (a, numpy.asfortranarray(b)),
+             (a[:, ::-1], b[::-1]), (a[0], b)]
+    try:
+        with using_gemm(gemm):
+            for x, y in cases:
+                got = gpu.to_numpy(matmul(gpu.send(x), gpu.send(y)))
+                numpy.testing.assert_allclose(got, x @ y, rtol=1e-5, atol=1e-5)
+    except GemmUnavailableError as error:
+        pytest.skip(str(error))

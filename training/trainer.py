@@ -108,6 +108,9 @@ class Trainer:
         self.echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
         self.limit_train, self.limit_test = limit_train, limit_test
 
+        if cuda_graph and not device.is_gpu:
+            raise TrainingError(f"--cuda-graph captures the training step on a GPU, but this run "
+                                f"is on {device.name}; drop --cuda-graph or use --device gpu")
         device.use()  # the run's device is current from here on (see `Device.use`)
         self.num_classes = config["model"]["num_classes"]
         self.net = nets.build(config["model"], seed=self.train_config["seed"])
@@ -144,9 +147,6 @@ class Trainer:
         self.stats = RunningStats(device.xp)
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stop_signal = None
-        if cuda_graph and not device.is_gpu:
-            raise TrainingError(f"--cuda-graph captures the training step on a GPU, but this run "
-                                f"is on {device.name}; drop --cuda-graph or use --device gpu")
         self.captured_step = CapturedStep(self) if cuda_graph else None
 
     # -- checkpoints ---------------------------------------------------------------------------
