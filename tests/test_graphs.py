@@ -107,6 +107,30 @@ def test_replayed_steps_train_exactly_as_eager_steps(tmp_path, implementation):
     assert trainer.optimizer.steps == 16
 
 
+def test_a_graph_run_killed_and_resumed_ends_as_an_eager_run_does(tmp_path, monkeypatch):
+    """Resume stays exact on the graph path: the resumed run warms up, captures and replays
+    again from the checkpoint (saved every 4 steps; killed after step 6 of 8 in epoch 1)."""
+    from test_training import Crash, crash_after_steps
+    from xpnn.training import resume_run
+    config = lenet(epochs=2, batch_size=40)
+    start_run(config, CPU, tmp_path / "eager", **SMALL).fit()
+
+    def with_graph(trainer):
+        trainer.captured_step = CapturedStep(trainer, HostGraphs(
+            lambda: trainer_state(trainer), lambda: [trainer.captured_step.index]))
+        return trainer
+
+    restore = crash_after_steps(monkeypatch, 6)
+    with pytest.raises(Crash):
+        with_graph(start_run(config, CPU, tmp_path / "graph", **SMALL)).fit()
+    restore()
+    resumed = with_graph(resume_run(tmp_path / "graph", CPU, progress=False,
+                                    echo=lambda line: None))
+    assert (resumed.epoch, resumed.step) == (0, 4)
+    resumed.fit()
+    assert_same_run(tmp_path / "eager", tmp_path / "graph")
+
+
 def test_a_step_that_waits_for_the_device_cannot_be_captured():
     stats = RunningStats(numpy)
     for wait in (stats.read, CPU.synchronize):
