@@ -178,8 +178,8 @@ def _cublas_gemm(xp, a, b, out):
             from nvmath.bindings import cublas
         except ImportError as error:
             raise GemmUnavailableError(
-                f"the cublas GEMM needs nvmath-python ({error}); pip install nvmath-python, or "
-                f"use --gemm cutensor") from None
+                f"the cublas GEMM (--cuda-graph) needs nvmath-python ({_one_line(error)}); "
+                f"pip install 'xpnn[cuda-graph]' or nvmath-python") from None
         _cublas[gpu] = CublasGemm(cublas, xp)
     _cublas[gpu](xp, a, b, out)
 
@@ -189,9 +189,13 @@ def _cutensor_gemm(xp, a, b, out):
         from cupyx import cutensor
     except ImportError as error:
         raise GemmUnavailableError(
-            f"the cutensor GEMM needs cuTENSOR ({error}); pip install cutensor-cu12, or use "
-            f"--gemm cublas") from None
+            f"the cutensor GEMM needs cuTENSOR ({_one_line(error)}); pip install cutensor-cu12"
+        ) from None
     cutensor.contraction(1.0, a, ("m", "k"), b, ("k", "n"), 0.0, out, ("m", "n"))
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
 
 
 def _pointer(array):

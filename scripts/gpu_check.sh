@@ -134,7 +134,7 @@ for way in graph eager; do
     # shellcheck disable=SC2086
     python run.py train -c configs/resnet.yaml --device $DEVICE $flag $RESNET \
         --output "$OUT/resnet_$way" --no-progress 2>&1 | tee -a "$LOG" | tail -3
-    say "resnet 5 epochs, $way: $(read_run "$OUT/resnet_$way"), wall $(( $(date +%s) - start )) s"
+    say "resnet (5 epochs unless a dry run), $way: $(read_run "$OUT/resnet_$way"), wall $(( $(date +%s) - start )) s"
 done
 # shellcheck disable=SC2086
 python run.py train -c configs/lenet.yaml --device $DEVICE $GRAPH --epochs 1 --batch-size 100 \

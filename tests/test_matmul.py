@@ -139,3 +139,14 @@ def test_dtypes_must_agree():
     with pytest.raises(TypeError, match="float32 @ float64"):
         gemm(host_xp(), numpy.ones((2, 2), numpy.float32), numpy.ones((2, 2)),
              numpy.ones((2, 2), numpy.float32))
+
+
+def test_a_missing_gemm_library_is_a_one_line_device_error(monkeypatch):
+    from xpnn.backend import DeviceUnavailableError
+    monkeypatch.setitem(__import__("sys").modules, "nvmath", None)
+    monkeypatch.setattr(gemm_module, "_cublas", {})
+    out = types.SimpleNamespace(device=types.SimpleNamespace(id=0))
+    with pytest.raises(DeviceUnavailableError) as raised:
+        gemm_module._cublas_gemm(None, None, None, out)
+    assert "needs nvmath-python" in str(raised.value) and "\n" not in str(raised.value)
+    assert "pip install 'xpnn[cuda-graph]'" in str(raised.value)
