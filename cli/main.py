@@ -20,13 +20,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 def _known_errors():
     """The library's error types that mean bad input or a stopped run, not a bug in xpnn."""
     from xpnn.backend import DeviceUnavailableError
+    from xpnn.backend.communicator import RankError
     from xpnn.data import DataError
     from xpnn.inference.onnx_export import ExportError
     from xpnn.layers import ShapeError
     from xpnn.nets import ConfigError
     from xpnn.training.errors import TrainingError
-    return (ConfigError, DataError, DeviceUnavailableError, ExportError, ShapeError, TrainingError,
-            OSError)
+    return (ConfigError, DataError, DeviceUnavailableError, ExportError, RankError, ShapeError,
+            TrainingError, OSError)
 
 
 def _program(ctx):
@@ -69,4 +70,8 @@ for command in (train, evaluate, predict, export, describe, plot, bench, parity)
 
 def main():
     """Entry point of the `xpnn` command, `python -m xpnn` and `python run.py`."""
+    from xpnn.backend.communicator import launched_size
+    if launched_size() > 1:  # one of several MPI ranks: they end together
+        from xpnn.cli.ranks import run_as_rank
+        return run_as_rank(cli)
     cli()
