@@ -2,6 +2,7 @@
 process, exact resume after a rank is killed, every rank ending with an error, never a hang.
 
 Skipped where mpi4py or mpiexec is missing (pip install -e ".[dev,mpi]" installs both)."""
+import json
 import os
 import shutil
 import signal
@@ -174,3 +175,17 @@ def test_processes_starts_the_ranks_itself(tmp_path):
     done = one_process(*SHORT, "--processes", "2", "-o", str(tmp_path / "run"))
     assert "on 2 ranks (cpu each)" in done.stdout
     assert load_checkpoint(tmp_path / "run" / "last.npz").meta["ranks"] == 2
+
+
+@pytest.mark.slow
+def test_the_rank_benchmark_runs_and_reports_every_column(tmp_path):
+    results = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ranks_vs_torch", "--configs",
+                           "lenet", "--batch-sizes", "100", "--steps", "2", "--warmup", "1",
+                           "--ours-only", "--json", str(results)], cwd=REPO, text=True,
+                          capture_output=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "2 ranks ms" in done.stdout and "all-reduce share" in done.stdout
+    row = json.loads(results.read_text())["rows"][0]
+    assert all(row[key]["ms"] > 0 for key in ("ranks_n", "ranks_1", "threads"))
+    assert 0 <= row["ranks_n"]["sum_ms"] <= row["ranks_n"]["ms"]
