@@ -40,12 +40,16 @@ class CommandGroup(click.Group):
     """The one place where the library's known errors become one-line messages and exit codes."""
 
     def invoke(self, ctx):
+        from xpnn.backend.communicator import world
         from xpnn.training.errors import TrainingInterrupted
         try:
             return super().invoke(ctx)
         except TrainingInterrupted as stop:
-            click.echo(f"{one_line(stop)}; continue with: {_program(ctx)} train --resume "
-                       f"{stop.run_dir}", err=True)
+            ranks = world()
+            if ranks.is_root:  # every rank stopped at the same step; one says so
+                launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
+                click.echo(f"{one_line(stop)}; continue with: {launcher}{_program(ctx)} train "
+                           f"--resume {stop.run_dir}", err=True)
             ctx.exit(128 + stop.signal_number)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

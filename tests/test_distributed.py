@@ -15,7 +15,7 @@ import numpy
 import pytest
 
 from xpnn.cli.ranks import without_processes
-from xpnn.training import load_checkpoint
+from xpnn.training import load_checkpoint, read_metrics
 
 pytest.importorskip("mpi4py", reason="training on ranks needs mpi4py (pip install 'xpnn[mpi]')")
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
@@ -137,7 +137,31 @@ def test_a_killed_rank_ends_the_job_in_seconds_and_the_run_resumes_exactly(tmp_p
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("resuming") == 1
     assert_bit_identical(tmp_path / "reference", run_dir)
-    assert (run_dir / "metrics.jsonl").read_text().count("\n") == 2
+    assert metrics(run_dir) == metrics(tmp_path / "reference") and len(metrics(run_dir)) == 2
+
+
+def metrics(run_dir):
+    """The run's epoch records, but their times."""
+    return [{key: value for key, value in record.items() if key != "seconds"}
+            for record in read_metrics(run_dir)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_at_one_step_and_rank_0_says_how_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen([MPIEXEC, "-n", "2", *RUN, *LONG, "-o", str(run_dir)], cwd=REPO,
+                           text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "last.npz").exists():
+        time.sleep(0.05)
+    job.send_signal(signal.SIGINT)  # mpiexec passes it to every rank, as a terminal's Ctrl-C
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 130, output
+    stopped = load_checkpoint(run_dir / "last.npz")
+    message = [line for line in output.splitlines() if line.startswith("SIGINT: stopped")]
+    assert message == [f"SIGINT: stopped at epoch {stopped.epoch + 1} step {stopped.step}/30 and "
+                       f"saved {run_dir}/last.npz; continue with: mpiexec -n 2 python run.py "
+                       f"train --resume {run_dir}"], output
 
 
 @pytest.mark.slow
