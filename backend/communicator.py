@@ -29,7 +29,11 @@ import numpy
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 TIMEOUT_VARIABLE = "XPNN_RANK_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0  # seconds; rank 0's test-set evaluation and checkpoint fit well inside
-_POLL_SECONDS = 0.0005
+# MPI moves a non-blocking collective's data only inside MPI calls, so a wait polls without
+# sleeping at first (yielding the core, should ranks outnumber cores), then, for a long wait
+# (rank 0 writing a checkpoint), every millisecond.
+_SPIN_SECONDS = 0.05
+_POLL_SECONDS = 0.001
 
 
 class RankError(RuntimeError):
@@ -121,14 +125,11 @@ class MPIRanks(SingleProcess):
 
     def _wait(self, request, what):
         """Wait for a non-blocking MPI request, at most `self.timeout` seconds."""
-        deadline = time.monotonic() + self.timeout
-        while not request.Test():
-            if time.monotonic() > deadline:
-                raise RankError(
-                    f"rank {self.rank} of {self.size}: no answer from the other ranks in "
-                    f"{what} for {self.timeout:g} s (a rank stopped or hangs); stopping the job "
-                    f"(set {TIMEOUT_VARIABLE} to wait longer)")
-            time.sleep(_POLL_SECONDS)
+        if not _poll(request.Test, self.timeout):
+            raise RankError(
+                f"rank {self.rank} of {self.size}: no answer from the other ranks in {what} for "
+                f"{self.timeout:g} s (a rank stopped or hangs); stopping the job (set "
+                f"{TIMEOUT_VARIABLE} to wait longer)")
 
     def broadcast(self, buffer):
         self._wait(self.comm.Ibcast(_contiguous(buffer), root=0), "a broadcast")
@@ -170,13 +171,7 @@ class MPIRanks(SingleProcess):
         return payload
 
     def wait_for_all(self, seconds):
-        deadline = time.monotonic() + seconds
-        request = self.control.Ibarrier()
-        while not request.Test():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(_POLL_SECONDS)
-        return True
+        return _poll(self.control.Ibarrier().Test, seconds)
 
     def abort(self, exit_code):
         self.comm.Abort(exit_code)
@@ -207,14 +202,11 @@ class NCCLRanks(MPIRanks):
         """Wait for the work queued on the current stream, at most `self.timeout` seconds."""
         event = self.cupy.cuda.Event(disable_timing=True)
         event.record()
-        deadline = time.monotonic() + self.timeout
-        while not event.done:
-            if time.monotonic() > deadline:
-                raise RankError(
-                    f"rank {self.rank} of {self.size}: NCCL {what} did not finish in "
-                    f"{self.timeout:g} s (a rank stopped or hangs); stopping the job (set "
-                    f"{TIMEOUT_VARIABLE} to wait longer)")
-            time.sleep(_POLL_SECONDS)
+        if not _poll(lambda: event.done, self.timeout):
+            raise RankError(
+                f"rank {self.rank} of {self.size}: NCCL {what} did not finish in {self.timeout:g} "
+                f"s (a rank stopped or hangs); stopping the job (set {TIMEOUT_VARIABLE} to wait "
+                f"longer)")
 
     def broadcast(self, buffer):
         if isinstance(buffer, numpy.ndarray):  # host values (objects, flags) go through MPI
@@ -236,6 +228,17 @@ class NCCLRanks(MPIRanks):
                                  self._nccl_type(flat), stream)
         self._wait_stream("all-gather of the gradients")
         add_rows_in_order(flat, self._device_gathered)
+
+
+def _poll(done, seconds):
+    """Call `done()` until it is true (return True) or `seconds` have passed (return False)."""
+    started = time.monotonic()
+    while not done():
+        waited = time.monotonic() - started
+        if waited > seconds:
+            return False
+        time.sleep(0 if waited < _SPIN_SECONDS else _POLL_SECONDS)
+    return True
 
 
 def add_rows_in_order(out, rows):

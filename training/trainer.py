@@ -269,6 +269,11 @@ class Trainer:
             self.stop_signal = received[0]
         return bool(received)
 
+    def _evaluation_should_stop(self):
+        """A signal cuts the test-set evaluation short on one rank; ranks finish it (and decide
+        together at the next `stop_requested`)."""
+        return self.ranks.size == 1 and self.stop_signal is not None
+
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
             return {}
@@ -360,7 +365,7 @@ class Trainer:
         self.check_finite()
         evaluation = evaluate(self.model, self.test_images, self.test_labels,
                               EVAL_BATCH_SIZE["gpu" if self.device.is_gpu else "cpu"],
-                              should_stop=lambda: self.ranks.size == 1 and self.stop_signal is not None)
+                              should_stop=self._evaluation_should_stop)
         if evaluation is None:
             self.interrupt(time.perf_counter() - started)
         if not math.isfinite(evaluation.loss):
