@@ -2,6 +2,7 @@
 (`--processes`), and ending every rank together, with an error, when one of them fails."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -9,6 +10,7 @@ import traceback
 import click
 
 ERROR_GRACE_SECONDS = 10.0  # how long a failed rank waits for the others to fail too
+EXIT_RANK_DIED = 1
 
 
 def rank_device(spec):
@@ -44,12 +46,26 @@ def start_ranks(count, argv=None):
                                f"pip install 'xpnn[mpi]' (mpi4py and the mpich wheel)")
     argv = list(sys.argv if argv is None else argv)
     program = [argv[0]] if argv[0].endswith(".py") else ["-m", "xpnn"]
-    command = [mpiexec, "-n", str(count), sys.executable, *program, *without_processes(argv[1:])]
+    # MPICH's launcher kills every rank with SIGKILL when one dies; told not to, it sends the
+    # survivors SIGUSR1 instead, so each can say what happened (`run_as_rank`) before it ends.
+    options = ["-disable-auto-cleanup"] if is_hydra(mpiexec) else []
+    command = [mpiexec, *options, "-n", str(count), sys.executable, *program,
+               *without_processes(argv[1:])]
     code = subprocess.call(command)
     if code not in (0, 130, 143):  # 130, 143: stopped by Ctrl-C / SIGTERM, already reported
         click.echo(f"Error: the {count} ranks stopped with exit code {code} (the messages above "
                    f"say which rank and why)", err=True)
     return code
+
+
+def is_hydra(mpiexec):
+    """Whether `mpiexec` is MPICH's (Hydra), which the mpich wheel ships."""
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "HYDRA" in version
 
 
 def without_processes(args):
@@ -77,6 +93,7 @@ def run_as_rank(command):
         ranks = world()  # made by every rank at the same point: it is a collective
     except RankError as error:
         sys.exit(f"Error: {error}")
+    signal.signal(signal.SIGUSR1, lambda number, frame: _another_rank_died(ranks))
     try:
         command(standalone_mode=True)
         code = 0
@@ -91,7 +108,20 @@ def run_as_rank(command):
     sys.stdout.flush()
     sys.stderr.flush()
     if ranks.wait_for_all(timeout() if code == 0 else ERROR_GRACE_SECONDS):
+        # Every rank is done. The launcher may still signal a rank that leaves MPI later than
+        # another (seen with MPICH), and Python's exit restores SIGUSR1's default (to die), but
+        # not an ignored signal's.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         sys.exit(code)
     print(f"Error: rank {ranks.rank} of {ranks.size}: the other ranks did not finish with this "
           f"one; stopping the job", file=sys.stderr, flush=True)
     ranks.abort(code or 1)
+
+
+def _another_rank_died(ranks):
+    """SIGUSR1 from MPICH's launcher (`mpiexec -disable-auto-cleanup`): a rank of the job died.
+    MPI cannot go on without it; say so and end this rank at once."""
+    print(f"Error: rank {ranks.rank} of {ranks.size}: another rank of this job died (mpiexec "
+          f"says which, above or below); stopping this one; resume from the last checkpoint "
+          f"with --resume", file=sys.stderr, flush=True)
+    os._exit(EXIT_RANK_DIED)  # MPI_Finalize would wait for the dead rank forever

@@ -183,7 +183,8 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
         raise CheckpointError(
             f"cannot resume {run_dir} on {ranks.size} rank(s): it was trained on {saved_ranks}, "
             f"and another count splits every batch differently; resume it with"
-            + ("out mpiexec" if saved_ranks == 1 else f" mpiexec -n {saved_ranks}"))
+            + ("out mpiexec" if saved_ranks == 1 else
+               f" mpiexec -n {saved_ranks} (or --processes {saved_ranks})"))
     meta = checkpoint.meta
     try:
         saved_config = validate_config(checkpoint.config)
