@@ -134,7 +134,8 @@ def test_a_killed_rank_ends_the_job_in_seconds_and_the_run_resumes_exactly(tmp_p
     wrong = ranks(3, "--resume", str(run_dir), "--no-progress")
     assert wrong.returncode != 0
     message = (f"Error: cannot resume {run_dir} on 3 rank(s): it was trained on 2, and another "
-               f"count splits every batch differently; resume it with mpiexec -n 2 (or --processes 2)")
+               f"count splits every batch differently; resume it with mpiexec -n 2 (or "
+               f"--processes 2)")
     assert wrong.stderr.count(message) == 3, wrong.stderr  # on every rank, one line each
     alone = subprocess.run([*RUN, "--resume", str(run_dir)], cwd=REPO, text=True,
                            capture_output=True, timeout=120)
