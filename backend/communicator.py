@@ -9,7 +9,7 @@
 Implementations, one per device: `SingleProcess` (one rank: every collective is a no-op, and
 mpi4py is never imported), `MPIRanks` (NumPy arrays through mpi4py) and `NCCLRanks` (CuPy
 arrays through NCCL, `cupy.cuda.nccl`; MPI carries only NCCL's id and Python objects).
-`for_device` picks the one for a device.
+`world(device)` picks the one for a device.
 
 The sum is an all-gather followed by additions in rank order: ((b0 + b1) + b2) + ..., so a given
 number of ranks gives the same bits run after run, the same bits as `nets.DataParallel` adding
@@ -24,9 +24,10 @@ import time
 
 import numpy
 
-# Environment variables through which launchers tell a process its place (MPICH/Hydra and Intel
-# MPI: PMI_*; Open MPI: OMPI_COMM_WORLD_*; PMIx launchers such as Slurm's srun: PMIX_RANK).
-LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+# Where launchers tell a process how many ranks they started: MPICH's and Intel MPI's mpiexec
+# (and Slurm's srun --mpi=pmi2) PMI_SIZE, Open MPI's mpiexec OMPI_COMM_WORLD_SIZE, MVAPICH's
+# MV2_COMM_WORLD_SIZE.
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 TIMEOUT_VARIABLE = "XPNN_RANK_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0  # seconds; rank 0's test-set evaluation and checkpoint fit well inside
 # MPI moves a non-blocking collective's data only inside MPI calls, so a wait polls without
@@ -113,7 +114,6 @@ class MPIRanks(SingleProcess):
 
     def __init__(self, comm=None):
         MPI = import_mpi()
-        self.MPI = MPI
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this host
@@ -121,7 +121,7 @@ class MPIRanks(SingleProcess):
         local.Free()
         self.control = self.comm.Dup()  # its own channel, so it never meets a pending collective
         self.timeout = timeout()
-        self._gathered = None
+        self._gathered = {}  # (size, dtype) -> the (ranks, size) array an all-gather fills
 
     def _wait(self, request, what):
         """Wait for a non-blocking MPI request, at most `self.timeout` seconds."""
@@ -136,11 +136,15 @@ class MPIRanks(SingleProcess):
 
     def sum_in_rank_order(self, buffer):
         flat = _contiguous(buffer).reshape(-1)
-        if self._gathered is None or self._gathered.shape != (self.size, flat.size) \
-                or self._gathered.dtype != flat.dtype:
-            self._gathered = numpy.empty((self.size, flat.size), dtype=flat.dtype)
-        self._wait(self.comm.Iallgather(flat, self._gathered), "the gradient sum")
-        add_rows_in_order(flat, self._gathered)
+        gathered = self._gathered_for(flat, numpy)
+        self._wait(self.comm.Iallgather(flat, gathered), "a sum (the gradients', or the loss's)")
+        add_rows_in_order(flat, gathered)
+
+    def _gathered_for(self, flat, xp):
+        key = (flat.size, flat.dtype.str, xp.__name__)
+        if key not in self._gathered:
+            self._gathered[key] = xp.empty((self.size, flat.size), dtype=flat.dtype)
+        return self._gathered[key]
 
     def broadcast_object(self, value):
         data = pickle.dumps(value) if self.is_root else None
@@ -187,11 +191,9 @@ class NCCLRanks(MPIRanks):
         self.nccl = nccl
         self.device = device
         self.cupy = device.xp
-        self._device_gathered = None
-        unique_id = nccl.get_unique_id() if self.is_root else None
-        unique_id = super().broadcast_object(unique_id)
-        with self.cupy.cuda.Device(device.gpu_id):
-            self.nccl_comm = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+        self.cupy.cuda.Device(device.gpu_id).use()  # this rank's one GPU, for all its work
+        unique_id = self.broadcast_object(nccl.get_unique_id() if self.is_root else None)
+        self.nccl_comm = nccl.NcclCommunicator(self.size, unique_id, self.rank)
 
     def _nccl_type(self, array):
         names = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",
@@ -220,14 +222,12 @@ class NCCLRanks(MPIRanks):
         if isinstance(buffer, numpy.ndarray):
             return super().sum_in_rank_order(buffer)
         flat = _contiguous(buffer).reshape(-1)
-        if self._device_gathered is None or self._device_gathered.shape != (self.size, flat.size) \
-                or self._device_gathered.dtype != flat.dtype:
-            self._device_gathered = self.cupy.empty((self.size, flat.size), dtype=flat.dtype)
+        gathered = self._gathered_for(flat, self.cupy)
         stream = self.cupy.cuda.get_current_stream().ptr
-        self.nccl_comm.allGather(flat.data.ptr, self._device_gathered.data.ptr, flat.size,
+        self.nccl_comm.allGather(flat.data.ptr, gathered.data.ptr, flat.size,
                                  self._nccl_type(flat), stream)
         self._wait_stream("all-gather of the gradients")
-        add_rows_in_order(flat, self._device_gathered)
+        add_rows_in_order(flat, gathered)
 
 
 def _poll(done, seconds):

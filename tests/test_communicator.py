@@ -87,7 +87,7 @@ def test_timeout_comes_from_the_environment_and_is_checked(monkeypatch):
 
 
 def test_launchers_are_recognised_by_their_variables(monkeypatch):
-    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE"):
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     assert launched_size() == 1
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
@@ -150,3 +150,17 @@ def test_one_mpi_rank_trains_as_one_process(tmp_path):
 def test_one_nccl_rank_trains_as_the_plain_gpu_step(gpu, tmp_path):
     from xpnn.backend.communicator import NCCLRanks
     assert_trains_as_one_process(gpu, lambda: NCCLRanks(gpu), tmp_path)
+
+
+def test_processes_without_mpiexec_is_a_one_line_error(monkeypatch):
+    if launched_size() > 1:
+        pytest.skip("under mpiexec --processes is refused for another reason")
+    from click.testing import CliRunner
+    from xpnn.cli import ranks as cli_ranks
+    from xpnn.cli.main import cli
+    monkeypatch.setattr(cli_ranks.shutil, "which", lambda *args, **kwargs: None)
+    result = CliRunner().invoke(cli, ["train", "-c", "lenet", "--processes", "2"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --processes 2 needs mpiexec, which is not installed; pip install 'xpnn[mpi]' "
+        "(mpi4py and the mpich wheel)")

@@ -192,8 +192,15 @@ def test_a_rank_that_stops_answering_ends_every_rank_with_an_error(tmp_path):
                           env={**os.environ, "XPNN_RANK_TIMEOUT": "2"})
     assert time.monotonic() - started < 30
     assert done.returncode != 0
-    assert ("rank 0 of 2: no answer from the other ranks in the gradient sum for 2 s (a rank "
-            "stopped or hangs)") in done.stderr, done.stderr
+    assert ("rank 0 of 2: no answer from the other ranks in a sum (the gradients', or the "
+            "loss's) for 2 s (a rank stopped or hangs)") in done.stderr, done.stderr
+
+
+def test_a_numbered_gpu_on_several_ranks_is_refused_on_every_rank():
+    done = ranks(2, *SHORT, "--device", "cuda:1")
+    assert done.returncode == 2
+    assert done.stderr.count("Error: --device cuda:1 on 2 ranks would put every rank of a host "
+                             "on one GPU; use --device gpu (rank i of a host takes GPU i)") == 2
 
 
 def test_processes_flag_is_taken_out_of_the_ranks_command_line():

@@ -124,8 +124,8 @@ class Trainer:
         dataset_bytes = sum(array[:count].nbytes for array, count in [
             (dataset.train_images, train_count), (dataset.train_labels, train_count),
             (dataset.test_images, test_count), (dataset.test_labels, test_count)])
-        check_memory_fits(self.net, min(self.train_config["batch_size"], train_count), device,
-                          dataset_bytes)
+        rank_batch = -(-min(self.train_config["batch_size"], train_count) // self.ranks.size)
+        check_memory_fits(self.net, rank_batch, device, dataset_bytes)
         self.net.to(device)
         self.optimizer = make_optimizer(self.train_config, self.net.parameters())
         self.ranks.broadcast(self.optimizer.data)  # every rank starts from rank 0's weights
