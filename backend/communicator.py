@@ -188,6 +188,9 @@ class NCCLRanks(MPIRanks):
     def __init__(self, device, comm=None):
         super().__init__(comm)
         from cupy.cuda import nccl
+        if not getattr(nccl, "available", True):
+            raise RankError("CuPy finds no NCCL library, which ranks on GPUs need; pip install "
+                            "nvidia-nccl-cu12 (nvidia-nccl-cu13 for the gpu-cuda13 extra)")
         self.nccl = nccl
         self.device = device
         self.cupy = device.xp

@@ -106,6 +106,9 @@ def gpu():
         pytest.skip(reason)
     if launched_size() > 1:
         pytest.skip("NCCL is checked at one rank (one GPU)")
+    from cupy.cuda import nccl
+    if not getattr(nccl, "available", True):
+        pytest.skip("CuPy finds no NCCL library (pip install nvidia-nccl-cu12)")
     return get_device("gpu")
 
 
