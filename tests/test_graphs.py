@@ -219,3 +219,15 @@ def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
                 numpy.testing.assert_allclose(got, x @ y, rtol=1e-5, atol=1e-5)
     except GemmUnavailableError as error:
         pytest.skip(str(error))
+
+
+def test_cuda_graph_is_refused_on_several_ranks_in_one_line(tmp_path):
+    import types
+    from xpnn.training.errors import TrainingError
+    from xpnn.training.runs import load_data
+    from xpnn.training.trainer import Trainer
+    config = lenet(epochs=1)
+    two_ranks = types.SimpleNamespace(size=2, is_root=True)
+    with pytest.raises(TrainingError, match="--cuda-graph captures one process's step, but this "
+                                            "run has 2 ranks"):
+        Trainer(config, load_data(config), CPU, tmp_path, ranks=two_ranks, cuda_graph=True)

@@ -8,6 +8,11 @@ float operations, of an uninterrupted run.
 Nothing waits for the device inside a step: loss and correct counts are summed on the device and
 read every `READ_EVERY` steps (for the progress bar and the NaN check), before every checkpoint
 and at the end of the epoch.
+
+On several ranks (`mpiexec -n N`, see `backend.communicator`), every rank runs this same loop on
+its slice of each global batch; the gradients are summed over ranks in rank order before each
+optimizer step, so every rank holds the same weights. Every rank evaluates the (whole) test set
+and keeps in lockstep; rank 0 alone writes files and shows progress.
 """
 import math
 import signal
@@ -21,6 +26,7 @@ from tqdm import tqdm
 
 from xpnn import nets
 from xpnn.backend import available_bytes, cpu_count, format_bytes
+from xpnn.backend.communicator import world
 from xpnn.data import DataError
 from xpnn.nets import ConfigError
 from xpnn.optim import Schedule, make_optimizer
@@ -90,28 +96,36 @@ class Trainer:
         checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
         workers: CPU threads that each run a slice of every batch (`nets.DataParallel`); the
             result depends on the split, so a resumed run keeps its number to stay exact.
+            Default: the cores this process may use, shared among the ranks on this host.
+        ranks: the job's ranks (`backend.communicator`); default: the world this process was
+            launched into (one rank unless started by mpiexec).
         progress: show a tqdm progress bar (on stderr).
         echo: called with each epoch's summary line.
-        cuda_graph: on a GPU, run each training step as one CUDA graph
+        cuda_graph: on a GPU, in one process, run each training step as one CUDA graph
             (`training.captured_step`); evaluation stays eager.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
-                 checkpoint_every=CHECKPOINT_EVERY, workers=None, progress=True, echo=None,
-                 cuda_graph=False):
+                 checkpoint_every=CHECKPOINT_EVERY, workers=None, ranks=None, progress=True,
+                 echo=None, cuda_graph=False):
         self.config = config
         self.train_config = config["train"]
         self.device = device
         self.run_dir = Path(run_dir)
         self.checkpoint_every = int(checkpoint_every or 0)
-        self.progress = progress
-        self.echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
+        self.ranks = ranks if ranks is not None else world(device)
+        self.progress = progress and self.ranks.is_root
+        echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
+        self.echo = echo if self.ranks.is_root else (lambda line: None)
         self.limit_train, self.limit_test = limit_train, limit_test
-
+        if cuda_graph and self.ranks.size > 1:
+            raise TrainingError(f"--cuda-graph captures one process's step, but this run has "
+                                f"{self.ranks.size} ranks; drop --cuda-graph or run one process")
         if cuda_graph and not device.is_gpu:
             raise TrainingError(f"--cuda-graph captures the training step on a GPU, but this run "
                                 f"is on {device.name}; drop --cuda-graph or use --device gpu")
         device.use()  # the run's device is current from here on (see `Device.use`)
+
         self.num_classes = config["model"]["num_classes"]
         self.net = nets.build(config["model"], seed=self.train_config["seed"])
         check_dataset_fits(self.net, dataset, self.num_classes)
@@ -120,11 +134,13 @@ class Trainer:
         dataset_bytes = sum(array[:count].nbytes for array, count in [
             (dataset.train_images, train_count), (dataset.train_labels, train_count),
             (dataset.test_images, test_count), (dataset.test_labels, test_count)])
-        check_memory_fits(self.net, min(self.train_config["batch_size"], train_count), device,
-                          dataset_bytes)
+        rank_batch = -(-min(self.train_config["batch_size"], train_count) // self.ranks.size)
+        check_memory_fits(self.net, rank_batch, device, dataset_bytes)
         self.net.to(device)
         self.optimizer = make_optimizer(self.train_config, self.net.parameters())
-        self.workers = int(workers) if workers is not None else 1 if device.is_gpu else cpu_count()
+        self.ranks.broadcast(self.optimizer.data)  # every rank starts from rank 0's weights
+        self.workers = int(workers) if workers is not None else 1 if device.is_gpu else max(
+            1, cpu_count() // self.ranks.local_size)
         if self.workers > 1 and device.is_gpu:
             raise TrainingError(f"workers={self.workers} splits batches over CPU threads; on "
                                 f"{device.name} use workers=1")
@@ -139,6 +155,14 @@ class Trainer:
         self.test_labels = device.send(dataset.test_labels[:test_count])
         self.train_count = int(self.train_labels.shape[0])
         self.steps_per_epoch = num_batches(self.train_count, self.train_config["batch_size"])
+        smallest_batch = min(self.train_count, self.train_config["batch_size"],
+                             self.train_count % self.train_config["batch_size"] or self.train_count)
+        if smallest_batch < self.ranks.size:
+            raise TrainingError(
+                f"{self.ranks.size} ranks cannot share a batch of {smallest_batch} training "
+                f"image(s) (the epoch's {'only' if self.steps_per_epoch == 1 else 'last'} batch); "
+                f"use fewer ranks, or a batch size and image count that leave every batch at "
+                f"least {self.ranks.size} images")
 
         self.epoch = 0          # epochs finished (0-based index of the current epoch)
         self.step = 0           # steps done in the current epoch
@@ -161,7 +185,7 @@ class Trainer:
 
     def meta(self, seconds=0.0):
         """The JSON part of a checkpoint: config, position, metrics and running sums."""
-        loss_sum, correct, seen = self.stats.read()
+        loss_sum, correct, seen = self.read_stats()
         return {
             "config": self.config,
             "epoch": self.epoch,
@@ -172,6 +196,7 @@ class Trainer:
             "limit_test": self.limit_test,
             "checkpoint_every": self.checkpoint_every,
             "workers": self.workers,
+            "ranks": self.ranks.size,
             "metrics": self.metrics,
             "best_test_acc": self.best_test_acc,
             "epoch_progress": {"loss_sum": loss_sum, "correct": correct, "seen": seen,
@@ -184,9 +209,12 @@ class Trainer:
         }
 
     def save(self, path=None, seconds=0.0):
-        """Save the current state (after checking it is finite) to `path` (default last.npz)."""
+        """Save the current state (after checking it is finite) to `path` (default last.npz);
+        every rank checks, rank 0 writes."""
         self.check_finite()
-        save_checkpoint(path or self.last_path, self.net, self.optimizer, self.meta(seconds))
+        meta = self.meta(seconds)
+        if self.ranks.is_root:
+            save_checkpoint(path or self.last_path, self.net, self.optimizer, meta)
 
     def load(self, checkpoint):
         """Continue from `checkpoint` (a `training.checkpoint.Checkpoint` of this run)."""
@@ -196,15 +224,23 @@ class Trainer:
         self.metrics = checkpoint.metrics
         self.best_test_acc = meta.get("best_test_acc")
         progress = meta.get("epoch_progress", {})
-        self.stats = RunningStats(self.device.xp, progress.get("loss_sum", 0.0),
-                                  progress.get("correct", 0), progress.get("seen", 0))
+        if self.ranks.is_root:  # the sums so far count once, in rank 0's share
+            self.stats = RunningStats(self.device.xp, progress.get("loss_sum", 0.0),
+                                      progress.get("correct", 0), progress.get("seen", 0))
         self.seconds_before = float(progress.get("seconds", 0.0))
+
+    def read_stats(self):
+        """(loss sum, correct count, images seen) of the epoch so far, over all ranks (a device
+        sync; on several ranks a collective, so every rank calls it at the same points)."""
+        sums = numpy.array(self.stats.read(), dtype=numpy.float64)
+        self.ranks.sum_in_rank_order(sums)
+        return float(sums[0]), int(sums[1]), int(sums[2])
 
     # -- checks --------------------------------------------------------------------------------
 
     def check_finite(self):
         """Raise `DivergenceError` if the running loss or any weight is NaN or infinite."""
-        loss_sum, _, _ = self.stats.read()
+        loss_sum, _, _ = self.read_stats()
         if not math.isfinite(loss_sum):
             self.diverged(f"the training loss became {loss_sum}")
         xp = self.device.xp
@@ -227,6 +263,27 @@ class Trainer:
         if self.stop_signal is not None and signal_number == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop at once (last.npz stays whole)
         self.stop_signal = signal_number
+
+    def stop_requested(self, step=0):
+        """Whether a SIGINT/SIGTERM asks to stop before `step` of the epoch. On several ranks
+        they decide together, every `READ_EVERY` steps: any rank's signal stops every rank at
+        the same step (so the checkpoint they save is one state)."""
+        if self.ranks.size == 1:
+            return self.stop_signal is not None
+        if step % READ_EVERY:
+            return False
+        signals = numpy.zeros(self.ranks.size)
+        signals[self.ranks.rank] = self.stop_signal or 0
+        self.ranks.sum_in_rank_order(signals)
+        received = [int(number) for number in signals if number]
+        if received and self.stop_signal is None:
+            self.stop_signal = received[0]
+        return bool(received)
+
+    def _evaluation_should_stop(self):
+        """A signal cuts the test-set evaluation short on one rank; ranks finish it (and decide
+        together at the next `stop_requested`)."""
+        return self.ranks.size == 1 and self.stop_signal is not None
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
@@ -254,7 +311,7 @@ class Trainer:
         try:
             # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
             with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                if not self.last_path.exists():
+                if not self.ranks.on_root(self.last_path.exists):
                     self.save()  # from here on, a run killed at any moment can be resumed
                 while self.epoch < self.train_config["epochs"]:
                     started = time.perf_counter()
@@ -275,9 +332,10 @@ class Trainer:
                    leave=False, dynamic_ncols=True, disable=not self.progress)
         try:
             for step in range(self.step, steps):
-                if self.stop_signal is not None:
+                if self.stop_requested(step):
                     self.interrupt(time.perf_counter() - started)
-                self.train_step(order[step * batch_size:(step + 1) * batch_size],
+                batch = order[step * batch_size:(step + 1) * batch_size]
+                self.train_step(batch[self.ranks.shard(len(batch))], len(batch),
                                 self.epoch + step / steps)
                 self.step = step + 1
                 bar.update(1)
@@ -290,9 +348,10 @@ class Trainer:
         finally:
             bar.close()
 
-    def train_step(self, index, epoch_position):
-        """One step on the batch `index` (device int64 indices) at fractional epoch `epoch_position`."""
-        if self.captured_step is not None:
+    def train_step(self, index, batch_size, epoch_position):
+        """One step at fractional epoch `epoch_position` on a batch of `batch_size` images, of
+        which this rank computes `index` (device int64 indices; all of them on one rank)."""
+        if self.captured_step is not None:  # one rank: `index` is the whole batch
             self.captured_step(index, self.schedule(epoch_position))
             return
         images = to_float(self.train_images[index])
@@ -301,12 +360,14 @@ class Trainer:
         self.optimizer.zero_grad()
         loss, logits = self.model.forward_loss(images, labels)
         self.stats.add(loss, logits, labels)
-        self.model.backward()
+        # This rank's share of the batch's mean loss; the ranks' gradients then add up to it.
+        self.model.backward(len(labels) / batch_size)
+        self.ranks.sum_in_rank_order(self.optimizer.grad)
         self.optimizer.step()
 
     def check_loss(self, bar):
         """Read the running sums (a device sync), stop on NaN/inf, show them on the bar."""
-        loss_sum, correct, seen = self.stats.read()
+        loss_sum, correct, seen = self.read_stats()
         if not math.isfinite(loss_sum):
             self.diverged(f"the training loss became {loss_sum}")
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
@@ -314,17 +375,18 @@ class Trainer:
 
     def finish_epoch(self, started):
         """Evaluate on the test set, record the epoch, save best.npz / last.npz and metrics."""
-        if self.stop_signal is not None:
+        if self.stop_requested():
             self.interrupt(time.perf_counter() - started)
         self.check_finite()
         evaluation = evaluate(self.model, self.test_images, self.test_labels,
                               EVAL_BATCH_SIZE["gpu" if self.device.is_gpu else "cpu"],
-                              should_stop=lambda: self.stop_signal is not None)
+                              should_stop=self._evaluation_should_stop)
         if evaluation is None:
             self.interrupt(time.perf_counter() - started)
         if not math.isfinite(evaluation.loss):
             self.diverged(f"the test loss became {evaluation.loss}")
-        train_loss, train_acc = self.stats.means()
+        loss_sum, correct, seen = self.read_stats()
+        train_loss, train_acc = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
         record = {
             "epoch": self.epoch + 1,
             "train_loss": train_loss, "train_acc": train_acc,
@@ -342,5 +404,6 @@ class Trainer:
             self.best_test_acc = record["test_acc"]
             self.save(self.best_path)
         self.save()
-        write_metrics(self.run_dir, self.metrics)
+        if self.ranks.is_root:
+            write_metrics(self.run_dir, self.metrics)
         self.echo(format_epoch(record, self.train_config["epochs"]))
