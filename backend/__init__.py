@@ -7,10 +7,12 @@ primitives that layers are written with, one implementation per device.
     xp = get_array_module(x)        # inside a layer: the module that owns x
 
 Primitives (each module holds its ``cpu``, ``gpu`` and ``fused`` implementations side by
-side; `dispatch` chooses among them): `conv` (correlation through patch matrices), `pool` (max
-pooling), `activations`, `loss` (softmax cross-entropy), `updates` (optimizer steps),
-`batch_stats` (running loss and accuracy). CUDA sources: the .cu files beside them, loaded by
-`cuda`.
+side; `dispatch` chooses among them): `conv` (correlation through patch matrices), `matmul`
+(every matrix product; on a GPU by CuPy's cuBLAS, or by a GEMM that CUDA-graph capture allows),
+`pool` (max pooling), `activations`, `loss` (softmax cross-entropy), `updates` (optimizer
+steps), `batch_stats` (running loss and accuracy). `layout`: how conv and pool hand on images.
+`graphs`: a step captured as a CUDA graph and replayed. CUDA sources: the .cu files beside
+them, loaded by `cuda`.
 """
 from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 from xpnn.backend.device import (
@@ -22,13 +24,13 @@ from xpnn.backend.device import (
     get_device,
     gpu_unavailable_reason,
 )
-from xpnn.backend.dispatch import IMPLEMENTATIONS, fused_on, implementation, using
+from xpnn.backend.dispatch import IMPLEMENTATIONS, fused_on, implementation, running_on, using
 from xpnn.backend.memory import available_bytes, format_bytes
 from xpnn.backend.random import new_rng
 
 __all__ = [
     "CPU", "Device", "DeviceUnavailableError", "IMPLEMENTATIONS", "available_bytes",
     "cpu_count", "device_of", "format_bytes", "fused_on", "get_array_module", "get_device",
-    "gpu_unavailable_reason", "implementation", "keep_freed_memory", "new_rng",
+    "gpu_unavailable_reason", "implementation", "keep_freed_memory", "new_rng", "running_on",
     "set_blas_threads", "using",
 ]

@@ -3,7 +3,8 @@
     d_x = relu_backward(grad_out, out)                 # out = max(x, 0)
     y, memo = leaky_relu(x, slope);  d_x = leaky_relu_backward(grad_out, memo, slope)
 
-Results keep their input's memory layout. The array code (``cpu`` and ``gpu``) masks by
+Results keep their input's memory layout (``out=`` an `empty_like`: CuPy's element-wise
+functions would return C-contiguous arrays otherwise; see `backend.layout`). The array code (``cpu`` and ``gpu``) masks by
 multiplying with a 0/1 (or slope) array: in NumPy over ten times faster than `where` for the
 same result. ``fused``: one CuPy element-wise kernel per pass (unmeasured on a GPU). What
 `leaky_relu` keeps for backward (`memo`) is each implementation's own: call both halves of a
@@ -36,7 +37,8 @@ def leaky_relu_backward(grad, memo, slope):
 
 
 def _relu_backward_array(grad, out):
-    return grad * (out > 0)
+    xp = get_array_module(grad)
+    return xp.multiply(grad, out > 0, out=xp.empty_like(out))
 
 
 def _relu_backward_fused(grad, out):
@@ -44,7 +46,9 @@ def _relu_backward_fused(grad, out):
 
 
 def _leaky_relu_array(x, slope):
-    return get_array_module(x).maximum(x, x * slope), x > 0  # slope < 1
+    xp = get_array_module(x)
+    positive = xp.greater(x, 0, out=xp.empty_like(x, dtype=bool))
+    return xp.maximum(x, x * slope, out=xp.empty_like(x)), positive  # slope < 1
 
 
 def _leaky_relu_fused(x, slope):
@@ -55,7 +59,7 @@ def _leaky_relu_backward_array(grad, positive, slope):
     local_grad = positive.astype(grad.dtype)  # 1 where x > 0, else slope
     local_grad *= 1.0 - slope
     local_grad += slope
-    return grad * local_grad
+    return get_array_module(grad).multiply(grad, local_grad, out=local_grad)
 
 
 def _leaky_relu_backward_fused(grad, x, slope):

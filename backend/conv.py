@@ -6,7 +6,8 @@
 A `Frame` is an (N, H, W, C) input as the correlation sees it: placed every `step` pixels from
 `offset` in a zero frame (padding; zero-insertion for a strided convolution's input gradient).
 Both primitives turn the frame into patch matrices, one row per output pixel and one column per
-value of a window, and multiply them with the kernel as a matrix. The matrices are made:
+value of a window, and multiply them with the kernel as a matrix (`backend.matmul`, so a CUDA
+graph can hold the product). The matrices are made:
 
 * ``cpu``: a cache-sized chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed
   while it is still in L2; columns ordered (kh, kw, C), each window row one contiguous copy;
@@ -21,6 +22,7 @@ from collections import namedtuple
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
 from xpnn.backend.dispatch import implementation
+from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
 CHUNK_BYTES = 1 << 19        # ``cpu``: per-chunk working set that stays in one core's L2 cache
@@ -80,13 +82,13 @@ def correlate(frame, kernel, stride, bias=None):
     for chunk, col in way.patches(frame, k, stride):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
-            xp.matmul(col, w_mat, out=out_rows)
+            matmul(col, w_mat, out=out_rows)
             if bias is not None:
                 out_rows += bias  # while the chunk is still in cache
         elif bias is not None:
-            xp.add((col @ w_mat)[:, :o], bias, out=out_rows)
+            xp.add(matmul(col, w_mat)[:, :o], bias, out=out_rows)
         else:
-            out_rows[...] = (col @ w_mat)[:, :o]
+            out_rows[...] = matmul(col, w_mat)[:, :o]
     return out
 
 
@@ -107,7 +109,7 @@ def kernel_gradient(frame, grad, kernel_size, stride):
     # reading a stored one back from main memory, and far smaller.
     total = None
     for chunk, col in way.patches(frame, kernel_size, stride):
-        part = col.T @ g_mat[chunk.start * ho * wo:chunk.stop * ho * wo]
+        part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
         total = part if total is None else xp.add(total, part, out=total)
     return kernel_of_matrix(total, (o, frame.x.shape[3], kernel_size, kernel_size), way.order)
 

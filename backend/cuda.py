@@ -48,8 +48,14 @@ def _on_host(name):
     return _host_runner
 
 
+def is_array(value):
+    """True for a NumPy or CuPy array; False for numbers, NumPy scalars included (they have a
+    `shape` too, so that is no test)."""
+    return isinstance(value, numpy.ndarray) or hasattr(value, "__cuda_array_interface__")
+
+
 def _array_module_of(args):
-    return get_array_module(*[arg for arg in args if hasattr(arg, "shape")])
+    return get_array_module(*[arg for arg in args if is_array(arg)])
 
 
 class CudaKernel:
@@ -77,25 +83,36 @@ class CudaKernel:
         """Compiler options for floating type `dtype` (NVRTC's and the C++ compiler's alike)."""
         return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}")
 
+    def typed_args(self, args, dtype):
+        """`args` as the kernel takes them: arrays as they are, each number made a NumPy scalar
+        of its declared C type (a NumPy scalar too: CuPy would pass one as its own type)."""
+        dtype = numpy.dtype(dtype)
+        numbers = sum(not is_array(arg) for arg in args)
+        if numbers != len(self.scalar_types):
+            raise TypeError(f"{self.name} takes {len(self.scalar_types)} numbers "
+                            f"({', '.join(self.scalar_types)}), got {numbers}")
+        scalar_types = iter(self.scalar_types)
+        typed = []
+        for arg in args:
+            if is_array(arg):
+                typed.append(arg)
+            else:
+                kind = next(scalar_types)
+                typed.append((dtype.type if kind == "T" else numpy.dtype(kind).type)(arg))
+        return tuple(typed)
+
     def __call__(self, size, args, dtype):
         xp = _array_module_of(args)
+        typed = self.typed_args(args, dtype)
         if xp.__name__ == "numpy":
-            return _on_host(self.name).run_raw(self, args, dtype)
+            return _on_host(self.name).run_raw(self, typed, dtype)
         dtype = numpy.dtype(dtype)
         key = (self.file, dtype.name)
         if key not in _modules:
             _modules[key] = xp.RawModule(code=self.source(), options=self.options(dtype))
         function = _modules[key].get_function(self.name)
-        scalars = iter(self.scalar_types)
-        typed = []
-        for arg in args:
-            if hasattr(arg, "shape"):
-                typed.append(arg)
-            else:
-                kind = next(scalars)
-                typed.append((dtype.type if kind == "T" else numpy.dtype(kind).type)(arg))
         blocks = max(1, min(MAX_BLOCKS, -(-size // BLOCK)))
-        function((blocks,), (BLOCK,), tuple(typed))
+        function((blocks,), (BLOCK,), typed)
 
 
 class ElementwiseKernel:

@@ -2,13 +2,19 @@
 
 A `Device` is made by name from the `--device` flag: ``cpu`` is NumPy, ``gpu``, ``cuda`` and
 ``cuda:N`` are CuPy on a CUDA GPU. CuPy is imported only when a GPU device is asked for, so the
-library runs where CuPy is not installed. There is no global "current device": arrays carry their
-device, and `get_array_module(array)` tells a layer which `xp` to use.
+library runs where CuPy is not installed. Arrays carry their device, and `get_array_module(array)`
+tells a layer which `xp` to use; but CuPy makes every new array (`xp.empty` in a layer, a
+RawKernel's launch) on its *current* device, so whatever computes on GPU N runs inside
+`device.activated()` (the commands use `backend.running_on`) or after `device.use()` (a
+training run, for its whole life), or its work lands on GPU 0.
 """
+import contextlib
 import re
 import sys
 
 import numpy
+
+from xpnn.backend.graphs import forbid_host_sync
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -58,6 +64,19 @@ class Device:
     def is_gpu(self):
         return self.gpu_id is not None
 
+    def activated(self):
+        """A block within which this device is CuPy's current device (and so where new arrays
+        are made and kernels run); on the CPU a block that changes nothing."""
+        if not self.is_gpu:
+            return contextlib.nullcontext()
+        return self.xp.cuda.Device(self.gpu_id)
+
+    def use(self):
+        """Make this device CuPy's current device for the calling thread from now on (a no-op
+        on the CPU): what a training run does first, so that nothing it makes lands elsewhere."""
+        if self.is_gpu:
+            self.xp.cuda.Device(self.gpu_id).use()
+
     def send(self, array):
         """Copy a host or device array to this device (no copy if it is already here)."""
         if not self.is_gpu:
@@ -75,6 +94,7 @@ class Device:
 
     def synchronize(self):
         """Wait until all work queued on this device has finished (a no-op on the CPU)."""
+        forbid_host_sync("Device.synchronize")
         if self.is_gpu:
             self.xp.cuda.Device(self.gpu_id).synchronize()
 

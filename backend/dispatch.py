@@ -49,6 +49,16 @@ def fused_on(device, enabled):
     return using("fused") if enabled and device.is_gpu else contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def running_on(device, fused=False, gemm=None):
+    """The block a command computes in: `device` current (`Device.activated`), the fused
+    CUDA kernels chosen where `device` is a GPU and `fused` (`fused_on`), and the GEMM that
+    multiplies CuPy arrays (`backend.matmul.using_gemm`; None: as chosen around the block)."""
+    from xpnn.backend.matmul import chosen_gemm, using_gemm
+    with device.activated(), fused_on(device, fused), using_gemm(gemm or chosen_gemm()):
+        yield
+
+
 def pick(table, xp):
     """The function of `table` ({implementation: function}) for arrays of `xp`."""
     return table[implementation(xp)]

@@ -10,8 +10,9 @@ integer coordinates reads that pixel exactly, so shifts by whole pixels and mirr
 lose nothing.
 
 One implementation serves every device: plain `xp` array code (a grid, four gathers from a
-zero-bordered copy and a weighted sum), a handful of whole-batch operations, which is what a GPU
-wants and what NumPy runs fastest.
+zero-bordered copy and a weighted sum), a handful of whole-batch element-wise operations, which
+is what a GPU wants (and a CUDA graph can hold: no GEMM, no host sync) and what NumPy runs
+fastest.
 """
 from xpnn.backend.device import get_array_module
 
@@ -24,10 +25,13 @@ def warp_affine(images, inverse):
     inverse = inverse.astype(images.dtype, copy=False)
     ys, xs = xp.meshgrid(xp.arange(h, dtype=images.dtype), xp.arange(w, dtype=images.dtype),
                          indexing="ij")
-    grid = xp.stack([xs.ravel(), ys.ravel(), xp.ones(h * w, dtype=images.dtype)])  # (3, H*W)
-    source = inverse @ grid                                                        # (N, 2, H*W)
-    x0, y0 = xp.floor(source[:, 0]), xp.floor(source[:, 1])
-    wx, wy = source[:, 0] - x0, source[:, 1] - y0
+    xs, ys = xs.reshape(1, h * w), ys.reshape(1, h * w)
+    # (N, H*W) source coordinates, element-wise (no matrix product: nothing here needs a GEMM,
+    # so the warp can run inside a captured CUDA graph)
+    x_src = inverse[:, 0, 0:1] * xs + inverse[:, 0, 1:2] * ys + inverse[:, 0, 2:3]
+    y_src = inverse[:, 1, 0:1] * xs + inverse[:, 1, 1:2] * ys + inverse[:, 1, 2:3]
+    x0, y0 = xp.floor(x_src), xp.floor(y_src)
+    wx, wy = x_src - x0, y_src - y0
     # A border of PAD zeros, and corners clipped into it: a top-left corner at -2 or less (or w
     # or more) has both its columns outside the image, so reading the border's zeros is exact.
     padded = xp.pad(images, ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD)))

@@ -1,15 +1,23 @@
-"""Our training step against PyTorch's on one device (made for the GPU; runs on the CPU too).
+"""Our training step against PyTorch's, eager and as a CUDA graph, on one device (made for the
+GPU; runs on the CPU too, where the graph variants are left out).
 
-    python -m benchmarks.gpu_vs_torch --device gpu --configs lenet,resnet --batch-sizes 100,1000
+    python -m benchmarks.gpu_vs_torch --device gpu --configs lenet,resnet --batch-sizes 100,1000 \
+        --variants array,graph,graph-cutensor,nchw
 
 Both sides start from the same weights and take the same fixed batch, already on the device.
 Each timed step is bracketed by a device synchronisation (CuPy's and PyTorch's); the figures are
-medians over `--steps` steps after `--warmup` (the first calls compile CuPy kernels), and then
-medians over `--rounds` rounds that each time every side once. Ours runs as its array code and
-with its fused CUDA kernels (`--variants`); "host queue" is the host time until a step's kernels
-were all queued (near the step time: launch-bound). PyTorch on
-the GPU uses cuDNN, which CuPy 14 no longer has: the ratio says what our im2col + cuBLAS path
-costs against it. Prints a table; `--json` also writes the figures.
+medians over `--steps` steps after `--warmup` (the first calls compile CuPy kernels, and a
+graph variant's next two warm up and capture), then medians over `--rounds` rounds that each
+time every side once, so a change in the host's load touches every side alike.
+
+Ours (`--variants`, `VARIANTS`): the array code (``array``), the fused CUDA kernels
+(``fused``), the NCHW layout (``nchw``, `backend.layout`), and each step replayed as one CUDA
+graph whose products go through cuBLAS called by nvmath-python (``graph``) or cuTENSOR
+(``graph-cutensor``), also with the fused kernels (``graph-fused``). PyTorch: eager with
+cuDNN, and its whole step captured with `torch.cuda.CUDAGraph` (as in PyTorch's "whole network
+capture" recipe). "queue" is our host time until a step's kernels were all queued (near the
+step time: launch-bound). Prints a table, ratios ours / PyTorch eager and ours / PyTorch graph;
+`--json` also writes the figures.
 """
 import argparse
 import json
@@ -17,13 +25,25 @@ import statistics
 import sys
 import time
 
-from xpnn.backend import get_device
+from xpnn.backend import DeviceUnavailableError, get_device
 from benchmarks.torch_nets import build_torch_net, copy_weights, import_torch, make_torch_optimizer
 from xpnn.tools.bench import BENCH_LR, benchmark, load_config, make_batch
 
+# ours: keyword arguments of `benchmark` for each variant
+VARIANTS = {
+    "array": {},
+    "fused": {"fused": True},
+    "nchw": {"layout": "nchw"},
+    "graph": {"cuda_graph": True, "gemm": "cublas"},
+    "graph-cutensor": {"cuda_graph": True, "gemm": "cutensor"},
+    "graph-fused": {"cuda_graph": True, "gemm": "cublas", "fused": True},
+}
+TORCH_SIDES = ("eager", "graph")
 
-def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0):
-    """Median ms of PyTorch training steps of `config`'s network on 'cpu' or 'cuda'."""
+
+def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0, graph=False):
+    """Median ms of PyTorch training steps of `config`'s network on 'cpu' or 'cuda', eager or
+    replayed as one CUDA graph (`graph`, CUDA only)."""
     from xpnn import nets
 
     torch = import_torch()
@@ -37,10 +57,25 @@ def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0):
     images, labels = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def step():
-        optimizer.zero_grad()
+    def eager_step():
+        optimizer.zero_grad(set_to_none=True)
         loss_fn(net(images), labels).backward()
         optimizer.step()
+
+    step = eager_step
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up on a side stream, as the recipe asks
+                eager_step()
+        torch.cuda.current_stream().wait_stream(side)
+        captured = torch.cuda.CUDAGraph()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(captured):
+            loss_fn(net(images), labels).backward()
+            optimizer.step()
+        step = captured.replay
 
     times = []
     for index in range(warmup + steps):
@@ -53,7 +88,14 @@ def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0):
     return statistics.median(times)
 
 
-VARIANTS = {"array": False, "fused": True}  # ours: the array code, or the fused CUDA kernels
+_noted = set()
+
+
+def _note(line):
+    """Print why a side was left out, once."""
+    if line not in _noted:
+        _noted.add(line)
+        print(f"left out: {' '.join(line.split())[:300]}", flush=True)
 
 
 def _median(values):
@@ -61,26 +103,65 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
-def compare(config, device, batch_size, variants, rounds, steps, warmup):
+def compare(config, device, batch_size, variants, torch_sides, rounds, steps, warmup):
     """One table row: medians over `rounds` rounds, each timing every variant of ours and then
-    PyTorch, so that a change in the host's load touches every side alike."""
+    PyTorch's sides."""
     ours = {variant: [] for variant in variants}
     queued = {variant: [] for variant in variants}
-    theirs = []
+    theirs = {side: [] for side in torch_sides}
     for _ in range(rounds):
         for variant in variants:
-            result = benchmark(config, device, batch_size, steps=steps, warmup=warmup,
-                               fused=VARIANTS[variant])
+            try:
+                result = benchmark(config, device, batch_size, steps=steps, warmup=warmup,
+                                   **VARIANTS[variant])
+            except DeviceUnavailableError as error:  # e.g. cuTENSOR not installed: NaN
+                _note(f"ours {variant}: {error}")
+                continue
             ours[variant].append(result.median_ms)
             queued[variant].append(_median(result.queue_ms or [None]))
-        theirs.append(torch_step_ms(config, device.name, batch_size, steps, warmup))
-    row = {"batch": batch_size, "device": device.name, "torch_ms": _median(theirs),
-           "rounds": rounds}
+        for side in torch_sides:
+            try:
+                theirs[side].append(torch_step_ms(config, device.name, batch_size, steps,
+                                                  warmup, graph=side == "graph"))
+            except RuntimeError as error:  # PyTorch's capture failing on this card or version
+                _note(f"PyTorch {side}: {error}")
+    row = {"batch": batch_size, "device": device.name, "rounds": rounds}
+    for side in torch_sides:
+        row[f"torch_{side}_ms"] = _median(theirs[side])
     for variant in variants:
         row[f"ours_{variant}_ms"] = _median(ours[variant])
         row[f"queue_{variant}_ms"] = _median(queued[variant])
-        row[f"ratio_{variant}"] = row[f"ours_{variant}_ms"] / row["torch_ms"]
+        for side in torch_sides:
+            row[f"ratio_{variant}_vs_torch_{side}"] = (row[f"ours_{variant}_ms"]
+                                                     / row[f"torch_{side}_ms"])
     return row
+
+
+def format_table(rows, variants, torch_sides):
+    """The short markdown table: one line per (config, batch), ratios last."""
+    header = ("| config | batch | device | " + " | ".join(f"PyTorch {side} ms" for side in
+                                                          torch_sides)
+              + " | " + " | ".join(f"ours {variant} ms (queue)" for variant in variants)
+              + " | " + " | ".join(f"{variant} / torch {side}" for variant in variants
+                                   for side in torch_sides) + " |")
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    for row in rows:
+        lines.append(
+            f"| {row['config']} | {row['batch']} | {row['device']} | "
+            + " | ".join(f"{row[f'torch_{side}_ms']:.2f}" for side in torch_sides) + " | "
+            + " | ".join(f"{row[f'ours_{v}_ms']:.2f} ({row[f'queue_{v}_ms']:.2f})"
+                         for v in variants) + " | "
+            + " | ".join(f"{row[f'ratio_{v}_vs_torch_{side}']:.2f}" for v in variants
+                         for side in torch_sides) + " |")
+    return "\n".join(lines)
+
+
+def _names(text, known, what, parser):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        parser.error(f"{what} takes {', '.join(known)}, got {text!r}")
+    return names
 
 
 def main(argv=None):
@@ -88,42 +169,42 @@ def main(argv=None):
     parser.add_argument("--device", default="gpu", help="ours: cpu, gpu, cuda:N")
     parser.add_argument("--configs", default="lenet,resnet")
     parser.add_argument("--batch-sizes", default="100,1000")
-    parser.add_argument("--variants", default="array,fused",
-                        help="ours: 'array' (the array code), 'fused' (fused CUDA kernels), or both")
+    parser.add_argument("--variants", default="array,graph",
+                        help=f"ours, comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--torch", default="eager,graph",
+                        help="PyTorch's sides: eager (cuDNN), graph (torch.cuda.CUDAGraph)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    variants = [variant.strip() for variant in args.variants.split(",") if variant.strip()]
-    unknown = [variant for variant in variants if variant not in VARIANTS]
-    if unknown or not variants:
-        parser.error(f"--variants takes {', '.join(VARIANTS)}, got {args.variants!r}")
+    variants = _names(args.variants, VARIANTS, "--variants", parser)
+    torch_sides = _names(args.torch, TORCH_SIDES, "--torch", parser)
 
     device = get_device(args.device)
+    if not device.is_gpu:  # a CUDA graph needs a GPU on either side
+        skipped = [v for v in variants if VARIANTS[v].get("cuda_graph")] + [
+            f"torch {side}" for side in torch_sides if side == "graph"]
+        if skipped:
+            print(f"on {device.name}: leaving out {', '.join(skipped)} (CUDA graphs need a GPU)")
+        variants = [v for v in variants if not VARIANTS[v].get("cuda_graph")]
+        torch_sides = [side for side in torch_sides if side != "graph"]
     rows = []
-    for name in args.configs.split(","):
-        config = load_config(f"configs/{name}.yaml")
-        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            row = {"config": name, **compare(config, device, batch_size, variants, args.rounds,
-                                              args.steps, args.warmup)}
-            rows.append(row)
-            print(f"{name:<12} batch {batch_size:>5}: PyTorch {row['torch_ms']:7.2f} ms; ours "
-                  + "; ".join(f"{variant} {row[f'ours_{variant}_ms']:7.2f} ms (queue "
-                              f"{row[f'queue_{variant}_ms']:.2f}, ratio "
-                              f"{row[f'ratio_{variant}']:.2f})" for variant in variants),
-                  flush=True)
+    with device.activated():
+        for name in args.configs.split(","):
+            config = load_config(f"configs/{name}.yaml")
+            for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+                row = {"config": name, **compare(config, device, batch_size, variants,
+                                                  torch_sides, args.rounds, args.steps,
+                                                  args.warmup)}
+                rows.append(row)
+                print(f"{name:<8} batch {batch_size:>5}: " + "; ".join(
+                    [f"PyTorch {side} {row[f'torch_{side}_ms']:.2f} ms" for side in torch_sides]
+                    + [f"ours {v} {row[f'ours_{v}_ms']:.2f} ms" for v in variants]), flush=True)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(rows, file, indent=1)
-    header = "| config | batch | device | PyTorch ms/step | " + " | ".join(
-        f"ours {variant} ms/step | host queue ms | ratio {variant}" for variant in variants) + " |"
-    print("\n" + header)
-    print("|" + " --- |" * (header.count("|") - 1))
-    for row in rows:
-        print(f"| {row['config']} | {row['batch']} | {row['device']} | {row['torch_ms']:.2f} | "
-              + " | ".join(f"{row[f'ours_{variant}_ms']:.2f} | {row[f'queue_{variant}_ms']:.2f} | "
-                           f"{row[f'ratio_{variant}']:.2f}" for variant in variants) + " |")
+    print("\n" + format_table(rows, variants, torch_sides))
     return 0
 
 

@@ -22,7 +22,7 @@ def evaluate(source, config_spec, overrides, device, fused, data_dir, limit_test
     the weights are loaded into the network of CONFIG instead of the one saved with them (a
     checkpoint of another architecture is refused).
     """
-    from xpnn.backend import fused_on, get_device
+    from xpnn.backend import get_device, running_on
     from xpnn.training.metrics import format_confusion
     from xpnn.training.runs import evaluate_trained
 
@@ -30,7 +30,7 @@ def evaluate(source, config_spec, overrides, device, fused, data_dir, limit_test
         raise click.UsageError("--set changes a config given with -c; add -c CONFIG")
     config = load_config(config_spec, overrides) if config_spec is not None else None
     device = get_device(device)
-    with fused_on(device, fused):
+    with running_on(device, fused):
         report = evaluate_trained(source, device, config, data_dir, limit_test)
     checkpoint, net = report.trained.checkpoint, report.trained.net
     correct = int(report.confusion.trace())

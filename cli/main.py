@@ -20,13 +20,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 def _known_errors():
     """The library's error types that mean bad input or a stopped run, not a bug in xpnn."""
     from xpnn.backend import DeviceUnavailableError
+    from xpnn.backend.communicator import RankError
     from xpnn.data import DataError
     from xpnn.inference.onnx_export import ExportError
     from xpnn.layers import ShapeError
     from xpnn.nets import ConfigError
     from xpnn.training.errors import TrainingError
-    return (ConfigError, DataError, DeviceUnavailableError, ExportError, ShapeError, TrainingError,
-            OSError)
+    return (ConfigError, DataError, DeviceUnavailableError, ExportError, RankError, ShapeError,
+            TrainingError, OSError)
 
 
 def _program(ctx):
@@ -39,12 +40,16 @@ class CommandGroup(click.Group):
     """The one place where the library's known errors become one-line messages and exit codes."""
 
     def invoke(self, ctx):
+        from xpnn.backend.communicator import world
         from xpnn.training.errors import TrainingInterrupted
         try:
             return super().invoke(ctx)
         except TrainingInterrupted as stop:
-            click.echo(f"{one_line(stop)}; continue with: {_program(ctx)} train --resume "
-                       f"{stop.run_dir}", err=True)
+            ranks = world()
+            if ranks.is_root:  # every rank stopped at the same step; one says so
+                launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
+                click.echo(f"{one_line(stop)}; continue with: {launcher}{_program(ctx)} train "
+                           f"--resume {stop.run_dir}", err=True)
             ctx.exit(128 + stop.signal_number)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -69,4 +74,8 @@ for command in (train, evaluate, predict, export, describe, plot, bench, parity)
 
 def main():
     """Entry point of the `xpnn` command, `python -m xpnn` and `python run.py`."""
+    from xpnn.backend.communicator import launched_size
+    if launched_size() > 1:  # one of several MPI ranks: they end together
+        from xpnn.cli.ranks import run_as_rank
+        return run_as_rank(cli)
     cli()

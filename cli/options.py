@@ -31,22 +31,33 @@ def device_option(name="--device", default="cpu", help_text=None):
                         help=help_text or "where to compute: cpu (NumPy), gpu / cuda / cuda:N (CuPy)")
 
 
-class _FusedVariable(click.types.BoolParamType):
-    """A bool; a value it cannot read can only have come from XPNN_FUSED_KERNELS."""
+class _SwitchVariable(click.types.BoolParamType):
+    """A bool; a value it cannot read can only have come from the environment variable
+    `variable`, whose 1 means `on` and 0 `off`."""
+
+    def __init__(self, variable, on, off):
+        self.variable, self.on, self.off = variable, on, off
 
     def convert(self, value, param, ctx):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            self.fail(f"XPNN_FUSED_KERNELS must be 1 (fused CUDA kernels) or 0 (array code), "
-                      f"got {value!r}", param, ctx)
+            self.fail(f"{self.variable} must be 1 ({self.on}) or 0 ({self.off}), got {value!r}",
+                      param, ctx)
 
 
 fused_option = click.option(
     "--fused-kernels/--array-code", "fused", default=False, envvar="XPNN_FUSED_KERNELS",
-    type=_FusedVariable(),
+    type=_SwitchVariable("XPNN_FUSED_KERNELS", "fused CUDA kernels", "array code"),
     help="on a GPU: run the hand-written fused CUDA kernels (experimental, unmeasured), or the "
          "array code  [default: --array-code, or XPNN_FUSED_KERNELS=1]")
+
+cuda_graph_option = click.option(
+    "--cuda-graph/--eager", "cuda_graph", default=False, envvar="XPNN_CUDA_GRAPH",
+    type=_SwitchVariable("XPNN_CUDA_GRAPH", "CUDA graph", "eager"),
+    help="on a GPU: capture each training step as one CUDA graph and replay it, its matrix "
+         "products by cuBLAS through nvmath-python (experimental, unmeasured), or launch every "
+         "kernel from Python  [default: --eager, or XPNN_CUDA_GRAPH=1]")
 
 
 # -- configs and their overrides -------------------------------------------------------------------

@@ -5,8 +5,8 @@ import math
 
 import click
 
-from xpnn.cli.options import (config_option, data_dir_option, device_option, fused_option,
-                              load_config, set_option)
+from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option, device_option,
+                              fused_option, load_config, set_option)
 
 DTYPES = click.Choice(["float32", "float64"])
 
@@ -27,6 +27,7 @@ def _number(value):
 @click.option("--dtype-b", type=DTYPES, default="float32", show_default=True,
               help="the compared setting's float type")
 @fused_option
+@cuda_graph_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="test images in the batch")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
@@ -36,16 +37,19 @@ def _number(value):
               help="print one JSON object (both settings, every tensor's errors, the verdict) "
                    "instead of the table; the exit code still says pass (0) or fail (1)")
 @click.pass_context
-def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fused, batch_size,
-           tolerance, data_dir, as_json):
+def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fused, cuda_graph,
+           batch_size, tolerance, data_dir, as_json):
     """Run one batch through CONFIG's network under two settings and compare every layer's
-    output, the loss and every gradient.
+    output, the loss and every gradient. With --cuda-graph a GPU setting multiplies with the
+    graph step's GEMM (cuBLAS through nvmath-python): one batch's forward and backward is not
+    captured (a parity run reads every layer's output), but it computes with what a graph does.
 
     The reference is --device-a/--dtype-a (default: the CPU in float64). On a machine with only
     a CPU the default compares its float32 path with that reference.
     """
     from xpnn.backend import get_device, gpu_unavailable_reason
     from xpnn.tools.parity import compare, format_report, worst
+    from xpnn.training.captured_step import DEFAULT_GEMM
     from xpnn.nets import build
     from xpnn.training.batches import to_float
     from xpnn.training.runs import load_data
@@ -63,7 +67,7 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fu
     labels = dataset.test_labels[:batch_size].copy()
     make_network = functools.partial(build, config["model"], config["train"]["seed"])
     rows = compare(make_network, inputs, labels, a=(a.name, dtype_a), b=(b.name, dtype_b),
-                   fused=fused)
+                   fused=fused, gemm=DEFAULT_GEMM if cuda_graph else None)
     bad = worst(rows)
     passed = bad is None or bad.max_rel_err <= tolerance
     what = (f"{config['model']['name']} ({config_spec}), {len(labels)} test images: "

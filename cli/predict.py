@@ -24,7 +24,7 @@ def predict(source, images, device, fused, top, output):
     28 x 28 (MNIST). IDX images are taken as they are. Prints each image's class and the
     probabilities of the likeliest classes.
     """
-    from xpnn.backend import fused_on, get_device
+    from xpnn.backend import get_device, running_on
     from xpnn.inference import predict as run_predict
     from xpnn.inference.predict import class_names, format_prediction, write_csv
     from xpnn.training.runs import load_trained
@@ -33,7 +33,7 @@ def predict(source, images, device, fused, top, output):
     trained = load_trained(source, device)
     names = class_names(trained.config)
     top = min(top, len(names))
-    with fused_on(device, fused):
+    with running_on(device, fused):
         predictions = run_predict(trained, images)
     for prediction in predictions:
         click.echo(format_prediction(prediction, names, top))

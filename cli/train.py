@@ -3,8 +3,9 @@ from pathlib import Path
 
 import click
 
-from xpnn.cli.options import (config_option, data_dir_option, dataset_option, dataset_override,
-                              device_option, fused_option, load_config, output_option, set_option,
+from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option, dataset_option,
+                              dataset_override, device_option, fused_option, load_config,
+                              output_option, set_option,
                               train_shorthands)
 
 
@@ -13,6 +14,7 @@ from xpnn.cli.options import (config_option, data_dir_option, dataset_option, da
 @set_option
 @device_option()
 @fused_option
+@cuda_graph_option
 @output_option("run folder for checkpoints and metrics  [default: runs/<config>-<timestamp>]",
                file_okay=False, dir_okay=True)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
@@ -32,20 +34,28 @@ from xpnn.cli.options import (config_option, data_dir_option, dataset_option, da
 @click.option("--workers", type=click.IntRange(min=1),
               help="CPU threads, each running a slice of every batch  [default: the cores "
                    "this process may use, or the resumed run's]")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), each on "
+                   "its slice of every batch; the same as mpiexec -n N xpnn train ...")
 @dataset_option()
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, fused, output, resume_dir, epochs, batch_size, lr, seed,
-          limit_train, limit_test, checkpoint_every, workers, dataset, data_dir, progress):
+def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir, epochs,
+          batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
+          dataset, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
     Each epoch prints one line with train, validation and test loss and accuracy and appends it
     to RUN_DIR/metrics.jsonl; RUN_DIR/last.npz is saved every epoch (and every --checkpoint-every
     steps), RUN_DIR/best.npz at the best validation accuracy (the last data.validation training
     images, held out). Ctrl-C saves last.npz and exits with 130.
+
+    Under mpiexec -n N (or with --processes N) each of the N ranks computes its slice of every
+    batch; batch size, learning rate and results mean what they mean in one process.
     """
-    from xpnn.backend import fused_on, get_device
+    from xpnn.backend import running_on
+    from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.metrics import best_epoch
     from xpnn.training.runs import default_run_dir
@@ -64,30 +74,38 @@ def train(config_spec, overrides, device, fused, output, resume_dir, epochs, bat
         raise click.UsageError("give -c CONFIG to start a run, or --resume RUN_DIR to continue one")
 
     config = load_config(config_spec, overrides) if config_spec is not None else None
-    device = get_device(device)
+    if processes > 1:
+        raise SystemExit(start_ranks(processes))
+    device, ranks = rank_device(device)
+    echo = click.echo if ranks.is_root else (lambda message: None)
     if resume_dir is not None:
         trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
-                             checkpoint_every=checkpoint_every, workers=workers,
-                             progress=progress)
+                             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
+                             progress=progress, cuda_graph=cuda_graph)
         total_epochs = trainer.train_config["epochs"]
         if trainer.epoch >= total_epochs:
-            click.echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
+            echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
             return
-        click.echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
-                   f"{trainer.steps_per_epoch} on {device.name}")
+        echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
+                   f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
     else:
         trainer = start_run(config, device, output or default_run_dir(config_spec),
                             data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
                             checkpoint_every=checkpoint_every,
-                            workers=workers, progress=progress)
-        click.echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
+                            workers=workers, ranks=ranks, progress=progress,
+                            cuda_graph=cuda_graph)
+        echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
-                   f"images, {trainer.steps_per_epoch} steps per epoch, on {device.name}")
-    with fused_on(device, fused):
+                   f"images, {trainer.steps_per_epoch} steps per epoch, on {_where(device, ranks)}")
+    with running_on(device, fused):
         metrics = trainer.fit()
     last, best = metrics[-1], best_epoch(metrics)
     chosen = ("no validation set, so no best.npz" if best is None else
               f"validation chose epoch {best['epoch']} (val {100 * best['val_acc']:.2f}%, test "
               f"{100 * best['test_acc']:.2f}%) for best.npz")
-    click.echo(f"done: last epoch test accuracy {100 * last['test_acc']:.2f}%; {chosen}; "
-               f"checkpoints and metrics in {trainer.run_dir}")
+    echo(f"done: last epoch test accuracy {100 * last['test_acc']:.2f}%; {chosen}; "
+         f"checkpoints and metrics in {trainer.run_dir}")
+
+
+def _where(device, ranks):
+    return device.name if ranks.size == 1 else f"{ranks.size} ranks ({device.name} each)"

@@ -1,4 +1,4 @@
-"""Element-wise activations. They keep the memory layout of their input."""
+"""Element-wise activations. They keep the memory layout of their input (`backend.layout`)."""
 from xpnn.backend import get_array_module
 from xpnn.backend.activations import leaky_relu, leaky_relu_backward, relu_backward
 from xpnn.layers.base import Layer
@@ -8,7 +8,8 @@ class ReLULayer(Layer):
     """max(x, 0), any shape. The gradient at 0 is taken as 0."""
 
     def forward(self, x):
-        self._out = get_array_module(x).maximum(x, 0)
+        xp = get_array_module(x)
+        self._out = xp.maximum(x, 0, out=xp.empty_like(x))
         return self._out
 
     def backward(self, grad_out):

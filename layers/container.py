@@ -1,4 +1,5 @@
 """Layers made of layers: a chain, a sum, and the residual block built from both."""
+from xpnn.backend import get_array_module
 from xpnn.layers.activation import ReLULayer
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import ConvLayer
@@ -49,7 +50,12 @@ class AddLayer(Layer):
         if len(shapes) != 1:
             raise ValueError(f"AddLayer inputs must share one shape, got {[x.shape for x in inputs]}")
         self._count = len(inputs)
-        total = inputs[0] + inputs[1] if len(inputs) > 1 else inputs[0].copy()
+        xp = get_array_module(inputs[0])
+        total = xp.empty_like(inputs[0])  # keeps the input's layout (`backend.layout`)
+        if len(inputs) > 1:
+            xp.add(inputs[0], inputs[1], out=total)
+        else:
+            total[...] = inputs[0]
         for x in inputs[2:]:
             total += x
         return total
@@ -92,4 +98,6 @@ class ResNetBlock(Layer):
     def backward(self, grad_out):
         grad_sum = self.relu2.backward(grad_out)
         grad_branch, grad_skip = self.add_layer.backward(grad_sum)
-        return self.conv_layers.backward(grad_branch) + grad_skip
+        grad_x = self.conv_layers.backward(grad_branch)
+        grad_x += grad_skip
+        return grad_x

@@ -1,4 +1,5 @@
-"""2-D convolution: a correlation of the padded input with the kernel, channels-last inside.
+"""2-D convolution: a correlation of the padded input with the kernel, channels-last inside
+(`backend.layout`: what it hands on).
 
 The patch matrices, their chunking and the matrix products are the backend's (`backend.conv`);
 what is here is the maths: the output, and the gradients of the kernel, the bias and the input.
@@ -7,17 +8,9 @@ import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
 from xpnn.backend.conv import Frame, correlate, kernel_gradient
+from xpnn.backend.layout import channels_first, channels_last
+from xpnn.backend.matmul import matmul
 from xpnn.layers.base import Layer, Parameter, ShapeError, check_input
-
-
-def channels_last(x):
-    """View an (N, C, H, W) array as (N, H, W, C): free when its memory is already channels-last."""
-    return x.transpose(0, 2, 3, 1)
-
-
-def channels_first(x):
-    """View an (N, H, W, C) array as (N, C, H, W) without moving memory."""
-    return x.transpose(0, 3, 1, 2)
 
 
 class ConvLayer(Layer):
@@ -85,7 +78,8 @@ class ConvLayer(Layer):
         self.weight.grad += kernel_gradient(frame, g, k, s)
         rows = g.reshape(-1, g.shape[3])
         xp = get_array_module(g)
-        self.bias.grad += xp.ones(rows.shape[0], dtype=g.dtype) @ rows  # faster than .sum(0)
+        ones = xp.ones(rows.shape[0], dtype=g.dtype)
+        self.bias.grad += matmul(ones, rows)  # faster than .sum(0)
         if not self.input_grad_needed:  # the first layer: nobody needs d input
             return None
         # d input = stride-1 correlation of the zero-inserted output gradient, placed so that

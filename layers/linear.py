@@ -2,6 +2,7 @@
 import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
+from xpnn.backend.matmul import matmul
 from xpnn.layers.base import Layer, Parameter, check_input
 
 
@@ -37,15 +38,15 @@ class LinearLayer(Layer):
     def forward(self, x):
         self.output_shape(x.shape)
         self._x = x.astype(self.weight.dtype, copy=False)
-        return self._x @ self.weight.data + self.bias.data
+        return matmul(self._x, self.weight.data) + self.bias.data
 
     def backward(self, grad_out):
-        self.weight.grad += self._x.T @ grad_out
+        self.weight.grad += matmul(self._x.T, grad_out)
         self.bias.grad += grad_out.sum(axis=0)
         self._x = None
         if not self.input_grad_needed:
             return None
-        return grad_out @ self.weight.data.T
+        return matmul(grad_out, self.weight.data.T)
 
 
 class FlattenLayer(Layer):

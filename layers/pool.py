@@ -1,7 +1,7 @@
 """Max pooling over square windows, channels-last inside (`backend.pool` does the work)."""
+from xpnn.backend.layout import channels_first, channels_last
 from xpnn.backend.pool import max_pool, max_pool_backward
 from xpnn.layers.base import Layer, ShapeError, check_input
-from xpnn.layers.conv import channels_first, channels_last
 
 
 class MaxPoolLayer(Layer):

@@ -43,7 +43,13 @@ class DataParallel:
         return [first] + [future.result() for future in futures]
 
     def _slices(self, n):
-        parts = min(self.workers, n)
+        return self._slices_for(n, self.workers)
+
+    @staticmethod
+    def _slices_for(n, workers):
+        """`min(workers, n)` contiguous slices of n items whose sizes differ by at most one
+        (MPI ranks split a batch the same way, `backend.communicator`)."""
+        parts = min(workers, n)
         bounds = [n * i // parts for i in range(parts + 1)]
         return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
@@ -79,12 +85,13 @@ class DataParallel:
         logits = get_array_module(x).concatenate([part_logits for _, part_logits in results])
         return loss, logits
 
-    def backward(self):
-        """Backward through every replica, then add their gradients into the network's."""
+    def backward(self, grad_out=1.0):
+        """Backward from `grad_out` times the batch's mean loss through every replica, then add
+        their gradients into the network's."""
         if self.workers == 1:
-            return self.net.backward()
+            return self.net.backward(grad_out)
         active = self.replicas[:len(self._shares)]
-        self._run([lambda r=r, share=share: r.backward(share)
+        self._run([lambda r=r, share=share: r.backward(share * grad_out)
                    for r, share in zip(active, self._shares)])
         for replica in active[1:]:
             for total, part in zip(self.net.parameters(), replica.parameters()):

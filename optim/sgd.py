@@ -15,6 +15,10 @@ class SGDOptimizer:
     Packs the parameters into one buffer (see `PackedParameters`), so a step is a few whole-array
     operations. Moving or casting the network afterwards (``net.to(...)``) is fine: the next
     `step` or `zero_grad` follows the parameters where they went, state included.
+
+    `step()` is `update()` (device work only) and the host's step count; a CUDA-graph step
+    (`backend.graphs`) captures `update()` after `keep_lr_on_device()`, from when on the update
+    reads the rate from a 0-d device array that setting `lr` writes (queued, no host wait).
     """
 
     def __init__(self, parameters, lr, weight_decay=0.0):
@@ -22,10 +26,30 @@ class SGDOptimizer:
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if not (math.isfinite(weight_decay) and weight_decay >= 0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        self.lr_on_device = None
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.packed = PackedParameters(parameters)
         self.steps = 0
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = float(value)
+        if self.lr_on_device is not None:
+            self.lr_on_device.fill(self._lr)
+
+    def keep_lr_on_device(self):
+        """From now on `update()` reads the learning rate from `lr_on_device`, a 0-d array of
+        the parameters' dtype on their device, which setting `lr` writes."""
+        self.follow_parameters()
+        self.lr_on_device = get_array_module(self.data).full((), self._lr, dtype=self.data.dtype)
+
+    def _rate(self):
+        return self._lr if self.lr_on_device is None else self.lr_on_device
 
     @property
     def data(self):
@@ -44,16 +68,22 @@ class SGDOptimizer:
             self._moved()
 
     def _moved(self):
-        """Move the optimizer's state to where `data` now is (none for plain SGD)."""
+        """Move the optimizer's state to where `data` now is (plain SGD: only a device rate)."""
+        if self.lr_on_device is not None:
+            self.keep_lr_on_device()
 
     def zero_grad(self):
         self.follow_parameters()
         self.grad.fill(0)
 
     def step(self):
-        self.follow_parameters()
-        sgd_update(self.data, self.grad, self.lr, self.weight_decay)
+        self.update()
         self.steps += 1
+
+    def update(self):
+        """The step's device work: the parameters moved along their gradients."""
+        self.follow_parameters()
+        sgd_update(self.data, self.grad, self._rate(), self.weight_decay)
 
     def state_dict(self):
         """Host arrays and numbers that, loaded back, continue the same trajectory."""
@@ -75,14 +105,14 @@ class MomentumSGDOptimizer(SGDOptimizer):
         self.velocity = get_array_module(self.data).zeros_like(self.data)
 
     def _moved(self):
+        super()._moved()
         self.velocity = device_of(self.data).send(self.velocity).astype(self.data.dtype,
                                                                          copy=False)
 
-    def step(self):
+    def update(self):
         self.follow_parameters()
-        momentum_update(self.data, self.grad, self.velocity, self.lr, self.momentum,
+        momentum_update(self.data, self.grad, self.velocity, self._rate(), self.momentum,
                         self.weight_decay)
-        self.steps += 1
 
     def state_dict(self):
         return {**super().state_dict(), "velocity": CPU.to_numpy(self.velocity).copy()}

@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of xpnn in one call (about 6-7 minutes on one H100):
-#   1. the GPU, CuPy and CUDA versions;
-#   2. the test suite with the gpu tests included (they must run: a gpu skip fails this script);
-#      the gpu cases run both ways a layer computes there: the array code and the fused CUDA
-#      kernels (backend/cuda.py);
-#   3. run.py parity (NumPy against CuPy, layer by layer) for every config, both ways;
-#   4. training-step time of lenet and resnet at batch 100 and 1000, ours (both ways) against
-#      PyTorch CUDA, with the host time to queue a step; a per-layer profile of resnet;
-#   5. resnet trained for 5 epochs on the GPU, both ways: test accuracy and wall time.
-# Writes the full log and the run folder under $OUT (default: ./gpu_check_out) and prints a short
-# table last. Usage, from the repository root:  bash scripts/gpu_check.sh
+# Every GPU check and benchmark of xpnn in one call (planned for under 8 minutes on one H100):
+#   1. the GPU, CuPy, CUDA, nvmath-python, cuTENSOR and PyTorch versions;
+#   2. the test suite with the gpu tests included (a gpu skip fails this script);
+#   3. run.py parity, NumPy against CuPy, every config, three ways: array code, fused kernels,
+#      and the CUDA-graph step's GEMM (--cuda-graph; target <= 1e-4);
+#   4. training-step time, lenet and resnet at batch 100 and 1000: ours eager (array code,
+#      fused kernels, NCHW layout) and as one CUDA graph (GEMM by cuBLAS through nvmath-python,
+#      and by cuTENSOR: the capturable-GEMM choice), against PyTorch CUDA eager and PyTorch
+#      with its own CUDA graph; kernel launches per step counted by nsys where it is installed;
+#   5. resnet trained for 5 epochs on the GPU, as one CUDA graph per step and eagerly: test
+#      accuracy and time; lenet one epoch as a graph (600 steps of 100: target < 1 s of steps);
+#   6. the short table, last.
+# Writes the full log and run folders under $OUT (default: ./gpu_check_out).
+# Usage, from the repository root:  bash scripts/gpu_check.sh [--dry-run]
+#   --dry-run: every step on the CPU at toy sizes, graph variants left out (what can run
+#   without a GPU), so a typo cannot cost a device run; a few minutes on 2 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+if [ $DRY = 1 ]; then
+    DEVICE=cpu; GRAPH=""; TESTS="tests/test_graphs.py tests/test_matmul.py tests/test_gpu_setup.py"
+    BENCH="--batch-sizes 4 --rounds 1 --steps 1 --warmup 0"; CONFIGS=configs/lenet.yaml
+    RESNET="--epochs 1 --limit-train 200 --limit-test 100"; LENET="--limit-train 200 --limit-test 100"
+else
+    DEVICE=gpu; GRAPH=--cuda-graph; TESTS=tests
+    BENCH="--batch-sizes 100,1000 --rounds 2 --steps 30 --warmup 10"; CONFIGS="configs/*.yaml"
+    RESNET=""; LENET=""
+fi
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 SUMMARY="$OUT/summary.md"
@@ -24,73 +40,121 @@ status=0
 {
 echo "== 1. device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python - <<'PY'
-import cupy
-props = cupy.cuda.runtime.getDeviceProperties(0)
-print("GPU:", props["name"].decode(), "| CuPy", cupy.__version__,
-      "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(),
-      "| driver", cupy.cuda.runtime.driverGetVersion())
+python - "$DEVICE" <<'PY'
+import importlib.metadata as meta
+import sys
+def version(name):
+    try:
+        return meta.version(name)
+    except meta.PackageNotFoundError:
+        return "not installed"
+print("nvmath-python", version("nvmath-python"), "| cutensor-cu12", version("cutensor-cu12"),
+      "| torch", version("torch"))
+if sys.argv[1] != "cpu":
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    print("GPU:", props["name"].decode(), "| CuPy", cupy.__version__,
+          "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(),
+          "| driver", cupy.cuda.runtime.driverGetVersion())
 PY
 } 2>&1 | tee "$LOG"
-say "device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+if [ $DRY = 1 ]; then say "device: none (dry run on the CPU)"
+else say "device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"; fi
 
 echo "== 2. tests, gpu included" | tee -a "$LOG"
-python -m pytest -q -rs tests 2>&1 | tee "$OUT/pytest.log" >> "$LOG"
+# shellcheck disable=SC2086  # TESTS is a list of paths
+python -m pytest -q -rs $TESTS 2>&1 | tee "$OUT/pytest.log" >> "$LOG"
 tail -3 "$OUT/pytest.log"
-if grep -E "SKIPPED.*(no usable GPU|CuPy)" "$OUT/pytest.log" >/dev/null; then
+if [ $DRY = 0 ] && grep -E "SKIPPED.*(no usable GPU|CuPy)" "$OUT/pytest.log" >/dev/null; then
     say "tests: FAIL (gpu tests skipped on a GPU machine)"; status=1
-elif grep -E "[0-9]+ failed" "$OUT/pytest.log" >/dev/null; then
+elif grep -E "[0-9]+ (failed|error)" "$OUT/pytest.log" >/dev/null; then
     say "tests: FAIL ($(tail -1 "$OUT/pytest.log"))"; status=1
 else
     say "tests: $(tail -1 "$OUT/pytest.log")"
 fi
 
 echo "== 3. parity NumPy vs CuPy" | tee -a "$LOG"
-for fused in 0 1; do
-    for config in configs/*.yaml; do
-        name="$(basename "$config" .yaml) (fused kernels $fused)"
+for way in array fused graph; do
+    case $way in
+        array) flags="--array-code --eager" ;;
+        fused) flags="--fused-kernels --eager" ;;
+        graph) flags="--array-code $GRAPH" ;;
+    esac
+    for config in $CONFIGS; do
+        name="$(basename "$config" .yaml) ($way)"
         echo "-- $name" >> "$LOG"
-        if XPNN_FUSED_KERNELS=$fused python run.py parity -c "$config" --device-a cpu --dtype-a float32 \
-                --device-b gpu >> "$LOG" 2>&1; then
+        # shellcheck disable=SC2086  # flags are words
+        if python run.py parity -c "$config" --device-a cpu --dtype-a float32 \
+                --device-b $DEVICE $flags >> "$LOG" 2>&1; then
             say "parity $name: ok (<= 1e-4)"
         else
             say "parity $name: FAIL (see log)"; status=1
         fi
     done
 done
-grep -E "worst|max" "$LOG" | tail -12
 
-echo "== 4. step time, ours vs PyTorch CUDA" | tee -a "$LOG"
-python -m benchmarks.gpu_vs_torch --device gpu --configs lenet,resnet --batch-sizes 100,1000 \
-    --variants array,fused --rounds 2 --json "$OUT/bench.json" 2>&1 | tee -a "$LOG" | tail -7 \
-    | tee -a "$SUMMARY"
-for fused in 0 1; do
-    echo "-- profile, fused kernels $fused" >> "$LOG"
-    XPNN_FUSED_KERNELS=$fused python run.py bench -c configs/resnet.yaml --device gpu \
-        --batch-size 1000 --profile >> "$LOG" 2>&1
-done
+echo "== 4. step time, ours vs PyTorch eager and PyTorch CUDA graph" | tee -a "$LOG"
+# shellcheck disable=SC2086  # BENCH is options
+python -m benchmarks.gpu_vs_torch --device $DEVICE --configs lenet,resnet $BENCH \
+    --variants array,fused,nchw,graph,graph-cutensor --torch eager,graph \
+    --json "$OUT/bench.json" 2>&1 | tee -a "$LOG" > "$OUT/bench.txt"
+if [ "${PIPESTATUS[0]}" != 0 ]; then say "benchmark: FAIL (see log)"; status=1; fi
+if command -v nsys >/dev/null && [ $DRY = 0 ]; then
+    for way in eager cuda-graph; do  # 200 steps: build, warm-up and capture are noise
+        nsys profile --cuda-graph-trace=node -o "$OUT/resnet-$way" --force-overwrite true \
+            python run.py bench -c configs/resnet.yaml --device gpu --batch-size 100 \
+            --steps 200 --warmup 3 --$way >> "$LOG" 2>&1
+        kernels=$(nsys stats -q --report cuda_gpu_kern_sum --format csv \
+            "$OUT/resnet-$way.nsys-rep" 2>/dev/null | python -c "import csv, sys
+print(sum(int(row['Instances']) for row in csv.DictReader(sys.stdin)))")
+        say "resnet batch 100, $way: ${kernels:-?} kernels in 203-205 steps (nsys; /200 per step)"
+    done
+else
+    say "kernel launches per step: not counted (nsys not installed)"
+fi
 
-echo "== 5. resnet, 5 epochs on the GPU" | tee -a "$LOG"
-for fused in 1 0; do
-    start=$(date +%s)
-    XPNN_FUSED_KERNELS=$fused python run.py train -c configs/resnet.yaml --device gpu \
-        --output "$OUT/resnet_gpu_fused$fused" --no-progress 2>&1 | tee -a "$LOG" | tail -7
-    say "resnet 5 epochs on GPU, fused kernels $fused: $(python - "$OUT/resnet_gpu_fused$fused" <<'PY'
+echo "== 5. training runs" | tee -a "$LOG"
+read_run() {
+    python - "$1" <<'PY'
 import sys
 from xpnn.training.metrics import best_epoch, read_metrics
 try:
     records = read_metrics(sys.argv[1])
     chosen = best_epoch(records)
+    seconds = ", ".join(f"{record['seconds']:.1f}" for record in records)
     print(f"test accuracy {100 * records[-1]['test_acc']:.2f}% after epoch {records[-1]['epoch']}"
           f" ({100 * chosen['test_acc']:.2f}% at epoch {chosen['epoch']}, chosen on validation),"
-          f" {sum(r['seconds'] for r in records):.0f} s in epochs")
+          f" epochs took {seconds} s")
 except Exception as error:
     print(f"FAILED ({error})")
 PY
-), wall $(( $(date +%s) - start )) s"
+}
+for way in graph eager; do
+    flag=--eager; [ $way = graph ] && flag="$GRAPH"
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    python run.py train -c configs/resnet.yaml --device $DEVICE $flag $RESNET \
+        --output "$OUT/resnet_$way" --no-progress 2>&1 | tee -a "$LOG" | tail -3
+    say "resnet (5 epochs unless a dry run), $way: $(read_run "$OUT/resnet_$way"), wall $(( $(date +%s) - start )) s"
 done
+# shellcheck disable=SC2086
+python run.py train -c configs/lenet.yaml --device $DEVICE $GRAPH --epochs 1 --batch-size 100 \
+    $LENET --output "$OUT/lenet_graph" --no-progress >> "$LOG" 2>&1
+say "lenet 1 epoch at batch 100 ${GRAPH:-eager}: $(read_run "$OUT/lenet_graph") (evaluation included)"
+python - "$OUT/bench.json" <<'PY' | tee -a "$SUMMARY"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+for row in rows:
+    if row["config"] == "lenet" and row["batch"] == 100:
+        for key in ("ours_graph_ms", "ours_array_ms"):
+            if key in row:
+                print(f"lenet 600 steps of 100 ({key[5:-3]}): {600 * row[key] / 1e3:.2f} s of "
+                      f"step time (target < 1 s)")
+PY
 
 echo
 echo "== summary"
 cat "$SUMMARY"
+echo
+tail -n +"$(grep -n '^| config' "$OUT/bench.txt" | cut -d: -f1)" "$OUT/bench.txt"
 exit $status

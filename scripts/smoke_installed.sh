@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# xpnn as a user gets it: `pip install ".[onnx]"` (a built wheel, not the checkout) into a fresh
+# xpnn as a user gets it: `pip install ".[onnx,mpi]"` (a built wheel, not the checkout) into a fresh
 # venv, then every command of the installed `xpnn`, run from a folder outside the checkout.
 # CI runs this after the tests; it needs the package registries, not a GPU.
 set -euo pipefail
@@ -8,7 +8,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --upgrade pip
-"$work/venv/bin/python" -m pip install --quiet "$repo[onnx]"
+"$work/venv/bin/python" -m pip install --quiet "$repo[onnx,mpi]"
 export PATH="$work/venv/bin:$PATH"
 cd "$work"
 
@@ -37,6 +37,9 @@ print(f"-- the exported model in onnxruntime: {100 * accuracy:.2f}% of the test 
       f"class as xpnn predict for {100 * agree:.2f}% of the images")
 assert agree > 0.999
 PY
+mpiexec -n 2 xpnn train -c lenet --epochs 1 --limit-train 2000 --limit-test 500 --no-progress \
+    -o ranks | grep "on 2 ranks"
+python -c 'import numpy; meta = str(numpy.load("ranks/last.npz")["meta"]); assert "\"ranks\": 2" in meta'
 xpnn parity -c lenet --batch-size 4 --json > parity.json
 python -c 'import json; report = json.load(open("parity.json")); assert report["passed"], report; print("-- parity:", report["compared"])'
 echo "installed-package smoke test: ok"

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from xpnn.backend import cuda, using
 GRID, BLOCK = 2, 3
 _C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long",
             "bool": "bool", "uint8": "unsigned char"}
+_DTYPES = {c_type: numpy.dtype(name) for name, c_type in _C_TYPES.items()}
 _CTYPES_SCALARS = {"float32": ctypes.c_float, "float64": ctypes.c_double,
                    "int32": ctypes.c_int, "int64": ctypes.c_longlong}
 
@@ -122,21 +124,46 @@ class _Dim3(ctypes.Structure):
     _fields_ = [("x", ctypes.c_uint), ("y", ctypes.c_uint), ("z", ctypes.c_uint)]
 
 
+def kernel_parameters(kernel, dtype):
+    """[(name, NumPy dtype, is a pointer)] of `kernel`'s parameters, read from its .cu source
+    with T as `dtype`."""
+    match = re.search(rf'extern "C" __global__ void {kernel.name}\((.*?)\)\s*{{',
+                      kernel.source(), re.S)
+    if match is None:
+        raise ValueError(f"{kernel.file} defines no kernel {kernel.name}")
+    parameters = []
+    for declaration in match.group(1).split(","):
+        words = declaration.replace("*", " * ").split()
+        name, pointer = words[-1], "*" in words
+        c_type = " ".join(word for word in words[:-1] if word not in ("const", "*"))
+        parameters.append((name, numpy.dtype(dtype) if c_type == "T" else _DTYPES[c_type],
+                           pointer))
+    return parameters
+
+
 def run_raw(kernel, args, dtype):
-    """Run `kernel` (a `backend.cuda.CudaKernel`) over NumPy arrays and scalars `args`."""
-    library = _library(f'{PRELUDE}#include "{kernel.file}"\n', kernel.options(dtype))
-    function = getattr(library, kernel.name)
-    dtype = numpy.dtype(dtype)
-    scalars = iter(kernel.scalar_types)
+    """Run `kernel` (a `backend.cuda.CudaKernel`) over NumPy arrays and the NumPy scalars its
+    wrapper typed (`CudaKernel.typed_args`). Stricter than a GPU: each argument must have the
+    C type its parameter declares (an array of that dtype for a pointer, a NumPy scalar of it
+    for a value), where CUDA would reinterpret the bits."""
+    parameters = kernel_parameters(kernel, dtype)
+    if len(args) != len(parameters):
+        raise TypeError(f"{kernel.name} takes {len(parameters)} arguments, got {len(args)}")
     c_args = []
-    for arg in args:
-        if isinstance(arg, numpy.ndarray):
+    for (name, want, pointer), arg in zip(parameters, args):
+        if pointer:
+            if not isinstance(arg, numpy.ndarray) or arg.dtype != want:
+                raise TypeError(f"{kernel.name}: {name} must be a {want} array, got {_kind(arg)}")
             if not arg.flags.c_contiguous:
-                raise ValueError(f"{kernel.name}: a CUDA kernel takes contiguous arrays")
+                raise ValueError(f"{kernel.name}: a CUDA kernel takes contiguous arrays ({name})")
             c_args.append(ctypes.c_void_p(arg.ctypes.data))
         else:
-            kind = next(scalars)
-            c_args.append(_CTYPES_SCALARS[dtype.name if kind == "T" else kind](arg))
+            if not isinstance(arg, numpy.generic) or arg.dtype != want:
+                raise TypeError(f"{kernel.name}: {name} must be a {want} scalar, got "
+                                f"{_kind(arg)}")
+            c_args.append(_CTYPES_SCALARS[want.name](arg))
+    library = _library(f'{PRELUDE}#include "{kernel.file}"\n', kernel.options(dtype))
+    function = getattr(library, kernel.name)
     for name, value in [("gridDim", GRID), ("blockDim", BLOCK)]:
         dim = _Dim3.in_dll(library, name)
         dim.x, dim.y, dim.z = value, 1, 1
@@ -148,19 +175,30 @@ def run_raw(kernel, args, dtype):
                 function(*c_args)
 
 
+def _kind(value):
+    if isinstance(value, (numpy.ndarray, numpy.generic)):
+        return f"a {value.dtype} {'array' if isinstance(value, numpy.ndarray) else 'scalar'}"
+    return type(value).__name__
+
+
 def run_elementwise(kernel, args, kwargs):
     """Run `kernel` (a `backend.cuda.ElementwiseKernel`) as CuPy would, over NumPy arguments.
 
-    Inputs first, then any outputs given (positionally or as ``out=``); returns the output
-    array(s)."""
+    Inputs first, then all outputs or none (CuPy's rules: no ``out=``, T fixed by the arrays
+    and the same for all of them; numbers take it); returns the output array(s)."""
     ins, outs = kernel.params()
-    given_outs = list(args[len(ins):])
-    if "out" in kwargs:
-        given_outs = [kwargs["out"]] if len(outs) == 1 else list(kwargs["out"])
-    inputs = list(args[:len(ins)])
+    if kwargs:  # CuPy's take only size, stream and block_size, which nothing here uses
+        raise TypeError(f"Wrong arguments {kwargs}")
+    if len(args) not in (len(ins), len(ins) + len(outs)):
+        raise TypeError(f"Wrong number of arguments for {kernel.name}")
+    inputs, given_outs = list(args[:len(ins)]), list(args[len(ins):])
     arrays = [arg for arg in inputs + given_outs if isinstance(arg, numpy.ndarray)]
-    t_dtype = next((arg.dtype for (kind, _), arg in zip(ins + outs, inputs + given_outs)
-                    if kind == "T" and isinstance(arg, numpy.ndarray)), None)
+    t_dtype = None
+    for (kind, name), arg in zip(ins + outs, inputs + given_outs):
+        if kind == "T" and isinstance(arg, numpy.ndarray):  # numbers take T; arrays fix it
+            if t_dtype is not None and arg.dtype != t_dtype:
+                raise TypeError(f"Type is mismatched. {name} {arg.dtype.type} {t_dtype.type} T")
+            t_dtype = arg.dtype
     if t_dtype is None:
         raise ValueError(f"{kernel.name}: no array argument fixes T")
     shape = numpy.broadcast_shapes(*(array.shape for array in arrays))

@@ -339,3 +339,66 @@ def test_a_bad_fused_kernels_variable_is_a_usage_error(monkeypatch):
     assert ("XPNN_FUSED_KERNELS must be 1 (fused CUDA kernels) or 0 (array code), got 'maybe'"
             in result.output)
     assert "Traceback" not in result.output
+
+
+# -- --cuda-graph -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["train", "bench", "parity"])
+def test_step_commands_offer_the_cuda_graph_switch(command):
+    result = invoke(command, "--help")
+    assert_ok(result)
+    assert "--cuda-graph / --eager" in result.output
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["--cuda-graph"], None, True), (["--eager"], "1", False), ([], "1", True), ([], None, False)])
+def test_cuda_graph_switch_and_its_variable_reach_the_trainer(args, env, expected, monkeypatch,
+                                                               tmp_path):
+    seen = {}
+
+    def start_run(config, device, run_dir, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xpnn.training.start_run", start_run)
+    if env is None:
+        monkeypatch.delenv("XPNN_CUDA_GRAPH", raising=False)
+    else:
+        monkeypatch.setenv("XPNN_CUDA_GRAPH", env)
+    invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
+    assert seen["cuda_graph"] is expected
+
+
+def test_parity_with_cuda_graph_compares_the_graphs_gemm(monkeypatch):
+    seen = {}
+
+    def compare(*args, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xpnn.tools.parity.compare", compare)
+    invoke("parity", "-c", LENET, "--device-b", "cpu", "--cuda-graph")
+    assert seen["gemm"] == "cublas"
+    invoke("parity", "-c", LENET, "--device-b", "cpu")
+    assert seen["gemm"] is None
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "-c", LENET, "--cuda-graph", "--limit-train", "50"],
+     "--cuda-graph captures the training step on a GPU, but this run is on cpu"),
+    (["bench", "-c", LENET, "--cuda-graph"], "--cuda-graph captures the step on a GPU, not on cpu"),
+    (["bench", "-c", LENET, "--cuda-graph", "--profile"], "--profile times each layer"),
+])
+def test_cuda_graph_on_the_cpu_is_a_one_line_error(args, fragment, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert fragment in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_cuda_graph_variable_is_a_usage_error(monkeypatch):
+    monkeypatch.setenv("XPNN_CUDA_GRAPH", "maybe")
+    result = invoke("bench", "-c", LENET, "--steps", "1", "--warmup", "0")
+    assert result.exit_code == 2
+    assert "XPNN_CUDA_GRAPH must be 1 (CUDA graph) or 0 (eager), got 'maybe'" in result.output

@@ -109,13 +109,59 @@ def test_emulated_kernel_runs_every_thread_and_rejects_strided_arrays(emulation,
         double_it(10, (x[::2], y[:10], 10), x.dtype)
 
 
+
+def test_emulated_elementwise_kernel_refuses_what_cupy_refuses(emulation):
+    """A green emulated test must mean a working GPU call: CuPy's ElementwiseKernel takes no
+    out=, all outputs or none, and one dtype for every T array (it does not cast)."""
+    axpy = ElementwiseKernel("T x, T a", "T y", "y += a * x", "test_axpy")
+    x, y = numpy.ones(3, numpy.float32), numpy.ones(3, numpy.float32)
+    with pytest.raises(TypeError, match="Wrong arguments"):
+        axpy(x, 2.0, out=y)
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        axpy(x, numpy.ones(3), y)                     # a float64 array for a float32 T
+    with pytest.raises(TypeError, match="Wrong number of arguments"):
+        axpy(x)
+    axpy(x, numpy.float64(2.0), y)                    # numbers, NumPy's included, take T
+    numpy.testing.assert_array_equal(y, [3, 3, 3])
+
+
+def _double_kernel(tmp_path, monkeypatch):
+    (tmp_path / "double.cu").write_text(
+        '#include "common.cuh"\n'
+        'extern "C" __global__ void xpnn_test_double(const T* x, T* y, long long size, T by) {\n'
+        "    XPNN_GRID_STRIDE_LOOP(i, size) { y[i] = by * x[i]; }\n}\n")
+    (tmp_path / "common.cuh").write_text((REPO / "backend" / "common.cuh").read_text())
+    monkeypatch.setattr(cuda, "FOLDER", tmp_path)
+    return CudaKernel("double.cu", "xpnn_test_double", ["int64", "T"])
+
+
+def test_a_raw_kernel_takes_numpy_scalars_as_numbers_of_their_declared_type(
+        emulation, tmp_path, monkeypatch):
+    """A NumPy scalar has a `shape` but is a number: the wrapper types it as declared (CuPy
+    would pass an int64 scalar as 8 bytes where the kernel reads 4), and the emulator checks
+    every argument against the kernel's C signature."""
+    kernel = _double_kernel(tmp_path, monkeypatch)
+    x, y = numpy.arange(4, dtype=numpy.float32), numpy.zeros(4, numpy.float32)
+    assert [type(arg) for arg in kernel.typed_args((x, y, numpy.int32(4), numpy.float64(2)),
+                                                   "float32")[2:]] == [numpy.int64, numpy.float32]
+    kernel(4, (x, y, numpy.int32(4), numpy.float64(3.0)), x.dtype)
+    numpy.testing.assert_array_equal(y, 3 * x)
+    with pytest.raises(TypeError, match="takes 2 numbers"):
+        kernel(4, (x, y, 4), x.dtype)
+    with pytest.raises(TypeError, match="y must be a float32 array, got a float64 array"):
+        kernel(4, (x, numpy.zeros(4), 4, 2.0), x.dtype)
+    from xpnn.backend import cuda as loader
+    with pytest.raises(TypeError, match="size must be a int64 scalar"):
+        cuda_emulation.run_raw(kernel, (x, y, numpy.int32(4), numpy.float32(2)), "float32")
+    assert loader.is_array(x) and not loader.is_array(numpy.float32(1))
+
 def test_emulation_reports_a_compile_error_with_the_compiler_output(emulation, tmp_path,
                                                                   monkeypatch):
     (tmp_path / "broken.cu").write_text(
         'extern "C" __global__ void xpnn_broken(float* x) { x[0] = nope; }\n')
     monkeypatch.setattr(cuda, "FOLDER", tmp_path)
     with pytest.raises(RuntimeError, match="nope"):
-        CudaKernel("broken.cu", "xpnn_broken", [])(1, (numpy.zeros(1),), "float64")
+        CudaKernel("broken.cu", "xpnn_broken", [])(1, (numpy.zeros(1, numpy.float32),), "float32")
 
 
 def _compile_script():

@@ -1,5 +1,6 @@
 """--device gpu where CuPy is installed but cannot run: one line naming what is missing. Checked
 with a stand-in for CuPy, so it runs on machines without a GPU."""
+import contextlib
 import sys
 import types
 
@@ -125,3 +126,63 @@ def test_a_working_cupy_is_probed_once(fake_cupy):
     first, second = get_device("gpu"), get_device("cuda:0")
     assert first == second and first.name == "cuda:0" and first.xp is cupy
     assert cupy.probes == 1
+
+
+# -- the run's device is CuPy's current device ------------------------------------------------------
+
+class RecordingCuda:
+    """`cuda.Device` of a stand-in CuPy that records which GPU was made current, and how."""
+
+    def __init__(self):
+        self.events = []
+        recording = self
+
+        class Device:
+            def __init__(self, gpu_id):
+                self.gpu_id = gpu_id
+
+            def use(self):
+                recording.events.append(("use", self.gpu_id))
+
+            def __enter__(self):
+                recording.events.append(("enter", self.gpu_id))
+                return self
+
+            def __exit__(self, *exc_info):
+                recording.events.append(("exit", self.gpu_id))
+                return False
+
+        self.Device = Device
+
+
+def test_a_gpu_device_becomes_current_for_a_block_or_for_good():
+    """CuPy makes new arrays and launches kernels on its current device, not the one `send`
+    copied to: `activated()` and `use()` make cuda:N current; on the CPU they do nothing."""
+    cuda = RecordingCuda()
+    gpu1 = device_module.Device("cuda:1", types.SimpleNamespace(cuda=cuda), 1)
+    with gpu1.activated():
+        cuda.events.append(("inside", None))
+    gpu1.use()
+    assert cuda.events == [("enter", 1), ("inside", None), ("exit", 1), ("use", 1)]
+    with device_module.CPU.activated():
+        device_module.CPU.use()
+
+
+def test_commands_and_training_runs_compute_with_their_device_current(monkeypatch, tmp_path):
+    from xpnn.backend import CPU, dispatch
+    from xpnn.training import start_run
+    from xpnn.training.config import load_config
+    events = []
+    monkeypatch.setattr(device_module.Device, "use", lambda self: events.append("use"))
+    config = load_config("lenet", [])
+    config["train"].update(epochs=1, batch_size=50)
+    trainer = start_run(config, CPU, tmp_path / "run", limit_train=100, limit_test=50,
+                        progress=False)
+    assert events == ["use"]                        # before the network and optimizer exist
+    trainer.fit()
+    assert events == ["use", "use"]                 # and again in the thread that trains
+    entered = []
+    monkeypatch.setattr(device_module.Device, "activated",
+                        lambda self: entered.append(self.name) or contextlib.nullcontext())
+    with dispatch.running_on(CPU):
+        assert entered == ["cpu"]

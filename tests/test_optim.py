@@ -345,3 +345,36 @@ def test_optimizer_over_a_layer_uses_its_parameters_in_order():
     optimizer = SGDOptimizer(layer.parameters(), lr=0.1)
     assert optimizer.data.size == layer.num_parameters() == 8
     numpy.testing.assert_array_equal(optimizer.data[:6], layer.weight.data.ravel())
+
+
+@pytest.mark.parametrize("momentum", [None, 0.9])
+def test_a_rate_kept_on_the_device_updates_as_the_number_does(device, momentum):
+    """What a CUDA-graph step captures: `update()` reading the rate from a device array that
+    setting `lr` writes, step after step, on every implementation (the fused kernels take it as
+    their T argument)."""
+    from xpnn.optim import MomentumSGDOptimizer, SGDOptimizer
+    from xpnn.layers import Parameter
+    rng = numpy.random.default_rng(3)
+
+    def trained(on_device):
+        params = [Parameter(device.send(rng_values.astype(numpy.float32)))
+                  for rng_values in start]
+        kind = SGDOptimizer if momentum is None else MomentumSGDOptimizer
+        extra = {} if momentum is None else {"momentum": momentum}
+        optimizer = kind(params, lr=0.1, weight_decay=1e-3, **extra)
+        if on_device:
+            optimizer.keep_lr_on_device()
+        for lr, grads in zip((0.1, 0.05, 0.02), steps):
+            optimizer.lr = lr
+            for param, grad in zip(params, grads):
+                param.grad[...] = device.send(grad.astype(numpy.float32))
+            optimizer.update() if on_device else optimizer.step()
+        if on_device:
+            assert float(optimizer.lr_on_device) == numpy.float32(0.02)
+            assert optimizer.lr_on_device.dtype == numpy.float32
+        return [device.to_numpy(param.data) for param in params]
+
+    start = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    steps = [[rng.standard_normal(x.shape) for x in start] for _ in range(3)]
+    for ours, reference in zip(trained(True), trained(False)):
+        numpy.testing.assert_array_equal(ours, reference)

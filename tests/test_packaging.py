@@ -80,6 +80,12 @@ def test_requirement_files_and_conda_environment_are_in_step_with_pyproject():
     assert conda - {"python", "pip"} == wanted
     gpu = requirement_names((REPO / "requirements-gpu.txt").read_text().splitlines())
     assert gpu == requirement_names(project["optional-dependencies"]["gpu"]) == {"cupy-cuda12x"}
+    mpi = requirement_names((REPO / "requirements-mpi.txt").read_text().splitlines())
+    assert mpi == requirement_names(project["optional-dependencies"]["mpi"]) == {"mpi4py", "mpich"}
+    conda_commented = requirement_names(line.strip().lstrip("#").strip().lstrip("- ")
+                                        for line in (REPO / "environment.yml").read_text()
+                                        .splitlines() if line.strip().startswith("# - "))
+    assert mpi <= conda_commented, "environment.yml lacks the conda equivalents of the mpi extra"
     for extra in ("gpu", "gpu-cuda13"):
         assert all("[ctk]" in requirement for requirement in
                    project["optional-dependencies"][extra]), "CuPy without its CUDA libraries"

@@ -223,6 +223,18 @@ def test_running_stats_sum_loss_and_correct_predictions(device):
     assert stats.read() == (1.5 + 2 * 0.25 * 4, 2 + 2 * 3, 18)
 
 
+
+def test_running_stats_count_a_nan_logit_as_argmax_does(device):
+    """One NaN rule on every path: a row holding NaN predicts its first NaN (numpy.argmax)."""
+    nan = numpy.nan
+    logits = numpy.array([[nan, 5.0, 1.0], [0.0, nan, 9.0], [1.0, 2.0, nan], [nan, nan, 0.0],
+                          [1.0, 3.0, 2.0]])
+    labels = numpy.array([0, 1, 2, 1, 1])
+    assert (logits.argmax(axis=1) == labels).sum() == 4  # all but row 3
+    stats = RunningStats(device.xp)
+    stats.add(device.send(numpy.asarray(0.5)), device.send(logits), device.send(labels))
+    assert stats.read()[1:] == (4, 5)
+
 def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, small_reference):
     """The whole training path with the fused CUDA kernels, run on the CPU (see
     tests/cuda_emulation.py): the weights end where the array code's do."""

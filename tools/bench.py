@@ -35,9 +35,13 @@ import numpy
 
 import xpnn
 from xpnn import nets
-from xpnn.backend import cpu_count, fused_on, get_device, new_rng, set_blas_threads
+from xpnn.backend import cpu_count, get_device, new_rng, running_on, set_blas_threads
+from xpnn.backend.graphs import CupyGraphs, GraphStep
+from xpnn.backend.layout import using_layout
+from xpnn.backend.matmul import using_gemm
 from xpnn.optim import make_optimizer
 from xpnn.training.config import load_config
+from xpnn.training.captured_step import DEFAULT_GEMM
 from xpnn.training.trainer import check_memory_fits
 
 PACKAGE_PARENT = str(Path(xpnn.__file__).resolve().parent.parent)  # the folder holding xpnn/
@@ -86,17 +90,21 @@ class TrainingStep:
     `workers`: on the CPU, the step runs on ``nets.DataParallel(net, workers)`` as the trainer's
     does (None: the trainer's default, one per core); 0 runs the bare network with BLAS set to
     one thread per core (process-wide, as DataParallel's one thread is). Ignored on a GPU.
+    `cuda_graph` (a GPU only): each step one CUDA graph (`backend.graphs.GraphStep`, the first
+    step eager, the second captured), its products by the GEMM `gemm` (`backend.matmul`).
     Attributes: `net`, `model` (what computes the step), `workers` (0: the bare network),
     `optimizer`, `device`, `images` (B, *input_shape), `labels` (B,), `loss` (the last step's
-    loss, a 0-d device array).
+    loss, a 0-d device array), `graph` (the `GraphStep`, or None).
     """
 
-    def __init__(self, config, device="cpu", batch_size=100, seed=0, lr=BENCH_LR, workers=None):
+    def __init__(self, config, device="cpu", batch_size=100, seed=0, lr=BENCH_LR, workers=None,
+                 cuda_graph=False, gemm=DEFAULT_GEMM):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if workers is not None and (not isinstance(workers, int) or workers < 0):
             raise ValueError(f"workers must be None or an integer >= 0, got {workers!r}")
         self.device = get_device(device)
+        self.device.use()  # the optimizer's buffers and every step's arrays land there
         self.net = nets.build(config["model"], seed=seed)
         check_memory_fits(self.net, batch_size, self.device)
         self.net.to(self.device)
@@ -112,12 +120,29 @@ class TrainingStep:
         self.images, self.labels = self.device.send(images), self.device.send(labels)
         self.batch_size = batch_size
         self.loss = None
+        self.graph, self.gemm = None, gemm
+        if cuda_graph:
+            if not self.device.is_gpu:
+                raise ValueError(f"cuda_graph captures the step on a GPU; {self.device.name} "
+                                 f"is not one")
+            self.optimizer.keep_lr_on_device()
+            self.graph = GraphStep(self.device_work, CupyGraphs(self.device.xp))
 
     def step(self):
+        if self.graph is None:
+            self.device_work()
+        else:
+            with using_gemm(self.gemm):
+                self.graph(self.batch_size)
+        self.optimizer.steps += 1
+
+    def device_work(self):
+        """The step without its host bookkeeping: what a CUDA graph holds. (`loss` stays the
+        same array in replays, which write each step's loss into it.)"""
         self.optimizer.zero_grad()
         self.loss, _ = self.model.forward_loss(self.images, self.labels)
         self.model.backward()
-        self.optimizer.step()
+        self.optimizer.update()
 
     def timed_steps(self, count, queued=None):
         """`count` steps; their times in ms, the device synchronised around each (`queued`: see
@@ -319,6 +344,8 @@ class BenchResult:
     `queue_ms` (GPU only): each timed step's host time until its kernels were all queued; near
     `step_ms`, the step is bound by launching kernels rather than by running them.
     `fused_kernels`: the step ran the fused CUDA kernels (`backend.cuda`; GPU only).
+    `cuda_graph`: the GEMM of a step replayed as one CUDA graph, or None (eager).
+    `layout`: how conv and pool layers handed on their images (`backend.layout`).
     """
     model: str
     device: str
@@ -343,6 +370,8 @@ class BenchResult:
     profile_step_ms: float = None
     queue_ms: list = None
     fused_kernels: bool = False
+    cuda_graph: str = None
+    layout: str = "channels_last"
 
     @property
     def median_ms(self):
@@ -381,7 +410,9 @@ class BenchResult:
             f"max {self.max_ms:.2f}) -> {self.images_per_s:,.0f} images/s",
             "  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
                                   f"each" if self.workers else "the network itself")
-            + (", fused CUDA kernels" if self.fused_kernels else ""),
+            + (", fused CUDA kernels" if self.fused_kernels else "")
+            + (f", one CUDA graph per step (GEMM {self.cuda_graph})" if self.cuda_graph else "")
+            + (f", {self.layout} layout" if self.layout != "channels_last" else ""),
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
         ]
         if self.start_rss_mib is not None:
@@ -429,7 +460,8 @@ def format_profile(rows, step_ms, steps, workers=0):
 # -- the benchmark ------------------------------------------------------------------------------
 
 def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0,
-              lr=BENCH_LR, workers=None, fused=False):
+              lr=BENCH_LR, workers=None, fused=False, cuda_graph=False, gemm=DEFAULT_GEMM,
+              layout="channels_last"):
     """Time `steps` full training steps of the network `config['model']` describes.
 
     Args:
@@ -444,15 +476,21 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         workers: CPU worker threads as in the trainer (None: one per core; 0: the bare network
             with multi-threaded BLAS; see `TrainingStep`).
         fused: on a GPU, run the fused CUDA kernels (`backend.dispatch`).
+        cuda_graph, gemm: on a GPU, replay each step as one CUDA graph whose products use the
+            GEMM `gemm` (see `TrainingStep`); two more untimed steps warm up and capture it.
+        layout: how conv and pool layers hand on images (`backend.layout`).
     Returns:
         `BenchResult`.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
+    if cuda_graph and profile:
+        raise ValueError("profile times each layer, which a step replayed as one CUDA graph "
+                         "cannot show; profile without cuda_graph")
     start_rss = current_rss_mib()
-    runner = TrainingStep(config, device, batch_size, seed, lr, workers)
-    with fused_on(runner.device, fused):
-        runner.timed_steps(warmup)
+    runner = TrainingStep(config, device, batch_size, seed, lr, workers, cuda_graph, gemm)
+    with running_on(runner.device, fused), using_layout(layout):
+        runner.timed_steps(warmup + (2 if cuda_graph else 0))
         before = cpu_usage()
         queue_ms = [] if runner.device.is_gpu else None
         step_ms = runner.timed_steps(steps, queue_ms)
@@ -474,12 +512,14 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
         workers=runner.workers, queue_ms=queue_ms,
-        fused_kernels=bool(fused and runner.device.is_gpu), **usage,
+        fused_kernels=bool(fused and runner.device.is_gpu),
+        cuda_graph=gemm if runner.graph is not None else None, layout=layout, **usage,
     )
 
 
 def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
                             profile=False, seed=0, lr=BENCH_LR, workers=None, fused=False,
+                            cuda_graph=False, gemm=DEFAULT_GEMM, layout="channels_last",
                             label="", env=None, timeout=None):
     """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
 
@@ -491,7 +531,8 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
         config = load_config(config)
     request = {"config": config, "device": str(getattr(device, "name", device)),
                "batch_size": batch_size, "steps": steps, "warmup": warmup,
-               "profile": profile, "seed": seed, "lr": lr, "workers": workers, "fused": fused}
+               "profile": profile, "seed": seed, "lr": lr, "workers": workers, "fused": fused,
+               "cuda_graph": cuda_graph, "gemm": gemm, "layout": layout}
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
         if value is None:

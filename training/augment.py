@@ -70,11 +70,16 @@ class Augmentation:
         offset = centre - numpy.einsum("nij,nj->ni", inverse_linear, centre + shift)
         return numpy.concatenate([inverse_linear, offset[:, :, None]], axis=2)
 
+    def step_maps(self, count, height, width, seed, epoch, step):
+        """The (count, 2, 3) float64 host maps of the batch of training step (seed, epoch, step);
+        they depend on nothing else."""
+        rng = numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])
+        return self.inverse_maps(count, height, width, rng)
+
     def __call__(self, images, seed, epoch, step):
         """`images` (N, C, H, W) float, each moved by its own random map for this (seed, epoch,
         step); a new array on the images' device."""
-        rng = numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])
-        maps = self.inverse_maps(images.shape[0], images.shape[2], images.shape[3], rng)
+        maps = self.step_maps(images.shape[0], images.shape[2], images.shape[3], seed, epoch, step)
         xp = get_array_module(images)
         return warp_affine(images, xp.asarray(maps.astype(images.dtype)))
 

@@ -16,6 +16,7 @@ import numpy
 
 from xpnn.backend import CPU, get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
+from xpnn.backend.graphs import forbid_host_sync
 from xpnn.training.batches import to_float
 from xpnn.training.files import atomic_write
 
@@ -42,6 +43,7 @@ class RunningStats:
 
     def read(self):
         """Return (loss sum, correct count, images seen) as Python numbers (a host sync)."""
+        forbid_host_sync("reading the running loss")
         return float(self.loss_sum), int(self.correct), self.seen
 
     def means(self):

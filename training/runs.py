@@ -19,6 +19,7 @@ import yaml
 
 from xpnn import nets
 from xpnn.backend import get_device
+from xpnn.backend.communicator import world
 from xpnn.data import load_dataset
 from xpnn.nets.config import ConfigError
 from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, check_matches,
@@ -143,48 +144,59 @@ def load_data(config, data_dir=None):
 
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
-              checkpoint_every=None, workers=None, progress=True, echo=None):
+              checkpoint_every=None, workers=None, ranks=None, progress=True, echo=None,
+              cuda_graph=False):
     """Check everything, create the run folder, and return a `Trainer` ready to `fit()` (which
     saves the first checkpoint before its first step).
 
     The data are loaded and the network built before the folder is created, so bad input
-    leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps.
+    leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps. `ranks`
+    (default: the world this process was launched into): rank 0 alone touches the folder and
+    any error it meets there is raised on every rank. `cuda_graph`: on a GPU, each step one
+    CUDA graph (`Trainer`).
     """
+    ranks = ranks if ranks is not None else world(device)
     if data_dir is not None:
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
     dataset = load_data(config)
     run_dir = Path(run_dir)
-    if (run_dir / LAST_NAME).exists():
-        prepare_run_dir(run_dir)  # raises: it already holds a run
+    ranks.on_root(lambda: (run_dir / LAST_NAME).exists() and prepare_run_dir(run_dir))  # raises
     every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
     trainer = Trainer(config, dataset, device, run_dir, limit_train=limit_train,
                       limit_test=limit_test, checkpoint_every=every, workers=workers,
-                      progress=progress, echo=echo)
-    prepare_run_dir(run_dir)
-    atomic_write(run_dir / CONFIG_COPY_NAME,
-                 lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
+                      ranks=ranks, progress=progress, echo=echo, cuda_graph=cuda_graph)
+
+    def create_folder():
+        prepare_run_dir(run_dir)
+        atomic_write(run_dir / CONFIG_COPY_NAME,
+                     lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
+    ranks.on_root(create_folder)
     return trainer
 
 
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
-               workers=None, progress=True, echo=None):
+               workers=None, ranks=None, progress=True, echo=None, cuda_graph=False):
     """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
 
     `config`, if given, must be the config the run was started with (it is checked, not used:
     the checkpoint carries its own). `data_dir` overrides where the data are read from,
     `checkpoint_every` the mid-epoch checkpoint interval and `workers` the number of CPU
     threads (default: the run's own; another number splits batches differently, so the
-    weights then differ in the last bits from an uninterrupted run's). Nothing else may change.
+    weights then differ in the last bits from an uninterrupted run's); `cuda_graph` how a GPU
+    computes each step (a replayed graph computes what an eager step with its GEMM does).
+    Nothing else may change, the number of ranks included: rank 0 reads the checkpoint and
+    sends it to the others.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
-                             f"that holds {LAST_NAME})")
-    if not (run_dir / LAST_NAME).exists():
-        raise RunFolderError(f"cannot resume: {run_dir} holds no {LAST_NAME} (the run stopped "
-                             f"before its first checkpoint, or this is not a run folder); start "
-                             f"a new run instead")
-    checkpoint = load_checkpoint(run_dir / LAST_NAME)
+    ranks = ranks if ranks is not None else world(device)
+    checkpoint = ranks.on_root(lambda: _read_last_checkpoint(run_dir))
+    saved_ranks = checkpoint.meta.get("ranks", 1)
+    if saved_ranks != ranks.size:
+        raise CheckpointError(
+            f"cannot resume {run_dir} on {ranks.size} rank(s): it was trained on {saved_ranks}, "
+            f"and another count splits every batch differently; resume it with"
+            + ("out mpiexec" if saved_ranks == 1 else
+               f" mpiexec -n {saved_ranks} (or --processes {saved_ranks})"))
     meta = checkpoint.meta
     try:
         saved_config = validate_config(_with_old_defaults(checkpoint.config))
@@ -201,14 +213,17 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
                       checkpoint_every=(meta.get("checkpoint_every", 0) if checkpoint_every is None
                                         else checkpoint_every),
                       workers=meta.get("workers") if workers is None else workers,
-                      progress=progress, echo=echo)
+                      ranks=ranks, progress=progress, echo=echo, cuda_graph=cuda_graph)
     if trainer.train_count != meta.get("train_count", trainer.train_count):
         raise CheckpointError(f"cannot resume {run_dir}: it was trained on {meta['train_count']} "
                               f"images but the dataset now gives {trainer.train_count}")
     trainer.load(checkpoint)
-    check_writable(run_dir)
-    remove_stale_temporaries(run_dir)
-    write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
+
+    def tidy_folder():
+        check_writable(run_dir)
+        remove_stale_temporaries(run_dir)
+        write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
+    ranks.on_root(tidy_folder)
     return trainer
 
 
@@ -221,6 +236,18 @@ def _with_old_defaults(config):
     if isinstance(config, dict) and data is None:
         return {**config, "data": {"validation": 0}}
     return config
+
+
+def _read_last_checkpoint(run_dir):
+    """The checkpoint last.npz of the run folder `run_dir`, or `RunFolderError` saying why not."""
+    if not run_dir.is_dir():
+        raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
+                             f"that holds {LAST_NAME})")
+    if not (run_dir / LAST_NAME).exists():
+        raise RunFolderError(f"cannot resume: {run_dir} holds no {LAST_NAME} (the run stopped "
+                             f"before its first checkpoint, or this is not a run folder); start "
+                             f"a new run instead")
+    return load_checkpoint(run_dir / LAST_NAME)
 
 
 def _check_same_config(config, saved_config, checkpoint):

@@ -12,6 +12,11 @@ set is only reported, never used to choose.
 Nothing waits for the device inside a step: loss and correct counts are summed on the device and
 read every `READ_EVERY` steps (for the progress bar and the NaN check), before every checkpoint
 and at the end of the epoch.
+
+On several ranks (`mpiexec -n N`, see `backend.communicator`), every rank runs this same loop on
+its slice of each global batch; the gradients are summed over ranks in rank order before each
+optimizer step, so every rank holds the same weights. Every rank evaluates the (whole)
+validation and test sets and keeps in lockstep; rank 0 alone writes files and shows progress.
 """
 import math
 import signal
@@ -25,11 +30,14 @@ from tqdm import tqdm
 
 from xpnn import layers, nets
 from xpnn.backend import available_bytes, cpu_count, format_bytes
+from xpnn.backend.communicator import world
+from xpnn.backend.warp import warp_affine
 from xpnn.data import DataError, hold_out
 from xpnn.nets import ConfigError
 from xpnn.optim import Schedule, make_optimizer
 from xpnn.training.augment import Augmentation
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
+from xpnn.training.captured_step import CapturedStep
 from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
 from xpnn.training.errors import DivergenceError, TrainingError, TrainingInterrupted
 from xpnn.training.metrics import RunningStats, evaluate, format_epoch, write_metrics
@@ -97,20 +105,35 @@ class Trainer:
         checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
         workers: CPU threads that each run a slice of every batch (`nets.DataParallel`); the
             result depends on the split, so a resumed run keeps its number to stay exact.
+            Default: the cores this process may use, shared among the ranks on this host.
+        ranks: the job's ranks (`backend.communicator`); default: the world this process was
+            launched into (one rank unless started by mpiexec).
         progress: show a tqdm progress bar (on stderr).
         echo: called with each epoch's summary line.
+        cuda_graph: on a GPU, in one process, run each training step as one CUDA graph
+            (`training.captured_step`); evaluation stays eager.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
-                 checkpoint_every=CHECKPOINT_EVERY, workers=None, progress=True, echo=None):
+                 checkpoint_every=CHECKPOINT_EVERY, workers=None, ranks=None, progress=True,
+                 echo=None, cuda_graph=False):
         self.config = config
         self.train_config = config["train"]
         self.device = device
         self.run_dir = Path(run_dir)
         self.checkpoint_every = int(checkpoint_every or 0)
-        self.progress = progress
-        self.echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
+        self.ranks = ranks if ranks is not None else world(device)
+        self.progress = progress and self.ranks.is_root
+        echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
+        self.echo = echo if self.ranks.is_root else (lambda line: None)
         self.limit_train, self.limit_test = limit_train, limit_test
+        if cuda_graph and self.ranks.size > 1:
+            raise TrainingError(f"--cuda-graph captures one process's step, but this run has "
+                                f"{self.ranks.size} ranks; drop --cuda-graph or run one process")
+        if cuda_graph and not device.is_gpu:
+            raise TrainingError(f"--cuda-graph captures the training step on a GPU, but this run "
+                                f"is on {device.name}; drop --cuda-graph or use --device gpu")
+        device.use()  # the run's device is current from here on (see `Device.use`)
 
         self.num_classes = config["model"]["num_classes"]
         self.net = nets.build(config["model"], seed=self.train_config["seed"])
@@ -124,11 +147,13 @@ class Trainer:
                      "test": (dataset.test_images[:limit_test], dataset.test_labels[:limit_test])}
         dataset_bytes = sum(array.nbytes for array in (train_images, train_labels,
                                                       *evaluated["validation"], *evaluated["test"]))
-        check_memory_fits(self.net, min(self.train_config["batch_size"], len(train_labels)),
-                          device, dataset_bytes)
+        rank_batch = -(-min(self.train_config["batch_size"], len(train_labels)) // self.ranks.size)
+        check_memory_fits(self.net, rank_batch, device, dataset_bytes)
         self.net.to(device)
         self.optimizer = make_optimizer(self.train_config, self.net.parameters())
-        self.workers = int(workers) if workers is not None else 1 if device.is_gpu else cpu_count()
+        self.ranks.broadcast(self.optimizer.data)  # every rank starts from rank 0's weights
+        self.workers = int(workers) if workers is not None else 1 if device.is_gpu else max(
+            1, cpu_count() // self.ranks.local_size)
         if self.workers > 1 and device.is_gpu:
             raise TrainingError(f"workers={self.workers} splits batches over CPU threads; on "
                                 f"{device.name} use workers=1")
@@ -146,6 +171,14 @@ class Trainer:
                           for name, (images, labels) in evaluated.items() if len(labels)}
         self.train_count = int(self.train_labels.shape[0])
         self.steps_per_epoch = num_batches(self.train_count, self.train_config["batch_size"])
+        smallest_batch = min(self.train_count, self.train_config["batch_size"],
+                             self.train_count % self.train_config["batch_size"] or self.train_count)
+        if smallest_batch < self.ranks.size:
+            raise TrainingError(
+                f"{self.ranks.size} ranks cannot share a batch of {smallest_batch} training "
+                f"image(s) (the epoch's {'only' if self.steps_per_epoch == 1 else 'last'} batch); "
+                f"use fewer ranks, or a batch size and image count that leave every batch at "
+                f"least {self.ranks.size} images")
 
         self.epoch = 0          # epochs finished (0-based index of the current epoch)
         self.step = 0           # steps done in the current epoch
@@ -154,6 +187,7 @@ class Trainer:
         self.stats = RunningStats(device.xp)
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stop_signal = None
+        self.captured_step = CapturedStep(self) if cuda_graph else None
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -167,7 +201,7 @@ class Trainer:
 
     def meta(self, seconds=0.0):
         """The JSON part of a checkpoint: config, position, metrics and running sums."""
-        loss_sum, correct, seen = self.stats.read()
+        loss_sum, correct, seen = self.read_stats()
         return {
             "config": self.config,
             "epoch": self.epoch,
@@ -178,6 +212,7 @@ class Trainer:
             "limit_test": self.limit_test,
             "checkpoint_every": self.checkpoint_every,
             "workers": self.workers,
+            "ranks": self.ranks.size,
             "metrics": self.metrics,
             "best_val_acc": self.best_val_acc,
             "epoch_progress": {"loss_sum": loss_sum, "correct": correct, "seen": seen,
@@ -190,9 +225,12 @@ class Trainer:
         }
 
     def save(self, path=None, seconds=0.0):
-        """Save the current state (after checking it is finite) to `path` (default last.npz)."""
+        """Save the current state (after checking it is finite) to `path` (default last.npz);
+        every rank checks, rank 0 writes."""
         self.check_finite()
-        save_checkpoint(path or self.last_path, self.net, self.optimizer, self.meta(seconds))
+        meta = self.meta(seconds)
+        if self.ranks.is_root:
+            save_checkpoint(path or self.last_path, self.net, self.optimizer, meta)
 
     def load(self, checkpoint):
         """Continue from `checkpoint` (a `training.checkpoint.Checkpoint` of this run)."""
@@ -202,15 +240,23 @@ class Trainer:
         self.metrics = checkpoint.metrics
         self.best_val_acc = meta.get("best_val_acc")
         progress = meta.get("epoch_progress", {})
-        self.stats = RunningStats(self.device.xp, progress.get("loss_sum", 0.0),
-                                  progress.get("correct", 0), progress.get("seen", 0))
+        if self.ranks.is_root:  # the sums so far count once, in rank 0's share
+            self.stats = RunningStats(self.device.xp, progress.get("loss_sum", 0.0),
+                                      progress.get("correct", 0), progress.get("seen", 0))
         self.seconds_before = float(progress.get("seconds", 0.0))
+
+    def read_stats(self):
+        """(loss sum, correct count, images seen) of the epoch so far, over all ranks (a device
+        sync; on several ranks a collective, so every rank calls it at the same points)."""
+        sums = numpy.array(self.stats.read(), dtype=numpy.float64)
+        self.ranks.sum_in_rank_order(sums)
+        return float(sums[0]), int(sums[1]), int(sums[2])
 
     # -- checks --------------------------------------------------------------------------------
 
     def check_finite(self):
         """Raise `DivergenceError` if the running loss or any weight is NaN or infinite."""
-        loss_sum, _, _ = self.stats.read()
+        loss_sum, _, _ = self.read_stats()
         if not math.isfinite(loss_sum):
             self.diverged(f"the training loss became {loss_sum}")
         xp = self.device.xp
@@ -234,6 +280,27 @@ class Trainer:
             raise KeyboardInterrupt  # a second Ctrl-C: stop at once (last.npz stays whole)
         self.stop_signal = signal_number
 
+    def stop_requested(self, step=0):
+        """Whether a SIGINT/SIGTERM asks to stop before `step` of the epoch. On several ranks
+        they decide together, every `READ_EVERY` steps: any rank's signal stops every rank at
+        the same step (so the checkpoint they save is one state)."""
+        if self.ranks.size == 1:
+            return self.stop_signal is not None
+        if step % READ_EVERY:
+            return False
+        signals = numpy.zeros(self.ranks.size)
+        signals[self.ranks.rank] = self.stop_signal or 0
+        self.ranks.sum_in_rank_order(signals)
+        received = [int(number) for number in signals if number]
+        if received and self.stop_signal is None:
+            self.stop_signal = received[0]
+        return bool(received)
+
+    def _evaluation_should_stop(self):
+        """A signal cuts the test-set evaluation short on one rank; ranks finish it (and decide
+        together at the next `stop_requested`)."""
+        return self.ranks.size == 1 and self.stop_signal is not None
+
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
             return {}
@@ -255,11 +322,12 @@ class Trainer:
         Raises `TrainingInterrupted` (after saving) on SIGINT/SIGTERM and `DivergenceError`
         (without saving) when the loss or weights stop being finite.
         """
+        self.device.use()
         previous = self._install_signal_handlers()
         try:
             # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
             with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                if not self.last_path.exists():
+                if not self.ranks.on_root(self.last_path.exists):
                     self.save()  # from here on, a run killed at any moment can be resumed
                 while self.epoch < self.train_config["epochs"]:
                     started = time.perf_counter()
@@ -280,9 +348,10 @@ class Trainer:
                    leave=False, dynamic_ncols=True, disable=not self.progress)
         try:
             for step in range(self.step, steps):
-                if self.stop_signal is not None:
+                if self.stop_requested(step):
                     self.interrupt(time.perf_counter() - started)
-                self.train_step(order[step * batch_size:(step + 1) * batch_size],
+                batch = order[step * batch_size:(step + 1) * batch_size]
+                self.train_step(batch[self.ranks.shard(len(batch))], len(batch),
                                 self.epoch + step / steps)
                 self.step = step + 1
                 bar.update(1)
@@ -295,27 +364,39 @@ class Trainer:
         finally:
             bar.close()
 
-    def train_step(self, index, epoch_position):
-        """One step on the batch `index` (device int64 indices) at fractional epoch `epoch_position`."""
-        images = self.batch_images(index)
+    def train_step(self, index, batch_size, epoch_position):
+        """One step at fractional epoch `epoch_position` on a batch of `batch_size` images, of
+        which this rank computes `index` (device int64 indices; all of them on one rank)."""
+        if self.captured_step is not None:  # one rank: `index` is the whole batch
+            self.captured_step(index, self.schedule(epoch_position), self.augment_maps(batch_size))
+            return
+        images = to_float(self.train_images[index])
+        if self.augment is not None:
+            images = warp_affine(images, self.augment_maps(batch_size))
         labels = self.train_labels[index]
         self.optimizer.lr = self.schedule(epoch_position)
         self.optimizer.zero_grad()
         loss, logits = self.model.forward_loss(images, labels)
         self.stats.add(loss, logits, labels)
-        self.model.backward()
+        # This rank's share of the batch's mean loss; the ranks' gradients then add up to it.
+        self.model.backward(len(labels) / batch_size)
+        self.ranks.sum_in_rank_order(self.optimizer.grad)
         self.optimizer.step()
 
-    def batch_images(self, index):
-        """The float32 images of the current step's batch `index`, augmented if asked."""
-        images = to_float(self.train_images[index])
-        if self.augment is not None:
-            images = self.augment(images, self.train_config["seed"], self.epoch, self.step)
-        return images
+    def augment_maps(self, batch_size):
+        """This rank's rows of the current step's augmentation maps, on the device (float32
+        (rows, 2, 3)); None without augmentation. Drawn for the whole batch of `batch_size`, so
+        an image is moved alike on any number of ranks."""
+        if self.augment is None:
+            return None
+        height, width = self.train_images.shape[2:]
+        maps = self.augment.step_maps(batch_size, height, width, self.train_config["seed"],
+                                      self.epoch, self.step)
+        return self.device.send(maps[self.ranks.shard(batch_size)].astype(numpy.float32))
 
     def check_loss(self, bar):
         """Read the running sums (a device sync), stop on NaN/inf, show them on the bar."""
-        loss_sum, correct, seen = self.stats.read()
+        loss_sum, correct, seen = self.read_stats()
         if not math.isfinite(loss_sum):
             self.diverged(f"the training loss became {loss_sum}")
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
@@ -324,16 +405,17 @@ class Trainer:
     def finish_epoch(self, started):
         """Evaluate on the validation and test sets, record the epoch, save best.npz (at the
         best validation accuracy) and last.npz, and write the metrics."""
-        if self.stop_signal is not None:
+        if self.stop_requested():
             self.interrupt(time.perf_counter() - started)
         self.check_finite()
-        train_loss, train_acc = self.stats.means()
+        loss_sum, correct, seen = self.read_stats()
+        train_loss, train_acc = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
         record = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "val_loss": None, "val_acc": None}
         for name, (images, labels) in self.evaluated.items():
             evaluation = evaluate(self.model, images, labels,
                                   EVAL_BATCH_SIZE["gpu" if self.device.is_gpu else "cpu"],
-                                  should_stop=lambda: self.stop_signal is not None)
+                                  should_stop=self._evaluation_should_stop)
             if evaluation is None:
                 self.interrupt(time.perf_counter() - started)
             if not math.isfinite(evaluation.loss):
@@ -353,5 +435,6 @@ class Trainer:
             self.best_val_acc = record["val_acc"]
             self.save(self.best_path)
         self.save()
-        write_metrics(self.run_dir, self.metrics)
+        if self.ranks.is_root:
+            write_metrics(self.run_dir, self.metrics)
         self.echo(format_epoch(record, self.train_config["epochs"]))

@@ -1,0 +1,285 @@
+"""Ranks of one data-parallel job: who we are, and the collectives a training step needs.
+
+    ranks = world()                 # SingleProcess unless started by mpiexec with 2+ ranks
+    ranks.size, ranks.rank, ranks.local_rank
+    ranks.broadcast(buffer)         # rank 0's values into every rank's array, in place
+    ranks.sum_in_rank_order(buffer) # every rank's array summed, rank 0 first, into each
+    value = ranks.on_root(function) # rank 0 calls it; every rank gets its result or its error
+
+Implementations, one per device: `SingleProcess` (one rank: every collective is a no-op, and
+mpi4py is never imported), `MPIRanks` (NumPy arrays through mpi4py) and `NCCLRanks` (CuPy
+arrays through NCCL, `cupy.cuda.nccl`; MPI carries only NCCL's id and Python objects).
+`world(device)` picks the one for a device.
+
+The sum is an all-gather followed by additions in rank order: ((b0 + b1) + b2) + ..., so a given
+number of ranks gives the same bits run after run, the same bits as `nets.DataParallel` adding
+its workers' gradients, and the same on every rank (no rank needs to broadcast its result).
+Every wait has a deadline (`timeout()` seconds, `XPNN_RANK_TIMEOUT`), since MPI and NCCL would
+wait forever for a rank that stopped taking part without dying; a rank that dies is ended by
+the launcher (mpiexec stops every rank of the job).
+"""
+import os
+import pickle
+import time
+
+import numpy
+
+# Where launchers tell a process how many ranks they started: MPICH's and Intel MPI's mpiexec
+# (and Slurm's srun --mpi=pmi2) PMI_SIZE, Open MPI's mpiexec OMPI_COMM_WORLD_SIZE, MVAPICH's
+# MV2_COMM_WORLD_SIZE.
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+TIMEOUT_VARIABLE = "XPNN_RANK_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0  # seconds; rank 0's test-set evaluation and checkpoint fit well inside
+# MPI moves a non-blocking collective's data only inside MPI calls, so a wait polls without
+# sleeping at first (yielding the core, should ranks outnumber cores), then, for a long wait
+# (rank 0 writing a checkpoint), every millisecond.
+_SPIN_SECONDS = 0.05
+_POLL_SECONDS = 0.001
+
+
+class RankError(RuntimeError):
+    """The ranks of a job cannot work together: MPI missing, a rank that stopped answering, an
+    error that rank 0 met on behalf of all."""
+
+
+def timeout():
+    """Seconds a rank waits for the others in one collective (`XPNN_RANK_TIMEOUT`, default 300)."""
+    text = os.environ.get(TIMEOUT_VARIABLE)
+    if text is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise RankError(f"{TIMEOUT_VARIABLE}={text!r} is not a number of seconds > 0; unset it "
+                        f"for the default {DEFAULT_TIMEOUT:g}")
+    return seconds
+
+
+def launched_size():
+    """The number of ranks a launcher started this process among (1 when none did)."""
+    for name in LAUNCHER_SIZE_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+class SingleProcess:
+    """One rank: the collectives return at once and change nothing."""
+    size = 1
+    rank = 0
+    local_rank = 0
+    local_size = 1
+
+    @property
+    def is_root(self):
+        return self.rank == 0
+
+    def broadcast(self, buffer):
+        """Copy rank 0's `buffer` (any shape) into every rank's, in place."""
+
+    def sum_in_rank_order(self, buffer):
+        """Replace every rank's `buffer` by the sum over ranks, added in rank order."""
+
+    def broadcast_object(self, value):
+        """Rank 0's `value` (picklable) on every rank."""
+        return value
+
+    def on_root(self, function):
+        """`function()` called on rank 0 only; its result, or the error it raised, on every rank
+        (the error re-raised with its type and message, so every rank reports it)."""
+        return function()
+
+    def shard(self, count):
+        """This rank's slice of `count` items: contiguous, in rank order, sizes differing by at
+        most one (as `nets.DataParallel` splits a batch). Empty where count < size."""
+        bounds = [count * i // self.size for i in range(self.size + 1)]
+        return slice(bounds[self.rank], bounds[self.rank + 1])
+
+    def wait_for_all(self, seconds):
+        """True if every rank reached this point within `seconds` (no error raised)."""
+        return True
+
+    def abort(self, exit_code):
+        """End every rank of the job now."""
+        raise SystemExit(exit_code)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(rank {self.rank} of {self.size})"
+
+
+class MPIRanks(SingleProcess):
+    """The ranks of MPI's world communicator, exchanging NumPy arrays through mpi4py."""
+
+    def __init__(self, comm=None):
+        MPI = import_mpi()
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this host
+        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
+        local.Free()
+        self.control = self.comm.Dup()  # its own channel, so it never meets a pending collective
+        self.timeout = timeout()
+        self._gathered = {}  # (size, dtype) -> the (ranks, size) array an all-gather fills
+
+    def _wait(self, request, what):
+        """Wait for a non-blocking MPI request, at most `self.timeout` seconds."""
+        if not _poll(request.Test, self.timeout):
+            raise RankError(
+                f"rank {self.rank} of {self.size}: no answer from the other ranks in {what} for "
+                f"{self.timeout:g} s (a rank stopped or hangs); stopping the job (set "
+                f"{TIMEOUT_VARIABLE} to wait longer)")
+
+    def broadcast(self, buffer):
+        self._wait(self.comm.Ibcast(_contiguous(buffer), root=0), "a broadcast")
+
+    def sum_in_rank_order(self, buffer):
+        flat = _contiguous(buffer).reshape(-1)
+        gathered = self._gathered_for(flat, numpy)
+        self._wait(self.comm.Iallgather(flat, gathered), "a sum (the gradients', or the loss's)")
+        add_rows_in_order(flat, gathered)
+
+    def _gathered_for(self, flat, xp):
+        key = (flat.size, flat.dtype.str, xp.__name__)
+        if key not in self._gathered:
+            self._gathered[key] = xp.empty((self.size, flat.size), dtype=flat.dtype)
+        return self._gathered[key]
+
+    def broadcast_object(self, value):
+        data = pickle.dumps(value) if self.is_root else None
+        length = numpy.array([len(data) if self.is_root else 0], dtype=numpy.int64)
+        self.broadcast(length)
+        payload = numpy.frombuffer(data, dtype=numpy.uint8).copy() if self.is_root else \
+            numpy.empty(int(length[0]), dtype=numpy.uint8)
+        self.broadcast(payload)
+        return value if self.is_root else pickle.loads(payload.tobytes())
+
+    def on_root(self, function):
+        outcome = None
+        if self.is_root:
+            try:
+                outcome = ("value", function())
+            except Exception as error:  # every rank must hear of it, or they wait forever
+                outcome = ("error", (type(error), str(error)))
+                self.broadcast_object(outcome)
+                raise
+        kind, payload = self.broadcast_object(outcome)
+        if kind == "error":
+            error_type, message = payload
+            try:
+                error = error_type(message)
+            except TypeError:  # an error type that takes more than its message
+                error = RankError(message)
+            raise error from None
+        return payload
+
+    def wait_for_all(self, seconds):
+        return _poll(self.control.Ibarrier().Test, seconds)
+
+    def abort(self, exit_code):
+        self.comm.Abort(exit_code)
+
+
+class NCCLRanks(MPIRanks):
+    """MPI's ranks, one GPU each (the `local_rank`-th of its host), exchanging CuPy arrays
+    through NCCL. MPI carries NCCL's id and the Python objects."""
+
+    def __init__(self, device, comm=None):
+        super().__init__(comm)
+        from cupy.cuda import nccl
+        if not getattr(nccl, "available", True):
+            raise RankError("CuPy finds no NCCL library, which ranks on GPUs need; pip install "
+                            "nvidia-nccl-cu12 (nvidia-nccl-cu13 for the gpu-cuda13 extra)")
+        self.nccl = nccl
+        self.device = device
+        self.cupy = device.xp
+        self.cupy.cuda.Device(device.gpu_id).use()  # this rank's one GPU, for all its work
+        unique_id = self.broadcast_object(nccl.get_unique_id() if self.is_root else None)
+        self.nccl_comm = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+
+    def _nccl_type(self, array):
+        names = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",
+                 "int64": "NCCL_INT64", "int32": "NCCL_INT32", "uint8": "NCCL_UINT8"}
+        return getattr(self.nccl, names[str(array.dtype)])
+
+    def _wait_stream(self, what):
+        """Wait for the work queued on the current stream, at most `self.timeout` seconds."""
+        event = self.cupy.cuda.Event(disable_timing=True)
+        event.record()
+        if not _poll(lambda: event.done, self.timeout):
+            raise RankError(
+                f"rank {self.rank} of {self.size}: NCCL {what} did not finish in {self.timeout:g} "
+                f"s (a rank stopped or hangs); stopping the job (set {TIMEOUT_VARIABLE} to wait "
+                f"longer)")
+
+    def broadcast(self, buffer):
+        if isinstance(buffer, numpy.ndarray):  # host values (objects, flags) go through MPI
+            return super().broadcast(buffer)
+        buffer = _contiguous(buffer)
+        stream = self.cupy.cuda.get_current_stream().ptr
+        self.nccl_comm.bcast(buffer.data.ptr, buffer.size, self._nccl_type(buffer), 0, stream)
+        self._wait_stream("broadcast")
+
+    def sum_in_rank_order(self, buffer):
+        if isinstance(buffer, numpy.ndarray):
+            return super().sum_in_rank_order(buffer)
+        flat = _contiguous(buffer).reshape(-1)
+        gathered = self._gathered_for(flat, self.cupy)
+        stream = self.cupy.cuda.get_current_stream().ptr
+        self.nccl_comm.allGather(flat.data.ptr, gathered.data.ptr, flat.size,
+                                 self._nccl_type(flat), stream)
+        self._wait_stream("all-gather of the gradients")
+        add_rows_in_order(flat, gathered)
+
+
+def _poll(done, seconds):
+    """Call `done()` until it is true (return True) or `seconds` have passed (return False)."""
+    started = time.monotonic()
+    while not done():
+        waited = time.monotonic() - started
+        if waited > seconds:
+            return False
+        time.sleep(0 if waited < _SPIN_SECONDS else _POLL_SECONDS)
+    return True
+
+
+def add_rows_in_order(out, rows):
+    """out = rows[0] + rows[1] + ..., added left to right (the order fixes the rounding)."""
+    out[...] = rows[0]
+    for row in rows[1:]:
+        out += row
+
+
+def _contiguous(buffer):
+    if not buffer.flags.c_contiguous:
+        raise ValueError("collectives work on contiguous arrays (the optimizer's packed buffers "
+                         "are)")
+    return buffer
+
+
+def import_mpi():
+    """mpi4py's MPI module, or `RankError` saying how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as error:
+        raise RankError(f"this process was started as one of {launched_size()} MPI ranks, but "
+                        f"mpi4py cannot be imported ({error}); pip install 'xpnn[mpi]'") from None
+    return MPI
+
+
+_world = {}
+
+
+def world(device=None):
+    """The ranks this process belongs to, for arrays on `device` (a `Device`; None: the CPU).
+
+    `SingleProcess` unless a launcher started 2 or more ranks (mpi4py is then not imported at
+    all); `NCCLRanks` for a GPU, `MPIRanks` otherwise. One object per kind, made once.
+    """
+    if launched_size() < 2:
+        return SingleProcess()
+    kind = "nccl" if device is not None and device.is_gpu else "mpi"
+    if kind not in _world:
+        _world[kind] = NCCLRanks(device) if kind == "nccl" else MPIRanks()
+    return _world[kind]

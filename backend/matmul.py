@@ -1,0 +1,209 @@
+"""Matrix products, and which library computes them on a GPU: the one primitive every conv and
+linear layer multiplies with.
+
+    y = matmul(a, b)              # a (m, k) @ b (k, n) -> (m, n)
+    matmul(a, b, out=y)           # into y, which may be a view (rows of a larger array)
+    with using_gemm("cublas"):    # on a GPU: the library that multiplies (the CPU takes NumPy's)
+        ...
+
+GEMMs on CuPy arrays (`GEMMS`; the CPU and the tests' NumPy arrays always take NumPy's, the
+CPU twin of all three):
+
+* ``cupy``: CuPy's own matmul (cuBLAS through CuPy's wrapper). The eager default. CuPy 14.2's
+  wrapper refuses to run during stream capture, so a step that multiplies with it cannot be a
+  CUDA graph.
+* ``cublas``: cuBLAS called directly through NVIDIA's bindings (``nvmath.bindings.cublas``,
+  from nvmath-python), on CuPy's current stream, with a workspace of `WORKSPACE_BYTES` that this
+  module allocates once per GPU before any capture: what cuBLAS documents as capture-safe. The
+  CUDA-graph step's default (`backend.graphs`).
+* ``cutensor``: the same product as a cuTENSOR contraction (``cupyx.cutensor``, which CuPy lets
+  run during capture; it draws its workspace from CuPy's current allocator). The alternative
+  scripts/gpu_check.sh measures against ``cublas``.
+
+Operands may have any strides with one of the two unit (row-major or column-major with a
+leading dimension): `gemm_operands` turns a row-major product into cuBLAS's column-major call
+without copying; anything else (negative strides, a view of every other column) is copied to
+a contiguous array first.
+"""
+import contextlib
+import contextvars
+from dataclasses import dataclass
+
+import numpy
+
+from xpnn.backend.device import DeviceUnavailableError, get_array_module
+
+GEMMS = ("cupy", "cublas", "cutensor")
+WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommended workspace on Hopper; ample for older GPUs
+_CHOSEN = contextvars.ContextVar("xpnn_gemm", default="cupy")
+
+
+class GemmUnavailableError(DeviceUnavailableError):
+    """The GEMM asked for cannot run here (its library is not installed)."""
+
+
+@contextlib.contextmanager
+def using_gemm(name):
+    """Within this block, products of CuPy arrays use the GEMM `name` (one of `GEMMS`)."""
+    if name not in GEMMS:
+        raise ValueError(f"unknown GEMM {name!r}; expected one of {', '.join(GEMMS)}")
+    token = _CHOSEN.set(name)
+    try:
+        yield
+    finally:
+        _CHOSEN.reset(token)
+
+
+def chosen_gemm():
+    return _CHOSEN.get()
+
+
+def matmul(a, b, out=None):
+    """a @ b for `a` (m, k) or (k,) and 2-D `b` (k, n) of one floating dtype; written into
+    `out` (m, n, or (n,) for a vector `a`) when given, which is returned."""
+    xp = get_array_module(a, b)
+    if xp.__name__ == "numpy" or _CHOSEN.get() == "cupy":
+        return xp.matmul(a, b, out=out)
+    if a.ndim == 1:
+        row = matmul(a[None], b, None if out is None else out[None])
+        return row[0] if out is None else out
+    if out is None:
+        out = xp.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    if 0 in out.shape or a.shape[1] == 0:
+        out[...] = 0
+        return out
+    target = out if _row_major_ld(out) is not None else xp.empty(out.shape, dtype=out.dtype)
+    _GEMM_CALLS[_CHOSEN.get()](xp, _usable(xp, a), _usable(xp, b), target)
+    if target is not out:
+        out[...] = target
+    return out
+
+
+# -- the column-major call a row-major product is --------------------------------------------------
+
+@dataclass(frozen=True)
+class GemmCall:
+    """The arguments of cuBLAS's column-major ``C = op(A) @ op(B)`` that compute row-major
+    ``out = a @ b``: C is out's memory read column-major, out^T = b^T @ a^T, so cuBLAS's A is
+    `b` and its B is `a`. `transa`/`transb` are True where the operand must be transposed."""
+    transa: bool
+    transb: bool
+    m: int
+    n: int
+    k: int
+    lda: int
+    ldb: int
+    ldc: int
+
+
+def gemm_operands(a, b, out):
+    """The `GemmCall` for ``out = a @ b``; every array must pass `_layout` (`matmul` copies
+    those that do not)."""
+    (m, k), n = a.shape, b.shape[1]
+    transb, ld_a = _layout(a)
+    transa, ld_b = _layout(b)
+    return GemmCall(transa, transb, n, m, k, ld_b, ld_a, _row_major_ld(out))
+
+
+def _layout(x):
+    """(transposed, leading dimension) of a 2-D array as cuBLAS reads its memory: row-major
+    memory read column-major is x^T (not transposed for the call that wants x^T); column-major
+    memory is x itself. None if neither stride is one element."""
+    rows, cols = x.shape
+    ld = _row_major_ld(x)
+    if ld is not None:
+        return False, ld
+    unit, step = x.itemsize, x.strides[1]
+    if (rows == 1 or x.strides[0] == unit) and step > 0 and step % unit == 0 \
+            and step // unit >= rows:
+        return True, step // unit
+    return None
+
+
+def _row_major_ld(x):
+    """The row stride, in elements, of a 2-D array whose rows are contiguous; else None."""
+    rows, cols = x.shape
+    unit, step = x.itemsize, x.strides[0]
+    if cols != 1 and x.strides[1] != unit:
+        return None
+    if rows == 1:
+        return max(cols, 1)
+    if step <= 0 or step % unit or step // unit < cols:
+        return None
+    return step // unit
+
+
+def _usable(xp, x):
+    return x if _layout(x) is not None else xp.ascontiguousarray(x)
+
+
+# -- cuBLAS through nvmath-python ------------------------------------------------------------------
+
+class CublasGemm:
+    """One cuBLAS handle per GPU, with its own workspace, called on CuPy's current stream.
+
+    `library` is ``nvmath.bindings.cublas`` (the tests pass a stand-in that multiplies host
+    memory). Created outside any capture (the first products of a step run eagerly first)."""
+
+    def __init__(self, library, xp):
+        self.library = library
+        self.handle = library.create()
+        self.workspace = xp.empty(WORKSPACE_BYTES, dtype=xp.uint8)  # kept alive with the handle
+        library.set_workspace(self.handle, _pointer(self.workspace), WORKSPACE_BYTES)
+        self.scalars = {name: (numpy.ones(1, name), numpy.zeros(1, name))
+                        for name in ("float32", "float64")}  # alpha = 1, beta = 0, on the host
+
+    def __call__(self, xp, a, b, out):
+        if out.dtype.name not in self.scalars or not a.dtype == b.dtype == out.dtype:
+            raise TypeError(f"the cublas GEMM multiplies float32 or float64 arrays of one dtype, "
+                            f"got {a.dtype} @ {b.dtype} -> {out.dtype}")
+        call = gemm_operands(a, b, out)
+        operation = self.library.Operation
+        gemm = self.library.sgemm if out.dtype == numpy.float32 else self.library.dgemm
+        alpha, beta = self.scalars[out.dtype.name]
+        self.library.set_stream(self.handle, _stream_pointer(xp))
+        gemm(self.handle, operation.T if call.transa else operation.N,
+             operation.T if call.transb else operation.N, call.m, call.n, call.k,
+             alpha.ctypes.data, _pointer(b), call.lda, _pointer(a), call.ldb,
+             beta.ctypes.data, _pointer(out), call.ldc)
+
+
+_cublas = {}  # GPU id -> CublasGemm
+
+
+def _cublas_gemm(xp, a, b, out):
+    gpu = out.device.id
+    if gpu not in _cublas:
+        try:
+            from nvmath.bindings import cublas
+        except ImportError as error:
+            raise GemmUnavailableError(
+                f"the cublas GEMM (--cuda-graph) needs nvmath-python ({_one_line(error)}); "
+                f"pip install 'xpnn[cuda-graph]' or nvmath-python") from None
+        _cublas[gpu] = CublasGemm(cublas, xp)
+    _cublas[gpu](xp, a, b, out)
+
+
+def _cutensor_gemm(xp, a, b, out):
+    try:
+        from cupyx import cutensor
+    except ImportError as error:
+        raise GemmUnavailableError(
+            f"the cutensor GEMM needs cuTENSOR ({_one_line(error)}); pip install cutensor-cu12"
+        ) from None
+    cutensor.contraction(1.0, a, ("m", "k"), b, ("k", "n"), 0.0, out, ("m", "n"))
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
+def _pointer(array):
+    return array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
+
+
+def _stream_pointer(xp):
+    return xp.cuda.get_current_stream().ptr
+
+
+_GEMM_CALLS = {"cublas": _cublas_gemm, "cutensor": _cutensor_gemm}

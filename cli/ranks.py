@@ -1,0 +1,127 @@
+"""The command line as one rank of several: which device a rank takes, starting the ranks
+(`--processes`), and ending every rank together, with an error, when one of them fails."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import traceback
+
+import click
+
+ERROR_GRACE_SECONDS = 10.0  # how long a failed rank waits for the others to fail too
+EXIT_RANK_DIED = 1
+
+
+def rank_device(spec):
+    """(the `Device` this rank computes on, the job's ranks) for a --device value.
+
+    On several ranks, ``gpu``/``cuda`` means the `local_rank`-th GPU of this rank's host (one GPU
+    per rank, on any number of hosts); a numbered GPU would put every rank of a host on one."""
+    from xpnn.backend import get_device
+    from xpnn.backend.communicator import world
+    from xpnn.backend.device import parse_device_name
+
+    ranks = world()
+    if ranks.size > 1 and parse_device_name(spec) is not None:
+        if ":" in str(spec):
+            raise click.UsageError(f"--device {spec} on {ranks.size} ranks would put every rank of "
+                                   f"a host on one GPU; use --device gpu (rank i of a host takes "
+                                   f"GPU i)")
+        spec = f"cuda:{ranks.local_rank}"
+    device = get_device(spec)
+    return device, world(device)
+
+
+def start_ranks(count, argv=None):
+    """Run this command again as `count` ranks through mpiexec; return its exit code."""
+    from xpnn.backend.communicator import launched_size
+
+    if launched_size() > 1:
+        raise click.UsageError("--processes starts the ranks itself; under mpiexec leave it out")
+    here = os.path.dirname(sys.executable)
+    mpiexec = shutil.which("mpiexec", path=here) or shutil.which("mpiexec")
+    if mpiexec is None:
+        raise click.UsageError(f"--processes {count} needs mpiexec, which is not installed; "
+                               f"pip install 'xpnn[mpi]' (mpi4py and the mpich wheel)")
+    argv = list(sys.argv if argv is None else argv)
+    program = [argv[0]] if argv[0].endswith(".py") else ["-m", "xpnn"]
+    # MPICH's launcher kills every rank with SIGKILL when one dies; told not to, it sends the
+    # survivors SIGUSR1 instead, so each can say what happened (`run_as_rank`) before it ends.
+    options = ["-disable-auto-cleanup"] if is_hydra(mpiexec) else []
+    command = [mpiexec, *options, "-n", str(count), sys.executable, *program,
+               *without_processes(argv[1:])]
+    code = subprocess.call(command)
+    if code not in (0, 130, 143):  # 130, 143: stopped by Ctrl-C / SIGTERM, already reported
+        click.echo(f"Error: the {count} ranks stopped with exit code {code} (the messages above "
+                   f"say which rank and why)", err=True)
+    return code
+
+
+def is_hydra(mpiexec):
+    """Whether `mpiexec` is MPICH's (Hydra), which the mpich wheel ships."""
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "HYDRA" in version
+
+
+def without_processes(args):
+    """Command-line arguments with any --processes N / --processes=N taken out."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            kept.append(arg)
+    return kept
+
+
+def run_as_rank(command):
+    """Run the click `command` as one rank of an MPI job, then end together with the others.
+
+    An error that every rank meets (a config, a checkpoint) is printed by every rank, which then
+    exit with its code together. A rank that fails alone, or finds the others gone, waits
+    `ERROR_GRACE_SECONDS` for them and then aborts the whole job: never a hang."""
+    from xpnn.backend.communicator import RankError, timeout, world
+
+    try:
+        ranks = world()  # made by every rank at the same point: it is a collective
+    except RankError as error:
+        sys.exit(f"Error: {error}")
+    signal.signal(signal.SIGUSR1, lambda number, frame: _another_rank_died(ranks))
+    try:
+        command(standalone_mode=True)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    except BaseException:  # a bug: show it, then end every rank
+        traceback.print_exc()
+        code = 1
+    if not isinstance(code, int):  # sys.exit("message")
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if ranks.wait_for_all(timeout() if code == 0 else ERROR_GRACE_SECONDS):
+        # Every rank is done. The launcher may still signal a rank that leaves MPI later than
+        # another (seen with MPICH), and Python's exit restores SIGUSR1's default (to die), but
+        # not an ignored signal's.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        sys.exit(code)
+    print(f"Error: rank {ranks.rank} of {ranks.size}: the other ranks did not finish with this "
+          f"one; stopping the job", file=sys.stderr, flush=True)
+    ranks.abort(code or 1)
+
+
+def _another_rank_died(ranks):
+    """SIGUSR1 from MPICH's launcher (`mpiexec -disable-auto-cleanup`): a rank of the job died.
+    MPI cannot go on without it; say so and end this rank at once."""
+    print(f"Error: rank {ranks.rank} of {ranks.size}: another rank of this job died (mpiexec "
+          f"says which, above or below); stopping this one; resume from the last checkpoint "
+          f"with --resume", file=sys.stderr, flush=True)
+    os._exit(EXIT_RANK_DIED)  # MPI_Finalize would wait for the dead rank forever

@@ -1,0 +1,152 @@
+"""The matrix-product primitive (`backend.matmul`): NumPy's product on the CPU, and the cuBLAS
+call a row-major product becomes on a GPU, checked without a GPU through a stand-in for
+nvmath's cuBLAS bindings that multiplies host memory column-major, as cuBLAS reads it."""
+import ctypes
+import types
+
+import numpy
+import pytest
+
+from xpnn.backend import matmul as gemm_module
+from xpnn.backend.matmul import CublasGemm, GEMMS, chosen_gemm, gemm_operands, matmul, using_gemm
+
+
+class HostCublas:
+    """nvmath.bindings.cublas as far as `CublasGemm` uses it, on host pointers: sgemm/dgemm
+    compute C = alpha op(A) op(B) + beta C on column-major memory, and refuse what cuBLAS
+    refuses (a leading dimension shorter than a column)."""
+    Operation = types.SimpleNamespace(N=0, T=1)
+
+    def __init__(self):
+        self.calls, self.streams, self.workspaces = [], [], []
+
+    def create(self):
+        return 7
+
+    def set_workspace(self, handle, pointer, size):
+        self.workspaces.append(size)
+
+    def set_stream(self, handle, stream):
+        self.streams.append(stream)
+
+    def sgemm(self, *args):
+        self._gemm(numpy.float32, *args)
+
+    def dgemm(self, *args):
+        self._gemm(numpy.float64, *args)
+
+    def _gemm(self, dtype, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        self.calls.append((transa, transb, m, n, k, lda, ldb, ldc))
+        op_a = self._column_major(a, (k, m) if transa else (m, k), lda, dtype)
+        op_b = self._column_major(b, (n, k) if transb else (k, n), ldb, dtype)
+        out = self._column_major(c, (m, n), ldc, dtype)
+        scale, keep = (self._column_major(p, (1, 1), 1, dtype)[0, 0] for p in (alpha, beta))
+        product = scale * ((op_a.T if transa else op_a) @ (op_b.T if transb else op_b))
+        out[...] = product if keep == 0 else product + keep * out  # beta 0: C is not read
+
+    @staticmethod
+    def _column_major(pointer, shape, ld, dtype):
+        rows, cols = shape
+        if ld < max(1, rows):
+            raise ValueError(f"CUBLAS_STATUS_INVALID_VALUE: ld {ld} < rows {rows}")
+        itemsize = numpy.dtype(dtype).itemsize
+        count = ld * (cols - 1) + rows
+        memory = (ctypes.c_char * (count * itemsize)).from_address(pointer)
+        flat = numpy.frombuffer(memory, dtype=dtype)
+        return numpy.lib.stride_tricks.as_strided(flat, shape, (itemsize, ld * itemsize))
+
+
+def host_xp():
+    stream = types.SimpleNamespace(ptr=99)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(get_current_stream=lambda: stream))
+
+
+def layouts(rng, shape, dtype):
+    """The same matrix in every layout the layers hand to a product: row-major, column-major
+    (a transposed array), rows of a wider array, and columns of a taller one."""
+    rows, cols = shape
+    x = rng.standard_normal(shape).astype(dtype)
+    wide = numpy.zeros((rows, cols + 3), dtype)
+    wide[:, 1:cols + 1] = x
+    tall = numpy.zeros((cols, rows + 2), dtype)
+    tall[:, 2:] = x.T
+    return {"row-major": x, "column-major": numpy.asfortranarray(x),
+            "rows of a wider array": wide[:, 1:cols + 1], "columns of a taller": tall[:, 2:].T}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m, k, n", [(5, 3, 4), (1, 6, 2), (4, 1, 3), (3, 2, 1)])
+def test_every_layout_becomes_one_cublas_call_that_computes_a_at_b(dtype, m, k, n):
+    rng = numpy.random.default_rng(0)
+    library = HostCublas()
+    gemm = CublasGemm(library, numpy)
+    assert library.workspaces == [gemm_module.WORKSPACE_BYTES]
+    for a_name, a in layouts(rng, (m, k), dtype).items():
+        for b_name, b in layouts(rng, (k, n), dtype).items():
+            out = numpy.full((m + 2, n), numpy.nan, dtype)[1:m + 1]  # rows of a taller array
+            gemm(host_xp(), a, b, out)
+            numpy.testing.assert_allclose(out, a @ b, rtol=1e-5, err_msg=f"{a_name} @ {b_name}")
+    assert len(library.calls) == 16 and set(library.streams) == {99}
+
+
+def test_the_call_reads_row_major_memory_as_its_transpose():
+    a, b = numpy.zeros((5, 3), numpy.float32), numpy.zeros((3, 4), numpy.float32)
+    out = numpy.zeros((5, 4), numpy.float32)
+    call = gemm_operands(a, b, out)  # out^T (4 x 5) = b^T (4 x 3) @ a^T (3 x 5)
+    assert (call.transa, call.transb, call.m, call.n, call.k) == (False, False, 4, 5, 3)
+    assert (call.lda, call.ldb, call.ldc) == (4, 3, 4)
+    assert gemm_operands(a.T.copy().T, b, out).transb   # column-major a: cuBLAS transposes it
+
+
+def test_a_product_that_needs_a_copy_still_comes_out_right(monkeypatch):
+    """Negative strides (a flipped kernel) and vectors go through `matmul` itself."""
+    library = HostCublas()
+    gemm = CublasGemm(library, numpy)
+    monkeypatch.setitem(gemm_module._GEMM_CALLS, "cublas",
+                        lambda xp, a, b, out: gemm(host_xp(), a, b, out))
+    monkeypatch.setattr(gemm_module, "get_array_module", lambda *arrays: FakeCuPy)
+    rng = numpy.random.default_rng(1)
+    a, b = rng.standard_normal((4, 6))[::-1, ::-1], rng.standard_normal((6, 3))
+    with using_gemm("cublas"):
+        numpy.testing.assert_allclose(matmul(a, b), a @ b)
+        numpy.testing.assert_allclose(matmul(a[0], b), a[0] @ b)
+        out = numpy.zeros((3, 4)).T  # column-major: computed aside, then copied in
+        assert matmul(a, b, out=out) is out
+        numpy.testing.assert_allclose(out, a @ b)
+    assert len(library.calls) == 3
+
+
+class FakeCuPy:
+    """NumPy under CuPy's name, so `matmul` takes its GPU path with host arrays."""
+    __name__ = "cupy"
+    empty, ascontiguousarray, matmul = numpy.empty, numpy.ascontiguousarray, numpy.matmul
+
+
+def test_numpy_arrays_take_numpys_product_whatever_the_gemm():
+    a, b = numpy.ones((2, 3)), numpy.ones((3, 2))
+    for name in GEMMS:
+        with using_gemm(name):
+            assert chosen_gemm() == name
+            numpy.testing.assert_array_equal(matmul(a, b), a @ b)
+    assert chosen_gemm() == "cupy"
+    with pytest.raises(ValueError, match="unknown GEMM 'cudnn'; expected one of cupy, cublas"):
+        with using_gemm("cudnn"):
+            pass
+
+
+def test_dtypes_must_agree():
+    gemm = CublasGemm(HostCublas(), numpy)
+    with pytest.raises(TypeError, match="float32 @ float64"):
+        gemm(host_xp(), numpy.ones((2, 2), numpy.float32), numpy.ones((2, 2)),
+             numpy.ones((2, 2), numpy.float32))
+
+
+def test_a_missing_gemm_library_is_a_one_line_device_error(monkeypatch):
+    from xpnn.backend import DeviceUnavailableError
+    monkeypatch.setitem(__import__("sys").modules, "nvmath", None)
+    monkeypatch.setattr(gemm_module, "_cublas", {})
+    out = types.SimpleNamespace(device=types.SimpleNamespace(id=0))
+    with pytest.raises(DeviceUnavailableError) as raised:
+        gemm_module._cublas_gemm(None, None, None, out)
+    assert "needs nvmath-python" in str(raised.value) and "\n" not in str(raised.value)
+    assert "pip install 'xpnn[cuda-graph]'" in str(raised.value)
