@@ -10,11 +10,12 @@ integer coordinates reads that pixel exactly, so shifts by whole pixels and mirr
 lose nothing.
 
 One implementation serves every device: plain `xp` array code (a grid, four gathers from a
-zero-bordered copy and a weighted sum), a handful of whole-batch element-wise operations, which
-is what a GPU wants (and a CUDA graph can hold: no GEMM, no host sync) and what NumPy runs
-fastest.
+zero-bordered copy and a weighted sum), a handful of whole-batch operations, which is what a GPU
+wants and what NumPy runs fastest. The source coordinates are one product through
+`backend.matmul` (the chosen GEMM on a GPU, so a captured CUDA graph can hold the warp too).
 """
 from xpnn.backend.device import get_array_module
+from xpnn.backend.matmul import matmul
 
 
 def warp_affine(images, inverse):
@@ -25,11 +26,10 @@ def warp_affine(images, inverse):
     inverse = inverse.astype(images.dtype, copy=False)
     ys, xs = xp.meshgrid(xp.arange(h, dtype=images.dtype), xp.arange(w, dtype=images.dtype),
                          indexing="ij")
-    xs, ys = xs.reshape(1, h * w), ys.reshape(1, h * w)
-    # (N, H*W) source coordinates, element-wise (no matrix product: nothing here needs a GEMM,
-    # so the warp can run inside a captured CUDA graph)
-    x_src = inverse[:, 0, 0:1] * xs + inverse[:, 0, 1:2] * ys + inverse[:, 0, 2:3]
-    y_src = inverse[:, 1, 0:1] * xs + inverse[:, 1, 1:2] * ys + inverse[:, 1, 2:3]
+    grid = xp.stack([xs.ravel(), ys.ravel(), xp.ones(h * w, dtype=images.dtype)])  # (3, H*W)
+    # through the product primitive, so a GPU uses the chosen (capturable) GEMM
+    source = matmul(inverse.reshape(n * 2, 3), grid).reshape(n, 2, h * w)
+    x_src, y_src = source[:, 0], source[:, 1]
     x0, y0 = xp.floor(x_src), xp.floor(y_src)
     wx, wy = x_src - x0, y_src - y0
     # A border of PAD zeros, and corners clipped into it: a top-left corner at -2 or less (or w
