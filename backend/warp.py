@@ -17,6 +17,8 @@ wants and what NumPy runs fastest. The source coordinates are one product throug
 from xpnn.backend.device import get_array_module
 from xpnn.backend.matmul import matmul
 
+PAD = 2  # zeros around each image that out-of-frame corners read
+
 
 def warp_affine(images, inverse):
     """Warp each image of `images` (N, C, H, W) by its 2 x 3 map `inverse` (N, 2, 3, from
@@ -46,5 +48,3 @@ def warp_affine(images, inverse):
     bottom = flat[top_left + row] * (1 - wx) + flat[top_left + row + 1] * wx
     return (top * (1 - wy) + bottom * wy).reshape(n, c, h, w)
 
-
-PAD = 2

@@ -21,6 +21,7 @@ from xpnn import configs, nets
 from xpnn.data import DEFAULT_VALIDATION
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
 from xpnn.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES, Schedule
+from xpnn.training.augment import OPTIONS as AUGMENT_OPTIONS
 from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
@@ -29,7 +30,6 @@ TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_dec
               "seed", "label_smoothing")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
-AUGMENT_KEYS = ("translate", "rotate", "scale", "shear", "flip")
 DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
 # Schedule options whose value must be strictly positive (all others must be >= 0).
 POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
@@ -199,8 +199,8 @@ def validate_augment(augment, dataset):
     degrees, flip: bool}, each optional); return it with only the options given."""
     if not isinstance(augment, dict):
         raise ConfigError(f"data.augment must be a mapping like {{translate: 2, rotate: 10}} of "
-                          f"options {', '.join(AUGMENT_KEYS)}, got {augment!r}")
-    check_keys("data.augment", augment, AUGMENT_KEYS)
+                          f"options {', '.join(AUGMENT_OPTIONS)}, got {augment!r}")
+    check_keys("data.augment", augment, AUGMENT_OPTIONS)
     checked = {}
     if "translate" in augment:
         checked["translate"] = check_number("data.augment.translate", augment["translate"], int,
