@@ -51,11 +51,32 @@ def start_ranks(count, argv=None):
     options = ["-disable-auto-cleanup"] if is_hydra(mpiexec) else []
     command = [mpiexec, *options, "-n", str(count), sys.executable, *program,
                *without_processes(argv[1:])]
-    code = subprocess.call(command)
+    code = run_forwarding_stops(command)
     if code not in (0, 130, 143):  # 130, 143: stopped by Ctrl-C / SIGTERM, already reported
         click.echo(f"Error: the {count} ranks stopped with exit code {code} (the messages above "
                    f"say which rank and why)", err=True)
     return code
+
+
+def run_forwarding_stops(command):
+    """Run the launcher `command`; return its exit code. A SIGINT or SIGTERM sent to this process
+    is passed on to the launcher, which passes it to every rank (each saves and stops at one step).
+
+    The launcher runs in a session of its own, so a terminal's Ctrl-C reaches it once, through
+    this process, not twice (MPICH's launcher takes a second Ctrl-C as "abort at once")."""
+    from xpnn.training.trainer import STOP_SIGNALS
+
+    launcher = subprocess.Popen(command, start_new_session=True)
+
+    def forward(number, frame):
+        launcher.send_signal(number)
+
+    previous = {number: signal.signal(number, forward) for number in STOP_SIGNALS}
+    try:
+        return launcher.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def is_hydra(mpiexec):

@@ -173,6 +173,30 @@ def test_ctrl_c_stops_every_rank_at_one_step_and_rank_0_says_how_to_resume(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_processes_reaches_every_rank(tmp_path, number):
+    """`kill` (or Ctrl-C) of `xpnn train --processes 2` stops the ranks it started, saved."""
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen([*RUN, *LONG, "--processes", "2", "-o", str(run_dir)], cwd=REPO,
+                           text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "last.npz").exists():
+        time.sleep(0.05)
+    pids = rank_pids(job.pid)
+    assert len(pids) == 2
+    job.send_signal(number)
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 128 + number, output
+    stopped = load_checkpoint(run_dir / "last.npz")
+    assert stopped.epoch < 2, "the ranks trained on after their launcher was stopped"
+    assert [line for line in output.splitlines() if line.startswith(f"{number.name}: stopped")] \
+        == [f"{number.name}: stopped at epoch {stopped.epoch + 1} step {stopped.step}/30 and "
+            f"saved {run_dir}/last.npz; continue with: mpiexec -n 2 python run.py train "
+            f"--resume {run_dir}"], output
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+@pytest.mark.slow
 def test_a_rank_that_stops_answering_ends_every_rank_with_an_error(tmp_path):
     script = tmp_path / "stuck.py"
     script.write_text(
