@@ -81,7 +81,8 @@ def test_ranks_give_the_weights_of_one_process_on_the_same_global_batch(tmp_path
 
 
 def rank_pids(parent):
-    """Process ids of the ranks under `parent` (the children of MPICH's proxy below it)."""
+    """Process ids of the ranks under `parent` (the children of MPICH's proxy below it), in
+    rank order (by the PMI_RANK that MPICH gives each)."""
     children = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -96,7 +97,12 @@ def rank_pids(parent):
             todo.append(child)
             if Path(f"/proc/{pid}/comm").read_text().startswith("hydra_pmi"):
                 found.append(child)
-    return sorted(found)
+    return sorted(found, key=_pmi_rank)
+
+
+def _pmi_rank(pid):
+    environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(item for item in environment if item.startswith(b"PMI_RANK="))[9:])
 
 
 @pytest.mark.slow
