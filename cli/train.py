@@ -5,7 +5,7 @@ import click
 
 from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option, dataset_option,
                               dataset_override, device_option, fused_option, load_config,
-                              output_option, set_option,
+                              output_option, processes_option, set_option,
                               train_shorthands)
 
 
@@ -34,9 +34,7 @@ from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option,
 @click.option("--workers", type=click.IntRange(min=1),
               help="CPU threads, each running a slice of every batch  [default: the cores "
                    "this process may use, or the resumed run's]")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), each on "
-                   "its slice of every batch; the same as mpiexec -n N xpnn train ...")
+@processes_option
 @dataset_option()
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
@@ -74,7 +72,7 @@ def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir,
         raise click.UsageError("give -c CONFIG to start a run, or --resume RUN_DIR to continue one")
 
     config = load_config(config_spec, overrides) if config_spec is not None else None
-    if processes > 1:
+    if processes > 1 and not _set_for_ranks_by_environment():
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)
     echo = click.echo if ranks.is_root else (lambda message: None)
@@ -109,3 +107,12 @@ def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir,
 
 def _where(device, ranks):
     return device.name if ranks.size == 1 else f"{ranks.size} ranks ({device.name} each)"
+
+
+def _set_for_ranks_by_environment():
+    """Whether this is one of several ranks and XPNN_PROCESSES (a default for starting ranks,
+    which every rank inherits) is all that asks for more."""
+    from xpnn.backend.communicator import launched_size
+
+    source = click.get_current_context().get_parameter_source("processes")
+    return launched_size() > 1 and source is click.core.ParameterSource.ENVIRONMENT

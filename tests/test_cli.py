@@ -341,6 +341,16 @@ def test_a_bad_fused_kernels_variable_is_a_usage_error(monkeypatch):
     assert "Traceback" not in result.output
 
 
+
+@pytest.mark.parametrize("value", ["two", "0"])
+def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, value):
+    monkeypatch.setenv("XPNN_PROCESSES", value)
+    result = invoke("train", "-c", LENET, "--epochs", "1")
+    assert result.exit_code == 2
+    assert (f"Invalid value for '--processes': XPNN_PROCESSES must be a whole number >= 1, got "
+            f"{value!r}" in result.output)
+    assert "Traceback" not in result.output
+
 # -- --cuda-graph -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["train", "bench", "parity"])

@@ -39,9 +39,9 @@ def ranks(count, *args, timeout=240, env=None):
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def one_process(*args):
+def one_process(*args, env=None):
     completed = subprocess.run([*RUN, *args], cwd=REPO, text=True, capture_output=True,
-                               timeout=240)
+                               timeout=240, env=env)
     assert completed.returncode == 0, completed.stderr
     return completed
 
@@ -244,6 +244,16 @@ def test_processes_starts_the_ranks_itself(tmp_path):
     done = one_process(*SHORT, "--processes", "2", "-o", str(tmp_path / "run"))
     assert "on 2 ranks (cpu each)" in done.stdout
     assert load_checkpoint(tmp_path / "run" / "last.npz").meta["ranks"] == 2
+
+
+@pytest.mark.slow
+def test_xpnn_processes_makes_ranks_the_default_and_ranks_inherit_it_harmlessly(tmp_path):
+    ranked = {**os.environ, "XPNN_PROCESSES": "2"}
+    done = one_process(*SHORT, "-o", str(tmp_path / "run"), env=ranked)
+    assert "on 2 ranks (cpu each)" in done.stdout
+    under_mpiexec = ranks(2, *SHORT, "-o", str(tmp_path / "mpiexec"), env=ranked)
+    assert under_mpiexec.returncode == 0, under_mpiexec.stderr
+    assert "on 2 ranks (cpu each)" in under_mpiexec.stdout
 
 
 @pytest.mark.slow
