@@ -19,28 +19,48 @@ import contextlib
 import contextvars
 
 IMPLEMENTATIONS = ("cpu", "gpu", "fused")
-_CHOSEN = contextvars.ContextVar("xpnn_implementation", default=None)
+
+
+class Switch:
+    """A choice among `choices` that holds for a block of code (``with switch.using(choice):``)
+    and is read with `chosen()`. A context variable, so worker threads started with the
+    caller's context (`nets.DataParallel`) follow it. `what` names it in errors."""
+
+    def __init__(self, what, choices, default):
+        self.what, self.choices = what, tuple(choices)
+        self._chosen = contextvars.ContextVar(f"xpnn_{what}", default=default)
+
+    def chosen(self):
+        return self._chosen.get()
+
+    @contextlib.contextmanager
+    def using(self, choice):
+        if choice not in self.choices:
+            known = ", ".join(str(name) for name in self.choices if name is not None)
+            raise ValueError(f"unknown {self.what} {choice!r}; expected one of {known}")
+        token = self._chosen.set(choice)
+        try:
+            yield
+        finally:
+            self._chosen.reset(token)
+
+
+# None: the default implementation for the arrays' module.
+_IMPLEMENTATION = Switch("implementation", (None, *IMPLEMENTATIONS), default=None)
 
 
 def implementation(xp):
     """``"cpu"``, ``"gpu"`` or ``"fused"``: which implementation computes on arrays of `xp`."""
-    chosen = _CHOSEN.get()
+    chosen = _IMPLEMENTATION.chosen()
     if chosen is not None:
         return chosen
     return "cpu" if xp.__name__ == "numpy" else "gpu"
 
 
-@contextlib.contextmanager
 def using(name):
     """Within this block, every primitive runs its `name` implementation (None: the default,
     by array module)."""
-    if name is not None and name not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
-    token = _CHOSEN.set(name)
-    try:
-        yield
-    finally:
-        _CHOSEN.reset(token)
+    return _IMPLEMENTATION.using(name)
 
 
 def fused_on(device, enabled):

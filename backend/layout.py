@@ -20,29 +20,20 @@ depends on the layout (`LAYOUTS`):
 Measured on the CPU: channels-last (DESIGN.md). On a GPU the choice is unmeasured;
 scripts/gpu_check.sh times both (`benchmarks/gpu_vs_torch.py --layouts`).
 """
-import contextlib
-import contextvars
-
 from xpnn.backend.device import get_array_module
+from xpnn.backend.dispatch import Switch
 
 LAYOUTS = ("channels_last", "nchw")
-_CHOSEN = contextvars.ContextVar("xpnn_layout", default="channels_last")
+LAYOUT = Switch("layout", LAYOUTS, default="channels_last")
 
 
-@contextlib.contextmanager
 def using_layout(name):
     """Within this block, conv and pool layers hand on images in layout `name`."""
-    if name not in LAYOUTS:
-        raise ValueError(f"unknown layout {name!r}; expected one of {', '.join(LAYOUTS)}")
-    token = _CHOSEN.set(name)
-    try:
-        yield
-    finally:
-        _CHOSEN.reset(token)
+    return LAYOUT.using(name)
 
 
 def chosen_layout():
-    return _CHOSEN.get()
+    return LAYOUT.chosen()
 
 
 def channels_last(x):
@@ -54,6 +45,6 @@ def channels_first(y):
     """(N, C, H, W) of an (N, H, W, C) array: a view (``channels_last``) or a contiguous copy
     (``nchw``)."""
     view = y.transpose(0, 3, 1, 2)
-    if _CHOSEN.get() == "nchw":
+    if LAYOUT.chosen() == "nchw":
         return get_array_module(y).ascontiguousarray(view)
     return view

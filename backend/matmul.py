@@ -25,44 +25,36 @@ leading dimension): `gemm_operands` turns a row-major product into cuBLAS's colu
 without copying; anything else (negative strides, a view of every other column) is copied to
 a contiguous array first.
 """
-import contextlib
-import contextvars
 from dataclasses import dataclass
 
 import numpy
 
 from xpnn.backend.device import DeviceUnavailableError, get_array_module
+from xpnn.backend.dispatch import Switch
 
 GEMMS = ("cupy", "cublas", "cutensor")
 WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommended workspace on Hopper; ample for older GPUs
-_CHOSEN = contextvars.ContextVar("xpnn_gemm", default="cupy")
+GEMM = Switch("GEMM", GEMMS, default="cupy")
 
 
 class GemmUnavailableError(DeviceUnavailableError):
     """The GEMM asked for cannot run here (its library is not installed)."""
 
 
-@contextlib.contextmanager
 def using_gemm(name):
     """Within this block, products of CuPy arrays use the GEMM `name` (one of `GEMMS`)."""
-    if name not in GEMMS:
-        raise ValueError(f"unknown GEMM {name!r}; expected one of {', '.join(GEMMS)}")
-    token = _CHOSEN.set(name)
-    try:
-        yield
-    finally:
-        _CHOSEN.reset(token)
+    return GEMM.using(name)
 
 
 def chosen_gemm():
-    return _CHOSEN.get()
+    return GEMM.chosen()
 
 
 def matmul(a, b, out=None):
     """a @ b for `a` (m, k) or (k,) and 2-D `b` (k, n) of one floating dtype; written into
     `out` (m, n, or (n,) for a vector `a`) when given, which is returned."""
     xp = get_array_module(a, b)
-    if xp.__name__ == "numpy" or _CHOSEN.get() == "cupy":
+    if xp.__name__ == "numpy" or GEMM.chosen() == "cupy":
         return xp.matmul(a, b, out=out)
     if a.ndim == 1:
         row = matmul(a[None], b, None if out is None else out[None])
@@ -73,7 +65,7 @@ def matmul(a, b, out=None):
         out[...] = 0
         return out
     target = out if _row_major_ld(out) is not None else xp.empty(out.shape, dtype=out.dtype)
-    _GEMM_CALLS[_CHOSEN.get()](xp, _usable(xp, a), _usable(xp, b), target)
+    _GEMM_CALLS[GEMM.chosen()](xp, _usable(xp, a), _usable(xp, b), target)
     if target is not out:
         out[...] = target
     return out
