@@ -80,6 +80,17 @@ def test_ranks_give_the_weights_of_one_process_on_the_same_global_batch(tmp_path
         assert numpy.allclose(a[key], b[key], rtol=1e-5, atol=1e-7), key
 
 
+
+@pytest.mark.slow
+def test_augmented_ranks_warp_each_image_as_one_process_does(tmp_path):
+    """Augmentation draws its maps for the whole global batch; each rank warps its shard."""
+    augmented = ["-c", "resnet_augment", "--epochs", "1", "--limit-train", "650",
+                 "--limit-test", "100", "--no-progress"]
+    done = ranks(3, *augmented, "-o", str(tmp_path / "ranks"))
+    assert done.returncode == 0, done.stderr
+    one_process(*augmented, "--workers", "3", "-o", str(tmp_path / "threads"))
+    assert_bit_identical(tmp_path / "ranks", tmp_path / "threads")
+
 def rank_pids(parent):
     """Process ids of the ranks under `parent` (the children of MPICH's proxy below it), in
     rank order (by the PMI_RANK that MPICH gives each)."""
