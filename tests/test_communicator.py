@@ -1,7 +1,6 @@
 """The ranks' collectives. Run as they are (one rank: every collective changes nothing) and
 under `mpiexec -n 2 python -m pytest -q tests/test_communicator.py` (CI), where every rank runs
 every test in the same order and the collectives really travel."""
-import os
 
 import numpy
 import pytest
