@@ -76,6 +76,13 @@ class Augmentation:
         rng = numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])
         return self.inverse_maps(count, height, width, rng)
 
+    def epoch_maps(self, batch_sizes, height, width, seed, epoch):
+        """The maps of a whole epoch, batch after batch: (sum(batch_sizes), 2, 3) float32 host
+        maps whose rows for step i (of `batch_sizes[i]` images) are `step_maps` of that step,
+        so an epoch's maps reach the device in one copy, outside the steps."""
+        return numpy.concatenate([self.step_maps(size, height, width, seed, epoch, step)
+                                  for step, size in enumerate(batch_sizes)]).astype(numpy.float32)
+
     def __call__(self, images, seed, epoch, step):
         """`images` (N, C, H, W) float, each moved by its own random map for this (seed, epoch,
         step); a new array on the images' device."""

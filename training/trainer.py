@@ -344,15 +344,18 @@ class Trainer:
         total_epochs = self.train_config["epochs"]
         order = self.device.send(epoch_permutation(self.train_config["seed"], self.epoch,
                                                    self.train_count))
+        maps = self.epoch_maps()
         bar = tqdm(total=steps, initial=self.step, desc=f"epoch {self.epoch + 1}/{total_epochs}",
                    leave=False, dynamic_ncols=True, disable=not self.progress)
         try:
             for step in range(self.step, steps):
                 if self.stop_requested(step):
                     self.interrupt(time.perf_counter() - started)
-                batch = order[step * batch_size:(step + 1) * batch_size]
-                self.train_step(batch[self.ranks.shard(len(batch))], len(batch),
-                                self.epoch + step / steps)
+                rows = slice(step * batch_size, (step + 1) * batch_size)
+                batch = order[rows]
+                shard = self.ranks.shard(len(batch))
+                self.train_step(batch[shard], len(batch), self.epoch + step / steps,
+                                None if maps is None else maps[rows][shard])
                 self.step = step + 1
                 bar.update(1)
                 if self.step % READ_EVERY == 0 or self.step == steps:
@@ -364,15 +367,16 @@ class Trainer:
         finally:
             bar.close()
 
-    def train_step(self, index, batch_size, epoch_position):
+    def train_step(self, index, batch_size, epoch_position, maps=None):
         """One step at fractional epoch `epoch_position` on a batch of `batch_size` images, of
-        which this rank computes `index` (device int64 indices; all of them on one rank)."""
+        which this rank computes `index` (device int64 indices; all of them on one rank), each
+        warped by its row of `maps` (device (len(index), 2, 3); None: no augmentation)."""
         if self.captured_step is not None:  # one rank: `index` is the whole batch
-            self.captured_step(index, self.schedule(epoch_position), self.augment_maps(batch_size))
+            self.captured_step(index, self.schedule(epoch_position), maps)
             return
         images = to_float(self.train_images[index])
-        if self.augment is not None:
-            images = warp_affine(images, self.augment_maps(batch_size))
+        if maps is not None:
+            images = warp_affine(images, maps)
         labels = self.train_labels[index]
         self.optimizer.lr = self.schedule(epoch_position)
         self.optimizer.zero_grad()
@@ -383,16 +387,18 @@ class Trainer:
         self.ranks.sum_in_rank_order(self.optimizer.grad)
         self.optimizer.step()
 
-    def augment_maps(self, batch_size):
-        """This rank's rows of the current step's augmentation maps, on the device (float32
-        (rows, 2, 3)); None without augmentation. Drawn for the whole batch of `batch_size`, so
-        an image is moved alike on any number of ranks."""
+    def epoch_maps(self):
+        """The current epoch's augmentation maps on the device, in the epoch's batch order
+        (float32 (train_count, 2, 3), see `training.augment`); None without augmentation. Drawn
+        per whole batch, so an image is moved alike on any number of ranks."""
         if self.augment is None:
             return None
+        batch_size = self.train_config["batch_size"]
+        sizes = [min(batch_size, self.train_count - start)
+                 for start in range(0, self.train_count, batch_size)]
         height, width = self.train_images.shape[2:]
-        maps = self.augment.step_maps(batch_size, height, width, self.train_config["seed"],
-                                      self.epoch, self.step)
-        return self.device.send(maps[self.ranks.shard(batch_size)].astype(numpy.float32))
+        return self.device.send(self.augment.epoch_maps(sizes, height, width,
+                                                        self.train_config["seed"], self.epoch))
 
     def check_loss(self, bar):
         """Read the running sums (a device sync), stop on NaN/inf, show them on the bar."""
