@@ -92,10 +92,9 @@ class SingleProcess:
         return function()
 
     def shard(self, count):
-        """This rank's slice of `count` items: contiguous, in rank order, sizes differing by at
-        most one (as `nets.DataParallel` splits a batch). Empty where count < size."""
-        bounds = [count * i // self.size for i in range(self.size + 1)]
-        return slice(bounds[self.rank], bounds[self.rank + 1])
+        """This rank's slice of `count` items (`even_slices`, as `nets.DataParallel` splits a
+        batch). Empty where count < size."""
+        return even_slices(count, self.size)[self.rank]
 
     def wait_for_all(self, seconds):
         """True if every rank reached this point within `seconds` (no error raised)."""
@@ -242,6 +241,13 @@ def _poll(done, seconds):
             return False
         time.sleep(0 if waited < _SPIN_SECONDS else _POLL_SECONDS)
     return True
+
+
+def even_slices(count, parts):
+    """`parts` contiguous slices of `count` items, in order, whose sizes differ by at most one:
+    how a batch is split over ranks and over `nets.DataParallel`'s workers alike."""
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
 def add_rows_in_order(out, rows):

@@ -4,6 +4,7 @@ import copy
 from concurrent.futures import ThreadPoolExecutor
 
 from xpnn.backend import get_array_module, keep_freed_memory, set_blas_threads
+from xpnn.backend.communicator import even_slices
 
 
 class DataParallel:
@@ -43,15 +44,9 @@ class DataParallel:
         return [first] + [future.result() for future in futures]
 
     def _slices(self, n):
-        return self._slices_for(n, self.workers)
-
-    @staticmethod
-    def _slices_for(n, workers):
-        """`min(workers, n)` contiguous slices of n items whose sizes differ by at most one
-        (MPI ranks split a batch the same way, `backend.communicator`)."""
-        parts = min(workers, n)
-        bounds = [n * i // parts for i in range(parts + 1)]
-        return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+        """`min(workers, n)` contiguous slices of n items (`even_slices`, as MPI ranks split
+        a batch)."""
+        return even_slices(n, min(self.workers, n))
 
     def _sync_weights(self):
         """Point every replica at the network's current parameter arrays (and give it fresh

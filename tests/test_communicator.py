@@ -2,12 +2,16 @@
 under `mpiexec -n 2 python -m pytest -q tests/test_communicator.py` (CI), where every rank runs
 every test in the same order and the collectives really travel."""
 
+import functools
+
 import numpy
 import pytest
 
+from xpnn import nets
 from xpnn.backend.communicator import (RankError, SingleProcess, add_rows_in_order,
                                        launched_size, timeout, world)
 from xpnn.nets import DataParallel
+from xpnn.training import load_config
 from xpnn.training.errors import CheckpointError
 
 
@@ -60,6 +64,11 @@ def test_objects_and_root_errors_reach_every_rank(ranks):
     assert ranks.wait_for_all(60)
 
 
+@functools.lru_cache(maxsize=None)
+def lenet_net():
+    return nets.build(load_config("lenet")["model"])
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 100])
 def test_shards_are_the_slices_data_parallel_gives_its_workers(count):
     for size in (1, 2, 3):
@@ -70,7 +79,7 @@ def test_shards_are_the_slices_data_parallel_gives_its_workers(count):
             single = SingleProcess()
             single.size, single.rank = size, rank
             shards.append(single.shard(count))
-        assert shards == DataParallel._slices_for(count, size)
+        assert shards == DataParallel(lenet_net(), size)._slices(count)
 
 
 def test_timeout_comes_from_the_environment_and_is_checked(monkeypatch):
