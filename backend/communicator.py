@@ -86,6 +86,11 @@ class SingleProcess:
         """Rank 0's `value` (picklable) on every rank."""
         return value
 
+    def settle(self):
+        """Wait, at most the ranks' timeout, until the collectives this rank has queued on its
+        device are done. A reader of device values calls it first: a collective stuck on a
+        rank that stopped answering would otherwise hang that read forever."""
+
     def on_root(self, function):
         """`function()` called on rank 0 only; its result, or the error it raised, on every rank
         (the error re-raised with its type and message, so every rank reports it)."""
@@ -228,8 +233,10 @@ class NCCLRanks(MPIRanks):
         stream = self.cupy.cuda.get_current_stream().ptr
         self.nccl_comm.allGather(flat.data.ptr, gathered.data.ptr, flat.size,
                                  self._nccl_type(flat), stream)
+        add_rows_in_order(flat, gathered)  # queued after the all-gather: no host wait per step
+
+    def settle(self):
         self._wait_stream("all-gather of the gradients")
-        add_rows_in_order(flat, gathered)
 
 
 def _poll(done, seconds):

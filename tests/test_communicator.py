@@ -94,6 +94,28 @@ def test_timeout_comes_from_the_environment_and_is_checked(monkeypatch):
             timeout()
 
 
+
+def test_nccl_settle_waits_for_queued_collectives_with_a_deadline():
+    """No host wait inside a step; `settle` (before every device read) gives up after the
+    timeout with a one-line error instead of hanging."""
+    from types import SimpleNamespace
+
+    from xpnn.backend.communicator import NCCLRanks
+
+    class NeverDone:
+        done = False
+
+        def record(self):
+            pass
+
+    ranks = NCCLRanks.__new__(NCCLRanks)  # no GPU here: only what settle reads
+    ranks.rank, ranks.size, ranks.timeout = 1, 2, 0.05
+    ranks.cupy = SimpleNamespace(cuda=SimpleNamespace(Event=lambda disable_timing: NeverDone()))
+    with pytest.raises(RankError, match=r"^rank 1 of 2: NCCL all-gather of the gradients did not "
+                                        r"finish in 0.05 s \(a rank stopped or hangs\)"):
+        ranks.settle()
+    assert SingleProcess().settle() is None
+
 def test_launchers_are_recognised_by_their_variables(monkeypatch):
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
