@@ -29,10 +29,34 @@ __device__ inline void mma_tf32(float* c, const unsigned* a, const unsigned* b) 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// 3xTF32 (SPLIT): each operand is split into a TF32 "big" part and the TF32 rounding of what is
+// left ("small"), and a b = big big + big small + small big: about float32 accuracy from three
+// tensor-core products (the small-small term is below float32's precision).
+template <bool SPLIT> struct Operand {
+    unsigned big, small;
+    __device__ explicit Operand(float value) {
+        big = tf32(value);
+        small = SPLIT ? tf32(value - __uint_as_float(big)) : 0u;
+    }
+};
+
+template <bool SPLIT>
+__device__ inline void mma(float* c, const Operand<SPLIT>* a, const Operand<SPLIT>* b) {
+    unsigned ab[4] = {a[0].big, a[1].big, a[2].big, a[3].big}, bb[2] = {b[0].big, b[1].big};
+    if (SPLIT) {
+        unsigned as[4] = {a[0].small, a[1].small, a[2].small, a[3].small};
+        unsigned bs[2] = {b[0].small, b[1].small};
+        mma_tf32(c, as, bb);
+        mma_tf32(c, ab, bs);
+    }
+    mma_tf32(c, ab, bb);
+}
+
 // out (P, OP) on the padded grid = sum over taps of xp[p + tap offset] (P, CP) @ w[tap] (CP, OP).
 // One warp per 16 x 16 output tile (two m16n8k8 products per 8 channels).
-extern "C" __global__ void conv_forward_tf32(const float* xp, const float* w, float* out, int P,
-                                             int CP, int OP, int K, int WP) {
+template <bool SPLIT>
+__device__ void conv_forward(const float* xp, const float* w, float* out, int P, int CP, int OP,
+                             int K, int WP) {
     long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     int tiles_o = OP / 16;
@@ -45,13 +69,15 @@ extern "C" __global__ void conv_forward_tf32(const float* xp, const float* w, fl
             const float* rows = xp + (tile_p * 16 + ky * WP + kx) * CP;
             const float* taps = w + (long long)(ky * K + kx) * CP * OP + o0;
             for (int c = 0; c < CP; c += 8) {
-                unsigned a[4] = {tf32(rows[g * CP + c + t]), tf32(rows[(g + 8) * CP + c + t]),
-                                 tf32(rows[g * CP + c + t + 4]),
-                                 tf32(rows[(g + 8) * CP + c + t + 4])};
+                Operand<SPLIT> a[4] = {
+                    Operand<SPLIT>(rows[g * CP + c + t]), Operand<SPLIT>(rows[(g + 8) * CP + c + t]),
+                    Operand<SPLIT>(rows[g * CP + c + t + 4]),
+                    Operand<SPLIT>(rows[(g + 8) * CP + c + t + 4])};
                 for (int j = 0; j < 2; ++j) {
-                    unsigned b[2] = {tf32(taps[(long long)(c + t) * OP + 8 * j + g]),
-                                     tf32(taps[(long long)(c + t + 4) * OP + 8 * j + g])};
-                    mma_tf32(acc[j], a, b);
+                    Operand<SPLIT> b[2] = {
+                        Operand<SPLIT>(taps[(long long)(c + t) * OP + 8 * j + g]),
+                        Operand<SPLIT>(taps[(long long)(c + t + 4) * OP + 8 * j + g])};
+                    mma(acc[j], a, b);
                 }
             }
         }
@@ -68,9 +94,9 @@ extern "C" __global__ void conv_forward_tf32(const float* xp, const float* w, fl
 // partial[chunk, tap] (CP, OP) = sum over the chunk's pixels p of xp[p + tap offset]^T g[p],
 // g (P, OP) on the padded grid with zeros where no output pixel is. One warp per (chunk, tap,
 // 16 x 16 tile of (CP, OP)); CP a multiple of 16 here, `chunk_rows` of 8.
-extern "C" __global__ void conv_kernel_grad_tf32(const float* xp, const float* grad,
-                                                 float* partial, int P, int CP, int OP, int K,
-                                                 int WP, int chunk_rows) {
+template <bool SPLIT>
+__device__ void conv_kernel_grad(const float* xp, const float* grad, float* partial, int P,
+                                 int CP, int OP, int K, int WP, int chunk_rows) {
     long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     int tiles_c = CP / 16, tiles_o = OP / 16, taps = K * K;
@@ -88,11 +114,13 @@ extern "C" __global__ void conv_kernel_grad_tf32(const float* xp, const float* g
     for (long long p = first; p < last; p += 8) {
         const float* x = xp + (p + offset) * CP + c0;
         const float* gr = grad + p * OP + o0;
-        unsigned a[4] = {tf32(x[t * CP + g]), tf32(x[t * CP + g + 8]),
-                         tf32(x[(t + 4) * CP + g]), tf32(x[(t + 4) * CP + g + 8])};
+        Operand<SPLIT> a[4] = {Operand<SPLIT>(x[t * CP + g]), Operand<SPLIT>(x[t * CP + g + 8]),
+                               Operand<SPLIT>(x[(t + 4) * CP + g]),
+                               Operand<SPLIT>(x[(t + 4) * CP + g + 8])};
         for (int j = 0; j < 2; ++j) {
-            unsigned b[2] = {tf32(gr[t * OP + 8 * j + g]), tf32(gr[(t + 4) * OP + 8 * j + g])};
-            mma_tf32(acc[j], a, b);
+            Operand<SPLIT> b[2] = {Operand<SPLIT>(gr[t * OP + 8 * j + g]),
+                                   Operand<SPLIT>(gr[(t + 4) * OP + 8 * j + g])};
+            mma(acc[j], a, b);
         }
     }
     float* to = partial + ((chunk * taps + tap) * CP + c0 + g) * (long long)OP + o0 + 2 * t;
@@ -102,6 +130,25 @@ extern "C" __global__ void conv_kernel_grad_tf32(const float* xp, const float* g
         to[8 * OP + 8 * j] = acc[j][2];
         to[8 * OP + 8 * j + 1] = acc[j][3];
     }
+}
+
+extern "C" __global__ void conv_forward_tf32(const float* xp, const float* w, float* out, int P,
+                                             int CP, int OP, int K, int WP) {
+    conv_forward<false>(xp, w, out, P, CP, OP, K, WP);
+}
+extern "C" __global__ void conv_forward_3xtf32(const float* xp, const float* w, float* out, int P,
+                                               int CP, int OP, int K, int WP) {
+    conv_forward<true>(xp, w, out, P, CP, OP, K, WP);
+}
+extern "C" __global__ void conv_kernel_grad_tf32(const float* xp, const float* grad,
+                                                 float* partial, int P, int CP, int OP, int K,
+                                                 int WP, int chunk_rows) {
+    conv_kernel_grad<false>(xp, grad, partial, P, CP, OP, K, WP, chunk_rows);
+}
+extern "C" __global__ void conv_kernel_grad_3xtf32(const float* xp, const float* grad,
+                                                   float* partial, int P, int CP, int OP, int K,
+                                                   int WP, int chunk_rows) {
+    conv_kernel_grad<true>(xp, grad, partial, P, CP, OP, K, WP, chunk_rows);
 }
 
 // total[i] = sum over chunks of partial[chunk, i], in chunk order (deterministic).
