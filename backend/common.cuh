@@ -60,8 +60,8 @@ __device__ __forceinline__ void xpnn_load(T (&v)[N], const T* p) {
 #else
 #pragma unroll
     for (int i = 0; i < N; i += PER) {
-        if constexpr (WIDTH == 16) xpnn_load16(v + i, p + i);
-        else if constexpr (WIDTH == 8) xpnn_load8(v + i, p + i);
+        if (WIDTH == 16) xpnn_load16(v + i, p + i);  // (WIDTH is a constant: one branch is left)
+        else if (WIDTH == 8) xpnn_load8(v + i, p + i);
         else v[i] = __ldg(p + i);
     }
 #endif

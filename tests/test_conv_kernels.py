@@ -290,3 +290,33 @@ def test_no_network_configuration_spills_registers(tmp_path):
         spills = re.findall(r"(\d+) bytes spill stores", completed.stderr)
         assert spills and all(count == "0" for count in spills), \
             f"{file} {dtype} {defines}:\n{completed.stderr}"
+
+
+# -- the device benchmark, dry run ----------------------------------------------------------------
+
+def test_the_benchmark_dry_run_times_and_checks_every_shape(capsys):
+    """benchmarks/conv_kernels.py on the CPU, its kernels emulated: every shape and operation
+    gets a row with both ways' errors within bounds, and each network its step total."""
+    if cuda_emulation.unavailable_reason() is not None:
+        pytest.skip(cuda_emulation.unavailable_reason())
+    from benchmarks import conv_kernels as bench
+    assert bench.main(["--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name, c, _, _, _ in bench.SHAPES:
+        ops = [line.split()[-6] for line in lines if line.startswith(name)]
+        assert ops == (["fwd", "dw"] if c == 1 else ["fwd", "dx", "dw"]), lines
+    assert sum("(new + maximum | ReLU epilogue)" in line for line in lines) == len(bench.SHAPES)
+    assert sum("convolutions per step" in line for line in lines) == len(bench.NETWORKS)
+    assert not any("FAIL" in line for line in lines)
+
+
+def test_the_benchmark_fails_a_wrong_kernel(monkeypatch, capsys):
+    if cuda_emulation.unavailable_reason() is not None:
+        pytest.skip(cuda_emulation.unavailable_reason())
+    from benchmarks import conv_kernels as bench
+    real = conv_kernels.kernel_gradient
+    monkeypatch.setattr(conv_kernels, "kernel_gradient",
+                        lambda *args, **kwargs: real(*args, **kwargs) * 1.001)
+    monkeypatch.setattr(bench, "SHAPES", bench.SHAPES[3:])
+    assert bench.main(["--dry-run"]) == 1
+    assert "FAIL block 3x3 16->16 7x7 batch 2 dw" in capsys.readouterr().out
