@@ -4,10 +4,12 @@ Inside `emulating()`, the backend's primitives take their ``fused`` implementati
 arrays, and the `backend.cuda` kernels they call run here (this module is installed as the
 kernels' host runner): the .cu source is compiled as C++ by the host compiler (``c++``, or
 ``$CXX``) with the loader's own options, `__global__` becomes nothing and blockIdx / threadIdx /
-blockDim / gridDim become globals. A `CudaKernel` (a grid-stride loop) is called once for every
-thread of a small grid of `GRID` blocks of `BLOCK` threads, so launch shapes that split the work
-are exercised too. An `ElementwiseKernel` runs its operation once per
-element of the broadcast arguments, as CuPy's does (typed params and ``T`` only; no ``raw``).
+blockDim / gridDim become globals (`__launch_bounds__` and `__ldg` mean nothing here; a vector
+load, `xpnn_load`, checks its alignment instead, and a misaligned one fails the launch). A
+`CudaKernel` (a grid-stride loop) is called once for every thread of a small grid of `GRID`
+blocks of `BLOCK` threads, so launch shapes that split the work are exercised too. An
+`ElementwiseKernel` runs its operation once per element of the broadcast arguments, as CuPy's
+does (typed params and ``T`` only; no ``raw``).
 
 So the tests check each kernel, and the layer code that calls it, against the array code on a
 machine without a GPU. Timing means nothing here.
