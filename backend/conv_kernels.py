@@ -12,7 +12,7 @@ block of work one thread does), chosen here from the shapes: `correlate_tile` an
 import math
 from collections import namedtuple
 
-from xpnn.backend.cuda import CudaKernel
+from xpnn.backend.cuda import CudaKernel, is_array
 from xpnn.backend.device import get_array_module
 
 MAX_PX = 8                         # output pixels of a row per correlate thread, at most
@@ -24,7 +24,8 @@ CORRELATE_THREADS = 1 << 15        # below this many threads a correlation split
 GRADIENT_THREADS = 1 << 16         # threads a kernel gradient aims for (chunks of rows)
 MIN_GROUP = 8                      # partial sums added per thread of xpnn_sum_parts, at least
 
-PACK = CudaKernel("correlate.cu", "xpnn_correlate_pack", ["int64", "int32", "int32", "int32"])
+PACK = CudaKernel("correlate.cu", "xpnn_correlate_pack",
+                  ["int64"] + ["int32"] * 4 + ["int64"] * 5)
 CORRELATE = CudaKernel("correlate.cu", "xpnn_correlate", ["int64"] + ["int32"] * 10, block=128)
 KERNEL_GRADIENT = CudaKernel("kernel_gradient.cu", "xpnn_kernel_gradient",
                              ["int64"] + ["int32"] * 9, block=128)
@@ -52,8 +53,8 @@ def correlate(frame, kernel, stride, bias=None, relu=False, tile=None):
     tile = tile or correlate_tile(n, ho, wo, c, o, k, dtype.itemsize, _address(x))
     o_pad = -(-o // tile.ot) * tile.ot
     packed = xp.empty(c * k * k * o_pad, dtype=dtype)
-    PACK(packed.size, (xp.ascontiguousarray(kernel, dtype=dtype), packed, packed.size, o, o_pad,
-                       c * k * k), dtype)
+    base, at, strides = _base_view(kernel, dtype)
+    PACK(packed.size, (base, packed, packed.size, o, o_pad, c, k, at, *strides), dtype)
     has_bias = bias is not None
     bias = xp.ascontiguousarray(bias, dtype=dtype) if has_bias else packed
     if has_bias and bias.shape != (o,):
@@ -173,6 +174,21 @@ def _check_kernel(kernel, c):
         raise ValueError(f"correlate: the kernel must be (O, {c}, k, k) for a {c}-channel input, "
                          f"got {tuple(kernel.shape)}")
     return kernel.shape[0], kernel.shape[2]
+
+
+def _base_view(array, dtype):
+    """(base, first, element strides): `array` as a view of the contiguous `dtype` array
+    `base`, its first element at index `first` of it, so a kernel reads it without a copy
+    (a copy of it if it is no such view)."""
+    xp = get_array_module(array)
+    base = array
+    while base.base is not None and is_array(base.base):
+        base = base.base
+    if (array.dtype != dtype or not base.flags.c_contiguous or base.dtype != dtype
+            or any(stride % dtype.itemsize for stride in array.strides)):
+        base = array = xp.ascontiguousarray(array, dtype=dtype)
+    first = (_address(array) - _address(base)) // dtype.itemsize
+    return base, first, [stride // dtype.itemsize for stride in array.strides]
 
 
 def _address(array):

@@ -42,14 +42,21 @@ constexpr int PX_IN = (PX - 1) * S + K;  // input columns that one thread's wind
 constexpr int O_ALIGN = OT * (int)sizeof(T);  // packed rows start at multiples of OT values
 }
 
-// packed[(ci * k + a) * k + b][oo] = kernel[oo][ci][a][b] for oo < o, zero up to o_pad.
-// kernel: contiguous (O, C, k, k); size = C * k * k * o_pad; taps = C * k * k.
-extern "C" __global__ void xpnn_correlate_pack(const T* kernel, T* packed, long long size, int o,
-                                               int o_pad, int taps) {
+// packed[(ci * k + a) * k + b][oo] = kernel[oo][ci][a][b] for oo < o, zero up to o_pad, where
+// kernel[oo][ci][a][b] is base[at + oo * so + ci * sc + a * sa + b * sb]: any view of a
+// contiguous array (the input gradient's kernel is flipped and transposed in place), strides in
+// elements, negative ones included. size = c * k * k * o_pad.
+extern "C" __global__ void xpnn_correlate_pack(const T* base, T* packed, long long size, int o,
+                                               int o_pad, int c, int k, long long at,
+                                               long long so, long long sc, long long sa,
+                                               long long sb) {
     XPNN_GRID_STRIDE_LOOP(i, size) {
-        int oo = (int)(i % o_pad);
+        const int oo = (int)(i % o_pad);
         long long tap = i / o_pad;
-        packed[i] = oo < o ? kernel[(long long)oo * taps + tap] : (T)0;
+        const int b = (int)(tap % k);
+        tap /= k;
+        const int a = (int)(tap % k), ci = (int)(tap / k);
+        packed[i] = oo < o ? base[at + oo * so + ci * sc + a * sa + b * sb] : (T)0;
     }
 }
 

@@ -146,6 +146,29 @@ def test_every_split_gives_the_same_kernel_gradient(split, emulation, rng):
     assert relative_error(got, expected) <= 1e-13
 
 
+def test_a_kernel_view_is_read_in_place_whatever_its_strides(emulation, rng, monkeypatch):
+    """The input gradient's kernel, flipped and transposed, inside a larger buffer (as a flat
+    parameter store would hold it): packed straight from the view, no copy made; a kernel of
+    another dtype is converted."""
+    buffer = rng.standard_normal(7 + 4 * 3 * 3 * 3)
+    weight = buffer[7:].reshape(4, 3, 3, 3)                  # (O, C, k, k) of a forward
+    flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # (C, O, k, k), negative strides
+    frame = conv_frame(rng.standard_normal((2, 5, 6, 4)), 3)
+    with backend_cpu():
+        expected = conv.correlate(frame, flipped, 1)
+    copies = []
+    real = numpy.ascontiguousarray
+    monkeypatch.setattr(numpy, "ascontiguousarray",
+                        lambda array, *args, **kwargs: copies.append(array.shape) or
+                        real(array, *args, **kwargs))
+    got = conv_kernels.correlate(frame, flipped, 1)
+    assert (3, 4, 3, 3) not in copies
+    assert relative_error(got, expected) <= 1e-13
+    got32 = conv_kernels.correlate(Frame(frame.x.astype("float32"), frame.offset,
+                                         frame.size_hw), flipped, 1)
+    assert got32.dtype == numpy.float32 and relative_error(got32, expected) <= 1e-6
+
+
 def test_the_relu_epilogue_clamps_negatives_and_keeps_nan(emulation, rng):
     x = rng.standard_normal((2, 5, 5, 3)).astype("float32")
     x[0, 2, 2, 0] = numpy.nan
