@@ -7,7 +7,7 @@ primitives that layers are written with, one implementation per device.
     xp = get_array_module(x)        # inside a layer: the module that owns x
 
 Primitives (each module holds its ``cpu``, ``gpu`` and ``fused`` implementations side by
-side; `dispatch` chooses among them): `conv` (correlation through patch matrices), `matmul`
+side; `dispatch` chooses among them): `conv` (correlation: patch matrices, or direct kernels in `conv_kernels`), `matmul`
 (every matrix product; on a GPU by CuPy's cuBLAS, or by a GEMM that CUDA-graph capture allows),
 `pool` (max pooling), `activations`, `loss` (softmax cross-entropy), `updates` (optimizer
 steps), `batch_stats` (running loss and accuracy). `layout`: how conv and pool hand on images.

@@ -1,24 +1,29 @@
-"""Correlation of a batch with a kernel through patch matrices (im2col), and its kernel gradient.
+"""Correlation of a batch with a kernel, and its kernel gradient.
 
     out = correlate(Frame(x, offset=p, size_hw=(h + 2p, w + 2p)), kernel, stride, bias)
     d_kernel = kernel_gradient(frame, grad_out, kernel_size, stride)
 
 A `Frame` is an (N, H, W, C) input as the correlation sees it: placed every `step` pixels from
 `offset` in a zero frame (padding; zero-insertion for a strided convolution's input gradient).
-Both primitives turn the frame into patch matrices, one row per output pixel and one column per
-value of a window, and multiply them with the kernel as a matrix (`backend.matmul`, so a CUDA
-graph can hold the product). The matrices are made:
 
-* ``cpu``: a cache-sized chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed
-  while it is still in L2; columns ordered (kh, kw, C), each window row one contiguous copy;
-  products at least 8 columns wide (OpenBLAS runs narrower float32 outputs at half speed);
-* ``gpu``: the same copy for the whole batch at once;
-* ``fused``: by im2col.cu, reading the unpadded input, padding and zero-insertion included, so
-  the zero frame never exists; columns ordered (C, kh, kw), so the kernel needs no copy.
-  Unmeasured on a GPU.
+* ``cpu`` and ``gpu`` turn the frame into patch matrices, one row per output pixel and one
+  column per value of a window, and multiply them with the kernel as a matrix
+  (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a cache-sized
+  chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed while it is still in
+  L2; columns ordered (kh, kw, C), each window row one contiguous copy; products at least 8
+  columns wide (OpenBLAS runs narrower float32 outputs at half speed). ``gpu`` makes the same
+  copy for the whole batch at once.
+* ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
+  zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
+  kernel_gradient.cu).
+
+`IM2COL_WAY`, the patch matrix made by im2col.cu (columns ordered (C, kh, kw), so the kernel
+needs no copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline
+that benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
 """
 from collections import namedtuple
 
+from xpnn.backend import conv_kernels
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
 from xpnn.backend.dispatch import implementation
@@ -26,7 +31,7 @@ from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
 CHUNK_BYTES = 1 << 19        # ``cpu``: per-chunk working set that stays in one core's L2 cache
-IM2COL_ROWS_PER_ITEM = 32    # ``fused``: rows of one column that one thread fills
+IM2COL_ROWS_PER_ITEM = 32    # `IM2COL_WAY`: rows of one column that one thread fills
 IM2COL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
 
 
@@ -71,8 +76,15 @@ def correlate(frame, kernel, stride, bias=None):
     Returns:
         (N, Ho, Wo, O) C-contiguous array.
     """
+    name = implementation(get_array_module(frame.x))
+    if name == "fused":
+        return conv_kernels.correlate(frame, kernel, stride, bias)
+    return correlate_by_patches(frame, kernel, stride, bias, WAYS[name])
+
+
+def correlate_by_patches(frame, kernel, stride, bias, way):
+    """`correlate` through the patch matrices of `way` (a `Way`)."""
     xp = get_array_module(frame.x)
-    way = WAYS[implementation(xp)]
     k, o = kernel.shape[2], kernel.shape[0]
     out = xp.empty((frame.x.shape[0], *frame.output_size(k, stride), o), dtype=frame.x.dtype)
     w_mat = kernel_matrix(kernel, way.order)
@@ -101,8 +113,15 @@ def kernel_gradient(frame, grad, kernel_size, stride):
     Returns:
         (O, C, k, k) array.
     """
+    name = implementation(get_array_module(grad))
+    if name == "fused":
+        return conv_kernels.kernel_gradient(frame, grad, kernel_size, stride)
+    return kernel_gradient_by_patches(frame, grad, kernel_size, stride, WAYS[name])
+
+
+def kernel_gradient_by_patches(frame, grad, kernel_size, stride, way):
+    """`kernel_gradient` through the patch matrices of `way` (a `Way`)."""
     xp = get_array_module(grad)
-    way = WAYS[implementation(xp)]
     n, ho, wo, o = grad.shape
     g_mat = grad.reshape(n * ho * wo, o)
     # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
@@ -171,8 +190,8 @@ def _whole_batch_patches(frame, kernel_size, stride):
     yield slice(0, windows.shape[0]), patch_matrix(windows)
 
 
-def _fused_patches(frame, kernel_size, stride):
-    """``fused``: the whole batch's patch matrix by im2col.cu, columns (C, kh, kw)."""
+def _im2col_patches(frame, kernel_size, stride):
+    """`IM2COL_WAY`: the whole batch's patch matrix by im2col.cu, columns (C, kh, kw)."""
     xp = get_array_module(frame.x)
     x = xp.ascontiguousarray(frame.x)
     n, h, w, c = x.shape
@@ -186,11 +205,11 @@ def _fused_patches(frame, kernel_size, stride):
     yield slice(0, n), col
 
 
-# How each implementation makes its patch matrices, orders their columns, and whether it widens
-# narrow products to 8 columns.
+# How a way makes its patch matrices, orders their columns, and whether it widens narrow
+# products to 8 columns; `WAYS`: the implementations that use patch matrices.
 Way = namedtuple("Way", "patches order widen")
 WAYS = {
     "cpu": Way(_chunked_patches, "kkc", widen=True),
     "gpu": Way(_whole_batch_patches, "kkc", widen=False),
-    "fused": Way(_fused_patches, "ckk", widen=False),
 }
+IM2COL_WAY = Way(_im2col_patches, "ckk", widen=False)
