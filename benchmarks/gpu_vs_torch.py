@@ -57,7 +57,8 @@ def make_torch_step(config, device_name, batch_size, seed=0, side="eager"):
     model = torch.compile(net) if side == "compiled" else net
     loss_fn = torch.nn.CrossEntropyLoss()
     images, labels = make_batch(config["model"], batch_size, seed)
-    images, labels = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+    images = torch.from_numpy(images).to(device).float().div_(255)  # as our step makes them
+    labels = torch.from_numpy(labels).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def eager_step():

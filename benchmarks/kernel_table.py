@@ -13,7 +13,7 @@ import sys
 
 from benchmarks.gpu_vs_torch import make_torch_step
 from xpnn.backend import get_device, running_on
-from xpnn.tools.bench import TrainingStep, load_config
+from xpnn.tools.bench import StepBench, load_config
 
 
 def kernel_times(step, synchronize, steps, torch, on_gpu=True):
@@ -77,7 +77,7 @@ def main(argv=None):
         config = load_config(f"configs/{name}.yaml")
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             with running_on(device, fused=not args.array_code):
-                ours = TrainingStep(config, device, batch_size)
+                ours = StepBench(config, device, batch_size)
                 import torch  # after CuPy took the device, as in the other benchmarks
                 mine = kernel_times(ours.step, device.synchronize, args.steps, torch,
                                     device.is_gpu)

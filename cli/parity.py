@@ -49,7 +49,7 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fu
     """
     from xpnn.backend import get_device, gpu_unavailable_reason
     from xpnn.tools.parity import compare, format_report, worst
-    from xpnn.training.captured_step import DEFAULT_GEMM
+    from xpnn.tools.bench import DEFAULT_GEMM
     from xpnn.nets import build
     from xpnn.training.batches import to_float
     from xpnn.training.runs import load_data

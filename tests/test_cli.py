@@ -73,7 +73,7 @@ def stop_after_steps(monkeypatch, steps):
         original(self, *args)
         done["steps"] += 1
         if done["steps"] == steps:
-            self.stop_signal = signal.SIGINT
+            self.stops.signal = signal.SIGINT
 
     monkeypatch.setattr(Trainer, "train_step", step)
 
@@ -130,7 +130,7 @@ def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypat
         result = invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--workers", "2",
                         "--output", run_dir)
     assert result.exit_code == 130
-    assert load_checkpoint(run_dir / "last.npz").meta["workers"] == 2
+    assert load_checkpoint(run_dir / "last.npz").state.workers == 2
     assert_ok(invoke("train", "--resume", run_dir, "--no-progress"))
     assert read_metrics(run_dir)[0]["test_acc"] > 0.2  # 10 steps: well above chance (0.1)
 

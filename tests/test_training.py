@@ -162,7 +162,7 @@ def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):
 def crash_in_evaluation(monkeypatch):
     def evaluate(*args, **kwargs):
         raise Crash
-    monkeypatch.setattr("xpnn.training.trainer.evaluate", evaluate)
+    monkeypatch.setattr("xpnn.training.evaluation.evaluate", evaluate)
 
 
 def crash_after_best(monkeypatch):
@@ -408,12 +408,13 @@ def test_a_run_from_before_the_validation_split_resumes_holding_nothing_out(tmp_
     run_dir = tmp_path / "run"
     trainer = start_run(config, CPU, run_dir, **SMALL)
     trainer.save()
+    import dataclasses
     from xpnn.training.checkpoint import save_checkpoint
     checkpoint = load_checkpoint(run_dir / "last.npz")
     old_config = json.loads(json.dumps(checkpoint.config))
     del old_config["data"]["validation"], old_config["data"]["augment"]
     save_checkpoint(run_dir / "last.npz", trainer.net, trainer.optimizer,
-                    {**checkpoint.meta, "config": old_config})
+                    state=dataclasses.replace(checkpoint.state, config=old_config))
     resumed = resume_run(run_dir, CPU, progress=False, echo=lambda line: None)
     assert resumed.config["data"]["validation"] == 0 and resumed.train_count == 300
 
