@@ -10,18 +10,16 @@ value of a window, and multiply them with the kernel as a matrix (`backend.matmu
 graph can hold the product). The matrices are made:
 
 * ``cpu``: a cache-sized chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed
-  while it is still in L2; columns ordered (kh, kw, C), each window row one contiguous copy;
+  while it is still in L2; patch layout (kh, kw, C), each window row one contiguous copy;
   products at least 8 columns wide (OpenBLAS runs narrower float32 outputs at half speed);
 * ``gpu``: the same copy for the whole batch at once;
 * ``fused``: by im2col.cu, reading the unpadded input, padding and zero-insertion included, so
-  the zero frame never exists; columns ordered (C, kh, kw), so the kernel needs no copy.
-  Unmeasured on a GPU.
+  the zero frame never exists; patch layout (C, kh, kw), so the kernel needs no copy.
 """
-from collections import namedtuple
 
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import implementation
+from xpnn.backend.dispatch import implementation, pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
@@ -72,14 +70,13 @@ def correlate(frame, kernel, stride, bias=None):
         (N, Ho, Wo, O) C-contiguous array.
     """
     xp = get_array_module(frame.x)
-    way = WAYS[implementation(xp)]
     k, o = kernel.shape[2], kernel.shape[0]
     out = xp.empty((frame.x.shape[0], *frame.output_size(k, stride), o), dtype=frame.x.dtype)
-    w_mat = kernel_matrix(kernel, way.order)
-    width = -(-o // 8) * 8 if way.widen and o % 8 and o <= 64 else o
+    w_mat = kernel_matrix(kernel, pick(PATCH_LAYOUT, xp))
+    width = -(-o // 8) * 8 if implementation(xp) == "cpu" and o % 8 and o <= 64 else o
     if width != o:
         w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
-    for chunk, col in way.patches(frame, k, stride):
+    for chunk, col in pick(PATCHES, xp)(frame, k, stride):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
             matmul(col, w_mat, out=out_rows)
@@ -102,30 +99,30 @@ def kernel_gradient(frame, grad, kernel_size, stride):
         (O, C, k, k) array.
     """
     xp = get_array_module(grad)
-    way = WAYS[implementation(xp)]
     n, ho, wo, o = grad.shape
     g_mat = grad.reshape(n * ho * wo, o)
     # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
     # reading a stored one back from main memory, and far smaller.
     total = None
-    for chunk, col in way.patches(frame, kernel_size, stride):
+    for chunk, col in pick(PATCHES, xp)(frame, kernel_size, stride):
         part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
         total = part if total is None else xp.add(total, part, out=total)
-    return kernel_of_matrix(total, (o, frame.x.shape[3], kernel_size, kernel_size), way.order)
+    return kernel_of_matrix(total, (o, frame.x.shape[3], kernel_size, kernel_size),
+                            pick(PATCH_LAYOUT, xp))
 
 
-def kernel_matrix(kernel, order):
-    """The (k * k * C, O) matrix of an (O, C, k, k) kernel, rows in patch column `order`."""
+def kernel_matrix(kernel, layout):
+    """The (k * k * C, O) matrix of an (O, C, k, k) kernel, rows in the patch `layout`."""
     o = kernel.shape[0]
-    if order == "ckk":
+    if layout == "chw":
         return kernel.reshape(o, -1).T  # a view when the kernel is contiguous
     return kernel.transpose(2, 3, 1, 0).reshape(-1, o)
 
 
-def kernel_of_matrix(matrix, shape, order):
+def kernel_of_matrix(matrix, shape, layout):
     """Inverse of `kernel_matrix`: the (O, C, k, k) view of a (k * k * C, O) matrix."""
     o, c, k, _ = shape
-    if order == "ckk":
+    if layout == "chw":
         return matrix.T.reshape(o, c, k, k)
     return matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
 
@@ -186,11 +183,7 @@ def _fused_patches(frame, kernel_size, stride):
     yield slice(0, n), col
 
 
-# How each implementation makes its patch matrices, orders their columns, and whether it widens
-# narrow products to 8 columns.
-Way = namedtuple("Way", "patches order widen")
-WAYS = {
-    "cpu": Way(_chunked_patches, "kkc", widen=True),
-    "gpu": Way(_whole_batch_patches, "kkc", widen=False),
-    "fused": Way(_fused_patches, "ckk", widen=False),
-}
+# How each implementation makes its patch matrices, and the patch layout: the order of a
+# patch's values along a row, (kernel row, kernel column, channel) or (channel, row, column).
+PATCHES = {"cpu": _chunked_patches, "gpu": _whole_batch_patches, "fused": _fused_patches}
+PATCH_LAYOUT = {"array": "hwc", "fused": "chw"}

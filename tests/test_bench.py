@@ -245,12 +245,12 @@ def test_gpu_vs_torch_runs_end_to_end_on_the_cpu(tmp_path, capsys):
 
     out_json = tmp_path / "rows.json"
     assert gpu_vs_torch.main(["--device", "cpu", "--configs", "lenet", "--batch-sizes", "2",
-                              "--variants", "array,nchw,graph", "--rounds", "2", "--steps", "1",
+                              "--variants", "array,fused,graph", "--rounds", "2", "--steps", "1",
                               "--warmup", "0", "--json", str(out_json)]) == 0
     output = capsys.readouterr().out
     assert "leaving out graph, torch graph (CUDA graphs need a GPU)" in output
     table = output.split("\n\n")[-1]
-    assert "| lenet | 2 | cpu |" in table and "nchw / torch eager" in table
+    assert "| lenet | 2 | cpu |" in table and "fused / torch eager" in table
     (row,) = json.loads(out_json.read_text())
     assert row["rounds"] == 2 and row["ratio_array_vs_torch_eager"] == pytest.approx(
         row["ours_array_ms"] / row["torch_eager_ms"])
@@ -260,4 +260,4 @@ def test_gpu_vs_torch_refuses_unknown_variants(capsys):
     from benchmarks import gpu_vs_torch
     with pytest.raises(SystemExit):
         gpu_vs_torch.main(["--variants", "array,graph-cudnn"])
-    assert "--variants takes array, fused, nchw, graph" in capsys.readouterr().err
+    assert "--variants takes array, fused, graph, graph-fused" in capsys.readouterr().err

@@ -174,11 +174,11 @@ def test_a_step_keeps_one_graph_per_batch_size():
     assert len(runtime.pools) == 1  # one private pool, alive as long as the step
 
 
-def test_cuda_graph_is_refused_on_the_cpu_in_one_line(tmp_path):
-    from xpnn.training.errors import TrainingError
-    with pytest.raises(TrainingError, match="--cuda-graph captures the training step on a GPU, "
-                                            "but this run is on cpu"):
-        start_run(lenet(epochs=1), CPU, tmp_path / "run", cuda_graph=True, **SMALL)
+def test_a_graph_mode_is_refused_on_the_cpu_in_one_line(tmp_path):
+    from xpnn.backend import Mode, ModeError
+    with pytest.raises(ModeError, match="a CUDA graph captures the training step on a GPU, "
+                                        "but this run is on cpu"):
+        start_run(lenet(epochs=1), CPU, tmp_path / "run", mode=Mode(graph=True), **SMALL)
     assert not (tmp_path / "run").exists()
 
 
@@ -195,17 +195,18 @@ def _gpu():
 @pytest.mark.gpu
 def test_on_a_gpu_replayed_steps_equal_eager_steps_with_the_same_gemm(tmp_path):
     """The real thing: CuPy's capture and cuBLAS through nvmath-python. Graph replays give the
-    weights of eager steps with the cublas GEMM bit for bit, and of CuPy's own GEMM within
-    float32 rounding."""
-    from xpnn.backend.matmul import using_gemm
+    weights of eager steps in the same mode (the graph's GEMM, cuBLAS) bit for bit, and of an
+    eager mode (CuPy's GEMM) within float32 rounding."""
+    from xpnn.backend import Mode
     gpu = _gpu()
     config = lenet(epochs=2, batch_size=40)
-    trainer = start_run(config, gpu, tmp_path / "graph", cuda_graph=True, **SMALL)
+    trainer = start_run(config, gpu, tmp_path / "graph", mode=Mode(graph=True), **SMALL)
     trainer.fit()
     assert trainer.run_step.graph.replays == 14
-    with using_gemm("cublas"):
-        start_run(config, gpu, tmp_path / "eager-cublas", **SMALL).fit()
-    start_run(config, gpu, tmp_path / "eager", **SMALL).fit()
+    same_mode = start_run(config, gpu, tmp_path / "eager-cublas", mode=Mode(graph=True), **SMALL)
+    same_mode.run_step = same_mode.training_step  # its steps eager, in the graph's mode
+    same_mode.fit()
+    start_run(config, gpu, tmp_path / "eager", mode=Mode(), **SMALL).fit()
     from xpnn.training.checkpoint import load_checkpoint
     from xpnn.training.metrics import read_metrics
     ours, same_gemm, eager = (load_checkpoint(tmp_path / name / "last.npz")
@@ -222,9 +223,10 @@ def test_on_a_gpu_replayed_steps_equal_eager_steps_with_the_same_gemm(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("gemm", ["cublas", "cutensor"])
-def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
-    from xpnn.backend.matmul import GemmUnavailableError, matmul, using_gemm
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_on_a_gpu_every_mode_multiplies_every_layout(mode):
+    from xpnn.backend import Mode, running_on
+    from xpnn.backend.matmul import GemmUnavailableError, matmul
     gpu = _gpu()
     rng = numpy.random.default_rng(0)
     a = rng.standard_normal((7, 5)).astype(numpy.float32)
@@ -232,7 +234,7 @@ def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
     cases = [(a, b), (numpy.asfortranarray(a), b), (a, numpy.asfortranarray(b)),
              (a[:, ::-1], b[::-1]), (a[0], b)]
     try:
-        with using_gemm(gemm):
+        with running_on(gpu, Mode(graph=mode == "graph")):
             for x, y in cases:
                 got = gpu.to_numpy(matmul(gpu.send(x), gpu.send(y)))
                 numpy.testing.assert_allclose(got, x @ y, rtol=1e-5, atol=1e-5)
@@ -240,13 +242,15 @@ def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
         pytest.skip(str(error))
 
 
-def test_cuda_graph_is_refused_on_several_ranks_in_one_line(tmp_path):
+def test_a_graph_mode_is_refused_on_several_ranks_in_one_line(tmp_path):
     import types
-    from xpnn.training.errors import TrainingError
+    from xpnn.backend import Mode, ModeError
     from xpnn.training.runs import load_data
     from xpnn.training.trainer import Trainer
     config = lenet(epochs=1)
     two_ranks = types.SimpleNamespace(size=2, is_root=True)
-    with pytest.raises(TrainingError, match="--cuda-graph captures one process's step, but this "
-                                            "run has 2 ranks"):
-        Trainer(config, load_data(config), CPU, tmp_path, ranks=two_ranks, cuda_graph=True)
+    gpu = types.SimpleNamespace(is_gpu=True, name="cuda:0")
+    with pytest.raises(ModeError, match="a CUDA graph captures one process's step, but this "
+                                        "run has 2 ranks; run with --eager"):
+        Trainer(config, load_data(config), gpu, tmp_path, ranks=two_ranks,
+                mode=Mode(graph=True))

@@ -256,15 +256,15 @@ def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, smal
 @pytest.mark.gpu
 @pytest.mark.parametrize("fused", [False, True], ids=["array-code", "fused-kernels"])
 def test_training_on_gpu_follows_the_cpu_run(tmp_path, small_reference, fused):
-    from xpnn.backend import fused_on, get_device, gpu_unavailable_reason
+    from xpnn.backend import Mode, get_device, gpu_unavailable_reason
     reason = gpu_unavailable_reason()
     if reason is not None:
         pytest.skip(f"no usable GPU: {reason}")
     run_dir = tmp_path / "gpu"
     gpu = get_device("gpu")
-    with fused_on(gpu, fused):
-        trainer = start_run(lenet(epochs=2, batch_size=20), gpu, run_dir, **SMALL)
-        trainer.fit()
+    mode = Mode("fused" if fused else None)  # eager: the graph has its own test
+    trainer = start_run(lenet(epochs=2, batch_size=20), gpu, run_dir, mode=mode, **SMALL)
+    trainer.fit()
     cpu, gpu = load_checkpoint(small_reference / "last.npz"), load_checkpoint(run_dir / "last.npz")
     for name, weight in cpu.weights.items():
         numpy.testing.assert_allclose(gpu.weights[name], weight, rtol=1e-3, atol=1e-4,

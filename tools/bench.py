@@ -35,17 +35,14 @@ import numpy
 
 import xpnn
 from xpnn import nets
-from xpnn.backend import get_device, new_rng, running_on
+from xpnn.backend import Mode, default_mode, get_device, new_rng, running_on
 from xpnn.backend.communicator import SingleProcess
-from xpnn.backend.layout import using_layout
 from xpnn.training.augment import Augmentation
 from xpnn.training.captured_step import CapturedStep
 from xpnn.training.config import load_config, validate_config
 from xpnn.training.metrics import RunningStats
 from xpnn.training.setup import build_model, build_network
 from xpnn.training.step import TrainingStep
-
-DEFAULT_GEMM = "cublas"
 
 PACKAGE_PARENT = str(Path(xpnn.__file__).resolve().parent.parent)  # the folder holding xpnn/
 # The learning rate does not change what a step costs, but the configs' rates (meant to follow a
@@ -96,14 +93,15 @@ class StepBench:
     step runs on ``nets.DataParallel(net, workers)`` as the trainer's does (None: the trainer's
     default); 0 runs the bare network with BLAS on every core. Ignored on a GPU. `ranks`: this
     process's ranks, each computing its slice of the batch. With augmentation in the config,
-    each step warps the batch by one fixed set of maps. `cuda_graph` (a GPU, one rank): each
-    step one CUDA graph (`training.captured_step`; the first step eager, the second captured).
-    Attributes: `net`, `model`, `workers`, `optimizer`, `device`, `training_step`, `graph` (the
-    `CapturedStep`, or None), `loss` (the last step's loss, a 0-d device array).
+    each step warps the batch by one fixed set of maps. `mode`: the `backend.Mode` the steps run
+    in (None: the device's default); in a graph mode each step is one CUDA graph
+    (`training.captured_step`; the first step eager, the second captured).
+    Attributes: `net`, `model`, `workers`, `optimizer`, `device`, `mode`, `training_step`,
+    `graph` (the `CapturedStep`, or None), `loss` (the last step's loss, a 0-d device array).
     """
 
     def __init__(self, config, device="cpu", batch_size=100, seed=0, lr=BENCH_LR, workers=None,
-                 cuda_graph=False, ranks=None):
+                 ranks=None, mode=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if workers is not None and (not isinstance(workers, int) or workers < 0):
@@ -112,7 +110,9 @@ class StepBench:
         self.ranks = ranks if ranks is not None else SingleProcess()
         config = validate_config(config)  # defaults filled in, as the trainer's config has them
         config["train"]["seed"] = seed
-        with running_on(self.device):
+        self.mode = (mode or default_mode(self.device, self.ranks.size)).check(
+            self.device, self.ranks.size)
+        with running_on(self.device, self.mode):
             self.net = build_network(config)
             self.model, self.optimizer, self.workers = build_model(
                 self.net, config, self.device, -(-batch_size // self.ranks.size),
@@ -127,12 +127,8 @@ class StepBench:
         self.maps = None if augment is None else self.device.send(
             augment.step_maps(batch_size, *images.shape[2:], seed, 0, 0)[
                 self.ranks.shard(batch_size)])
-        self.batch_size, self.graph = batch_size, None
-        if cuda_graph:
-            if not self.device.is_gpu:
-                raise ValueError(f"cuda_graph captures the step on a GPU; {self.device.name} "
-                                 f"is not one")
-            self.graph = CapturedStep(self.training_step)
+        self.batch_size = batch_size
+        self.graph = CapturedStep(self.training_step) if self.mode.graph else None
         self.run_step = self.graph or self.training_step
 
     @property
@@ -143,9 +139,10 @@ class StepBench:
         self.run_step(self.index, self.optimizer.lr, self.maps, self.batch_size)
 
     def timed_steps(self, count, queued=None):
-        """`count` steps; their times in ms, the device synchronised around each (`queued`: see
-        `time_steps`)."""
-        return time_steps(self.step, count, self.device.synchronize, queued)
+        """`count` steps in the bench's mode; their times in ms, the device synchronised around
+        each (`queued`: see `time_steps`)."""
+        with running_on(self.device, self.mode):
+            return time_steps(self.step, count, self.device.synchronize, queued)
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -341,9 +338,8 @@ class BenchResult:
     `profile_step_ms`: the mean step time while profiled (timers included).
     `queue_ms` (GPU only): each timed step's host time until its kernels were all queued; near
     `step_ms`, the step is bound by launching kernels rather than by running them.
-    `fused_kernels`: the step ran the fused CUDA kernels (`backend.cuda`; GPU only).
-    `cuda_graph`: the GEMM of a step replayed as one CUDA graph, or None (eager).
-    `layout`: how conv and pool layers handed on their images (`backend.layout`).
+    `fused_kernels`, `cuda_graph`, `precision`: the mode the step ran in (`backend.Mode`):
+    the fused CUDA kernels, each step one CUDA graph, the GPU products' precision.
     """
     model: str
     device: str
@@ -368,8 +364,8 @@ class BenchResult:
     profile_step_ms: float = None
     queue_ms: list = None
     fused_kernels: bool = False
-    cuda_graph: str = None
-    layout: str = "channels_last"
+    cuda_graph: bool = False
+    precision: str = "fp32"
 
     @property
     def median_ms(self):
@@ -409,8 +405,8 @@ class BenchResult:
             "  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
                                   f"each" if self.workers else "the network itself")
             + (", fused CUDA kernels" if self.fused_kernels else "")
-            + (f", one CUDA graph per step (GEMM {self.cuda_graph})" if self.cuda_graph else "")
-            + (f", {self.layout} layout" if self.layout != "channels_last" else ""),
+            + (", one CUDA graph per step" if self.cuda_graph else "")
+            + (f", {self.precision}" if self.precision != "fp32" else ""),
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
         ]
         if self.start_rss_mib is not None:
@@ -458,12 +454,12 @@ def format_profile(rows, step_ms, steps, workers=0):
 # -- the benchmark ------------------------------------------------------------------------------
 
 def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0,
-              lr=BENCH_LR, workers=None, fused=False, cuda_graph=False, gemm=DEFAULT_GEMM,
-              layout="channels_last"):
+              lr=BENCH_LR, workers=None, mode=None):
     """Time `steps` full training steps of the network `config['model']` describes.
 
     Args:
-        config: a whole config (``model`` section required; ``train`` picks the optimizer).
+        config: a whole config (``model`` section required; ``train`` picks the optimizer and
+            loss, ``data.augment`` the warp).
         device: a `Device` or a flag value (``cpu``, ``gpu``, ``cuda:N``).
         batch_size: images per step.
         steps, warmup: timed steps, and untimed ones before them.
@@ -472,31 +468,30 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         seed: weights and batch.
         lr: the optimizer's learning rate (None: the config's, which may diverge; see BENCH_LR).
         workers: CPU worker threads as in the trainer (None: one per core; 0: the bare network
-            with multi-threaded BLAS; see `TrainingStep`).
-        fused: on a GPU, run the fused CUDA kernels (`backend.dispatch`).
-        cuda_graph, gemm: on a GPU, replay each step as one CUDA graph whose products use the
-            GEMM `gemm` (see `TrainingStep`); two more untimed steps warm up and capture it.
-        layout: how conv and pool layers hand on images (`backend.layout`).
+            with multi-threaded BLAS; see `StepBench`).
+        mode: the `backend.Mode` to run in, or its fields as a dict (None: the device's
+            default, `backend.default_mode`); in a graph mode two more untimed steps warm up and
+            capture the step.
     Returns:
         `BenchResult`.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
-    if cuda_graph and profile:
-        raise ValueError("profile times each layer, which a step replayed as one CUDA graph "
-                         "cannot show; profile without cuda_graph")
     start_rss = current_rss_mib()
-    runner = StepBench(config, device, batch_size, seed, lr, workers, cuda_graph)
-    with running_on(runner.device, fused), using_layout(layout):
-        runner.timed_steps(warmup + (2 if cuda_graph else 0))
-        before = cpu_usage()
-        queue_ms = [] if runner.device.is_gpu else None
-        step_ms = runner.timed_steps(steps, queue_ms)
-        usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
-        final_loss = float(runner.loss)
-        rows = profile_step_ms = None
-        if profile:
-            rows, profile_step_ms = profile_steps(runner, steps)
+    runner = StepBench(config, device, batch_size, seed, lr, workers,
+                       mode=Mode(**mode) if isinstance(mode, dict) else mode)
+    if runner.mode.graph and profile:
+        raise ValueError("profile times each layer, which a step replayed as one CUDA graph "
+                         "cannot show; profile in an eager mode (--eager)")
+    runner.timed_steps(warmup + (2 if runner.mode.graph else 0))
+    before = cpu_usage()
+    queue_ms = [] if runner.device.is_gpu else None
+    step_ms = runner.timed_steps(steps, queue_ms)
+    usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
+    final_loss = float(runner.loss)
+    rows = profile_step_ms = None
+    if profile:
+        rows, profile_step_ms = profile_steps(runner, steps)
     if runner.device.is_gpu:
         memory, kind = _gpu_pool_mib(runner.device), "CuPy memory pool total, high-water mark"
         start_rss = None
@@ -510,14 +505,13 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
         workers=runner.workers, queue_ms=queue_ms,
-        fused_kernels=bool(fused and runner.device.is_gpu),
-        cuda_graph=gemm if runner.graph is not None else None, layout=layout, **usage,
+        fused_kernels=runner.device.is_gpu and runner.mode.implementation == "fused",
+        cuda_graph=runner.mode.graph, precision=runner.mode.precision, **usage,
     )
 
 
 def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
-                            profile=False, seed=0, lr=BENCH_LR, workers=None, fused=False,
-                            cuda_graph=False, gemm=DEFAULT_GEMM, layout="channels_last",
+                            profile=False, seed=0, lr=BENCH_LR, workers=None, mode=None,
                             label="", env=None, timeout=None):
     """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
 
@@ -529,8 +523,8 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
         config = load_config(config)
     request = {"config": config, "device": str(getattr(device, "name", device)),
                "batch_size": batch_size, "steps": steps, "warmup": warmup,
-               "profile": profile, "seed": seed, "lr": lr, "workers": workers, "fused": fused,
-               "cuda_graph": cuda_graph, "gemm": gemm, "layout": layout}
+               "profile": profile, "seed": seed, "lr": lr, "workers": workers,
+               "mode": None if mode is None else dataclasses.asdict(mode)}
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
         if value is None:

@@ -8,10 +8,11 @@ Before each replay the host writes what changes into static device buffers: the 
 and, with augmentation, its maps (one buffer each per batch size) and the learning rate
 (`SGDOptimizer.keep_lr_on_device`); after it, the step's host bookkeeping (`TrainingStep.count`).
 The step's arrays that it writes in place (weights, optimizer state, running sums) must stay the
-same arrays: the graph writes those it was captured with.
+same arrays: the graph writes those it was captured with. It runs in a CUDA-graph mode
+(`backend.dispatch.Mode.graph`), whose products take the capturable GEMM, in the warm-up step
+too, so a replay computes what an eager step in that mode computes, bit for bit.
 """
 from xpnn.backend.graphs import CupyGraphs, GraphStep
-from xpnn.backend.matmul import using_gemm
 
 
 class CapturedStep:
@@ -34,8 +35,7 @@ class CapturedStep:
         if maps is not None:
             self.maps = self._static(self.all_maps, maps)
         self.step.optimizer.lr = lr
-        with using_gemm("cublas"):
-            self.graph(size)
+        self.graph(size)
         self.step.count(size)
 
     def _static(self, buffers, values):

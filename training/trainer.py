@@ -14,6 +14,7 @@ its slice of each global batch (the step sums the gradients over ranks in rank o
 the whole validation and test sets and keeps in lockstep; rank 0 alone writes files and shows
 progress.
 """
+import dataclasses
 import math
 import signal
 import sys
@@ -23,14 +24,14 @@ from pathlib import Path
 import numpy
 from tqdm import tqdm
 
-from xpnn.backend import running_on
+from xpnn.backend import mode_for, running_on
 from xpnn.backend.communicator import world
 from xpnn.optim import Schedule
 from xpnn.training.augment import Augmentation
 from xpnn.training.batches import epoch_permutation
 from xpnn.training.captured_step import CapturedStep
 from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
-from xpnn.training.errors import DivergenceError, TrainingError, TrainingInterrupted
+from xpnn.training.errors import DivergenceError, TrainingInterrupted
 from xpnn.training.evaluation import evaluate_epoch
 from xpnn.training.metrics import RunningStats, format_epoch, write_metrics
 from xpnn.training.run_state import EpochProgress, RunState
@@ -64,13 +65,15 @@ class Trainer:
             launched into (one rank unless started by mpiexec).
         progress: show a tqdm progress bar (on stderr).
         echo: called with each epoch's summary line.
-        cuda_graph: on a GPU, in one process, run each training step as one CUDA graph
+        mode: how the backend computes (`backend.Mode`; None: the mode set around the call,
+            else the device's default, `backend.default_mode`), its precision the config's
+            train.precision. In a graph mode each training step is one CUDA graph
             (`training.captured_step`); evaluation stays eager.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
                  checkpoint_every=CHECKPOINT_EVERY, workers=None, ranks=None, progress=True,
-                 echo=None, cuda_graph=False):
+                 echo=None, mode=None):
         self.config, self.train_config = config, config["train"]
         self.device, self.run_dir = device, Path(run_dir)
         self.checkpoint_every = int(checkpoint_every or 0)
@@ -79,13 +82,10 @@ class Trainer:
         echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
         self.echo = echo if self.ranks.is_root else (lambda line: None)
         self.limit_train, self.limit_test = limit_train, limit_test
-        if cuda_graph and self.ranks.size > 1:
-            raise TrainingError(f"--cuda-graph captures one process's step, but this run has "
-                                f"{self.ranks.size} ranks; drop --cuda-graph or run one process")
-        if cuda_graph and not device.is_gpu:
-            raise TrainingError(f"--cuda-graph captures the training step on a GPU, but this run "
-                                f"is on {device.name}; drop --cuda-graph or use --device gpu")
-        with running_on(device):
+        self.mode = dataclasses.replace(mode or mode_for(device, self.ranks.size),
+                                        precision=self.train_config["precision"])
+        self.mode.check(device, self.ranks.size)
+        with running_on(device, self.mode):
             setup = set_up(config, dataset, device, limit_train=limit_train,
                            limit_test=limit_test, workers=workers, ranks=self.ranks)
             self.stats = RunningStats(device.xp)
@@ -104,7 +104,8 @@ class Trainer:
         self.training_step = TrainingStep(self.model, self.optimizer, setup.train_images,
                                           setup.train_labels, self.stats, self.ranks)
         # what each step calls: the step itself, or the step replayed as a CUDA graph
-        self.run_step = CapturedStep(self.training_step) if cuda_graph else self.training_step
+        self.run_step = CapturedStep(self.training_step) if self.mode.graph else \
+            self.training_step
 
     @property
     def last_path(self):
@@ -189,7 +190,7 @@ class Trainer:
         (without saving) when the loss or weights stop being finite.
         """
         # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
-        with running_on(self.device), self.stops.handled(), numpy.errstate(
+        with running_on(self.device, self.mode), self.stops.handled(), numpy.errstate(
                 over="ignore", invalid="ignore", divide="ignore"):
             if not self.ranks.on_root(self.last_path.exists):
                 self.save()  # from here on, a run killed at any moment can be resumed
