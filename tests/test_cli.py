@@ -201,6 +201,58 @@ def test_idx_images_of_another_size_than_the_network_takes_are_one_line_error(tm
     assert not (tmp_path / "run").exists()
 
 
+# -- checkpoint metadata edited by hand: one line naming the field, on --resume and evaluate -----
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A lenet run stopped in its second epoch (last.npz at epoch 1, step 5 of 10)."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
+    assert_ok(invoke("train", "-c", LENET, "--epochs", "2", "--checkpoint-every", "15", *QUICK,
+                     "--output", run_dir))
+    from test_checkpoint import rewrite_meta
+    rewrite_meta(run_dir / "last.npz", epoch=1, step=5,
+                 metrics=[load_checkpoint(run_dir / "last.npz").state.metrics[0]])
+    return run_dir
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("epoch", "1", "has a bad epoch: '1'; it must be a whole number from 0"),
+    ("epoch", -1, "has a bad epoch: -1; it must be a whole number from 0"),
+    ("step", -3, "has a bad step: -3"),
+    ("step", 10**20, "has a bad step: 100000000000000000000"),
+    ("workers", 0, "has a bad workers: 0; it must be a whole number from 1"),
+    ("metrics", "good", "has a bad metrics: 'good'"),
+    ("epoch_progress", "half", "has a bad epoch_progress: 'half'"),
+    ("epoch_progress.seen", -1, "has a bad epoch_progress.seen: -1"),
+    ("optimizer_scalars.lr", [0.1], "has a bad optimizer_scalars.lr: [0.1]"),
+    ("optimizer_scalars.steps", "12", "has a bad optimizer_scalars.steps: '12'"),
+])
+def test_an_edited_checkpoint_field_is_one_line_on_resume_and_evaluate(stopped_run, tmp_path, name,
+                                                                      value, fragment):
+    import shutil
+    from test_checkpoint import rewrite_meta
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_run, run_dir)
+    for checkpoint in ("last.npz", "best.npz"):
+        rewrite_meta(run_dir / checkpoint, **{name: value})
+    for args in (["train", "--resume", run_dir, "--no-progress"],
+                 ["evaluate", run_dir / "last.npz", "--limit-test", "10"],
+                 ["evaluate", run_dir, "--limit-test", "10"]):
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("Error: ") and fragment in line, (args, line)
+        assert "edited or damaged file" in line
+
+
+def test_the_untouched_stopped_run_resumes(stopped_run, tmp_path):
+    import shutil
+    shutil.copytree(stopped_run, tmp_path / "run")
+    result = invoke("train", "--resume", tmp_path / "run", "--no-progress")
+    assert_ok(result)
+    assert "resuming" in result.output and "at epoch 2 step 5/10" in result.output
+
+
 # -- plot -----------------------------------------------------------------------------------------
 
 def write_metrics(run_dir, epochs=3, validation=True):

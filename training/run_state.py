@@ -16,6 +16,7 @@ from xpnn.training.errors import CheckpointError
 
 STATE_VERSION = 1  # the run-state fields' version (checkpoint format_version 1 holds them)
 LARGEST = 2**53    # above this, a count was edited (and JSON readers lose whole numbers)
+SHUFFLE = "numpy.random.default_rng([seed, epoch]).permutation(train_count)"  # for readers
 
 
 @dataclass

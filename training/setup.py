@@ -1,6 +1,6 @@
-"""Run setup: the network, what computes its steps, its optimizer and its data on the device,
-each checked before any work (the data's shapes and labels, the memory a step needs, how ranks
-and threads share a batch).
+"""Run setup: the network, what computes its steps, its optimizer, its data on the device and the
+step that trains it, each checked before any work (the data's shapes and labels, the memory a
+step needs, how ranks and threads share a batch).
 
     setup = set_up(config, dataset, device, ranks=ranks)     # what `Trainer` trains
     net = build_network(config)                              # what `xpnn bench` times
@@ -13,9 +13,13 @@ from xpnn.backend import available_bytes, cpu_count, format_bytes, set_blas_thre
 from xpnn.backend.communicator import SingleProcess
 from xpnn.data import DataError, hold_out
 from xpnn.nets import ConfigError
-from xpnn.optim import make_optimizer
+from xpnn.optim import Schedule, make_optimizer
+from xpnn.training.augment import Augmentation
 from xpnn.training.batches import num_batches
+from xpnn.training.captured_step import CapturedStep
 from xpnn.training.errors import TrainingError
+from xpnn.training.metrics import RunningStats
+from xpnn.training.step import TrainingStep
 
 
 def check_dataset_fits(net, dataset, num_classes):
@@ -93,28 +97,43 @@ def build_model(net, config, device, batch_size, *, dataset_bytes=0, workers=Non
     return model, optimizer, workers
 
 
+def make_schedule(train_config):
+    """The learning rate at each fractional epoch (`optim.Schedule`) of a train section."""
+    options = {key: value for key, value in train_config["schedule"].items() if key != "name"}
+    return Schedule(train_config["schedule"]["name"], train_config["lr"], train_config["epochs"],
+                    **options)
+
+
 @dataclass
 class RunSetup:
     """What a training run computes with: `net`, `model`, `optimizer`, `workers` (see
-    `build_model`), the training images and labels on the device, `evaluated` ({"validation" |
-    "test": (device images, device labels)}, only the non-empty ones), `train_count` and
-    `steps_per_epoch`."""
+    `build_model`); `step`, its `training.step.TrainingStep` on the training images (device
+    uint8 `train_images`), adding to the running sums `stats`, and `run_step`, what each step
+    calls: `step`, or in a graph mode `step` as a CUDA graph (`training.captured_step`);
+    `evaluated` ({"validation" | "test": (device images, device labels)}, only the non-empty
+    ones); `train_count`, `steps_per_epoch`, the learning-rate `schedule` and the `augment`ation
+    (None: none)."""
     net: object
     model: object
     optimizer: object
     workers: int
+    step: TrainingStep
+    run_step: object
+    stats: RunningStats
     train_images: object
-    train_labels: object
     evaluated: dict
     train_count: int
     steps_per_epoch: int
+    schedule: Schedule
+    augment: Augmentation
 
 
 def set_up(config, dataset, device, *, limit_train=None, limit_test=None, workers=None,
-           ranks=None):
+           ranks=None, graph=False):
     """The `RunSetup` of `config` on `dataset` (a `data.Dataset`): the last `data.validation`
     training images held out, the first `limit_train` of the rest trained on, the first
-    `limit_test` validation and test images evaluated. Raises `DataError`, `ConfigError` or
+    `limit_test` validation and test images evaluated; `graph`: each step a CUDA graph. Call it
+    in the run's mode (`backend.running_on`). Raises `DataError`, `ConfigError` or
     `TrainingError` naming what does not fit."""
     ranks = ranks if ranks is not None else SingleProcess()
     batch_size = config["train"]["batch_size"]
@@ -138,8 +157,11 @@ def set_up(config, dataset, device, *, limit_train=None, limit_test=None, worker
             f"{ranks.size} ranks cannot share a batch of {smallest_batch} training image(s) "
             f"(the epoch's {'only' if steps == 1 else 'last'} batch); use fewer ranks, or a "
             f"batch size and image count that leave every batch at least {ranks.size} images")
-    return RunSetup(net, model, optimizer, workers, device.send(train_images),
-                    device.send(train_labels),
+    images, stats = device.send(train_images), RunningStats(device.xp)
+    step = TrainingStep(model, optimizer, images, device.send(train_labels), stats, ranks)
+    return RunSetup(net, model, optimizer, workers, step,
+                    CapturedStep(step) if graph else step, stats, images,
                     {name: (device.send(images), device.send(labels))
                      for name, (images, labels) in evaluated.items() if len(labels)},
-                    train_count, steps)
+                    train_count, steps, make_schedule(config["train"]),
+                    Augmentation.from_config(config["data"]["augment"]))

@@ -1,18 +1,12 @@
-"""The training loop: epochs of steps, each epoch evaluated, checkpoints along the way.
+"""The training loop: epochs of steps (`training.step`), each epoch evaluated, checkpoints along
+the way.
 
 Each epoch's order depends only on (seed, epoch) and each batch's transforms only on (seed,
-epoch, step), so a run resumed from a checkpoint taken at any step makes exactly the batches,
-and on the CPU exactly the float operations, of an uninterrupted run. best.npz is the epoch of
-best validation accuracy: the test set is only reported, never used to choose.
-
-Nothing waits for the device inside a step: loss and correct counts are summed on the device and
-read every `READ_EVERY` steps (for the progress bar and the NaN check), before every checkpoint
-and at the end of the epoch.
-
-On several ranks (`mpiexec -n N`, see `backend.communicator`), every rank runs this same loop on
-its slice of each global batch (the step sums the gradients over ranks in rank order), evaluates
-the whole validation and test sets and keeps in lockstep; rank 0 alone writes files and shows
-progress.
+epoch, step), so a run resumed at any step makes exactly the batches, and on the CPU exactly the
+float operations, of an uninterrupted run. best.npz is the epoch of best validation accuracy.
+Nothing waits for the device inside a step: the running sums are read every `READ_EVERY` steps,
+before every checkpoint and at the end of the epoch. On several ranks every rank runs this loop
+on its slice of each batch and keeps in lockstep; rank 0 alone writes files and shows progress.
 """
 import dataclasses
 import math
@@ -26,49 +20,32 @@ from tqdm import tqdm
 
 from xpnn.backend import mode_for, running_on
 from xpnn.backend.communicator import world
-from xpnn.optim import Schedule
-from xpnn.training.augment import Augmentation
-from xpnn.training.batches import epoch_permutation
-from xpnn.training.captured_step import CapturedStep
+from xpnn.training.batches import batch_sizes, epoch_permutation
 from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
 from xpnn.training.errors import DivergenceError, TrainingInterrupted
 from xpnn.training.evaluation import evaluate_epoch
-from xpnn.training.metrics import RunningStats, format_epoch, write_metrics
-from xpnn.training.run_state import EpochProgress, RunState
+from xpnn.training.metrics import format_epoch, write_metrics
+from xpnn.training.run_state import SHUFFLE, EpochProgress, RunState
 from xpnn.training.setup import set_up
-from xpnn.training.step import TrainingStep
 from xpnn.training.stopping import StopSignals
 
 CHECKPOINT_EVERY = 200  # steps between mid-epoch checkpoints, unless told otherwise
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
-SHUFFLE = "numpy.random.default_rng([seed, epoch]).permutation(train_count)"
-
-
-def make_schedule(train_config):
-    options = {key: value for key, value in train_config["schedule"].items() if key != "name"}
-    return Schedule(train_config["schedule"]["name"], train_config["lr"], train_config["epochs"],
-                    **options)
 
 
 class Trainer:
     """Trains one network from a checked config on one device, saving into a run folder.
 
     Args:
-        config: a checked config (`training.config.load_config`).
-        dataset: a `data.Dataset` (host uint8 images, int64 labels).
-        device: a `backend.Device`.
+        config: a checked config; dataset: a `data.Dataset`; device: a `backend.Device`.
         run_dir: folder for last.npz, best.npz and metrics.jsonl (must exist and be writable).
-        limit_train, limit_test, workers: see `training.setup.set_up`; a resumed run keeps its
-            number of workers to stay exact.
+        limit_train, limit_test, workers: see `training.setup.set_up`.
         checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
-        ranks: the job's ranks (`backend.communicator`); default: the world this process was
-            launched into (one rank unless started by mpiexec).
-        progress: show a tqdm progress bar (on stderr).
-        echo: called with each epoch's summary line.
+        ranks: the job's ranks (`backend.communicator`; default: this process's world).
+        progress: show a tqdm progress bar (on stderr); echo: called with each epoch's line.
         mode: how the backend computes (`backend.Mode`; None: the mode set around the call,
-            else the device's default, `backend.default_mode`), its precision the config's
-            train.precision. In a graph mode each training step is one CUDA graph
-            (`training.captured_step`); evaluation stays eager.
+            else the device's default), its precision the config's train.precision; in a graph
+            mode each training step is one CUDA graph, evaluation stays eager.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
@@ -86,26 +63,20 @@ class Trainer:
                                         precision=self.train_config["precision"])
         self.mode.check(device, self.ranks.size)
         with running_on(device, self.mode):
-            setup = set_up(config, dataset, device, limit_train=limit_train,
-                           limit_test=limit_test, workers=workers, ranks=self.ranks)
-            self.stats = RunningStats(device.xp)
+            setup = set_up(config, dataset, device, limit_train=limit_train, ranks=self.ranks,
+                           limit_test=limit_test, workers=workers, graph=self.mode.graph)
         self.net, self.model, self.optimizer = setup.net, setup.model, setup.optimizer
-        self.workers, self.evaluated = setup.workers, setup.evaluated
+        self.training_step, self.run_step, self.stats = setup.step, setup.run_step, setup.stats
+        self.workers, self.evaluated, self.train_images = (setup.workers, setup.evaluated,
+                                                           setup.train_images)
         self.train_count, self.steps_per_epoch = setup.train_count, setup.steps_per_epoch
-        self.train_images = setup.train_images
-        self.schedule = make_schedule(self.train_config)
-        self.augment = Augmentation.from_config(config["data"]["augment"])
+        self.schedule, self.augment = setup.schedule, setup.augment
         self.epoch = 0          # epochs finished (0-based index of the current epoch)
         self.step = 0           # steps done in the current epoch
         self.metrics = []       # one record per finished epoch
         self.best_val_acc = None
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stops = StopSignals(self.ranks, READ_EVERY)
-        self.training_step = TrainingStep(self.model, self.optimizer, setup.train_images,
-                                          setup.train_labels, self.stats, self.ranks)
-        # what each step calls: the step itself, or the step replayed as a CUDA graph
-        self.run_step = CapturedStep(self.training_step) if self.mode.graph else \
-            self.training_step
 
     @property
     def last_path(self):
@@ -114,8 +85,6 @@ class Trainer:
     @property
     def best_path(self):
         return self.run_dir / BEST_NAME
-
-    # -- checkpoints ---------------------------------------------------------------------------
 
     def state(self, seconds=0.0):
         """The run's `RunState` now (`seconds`: time spent on this epoch since the start or
@@ -156,14 +125,20 @@ class Trainer:
         self.ranks.sum_in_rank_order(sums)
         return float(sums[0]), int(sums[1]), int(sums[2])
 
+    def check_loss(self):
+        """`read_stats()`, after raising `DivergenceError` if the loss sum is NaN or infinite."""
+        sums = self.read_stats()
+        if not math.isfinite(sums[0]):
+            self.diverged(f"the training loss became {sums[0]}")
+        return sums
+
     def check_finite(self):
-        """Raise `DivergenceError` if the running loss or any weight is NaN or infinite."""
-        loss_sum, _, _ = self.read_stats()
-        if not math.isfinite(loss_sum):
-            self.diverged(f"the training loss became {loss_sum}")
+        """`check_loss()`, after also checking that every weight is finite."""
+        sums = self.check_loss()
         for name, param in self.net.named_parameters():
             if not bool(self.device.xp.isfinite(param.data).all()):
                 self.diverged(f"parameter {name!r} holds NaN or infinite values")
+        return sums
 
     def diverged(self, what):
         where = f"epoch {self.epoch + 1} step {self.step}/{self.steps_per_epoch}"
@@ -180,8 +155,6 @@ class Trainer:
         raise TrainingInterrupted(
             f"{name}: stopped at epoch {self.epoch + 1} step {self.step}/{self.steps_per_epoch} "
             f"and saved {self.last_path}", self.stops.signal, self.run_dir)
-
-    # -- the loop ------------------------------------------------------------------------------
 
     def fit(self):
         """Train until `epochs` epochs are done; return the list of epoch records.
@@ -221,7 +194,9 @@ class Trainer:
                 self.step = step + 1
                 bar.update(1)
                 if self.step % READ_EVERY == 0 or self.step == steps:
-                    self.check_loss(bar)
+                    loss_sum, correct, seen = self.check_loss()
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False,
+                                    acc=f"{100 * correct / seen:.2f}%")
                 if self.checkpoint_every and self.step < steps and \
                         (self.epoch * steps + self.step) % self.checkpoint_every == 0:
                     self.save(seconds=time.perf_counter() - started)
@@ -238,28 +213,16 @@ class Trainer:
         per whole batch, so an image is moved alike on any number of ranks."""
         if self.augment is None:
             return None
-        batch_size = self.train_config["batch_size"]
-        sizes = [min(batch_size, self.train_count - start)
-                 for start in range(0, self.train_count, batch_size)]
-        height, width = self.train_images.shape[2:]
-        return self.device.send(self.augment.epoch_maps(sizes, height, width,
+        sizes = batch_sizes(self.train_count, self.train_config["batch_size"])
+        return self.device.send(self.augment.epoch_maps(sizes, *self.train_images.shape[2:],
                                                         self.train_config["seed"], self.epoch))
-
-    def check_loss(self, bar):
-        """Read the running sums (a device sync), stop on NaN/inf, show them on the bar."""
-        loss_sum, correct, seen = self.read_stats()
-        if not math.isfinite(loss_sum):
-            self.diverged(f"the training loss became {loss_sum}")
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
-                        refresh=False)
 
     def finish_epoch(self, started):
         """Evaluate on the validation and test sets, record the epoch, save best.npz (at the
         best validation accuracy) and last.npz, and write the metrics."""
         if self.stops.requested():
             self.interrupt(time.perf_counter() - started)
-        self.check_finite()
-        loss_sum, correct, seen = self.read_stats()
+        loss_sum, correct, seen = self.check_finite()
         train_loss, train_acc = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
         record = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "val_loss": None, "val_acc": None}
@@ -278,8 +241,7 @@ class Trainer:
         self.stats.reset()
         # best.npz before last.npz: if a crash falls between them, the resumed run redoes this
         # epoch bit for bit and writes the same best.npz again.
-        if record["val_acc"] is not None and (self.best_val_acc is None
-                                              or record["val_acc"] > self.best_val_acc):
+        if record["val_acc"] is not None and record["val_acc"] > (self.best_val_acc or -1):
             self.best_val_acc = record["val_acc"]
             self.save(self.best_path)
         self.save()
