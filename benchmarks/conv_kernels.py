@@ -64,7 +64,7 @@ class Problem:
     def run(self, op, way, f64=False, tile=None, split=None, relu=False):
         arrays = self.f64 if f64 else self.f32
         forward, backward, flipped = self.frames(arrays)
-        patches = conv.WAYS["gpu"] if f64 else conv.IM2COL_WAY
+        patches = conv.PATCHES["gpu"] if f64 else conv.IM2COL
         if op == "fwd":
             if way == "old":
                 return conv.correlate_by_patches(forward, arrays["kernel"], 1, arrays["bias"],
