@@ -88,10 +88,22 @@ for command in (train, evaluate, predict, export, describe, plot, bench, parity)
     cli.add_command(command)
 
 
+def _write_any_path():
+    """Let stdout and stderr write file names that are not valid in their encoding (any bytes
+    but / and NUL make a Linux file name; Python carries the others as surrogates): written
+    back as the bytes they were, instead of failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError):  # not a text stream of the io module
+            pass
+
+
 def run():
     """Run the `xpnn` command on this process's arguments; return its exit code (called by
     `xpnn.cli.main`, the entry point, with the signal handlers installed)."""
     from xpnn.backend.communicator import launched_size
+    _write_any_path()
     if launched_size() > 1:  # one of several MPI ranks: they end together
         from xpnn.cli.ranks import run_as_rank
         return run_as_rank(cli)
