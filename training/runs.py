@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import yaml
 
 from xpnn import nets
@@ -90,9 +91,31 @@ def load_trained(source, device="cpu", config=None):
             raise ConfigError(f"the config saved in {checkpoint.path}: {error}") from None
     net = nets.build(config["model"], seed=config["train"]["seed"])
     check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
+    check_trustworthy(checkpoint)
     net.to(device)
     restore(checkpoint, net)
     return TrainedNetwork(net, config, checkpoint)
+
+
+WEIGHT_BOUND = 1e6  # no weight of a trained network comes near; a diverged run's pass it
+
+
+def check_trustworthy(checkpoint):
+    """Raise `CheckpointError` unless every weight of `checkpoint` is finite and within
+    +-`WEIGHT_BOUND`: a diverged run's weights give NaN losses and probabilities."""
+    for name, weights in checkpoint.weights.items():
+        values = numpy.asarray(weights)
+        if not numpy.isfinite(values).all():
+            problem = "holds NaN or infinite values"
+        elif values.size and float(numpy.abs(values).max()) > WEIGHT_BOUND:
+            problem = (f"holds values up to {float(numpy.abs(values).max()):.3g} in size, beyond "
+                       f"the {WEIGHT_BOUND:.0e} no trained network reaches")
+        else:
+            continue
+        raise CheckpointError(f"checkpoint {checkpoint.path} cannot be used: its parameter "
+                              f"{name!r} {problem} (the run diverged, or the file was altered); "
+                              f"use an earlier checkpoint, or train again with a lower "
+                              f"learning rate")
 
 
 def default_run_dir(config_path, root="runs"):
