@@ -25,10 +25,15 @@ def atomic_write(path, write, binary=True):
 
     The data goes to a temporary file in the same folder, which is flushed and fsynced, then
     renamed over `path` (atomic on POSIX), and the folder is fsynced so the rename survives a
-    power loss. If `write` raises, the temporary file is removed and `path` is untouched.
+    power loss. If `write` raises, the temporary file is removed and `path` is untouched. An
+    `OSError` (a full disk, a read-only folder) names `path`, not the hidden temporary file.
     """
     path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=TEMP_SUFFIX)
+    except OSError as error:
+        raise _naming(error, path) from None
     try:
         os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
@@ -36,13 +41,22 @@ def atomic_write(path, write, binary=True):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(temp_name)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError):
+            raise _naming(error, path) from None
         raise
     fsync_folder(path.parent)
+
+
+def _naming(error, path):
+    """`error` (an OSError) as the same kind of error about `path`."""
+    if error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror or os.strerror(error.errno), str(path))
 
 
 def fsync_folder(folder):
