@@ -51,8 +51,14 @@ def read_idx_bytes(path):
             if not is_gzip:
                 return _read_checked(handle, path, os.fstat(handle.fileno()).st_size)
             try:
+                size = _gzip_size(handle)
                 with gzip.GzipFile(fileobj=handle) as stream:
-                    return _read_checked(stream, path, None)
+                    data = _read_checked(stream, path, size, gzip_stated=True)
+                if data is None:  # its stated size was not the whole story: read it through
+                    handle.seek(0)
+                    with gzip.GzipFile(fileobj=handle) as stream:
+                        data = _read_checked(stream, path, None)
+                return data
             except (OSError, EOFError, zlib.error) as error:
                 raise DataError(f"{path}: corrupt gzip stream ({error}); the compressed file is "
                                 f"damaged or truncated: restore or re-download it") from None
@@ -64,9 +70,27 @@ def read_idx_bytes(path):
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
 
 
-def _read_checked(stream, path, size):
-    """The bytes of an IDX file from `stream`: header, then the payload it announces. `size`:
-    the file's size when known (a raw file), checked against the header before reading on."""
+def _gzip_size(handle):
+    """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32)."""
+    handle.seek(0, os.SEEK_END)
+    if handle.tell() < 18:
+        handle.seek(0)
+        return None
+    handle.seek(-4, os.SEEK_END)
+    size = int.from_bytes(handle.read(4), "little")
+    handle.seek(0)
+    return size
+
+
+def _read_checked(stream, path, size, gzip_stated=False):
+    """The bytes of an IDX file from `stream`: header, then the payload it announces.
+
+    `size`: the file's size when known (a raw file), checked against the header before reading
+    on. `gzip_stated`: `size` is what a gzip stream states of itself (modulo 2**32, and of its
+    last member only): when it disagrees with the header, the stream is inflated without being
+    kept to count its size, which is then checked; None is returned if it does match after all
+    (a stream of several members), for the caller to read it again.
+    """
     data = _read_up_to(stream, 4)
     if len(data) < 4 or not _plausible(data):
         return data  # parse_idx says what is wrong
@@ -75,7 +99,11 @@ def _read_checked(stream, path, size):
     if len(data) < header_size:
         return data
     shape, expected = _shape(data, data[3])
-    if size is not None:
+    if gzip_stated:
+        if size is not None and (header_size + expected) % 2**32 != size:
+            _check_payload(str(path), shape, expected, _count(stream))
+            return None
+    elif size is not None:
         _check_payload(str(path), shape, expected, size - header_size)
     data += _read_up_to(stream, expected)
     if len(data) - header_size < expected:
@@ -90,6 +118,16 @@ def _read_checked(stream, path, size):
         raise DataError(f"{path}: too long: the header's shape {shape} needs {expected} payload "
                         f"bytes, the file has more than {expected + MAX_EXTRA_COUNTED}")
     return data + bytes(extra)  # zeros stand for the extra bytes, counted in the message
+
+
+def _count(stream):
+    """The number of bytes left in `stream`, read in bounded pieces and dropped."""
+    total = 0
+    while True:
+        piece = stream.read(CHUNK_BYTES)
+        if not piece:
+            return total
+        total += len(piece)
 
 
 def _read_up_to(stream, count):
