@@ -24,6 +24,7 @@ taken as they are, and must be of the network's size.
 """
 import contextlib
 import gzip
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,21 +114,32 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
         gray: (h, w) array of levels in [0, 255], any size; light-on-dark or dark-on-light.
         size: (H, W) of the network's input.
     """
-    gray = numpy.asarray(gray, dtype=numpy.float64)
-    if min(gray.shape) >= 2 * max(size):
-        gray = _median_filtered(gray)
+    levels = numpy.asarray(gray)
+    # One float64 copy, worked on in place: a picture of `MAX_PIXELS` stays within a few
+    # hundred MB (the same arithmetic as on temporaries, so the same result).
+    if min(levels.shape) >= 2 * max(size):
+        gray = _median_filtered(levels)
+    else:
+        gray = numpy.array(levels, dtype=numpy.float64)
+    del levels
     background = numpy.median(_border(gray))
     inverted = bool(background > 127.5)
     if inverted:
-        gray, background = 255.0 - gray, 255.0 - background
+        numpy.subtract(255.0, gray, out=gray)
+        background = 255.0 - background
     peak = gray.max()
     if peak - background < BLANK_RANGE:
         raise ImageError(f"{name}: the image is blank: nothing stands out from its background "
                          f"(levels {gray.min():.0f} to {peak:.0f} of 255)")
-    ink = numpy.clip((gray - background) / (peak - background), 0.0, 1.0)
-    ink = numpy.clip((ink - INK_THRESHOLD) / (1 - INK_THRESHOLD), 0.0, 1.0)
-    rows, cols = numpy.nonzero(ink)
-    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    ink = gray
+    ink -= background
+    ink /= peak - background
+    numpy.clip(ink, 0.0, 1.0, out=ink)
+    ink -= INK_THRESHOLD
+    ink /= 1 - INK_THRESHOLD
+    numpy.clip(ink, 0.0, 1.0, out=ink)
+    rows, cols = numpy.flatnonzero(ink.any(axis=1)), numpy.flatnonzero(ink.any(axis=0))
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     box = max(1, round(preparation.box_fraction * min(size)))
     scale = box / max(ink.shape)
     shape = (max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
@@ -213,25 +225,26 @@ def _idx_images(path, size):
 
 
 def _open_picture(path):
-    """The picture at `path` as (h, w) float levels in [0, 255], light on dark or dark on light.
+    """The picture at `path` as (h, w) uint8 levels, light on dark or dark on light.
 
     Its size is read from the file's header and checked against `MAX_PIXELS` before anything is
     decoded."""
     try:
-        with _opened(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(
-                    f"{path}: {width} x {height} pixels is more than the "
-                    f"{MAX_PIXELS // 10**6} megapixels xpnn reads; shrink the picture first "
-                    f"(a digit needs a few hundred pixels across at most)")
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                alpha = numpy.asarray(image.convert("RGBA").getchannel("A"),
-                                      dtype=numpy.float64)
-                if alpha.min() < 255:
-                    return alpha
-            return numpy.asarray(image.convert("L"), dtype=numpy.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on damaged files: the result says
+            with _opened(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{path}: {width} x {height} pixels is more than the "
+                        f"{MAX_PIXELS // 10**6} megapixels xpnn reads; shrink the picture first "
+                        f"(a digit needs a few hundred pixels across at most)")
+                image.load()
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    alpha = numpy.asarray(image.convert("RGBA").getchannel("A"))
+                    if alpha.min() < 255:
+                        return alpha
+                return numpy.asarray(image.convert("L"))
     except ImageError:
         raise
     except Exception as error:  # Pillow's decoders raise many kinds of error on damaged files

@@ -119,8 +119,9 @@ def parse_yaml(text, source="<string>"):
     "alias bomb" of a few hundred bytes would expand to billions), or an alias inside what it
     names. The message quotes no value.
     """
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # refuses characters YAML does not allow, at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -131,7 +132,8 @@ def parse_yaml(text, source="<string>"):
     except yaml.YAMLError as error:
         raise ConfigError(f"{source} is not valid YAML: {' '.join(str(error).split())}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _check_expanded_size(root):
