@@ -34,7 +34,10 @@ def _describe_stop(stop):
 
 
 def _program():
+    """How this program was started, as a command to type again."""
     name = sys.argv[0] if sys.argv else "xpnn"
+    if name.endswith("__main__.py"):
+        return "python -m xpnn"
     return f"python {name}" if name.endswith(".py") else "xpnn"
 
 

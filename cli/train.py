@@ -117,7 +117,10 @@ def _train(state, config_spec, overrides, device, fused, cuda_graph, output, res
     try:
         with running_on(device, fused):
             metrics = trainer.fit()
-    except OSError as error:  # a disk full, a folder gone read-only: say how to go on
+    except OSError as error:
+        if not error.filename:  # not a file of the run (a closed pipe, say)
+            raise
+        # a full disk, a folder gone read-only: name the file and say how to go on
         raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
     last, best = metrics[-1], best_epoch(metrics)
     chosen = ("no validation set, so no best.npz" if best is None else

@@ -117,3 +117,29 @@ def test_a_stop_signal_at_any_moment_leaves_nothing_or_a_run_that_resumes(tmp_pa
         else:
             outcomes.append("nothing written")
     assert outcomes.count("resumed") >= 1 and outcomes.count("nothing written") >= 1, outcomes
+
+
+def test_a_signal_while_a_resume_starts_says_how_to_continue(tmp_path, monkeypatch):
+    """A signal after `train --resume` began, before training: the run is as it was, and the
+    line says how to go on (the signal is raised where the run is being loaded)."""
+    from click.testing import CliRunner
+
+    import xpnn.cli as entry
+    import xpnn.training
+    from xpnn.cli import cli
+    from xpnn.cli.stopping import Stopped
+
+    run_dir = tmp_path / "my run"
+    assert CliRunner().invoke(cli, [*TINY, "-o", str(run_dir)]).exit_code == 0
+
+    def loading(*args, **kwargs):
+        raise Stopped(signal.SIGINT)
+
+    monkeypatch.setattr(xpnn.training, "resume_run", loading)
+    with pytest.raises(Stopped) as caught:
+        CliRunner().invoke(cli, ["train", "--resume", str(run_dir)], catch_exceptions=False)
+    assert caught.value.run_dir == run_dir
+    monkeypatch.setattr(sys, "argv", ["/somewhere/xpnn/__main__.py"])
+    assert entry._describe_stop(caught.value) == (
+        f"SIGINT: stopped; the run can be continued with: python -m xpnn train --resume "
+        f"'{run_dir}'")
