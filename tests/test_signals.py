@@ -81,9 +81,21 @@ def test_a_signal_before_any_work_exits_with_its_code_in_one_line(tmp_path):
         assert not (tmp_path / "run").exists()
 
 
+def time_a_run(run_dir):
+    """Seconds from the moment a tiny run catches SIGTERM to its exit."""
+    process = subprocess.Popen([*ENTRY_POINTS[0], *TINY, "-o", str(run_dir)], cwd=run_dir.parent,
+                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not catches_sigterm(process.pid) and process.poll() is None:
+        time.sleep(0.001)
+    started = time.monotonic()
+    assert process.wait(timeout=300) == 0
+    return time.monotonic() - started
+
+
 @pytest.mark.slow
 def test_a_stop_signal_at_any_moment_leaves_nothing_or_a_run_that_resumes(tmp_path):
     rng = numpy.random.default_rng(21)
+    lifetime = time_a_run(tmp_path / "timed")  # the machine's speed now, load included
     outcomes = []
     for case in range(LONG_CASES if LONG else CASES):
         number = (signal.SIGINT, signal.SIGTERM)[case % 2]
@@ -94,7 +106,7 @@ def test_a_stop_signal_at_any_moment_leaves_nothing_or_a_run_that_resumes(tmp_pa
         deadline = time.monotonic() + 60
         while not catches_sigterm(process.pid) and time.monotonic() < deadline:
             time.sleep(0.001)
-        time.sleep(rng.uniform(0, 1.5))  # from the first instruction to after the exit
+        time.sleep(rng.uniform(0, 1.1 * lifetime))  # from the first instruction to the exit
         ended_before = process.poll() is not None
         process.send_signal(number)
         out, err = process.communicate(timeout=120)
@@ -105,7 +117,8 @@ def test_a_stop_signal_at_any_moment_leaves_nothing_or_a_run_that_resumes(tmp_pa
         else:
             assert not ended_before, context
             assert process.returncode == 128 + number, context
-            assert len(err.strip().splitlines()) == 1, context
+            lines = err.strip().splitlines()  # none when it came as the program exited
+            assert len(lines) == 1 or not lines and "done: " in out, context
         assert not list(run_dir.glob(".*")), context  # no lock, no temporary left
         if run_dir.exists():  # a run folder is a run that resumes (or one that is done)
             load_checkpoint(run_dir / "last.npz")
