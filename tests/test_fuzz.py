@@ -1,7 +1,7 @@
 """Fuzzing (tests/fuzzing.py): damaged and hostile configs, IDX files and pictures each end in a
 result or a one-line error, within a time limit, in under 1 GiB of memory.
 
-`BRIEF` cases of each kind run here (seed `SEED`); XPNN_LONG_TESTS=1 runs `LONG` of each (1,200
+`BRIEF` cases of each kind run here (seed `SEED`); XPNN_LONG_TESTS=1 runs `LONG` of each (3,000
 in all), and XPNN_FUZZ_SEED=N another seed's cases. A failing case's file is kept, and named.
 """
 import json
@@ -18,7 +18,7 @@ from xpnn.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("XPNN_FUZZ_SEED", "2026"))
-BRIEF, LONG = 40, 400
+BRIEF, LONG = 100, 1000
 COUNT = LONG if os.environ.get("XPNN_LONG_TESTS") == "1" else BRIEF
 
 
