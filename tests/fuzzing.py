@@ -1,9 +1,10 @@
-"""Seeded fuzzing of what xpnn reads from users: configs, IDX files and pictures.
+"""Seeded fuzzing of what xpnn reads from users: configs, IDX files, pictures and checkpoint
+archives (their weights and the archive's bytes; the metadata's fields are left whole).
 
 Each case is a file made from a seed and a case number (the same file every run): a valid one
 of its kind, then damaged (bytes flipped, cut, repeated; values swapped for hostile ones;
 headers that claim too much). Reading it must end in a result or one of xpnn's one-line errors
-(ConfigError, DataError), within `CASE_SECONDS`, in a process limited to `MEMORY_LIMIT` of
+(ConfigError, DataError, TrainingError), within `CASE_SECONDS`, in a process limited to `MEMORY_LIMIT` of
 address space. Run as a worker:
 
     python tests/fuzzing.py KIND SEED FIRST COUNT FOLDER
@@ -27,7 +28,7 @@ import numpy
 REPO = Path(__file__).resolve().parent.parent
 MEMORY_LIMIT = 1 << 30       # bytes of address space for a worker
 CASE_SECONDS = 30            # wall-clock limit of one case
-KINDS = ("config", "idx", "image")
+KINDS = ("config", "idx", "image", "checkpoint")
 
 HOSTILE_VALUES = [None, True, False, 0, -1, 1, 2, 3, 7, 28, 2**31, -2**31, 2**63, 10**100,
                   0.5, -0.0, 1e308, float("inf"), float("-inf"), float("nan"), "", "x",
@@ -176,6 +177,75 @@ def run_image(path):
     read_images([path], (28, 28))
 
 
+# -- checkpoint archives ----------------------------------------------------------------------------
+
+_BASE_CHECKPOINT = {}
+
+
+def _base_checkpoint(folder):
+    """A lenet checkpoint's bytes (made once per worker)."""
+    if "data" not in _BASE_CHECKPOINT:
+        from xpnn import nets, optim
+        from xpnn.training import load_config
+        from xpnn.training.checkpoint import save_checkpoint
+        config = load_config("lenet")
+        net = nets.build(config["model"], seed=0)
+        optimizer = optim.MomentumSGDOptimizer(net.parameters(), lr=0.1, momentum=0.9)
+        path = Path(folder) / "base.npz"
+        save_checkpoint(path, net, optimizer, {"config": config, "epoch": 1, "step": 0})
+        _BASE_CHECKPOINT["data"] = path.read_bytes()
+        path.unlink()
+    return _BASE_CHECKPOINT["data"]
+
+
+WEIGHT_CHANGES = ["nan", "inf", "huge", "float64", "int32", "shape", "missing", "extra",
+                  "empty", "scalar"]
+
+
+def checkpoint_case(rng, folder):
+    base = _base_checkpoint(folder)
+    if rng.random() < 0.4:
+        return _write(folder, "case.npz", _damaged(base, rng))
+    with numpy.load(io.BytesIO(base), allow_pickle=False) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    names = sorted(name for name in entries if name.startswith("weights/"))
+    for _ in range(int(rng.integers(1, 3))):
+        name = names[int(rng.integers(len(names)))]
+        change = WEIGHT_CHANGES[int(rng.integers(len(WEIGHT_CHANGES)))]
+        if name not in entries:  # taken out by an earlier change
+            continue
+        weights = entries[name].copy()
+        if change in ("nan", "inf") and weights.size and weights.dtype.kind == "f":
+            weights.flat[int(rng.integers(weights.size))] = numpy.nan if change == "nan" \
+                else -numpy.inf
+        elif change == "huge":
+            with numpy.errstate(over="ignore"):  # float32 * 1e38: inf, as meant
+                weights = weights * float(rng.choice([1e5, 1e7, 3e19, 1e38]))
+        elif change in ("float64", "int32"):
+            with numpy.errstate(invalid="ignore"):  # NaN put in by an earlier change
+                weights = weights.astype(change)
+        elif change == "shape":
+            weights = weights.reshape(-1)[:max(0, weights.size - 1)]
+        elif change == "missing":
+            del entries[name]
+            continue
+        elif change == "extra":
+            entries[name + "_extra"] = weights
+        elif change == "empty":
+            weights = numpy.zeros((0,), weights.dtype)
+        else:
+            weights = numpy.float32(1.5)
+        entries[name] = weights
+    buffer = io.BytesIO()
+    numpy.savez(buffer, **entries)
+    return _write(folder, "case.npz", buffer.getvalue())
+
+
+def run_checkpoint(path):
+    from xpnn.training.runs import load_trained
+    load_trained(path)
+
+
 # -- shared ---------------------------------------------------------------------------------------
 
 def _damaged(data, rng):
@@ -211,8 +281,10 @@ def _write(folder, name, data):
     return path
 
 
-MAKERS = {"config": config_case, "idx": idx_case, "image": image_case}
-RUNNERS = {"config": run_config, "idx": run_idx, "image": run_image}
+MAKERS = {"config": config_case, "idx": idx_case, "image": image_case,
+          "checkpoint": checkpoint_case}
+RUNNERS = {"config": run_config, "idx": run_idx, "image": run_image,
+           "checkpoint": run_checkpoint}
 
 
 class CaseTimeout(BaseException):
@@ -227,6 +299,7 @@ def run_cases(kind, seed, first, count, folder):
     """Run cases first .. first + count - 1 of `kind`; yield a record for each that failed."""
     from xpnn.data import DataError
     from xpnn.nets import ConfigError
+    from xpnn.training.errors import TrainingError
     signal.signal(signal.SIGALRM, _on_alarm)
     kind_number = KINDS.index(kind)
     for case in range(first, first + count):
@@ -238,7 +311,7 @@ def run_cases(kind, seed, first, count, folder):
         signal.alarm(CASE_SECONDS)
         try:
             RUNNERS[kind](path)
-        except (ConfigError, DataError) as error:
+        except (ConfigError, DataError, TrainingError) as error:
             message = str(error)
             if not message.strip():
                 problem = f"an empty {type(error).__name__} message"

@@ -1,7 +1,8 @@
-"""Fuzzing (tests/fuzzing.py): damaged and hostile configs, IDX files and pictures each end in a
-result or a one-line error, within a time limit, in under 1 GiB of memory.
+"""Fuzzing (tests/fuzzing.py): damaged and hostile configs, IDX files, pictures and checkpoint
+archives each end in a result or a one-line error, within a time limit, in under 1 GiB of
+memory.
 
-`BRIEF` cases of each kind run here (seed `SEED`); XPNN_LONG_TESTS=1 runs `LONG` of each (3,000
+`BRIEF` cases of each kind run here (seed `SEED`); XPNN_LONG_TESTS=1 runs `LONG` of each (4,000
 in all), and XPNN_FUZZ_SEED=N another seed's cases. A failing case's file is kept, and named.
 """
 import json
