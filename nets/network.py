@@ -14,6 +14,7 @@ class Network(Layer):
     def __init__(self, name, layers, loss_layer=None, input_shape=None):
         self.name = name
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.loss_pending = False  # True from forward_loss until the backward that uses it
         self.layers = layers if isinstance(layers, SequentialLayer) else SequentialLayer(layers)
         self.loss_layer = loss_layer if loss_layer is not None else SoftmaxCrossEntropyLossLayer()
         if len(self.layers):
@@ -35,14 +36,22 @@ class Network(Layer):
         return total
 
     def forward(self, x):
-        """Logits for a batch of images."""
+        """Logits for a batch of images (no loss: `backward` needs `forward_loss`)."""
+        self.loss_pending = False
         return self.layers.forward(x)
 
     def forward_loss(self, x, labels):
         """Forward through the layers and the loss; returns (mean loss as a 0-d array, logits)."""
         logits = self.layers.forward(x)
-        return self.loss_layer.forward(logits, labels), logits
+        loss = self.loss_layer.forward(logits, labels)
+        self.loss_pending = True
+        return loss, logits
 
     def backward(self, grad_out=1.0):
-        """Backward from the loss of the last `forward_loss` through every layer."""
+        """Backward from the loss of the last `forward_loss` through every layer; `RuntimeError`
+        when no `forward_loss` came since the last `backward` or a plain `forward` came after it."""
+        if not self.loss_pending:
+            raise RuntimeError(f"{self.name}.backward() follows forward_loss(images, labels); call "
+                               f"forward_loss (not forward) before each backward")
+        self.loss_pending = False
         return self.layers.backward(self.loss_layer.backward(grad_out))

@@ -284,6 +284,22 @@ def test_every_config_builds_and_gives_ten_class_scores(path, dtype):
                if name.endswith("weight"))
 
 
+def test_backward_out_of_order_is_named_not_an_attribute_error():
+    net = nets.build(model_config("lenet"), seed=0)
+    images, labels = numpy.zeros((2, 1, 28, 28), "float32"), numpy.array([3, 4])
+    expected = r"MNISTNetwork.backward\(\) follows forward_loss\(images, labels\)"
+    with pytest.raises(RuntimeError, match=expected):  # before any forward_loss
+        net.backward()
+    net.forward_loss(images, labels)
+    net.forward(images)  # the layers now hold this forward's values, not the loss's
+    with pytest.raises(RuntimeError, match=expected):
+        net.backward()
+    net.forward_loss(images, labels)
+    net.backward()
+    with pytest.raises(RuntimeError, match=expected):  # each loss is used once
+        net.backward()
+
+
 def test_parameter_count_and_names_of_lenet():
     net = nets.build(model_config("lenet"))
     assert net.num_parameters() == (6 * 25 + 6) + (16 * 6 * 25 + 16) + (784 * 120 + 120) + \

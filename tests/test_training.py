@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy
 import pytest
 
+from xpnn import nets
 from xpnn.backend import CPU
-from xpnn.training import load_checkpoint, load_config, read_metrics, resume_run, start_run
+from xpnn.data import load_dataset
+from xpnn.training import evaluate, load_checkpoint, load_config, read_metrics, resume_run, start_run
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
 from xpnn.training.errors import CheckpointError, DivergenceError
 from xpnn.training.metrics import METRIC_KEYS, VALIDATION_KEYS, RunningStats
@@ -52,6 +54,41 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert not numpy.array_equal(first, epoch_permutation(0, 1, 1000))
     assert not numpy.array_equal(first, epoch_permutation(1, 0, 1000))
     assert num_batches(1000, 300) == 4 and num_batches(900, 300) == 3
+
+
+def test_evaluate_takes_floats_in_0_1_and_integers_as_it_takes_uint8():
+    net = nets.build(lenet()["model"], seed=0)
+    dataset = load_dataset("mnist")
+    images, labels = dataset.test_images[:200], dataset.test_labels[:200]
+    expected = evaluate(net, images, labels)
+    for same in (images / 255, (images / 255).astype("float32"), images.astype("int64")):
+        got = evaluate(net, same, labels)
+        assert got.loss == pytest.approx(expected.loss, rel=1e-6)
+        assert got.accuracy == expected.accuracy
+        assert numpy.array_equal(got.predictions, expected.predictions)
+
+
+@pytest.mark.parametrize("images, text", [
+    (numpy.full((2, 1, 28, 28), 255.0), "got float64 values from 255 to 255 (divide 0-255 floats by 255)"),
+    (numpy.full((2, 1, 28, 28), -0.5, "float32"), "got float32 values from -0.5 to -0.5"),
+    (numpy.full((2, 1, 28, 28), 300), "got int64 values from 300 to 300"),
+    (numpy.full((2, 1, 28, 28), numpy.nan), "got float64 values from nan to nan"),
+    (numpy.zeros((2, 1, 28, 28), bool), "got dtype bool"),
+], ids=["floats-0-255", "negative", "int-above-255", "nan", "bool"])
+def test_evaluate_refuses_images_of_an_unknown_scale_in_one_line(images, text):
+    net = nets.build(lenet()["model"], seed=0)
+    with pytest.raises(ValueError) as error:
+        evaluate(net, images, numpy.array([1, 2]))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(
+        "images must be uint8 (or integers) on the 0-255 scale, or floats on the [0, 1] scale")
+    assert text in message
+
+
+def test_evaluate_refuses_labels_that_are_not_integers():
+    net = nets.build(lenet()["model"], seed=0)
+    with pytest.raises(ValueError, match="labels must be integer class indices, got dtype float64"):
+        evaluate(net, numpy.zeros((2, 1, 28, 28), numpy.uint8), numpy.array([1.7, 2.2]))
 
 
 def test_batches_become_float32_in_unit_range():

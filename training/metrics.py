@@ -63,12 +63,16 @@ class Evaluation:
 
 
 def evaluate(net, images, labels, batch_size=1000, should_stop=None):
-    """Evaluate `net` on uint8 `images` (N, C, H, W) and `labels` (N,), on their device.
+    """Evaluate `net` on `images` (N, C, H, W) and integer `labels` (N,), on their device.
 
-    `should_stop()`, if given, is asked between batches; when it returns True, evaluation stops
-    early and None is returned.
+    Images are uint8 (or other integers) on the 0-255 scale, or floats on the [0, 1] scale
+    (``images / 255``); the network sees float32 in [0, 1] either way. Anything else (floats
+    outside [0, 1], integers outside 0-255, booleans) raises `ValueError`, as do labels that are
+    not integers. `should_stop()`, if given, is asked between batches; when it returns True,
+    evaluation stops early and None is returned.
     """
     xp = get_array_module(images)
+    to_network = network_input(images)
     count = labels.shape[0]
     stats = RunningStats(xp)
     predictions = []
@@ -76,12 +80,38 @@ def evaluate(net, images, labels, batch_size=1000, should_stop=None):
         if should_stop is not None and should_stop():
             return None
         batch_labels = labels[start:start + batch_size]
-        loss, logits = net.forward_loss(to_float(images[start:start + batch_size]), batch_labels)
+        loss, logits = net.forward_loss(to_network(images[start:start + batch_size]), batch_labels)
         stats.add(loss, logits, batch_labels)
         predictions.append(logits.argmax(axis=1))
     loss, accuracy = stats.means()
     predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
     return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)
+
+
+def network_input(images):
+    """The conversion that makes batches of `images` what a network sees (float32 in [0, 1]),
+    after checking their dtype and scale (floats and wide integers: one look at their range);
+    `ValueError` naming what was given and what is accepted."""
+    kind = images.dtype.kind
+    if images.dtype == numpy.uint8:
+        return to_float
+    accepted = ("images must be uint8 (or integers) on the 0-255 scale, or floats on the [0, 1] "
+                "scale")
+    if kind not in "iuf":
+        raise ValueError(f"{accepted}; got dtype {images.dtype}")
+    if images.size == 0:
+        return to_float if kind in "iu" else _as_float32
+    low, high = float(images.min()), float(images.max())
+    if kind == "f" and 0 <= low and high <= 1:
+        return _as_float32
+    if kind in "iu" and 0 <= low and high <= 255:
+        return to_float
+    hint = " (divide 0-255 floats by 255)" if kind == "f" and 0 <= low and high <= 255 else ""
+    raise ValueError(f"{accepted}; got {images.dtype} values from {low:g} to {high:g}{hint}")
+
+
+def _as_float32(images):
+    return images.astype(get_array_module(images).float32, copy=False)
 
 
 def confusion_matrix(labels, predictions, num_classes):
