@@ -15,7 +15,8 @@ import pytest
 from xpnn import nets
 from xpnn.backend import CPU
 from xpnn.data import load_dataset
-from xpnn.training import evaluate, load_checkpoint, load_config, read_metrics, resume_run, start_run
+from xpnn.training import evaluate, load_checkpoint, load_config, validate_config, read_metrics, resume_run, start_run
+from xpnn.training.config import read_config
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
 from xpnn.training.errors import CheckpointError, DivergenceError
 from xpnn.training.metrics import METRIC_KEYS, VALIDATION_KEYS, RunningStats
@@ -180,6 +181,33 @@ def test_resume_of_an_augmented_run_is_bit_identical(tmp_path, monkeypatch):
     undo()
     resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None).fit()
     assert_same_run(tmp_path / "reference", tmp_path / "run")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_resume_of_an_adam_run_is_bit_identical(tmp_path, monkeypatch, optimizer):
+    """Adam's moments and step count travel in the checkpoint: a run crashed mid-epoch and
+    resumed ends with the uninterrupted run's weights and state, bit for bit."""
+    raw = read_config(LENET)
+    raw["train"] = {"epochs": 2, "batch_size": 20, "optimizer": optimizer, "lr": 0.002,
+                    "betas": [0.85, 0.995], "weight_decay": 0.05,
+                    "schedule": {"name": "cosine", "warmup_epochs": 0.2}}
+    config = validate_config(raw)
+    start_run(config, CPU, tmp_path / "reference", **SMALL).fit()
+    undo = crash_after_steps(monkeypatch, 22)
+    with pytest.raises(Crash):
+        start_run(config, CPU, tmp_path / "run", **SMALL).fit()
+    undo()
+    assert position(tmp_path / "run") == (1, 5)
+    resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None).fit()
+    a, b = (load_checkpoint(tmp_path / name / "last.npz") for name in ("reference", "run"))
+    assert a.config["train"]["optimizer"] == optimizer and a.optimizer["steps"] == 30
+    for key in a.weights:
+        assert numpy.array_equal(a.weights[key], b.weights[key]), key
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert a.optimizer[key].any() and numpy.array_equal(a.optimizer[key], b.optimizer[key])
+    assert a.optimizer["steps"] == b.optimizer["steps"]
+    metrics = read_metrics(tmp_path / "reference")
+    assert metrics[-1]["test_acc"] > 0.5  # it learns
 
 
 def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):
