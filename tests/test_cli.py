@@ -259,6 +259,8 @@ def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4")
     assert_ok(result)
     assert "logits" in result.output and "layers.0.weight" in result.output
+    assert result.output.splitlines()[-1].startswith("parity passes: worst relative error ")
+    assert result.output.splitlines()[-1].endswith(") is within the tolerance 0.0001")
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4",
                     "--tolerance", "0")
     assert result.exit_code == 1
@@ -275,7 +277,10 @@ def test_parity_says_what_it_compared_and_defaults_to_a_float64_cpu_reference():
     else:
         assert first == ("compared MNISTNetwork (lenet), 4 test images: cpu float64 (reference) "
                          "against cpu float32")
-        assert result.output.splitlines()[1].startswith("no GPU here (")
+        note = result.output.splitlines()[1]
+        assert note.startswith("no GPU here (") and "GPU requested" not in note
+        assert note.endswith("): compared the CPU's float32 path with its float64 reference")
+    assert result.output.splitlines()[-1].startswith("parity passes: ")
 
 
 def test_parity_json_for_ci():
