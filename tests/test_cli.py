@@ -122,6 +122,22 @@ def test_train_stop_evaluate_resume(tmp_path, monkeypatch):
     assert_ok(result)
     assert "best.npz" in result.output.splitlines()[0]
 
+    result = invoke("evaluate", run_dir, "--limit-test", "300", "--json", "-o",
+                    tmp_path / "report.json")
+    assert_ok(result)
+    report = json.loads(result.output)
+    assert report == json.loads((tmp_path / "report.json").read_text())
+    assert report["checkpoint"] == str(run_dir / "best.npz") and report["images"] == 300
+    assert report["network"] == "MNISTNetwork" and report["epoch"] == 2
+    assert report["class_names"] == [str(digit) for digit in range(10)]
+    confusion = numpy.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 300
+    assert report["correct"] == numpy.trace(confusion) == round(300 * report["accuracy"])
+    result = invoke("evaluate", run_dir, "--limit-test", "300", "-o", tmp_path / "again.json")
+    assert_ok(result)
+    assert result.output.splitlines()[-1] == f"wrote {tmp_path / 'again.json'}"
+    assert json.loads((tmp_path / "again.json").read_text()) == report
+
 
 def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
