@@ -62,6 +62,27 @@ def test_describe_prints_the_network_and_its_parameter_count(name):
     assert result.output == f"{net!r}\nTotal parameters: {net.num_parameters():,}\n"
 
 
+def test_describe_shapes_gives_each_layers_shape_parameters_and_flops():
+    result = invoke("describe", "-c", "resnet", "--shapes")
+    assert_ok(result)
+    lines = result.output.splitlines()
+    table = lines[lines.index("    (loss_layer): SoftmaxCrossEntropyLossLayer:") + 1:-1]
+    assert table[0].split() == ["layer", "output", "shape", "parameters", "FLOPs/image"]
+    assert table[1].split() == ["input", "1", "x", "28", "x", "28"]
+    rows = {line.split()[0]: line.split() for line in table[2:]}
+    conv_outputs = 6 * 28 * 28
+    assert rows["(0)"] == ["(0)", "ConvLayer", "6", "x", "28", "x", "28", "156",
+                           f"{conv_outputs * 2 * 25:,}"]
+    block = 2 * (16 * 14 * 14) * 2 * 16 * 9 + 3 * 16 * 14 * 14  # two convs, add, ReLU
+    assert rows["(4)"][-3:] == ["14", "4,640", f"{block:,}"]
+    assert rows["(1)"][-1] == f"{6 * 14 * 14 * 3:,}"  # 2 x 2 windows: 3 comparisons each
+    assert rows["(8)"][-3:] == ["784", "0", "0"]  # flatten: a view
+    assert rows["(9)"][-3:] == ["120", "94,200", f"{120 * 2 * 784:,}"]
+    assert rows["total"][1] == "117,066" and lines[-1] == "Total parameters: 117,066"
+    assert int(rows["total"][2].replace(",", "")) == sum(
+        int(row[-1].replace(",", "")) for key, row in rows.items() if key != "total")
+
+
 # -- train -> stop -> evaluate -> resume ------------------------------------------------------------
 
 def stop_after_steps(monkeypatch, steps):
