@@ -259,6 +259,44 @@ def test_plot_draws_a_png(tmp_path, validation):
     assert (tmp_path / "run" / "curves.png").exists()
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 3, 30])
+def test_plot_ticks_whole_epochs_even_for_short_runs(tmp_path, monkeypatch, epochs):
+    import matplotlib.pyplot
+    figures = []
+    close = matplotlib.pyplot.close
+    monkeypatch.setattr(matplotlib.pyplot, "close", lambda figure: (figures.append(figure),
+                                                                    close(figure)))
+    write_metrics(tmp_path / "run", epochs=epochs)
+    assert_ok(invoke("plot", tmp_path / "run"))
+    for axes in figures[0].axes:
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        assert 1 in ticks or epochs > 10
+
+
+def test_plot_confusion_draws_the_test_confusion_matrix(tmp_path, monkeypatch):
+    import matplotlib.pyplot
+    run_dir = tmp_path / "run"
+    assert_ok(invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--output", run_dir))
+    figures = []
+    close = matplotlib.pyplot.close
+    monkeypatch.setattr(matplotlib.pyplot, "close", lambda figure: (figures.append(figure),
+                                                                    close(figure)))
+    result = invoke("plot", run_dir, "--confusion")
+    assert_ok(result)
+    assert result.output.splitlines() == [f"wrote {run_dir / 'curves.png'}",
+                                          f"wrote {run_dir / 'confusion.png'}"]
+    assert (run_dir / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    axes = figures[1].axes[0]
+    counts = numpy.array(axes.images[0].get_array())
+    report = json.loads(invoke("evaluate", run_dir, "--json").output)
+    assert counts.tolist() == report["confusion"]
+    assert [label.get_text() for label in axes.get_yticklabels()] == report["class_names"]
+    assert f"{100 * report['accuracy']:.2f}% of {report['images']} test images" in \
+        axes.get_title()
+
+
 def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch):
     write_metrics(tmp_path / "run")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
