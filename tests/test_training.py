@@ -1,5 +1,6 @@
 """The training loop: it learns, it is deterministic, and any crash or signal can be resumed from
 to exactly the weights of an uninterrupted run."""
+import csv
 import json
 import math
 import os
@@ -208,6 +209,59 @@ def test_resume_of_an_adam_run_is_bit_identical(tmp_path, monkeypatch, optimizer
     assert a.optimizer["steps"] == b.optimizer["steps"]
     metrics = read_metrics(tmp_path / "reference")
     assert metrics[-1]["test_acc"] > 0.5  # it learns
+
+
+def test_metrics_csv_holds_the_records_of_metrics_jsonl(small_reference):
+    records = read_metrics(small_reference)
+    with (small_reference / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                             "test_loss", "test_acc", "lr", "seconds"]
+    assert len(rows) == len(records) == 2
+    for row, record in zip(rows, records):
+        assert {key: float(value) for key, value in row.items()} == {
+            key: float(record[key]) for key in row}
+
+
+def test_tensorboard_reads_back_a_resumed_runs_events_once_per_epoch(tmp_path, monkeypatch):
+    """The event file is rewritten whole from the records after each epoch: after a crash and
+    a resume, TensorBoard's own reader finds every scalar of every epoch once."""
+    pytest.importorskip("tensorboardX", reason="the tensorboard extra (tensorboardX) is not "
+                        "installed: no event files are written")
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator",
+        reason="tensorboard (the reader, in the dev extra) is not installed")
+    undo = crash_after_steps(monkeypatch, 22)
+    with pytest.raises(Crash):
+        start_run(lenet(epochs=2, batch_size=20), CPU, tmp_path / "run", **SMALL).fit()
+    undo()
+    resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None).fit()
+    records = read_metrics(tmp_path / "run")
+    assert [path.name for path in (tmp_path / "run").iterdir() if "tfevents" in path.name] == [
+        "events.out.tfevents.xpnn"]
+    events = accumulator.EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == sorted([
+        "loss/train", "loss/validation", "loss/test", "accuracy/train", "accuracy/validation",
+        "accuracy/test", "lr", "seconds"])
+    for tag, key in (("accuracy/test", "test_acc"), ("loss/validation", "val_loss"),
+                     ("lr", "lr")):
+        scalars = events.Scalars(tag)
+        assert [event.step for event in scalars] == [1, 2]
+        assert [event.value for event in scalars] == pytest.approx(
+            [record[key] for record in records], rel=1e-6)  # stored as float32
+    elapsed = [event.wall_time for event in events.Scalars("seconds")]
+    assert elapsed == pytest.approx([records[0]["seconds"],
+                                     records[0]["seconds"] + records[1]["seconds"]])
+
+
+def test_without_tensorboardx_no_event_file_is_written(tmp_path, monkeypatch):
+    from xpnn.training.event_files import writer_missing
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # makes the import fail
+    assert writer_missing().startswith("tensorboardX is not installed")
+    start_run(lenet(epochs=1, batch_size=50), CPU, tmp_path / "run", **SMALL).fit()
+    assert (tmp_path / "run" / "metrics.csv").exists()
+    assert not [path for path in (tmp_path / "run").iterdir() if "tfevents" in path.name]
 
 
 def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Loss and accuracy: running sums kept on the device, evaluation, the metrics file.
+"""Loss and accuracy: running sums kept on the device, evaluation, the metrics files.
 
 metrics.jsonl in a run folder holds one JSON object per finished epoch:
     {"epoch": 1, "train_loss": ..., "train_acc": ..., "val_loss": ..., "val_acc": ...,
@@ -6,7 +6,11 @@ metrics.jsonl in a run folder holds one JSON object per finished epoch:
 Accuracies are fractions in [0, 1]; `lr` is the rate at the epoch's last step; val_loss and
 val_acc are null in a run without a validation set (and absent from runs made before it).
 With label smoothing every loss is the smoothed one, the objective that training lowers.
+metrics.csv beside it holds the same records, one row each (`CSV_COLUMNS`; empty where null),
+and with tensorboardX installed `training.event_files` writes them as TensorBoard events.
 """
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -18,9 +22,13 @@ from xpnn.backend import CPU, get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
 from xpnn.backend.graphs import forbid_host_sync
 from xpnn.training.batches import to_float
+from xpnn.training.event_files import write_events
 from xpnn.training.files import atomic_write
 
 METRICS_NAME = "metrics.jsonl"
+CSV_NAME = "metrics.csv"
+CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+               "lr", "seconds")
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 VALIDATION_KEYS = ("val_loss", "val_acc")  # optional: null without a validation set
 
@@ -151,9 +159,17 @@ def best_epoch(records):
 
 
 def write_metrics(run_dir, records):
-    """Write all epoch records to run_dir/metrics.jsonl (atomically: the file is always whole)."""
+    """Write all epoch records to run_dir/metrics.jsonl, metrics.csv and (with tensorboardX)
+    TensorBoard's event file, each atomically: a file is always whole."""
     text = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write(Path(run_dir) / METRICS_NAME, lambda f: f.write(text), binary=False)
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        writer.writerow(["" if record.get(key) is None else record[key] for key in CSV_COLUMNS])
+    atomic_write(Path(run_dir) / CSV_NAME, lambda f: f.write(table.getvalue()), binary=False)
+    write_events(run_dir, records)
 
 
 def read_metrics(run_dir):
