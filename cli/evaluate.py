@@ -1,5 +1,6 @@
 """`xpnn evaluate`: test-set accuracy, loss and confusion matrix of a trained network."""
 import json
+import math
 from pathlib import Path
 
 import click
@@ -44,7 +45,8 @@ def evaluate(source, config_spec, overrides, device, fused, data_dir, limit_test
     names = [str(name) for name in list(report.dataset.class_names)[:report.confusion.shape[0]]]
     record = {"checkpoint": str(checkpoint.path), "network": net.name, "epoch": checkpoint.epoch,
               "dataset": report.dataset.name, "images": report.count, "device": report.device,
-              "accuracy": report.accuracy, "correct": correct, "loss": report.loss,
+              "accuracy": report.accuracy, "correct": correct,
+              "loss": report.loss if math.isfinite(report.loss) else str(report.loss),
               "class_names": names, "confusion": report.confusion.tolist()}
     if output is not None:
         from xpnn.training.files import atomic_write
