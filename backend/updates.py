@@ -52,5 +52,5 @@ def _momentum_fused(data, grad, velocity, lr, momentum, weight_decay):
     MOMENTUM_SGD_STEP(grad, lr, momentum, weight_decay, data, velocity)
 
 
-_SGD = {"cpu": _sgd_array, "gpu": _sgd_array, "fused": _sgd_fused}
-_MOMENTUM = {"cpu": _momentum_array, "gpu": _momentum_array, "fused": _momentum_fused}
+_SGD = {"array": _sgd_array, "fused": _sgd_fused}
+_MOMENTUM = {"array": _momentum_array, "fused": _momentum_fused}

@@ -152,7 +152,7 @@ def make_torch_optimizer(train_config, parameters, torch=None, lr=None):
 
 
 class TorchTrainingStep:
-    """PyTorch's counterpart of `xpnn.tools.bench.TrainingStep`: the network of `config` with OUR
+    """PyTorch's counterpart of `xpnn.tools.bench.StepBench`: the network of `config` with OUR
     initial weights (``nets.build(model, seed)``), its SGD optimizer (learning rate `lr`, as ours)
     and the same fixed batch; `step()` is zero_grad, forward, loss, backward, step."""
 
@@ -166,7 +166,8 @@ class TorchTrainingStep:
         self.optimizer = make_torch_optimizer(config.get("train"), self.net.parameters(), torch, lr)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         images, labels = make_batch(config["model"], batch_size, seed)
-        self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels)
+        self.images = torch.from_numpy(images).float().div_(255)  # as our step makes them
+        self.labels = torch.from_numpy(labels)
         self.batch_size = batch_size
         self.loss = None
 

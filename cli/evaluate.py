@@ -3,8 +3,8 @@ from pathlib import Path
 
 import click
 
-from xpnn.cli.options import (config_option, data_dir_option, device_option, fused_option,
-                              load_config, set_option)
+from xpnn.cli.options import (command_mode, config_option, data_dir_option, device_option,
+                              load_config, mode_options, set_option)
 
 
 @click.command()
@@ -12,10 +12,10 @@ from xpnn.cli.options import (config_option, data_dir_option, device_option, fus
 @config_option()
 @set_option
 @device_option()
-@fused_option
+@mode_options(graph=False)
 @data_dir_option()
 @click.option("--limit-test", type=click.IntRange(min=1), help="use the first N test images only")
-def evaluate(source, config_spec, overrides, device, fused, data_dir, limit_test):
+def evaluate(source, config_spec, overrides, device, array_code, data_dir, limit_test):
     """Test-set accuracy, loss and confusion matrix of a trained network.
 
     RUN_DIR|CHECKPOINT is a run folder (its best.npz, else its last.npz) or a .npz file. With -c,
@@ -30,7 +30,7 @@ def evaluate(source, config_spec, overrides, device, fused, data_dir, limit_test
         raise click.UsageError("--set changes a config given with -c; add -c CONFIG")
     config = load_config(config_spec, overrides) if config_spec is not None else None
     device = get_device(device)
-    with running_on(device, fused):
+    with running_on(device, command_mode(device, array_code=array_code)):
         report = evaluate_trained(source, device, config, data_dir, limit_test)
     checkpoint, net = report.trained.checkpoint, report.trained.net
     correct = int(report.confusion.trace())

@@ -3,18 +3,18 @@ from pathlib import Path
 
 import click
 
-from xpnn.cli.options import device_option, fused_option, output_option
+from xpnn.cli.options import command_mode, device_option, mode_options, output_option
 
 
 @click.command()
 @click.argument("source", metavar="RUN_DIR|CHECKPOINT", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @device_option()
-@fused_option
+@mode_options(graph=False)
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
               help="how many of the likeliest classes to show")
 @output_option("also write the predictions to this CSV file (file, class, probability, ...)")
-def predict(source, images, device, fused, top, output):
+def predict(source, images, device, array_code, top, output):
     """Classify IMAGES with the network of RUN_DIR (its best.npz, else last.npz) or CHECKPOINT.
 
     IMAGES are PNG or JPEG files (or any image Pillow reads), folders of them, or IDX files.
@@ -33,7 +33,7 @@ def predict(source, images, device, fused, top, output):
     trained = load_trained(source, device)
     names = class_names(trained.config)
     top = min(top, len(names))
-    with running_on(device, fused):
+    with running_on(device, command_mode(device, array_code=array_code)):
         predictions = run_predict(trained, images)
     for prediction in predictions:
         click.echo(format_prediction(prediction, names, top))

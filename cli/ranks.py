@@ -64,7 +64,7 @@ def run_forwarding_stops(command):
 
     The launcher runs in a session of its own, so a terminal's Ctrl-C reaches it once, through
     this process, not twice (MPICH's launcher takes a second Ctrl-C as "abort at once")."""
-    from xpnn.training.trainer import STOP_SIGNALS
+    from xpnn.training.stopping import STOP_SIGNALS
 
     launcher = subprocess.Popen(command, start_new_session=True)
 

@@ -1,21 +1,39 @@
 """`xpnn train`: start a run from a config, or resume one."""
+import functools
 import shlex
 from pathlib import Path
 
 import click
 
-from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option, dataset_option,
-                              dataset_override, device_option, fused_option, load_config,
-                              output_option, processes_option, set_option,
+from xpnn.cli.options import (command_mode, config_option, data_dir_option, dataset_option,
+                              dataset_override, device_option, load_config, mode_options,
+                              output_option, precision_option, processes_option, set_option,
                               train_shorthands)
+from xpnn.cli.stopping import Stopped
+
+
+def _naming_the_run_when_stopped(command):
+    """`command`, but a signal that stops it outside the training loop (`Stopped`) while it
+    resumes a run carries that run's folder, for the message to say how to continue."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except Stopped as stop:
+            folder = kwargs.get("resume_dir")
+            if folder is not None and _holds_a_checkpoint(folder):
+                stop.run_dir = folder
+            raise
+    return run
 
 
 @click.command()
 @config_option()
 @set_option
 @device_option()
-@fused_option
-@cuda_graph_option
+@mode_options()
+@precision_option("same as --set train.precision=P: what a GPU's matrix products compute in  "
+                  "[default: fp32]")
 @output_option("run folder for checkpoints and metrics  [default: runs/<config>-<timestamp>]",
                file_okay=False, dir_okay=True)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
@@ -40,7 +58,8 @@ from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option,
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir, epochs,
+@_naming_the_run_when_stopped
+def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir, epochs,
           batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
           dataset, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
@@ -53,32 +72,14 @@ def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir,
     Under mpiexec -n N (or with --processes N) each of the N ranks computes its slice of every
     batch; batch size, learning rate and results mean what they mean in one process.
     """
-    from xpnn.cli.stopping import Stopped
-
-    state = {"folder": resume_dir, "trainer": None}
-    try:
-        return _train(state, config_spec, overrides, device, fused, cuda_graph, output, resume_dir,
-                      epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every,
-                      workers, processes, dataset, data_dir, progress)
-    except Stopped as stop:  # a signal outside the training loop: say whether it can go on
-        folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
-        if folder is not None and _holds_a_checkpoint(folder):
-            stop.run_dir = folder
-        raise
-
-
-def _train(state, config_spec, overrides, device, fused, cuda_graph, output, resume_dir, epochs,
-           batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
-           dataset, data_dir, progress):
-    from xpnn.backend import running_on
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
     from xpnn.training.metrics import best_epoch
     from xpnn.training.runs import default_run_dir
 
-    overrides = (train_shorthands(epochs, batch_size, lr, seed) + dataset_override(dataset)
-                 + list(overrides))
+    overrides = (train_shorthands(epochs, batch_size, lr, seed, precision)
+                 + dataset_override(dataset) + list(overrides))
     if resume_dir is not None:
         given = [override.flag for override in overrides] + [
             f"--{name.replace('_', '-')}" for name, value in
@@ -94,12 +95,12 @@ def _train(state, config_spec, overrides, device, fused, cuda_graph, output, res
     if processes > 1 and not _set_for_ranks_by_environment():
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)
+    mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
     if resume_dir is not None:
-        trainer = state["trainer"] = resume_run(
-            resume_dir, device, config=config, data_dir=data_dir,
-            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
-            cuda_graph=cuda_graph)
+        trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
+                             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
+                             progress=progress, mode=mode)
         total_epochs = trainer.train_config["epochs"]
         if trainer.epoch >= total_epochs:
             echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
@@ -107,16 +108,15 @@ def _train(state, config_spec, overrides, device, fused, cuda_graph, output, res
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
                    f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
     else:
-        trainer = state["trainer"] = start_run(
-            config, device, output or default_run_dir(config_spec), data_dir=data_dir,
-            limit_train=limit_train, limit_test=limit_test, checkpoint_every=checkpoint_every,
-            workers=workers, ranks=ranks, progress=progress, cuda_graph=cuda_graph)
+        trainer = start_run(config, device, output or default_run_dir(config_spec),
+                            data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
+                            checkpoint_every=checkpoint_every,
+                            workers=workers, ranks=ranks, progress=progress, mode=mode)
         echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {_where(device, ranks)}")
     try:
-        with running_on(device, fused):
-            metrics = trainer.fit()
+        metrics = trainer.fit()
     except OSError as error:
         if not error.filename:  # not a file of the run (a closed pipe, say)
             raise

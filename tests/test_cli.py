@@ -3,6 +3,7 @@ bench and parity."""
 import json
 import signal
 import sys
+import types
 from pathlib import Path
 
 import numpy
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from xpnn import nets
+from xpnn.backend import Mode
 from xpnn.cli import cli
 from xpnn.training import load_checkpoint, load_config, read_metrics
 from xpnn.training.trainer import Trainer
@@ -73,7 +75,7 @@ def stop_after_steps(monkeypatch, steps):
         original(self, *args)
         done["steps"] += 1
         if done["steps"] == steps:
-            self.stop_signal = signal.SIGINT
+            self.stops.signal = signal.SIGINT
 
     monkeypatch.setattr(Trainer, "train_step", step)
 
@@ -130,7 +132,7 @@ def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypat
         result = invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--workers", "2",
                         "--output", run_dir)
     assert result.exit_code == 130
-    assert load_checkpoint(run_dir / "last.npz").meta["workers"] == 2
+    assert load_checkpoint(run_dir / "last.npz").state.workers == 2
     assert_ok(invoke("train", "--resume", run_dir, "--no-progress"))
     assert read_metrics(run_dir)[0]["test_acc"] > 0.2  # 10 steps: well above chance (0.1)
 
@@ -197,6 +199,58 @@ def test_idx_images_of_another_size_than_the_network_takes_are_one_line_error(tm
     (line,) = result.stderr.strip().splitlines()
     assert "shape (1, 20, 20)" in line and "input_shape (1, 28, 28)" in line
     assert not (tmp_path / "run").exists()
+
+
+# -- checkpoint metadata edited by hand: one line naming the field, on --resume and evaluate -----
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A lenet run stopped in its second epoch (last.npz at epoch 1, step 5 of 10)."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
+    assert_ok(invoke("train", "-c", LENET, "--epochs", "2", "--checkpoint-every", "15", *QUICK,
+                     "--output", run_dir))
+    from test_checkpoint import rewrite_meta
+    rewrite_meta(run_dir / "last.npz", epoch=1, step=5,
+                 metrics=[load_checkpoint(run_dir / "last.npz").state.metrics[0]])
+    return run_dir
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("epoch", "1", "has a bad epoch: '1'; it must be a whole number from 0"),
+    ("epoch", -1, "has a bad epoch: -1; it must be a whole number from 0"),
+    ("step", -3, "has a bad step: -3"),
+    ("step", 10**20, "has a bad step: 100000000000000000000"),
+    ("workers", 0, "has a bad workers: 0; it must be a whole number from 1"),
+    ("metrics", "good", "has a bad metrics: 'good'"),
+    ("epoch_progress", "half", "has a bad epoch_progress: 'half'"),
+    ("epoch_progress.seen", -1, "has a bad epoch_progress.seen: -1"),
+    ("optimizer_scalars.lr", [0.1], "has a bad optimizer_scalars.lr: [0.1]"),
+    ("optimizer_scalars.steps", "12", "has a bad optimizer_scalars.steps: '12'"),
+])
+def test_an_edited_checkpoint_field_is_one_line_on_resume_and_evaluate(stopped_run, tmp_path, name,
+                                                                      value, fragment):
+    import shutil
+    from test_checkpoint import rewrite_meta
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_run, run_dir)
+    for checkpoint in ("last.npz", "best.npz"):
+        rewrite_meta(run_dir / checkpoint, **{name: value})
+    for args in (["train", "--resume", run_dir, "--no-progress"],
+                 ["evaluate", run_dir / "last.npz", "--limit-test", "10"],
+                 ["evaluate", run_dir, "--limit-test", "10"]):
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("Error: ") and fragment in line, (args, line)
+        assert "edited or damaged file" in line
+
+
+def test_the_untouched_stopped_run_resumes(stopped_run, tmp_path):
+    import shutil
+    shutil.copytree(stopped_run, tmp_path / "run")
+    result = invoke("train", "--resume", tmp_path / "run", "--no-progress")
+    assert_ok(result)
+    assert "resuming" in result.output and "at epoch 2 step 5/10" in result.output
 
 
 # -- plot -----------------------------------------------------------------------------------------
@@ -296,20 +350,45 @@ def test_parity_json_for_ci():
     assert report["passed"] is False and report["worst"]["max_rel_err"] > 0
 
 
-# -- fused CUDA kernels switch ----------------------------------------------------------------------
+# -- the execution mode: --array-code, --eager, --precision -----------------------------------------
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "bench", "parity"])
-def test_gpu_commands_offer_the_fused_kernels_switch(command):
+FAKE_GPU = types.SimpleNamespace(is_gpu=True, name="cuda:0")
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("train", ["--array-code", "--eager", "--precision"]), ("bench", ["--array-code", "--eager",
+                                                                       "--precision"]),
+    ("parity", ["--array-code", "--eager"]), ("evaluate", ["--array-code"]),
+    ("predict", ["--array-code"])])
+def test_gpu_commands_offer_the_mode_flags(command, flags):
     result = invoke(command, "--help")
     assert_ok(result)
-    assert "--fused-kernels / --array-code" in result.output
+    assert all(flag in result.output for flag in flags)
+    assert "--cuda-graph" not in result.output and "--fused-kernels" not in result.output
 
 
-@pytest.mark.parametrize("args, env, expected", [
-    (["--fused-kernels"], None, True), (["--array-code"], "1", False), ([], "1", True),
-    ([], None, False)])
-def test_fused_kernels_switch_and_its_variable_reach_the_benchmark(args, env, expected,
-                                                                   monkeypatch):
+@pytest.mark.parametrize("args, expected", [
+    ([], Mode("fused", graph=True)), (["--eager"], Mode("fused")),
+    (["--array-code"], Mode(None, graph=True)), (["--array-code", "--eager"], Mode())])
+def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, monkeypatch,
+                                                                 tmp_path):
+    from xpnn.backend.communicator import SingleProcess
+    seen = {}
+
+    def start_run(config, device, run_dir, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xpnn.training.start_run", start_run)
+    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, SingleProcess()))
+    invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
+    assert seen["mode"] == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], Mode("fused", graph=True)), (["--eager", "--precision", "tf32"],
+                                      Mode("fused", precision="tf32"))])
+def test_the_mode_flags_reach_the_benchmark(args, expected, monkeypatch):
     seen = {}
 
     def benchmark(config, device, **options):
@@ -317,29 +396,72 @@ def test_fused_kernels_switch_and_its_variable_reach_the_benchmark(args, env, ex
         raise SystemExit(0)
 
     monkeypatch.setattr("xpnn.tools.bench.benchmark", benchmark)
-    if env is None:
-        monkeypatch.delenv("XPNN_FUSED_KERNELS", raising=False)
-    else:
-        monkeypatch.setenv("XPNN_FUSED_KERNELS", env)
+    monkeypatch.setattr("xpnn.backend.get_device", lambda name: FAKE_GPU)
     invoke("bench", "-c", LENET, *args)
-    assert seen["fused"] is expected
+    assert seen["mode"] == expected
 
 
-def test_fused_kernels_change_nothing_on_the_cpu():
+def test_the_mode_on_the_cpu_is_numpys_and_the_flags_change_nothing():
     result = invoke("bench", "-c", LENET, "--batch-size", "2", "--steps", "1", "--warmup", "0",
-                    "--fused-kernels")
+                    "--array-code", "--eager", "--json")
     assert_ok(result)
-    assert "fused CUDA kernels" not in result.output
+    report = json.loads(result.output)
+    assert (report["fused_kernels"], report["cuda_graph"], report["precision"]) == (False, False,
+                                                                                    "fp32")
 
 
-def test_a_bad_fused_kernels_variable_is_a_usage_error(monkeypatch):
-    monkeypatch.setenv("XPNN_FUSED_KERNELS", "maybe")
+def test_parity_on_a_gpu_computes_in_the_gpus_mode(monkeypatch):
+    seen = {}
+
+    def compare(*args, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xpnn.tools.parity.compare", compare)
+    invoke("parity", "-c", LENET, "--device-b", "cpu")
+    assert seen["mode"] is None  # two CPU settings: nothing to choose
+    real_get_device = __import__("xpnn.backend", fromlist=["get_device"]).get_device
+    monkeypatch.setattr("xpnn.backend.get_device",
+                        lambda name: FAKE_GPU if name == "gpu" else real_get_device(name))
+    invoke("parity", "-c", LENET, "--device-b", "gpu", "--eager")
+    assert seen["mode"] == Mode("fused")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "-c", LENET, "--precision", "bf16", "--limit-train", "50"],
+     "precision bf16 is a GPU's tensor-core arithmetic; on cpu use fp32"),
+    (["train", "-c", LENET, "--precision", "fp16"], "'fp16' is not one of 'fp32', 'tf32', "
+                                                    "'bf16'"),
+    (["train", "-c", LENET, "--set", "train.precision=fp8"],
+     "train.precision must be one of 'fp32', 'tf32', 'bf16', got 'fp8'"),
+    (["train", "-c", LENET, "--cuda-graph"],
+     "--cuda-graph is gone: a GPU run now replays each training step as a CUDA graph by "
+     "default; --eager turns it off"),
+    (["bench", "-c", LENET, "--fused-kernels"],
+     "--fused-kernels is gone: a GPU run now computes with the fused CUDA kernels by default; "
+     "--array-code turns them off"),
+])
+def test_a_mode_that_cannot_run_is_a_one_line_error(args, fragment, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert fragment in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_profile_of_a_graph_step_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr("xpnn.backend.get_device", lambda name: FAKE_GPU)
+    result = invoke("bench", "-c", LENET, "--profile")
+    assert result.exit_code == 2 and "--profile times each layer" in result.output
+
+
+@pytest.mark.parametrize("variable", ["XPNN_CUDA_GRAPH", "XPNN_FUSED_KERNELS"])
+def test_a_removed_mode_variable_is_a_usage_error_naming_it(monkeypatch, variable):
+    monkeypatch.setenv(variable, "1")
     result = invoke("bench", "-c", LENET, "--steps", "1", "--warmup", "0")
     assert result.exit_code == 2
-    assert ("XPNN_FUSED_KERNELS must be 1 (fused CUDA kernels) or 0 (array code), got 'maybe'"
-            in result.output)
-    assert "Traceback" not in result.output
-
+    assert f"{variable} is gone: a GPU run uses the fused kernels and the CUDA graph" in \
+        result.output
 
 
 @pytest.mark.parametrize("value", ["two", "0"])
@@ -351,64 +473,4 @@ def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, v
             f"{value!r}" in result.output)
     assert "Traceback" not in result.output
 
-# -- --cuda-graph -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["train", "bench", "parity"])
-def test_step_commands_offer_the_cuda_graph_switch(command):
-    result = invoke(command, "--help")
-    assert_ok(result)
-    assert "--cuda-graph / --eager" in result.output
-
-
-@pytest.mark.parametrize("args, env, expected", [
-    (["--cuda-graph"], None, True), (["--eager"], "1", False), ([], "1", True), ([], None, False)])
-def test_cuda_graph_switch_and_its_variable_reach_the_trainer(args, env, expected, monkeypatch,
-                                                               tmp_path):
-    seen = {}
-
-    def start_run(config, device, run_dir, **options):
-        seen.update(options)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("xpnn.training.start_run", start_run)
-    if env is None:
-        monkeypatch.delenv("XPNN_CUDA_GRAPH", raising=False)
-    else:
-        monkeypatch.setenv("XPNN_CUDA_GRAPH", env)
-    invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
-    assert seen["cuda_graph"] is expected
-
-
-def test_parity_with_cuda_graph_compares_the_graphs_gemm(monkeypatch):
-    seen = {}
-
-    def compare(*args, **options):
-        seen.update(options)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("xpnn.tools.parity.compare", compare)
-    invoke("parity", "-c", LENET, "--device-b", "cpu", "--cuda-graph")
-    assert seen["gemm"] == "cublas"
-    invoke("parity", "-c", LENET, "--device-b", "cpu")
-    assert seen["gemm"] is None
-
-
-@pytest.mark.parametrize("args, fragment", [
-    (["train", "-c", LENET, "--cuda-graph", "--limit-train", "50"],
-     "--cuda-graph captures the training step on a GPU, but this run is on cpu"),
-    (["bench", "-c", LENET, "--cuda-graph"], "--cuda-graph captures the step on a GPU, not on cpu"),
-    (["bench", "-c", LENET, "--cuda-graph", "--profile"], "--profile times each layer"),
-])
-def test_cuda_graph_on_the_cpu_is_a_one_line_error(args, fragment, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    result = invoke(*args)
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    assert fragment in result.output
-    assert not (tmp_path / "runs").exists()
-
-
-def test_a_bad_cuda_graph_variable_is_a_usage_error(monkeypatch):
-    monkeypatch.setenv("XPNN_CUDA_GRAPH", "maybe")
-    result = invoke("bench", "-c", LENET, "--steps", "1", "--warmup", "0")
-    assert result.exit_code == 2
-    assert "XPNN_CUDA_GRAPH must be 1 (CUDA graph) or 0 (eager), got 'maybe'" in result.output

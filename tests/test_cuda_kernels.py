@@ -27,37 +27,81 @@ def emulation():
         yield
 
 
+class CuPyLike:
+    __name__ = "cupy"
+
+
 def test_the_default_implementation_follows_the_array_module():
-    class CuPyLike:
-        __name__ = "cupy"
     assert backend.implementation(numpy) == "cpu"
     assert backend.implementation(CuPyLike) == "gpu"
     with backend.using("fused"):
-        assert backend.implementation(numpy) == "fused"
+        assert backend.implementation(CuPyLike) == "fused"
         with backend.using(None):
-            assert backend.implementation(numpy) == "cpu"
+            assert backend.implementation(CuPyLike) == "gpu"
     with pytest.raises(ValueError, match="unknown implementation 'fast'"):
         with backend.using("fast"):
             pass
 
 
-def test_fused_on_chooses_only_for_a_gpu():
-    class Gpu:
-        is_gpu = True
+def test_the_mode_is_one_value_set_for_a_block():
+    """`running_on(device, mode)` sets the whole mode; None leaves the one set around it (a
+    test's `using`); `using` changes the implementation and keeps the rest."""
     with backend.using("gpu"):
-        with backend.fused_on(backend.CPU, True):
-            assert backend.implementation(numpy) == "gpu"   # a choice around it stands
-        with backend.fused_on(Gpu, True):
-            assert backend.implementation(numpy) == "fused"
-        with backend.fused_on(Gpu, False):
-            assert backend.implementation(numpy) == "gpu"
+        with backend.running_on(backend.CPU):
+            assert backend.implementation(CuPyLike) == "gpu"   # a choice around it stands
+        with backend.running_on(backend.CPU, backend.Mode("fused", graph=True)):
+            assert backend.implementation(CuPyLike) == "fused" and backend.mode().graph
+            with backend.using(None):
+                assert backend.mode() == backend.Mode(None, graph=True)
+        assert backend.mode() == backend.Mode("gpu")
+    assert backend.mode() == backend.Mode()
+
+
+def test_the_gpu_defaults_to_fused_kernels_and_a_graph_and_flags_opt_out():
+    class Gpu:
+        is_gpu, name = True, "cuda:0"
+    cpu = backend.CPU
+    assert backend.command_mode(Gpu) == backend.Mode("fused", graph=True)
+    assert backend.command_mode(Gpu, ranks=2) == backend.Mode("fused")  # a graph is one rank's
+    assert backend.command_mode(Gpu, eager=True, array_code=True) == backend.Mode()
+    assert backend.command_mode(Gpu, precision="tf32").precision == "tf32"
+    assert backend.command_mode(cpu) == backend.Mode()
+    for mode, message in [(backend.Mode(graph=True), "captures the training step on a GPU, but "
+                                                     "this run is on cpu"),
+                          (backend.Mode(precision="bf16"), "precision bf16 is a GPU's "
+                                                           "tensor-core arithmetic; on cpu use "
+                                                           "fp32")]:
+        with pytest.raises(backend.ModeError, match=message):
+            mode.check(cpu)
+    with pytest.raises(backend.ModeError, match="this run has 2 ranks; run with --eager"):
+        backend.Mode(graph=True).check(Gpu, ranks=2)
+    with pytest.raises(backend.ModeError, match="unknown precision 'fp16'; expected one of "
+                                                "fp32, tf32, bf16"):
+        backend.Mode(precision="fp16")
+
+
+def test_the_fused_choice_leaves_numpy_arrays_to_the_cpu(rng):
+    """A CPU reference computed inside a GPU run's `using("fused")` block (the parity tool, the
+    gpu-fused tests) computes with NumPy's implementation instead of reaching a CUDA kernel."""
+    from xpnn.backend.pool import max_pool
+    x = rng.standard_normal((2, 4, 4, 3)).astype(numpy.float32)
+    expected, _ = max_pool(x, 2, 2)
+    with backend.using("fused"):
+        assert backend.implementation(numpy) == "cpu"
+        out, _ = max_pool(x, 2, 2)
+    numpy.testing.assert_array_equal(out, expected)
+
+
+def test_the_emulator_lets_the_fused_choice_reach_numpy_arrays(emulation):
+    assert backend.implementation(numpy) == "fused"
 
 
 def test_a_kernel_refuses_numpy_arrays_outside_the_emulator():
     x = numpy.zeros((1, 2, 2, 1), dtype=numpy.float32)
-    with backend.using("fused"), pytest.raises(TypeError, match="takes CuPy arrays"):
-        from xpnn.backend.pool import max_pool
-        max_pool(x, 2, 2)
+    out = numpy.empty((1, 1, 1, 1), dtype=numpy.float32)
+    with pytest.raises(TypeError, match="takes CuPy arrays"):
+        cuda.CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)(
+            1, (x, out, out, 1, 2, 2, 1, 1, 1, 2, 2), numpy.float32)
 
 
 def test_every_cuda_source_is_a_file_of_its_own_that_compiles_as_it_stands():
@@ -70,7 +114,8 @@ def test_every_cuda_source_is_a_file_of_its_own_that_compiles_as_it_stands():
         if isinstance(kernel, CudaKernel):
             source = kernel.source()
             assert '#include "common.cuh"' in source
-            assert re.search(rf'extern "C" __global__ void {kernel.name}\(', source)
+            assert re.search(rf'extern "C" __global__ void {cuda_emulation.LAUNCH_BOUNDS}'
+                             rf'{kernel.name}\(', source)
     for folder in ("layers", "nets", "optim", "training", "inference"):
         for path in (REPO / folder).glob("*.py"):
             text = path.read_text()

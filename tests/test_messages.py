@@ -80,7 +80,7 @@ def test_the_resume_hints_are_shell_quoted(tmp_path, monkeypatch):
 
     def step(self, *args):
         original(self, *args)
-        self.stop_signal = signal.SIGTERM
+        self.stops.signal = signal.SIGTERM
 
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "train_step", step)

@@ -162,7 +162,7 @@ def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):
 def crash_in_evaluation(monkeypatch):
     def evaluate(*args, **kwargs):
         raise Crash
-    monkeypatch.setattr("xpnn.training.trainer.evaluate", evaluate)
+    monkeypatch.setattr("xpnn.training.evaluation.evaluate", evaluate)
 
 
 def crash_after_best(monkeypatch):
@@ -256,15 +256,15 @@ def test_training_with_emulated_fused_kernels_follows_the_cpu_run(tmp_path, smal
 @pytest.mark.gpu
 @pytest.mark.parametrize("fused", [False, True], ids=["array-code", "fused-kernels"])
 def test_training_on_gpu_follows_the_cpu_run(tmp_path, small_reference, fused):
-    from xpnn.backend import fused_on, get_device, gpu_unavailable_reason
+    from xpnn.backend import Mode, get_device, gpu_unavailable_reason
     reason = gpu_unavailable_reason()
     if reason is not None:
         pytest.skip(f"no usable GPU: {reason}")
     run_dir = tmp_path / "gpu"
     gpu = get_device("gpu")
-    with fused_on(gpu, fused):
-        trainer = start_run(lenet(epochs=2, batch_size=20), gpu, run_dir, **SMALL)
-        trainer.fit()
+    mode = Mode("fused" if fused else None)  # eager: the graph has its own test
+    trainer = start_run(lenet(epochs=2, batch_size=20), gpu, run_dir, mode=mode, **SMALL)
+    trainer.fit()
     cpu, gpu = load_checkpoint(small_reference / "last.npz"), load_checkpoint(run_dir / "last.npz")
     for name, weight in cpu.weights.items():
         numpy.testing.assert_allclose(gpu.weights[name], weight, rtol=1e-3, atol=1e-4,
@@ -408,12 +408,13 @@ def test_a_run_from_before_the_validation_split_resumes_holding_nothing_out(tmp_
     run_dir = tmp_path / "run"
     trainer = start_run(config, CPU, run_dir, **SMALL)
     trainer.save()
+    import dataclasses
     from xpnn.training.checkpoint import save_checkpoint
     checkpoint = load_checkpoint(run_dir / "last.npz")
     old_config = json.loads(json.dumps(checkpoint.config))
     del old_config["data"]["validation"], old_config["data"]["augment"]
     save_checkpoint(run_dir / "last.npz", trainer.net, trainer.optimizer,
-                    {**checkpoint.meta, "config": old_config})
+                    state=dataclasses.replace(checkpoint.state, config=old_config))
     resumed = resume_run(run_dir, CPU, progress=False, echo=lambda line: None)
     assert resumed.config["data"]["validation"] == 0 and resumed.train_count == 300
 

@@ -2,7 +2,7 @@
 
     model: {name, input_shape, num_classes, layers}     checked by building the network (nets.build)
     train: {epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, seed,
-            label_smoothing}
+            label_smoothing, precision}
     data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
 
 `load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from xpnn import configs, nets
+from xpnn.backend.dispatch import PRECISIONS
 from xpnn.data import DEFAULT_VALIDATION
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
 from xpnn.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES, Schedule
@@ -27,7 +28,7 @@ from xpnn.training.overrides import Override, apply_overrides, blame
 SECTIONS = ("model", "train", "data")
 DATASETS = ("mnist", "fashion-mnist", "idx")  # idx: any folder of the four IDX files (data_dir)
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-              "seed", "label_smoothing")
+              "seed", "label_smoothing", "precision")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
 DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
@@ -215,7 +216,7 @@ def validate_config(config):
 
     Defaults: model.num_classes 10, train.momentum 0.9 (momentum_sgd only; 0 for sgd),
     train.weight_decay 0, train.schedule {name: constant}, train.seed 0,
-    train.label_smoothing 0, data.dataset mnist, data.data_dir None, data.validation 5000,
+    train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None, data.validation 5000,
     data.augment {} (none).
     """
     if not isinstance(config, dict):
@@ -254,6 +255,7 @@ def validate_train(train):
     if checked["label_smoothing"] >= 1:
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got "
                           f"{train['label_smoothing']!r}; 0.1 is usual")
+    checked["precision"] = _choice("train.precision", train.get("precision", "fp32"), PRECISIONS)
     return checked
 
 

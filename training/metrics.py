@@ -35,6 +35,13 @@ class RunningStats:
         self.correct = xp.asarray(correct, dtype=xp.int64)
         self.seen = int(seen)
 
+    def reset(self, loss_sum=0.0, correct=0, seen=0):
+        """Start again from these sums, in place (a captured step keeps writing the same
+        arrays)."""
+        self.loss_sum.fill(loss_sum)
+        self.correct.fill(correct)
+        self.seen = int(seen)
+
     def add(self, loss, logits, labels):
         """Add one batch: its mean `loss` (0-d), `logits` (N, K) and `labels` (N,)."""
         count = labels.shape[0]

@@ -31,7 +31,8 @@ from xpnn.training.errors import CheckpointError, RunFolderError
 from xpnn.training.files import (LOCK_NAME, FolderBusyError, FolderLock, atomic_write,
                                  remove_stale_temporaries)
 from xpnn.training.metrics import confusion_matrix, evaluate, write_metrics
-from xpnn.training.trainer import CHECKPOINT_EVERY, Trainer, check_dataset_fits
+from xpnn.training.setup import check_dataset_fits
+from xpnn.training.trainer import CHECKPOINT_EVERY, Trainer
 
 CONFIG_COPY_NAME = "config.yaml"
 
@@ -202,15 +203,15 @@ def load_data(config, data_dir=None):
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
               checkpoint_every=None, workers=None, ranks=None, progress=True, echo=None,
-              cuda_graph=False):
+              mode=None):
     """Check everything, create the run folder, and return a `Trainer` ready to `fit()` (which
     saves the first checkpoint before its first step).
 
     The data are loaded and the network built before the folder is created, so bad input
     leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps. `ranks`
     (default: the world this process was launched into): rank 0 alone touches the folder and
-    any error it meets there is raised on every rank. `cuda_graph`: on a GPU, each step one
-    CUDA graph (`Trainer`).
+    any error it meets there is raised on every rank. `mode`: how the backend computes
+    (`Trainer`).
     """
     ranks = ranks if ranks is not None else world(device)
     if data_dir is not None:
@@ -221,7 +222,7 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
     every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
     trainer = RunTrainer(config, dataset, device, run_dir, limit_train=limit_train,
                          limit_test=limit_test, checkpoint_every=every, workers=workers,
-                         ranks=ranks, progress=progress, echo=echo, cuda_graph=cuda_graph)
+                         ranks=ranks, progress=progress, echo=echo, mode=mode)
 
     def create_folder():
         lock = prepare_run_dir(run_dir)
@@ -263,15 +264,15 @@ class RunTrainer(Trainer):
 
 
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
-               workers=None, ranks=None, progress=True, echo=None, cuda_graph=False):
+               workers=None, ranks=None, progress=True, echo=None, mode=None):
     """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
 
     `config`, if given, must be the config the run was started with (it is checked, not used:
     the checkpoint carries its own). `data_dir` overrides where the data are read from,
     `checkpoint_every` the mid-epoch checkpoint interval and `workers` the number of CPU
     threads (default: the run's own; another number splits batches differently, so the
-    weights then differ in the last bits from an uninterrupted run's); `cuda_graph` how a GPU
-    computes each step (a replayed graph computes what an eager step with its GEMM does).
+    weights then differ in the last bits from an uninterrupted run's); `mode` how the
+    backend computes (`Trainer`; a replayed graph computes what an eager step in its mode does).
     Nothing else may change, the number of ranks included: rank 0 reads the checkpoint and
     sends it to the others.
     """
@@ -290,7 +291,7 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     checkpoint = ranks.on_root(read)
     try:
         trainer = _resumed_trainer(run_dir, checkpoint, device, config, data_dir,
-                                   checkpoint_every, workers, ranks, progress, echo, cuda_graph)
+                                   checkpoint_every, workers, ranks, progress, echo, mode)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -315,15 +316,18 @@ def _lock_for_resume(run_dir):
 
 
 def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_every, workers,
-                     ranks, progress, echo, cuda_graph):
-    saved_ranks = checkpoint.meta.get("ranks", 1)
+                     ranks, progress, echo, mode):
+    state = checkpoint.state
+    if state is None:
+        raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} was not saved by a "
+                              f"training run")
+    saved_ranks = state.ranks
     if saved_ranks != ranks.size:
         raise CheckpointError(
             f"cannot resume {run_dir} on {ranks.size} rank(s): it was trained on {saved_ranks}, "
             f"and another count splits every batch differently; resume it with"
             + ("out mpiexec" if saved_ranks == 1 else
                f" mpiexec -n {saved_ranks} (or --processes {saved_ranks})"))
-    meta = checkpoint.meta
     try:
         saved_config = validate_config(_with_old_defaults(checkpoint.config))
     except ConfigError as error:
@@ -335,14 +339,17 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
         saved_config["data"]["data_dir"] = str(data_dir)
     dataset = load_data(saved_config)
     trainer = RunTrainer(saved_config, dataset, device, run_dir,
-                         limit_train=meta.get("limit_train"), limit_test=meta.get("limit_test"),
-                         checkpoint_every=(meta.get("checkpoint_every", 0)
-                                           if checkpoint_every is None else checkpoint_every),
-                         workers=meta.get("workers") if workers is None else workers,
-                         ranks=ranks, progress=progress, echo=echo, cuda_graph=cuda_graph)
-    if trainer.train_count != meta.get("train_count", trainer.train_count):
-        raise CheckpointError(f"cannot resume {run_dir}: it was trained on {meta['train_count']} "
+                         limit_train=state.limit_train, limit_test=state.limit_test,
+                         checkpoint_every=(state.checkpoint_every if checkpoint_every is None
+                                           else checkpoint_every),
+                         workers=state.workers if workers is None else workers,
+                         ranks=ranks, progress=progress, echo=echo, mode=mode)
+    if trainer.train_count != (state.train_count or trainer.train_count):
+        raise CheckpointError(f"cannot resume {run_dir}: it was trained on {state.train_count} "
                               f"images but the dataset now gives {trainer.train_count}")
+    if state.step > trainer.steps_per_epoch:
+        raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} is at step "
+                              f"{state.step} of an epoch of {trainer.steps_per_epoch} steps")
     trainer.load(checkpoint)
 
     def tidy_folder():
