@@ -1,5 +1,4 @@
 """`xpnn train`: start a run from a config, or resume one."""
-import functools
 import shlex
 from pathlib import Path
 
@@ -9,22 +8,6 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
                               dataset_override, device_option, load_config, mode_options,
                               output_option, precision_option, processes_option, set_option,
                               train_shorthands)
-from xpnn.cli.stopping import Stopped
-
-
-def _naming_the_run_when_stopped(command):
-    """`command`, but a signal that stops it outside the training loop (`Stopped`) while it
-    resumes a run carries that run's folder, for the message to say how to continue."""
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except Stopped as stop:
-            folder = kwargs.get("resume_dir")
-            if folder is not None and _holds_a_checkpoint(folder):
-                stop.run_dir = folder
-            raise
-    return run
 
 
 @click.command()
@@ -58,7 +41,6 @@ def _naming_the_run_when_stopped(command):
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-@_naming_the_run_when_stopped
 def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir, epochs,
           batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
           dataset, data_dir, progress):
@@ -72,6 +54,23 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     Under mpiexec -n N (or with --processes N) each of the N ranks computes its slice of every
     batch; batch size, learning rate and results mean what they mean in one process.
     """
+    from xpnn.cli.stopping import Stopped
+
+    state = {"folder": resume_dir, "trainer": None}
+    try:
+        return _train(state, config_spec, overrides, device, array_code, eager, precision, output,
+                      resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test,
+                      checkpoint_every, workers, processes, dataset, data_dir, progress)
+    except Stopped as stop:  # a signal outside the training loop: say whether it can go on
+        folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
+        if folder is not None and _holds_a_checkpoint(folder):
+            stop.run_dir = folder
+        raise
+
+
+def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
+           resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every,
+           workers, processes, dataset, data_dir, progress):
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
@@ -98,9 +97,10 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
     if resume_dir is not None:
-        trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
-                             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
-                             progress=progress, mode=mode)
+        trainer = state["trainer"] = resume_run(
+            resume_dir, device, config=config, data_dir=data_dir,
+            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
+            mode=mode)
         total_epochs = trainer.train_config["epochs"]
         if trainer.epoch >= total_epochs:
             echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
@@ -110,10 +110,11 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     else:
         for attempt in range(1, 4):
             try:
-                trainer = start_run(config, device, output or default_run_dir(config_spec),
-                                    data_dir=data_dir, limit_train=limit_train,
-                                    limit_test=limit_test, checkpoint_every=checkpoint_every,
-                                    workers=workers, ranks=ranks, progress=progress, mode=mode)
+                trainer = state["trainer"] = start_run(
+                    config, device, output or default_run_dir(config_spec), data_dir=data_dir,
+                    limit_train=limit_train, limit_test=limit_test,
+                    checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
+                    progress=progress, mode=mode)
                 break
             except FolderTakenError:  # a run started the same second took the default name
                 if output is not None or attempt == 3:

@@ -97,7 +97,8 @@ def test_a_stop_signal_at_any_moment_leaves_nothing_or_a_run_that_resumes(tmp_pa
     rng = numpy.random.default_rng(21)
     lifetime = time_a_run(tmp_path / "timed")  # the machine's speed now, load included
     outcomes = []
-    for case in range(LONG_CASES if LONG else CASES):
+    cases = LONG_CASES if LONG else CASES
+    for case in range(cases):
         number = (signal.SIGINT, signal.SIGTERM)[case % 2]
         run_dir = tmp_path / f"run{case}"
         process = subprocess.Popen([*ENTRY_POINTS[case % 3], *TINY, "-o", str(run_dir)],
@@ -106,7 +107,9 @@ def test_a_stop_signal_at_any_moment_leaves_nothing_or_a_run_that_resumes(tmp_pa
         deadline = time.monotonic() + 60
         while not catches_sigterm(process.pid) and time.monotonic() < deadline:
             time.sleep(0.001)
-        time.sleep(rng.uniform(0, 1.1 * lifetime))  # from the first instruction to the exit
+        # from the first instruction to the exit: one random moment in each of `cases` equal
+        # stretches, so both early and late moments are always tried
+        time.sleep((case + rng.uniform()) / cases * 1.1 * lifetime)
         ended_before = process.poll() is not None
         process.send_signal(number)
         out, err = process.communicate(timeout=120)
