@@ -43,6 +43,12 @@ def holding_process(folder):
     return process
 
 
+def run_folder_files():
+    """What a finished run leaves in its folder (the lock file gone)."""
+    from test_training import run_folder_files as files
+    return files()
+
+
 def seed_of_config(path):
     return yaml.safe_load(Path(path).read_text())["train"]["seed"]
 
@@ -64,8 +70,7 @@ def test_two_runs_started_together_into_one_folder_lose_nothing(tmp_path):
         assert "Traceback" not in refused
         assert ("is in use: process " in lines[0] and " on host " in lines[0]
                 or "already holds a training run" in lines[0]), lines[0]
-        assert sorted(path.name for path in run_dir.iterdir()) == [
-            "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+        assert sorted(path.name for path in run_dir.iterdir()) == run_folder_files()
         assert seed_of_config(run_dir / "config.yaml") == winner
         for name in ("last.npz", "best.npz"):
             assert load_checkpoint(run_dir / name).config["train"]["seed"] == winner
@@ -122,8 +127,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--resume", str(run_dir), "--no-progress"],
                                 prog_name="xpnn")
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in run_dir.iterdir()) == [
-        "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    assert sorted(path.name for path in run_dir.iterdir()) == run_folder_files()
 
 
 def test_a_new_run_given_up_before_its_first_checkpoint_leaves_nothing(tmp_path):
