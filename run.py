@@ -8,7 +8,7 @@
 
 The commands live in the package `xpnn.cli` (folder cli/); `python run.py --help` lists them.
 """
-from xpnn.cli import main
+from xpnn.cli import main  # imports nothing heavy: main() first installs the signal handlers
 
 if __name__ == "__main__":
     main()

@@ -44,6 +44,12 @@ def holding_process(folder):
     return process
 
 
+def run_folder_files():
+    """What a finished run leaves in its folder (the lock file gone)."""
+    from test_training import run_folder_files as files
+    return files()
+
+
 def seed_of_config(path):
     return yaml.safe_load(Path(path).read_text())["train"]["seed"]
 
@@ -173,3 +179,32 @@ def test_the_lock_is_held_for_the_run_and_dropped_when_it_ends(tmp_path, monkeyp
     assert (run_dir / LOCK_NAME).exists()
     resumed.fit()  # nothing left to do; the lock goes
     assert not (run_dir / LOCK_NAME).exists()
+
+
+def test_a_run_without_output_takes_the_next_name_when_its_default_is_taken(tmp_path,
+                                                                           monkeypatch):
+    """Two runs started in the same second without -o: the second takes <name>-2, instead of
+    being refused."""
+    from xpnn.training import runs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20260101-120000")
+    taken = tmp_path / "runs" / "lenet-20260101-120000"
+    taken.mkdir(parents=True)
+    holder = holding_process(taken)  # it has just claimed the name, and holds nothing yet
+    named, calls = runs.default_run_dir, []
+
+    def default_run_dir(config_path):  # the first look came before the other run's mkdir
+        calls.append(config_path)
+        return taken if len(calls) == 1 else named(config_path)
+
+    monkeypatch.setattr(runs, "default_run_dir", default_run_dir)
+    try:
+        result = CliRunner().invoke(cli, ["train", *TINY], prog_name="xpnn")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 0, result.output
+    assert f"run folder {Path('runs') / 'lenet-20260101-120000-2'}:" in result.stdout
+    assert (tmp_path / "runs" / "lenet-20260101-120000-2" / "last.npz").exists()
+    assert len(calls) == 2 and sorted(path.name for path in taken.iterdir()) == [LOCK_NAME]
