@@ -8,6 +8,7 @@ Arguments as `backend.conv`'s primitives of the same names, which call these und
 Each kernel is compiled for its shape class (kernel size, stride, the frame's step, and the
 block of work one thread does), chosen here from the shapes: `correlate_tile` and
 `gradient_split`, whose choice a caller may override (the benchmark tries others).
+`correlate_tf32`: the forward on tensor cores, an opt-in variant for the benchmark.
 """
 import math
 from collections import namedtuple
@@ -29,6 +30,8 @@ PACK = CudaKernel("correlate.cu", "xpnn_correlate_pack",
 CORRELATE = CudaKernel("correlate.cu", "xpnn_correlate", ["int64"] + ["int32"] * 10, block=128)
 KERNEL_GRADIENT = CudaKernel("kernel_gradient.cu", "xpnn_kernel_gradient",
                              ["int64"] + ["int32"] * 9, block=128)
+CORRELATE_TF32 = CudaKernel("correlate_tf32.cu", "xpnn_correlate_tf32",
+                            ["int64"] + ["int32"] * 11, block=128)  # 4 warps, as the file says
 SUM_PARTS = CudaKernel("kernel_gradient.cu", "xpnn_sum_parts", ["int64", "int64", "int32", "int32"])
 
 # One correlate thread's work: `px` output pixels of a row times `ot` output channels, reading
@@ -194,10 +197,39 @@ def _base_view(array, dtype):
 def _address(array):
     """The byte address of `array`'s first element (NumPy or CuPy)."""
     if hasattr(array, "__cuda_array_interface__"):
-        return array.__cuda_array_interface__["data"][0]
+        return array.data.ptr  # CuPy's: the first element's, negative strides or not
     return array.__array_interface__["data"][0]
 
 
 def _alignment(*byte_counts):
     """The largest of 16, 8, 4, 2, 1 that divides every one of `byte_counts`."""
     return next(a for a in (16, 8, 4, 2, 1) if all(count % a == 0 for count in byte_counts))
+
+
+def correlate_tf32(frame, kernel, stride, bias=None):
+    """`correlate` on tensor cores (correlate_tf32.cu): TF32 products, float32 sums, so about
+    1e-3 relative error. float32 CuPy arrays only (the emulator cannot run a warp's wmma
+    operations); an opt-in variant that benchmarks/conv_kernels.py times, never a default."""
+    x, dtype = _contiguous_input(frame)
+    xp = get_array_module(x)
+    if xp.__name__ != "cupy" or dtype.name != "float32":
+        raise TypeError(f"correlate_tf32 runs on float32 CuPy arrays (tensor cores), got "
+                        f"{dtype} {xp.__name__} arrays")
+    n, h, w, c = x.shape
+    o, k = _check_kernel(kernel, c)
+    ho, wo = frame.output_size(k, stride)
+    out = xp.empty((n, ho, wo, o), dtype=dtype)
+    if out.size == 0:
+        return out
+    o_pad, taps = -(-o // 16) * 16, c * k * k
+    taps_pad = -(-taps // 8) * 8
+    packed = xp.zeros(taps_pad * o_pad, dtype=dtype)  # the rows past `taps` stay zero
+    base, at, strides = _base_view(kernel, dtype)
+    PACK(taps * o_pad, (base, packed, taps * o_pad, o, o_pad, c, k, at, *strides), dtype)
+    has_bias = bias is not None
+    bias = xp.ascontiguousarray(bias, dtype=dtype) if has_bias else packed
+    work = 32 * -(-(n * ho * wo) // 16) * (o_pad // 16)
+    launch = CORRELATE_TF32.specialised(XPNN_K=k, XPNN_STRIDE=stride, XPNN_STEP=frame.step)
+    launch(work, (x, packed, bias, out, work, n, h, w, c, ho, wo, o, o_pad, taps_pad,
+                  frame.offset, int(has_bias)), dtype)
+    return out

@@ -1,6 +1,7 @@
 """The direct convolution kernels (`backend.conv_kernels`) against the patch-matrix way they
 replace as ``fused`` (im2col.cu, then a cuBLAS product), per convolution of resnet, resnet_deep
-and lenet: forward, input gradient and kernel gradient, each timed alone on the GPU.
+and lenet: forward, input gradient and kernel gradient, each timed alone on the GPU, and two
+opt-in variants beside them (a ReLU epilogue, TF32 tensor cores).
 
     python -m benchmarks.conv_kernels                   # on a GPU (CuPy): the table, < 60 s
     python -m benchmarks.conv_kernels --sweep           # also try other tiles and splits
@@ -11,7 +12,10 @@ events. Each result is checked against a float64 reference (the ``gpu`` array co
 copies of the same inputs) by its relative norm error; a float32 error above `MAX_ERROR` of a
 new kernel fails the run (exit status 1). The last lines add up each network's convolutions in
 one training step (forward and kernel gradient of every conv, input gradient of all but the
-first). The dry run checks the script itself: its timings mean nothing.
+first). On a GPU, forward and input gradient are also timed with the TF32 tensor-core variant
+(`conv_kernels.correlate_tf32`; its error bound is `TF32_MAX_ERROR`), and the forward with the
+ReLU epilogue against the FP32 kernel then CuPy's maximum. The dry run checks the script itself
+(TF32 left out: the emulator cannot run it); its timings mean nothing.
 """
 import argparse
 import statistics
@@ -26,6 +30,7 @@ from xpnn.backend.conv import Frame
 from xpnn.backend.conv_kernels import Split, Tile
 
 MAX_ERROR = 1e-5  # relative norm error of float32 results against float64
+TF32_MAX_ERROR = 2e-3  # the same for TF32 products (10-bit mantissas), float32 sums
 # (name, C, O, H = W, k): every convolution shape of configs/*.yaml (stride 1, padding k // 2)
 SHAPES = [("conv1 5x5 1->6 28x28", 1, 6, 28, 5), ("conv2 5x5 6->16 14x14", 6, 16, 14, 5),
           ("block 3x3 16->16 14x14", 16, 16, 14, 3), ("block 3x3 16->16 7x7", 16, 16, 7, 3)]
@@ -40,7 +45,8 @@ SWEEP_SPLITS = [(og, rows) for og in (4, 8, 16) for rows in (1, 2, 4, 8, 16, 32)
 
 class Problem:
     """One convolution's three operations on float32 inputs (`xp` arrays), with float64
-    references. `run(op, way)` returns the result of `op` by ``old`` or ``new``."""
+    references. `run(op, way)` returns the result of `op` by ``old``, ``new`` or (fwd and dx)
+    ``tf32``."""
 
     def __init__(self, xp, n, c, o, hw, k, seed=0):
         rng = numpy.random.default_rng(seed)
@@ -65,6 +71,10 @@ class Problem:
         arrays = self.f64 if f64 else self.f32
         forward, backward, flipped = self.frames(arrays)
         patches = conv.WAYS["gpu"] if f64 else conv.IM2COL_WAY
+        if way == "tf32":
+            frame, kernel, bias = ((forward, arrays["kernel"], arrays["bias"]) if op == "fwd"
+                                   else (backward, flipped, None))
+            return conv_kernels.correlate_tf32(frame, kernel, 1, bias)
         if op == "fwd":
             if way == "old":
                 return conv.correlate_by_patches(forward, arrays["kernel"], 1, arrays["bias"],
@@ -135,6 +145,9 @@ def measure(xp, shapes, batches, timer, sweep=False, out=print):
                     f"{old_us / new_us:7.2f}x {errors[0]:9.2e} {errors[1]:9.2e}{flag}")
                 if op == "fwd":
                     failures += _relu_row(xp, problem, reference, timer, out, (name, n))
+                if op != "dw" and xp.__name__ == "cupy":  # tensor cores: not emulated
+                    failures += _tf32_row(xp, problem, op, reference, new_us, timer, out,
+                                          (name, n))
                 if sweep:
                     _sweep(xp, problem, op, reference, timer, out)
     return rows, failures
@@ -150,6 +163,17 @@ def _relu_row(xp, problem, reference, timer, out, where):
     out(f"{'':24} {'':5} {'+relu':4} {separate:9.1f} {fused:9.1f} {separate / fused:7.2f}x "
         f"{'':9} {error:9.2e}{flag}   (new + maximum | ReLU epilogue)")
     return [(*where, "fwd+relu", error)] if flag else []
+
+
+def _tf32_row(xp, problem, op, reference, fp32_us, timer, out, where):
+    """The TF32 tensor-core correlation beside the FP32 one; returns the failures (an error
+    above `TF32_MAX_ERROR`)."""
+    error = relative_error(xp, problem.run(op, "tf32"), reference)
+    us = timer(lambda: problem.run(op, "tf32"))
+    flag = "" if error <= TF32_MAX_ERROR else "  FAIL"
+    out(f"{'':24} {'':5} {'tf32':4} {fp32_us:9.1f} {us:9.1f} {fp32_us / us:7.2f}x {'':9} "
+        f"{error:9.2e}{flag}   (new FP32 | TF32 tensor cores)")
+    return [(*where, f"{op}+tf32", error)] if flag else []
 
 
 def _sweep(xp, problem, op, reference, timer, out):

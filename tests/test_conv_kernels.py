@@ -169,6 +169,13 @@ def test_a_kernel_view_is_read_in_place_whatever_its_strides(emulation, rng, mon
     assert got32.dtype == numpy.float32 and relative_error(got32, expected) <= 1e-6
 
 
+def test_the_tf32_variant_refuses_what_it_cannot_run_on(emulation, rng):
+    """Tensor cores: float32 CuPy arrays only (the emulator cannot run a warp's mma)."""
+    frame = conv_frame(rng.standard_normal((1, 4, 4, 2)).astype("float32"), 3)
+    with pytest.raises(TypeError, match="float32 CuPy arrays .*got float32 numpy"):
+        conv_kernels.correlate_tf32(frame, numpy.zeros((2, 2, 3, 3), "float32"), 1)
+
+
 def test_the_relu_epilogue_clamps_negatives_and_keeps_nan(emulation, rng):
     x = rng.standard_normal((2, 5, 5, 3)).astype("float32")
     x[0, 2, 2, 0] = numpy.nan
@@ -271,6 +278,10 @@ def network_configurations():
                 align = conv_kernels._alignment(o * itemsize, split.og * itemsize)
                 kernel = conv_kernels.gradient_kernel(k, 1, 1, split.og, align)
                 found.add((kernel.file, dtype, kernel.defines))
+                if dtype == "float32":
+                    kernel = conv_kernels.CORRELATE_TF32.specialised(XPNN_K=k, XPNN_STRIDE=1,
+                                                                     XPNN_STEP=1)
+                    found.add((kernel.file, dtype, kernel.defines))
     return sorted(found)
 
 
@@ -283,7 +294,9 @@ def _compile_script():
 
 
 def _options(file, dtype, defines):
-    kernel = conv_kernels.CORRELATE if file == "correlate.cu" else conv_kernels.KERNEL_GRADIENT
+    kernel = {"correlate.cu": conv_kernels.CORRELATE,
+              "correlate_tf32.cu": conv_kernels.CORRELATE_TF32,
+              "kernel_gradient.cu": conv_kernels.KERNEL_GRADIENT}[file]
     return kernel.specialised(**dict(defines)).compile_options(dtype)
 
 
