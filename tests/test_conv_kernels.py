@@ -265,15 +265,17 @@ NETWORK_CONVS = [(1, 6, 28, 5), (6, 16, 14, 5), (16, 16, 14, 3), (16, 16, 7, 3)]
 
 
 def network_configurations():
-    """{(file, dtype, defines)} of every kernel configuration the networks launch."""
+    """{(file, dtype, defines)} of every kernel configuration the networks and the benchmark
+    launch (ReLU epilogue and TF32 variant included)."""
     found = set()
     for dtype, itemsize in (("float32", 4), ("float64", 8)):
         for batch in (100, 1000):
             for c, o, hw, k in NETWORK_CONVS:
                 for cc, oo in ((c, o), (o, c)):
                     tile = conv_kernels.correlate_tile(batch, hw, hw, cc, oo, k, itemsize)
-                    kernel = conv_kernels.correlate_kernel(k, 1, 1, tile)
-                    found.add((kernel.file, dtype, kernel.defines))
+                    for relu in (False, True) if dtype == "float32" else (False,):
+                        kernel = conv_kernels.correlate_kernel(k, 1, 1, tile, relu)
+                        found.add((kernel.file, dtype, kernel.defines))
                 split = conv_kernels.gradient_split(batch * hw, c, o, k)
                 align = conv_kernels._alignment(o * itemsize, split.og * itemsize)
                 kernel = conv_kernels.gradient_kernel(k, 1, 1, split.og, align)
@@ -319,8 +321,8 @@ def test_no_network_configuration_spills_registers(tmp_path):
         pytest.skip("nvcc not installed")
     for file, dtype, defines in network_configurations():
         completed = subprocess.run(
-            [nvcc, "-arch=sm_90", "-Xptxas", "-v", "-c", str(REPO / "backend" / file),
-             "-o", str(tmp_path / "kernel.o"), *_options(file, dtype, defines)],
+            [nvcc, "-arch=sm_90", "-Xptxas", "-v", "-cubin", str(REPO / "backend" / file),
+             "-o", str(tmp_path / "kernel.cubin"), *_options(file, dtype, defines)],
             capture_output=True, text=True)
         assert completed.returncode == 0, completed.stderr
         spills = re.findall(r"(\d+) bytes spill stores", completed.stderr)
