@@ -4,11 +4,13 @@ and lenet: forward, input gradient and kernel gradient, each timed alone on the 
 opt-in variants beside them (a ReLU epilogue, TF32 tensor cores).
 
     python -m benchmarks.conv_kernels                   # on a GPU (CuPy): the table, < 60 s
-    python -m benchmarks.conv_kernels --sweep           # also try other tiles and splits
+    python -m benchmarks.conv_kernels --sweep --batch-sizes 1000   # also other tiles, splits
     python -m benchmarks.conv_kernels --dry-run         # on the CPU, kernels emulated, toy sizes
 
 Each figure is the median of `--repeats` calls (after `--warmup`), each bracketed by CUDA
-events. Each result is checked against a float64 reference (the ``gpu`` array code on float64
+events. `--sweep` compiles a few dozen more kernels (minutes on a fresh machine) and prints, per
+operation, the three fastest of `SWEEP_TILES` or `SWEEP_SPLITS`: what to tune
+`conv_kernels.correlate_tile` and `gradient_split` by. Each result is checked against a float64 reference (the ``gpu`` array code on float64
 copies of the same inputs) by its relative norm error; a float32 error above `MAX_ERROR` of a
 new kernel fails the run (exit status 1). The last lines add up each network's convolutions in
 one training step (forward and kernel gradient of every conv, input gradient of all but the

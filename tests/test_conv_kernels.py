@@ -358,3 +358,20 @@ def test_the_benchmark_fails_a_wrong_kernel(monkeypatch, capsys):
     monkeypatch.setattr(bench, "SHAPES", bench.SHAPES[3:])
     assert bench.main(["--dry-run"]) == 1
     assert "FAIL block 3x3 16->16 7x7 batch 2 dw" in capsys.readouterr().out
+
+
+def test_the_benchmark_sweep_prints_the_fastest_choices(monkeypatch, capsys):
+    """--sweep's path on the CPU, with two candidates of each kind and one shape (a full sweep
+    compiles dozens of kernels)."""
+    if cuda_emulation.unavailable_reason() is not None:
+        pytest.skip(cuda_emulation.unavailable_reason())
+    from benchmarks import conv_kernels as bench
+    monkeypatch.setattr(bench, "SHAPES", bench.SHAPES[3:])
+    monkeypatch.setattr(bench, "SWEEP_TILES", [Tile(2, 4, 4), Tile(7, 8, 1)])
+    monkeypatch.setattr(bench, "SWEEP_SPLITS", [(16, 1), (8, 3)])
+    assert bench.main(["--dry-run", "--sweep"]) == 0
+    sweeps = [line.split("us")[-1].strip() for line in capsys.readouterr().out.splitlines()
+              if " sweep " in line]
+    assert sorted(sweeps) == sorted(["Tile(px=2, ot=4, cv=4)", "Tile(px=7, ot=8, cv=1)"] * 2
+                                    + ["Split(og=16, rows_per_chunk=1)",
+                                       "Split(og=8, rows_per_chunk=3)"]), sweeps
