@@ -375,3 +375,24 @@ def test_the_benchmark_sweep_prints_the_fastest_choices(monkeypatch, capsys):
     assert sorted(sweeps) == sorted(["Tile(px=2, ot=4, cv=4)", "Tile(px=7, ot=8, cv=1)"] * 2
                                     + ["Split(og=16, rows_per_chunk=1)",
                                        "Split(og=8, rows_per_chunk=3)"]), sweeps
+
+
+def test_the_benchmark_tf32_table_reports_and_bounds_the_variant(monkeypatch, capsys):
+    """The TF32 table's path, with the FP32 kernel standing in for the tensor-core one (which
+    the emulator cannot run), then with a result off by 1%: a failure."""
+    if cuda_emulation.unavailable_reason() is not None:
+        pytest.skip(cuda_emulation.unavailable_reason())
+    from benchmarks import conv_kernels as bench
+    shapes = bench.SHAPES[2:3]
+    with cuda_emulation.emulating():
+        timer = bench.Timer(numpy, warmup=0, repeats=1)
+        rows, failures = bench.measure(numpy, shapes, [2], timer)
+        monkeypatch.setattr(conv_kernels, "correlate_tf32",
+                            lambda *args: conv_kernels.correlate(*args))
+        assert failures == [] and bench.tf32_table(numpy, shapes, [2], timer, rows) == []
+        monkeypatch.setattr(conv_kernels, "correlate_tf32",
+                            lambda *args: conv_kernels.correlate(*args) * 1.01)
+        failed = bench.tf32_table(numpy, shapes, [2], timer, rows)
+    assert [(op, bound) for _, _, op, _, bound in failed] == [("fwd tf32", 2e-3),
+                                                              ("dx tf32", 2e-3)]
+    assert "TF32 tensor cores" in capsys.readouterr().out
