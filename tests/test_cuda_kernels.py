@@ -83,6 +83,16 @@ def test_the_loader_sets_the_floating_type_and_the_include_folder():
     assert CudaKernel.options(numpy.float64)[0] == "-DXPNN_FLOAT=double"
 
 
+def test_a_specialised_kernel_compiles_with_its_defines_and_leaves_the_original_alone():
+    base = CudaKernel("correlate.cu", "xpnn_correlate", ["int64"], block=128)
+    special = base.specialised(XPNN_K=5, XPNN_PX=7).specialised(XPNN_K=3)
+    assert special.compile_options("float32") == (
+        "-DXPNN_FLOAT=float", f"-I{cuda.FOLDER}", "-DXPNN_K=3", "-DXPNN_PX=7")
+    assert base.compile_options("float32") == CudaKernel.options("float32")
+    assert (special.block, special.scalar_types, special.name) == (128, ("int64",),
+                                                                   "xpnn_correlate")
+
+
 def test_emulated_elementwise_kernel_broadcasts_and_writes_given_outputs(emulation):
     axpy = ElementwiseKernel("T x, T a", "T y", "y += a * x", "test_axpy")
     x = numpy.arange(6.0).reshape(2, 3)
