@@ -41,6 +41,11 @@ def set_host_runner(runner):
     return previous
 
 
+def runs_on_host():
+    """True while a host runner runs kernels called with NumPy arrays (the tests' emulator)."""
+    return _host_runner is not None
+
+
 def _on_host(name):
     if _host_runner is None:
         raise TypeError(f"the CUDA kernel {name} takes CuPy arrays, got NumPy arrays (only the "

@@ -9,8 +9,10 @@ RawKernel's launch) on its *current* device, so whatever computes on GPU N runs 
 training run, for its whole life), or its work lands on GPU 0.
 """
 import contextlib
+import os
 import re
 import sys
+from pathlib import Path
 
 import numpy
 
@@ -141,10 +143,50 @@ def get_device(spec="cpu"):
             f"(cuda:0 to cuda:{count - 1}); pick one of those or use --device cpu"
         )
     if gpu_id not in _checked_toolkits:
-        _checked_toolkits[gpu_id] = _toolkit_problem(cupy, gpu_id)
+        _checked_toolkits[gpu_id] = _remembered_toolkit_problem(cupy, gpu_id)
     if _checked_toolkits[gpu_id] is not None:
         raise DeviceUnavailableError(_checked_toolkits[gpu_id])
     return Device(f"cuda:{gpu_id}", cupy, gpu_id)
+
+
+def probe_cache_path():
+    """The file that lists the GPU setups whose probe passed (`_remembered_toolkit_problem`)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "xpnn" / "working-gpus.txt"
+
+
+def _setup_key(cupy, gpu_id):
+    """One line naming what the probe's answer depends on: this Python environment, CuPy, the
+    CUDA runtime and driver, and the GPU."""
+    try:
+        runtime = cupy.cuda.runtime
+        versions = f"{runtime.runtimeGetVersion()} {runtime.driverGetVersion()}"
+        name = runtime.getDeviceProperties(gpu_id)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # a stand-in or a broken driver: nothing to key on, so probe every time
+        return None
+    return f"{sys.prefix} cupy {getattr(cupy, '__version__', '?')} cuda {versions} {name}"
+
+
+def _remembered_toolkit_problem(cupy, gpu_id):
+    """`_toolkit_problem`, probed once per setup: a passing probe is written to
+    `probe_cache_path()` and later processes skip it (it compiles a kernel and starts cuBLAS,
+    most of a second at every start). A failing one is never remembered."""
+    key, path = _setup_key(cupy, gpu_id), probe_cache_path()
+    try:
+        if key is not None and key in path.read_text().splitlines():
+            return None
+    except OSError:
+        pass
+    problem = _toolkit_problem(cupy, gpu_id)
+    if problem is None and key is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as file:
+                file.write(key + "\n")
+        except OSError:  # a read-only home: probe again next time
+            pass
+    return problem
 
 
 def _toolkit_problem(cupy, gpu_id):
@@ -194,10 +236,12 @@ def get_array_module(*arrays):
     """Return ``cupy`` if any of `arrays` is a CuPy array, else ``numpy``.
 
     CuPy is never imported here: if it has not been imported, no array can be a CuPy array.
+    (Nor is `cupy.get_array_module` called: it imports cupyx.scipy.sparse, and with it SciPy,
+    a quarter of a second at every start.)
     """
     cupy = sys.modules.get("cupy")
-    if cupy is not None:
-        return cupy.get_array_module(*arrays)
+    if cupy is not None and any(isinstance(array, cupy.ndarray) for array in arrays):
+        return cupy
     return numpy
 
 

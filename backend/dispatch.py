@@ -12,8 +12,11 @@ implementations, side by side in its module:
 
 By default NumPy arrays take ``cpu`` and CuPy arrays ``gpu``. `using` chooses otherwise for a
 block of code (the command line wraps a GPU run in ``using("fused")``; the tests run the
-``gpu`` and ``fused`` implementations on NumPy). The choice is a context variable, so worker
-threads started with the caller's context (`nets.DataParallel`) follow it.
+``gpu`` implementations on NumPy). A choice applies only to arrays it can compute on: ``fused``
+to CuPy arrays, and to NumPy arrays only while the tests' emulator runs CUDA kernels on the CPU
+(`cuda.runs_on_host`); other NumPy arrays in the block (a CPU reference computed beside a GPU
+run) keep ``cpu``. The choice is a context variable, so worker threads started with the
+caller's context (`nets.DataParallel`) follow it.
 """
 import contextlib
 import contextvars
@@ -51,10 +54,14 @@ _IMPLEMENTATION = Switch("implementation", (None, *IMPLEMENTATIONS), default=Non
 
 def implementation(xp):
     """``"cpu"``, ``"gpu"`` or ``"fused"``: which implementation computes on arrays of `xp`."""
+    from xpnn.backend import cuda
     chosen = _IMPLEMENTATION.chosen()
+    on_numpy = xp.__name__ == "numpy"
+    if chosen == "fused" and on_numpy and not cuda.runs_on_host():
+        chosen = None  # CUDA kernels cannot compute on NumPy arrays
     if chosen is not None:
         return chosen
-    return "cpu" if xp.__name__ == "numpy" else "gpu"
+    return "cpu" if on_numpy else "gpu"
 
 
 def using(name):

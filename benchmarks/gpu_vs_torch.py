@@ -14,8 +14,8 @@ Ours (`--variants`, `VARIANTS`): the array code (``array``), the fused CUDA kern
 (``fused``), the NCHW layout (``nchw``, `backend.layout`), and each step replayed as one CUDA
 graph whose products go through cuBLAS called by nvmath-python (``graph``) or cuTENSOR
 (``graph-cutensor``), also with the fused kernels (``graph-fused``). PyTorch: eager with
-cuDNN, and its whole step captured with `torch.cuda.CUDAGraph` (as in PyTorch's "whole network
-capture" recipe). "queue" is our host time until a step's kernels were all queued (near the
+cuDNN, its whole step captured with `torch.cuda.CUDAGraph` (as in PyTorch's "whole network
+capture" recipe), and the same after `torch.compile` of the network (``compiled``). "queue" is our host time until a step's kernels were all queued (near the
 step time: launch-bound). Prints a table, ratios ours / PyTorch eager and ours / PyTorch graph;
 `--json` also writes the figures.
 """
@@ -38,12 +38,14 @@ VARIANTS = {
     "graph-cutensor": {"cuda_graph": True, "gemm": "cutensor"},
     "graph-fused": {"cuda_graph": True, "gemm": "cublas", "fused": True},
 }
-TORCH_SIDES = ("eager", "graph")
+TORCH_SIDES = ("eager", "graph", "compiled")
 
 
-def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0, graph=False):
-    """Median ms of PyTorch training steps of `config`'s network on 'cpu' or 'cuda', eager or
-    replayed as one CUDA graph (`graph`, CUDA only)."""
+def make_torch_step(config, device_name, batch_size, seed=0, side="eager"):
+    """(step, synchronize, torch) for PyTorch training steps of `config`'s network on 'cpu' or
+    'cuda': `side` "eager", "graph" (the whole step replayed as one `torch.cuda.CUDAGraph`) or
+    "compiled" (the network through `torch.compile`, then the whole step captured the same way:
+    PyTorch's fastest on the H200). Same weights, batch and optimizer as ours."""
     from xpnn import nets
 
     torch = import_torch()
@@ -52,6 +54,7 @@ def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0, graph=
     copy_weights(nets.build(config["model"], seed=seed), net)
     net.to(device)
     optimizer = make_torch_optimizer(config.get("train"), net.parameters(), torch, BENCH_LR)
+    model = torch.compile(net) if side == "compiled" else net
     loss_fn = torch.nn.CrossEntropyLoss()
     images, labels = make_batch(config["model"], batch_size, seed)
     images, labels = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
@@ -59,24 +62,27 @@ def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0, graph=
 
     def eager_step():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(net(images), labels).backward()
+        loss_fn(model(images), labels).backward()
         optimizer.step()
 
-    step = eager_step
-    if graph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):  # warm-up on a side stream, as the recipe asks
-                eager_step()
-        torch.cuda.current_stream().wait_stream(side)
-        captured = torch.cuda.CUDAGraph()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(captured):
-            loss_fn(net(images), labels).backward()
-            optimizer.step()
-        step = captured.replay
+    if side == "eager":
+        return eager_step, sync, torch
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up (and compilation) on a side stream, as the recipe asks
+            eager_step()
+    torch.cuda.current_stream().wait_stream(stream)
+    captured = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(captured):
+        loss_fn(model(images), labels).backward()
+        optimizer.step()
+    return captured.replay, sync, torch
 
+
+def time_torch_step(step, sync, steps, warmup):
+    """Median ms of `steps` calls of a PyTorch `step` after `warmup`, synchronised around each."""
     times = []
     for index in range(warmup + steps):
         sync()
@@ -86,6 +92,12 @@ def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0, graph=
         if index >= warmup:
             times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def torch_step_ms(config, device_name, batch_size, steps, warmup, seed=0, side="eager"):
+    """Median ms of PyTorch training steps (`make_torch_step`)."""
+    step, sync, _ = make_torch_step(config, device_name, batch_size, seed, side)
+    return time_torch_step(step, sync, steps, warmup)
 
 
 _noted = set()
@@ -104,11 +116,17 @@ def _median(values):
 
 
 def compare(config, device, batch_size, variants, torch_sides, rounds, steps, warmup):
-    """One table row: medians over `rounds` rounds, each timing every variant of ours and then
-    PyTorch's sides."""
+    """One table row: medians over `rounds` rounds, each timing every variant of ours (built
+    anew) and then PyTorch's sides (built once)."""
     ours = {variant: [] for variant in variants}
     queued = {variant: [] for variant in variants}
     theirs = {side: [] for side in torch_sides}
+    torch_steps = {}  # built once: a compiled network takes tens of seconds to compile
+    for side in torch_sides:
+        try:
+            torch_steps[side] = make_torch_step(config, device.name, batch_size, side=side)[:2]
+        except Exception as error:  # PyTorch's capture or compiler failing on this machine
+            _note(f"PyTorch {side}: {error}")
     for _ in range(rounds):
         for variant in variants:
             try:
@@ -119,12 +137,8 @@ def compare(config, device, batch_size, variants, torch_sides, rounds, steps, wa
                 continue
             ours[variant].append(result.median_ms)
             queued[variant].append(_median(result.queue_ms or [None]))
-        for side in torch_sides:
-            try:
-                theirs[side].append(torch_step_ms(config, device.name, batch_size, steps,
-                                                  warmup, graph=side == "graph"))
-            except RuntimeError as error:  # PyTorch's capture failing on this card or version
-                _note(f"PyTorch {side}: {error}")
+        for side, (step, sync) in torch_steps.items():
+            theirs[side].append(time_torch_step(step, sync, steps, warmup))
     row = {"batch": batch_size, "device": device.name, "rounds": rounds}
     for side in torch_sides:
         row[f"torch_{side}_ms"] = _median(theirs[side])
@@ -172,7 +186,8 @@ def main(argv=None):
     parser.add_argument("--variants", default="array,graph",
                         help=f"ours, comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--torch", default="eager,graph",
-                        help="PyTorch's sides: eager (cuDNN), graph (torch.cuda.CUDAGraph)")
+                        help="PyTorch's sides: eager (cuDNN), graph (torch.cuda.CUDAGraph), "
+                             "compiled (torch.compile, then the step as one CUDA graph)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
@@ -184,11 +199,11 @@ def main(argv=None):
     device = get_device(args.device)
     if not device.is_gpu:  # a CUDA graph needs a GPU on either side
         skipped = [v for v in variants if VARIANTS[v].get("cuda_graph")] + [
-            f"torch {side}" for side in torch_sides if side == "graph"]
+            f"torch {side}" for side in torch_sides if side != "eager"]
         if skipped:
             print(f"on {device.name}: leaving out {', '.join(skipped)} (CUDA graphs need a GPU)")
         variants = [v for v in variants if not VARIANTS[v].get("cuda_graph")]
-        torch_sides = [side for side in torch_sides if side != "graph"]
+        torch_sides = [side for side in torch_sides if side == "eager"]
     rows = []
     with device.activated():
         for name in args.configs.split(","):

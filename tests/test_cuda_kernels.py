@@ -27,15 +27,17 @@ def emulation():
         yield
 
 
+class CuPyLike:
+    __name__ = "cupy"
+
+
 def test_the_default_implementation_follows_the_array_module():
-    class CuPyLike:
-        __name__ = "cupy"
     assert backend.implementation(numpy) == "cpu"
     assert backend.implementation(CuPyLike) == "gpu"
     with backend.using("fused"):
-        assert backend.implementation(numpy) == "fused"
+        assert backend.implementation(CuPyLike) == "fused"
         with backend.using(None):
-            assert backend.implementation(numpy) == "cpu"
+            assert backend.implementation(CuPyLike) == "gpu"
     with pytest.raises(ValueError, match="unknown implementation 'fast'"):
         with backend.using("fast"):
             pass
@@ -46,18 +48,35 @@ def test_fused_on_chooses_only_for_a_gpu():
         is_gpu = True
     with backend.using("gpu"):
         with backend.fused_on(backend.CPU, True):
-            assert backend.implementation(numpy) == "gpu"   # a choice around it stands
+            assert backend.implementation(CuPyLike) == "gpu"   # a choice around it stands
         with backend.fused_on(Gpu, True):
-            assert backend.implementation(numpy) == "fused"
+            assert backend.implementation(CuPyLike) == "fused"
         with backend.fused_on(Gpu, False):
-            assert backend.implementation(numpy) == "gpu"
+            assert backend.implementation(CuPyLike) == "gpu"
+
+
+def test_the_fused_choice_leaves_numpy_arrays_to_the_cpu(rng):
+    """A CPU reference computed inside a GPU run's `using("fused")` block (the parity tool, the
+    gpu-fused tests) computes with NumPy's implementation instead of reaching a CUDA kernel."""
+    from xpnn.backend.pool import max_pool
+    x = rng.standard_normal((2, 4, 4, 3)).astype(numpy.float32)
+    expected, _ = max_pool(x, 2, 2)
+    with backend.using("fused"):
+        assert backend.implementation(numpy) == "cpu"
+        out, _ = max_pool(x, 2, 2)
+    numpy.testing.assert_array_equal(out, expected)
+
+
+def test_the_emulator_lets_the_fused_choice_reach_numpy_arrays(emulation):
+    assert backend.implementation(numpy) == "fused"
 
 
 def test_a_kernel_refuses_numpy_arrays_outside_the_emulator():
     x = numpy.zeros((1, 2, 2, 1), dtype=numpy.float32)
-    with backend.using("fused"), pytest.raises(TypeError, match="takes CuPy arrays"):
-        from xpnn.backend.pool import max_pool
-        max_pool(x, 2, 2)
+    out = numpy.empty((1, 1, 1, 1), dtype=numpy.float32)
+    with pytest.raises(TypeError, match="takes CuPy arrays"):
+        cuda.CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)(
+            1, (x, out, out, 1, 2, 2, 1, 1, 1, 2, 2), numpy.float32)
 
 
 def test_every_cuda_source_is_a_file_of_its_own_that_compiles_as_it_stands():

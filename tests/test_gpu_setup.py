@@ -21,7 +21,7 @@ class FakeCuPy(types.ModuleType):
         self.float32 = "float32"
         self.error = error
         self.probes = 0
-        self.get_array_module = lambda *arrays: numpy  # no array is ever a fake CuPy array
+        self.ndarray = type("ndarray", (), {})  # no array is ever a fake CuPy array
 
         class Device:
             def __init__(self, gpu_id):
@@ -79,7 +79,9 @@ def fake_pathfinder(found):
 
 
 @pytest.fixture
-def fake_cupy(monkeypatch):
+def fake_cupy(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
     def install(error=None, found=None):
         cupy = FakeCuPy(error)
         monkeypatch.setitem(sys.modules, "cupy", cupy)
@@ -126,6 +128,32 @@ def test_a_working_cupy_is_probed_once(fake_cupy):
     first, second = get_device("gpu"), get_device("cuda:0")
     assert first == second and first.name == "cuda:0" and first.xp is cupy
     assert cupy.probes == 1
+
+
+def with_versions(cupy, name="NVIDIA H200"):
+    cupy.cuda.runtime.runtimeGetVersion = lambda: 13000
+    cupy.cuda.runtime.driverGetVersion = lambda: 13000
+    cupy.cuda.runtime.getDeviceProperties = lambda gpu_id: {"name": name.encode()}
+    return cupy
+
+
+def test_a_passing_probe_is_remembered_across_processes(fake_cupy, monkeypatch):
+    cupy = with_versions(fake_cupy())
+    get_device("gpu")
+    assert cupy.probes == 1 and "NVIDIA H200" in device_module.probe_cache_path().read_text()
+    monkeypatch.setattr(device_module, "_checked_toolkits", {})  # as a new process starts
+    get_device("gpu")
+    assert cupy.probes == 1
+    other = with_versions(fake_cupy(), name="NVIDIA H100")  # another setup is probed
+    get_device("gpu")
+    assert other.probes == 1
+
+
+def test_a_failing_probe_is_not_remembered(fake_cupy, monkeypatch):
+    with_versions(fake_cupy(RuntimeError("nvrtc missing"), found=set()))
+    with pytest.raises(DeviceUnavailableError):
+        get_device("gpu")
+    assert not device_module.probe_cache_path().exists()
 
 
 # -- the run's device is CuPy's current device ------------------------------------------------------
