@@ -208,13 +208,13 @@ def _alignment(*byte_counts):
 
 def correlate_tf32(frame, kernel, stride, bias=None):
     """`correlate` on tensor cores (correlate_tf32.cu): TF32 products, float32 sums, so about
-    1e-3 relative error. float32 CuPy arrays only (the emulator cannot run a warp's wmma
-    operations); an opt-in variant that benchmarks/conv_kernels.py times, never a default."""
+    1e-3 relative error. float32 arrays only; an opt-in variant that benchmarks/conv_kernels.py
+    times, never a default."""
     x, dtype = _contiguous_input(frame)
     xp = get_array_module(x)
-    if xp.__name__ != "cupy" or dtype.name != "float32":
-        raise TypeError(f"correlate_tf32 runs on float32 CuPy arrays (tensor cores), got "
-                        f"{dtype} {xp.__name__} arrays")
+    if dtype.name != "float32":
+        raise TypeError(f"correlate_tf32 multiplies float32 arrays (TF32 tensor cores), got "
+                        f"{dtype}")
     n, h, w, c = x.shape
     o, k = _check_kernel(kernel, c)
     ho, wo = frame.output_size(k, stride)

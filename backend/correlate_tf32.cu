@@ -2,8 +2,8 @@
 // float sums, by the warp-wide mma.sync m16n8k8 instruction (inline PTX: NVRTC has no mma.h
 // unless the CUDA toolkit's headers are on its path). An opt-in variant that
 // benchmarks/conv_kernels.py times beside the FP32 kernel, never a default. float only (T is not
-// used); compute capability 8.0 or later. Not emulated on the CPU: an mma belongs to a whole
-// warp, which the emulator's thread-by-thread run cannot hold (its body is left out there).
+// used); compute capability 8.0 or later. On the CPU the emulator runs each warp's 32 threads
+// as cooperating fibers, with stand-ins for the conversion and the mma.
 //
 // As an implicit GEMM: rows are output pixels, columns output channels, and the reduction runs
 // over the (ci, a, b) taps in xpnn_correlate_pack's order. Each warp owns 16 consecutive output
@@ -27,7 +27,10 @@
 #define XPNN_STEP 1
 #endif
 
-#ifndef XPNN_EMULATED
+#ifdef XPNN_EMULATED  // tests/cuda_emulation.py's stand-ins, run by a warp of fibers
+#define xpnn_tf32 xpnn_emulated_tf32
+#define xpnn_mma_tf32 xpnn_emulated_mma_tf32
+#else
 __device__ __forceinline__ unsigned xpnn_tf32(float value) {
     unsigned bits;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(value));
@@ -53,7 +56,6 @@ extern "C" __global__ void xpnn_correlate_tf32(
         const float* __restrict__ x, const float* __restrict__ packed,
         const float* __restrict__ bias, float* __restrict__ out, long long work, int n, int h,
         int w, int c, int ho, int wo, int o, int o_pad, int taps_pad, int offset, int has_bias) {
-#ifndef XPNN_EMULATED
     constexpr int K = XPNN_K, KK = XPNN_K * XPNN_K, S = XPNN_STRIDE, STEP = XPNN_STEP;
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const long long pixels = (long long)n * ho * wo;
@@ -106,5 +108,4 @@ extern "C" __global__ void xpnn_correlate_tf32(
                 if (p < pixels && q < o) out[p * o + q] = acc[j][i] + (has_bias ? bias[q] : 0.0f);
             }
     }
-#endif
 }

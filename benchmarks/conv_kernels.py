@@ -16,8 +16,8 @@ new kernel fails the run (exit status 1). The last lines add up each network's c
 one training step (forward and kernel gradient of every conv, input gradient of all but the
 first). On a GPU, forward and input gradient are also timed with the TF32 tensor-core variant
 (`conv_kernels.correlate_tf32`; its error bound is `TF32_MAX_ERROR`), and the forward with the
-ReLU epilogue against the FP32 kernel then CuPy's maximum. The dry run checks the script itself
-(TF32 left out: the emulator cannot run it); its timings mean nothing.
+ReLU epilogue against the FP32 kernel then CuPy's maximum. The dry run checks the script itself;
+its timings mean nothing.
 """
 import argparse
 import functools
@@ -251,6 +251,7 @@ def main(argv=None):
             timer = Timer(numpy, warmup=1, repeats=3)
             rows, failures = measure(numpy, SHAPES, [2], timer, sweep=args.sweep)
             step_totals(rows, [2])
+            failures += tf32_table(numpy, SHAPES, [2], timer, rows)
     else:
         import cupy
         name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
