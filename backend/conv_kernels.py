@@ -23,6 +23,7 @@ TILE_BYTES = 256                   # a correlate thread's sums, at most
 PREFETCH_BYTES = 384               # weights a correlate thread loads per load of its inputs
 CORRELATE_THREADS = 1 << 15        # below this many threads a correlation splits its tiles
 GRADIENT_THREADS = 1 << 16         # threads a kernel gradient aims for (chunks of rows)
+MAX_CHUNKS = 4096                  # chunks of partial sums, at most (their adding is serial)
 MIN_GROUP = 8                      # partial sums added per thread of xpnn_sum_parts, at least
 
 PACK = CudaKernel("correlate.cu", "xpnn_correlate_pack",
@@ -157,10 +158,10 @@ def correlate_tile(n, ho, wo, c, o, k, itemsize, address=0):
 def gradient_split(rows, c, o, k):
     """The `Split` for a kernel gradient over `rows` output rows (N * Ho) of O channels from a
     C-channel input: the most channels per thread (up to `MAX_OG`) that divide O, and chunks of
-    rows small enough for about `GRADIENT_THREADS` threads."""
+    rows small enough for about `GRADIENT_THREADS` threads (at most `MAX_CHUNKS` of them)."""
     og = next(og for og in range(min(o, MAX_OG), 0, -1) if o % og == 0)
     per_chunk = o // og * c * k
-    chunks = max(1, min(rows, -(-GRADIENT_THREADS // per_chunk)))
+    chunks = max(1, min(rows, MAX_CHUNKS, -(-GRADIENT_THREADS // per_chunk)))
     return Split(og, -(-rows // chunks))
 
 
