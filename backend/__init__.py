@@ -7,10 +7,12 @@ primitives that layers are written with, one implementation per device.
     xp = get_array_module(x)        # inside a layer: the module that owns x
 
 Primitives (each module holds its ``cpu``, ``gpu`` and ``fused`` implementations side by
-side; `dispatch` chooses among them): `conv` (correlation: patch matrices, or direct kernels in `conv_kernels`), `matmul`
-(every matrix product; on a GPU by CuPy's cuBLAS, or by a GEMM that CUDA-graph capture allows),
+side; the execution mode, `dispatch.Mode`, chooses among them): `conv` (correlation: patch
+matrices, or direct kernels in `conv_kernels`), `matmul` (every matrix product; on a GPU by
+CuPy's cuBLAS, or in a CUDA-graph mode or a tensor-core precision by cuBLAS called directly),
 `pool` (max pooling), `activations`, `loss` (softmax cross-entropy), `updates` (optimizer
-steps), `batch_stats` (running loss and accuracy). `layout`: how conv and pool hand on images.
+steps), `batch_stats` (running loss and accuracy). `layout`: the channels-last views conv and
+pool hand on.
 `graphs`: a step captured as a CUDA graph and replayed. CUDA sources: the .cu files beside
 them, loaded by `cuda`.
 """
@@ -24,13 +26,14 @@ from xpnn.backend.device import (
     get_device,
     gpu_unavailable_reason,
 )
-from xpnn.backend.dispatch import IMPLEMENTATIONS, fused_on, implementation, running_on, using
+from xpnn.backend.dispatch import (IMPLEMENTATIONS, PRECISIONS, Mode, ModeError, command_mode,
+                                   default_mode, implementation, mode, mode_for, running_on, using)
 from xpnn.backend.memory import available_bytes, format_bytes
 from xpnn.backend.random import new_rng
 
 __all__ = [
-    "CPU", "Device", "DeviceUnavailableError", "IMPLEMENTATIONS", "available_bytes",
-    "cpu_count", "device_of", "format_bytes", "fused_on", "get_array_module", "get_device",
-    "gpu_unavailable_reason", "implementation", "keep_freed_memory", "new_rng", "running_on",
-    "set_blas_threads", "using",
+    "CPU", "Device", "DeviceUnavailableError", "IMPLEMENTATIONS", "Mode", "ModeError",
+    "PRECISIONS", "available_bytes", "command_mode", "cpu_count", "default_mode", "device_of",
+    "format_bytes", "get_array_module", "get_device", "gpu_unavailable_reason", "implementation",
+    "keep_freed_memory", "mode", "mode_for", "new_rng", "running_on", "set_blas_threads", "using",
 ]

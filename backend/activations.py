@@ -66,8 +66,6 @@ def _leaky_relu_backward_fused(grad, x, slope):
     return LEAKY_RELU_BACKWARD(grad, x, slope, get_array_module(grad).empty_like(grad))
 
 
-_RELU_BACKWARD = {"cpu": _relu_backward_array, "gpu": _relu_backward_array,
-                  "fused": _relu_backward_fused}
-_LEAKY_RELU = {"cpu": _leaky_relu_array, "gpu": _leaky_relu_array, "fused": _leaky_relu_fused}
-_LEAKY_RELU_BACKWARD = {"cpu": _leaky_relu_backward_array, "gpu": _leaky_relu_backward_array,
-                        "fused": _leaky_relu_backward_fused}
+_RELU_BACKWARD = {"array": _relu_backward_array, "fused": _relu_backward_fused}
+_LEAKY_RELU = {"array": _leaky_relu_array, "fused": _leaky_relu_fused}
+_LEAKY_RELU_BACKWARD = {"array": _leaky_relu_backward_array, "fused": _leaky_relu_backward_fused}

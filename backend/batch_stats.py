@@ -33,4 +33,4 @@ def _fused(loss_sum, correct, loss, logits, labels):
                             logits.shape[1]), logits.dtype)
 
 
-_TABLE = {"cpu": _array, "gpu": _array, "fused": _fused}
+_TABLE = {"array": _array, "fused": _fused}

@@ -10,29 +10,27 @@ A `Frame` is an (N, H, W, C) input as the correlation sees it: placed every `ste
   column per value of a window, and multiply them with the kernel as a matrix
   (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a cache-sized
   chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed while it is still in
-  L2; columns ordered (kh, kw, C), each window row one contiguous copy; products at least 8
+  L2; patch layout (kh, kw, C), each window row one contiguous copy; products at least 8
   columns wide (OpenBLAS runs narrower float32 outputs at half speed). ``gpu`` makes the same
   copy for the whole batch at once.
 * ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
   zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
   kernel_gradient.cu).
 
-`IM2COL_WAY`, the patch matrix made by im2col.cu (columns ordered (C, kh, kw), so the kernel
-needs no copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline
-that benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
+`IM2COL`, the patch matrix made by im2col.cu (patch layout (C, kh, kw), so the kernel needs no
+copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline that
+benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
 """
-from collections import namedtuple
-
 from xpnn.backend import conv_kernels
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import implementation
+from xpnn.backend.dispatch import pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
 CHUNK_BYTES = 1 << 19        # ``cpu``: per-chunk working set that stays in one core's L2 cache
-IM2COL_ROWS_PER_ITEM = 32    # `IM2COL_WAY`: rows of one column that one thread fills
-IM2COL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
+IM2COL_ROWS_PER_ITEM = 32    # `IM2COL`: rows of one column that one thread fills
+IM2COL_KERNEL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
 
 
 class Frame:
@@ -76,22 +74,33 @@ def correlate(frame, kernel, stride, bias=None):
     Returns:
         (N, Ho, Wo, O) C-contiguous array.
     """
-    name = implementation(get_array_module(frame.x))
-    if name == "fused":
-        return conv_kernels.correlate(frame, kernel, stride, bias)
-    return correlate_by_patches(frame, kernel, stride, bias, WAYS[name])
+    return pick(_CORRELATE, get_array_module(frame.x))(frame, kernel, stride, bias)
 
 
-def correlate_by_patches(frame, kernel, stride, bias, way):
-    """`correlate` through the patch matrices of `way` (a `Way`)."""
+def kernel_gradient(frame, grad, kernel_size, stride):
+    """d loss / d kernel of `correlate(frame, kernel, stride)`: the sum over output pixels of
+    each window times the gradient there.
+
+    Args:
+        frame: the `Frame` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
+    Returns:
+        (O, C, k, k) array.
+    """
+    return pick(_KERNEL_GRADIENT, get_array_module(grad))(frame, grad, kernel_size, stride)
+
+
+def correlate_by_patches(frame, kernel, stride, bias, patches):
+    """`correlate` through patch matrices: `patches` is (make, layout), `make(frame, k,
+    stride)` yielding (batch slice, patch matrix) and `layout` its patch layout."""
+    make, layout = patches
     xp = get_array_module(frame.x)
     k, o = kernel.shape[2], kernel.shape[0]
     out = xp.empty((frame.x.shape[0], *frame.output_size(k, stride), o), dtype=frame.x.dtype)
-    w_mat = kernel_matrix(kernel, way.order)
-    width = -(-o // 8) * 8 if way.widen and o % 8 and o <= 64 else o
+    w_mat = kernel_matrix(kernel, layout)
+    width = -(-o // 8) * 8 if make is _chunked_patches and o % 8 and o <= 64 else o
     if width != o:
         w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
-    for chunk, col in way.patches(frame, k, stride):
+    for chunk, col in make(frame, k, stride):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
             matmul(col, w_mat, out=out_rows)
@@ -104,47 +113,33 @@ def correlate_by_patches(frame, kernel, stride, bias, way):
     return out
 
 
-def kernel_gradient(frame, grad, kernel_size, stride):
-    """d loss / d kernel of `correlate(frame, kernel, stride)`: the sum over output pixels of
-    each window times the gradient there.
-
-    Args:
-        frame: the `Frame` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
-    Returns:
-        (O, C, k, k) array.
-    """
-    name = implementation(get_array_module(grad))
-    if name == "fused":
-        return conv_kernels.kernel_gradient(frame, grad, kernel_size, stride)
-    return kernel_gradient_by_patches(frame, grad, kernel_size, stride, WAYS[name])
-
-
-def kernel_gradient_by_patches(frame, grad, kernel_size, stride, way):
-    """`kernel_gradient` through the patch matrices of `way` (a `Way`)."""
+def kernel_gradient_by_patches(frame, grad, kernel_size, stride, patches):
+    """`kernel_gradient` through patch matrices (`patches` as for `correlate_by_patches`)."""
+    make, layout = patches
     xp = get_array_module(grad)
     n, ho, wo, o = grad.shape
     g_mat = grad.reshape(n * ho * wo, o)
     # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
     # reading a stored one back from main memory, and far smaller.
     total = None
-    for chunk, col in way.patches(frame, kernel_size, stride):
+    for chunk, col in make(frame, kernel_size, stride):
         part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
         total = part if total is None else xp.add(total, part, out=total)
-    return kernel_of_matrix(total, (o, frame.x.shape[3], kernel_size, kernel_size), way.order)
+    return kernel_of_matrix(total, (o, frame.x.shape[3], kernel_size, kernel_size), layout)
 
 
-def kernel_matrix(kernel, order):
-    """The (k * k * C, O) matrix of an (O, C, k, k) kernel, rows in patch column `order`."""
+def kernel_matrix(kernel, layout):
+    """The (k * k * C, O) matrix of an (O, C, k, k) kernel, rows in the patch `layout`."""
     o = kernel.shape[0]
-    if order == "ckk":
+    if layout == "chw":
         return kernel.reshape(o, -1).T  # a view when the kernel is contiguous
     return kernel.transpose(2, 3, 1, 0).reshape(-1, o)
 
 
-def kernel_of_matrix(matrix, shape, order):
+def kernel_of_matrix(matrix, shape, layout):
     """Inverse of `kernel_matrix`: the (O, C, k, k) view of a (k * k * C, O) matrix."""
     o, c, k, _ = shape
-    if order == "ckk":
+    if layout == "chw":
         return matrix.T.reshape(o, c, k, k)
     return matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
 
@@ -191,7 +186,7 @@ def _whole_batch_patches(frame, kernel_size, stride):
 
 
 def _im2col_patches(frame, kernel_size, stride):
-    """`IM2COL_WAY`: the whole batch's patch matrix by im2col.cu, columns (C, kh, kw)."""
+    """`IM2COL`: the whole batch's patch matrix by im2col.cu, patch layout (C, kh, kw)."""
     xp = get_array_module(frame.x)
     x = xp.ascontiguousarray(frame.x)
     n, h, w, c = x.shape
@@ -200,16 +195,26 @@ def _im2col_patches(frame, kernel_size, stride):
     rows, cols = n * ho * wo, c * k * k
     col = xp.empty((rows, cols), dtype=x.dtype)
     work = -(-rows // IM2COL_ROWS_PER_ITEM) * cols
-    IM2COL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
+    IM2COL_KERNEL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
                   frame.offset, frame.step), x.dtype)
     yield slice(0, n), col
 
 
-# How a way makes its patch matrices, orders their columns, and whether it widens narrow
-# products to 8 columns; `WAYS`: the implementations that use patch matrices.
-Way = namedtuple("Way", "patches order widen")
-WAYS = {
-    "cpu": Way(_chunked_patches, "kkc", widen=True),
-    "gpu": Way(_whole_batch_patches, "kkc", widen=False),
-}
-IM2COL_WAY = Way(_im2col_patches, "ckk", widen=False)
+# Each implementation's patch matrices and their patch layout: the order of a patch's values
+# along a row, (kernel row, kernel column, channel) or (channel, row, column).
+PATCHES = {"cpu": (_chunked_patches, "hwc"), "gpu": (_whole_batch_patches, "hwc")}
+IM2COL = (_im2col_patches, "chw")
+
+
+def _correlate_by_patches(frame, kernel, stride, bias):
+    return correlate_by_patches(frame, kernel, stride, bias,
+                                pick(PATCHES, get_array_module(frame.x)))
+
+
+def _kernel_gradient_by_patches(frame, grad, kernel_size, stride):
+    return kernel_gradient_by_patches(frame, grad, kernel_size, stride,
+                                      pick(PATCHES, get_array_module(grad)))
+
+
+_CORRELATE = {"array": _correlate_by_patches, "fused": conv_kernels.correlate}
+_KERNEL_GRADIENT = {"array": _kernel_gradient_by_patches, "fused": conv_kernels.kernel_gradient}

@@ -5,8 +5,8 @@ A `Device` is made by name from the `--device` flag: ``cpu`` is NumPy, ``gpu``, 
 library runs where CuPy is not installed. Arrays carry their device, and `get_array_module(array)`
 tells a layer which `xp` to use; but CuPy makes every new array (`xp.empty` in a layer, a
 RawKernel's launch) on its *current* device, so whatever computes on GPU N runs inside
-`device.activated()` (the commands use `backend.running_on`) or after `device.use()` (a
-training run, for its whole life), or its work lands on GPU 0.
+`device.activated()` (through `backend.running_on`, which commands and `Trainer` use), or its
+work lands on GPU 0.
 """
 import contextlib
 import os
@@ -72,12 +72,6 @@ class Device:
         if not self.is_gpu:
             return contextlib.nullcontext()
         return self.xp.cuda.Device(self.gpu_id)
-
-    def use(self):
-        """Make this device CuPy's current device for the calling thread from now on (a no-op
-        on the CPU): what a training run does first, so that nothing it makes lands elsewhere."""
-        if self.is_gpu:
-            self.xp.cuda.Device(self.gpu_id).use()
 
     def send(self, array):
         """Copy a host or device array to this device (no copy if it is already here)."""

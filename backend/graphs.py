@@ -1,7 +1,7 @@
 """CUDA graphs: a step of device work captured once and replayed with one launch.
 
     graph_step = GraphStep(run, CupyGraphs(cupy))
-    graph_step(shape_key, bound)    # runs `run()` once: eagerly, or captured then replayed
+    graph_step(shape_key)           # runs `run()` once: eagerly, or captured then replayed
 
 On a GPU at MNIST sizes a training step is bound by the host: each of its ~200 kernels costs
 ~10 us to launch from Python while the device needs well under a millisecond for all of them. A
@@ -15,16 +15,14 @@ CUDA graph launches the whole step at once. What that asks of `run`:
   wrapper refuses to run during capture);
 * host bookkeeping (step counters, images seen) done by the caller, outside `run`.
 
-`GraphStep` keeps one graph per (`shape_key`, `bound`): `shape_key` says what the kernels'
-shapes depend on (the batch size: the short last batch of an epoch gets a graph of its own);
-`bound` lists the arrays outside its static buffers that the step writes in place (running
-sums, which a trainer replaces every epoch): a graph is re-captured when one of them is a
-different array. The first call for a new `shape_key` runs eagerly (warm-up: kernels compile,
-the GEMM library creates its handle and workspace, the private pool grows to the step's size),
-the next captures and replays. Everything allocated during warm-up and capture comes from a
-private memory pool kept alive with the graphs: memory a graph's kernels use is never handed to
-other code. Work is ordered with the caller's stream by events both ways (the graphs run on a
-stream of their own, as capture requires), so nothing waits on the host.
+`GraphStep` keeps one graph per `shape_key`, which says what the kernels' shapes depend on (the
+batch size: the short last batch of an epoch gets a graph of its own). The first call for a new
+`shape_key` runs eagerly (warm-up: kernels compile, the GEMM library creates its handle and
+workspace, the private pool grows to the step's size), the next captures and replays. Everything
+allocated during warm-up and capture comes from a private memory pool kept alive with the graphs:
+memory a graph's kernels use is never handed to other code. Work is ordered with the caller's
+stream by events both ways (the graphs run on a stream of their own, as capture requires), so
+nothing waits on the host.
 
 `CupyGraphs` is the runtime on CuPy; the tests drive `GraphStep` with a stand-in runtime that
 runs on NumPy (tests/test_graphs.py).
@@ -52,16 +50,6 @@ def forbid_host_sync(what):
                                 f"move it out of the step")
 
 
-class _Graph:
-    """One captured graph and the arrays it writes in place (compared by identity)."""
-
-    def __init__(self, graph, bound):
-        self.graph, self.bound = graph, tuple(bound)
-
-    def binds(self, bound):
-        return len(bound) == len(self.bound) and all(a is b for a, b in zip(bound, self.bound))
-
-
 class GraphStep:
     """`run()` as one CUDA graph per shape; see the module's docstring.
 
@@ -72,11 +60,11 @@ class GraphStep:
         self.run, self.runtime = run, runtime
         self.stream = runtime.new_stream()
         self.pool = runtime.new_pool()  # private: lives as long as this object and its graphs
-        self.graphs = {}                # shape_key -> _Graph
+        self.graphs = {}                # shape_key -> captured graph
         self.warmed = set()
         self.captures = self.eager_runs = self.replays = 0
 
-    def __call__(self, shape_key, bound=()):
+    def __call__(self, shape_key):
         """Do one step: warm up (eager), or capture and replay, or replay."""
         with self.runtime.ordered_on(self.stream), self.runtime.allocating_from(self.pool):
             if shape_key not in self.warmed:
@@ -84,11 +72,10 @@ class GraphStep:
                 self.warmed.add(shape_key)
                 self.eager_runs += 1
                 return
-            graph = self.graphs.get(shape_key)
-            if graph is None or not graph.binds(bound):
-                self.graphs[shape_key] = graph = _Graph(self._capture(), bound)
+            if shape_key not in self.graphs:
+                self.graphs[shape_key] = self._capture()
                 self.captures += 1
-            self.runtime.launch(graph.graph, self.stream)
+            self.runtime.launch(self.graphs[shape_key], self.stream)
             self.replays += 1
 
     def _capture(self):

@@ -1,28 +1,19 @@
-"""Matrix products, and which library computes them on a GPU: the one primitive every conv and
-linear layer multiplies with.
+"""Matrix products: the one primitive every conv and linear layer multiplies with.
 
     y = matmul(a, b)              # a (m, k) @ b (k, n) -> (m, n)
     matmul(a, b, out=y)           # into y, which may be a view (rows of a larger array)
-    with using_gemm("cublas"):    # on a GPU: the library that multiplies (the CPU takes NumPy's)
-        ...
 
-GEMMs on CuPy arrays (`GEMMS`; the CPU and the tests' NumPy arrays always take NumPy's, the
-CPU twin of all three):
+The GEMM follows from the execution mode (`backend.dispatch`): NumPy arrays take NumPy's; CuPy
+arrays take CuPy's own (cuBLAS through CuPy's wrapper), except in a CUDA-graph mode, where they
+take cuBLAS called directly through NVIDIA's bindings (``nvmath.bindings.cublas``, from
+nvmath-python), on CuPy's current stream, with a workspace of `WORKSPACE_BYTES` that this module
+allocates once per GPU before any capture: what cuBLAS documents as capture-safe (CuPy 14.2's
+wrapper refuses to run during stream capture).
 
-* ``cupy``: CuPy's own matmul (cuBLAS through CuPy's wrapper). The eager default. CuPy 14.2's
-  wrapper refuses to run during stream capture, so a step that multiplies with it cannot be a
-  CUDA graph.
-* ``cublas``: cuBLAS called directly through NVIDIA's bindings (``nvmath.bindings.cublas``,
-  from nvmath-python), on CuPy's current stream, with a workspace of `WORKSPACE_BYTES` that this
-  module allocates once per GPU before any capture: what cuBLAS documents as capture-safe. The
-  CUDA-graph step's default (`backend.graphs`).
-* ``cutensor``: the same product as a cuTENSOR contraction (``cupyx.cutensor``, which CuPy lets
-  run during capture; it draws its workspace from CuPy's current allocator). The alternative
-  scripts/gpu_check.sh measures against ``cublas``.
-
-The precision (`backend.precision`): products of CuPy arrays at ``tf32`` or ``bf16`` go through
-the ``cublas`` GEMM whatever the GEMM chosen, with cuBLAS's ``FAST_TF32`` / ``FAST_16BF``
-compute type (float32 arrays in and out, tensor-core inputs, float32 accumulation).
+The precision (`mode().precision`, `backend.precision`): products of CuPy arrays at ``tf32`` or
+``bf16`` take that direct cuBLAS call too, eager or not, with cuBLAS's ``FAST_TF32`` /
+``FAST_16BF`` compute type (float32 arrays in and out, tensor-core inputs, float32
+accumulation).
 
 Operands may have any strides with one of the two unit (row-major or column-major with a
 leading dimension): `gemm_operands` turns a row-major product into cuBLAS's column-major call
@@ -34,35 +25,22 @@ from dataclasses import dataclass
 import numpy
 
 from xpnn.backend.device import DeviceUnavailableError, get_array_module
-from xpnn.backend.dispatch import Switch
-from xpnn.backend.precision import chosen_precision
+from xpnn.backend.dispatch import mode
 
-GEMMS = ("cupy", "cublas", "cutensor")
 CUDA_R_32F = 0  # cudaDataType_t of float32 arrays (library_types.h)
 WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommended workspace on Hopper; ample for older GPUs
-GEMM = Switch("GEMM", GEMMS, default="cupy")
 
 
 class GemmUnavailableError(DeviceUnavailableError):
-    """The GEMM asked for cannot run here (its library is not installed)."""
-
-
-def using_gemm(name):
-    """Within this block, products of CuPy arrays use the GEMM `name` (one of `GEMMS`)."""
-    return GEMM.using(name)
-
-
-def chosen_gemm():
-    return GEMM.chosen()
+    """The GEMM the mode needs cannot run here (its library is not installed)."""
 
 
 def matmul(a, b, out=None):
     """a @ b for `a` (m, k) or (k,) and 2-D `b` (k, n) of one floating dtype; written into
     `out` (m, n, or (n,) for a vector `a`) when given, which is returned."""
     xp = get_array_module(a, b)
-    precision = chosen_precision()
-    gemm = GEMM.chosen() if precision == "fp32" else "cublas"
-    if xp.__name__ == "numpy" or gemm == "cupy":
+    precision = mode().precision
+    if xp.__name__ == "numpy" or (not mode().graph and precision == "fp32"):
         return xp.matmul(a, b, out=out)
     if a.ndim == 1:
         row = matmul(a[None], b, None if out is None else out[None])
@@ -73,7 +51,7 @@ def matmul(a, b, out=None):
         out[...] = 0
         return out
     target = out if _row_major_ld(out) is not None else xp.empty(out.shape, dtype=out.dtype)
-    _GEMM_CALLS[gemm](xp, _usable(xp, a), _usable(xp, b), target, precision)
+    _cublas_gemm(xp, _usable(xp, a), _usable(xp, b), target, precision)
     if target is not out:
         out[...] = target
     return out
@@ -189,20 +167,12 @@ def _cublas_gemm(xp, a, b, out, precision):
             from nvmath.bindings import cublas
         except ImportError as error:
             raise GemmUnavailableError(
-                f"the cublas GEMM (--cuda-graph, and precisions tf32 and bf16) needs nvmath-python ({_one_line(error)}); "
-                f"pip install 'xpnn[cuda-graph]' or nvmath-python") from None
+                f"cuBLAS called directly (the CUDA-graph step, and precisions tf32 and bf16) "
+                f"needs nvmath-python ({_one_line(error)}); pip install 'xpnn[cuda-graph]', or "
+                f"run with --eager and --precision fp32"
+            ) from None
         _cublas[gpu] = CublasGemm(cublas, xp)
     _cublas[gpu](xp, a, b, out, precision)
-
-
-def _cutensor_gemm(xp, a, b, out, precision):
-    try:
-        from cupyx import cutensor
-    except ImportError as error:
-        raise GemmUnavailableError(
-            f"the cutensor GEMM needs cuTENSOR ({_one_line(error)}); pip install cutensor-cu12"
-        ) from None
-    cutensor.contraction(1.0, a, ("m", "k"), b, ("k", "n"), 0.0, out, ("m", "n"))
 
 
 def _one_line(error):
@@ -216,5 +186,3 @@ def _pointer(array):
 def _stream_pointer(xp):
     return xp.cuda.get_current_stream().ptr
 
-
-_GEMM_CALLS = {"cublas": _cublas_gemm, "cutensor": _cutensor_gemm}

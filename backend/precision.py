@@ -1,4 +1,5 @@
-"""The precision of matrix products on a GPU: float32 throughout, or tensor-core inputs.
+"""The precisions of matrix products on a GPU (`dispatch.Mode.precision`): float32
+throughout, or tensor-core inputs.
 
     fp32   float32 inputs, float32 arithmetic (the default, and the only one on the CPU)
     tf32   inputs rounded to TF32 (10 mantissa bits), float32 accumulation
@@ -12,32 +13,12 @@ tolerances below are checked on the CPU too.
 """
 import numpy
 
-from xpnn.backend.dispatch import Switch
+from xpnn.backend.dispatch import PRECISIONS  # noqa: F401  (the names this module rounds to)
 
-PRECISIONS = ("fp32", "tf32", "bf16")
 MANTISSA_BITS = {"tf32": 10, "bf16": 7}
 # Largest relative error (max |error| / max |reference|, per tensor, against float64) that a
 # whole network's outputs and gradients may show at each precision (`xpnn parity`, the tests).
 PARITY_TOLERANCE = {"fp32": 1e-4, "tf32": 3e-3, "bf16": 3e-2}
-
-
-PRECISION = Switch("precision", PRECISIONS, default="fp32")
-
-
-def using_precision(name):
-    """Within this block, products of CuPy arrays compute at `name` (one of `PRECISIONS`)."""
-    return PRECISION.using(name)
-
-
-def chosen_precision():
-    return PRECISION.chosen()
-
-
-def check_precision(name):
-    """`name` if it is one of `PRECISIONS`, else a one-line `ValueError`."""
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
-    return name
 
 
 def round_inputs(x, precision):

@@ -43,8 +43,8 @@ SIDES = ("ours", "torch")
 
 def _make_runner(side, config, batch_size, seed, workers=None):
     if side == "ours":
-        from xpnn.tools.bench import TrainingStep
-        return TrainingStep(config, "cpu", batch_size, seed, workers=workers)
+        from xpnn.tools.bench import StepBench
+        return StepBench(config, "cpu", batch_size, seed, workers=workers)
     from benchmarks.torch_nets import TorchTrainingStep
     return TorchTrainingStep(config, batch_size, seed)
 

@@ -74,7 +74,7 @@ class Problem:
     def run(self, op, way, f64=False, tile=None, split=None, relu=False):
         arrays = self.f64 if f64 else self.f32
         forward, backward, flipped = self.frames(arrays)
-        patches = conv.WAYS["gpu"] if f64 else conv.IM2COL_WAY
+        patches = conv.PATCHES["gpu"] if f64 else conv.IM2COL
         if way == "tf32":
             frame, kernel, bias = ((forward, arrays["kernel"], arrays["bias"]) if op == "fwd"
                                    else (backward, flipped, None))

@@ -2,7 +2,7 @@
 GPU; runs on the CPU too, where the graph variants are left out).
 
     python -m benchmarks.gpu_vs_torch --device gpu --configs lenet,resnet --batch-sizes 100,1000 \
-        --variants array,graph,graph-cutensor,nchw
+        --variants array,fused,graph,graph-fused
 
 Both sides start from the same weights and take the same fixed batch, already on the device.
 Each timed step is bracketed by a device synchronisation (CuPy's and PyTorch's); the figures are
@@ -10,10 +10,10 @@ medians over `--steps` steps after `--warmup` (the first calls compile CuPy kern
 graph variant's next two warm up and capture), then medians over `--rounds` rounds that each
 time every side once, so a change in the host's load touches every side alike.
 
-Ours (`--variants`, `VARIANTS`): the array code (``array``), the fused CUDA kernels
-(``fused``), the NCHW layout (``nchw``, `backend.layout`), and each step replayed as one CUDA
-graph whose products go through cuBLAS called by nvmath-python (``graph``) or cuTENSOR
-(``graph-cutensor``), also with the fused kernels (``graph-fused``). PyTorch: eager with
+Ours (`--variants`, `VARIANTS`, each a `backend.Mode`): the array code (``array``), the fused
+CUDA kernels (``fused``), and each step replayed as one CUDA graph whose products go through
+cuBLAS called by nvmath-python (``graph``), also with the fused kernels (``graph-fused``, the
+GPU default of `xpnn train`). PyTorch: eager with
 cuDNN, its whole step captured with `torch.cuda.CUDAGraph` (as in PyTorch's "whole network
 capture" recipe), and the same after `torch.compile` of the network (``compiled``). "queue" is our host time until a step's kernels were all queued (near the
 step time: launch-bound). Prints a table, ratios ours / PyTorch eager and ours / PyTorch graph;
@@ -25,18 +25,16 @@ import statistics
 import sys
 import time
 
-from xpnn.backend import DeviceUnavailableError, get_device
+from xpnn.backend import DeviceUnavailableError, Mode, get_device
 from benchmarks.torch_nets import build_torch_net, copy_weights, import_torch, make_torch_optimizer
 from xpnn.tools.bench import BENCH_LR, benchmark, load_config, make_batch
 
-# ours: keyword arguments of `benchmark` for each variant
+# ours: the mode of each variant
 VARIANTS = {
-    "array": {},
-    "fused": {"fused": True},
-    "nchw": {"layout": "nchw"},
-    "graph": {"cuda_graph": True, "gemm": "cublas"},
-    "graph-cutensor": {"cuda_graph": True, "gemm": "cutensor"},
-    "graph-fused": {"cuda_graph": True, "gemm": "cublas", "fused": True},
+    "array": Mode(),
+    "fused": Mode("fused"),
+    "graph": Mode(graph=True),
+    "graph-fused": Mode("fused", graph=True),
 }
 TORCH_SIDES = ("eager", "graph", "compiled")
 
@@ -57,7 +55,8 @@ def make_torch_step(config, device_name, batch_size, seed=0, side="eager"):
     model = torch.compile(net) if side == "compiled" else net
     loss_fn = torch.nn.CrossEntropyLoss()
     images, labels = make_batch(config["model"], batch_size, seed)
-    images, labels = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+    images = torch.from_numpy(images).to(device).float().div_(255)  # as our step makes them
+    labels = torch.from_numpy(labels).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def eager_step():
@@ -131,8 +130,8 @@ def compare(config, device, batch_size, variants, torch_sides, rounds, steps, wa
         for variant in variants:
             try:
                 result = benchmark(config, device, batch_size, steps=steps, warmup=warmup,
-                                   **VARIANTS[variant])
-            except DeviceUnavailableError as error:  # e.g. cuTENSOR not installed: NaN
+                                   mode=VARIANTS[variant])
+            except DeviceUnavailableError as error:  # e.g. nvmath-python not installed: NaN
                 _note(f"ours {variant}: {error}")
                 continue
             ours[variant].append(result.median_ms)
@@ -198,11 +197,11 @@ def main(argv=None):
 
     device = get_device(args.device)
     if not device.is_gpu:  # a CUDA graph needs a GPU on either side
-        skipped = [v for v in variants if VARIANTS[v].get("cuda_graph")] + [
+        skipped = [v for v in variants if VARIANTS[v].graph] + [
             f"torch {side}" for side in torch_sides if side != "eager"]
         if skipped:
             print(f"on {device.name}: leaving out {', '.join(skipped)} (CUDA graphs need a GPU)")
-        variants = [v for v in variants if not VARIANTS[v].get("cuda_graph")]
+        variants = [v for v in variants if not VARIANTS[v].graph]
         torch_sides = [side for side in torch_sides if side == "eager"]
     rows = []
     with device.activated():

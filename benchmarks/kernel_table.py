@@ -12,8 +12,8 @@ import re
 import sys
 
 from benchmarks.gpu_vs_torch import make_torch_step
-from xpnn.backend import get_device, running_on
-from xpnn.tools.bench import TrainingStep, load_config
+from xpnn.backend import Mode, get_device, running_on
+from xpnn.tools.bench import StepBench, load_config
 
 
 def kernel_times(step, synchronize, steps, torch, on_gpu=True):
@@ -76,8 +76,8 @@ def main(argv=None):
     for name in args.configs.split(","):
         config = load_config(f"configs/{name}.yaml")
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            with running_on(device, fused=not args.array_code):
-                ours = TrainingStep(config, device, batch_size)
+            with running_on(device, Mode(None if args.array_code else "fused")):
+                ours = StepBench(config, device, batch_size)
                 import torch  # after CuPy took the device, as in the other benchmarks
                 mine = kernel_times(ours.step, device.synchronize, args.steps, torch,
                                     device.is_gpu)

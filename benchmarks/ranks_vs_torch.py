@@ -37,34 +37,29 @@ DEFAULT_BATCH_SIZES = (100, 500)
 def _rank_worker(config_name, batch_size, steps, warmup, workers):
     """Time the step `xpnn train` takes on this process's rank (or threads, on one rank)."""
     from xpnn.backend.communicator import world
-    from xpnn.tools.bench import TrainingStep
+    from xpnn.tools.bench import StepBench
     from xpnn.training import load_config
 
     ranks = world()
-    runner = TrainingStep(load_config(config_name), "cpu", batch_size, seed=0, workers=workers)
-    ranks.broadcast(runner.optimizer.data)
-    shard = ranks.shard(batch_size)
-    images, labels = runner.images[shard], runner.labels[shard]
-    share = len(labels) / batch_size
+    runner = StepBench(load_config(config_name), "cpu", batch_size, seed=0, workers=workers,
+                       ranks=ranks)
     summing = []
+    sum_in_rank_order = ranks.sum_in_rank_order
 
-    def step():
-        runner.optimizer.zero_grad()
-        runner.loss, _ = runner.model.forward_loss(images, labels)
-        runner.model.backward(share)
+    def timed_sum(buffer):  # the step's gradient sum, timed
         started = time.perf_counter()
-        ranks.sum_in_rank_order(runner.optimizer.grad)
+        sum_in_rank_order(buffer)
         summing.append((time.perf_counter() - started) * 1e3)
-        runner.optimizer.step()
 
+    ranks.sum_in_rank_order = timed_sum
     for _ in range(warmup):
-        step()
+        runner.step()
     ranks.wait_for_all(600)
     del summing[:]
     times = []
     for _ in range(steps):
         started = time.perf_counter()
-        step()
+        runner.step()
         times.append((time.perf_counter() - started) * 1e3)
     if ranks.is_root:
         print(json.dumps({"ms": statistics.median(times), "sum_ms": statistics.median(summing),

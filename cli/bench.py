@@ -3,16 +3,17 @@ import json
 
 import click
 
-from xpnn.cli.options import (config_option, cuda_graph_option, device_option, fused_option,
-                              load_config, set_option)
+from xpnn.cli.options import (command_mode, config_option, device_option, load_config,
+                              mode_options, precision_option, set_option)
 
 
 @click.command()
 @config_option(required=True)
 @set_option
 @device_option()
-@fused_option
-@cuda_graph_option
+@mode_options()
+@precision_option("what a GPU's matrix products compute in  [default: the config's "
+                  "train.precision]")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="images per step  [default: the config's train.batch_size]")
 @click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True,
@@ -30,22 +31,20 @@ from xpnn.cli.options import (config_option, cuda_graph_option, device_option, f
 @click.option("--subprocess", "fresh_process", is_flag=True,
               help="run in a fresh process, so the peak memory is this run's alone")
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
-def bench(config_spec, overrides, device, fused, cuda_graph, batch_size, steps, warmup, profile,
-          workers, lr, seed, fresh_process, as_json):
+def bench(config_spec, overrides, device, array_code, eager, precision, batch_size, steps, warmup,
+          profile, workers, lr, seed, fresh_process, as_json):
     """Time full training steps (forward, loss, backward, optimizer step) of CONFIG's network."""
     from xpnn.backend import get_device
     from xpnn.tools.bench import benchmark, benchmark_in_subprocess
 
     config = load_config(config_spec, overrides)
-    if cuda_graph and profile:
+    mode = command_mode(get_device(device), 1, eager, array_code,
+                        precision or config["train"]["precision"])
+    if mode.graph and profile:
         raise click.UsageError("--profile times each layer, which a step replayed as one CUDA "
-                               "graph cannot show; drop --profile or --cuda-graph")
-    if cuda_graph and not get_device(device).is_gpu:
-        raise click.UsageError(f"--cuda-graph captures the step on a GPU, not on {device}; "
-                               f"drop it or use --device gpu")
+                               "graph cannot show; add --eager")
     options = dict(batch_size=batch_size or config["train"]["batch_size"], steps=steps,
-                   warmup=warmup, profile=profile, seed=seed, lr=lr, workers=workers,
-                   fused=fused, cuda_graph=cuda_graph)
+                   warmup=warmup, profile=profile, seed=seed, lr=lr, workers=workers, mode=mode)
     if fresh_process:
         result = benchmark_in_subprocess(config, device, label=config_spec, **options)
     else:

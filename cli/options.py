@@ -4,13 +4,27 @@ from pathlib import Path
 import click
 
 
+MESSAGE_LIMIT = 1000      # characters of a one-line message
+
+
 def one_line(error):
-    """The error's message on one line; OS errors as 'reason: file'."""
+    """The error's message on one line; OS errors as 'reason: file'. At most `MESSAGE_LIMIT`
+    characters: a message that quotes a long value (a config may hold a megabyte of it) keeps
+    the value's start and the message's end (see `shorten`)."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     else:
         text = str(error) or type(error).__name__
-    return " ".join(text.split())
+    return shorten(" ".join(text.split()))
+
+
+def shorten(text, limit=MESSAGE_LIMIT):
+    """`text` if at most `limit` characters long, else its start and end with the middle left
+    out (the start says what was wrong, the end often what to do)."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 3 // 4, limit // 5
+    return f"{text[:head]} [... {len(text) - head - tail:,} characters ...] {text[-tail:]}"
 
 
 # -- devices --------------------------------------------------------------------------------------
@@ -31,34 +45,57 @@ def device_option(name="--device", default="cpu", help_text=None):
                         help=help_text or "where to compute: cpu (NumPy), gpu / cuda / cuda:N (CuPy)")
 
 
-class _SwitchVariable(click.types.BoolParamType):
-    """A bool; a value it cannot read can only have come from the environment variable
-    `variable`, whose 1 means `on` and 0 `off`."""
+# -- the execution mode (`backend.Mode`) -----------------------------------------------------------
 
-    def __init__(self, variable, on, off):
-        self.variable, self.on, self.off = variable, on, off
-
-    def convert(self, value, param, ctx):
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter:
-            self.fail(f"{self.variable} must be 1 ({self.on}) or 0 ({self.off}), got {value!r}",
-                      param, ctx)
+REMOVED_MODE_FLAGS = {
+    "--cuda-graph": "a GPU run now replays each training step as a CUDA graph by default; "
+                    "--eager turns it off",
+    "--fused-kernels": "a GPU run now computes with the fused CUDA kernels by default; "
+                       "--array-code turns them off",
+}
+REMOVED_MODE_VARIABLES = {"XPNN_CUDA_GRAPH": "--eager", "XPNN_FUSED_KERNELS": "--array-code"}
 
 
-fused_option = click.option(
-    "--fused-kernels/--array-code", "fused", default=False, envvar="XPNN_FUSED_KERNELS",
-    type=_SwitchVariable("XPNN_FUSED_KERNELS", "fused CUDA kernels", "array code"),
-    help="on a GPU: run the hand-written fused CUDA kernels (experimental, unmeasured), or the "
-         "array code  [default: --array-code, or XPNN_FUSED_KERNELS=1]")
+def _removed(ctx, param, value):
+    if value:
+        flag = param.opts[0]
+        raise click.UsageError(f"{flag} is gone: {REMOVED_MODE_FLAGS[flag]}")
 
-cuda_graph_option = click.option(
-    "--cuda-graph/--eager", "cuda_graph", default=False, envvar="XPNN_CUDA_GRAPH",
-    type=_SwitchVariable("XPNN_CUDA_GRAPH", "CUDA graph", "eager"),
-    help="on a GPU: capture each training step as one CUDA graph and replay it, its matrix "
-         "products by cuBLAS through nvmath-python (experimental, unmeasured), or launch every "
-         "kernel from Python  [default: --eager, or XPNN_CUDA_GRAPH=1]")
 
+def mode_options(graph=True):
+    """--array-code (and, with `graph`, --eager) on a command; the removed --fused-kernels and
+    --cuda-graph are one-line errors naming them."""
+    options = [click.option("--array-code", is_flag=True,
+                            help="on a GPU: the array code instead of the fused CUDA kernels")]
+    if graph:
+        options.append(click.option(
+            "--eager", is_flag=True, help="on a GPU: launch every kernel from Python instead of "
+                                          "replaying each training step as one CUDA graph"))
+    options += [click.option(flag, is_flag=True, hidden=True, expose_value=False,
+                             callback=_removed) for flag in REMOVED_MODE_FLAGS]
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+def precision_option(help_text):
+    from xpnn.backend.dispatch import PRECISIONS
+    return click.option("--precision", type=click.Choice(PRECISIONS), help=help_text)
+
+
+def command_mode(device, ranks=1, eager=True, array_code=False, precision="fp32"):
+    """The `backend.Mode` that a command's flags ask for on `device` (a `Device`)."""
+    import os
+
+    from xpnn.backend import command_mode as mode
+    for variable, flag in REMOVED_MODE_VARIABLES.items():
+        if variable in os.environ:
+            raise click.UsageError(f"{variable} is gone: a GPU run uses the fused kernels and the "
+                                   f"CUDA graph by default; unset it ({flag} opts out)")
+    return mode(device, ranks, eager, array_code, precision or "fp32")
 
 
 class _Count(click.types.IntRange):
@@ -101,7 +138,7 @@ def _parse_overrides(ctx, param, values):
     try:
         return [parse_override(value) for value in values]
     except ConfigError as error:
-        raise click.BadParameter(str(error)) from None
+        raise click.BadParameter(one_line(error)) from None
 
 
 set_option = click.option(
@@ -110,10 +147,11 @@ set_option = click.option(
          "model.layers.9.out_features=200 (repeatable; the value is read as YAML)")
 
 
-def train_shorthands(epochs=None, batch_size=None, lr=None, seed=None):
+def train_shorthands(epochs=None, batch_size=None, lr=None, seed=None, precision=None):
     """`Override`s for the train options that are shorthands for --set train.KEY=VALUE."""
     from xpnn.training.overrides import Override
-    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+              "precision": precision}
     return [Override(f"train.{key}", value, f"--{key.replace('_', '-')} {value}")
             for key, value in values.items() if value is not None]
 

@@ -5,8 +5,8 @@ import math
 
 import click
 
-from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option, device_option,
-                              fused_option, load_config, set_option)
+from xpnn.cli.options import (command_mode, config_option, data_dir_option, device_option,
+                              load_config, mode_options, set_option)
 
 DTYPES = click.Choice(["float32", "float64"])
 
@@ -26,8 +26,7 @@ def _number(value):
                                    "where one is usable, else cpu]")
 @click.option("--dtype-b", type=DTYPES, default="float32", show_default=True,
               help="the compared setting's float type")
-@fused_option
-@cuda_graph_option
+@mode_options()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="test images in the batch")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
@@ -37,19 +36,19 @@ def _number(value):
               help="print one JSON object (both settings, every tensor's errors, the verdict) "
                    "instead of the table; the exit code still says pass (0) or fail (1)")
 @click.pass_context
-def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fused, cuda_graph,
+def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, array_code, eager,
            batch_size, tolerance, data_dir, as_json):
     """Run one batch through CONFIG's network under two settings and compare every layer's
-    output, the loss and every gradient. With --cuda-graph a GPU setting multiplies with the
-    graph step's GEMM (cuBLAS through nvmath-python): one batch's forward and backward is not
-    captured (a parity run reads every layer's output), but it computes with what a graph does.
+    output, the loss and every gradient. A GPU setting computes in the GPU's mode: the fused
+    kernels unless --array-code, and, unless --eager, with the CUDA-graph step's GEMM (cuBLAS
+    through nvmath-python): one batch's forward and backward is not captured (a parity run
+    reads every layer's output), but it computes with what a graph does.
 
     The reference is --device-a/--dtype-a (default: the CPU in float64). On a machine with only
     a CPU the default compares its float32 path with that reference.
     """
     from xpnn.backend import get_device, gpu_unavailable_reason
     from xpnn.tools.parity import compare, format_report, worst
-    from xpnn.training.captured_step import DEFAULT_GEMM
     from xpnn.nets import build
     from xpnn.training.batches import to_float
     from xpnn.training.runs import load_data
@@ -60,14 +59,18 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fu
         reason = gpu_unavailable_reason()
         device_b = "cpu" if reason else "gpu"
         if reason:
-            note = f"no GPU here ({reason}); compared the CPU with itself"
+            why = reason.removeprefix("GPU requested but ").split(";")[0]
+            note = (f"no GPU here ({why}): compared the CPU's {dtype_b} path with its "
+                    f"{dtype_a} reference")
     a, b = get_device(device_a), get_device(device_b)  # an unusable device fails before any work
     dataset = load_data(config, data_dir)
     inputs = to_float(dataset.test_images[:batch_size])
     labels = dataset.test_labels[:batch_size].copy()
     make_network = functools.partial(build, config["model"], config["train"]["seed"])
+    gpu = a if a.is_gpu else b
+    mode = command_mode(gpu, eager=eager, array_code=array_code) if gpu.is_gpu else None
     rows = compare(make_network, inputs, labels, a=(a.name, dtype_a), b=(b.name, dtype_b),
-                   fused=fused, gemm=DEFAULT_GEMM if cuda_graph else None)
+                   mode=mode)
     bad = worst(rows)
     passed = bad is None or bad.max_rel_err <= tolerance
     what = (f"{config['model']['name']} ({config_spec}), {len(labels)} test images: "
@@ -91,3 +94,6 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, fu
     if not passed:
         raise click.ClickException(f"parity fails: worst relative error {bad.max_rel_err:.3g} "
                                    f"({bad.name}, {bad.kind}) exceeds the tolerance {tolerance:g}")
+    click.echo("parity passes: " + ("nothing to compare" if bad is None else
+                                    f"worst relative error {bad.max_rel_err:.3g} ({bad.name}, "
+                                    f"{bad.kind}) is within the tolerance {tolerance:g}"))

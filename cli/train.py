@@ -1,11 +1,12 @@
 """`xpnn train`: start a run from a config, or resume one."""
+import shlex
 from pathlib import Path
 
 import click
 
-from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option, dataset_option,
-                              dataset_override, device_option, fused_option, load_config,
-                              output_option, processes_option, set_option,
+from xpnn.cli.options import (command_mode, config_option, data_dir_option, dataset_option,
+                              dataset_override, device_option, load_config, mode_options,
+                              output_option, precision_option, processes_option, set_option,
                               train_shorthands)
 
 
@@ -13,8 +14,9 @@ from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option,
 @config_option()
 @set_option
 @device_option()
-@fused_option
-@cuda_graph_option
+@mode_options()
+@precision_option("same as --set train.precision=P: what a GPU's matrix products compute in  "
+                  "[default: fp32]")
 @output_option("run folder for checkpoints and metrics  [default: runs/<config>-<timestamp>]",
                file_okay=False, dir_okay=True)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
@@ -39,7 +41,7 @@ from xpnn.cli.options import (config_option, cuda_graph_option, data_dir_option,
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir, epochs,
+def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir, epochs,
           batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
           dataset, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
@@ -52,14 +54,31 @@ def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir,
     Under mpiexec -n N (or with --processes N) each of the N ranks computes its slice of every
     batch; batch size, learning rate and results mean what they mean in one process.
     """
-    from xpnn.backend import running_on
+    from xpnn.cli.stopping import Stopped
+
+    state = {"folder": resume_dir, "trainer": None}
+    try:
+        return _train(state, config_spec, overrides, device, array_code, eager, precision, output,
+                      resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test,
+                      checkpoint_every, workers, processes, dataset, data_dir, progress)
+    except Stopped as stop:  # a signal outside the training loop: say whether it can go on
+        folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
+        if folder is not None and _holds_a_checkpoint(folder):
+            stop.run_dir = folder
+        raise
+
+
+def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
+           resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every,
+           workers, processes, dataset, data_dir, progress):
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
+    from xpnn.training.errors import RunFolderError
     from xpnn.training.metrics import best_epoch
     from xpnn.training.runs import default_run_dir
 
-    overrides = (train_shorthands(epochs, batch_size, lr, seed) + dataset_override(dataset)
-                 + list(overrides))
+    overrides = (train_shorthands(epochs, batch_size, lr, seed, precision)
+                 + dataset_override(dataset) + list(overrides))
     if resume_dir is not None:
         given = [override.flag for override in overrides] + [
             f"--{name.replace('_', '-')}" for name, value in
@@ -75,11 +94,13 @@ def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir,
     if processes > 1 and not _set_for_ranks_by_environment():
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)
+    mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
     if resume_dir is not None:
-        trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
-                             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
-                             progress=progress, cuda_graph=cuda_graph)
+        trainer = state["trainer"] = resume_run(
+            resume_dir, device, config=config, data_dir=data_dir,
+            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
+            mode=mode)
         total_epochs = trainer.train_config["epochs"]
         if trainer.epoch >= total_epochs:
             echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
@@ -87,22 +108,47 @@ def train(config_spec, overrides, device, fused, cuda_graph, output, resume_dir,
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
                    f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
     else:
-        trainer = start_run(config, device, output or default_run_dir(config_spec),
-                            data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
-                            checkpoint_every=checkpoint_every,
-                            workers=workers, ranks=ranks, progress=progress,
-                            cuda_graph=cuda_graph)
+        trainer = state["trainer"] = start_run(
+            config, device, output or default_run_dir(config_spec), data_dir=data_dir,
+            limit_train=limit_train, limit_test=limit_test, checkpoint_every=checkpoint_every,
+            workers=workers, ranks=ranks, progress=progress, mode=mode)
         echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {_where(device, ranks)}")
-    with running_on(device, fused):
+    try:
         metrics = trainer.fit()
+    except OSError as error:
+        if not error.filename:  # not a file of the run (a closed pipe, say)
+            raise
+        # a full disk, a folder gone read-only: name the file and say how to go on
+        raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
     last, best = metrics[-1], best_epoch(metrics)
     chosen = ("no validation set, so no best.npz" if best is None else
               f"validation chose epoch {best['epoch']} (val {100 * best['val_acc']:.2f}%, test "
               f"{100 * best['test_acc']:.2f}%) for best.npz")
     echo(f"done: last epoch test accuracy {100 * last['test_acc']:.2f}%; {chosen}; "
          f"checkpoints and metrics in {trainer.run_dir}")
+
+
+def _holds_a_checkpoint(folder):
+    from xpnn.training.checkpoint import LAST_NAME
+    return (Path(folder) / LAST_NAME).exists()
+
+
+def _write_failed(error, run_dir, ranks):
+    """The one line for a write that failed while training: the file, the reason, and how to
+    go on (the checkpoint on disk is always whole: it is written atomically)."""
+    from xpnn.cli.options import one_line
+
+    if not _holds_a_checkpoint(run_dir):
+        return (f"{one_line(error)}; nothing of the run was kept; free some space (or fix the "
+                f"folder) and start it again")
+    launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
+    program = click.get_current_context().find_root().info_name
+    program = f"python {program}" if program.endswith(".py") else program
+    return (f"{one_line(error)}; the last checkpoint in {run_dir} is whole: free some space (or "
+            f"fix the folder), then continue with: {launcher}{program} train --resume "
+            f"{shlex.quote(str(run_dir))}")
 
 
 def _where(device, ranks):

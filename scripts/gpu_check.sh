@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark of xpnn in one call (planned for under 8 minutes on one H100):
-#   1. the GPU, CuPy, CUDA, nvmath-python, cuTENSOR and PyTorch versions;
+#   1. the GPU, CuPy, CUDA, nvmath-python and PyTorch versions;
 #   2. the test suite with the gpu tests included (a gpu skip fails this script);
 #   3. run.py parity, NumPy against CuPy, the six networks of the write-up (the recipes reuse
-#      them), three ways: array code, fused kernels,
-#      and the CUDA-graph step's GEMM (--cuda-graph; target <= 1e-4);
+#      them), four ways: array code and fused kernels, eager (--eager) and with the CUDA-graph
+#      step's GEMM (the default; target <= 1e-4);
 #   4. training-step time, lenet and resnet at batch 100 and 1000: ours eager (array code,
-#      fused kernels, NCHW layout) and as one CUDA graph (GEMM by cuBLAS through nvmath-python,
-#      and by cuTENSOR: the capturable-GEMM choice), against PyTorch CUDA eager and PyTorch
-#      with its own CUDA graph; kernel launches per step counted by nsys where it is installed;
-#   5. resnet trained for 5 epochs on the GPU, as one CUDA graph per step and eagerly: test
-#      accuracy and time; lenet one epoch as a graph (600 steps of 100: target < 1 s of steps);
+#      fused kernels) and as one CUDA graph (GEMM by cuBLAS through nvmath-python; with the
+#      fused kernels, the default), against PyTorch CUDA eager and PyTorch with its own CUDA
+#      graph; kernel launches per step counted by nsys where it is installed;
+#   5. resnet trained for 5 epochs on the GPU, as one CUDA graph per step (the default) and
+#      eagerly: test accuracy and time; lenet one epoch (600 steps of 100: target < 1 s of steps);
 #   4b. device time per kernel per step, ours and PyTorch's (benchmarks/kernel_table.py);
 #   6. the short table, last.
 # Writes the full log and run folders under $OUT (default: ./gpu_check_out).
@@ -37,8 +37,9 @@ if [ $DRY = 1 ]; then
     RESNET="--epochs 1 --limit-train 200 --limit-test 100"; LENET="--limit-train 200 --limit-test 100"
     TORCH_SIDES=eager; KERNELS="--device cpu --configs lenet --batch-sizes 4 --steps 1 --top 4"
 else
-    DEVICE=gpu; GRAPH=--cuda-graph; TESTS=tests
-    BENCH="--batch-sizes 100,1000 --rounds 2 --steps 30 --warmup 10"; CONFIGS="configs/lenet.yaml configs/resnet.yaml configs/resnet_3blocks.yaml configs/resnet_deep.yaml configs/resnet_leaky.yaml configs/resnet_stem.yaml"
+    DEVICE=gpu; GRAPH=""; TESTS=tests  # the graph is the GPU default
+    BENCH="--batch-sizes 100,1000 --rounds 2 --steps 30 --warmup 10"
+    CONFIGS="configs/lenet.yaml configs/resnet.yaml configs/resnet_3blocks.yaml configs/resnet_deep.yaml configs/resnet_leaky.yaml configs/resnet_stem.yaml"
     RESNET=""; LENET=""
     TORCH_SIDES=eager,graph; KERNELS="--configs resnet --batch-sizes 100,1000 --steps 10"
 fi
@@ -61,7 +62,7 @@ def version(name):
         return meta.version(name)
     except meta.PackageNotFoundError:
         return "not installed"
-print("nvmath-python", version("nvmath-python"), "| cutensor-cu12", version("cutensor-cu12"),
+print("nvmath-python", version("nvmath-python"),
       "| torch", version("torch"))
 if sys.argv[1] != "cpu":
     import cupy
@@ -94,11 +95,12 @@ for part in gpu "not gpu"; do
 done
 
 echo "== 3. parity NumPy vs CuPy" | tee -a "$LOG"
-for way in array fused graph; do
+for way in array fused graph graph-fused; do
     case $way in
         array) flags="--array-code --eager" ;;
-        fused) flags="--fused-kernels --eager" ;;
-        graph) flags="--array-code $GRAPH" ;;
+        fused) flags="--eager" ;;
+        graph) flags="--array-code" ;;
+        graph-fused) flags="" ;;
     esac
     for config in $CONFIGS; do
         name="$(basename "$config" .yaml) ($way)"
@@ -116,7 +118,7 @@ done
 echo "== 4. step time, ours vs PyTorch eager and PyTorch CUDA graph" | tee -a "$LOG"
 # shellcheck disable=SC2086  # BENCH is options
 python -m benchmarks.gpu_vs_torch --device $DEVICE --configs lenet,resnet,resnet_deep $BENCH \
-    --variants array,fused,nchw,graph,graph-cutensor --torch $TORCH_SIDES \
+    --variants array,fused,graph,graph-fused --torch $TORCH_SIDES \
     --json "$OUT/bench.json" 2>&1 | tee -a "$LOG" > "$OUT/bench.txt"
 if [ "${PIPESTATUS[0]}" != 0 ]; then say "benchmark: FAIL (see log)"; status=1; fi
 if [ $DRY = 0 ]; then  # PyTorch's fastest, torch.compile + one CUDA graph: resnet only (compiling costs)
@@ -126,9 +128,11 @@ if [ $DRY = 0 ]; then  # PyTorch's fastest, torch.compile + one CUDA graph: resn
 fi
 if command -v nsys >/dev/null && [ $DRY = 0 ]; then
     for way in eager cuda-graph; do  # 200 steps: build, warm-up and capture are noise
+        flag=--eager; [ $way = cuda-graph ] && flag=""
+        # shellcheck disable=SC2086
         nsys profile --cuda-graph-trace=node -o "$OUT/resnet-$way" --force-overwrite true \
             "$PYTHON" run.py bench -c configs/resnet.yaml --device gpu --batch-size 100 \
-            --steps 200 --warmup 3 --$way >> "$LOG" 2>&1
+            --steps 200 --warmup 3 $flag >> "$LOG" 2>&1
         kernels=$(nsys stats -q --report cuda_gpu_kern_sum --format csv \
             "$OUT/resnet-$way.nsys-rep" 2>/dev/null | python -c "import csv, sys
 print(sum(int(row['Instances']) for row in csv.DictReader(sys.stdin)))")
@@ -182,13 +186,13 @@ rm -rf "$CACHE"
 # shellcheck disable=SC2086
 python run.py train -c configs/lenet.yaml --device $DEVICE $GRAPH --epochs 1 --batch-size 100 \
     $LENET --output "$OUT/lenet_graph" --no-progress >> "$LOG" 2>&1
-say "lenet 1 epoch at batch 100 ${GRAPH:-eager}: $(read_run "$OUT/lenet_graph") (evaluation included)"
+say "lenet 1 epoch at batch 100 ($DEVICE default mode): $(read_run "$OUT/lenet_graph") (evaluation included)"
 python - "$OUT/bench.json" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 rows = json.load(open(sys.argv[1]))
 for row in rows:
     if row["config"] == "lenet" and row["batch"] == 100:
-        for key in ("ours_graph_ms", "ours_array_ms"):
+        for key in ("ours_graph-fused_ms", "ours_array_ms"):
             if key in row:
                 print(f"lenet 600 steps of 100 ({key[5:-3]}): {600 * row[key] / 1e3:.2f} s of "
                       f"step time (target < 1 s)")

@@ -6,8 +6,9 @@ import math
 import numpy
 import pytest
 
-from xpnn.tools.bench import (BenchResult, TrainingStep, benchmark, benchmark_in_subprocess,
-                            load_config, make_optimizer, profile_steps)
+from xpnn.optim import make_optimizer
+from xpnn.tools.bench import (BenchResult, StepBench, benchmark, benchmark_in_subprocess,
+                              load_config, profile_steps)
 
 TORCH_MISSING = importlib.util.find_spec("torch") is None
 
@@ -53,7 +54,7 @@ def test_profile_covers_every_layer_and_sums_to_the_step(lenet_config):
     names = [row.name for row in rows]
     assert [name.split()[0] for name in names[:layer_count]] == [str(i) for i in range(layer_count)]
     assert names[layer_count:] == ["loss (softmax cross-entropy)", "optimizer.zero_grad",
-                                   "optimizer.step", "(between timers)"]
+                                   "optimizer.update", "(between timers)"]
     assert all(row.forward_ms >= 0 and row.backward_ms >= 0 for row in rows[:-1])
     assert all(row.total_ms > 0 for row in rows[:layer_count])
     assert sum(row.total_ms for row in rows) == pytest.approx(result.profile_step_ms)
@@ -67,7 +68,7 @@ def test_profile_covers_every_layer_and_sums_to_the_step(lenet_config):
 
 def test_profile_lists_resnet_block_children_and_restores_methods():
     config = load_config("configs/resnet.yaml")
-    runner = TrainingStep(config, "cpu", batch_size=2)
+    runner = StepBench(config, "cpu", batch_size=2)
     runner.step()
     rows, step_ms = profile_steps(runner, steps=1)
 
@@ -102,7 +103,7 @@ def test_queue_time_is_measured_only_on_a_gpu_and_shown_as_a_share_of_the_step(l
     assert result.queue_ms is None and "queue" not in result.format()
 
     queued = []
-    times = TrainingStep(lenet_config, "cpu", batch_size=2).timed_steps(3, queued)
+    times = StepBench(lenet_config, "cpu", batch_size=2).timed_steps(3, queued)
     assert len(queued) == 3 and all(0 < q <= t for q, t in zip(queued, times))
 
     result.step_ms, result.queue_ms = [4.0, 4.0, 4.0], [3.0, 3.0, 3.0]
@@ -119,14 +120,41 @@ def test_benchmark_in_a_fresh_process(lenet_config):
 def test_make_optimizer_follows_the_train_section(lenet_config):
     from xpnn.optim import MomentumSGDOptimizer, SGDOptimizer
 
-    net_params = lambda: TrainingStep(lenet_config, batch_size=1).net.parameters()  # noqa: E731
+    net_params = lambda: StepBench(lenet_config, batch_size=1).net.parameters()  # noqa: E731
     momentum = make_optimizer({"optimizer": "momentum_sgd", "lr": 0.1, "momentum": 0.5},
                               net_params())
     assert isinstance(momentum, MomentumSGDOptimizer) and momentum.momentum == 0.5
     plain = make_optimizer({"optimizer": "sgd", "lr": 0.1}, net_params(), lr=0.2)
     assert type(plain) is SGDOptimizer and plain.lr == 0.2
-    with pytest.raises(ValueError, match="adam"):
-        make_optimizer({"optimizer": "adam"}, net_params())
+    with pytest.raises(ValueError, match="'rmsprop' is not known"):
+        make_optimizer({"optimizer": "rmsprop"}, net_params())
+
+
+def test_the_bench_times_the_trainers_own_step(tmp_path):
+    """`xpnn bench` runs the step training runs, built the same way: on the same batch, with
+    augmentation and label smoothing, N steps of each end with the same weights, optimizer
+    state and running sums, bit for bit."""
+    from xpnn.backend import CPU
+    from xpnn.data import Dataset
+    from xpnn.tools.bench import make_batch
+    from xpnn.training.trainer import Trainer
+
+    config = load_config("configs/lenet_augment.yaml", {"train.batch_size": 6,
+                                                         "data.validation": 0})
+    bench = StepBench(config, "cpu", batch_size=6, seed=0, lr=0.01, workers=2)
+    images, labels = make_batch(config["model"], 6, seed=0)
+    dataset = Dataset("batch", images, labels, images[:2], labels[:2], 10, tuple("0123456789"))
+    trainer = Trainer(config, dataset, CPU, tmp_path, workers=2, progress=False)
+    for _ in range(4):
+        bench.step()
+        trainer.train_step(bench.index, 0.01, bench.maps, 6)
+    assert bench.maps is not None
+    for (name, ours), (_, theirs) in zip(bench.net.named_parameters(),
+                                         trainer.net.named_parameters()):
+        assert numpy.array_equal(ours.data, theirs.data), name
+    assert numpy.array_equal(bench.optimizer.velocity, trainer.optimizer.velocity)
+    assert bench.optimizer.steps == trainer.optimizer.steps == 4
+    assert bench.stats.read() == trainer.stats.read()
 
 
 # -- the PyTorch twins -------------------------------------------------------------------------
@@ -145,6 +173,7 @@ def test_torch_net_with_our_weights_gives_our_logits_and_loss(name):
     theirs = build_torch_net(config["model"])
     copy_weights(ours, theirs)
     images, labels = make_batch(config["model"], batch_size=5, seed=3)
+    images = images / numpy.float32(255)
 
     loss, logits = ours.forward_loss(images, labels)
     with torch.no_grad():
@@ -159,7 +188,7 @@ def test_torch_training_step_follows_ours(lenet_config):
     """Same weights, batch and optimizer update: the losses agree after a few steps."""
     from benchmarks.torch_nets import TorchTrainingStep
 
-    ours = TrainingStep(lenet_config, batch_size=4, lr=0.01)
+    ours = StepBench(lenet_config, batch_size=4, lr=0.01)
     theirs = TorchTrainingStep(lenet_config, batch_size=4, lr=0.01)
     for _ in range(3):
         ours.step()
@@ -216,12 +245,12 @@ def test_gpu_vs_torch_runs_end_to_end_on_the_cpu(tmp_path, capsys):
 
     out_json = tmp_path / "rows.json"
     assert gpu_vs_torch.main(["--device", "cpu", "--configs", "lenet", "--batch-sizes", "2",
-                              "--variants", "array,nchw,graph", "--rounds", "2", "--steps", "1",
+                              "--variants", "array,fused,graph", "--rounds", "2", "--steps", "1",
                               "--warmup", "0", "--json", str(out_json)]) == 0
     output = capsys.readouterr().out
     assert "leaving out graph, torch graph (CUDA graphs need a GPU)" in output
     table = output.split("\n\n")[-1]
-    assert "| lenet | 2 | cpu |" in table and "nchw / torch eager" in table
+    assert "| lenet | 2 | cpu |" in table and "fused / torch eager" in table
     (row,) = json.loads(out_json.read_text())
     assert row["rounds"] == 2 and row["ratio_array_vs_torch_eager"] == pytest.approx(
         row["ours_array_ms"] / row["torch_eager_ms"])
@@ -231,4 +260,4 @@ def test_gpu_vs_torch_refuses_unknown_variants(capsys):
     from benchmarks import gpu_vs_torch
     with pytest.raises(SystemExit):
         gpu_vs_torch.main(["--variants", "array,graph-cudnn"])
-    assert "--variants takes array, fused, nchw, graph" in capsys.readouterr().err
+    assert "--variants takes array, fused, graph, graph-fused" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Checkpoints: exact round trips, atomic writes, and refusal of files that do not fit."""
 import copy
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from xpnn.training.checkpoint import (FORMAT_VERSION, check_matches, load_checkp
                                  save_checkpoint)
 from xpnn.training.errors import CheckpointError
 from xpnn.training.files import TEMP_SUFFIX, atomic_write, remove_stale_temporaries
+from xpnn.training.run_state import RunState
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,14 +39,14 @@ def trained_pair(seed=0, steps=2):
     return net, optimizer, images
 
 
-META = {"config": {"model": "anything JSON"}, "epoch": 3, "step": 17,
-        "metrics": [{"epoch": 1, "test_acc": 0.5}]}
+STATE = RunState({"model": "anything JSON"}, epoch=1, step=17,
+                 metrics=[{"epoch": 1, "test_acc": 0.5}])
 
 
 def test_round_trip_restores_identical_outputs_and_optimizer_state(tmp_path):
     net, optimizer, images = trained_pair()
     path = tmp_path / "last.npz"
-    save_checkpoint(path, net, optimizer, META)
+    save_checkpoint(path, net, optimizer, state=STATE)
 
     fresh, fresh_optimizer, _ = trained_pair(seed=5, steps=0)
     checkpoint = load_checkpoint(path)
@@ -56,13 +58,15 @@ def test_round_trip_restores_identical_outputs_and_optimizer_state(tmp_path):
     assert numpy.array_equal(fresh_optimizer.state_dict()["velocity"],
                              optimizer.state_dict()["velocity"])
     assert fresh_optimizer.steps == optimizer.steps == 2
-    assert (checkpoint.epoch, checkpoint.step, checkpoint.metrics) == (3, 17, META["metrics"])
-    assert checkpoint.meta["format_version"] == FORMAT_VERSION
+    assert checkpoint.state == STATE
+    assert (checkpoint.epoch, checkpoint.step) == (1, 17)
+    with numpy.load(path) as archive:
+        assert json.loads(archive["meta"].item())["format_version"] == FORMAT_VERSION
 
 
 def test_checkpoint_holds_only_plain_arrays(tmp_path):
     net, optimizer, _ = trained_pair(steps=0)
-    save_checkpoint(tmp_path / "c.npz", net, optimizer, META)
+    save_checkpoint(tmp_path / "c.npz", net, optimizer, state=STATE)
     with numpy.load(tmp_path / "c.npz", allow_pickle=False) as archive:
         names = set(archive.files)
         assert all(archive[name].dtype != object for name in names)
@@ -72,7 +76,7 @@ def test_checkpoint_holds_only_plain_arrays(tmp_path):
 def test_failed_write_leaves_old_file_whole_and_no_temporary(tmp_path, monkeypatch):
     net, optimizer, _ = trained_pair(steps=0)
     path = tmp_path / "last.npz"
-    save_checkpoint(path, net, optimizer, META)
+    save_checkpoint(path, net, optimizer, state=STATE)
     before = path.read_bytes()
 
     def crash_half_way(file, **arrays):
@@ -81,7 +85,7 @@ def test_failed_write_leaves_old_file_whole_and_no_temporary(tmp_path, monkeypat
 
     monkeypatch.setattr(numpy, "savez", crash_half_way)
     with pytest.raises(OSError, match="No space"):
-        save_checkpoint(path, net, optimizer, {**META, "epoch": 4})
+        save_checkpoint(path, net, optimizer, state=STATE)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]
 
@@ -110,7 +114,7 @@ def test_stale_temporaries_are_removed(tmp_path):
 
 def test_checkpoint_of_another_architecture_is_refused_naming_first_mismatch(tmp_path):
     net, optimizer, _ = trained_pair(steps=0)
-    save_checkpoint(tmp_path / "lenet.npz", net, optimizer, META)
+    save_checkpoint(tmp_path / "lenet.npz", net, optimizer, state=STATE)
     checkpoint = load_checkpoint(tmp_path / "lenet.npz")
 
     resnet = nets.build(model_config("resnet"))
@@ -143,7 +147,7 @@ def test_checkpoint_of_another_architecture_is_refused_naming_first_mismatch(tmp
 def test_truncated_corrupt_and_foreign_files_are_refused(tmp_path):
     net, optimizer, _ = trained_pair(steps=0)
     good = tmp_path / "good.npz"
-    save_checkpoint(good, net, optimizer, META)
+    save_checkpoint(good, net, optimizer, state=STATE)
     data = good.read_bytes()
 
     (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
@@ -170,7 +174,7 @@ def test_flipped_byte_inside_weights_is_caught(tmp_path):
     """A corrupted (not truncated) member fails the zip CRC check and is refused."""
     net, optimizer, _ = trained_pair(steps=0)
     path = tmp_path / "c.npz"
-    save_checkpoint(path, net, optimizer, META)
+    save_checkpoint(path, net, optimizer, state=STATE)
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo("weights/layers.7.weight.npy")
     data = bytearray(path.read_bytes())
@@ -178,3 +182,106 @@ def test_flipped_byte_inside_weights_is_caught(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(path)
+
+
+# -- the metadata: user data, the run state's fields, checkpoints of earlier versions -----------
+
+def test_user_metadata_round_trips_without_a_run(tmp_path):
+    """save_checkpoint(path, net, opt, {...}) outside a training run loads back (it was refused
+    for lacking config, epoch and step)."""
+    net, optimizer, images = trained_pair()
+    save_checkpoint(tmp_path / "mine.npz", net, optimizer, {"note": "mine", "scores": [1, 2.5]})
+    checkpoint = load_checkpoint(tmp_path / "mine.npz")
+    assert checkpoint.user == {"note": "mine", "scores": [1, 2.5]}
+    assert checkpoint.state is None and (checkpoint.epoch, checkpoint.step) == (0, 0)
+    fresh, fresh_optimizer, _ = trained_pair(seed=5, steps=0)
+    restore(checkpoint, fresh, fresh_optimizer)
+    assert numpy.array_equal(fresh.forward(images), net.forward(images))
+    with pytest.raises(CheckpointError, match="not saved by a training run, so it holds no "
+                                              "config; give the network's config with -c"):
+        checkpoint.config
+    with pytest.raises(CheckpointError, match="metadata is not JSON"):
+        save_checkpoint(tmp_path / "bad.npz", net, optimizer, {"array": numpy.zeros(2)})
+
+
+def rewrite_meta(path, **changes):
+    """Rewrite the checkpoint at `path` with its metadata's fields changed (a dotted name reaches
+    into a mapping: epoch_progress.seen); None removes a field."""
+    with numpy.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays["meta"].item())
+    for name, value in changes.items():
+        *outer, last = name.split(".")
+        target = meta
+        for key in outer:
+            target = target[key]
+        if value is None:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    arrays["meta"] = numpy.array(json.dumps(meta))
+    numpy.savez(path, **arrays)
+
+
+BAD_FIELDS = [  # issue 21's edits: (field, value, what the message says it must be)
+    ("epoch", "3", "a whole number from 0"),
+    ("epoch", -1, "a whole number from 0"),
+    ("step", -2, "a whole number from 0"),
+    ("step", 10**30, "a whole number from 0"),
+    ("step", 40, "at most steps_per_epoch"),
+    ("workers", 0, "a whole number from 1"),
+    ("metrics", "lots", "a list of 1 epoch record"),
+    ("metrics", [{"epoch": "one"}], "a list of 1 epoch record"),
+    ("epoch_progress", [1, 2], "a mapping of loss_sum"),
+    ("epoch_progress.seen", "12", "a finite number >= 0, whole"),
+    ("epoch_progress.loss_sum", None, None),  # absent: 0, as before the field existed
+    ("epoch_progress.correct", 50, "at most epoch_progress.seen"),
+    ("best_val_acc", 7, "null or in [0, 1]"),
+    ("optimizer_scalars", "fast", "a mapping"),
+    ("optimizer_scalars.lr", "0.1", "a finite number"),
+    ("optimizer_scalars.steps", 2.5, "a whole number from 0"),
+    ("config", [1], "a mapping"),
+]
+
+
+@pytest.mark.parametrize("name, value, expected", BAD_FIELDS)
+def test_a_bad_metadata_field_is_one_line_naming_it(tmp_path, name, value, expected):
+    net, optimizer, _ = trained_pair(steps=0)
+    path = tmp_path / "last.npz"
+    state = RunState({"model": {}}, epoch=1, step=3, steps_per_epoch=30, workers=2,
+                     metrics=[{"epoch": 1, "test_acc": 0.5, "val_acc": None}])
+    save_checkpoint(path, net, optimizer, state=state)
+    rewrite_meta(path, **{name: value})
+    if expected is None:
+        assert load_checkpoint(path).state.epoch_progress.loss_sum == 0
+        return
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message and f"has a bad {name}: " in message and expected in message
+
+
+def test_a_checkpoint_written_by_the_previous_format_loads(tmp_path):
+    """The metadata as xpnn 0.2.0 wrote it (no version or user fields) gives the same state."""
+    net, optimizer, _ = trained_pair()
+    old_meta = {"config": {"model": {}}, "epoch": 1, "step": 5, "steps_per_epoch": 30,
+                "train_count": 3000, "limit_train": 3000, "limit_test": None,
+                "checkpoint_every": 200, "workers": 2, "ranks": 1,
+                "metrics": [{"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "val_loss": None,
+                             "val_acc": None, "test_loss": 0.4, "test_acc": 0.9, "lr": 0.01,
+                             "seconds": 1.5}],
+                "best_val_acc": None,
+                "epoch_progress": {"loss_sum": 12.5, "correct": 40, "seen": 100, "seconds": 0.3},
+                "model_name": "MNISTNetwork", "num_parameters": 107786, "shuffle": "...",
+                "device": "cpu", "saved_at": "2026-12-01T12:00:00+0000", "format_version": 1,
+                "optimizer_scalars": {"lr": 0.05, "steps": 2}}
+    arrays = {f"weights/{name}": value for name, value in net.state_dict().items()}
+    arrays["optimizer/velocity"] = optimizer.state_dict()["velocity"]
+    arrays["meta"] = numpy.array(json.dumps(old_meta))
+    numpy.savez(tmp_path / "old.npz", **arrays)
+    checkpoint = load_checkpoint(tmp_path / "old.npz")
+    assert checkpoint.state.epoch_progress.correct == 40 and checkpoint.state.workers == 2
+    assert checkpoint.optimizer["steps"] == 2 and checkpoint.user is None
+    resaved = tmp_path / "new.npz"
+    save_checkpoint(resaved, net, optimizer, state=checkpoint.state)
+    assert load_checkpoint(resaved).state == checkpoint.state

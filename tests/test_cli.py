@@ -3,6 +3,7 @@ bench and parity."""
 import json
 import signal
 import sys
+import types
 from pathlib import Path
 
 import numpy
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from xpnn import nets
+from xpnn.backend import Mode
 from xpnn.cli import cli
 from xpnn.training import load_checkpoint, load_config, read_metrics
 from xpnn.training.trainer import Trainer
@@ -62,6 +64,27 @@ def test_describe_prints_the_network_and_its_parameter_count(name):
     assert result.output == f"{net!r}\nTotal parameters: {net.num_parameters():,}\n"
 
 
+def test_describe_shapes_gives_each_layers_shape_parameters_and_flops():
+    result = invoke("describe", "-c", "resnet", "--shapes")
+    assert_ok(result)
+    lines = result.output.splitlines()
+    table = lines[lines.index("    (loss_layer): SoftmaxCrossEntropyLossLayer:") + 1:-1]
+    assert table[0].split() == ["layer", "output", "shape", "parameters", "FLOPs/image"]
+    assert table[1].split() == ["input", "1", "x", "28", "x", "28"]
+    rows = {line.split()[0]: line.split() for line in table[2:]}
+    conv_outputs = 6 * 28 * 28
+    assert rows["(0)"] == ["(0)", "ConvLayer", "6", "x", "28", "x", "28", "156",
+                           f"{conv_outputs * 2 * 25:,}"]
+    block = 2 * (16 * 14 * 14) * 2 * 16 * 9 + 3 * 16 * 14 * 14  # two convs, add, ReLU
+    assert rows["(4)"][-3:] == ["14", "4,640", f"{block:,}"]
+    assert rows["(1)"][-1] == f"{6 * 14 * 14 * 3:,}"  # 2 x 2 windows: 3 comparisons each
+    assert rows["(8)"][-3:] == ["784", "0", "0"]  # flatten: a view
+    assert rows["(9)"][-3:] == ["120", "94,200", f"{120 * 2 * 784:,}"]
+    assert rows["total"][1] == "117,066" and lines[-1] == "Total parameters: 117,066"
+    assert int(rows["total"][2].replace(",", "")) == sum(
+        int(row[-1].replace(",", "")) for key, row in rows.items() if key != "total")
+
+
 # -- train -> stop -> evaluate -> resume ------------------------------------------------------------
 
 def stop_after_steps(monkeypatch, steps):
@@ -73,7 +96,7 @@ def stop_after_steps(monkeypatch, steps):
         original(self, *args)
         done["steps"] += 1
         if done["steps"] == steps:
-            self.stop_signal = signal.SIGINT
+            self.stops.signal = signal.SIGINT
 
     monkeypatch.setattr(Trainer, "train_step", step)
 
@@ -122,6 +145,22 @@ def test_train_stop_evaluate_resume(tmp_path, monkeypatch):
     assert_ok(result)
     assert "best.npz" in result.output.splitlines()[0]
 
+    result = invoke("evaluate", run_dir, "--limit-test", "300", "--json", "-o",
+                    tmp_path / "report.json")
+    assert_ok(result)
+    report = json.loads(result.output)
+    assert report == json.loads((tmp_path / "report.json").read_text())
+    assert report["checkpoint"] == str(run_dir / "best.npz") and report["images"] == 300
+    assert report["network"] == "MNISTNetwork" and report["epoch"] == 2
+    assert report["class_names"] == [str(digit) for digit in range(10)]
+    confusion = numpy.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 300
+    assert report["correct"] == numpy.trace(confusion) == round(300 * report["accuracy"])
+    result = invoke("evaluate", run_dir, "--limit-test", "300", "-o", tmp_path / "again.json")
+    assert_ok(result)
+    assert result.output.splitlines()[-1] == f"wrote {tmp_path / 'again.json'}"
+    assert json.loads((tmp_path / "again.json").read_text()) == report
+
 
 def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
@@ -130,7 +169,7 @@ def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypat
         result = invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--workers", "2",
                         "--output", run_dir)
     assert result.exit_code == 130
-    assert load_checkpoint(run_dir / "last.npz").meta["workers"] == 2
+    assert load_checkpoint(run_dir / "last.npz").state.workers == 2
     assert_ok(invoke("train", "--resume", run_dir, "--no-progress"))
     assert read_metrics(run_dir)[0]["test_acc"] > 0.2  # 10 steps: well above chance (0.1)
 
@@ -199,6 +238,58 @@ def test_idx_images_of_another_size_than_the_network_takes_are_one_line_error(tm
     assert not (tmp_path / "run").exists()
 
 
+# -- checkpoint metadata edited by hand: one line naming the field, on --resume and evaluate -----
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A lenet run stopped in its second epoch (last.npz at epoch 1, step 5 of 10)."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
+    assert_ok(invoke("train", "-c", LENET, "--epochs", "2", "--checkpoint-every", "15", *QUICK,
+                     "--output", run_dir))
+    from test_checkpoint import rewrite_meta
+    rewrite_meta(run_dir / "last.npz", epoch=1, step=5,
+                 metrics=[load_checkpoint(run_dir / "last.npz").state.metrics[0]])
+    return run_dir
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("epoch", "1", "has a bad epoch: '1'; it must be a whole number from 0"),
+    ("epoch", -1, "has a bad epoch: -1; it must be a whole number from 0"),
+    ("step", -3, "has a bad step: -3"),
+    ("step", 10**20, "has a bad step: 100000000000000000000"),
+    ("workers", 0, "has a bad workers: 0; it must be a whole number from 1"),
+    ("metrics", "good", "has a bad metrics: 'good'"),
+    ("epoch_progress", "half", "has a bad epoch_progress: 'half'"),
+    ("epoch_progress.seen", -1, "has a bad epoch_progress.seen: -1"),
+    ("optimizer_scalars.lr", [0.1], "has a bad optimizer_scalars.lr: [0.1]"),
+    ("optimizer_scalars.steps", "12", "has a bad optimizer_scalars.steps: '12'"),
+])
+def test_an_edited_checkpoint_field_is_one_line_on_resume_and_evaluate(stopped_run, tmp_path, name,
+                                                                      value, fragment):
+    import shutil
+    from test_checkpoint import rewrite_meta
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped_run, run_dir)
+    for checkpoint in ("last.npz", "best.npz"):
+        rewrite_meta(run_dir / checkpoint, **{name: value})
+    for args in (["train", "--resume", run_dir, "--no-progress"],
+                 ["evaluate", run_dir / "last.npz", "--limit-test", "10"],
+                 ["evaluate", run_dir, "--limit-test", "10"]):
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("Error: ") and fragment in line, (args, line)
+        assert "edited or damaged file" in line
+
+
+def test_the_untouched_stopped_run_resumes(stopped_run, tmp_path):
+    import shutil
+    shutil.copytree(stopped_run, tmp_path / "run")
+    result = invoke("train", "--resume", tmp_path / "run", "--no-progress")
+    assert_ok(result)
+    assert "resuming" in result.output and "at epoch 2 step 5/10" in result.output
+
+
 # -- plot -----------------------------------------------------------------------------------------
 
 def write_metrics(run_dir, epochs=3, validation=True):
@@ -220,6 +311,44 @@ def test_plot_draws_a_png(tmp_path, validation):
     result = invoke("plot", tmp_path / "run")
     assert_ok(result)
     assert (tmp_path / "run" / "curves.png").exists()
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 30])
+def test_plot_ticks_whole_epochs_even_for_short_runs(tmp_path, monkeypatch, epochs):
+    import matplotlib.pyplot
+    figures = []
+    close = matplotlib.pyplot.close
+    monkeypatch.setattr(matplotlib.pyplot, "close", lambda figure: (figures.append(figure),
+                                                                    close(figure)))
+    write_metrics(tmp_path / "run", epochs=epochs)
+    assert_ok(invoke("plot", tmp_path / "run"))
+    for axes in figures[0].axes:
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        assert 1 in ticks or epochs > 10
+
+
+def test_plot_confusion_draws_the_test_confusion_matrix(tmp_path, monkeypatch):
+    import matplotlib.pyplot
+    run_dir = tmp_path / "run"
+    assert_ok(invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--output", run_dir))
+    figures = []
+    close = matplotlib.pyplot.close
+    monkeypatch.setattr(matplotlib.pyplot, "close", lambda figure: (figures.append(figure),
+                                                                    close(figure)))
+    result = invoke("plot", run_dir, "--confusion")
+    assert_ok(result)
+    assert result.output.splitlines() == [f"wrote {run_dir / 'curves.png'}",
+                                          f"wrote {run_dir / 'confusion.png'}"]
+    assert (run_dir / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    axes = figures[1].axes[0]
+    counts = numpy.array(axes.images[0].get_array())
+    report = json.loads(invoke("evaluate", run_dir, "--json").output)
+    assert counts.tolist() == report["confusion"]
+    assert [label.get_text() for label in axes.get_yticklabels()] == report["class_names"]
+    assert f"{100 * report['accuracy']:.2f}% of {report['images']} test images" in \
+        axes.get_title()
 
 
 def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch):
@@ -259,6 +388,8 @@ def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4")
     assert_ok(result)
     assert "logits" in result.output and "layers.0.weight" in result.output
+    assert result.output.splitlines()[-1].startswith("parity passes: worst relative error ")
+    assert result.output.splitlines()[-1].endswith(") is within the tolerance 0.0001")
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4",
                     "--tolerance", "0")
     assert result.exit_code == 1
@@ -275,7 +406,10 @@ def test_parity_says_what_it_compared_and_defaults_to_a_float64_cpu_reference():
     else:
         assert first == ("compared MNISTNetwork (lenet), 4 test images: cpu float64 (reference) "
                          "against cpu float32")
-        assert result.output.splitlines()[1].startswith("no GPU here (")
+        note = result.output.splitlines()[1]
+        assert note.startswith("no GPU here (") and "GPU requested" not in note
+        assert note.endswith("): compared the CPU's float32 path with its float64 reference")
+    assert result.output.splitlines()[-1].startswith("parity passes: ")
 
 
 def test_parity_json_for_ci():
@@ -296,20 +430,45 @@ def test_parity_json_for_ci():
     assert report["passed"] is False and report["worst"]["max_rel_err"] > 0
 
 
-# -- fused CUDA kernels switch ----------------------------------------------------------------------
+# -- the execution mode: --array-code, --eager, --precision -----------------------------------------
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "bench", "parity"])
-def test_gpu_commands_offer_the_fused_kernels_switch(command):
+FAKE_GPU = types.SimpleNamespace(is_gpu=True, name="cuda:0")
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("train", ["--array-code", "--eager", "--precision"]), ("bench", ["--array-code", "--eager",
+                                                                       "--precision"]),
+    ("parity", ["--array-code", "--eager"]), ("evaluate", ["--array-code"]),
+    ("predict", ["--array-code"])])
+def test_gpu_commands_offer_the_mode_flags(command, flags):
     result = invoke(command, "--help")
     assert_ok(result)
-    assert "--fused-kernels / --array-code" in result.output
+    assert all(flag in result.output for flag in flags)
+    assert "--cuda-graph" not in result.output and "--fused-kernels" not in result.output
 
 
-@pytest.mark.parametrize("args, env, expected", [
-    (["--fused-kernels"], None, True), (["--array-code"], "1", False), ([], "1", True),
-    ([], None, False)])
-def test_fused_kernels_switch_and_its_variable_reach_the_benchmark(args, env, expected,
-                                                                   monkeypatch):
+@pytest.mark.parametrize("args, expected", [
+    ([], Mode("fused", graph=True)), (["--eager"], Mode("fused")),
+    (["--array-code"], Mode(None, graph=True)), (["--array-code", "--eager"], Mode())])
+def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, monkeypatch,
+                                                                 tmp_path):
+    from xpnn.backend.communicator import SingleProcess
+    seen = {}
+
+    def start_run(config, device, run_dir, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xpnn.training.start_run", start_run)
+    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, SingleProcess()))
+    invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
+    assert seen["mode"] == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], Mode("fused", graph=True)), (["--eager", "--precision", "tf32"],
+                                      Mode("fused", precision="tf32"))])
+def test_the_mode_flags_reach_the_benchmark(args, expected, monkeypatch):
     seen = {}
 
     def benchmark(config, device, **options):
@@ -317,29 +476,72 @@ def test_fused_kernels_switch_and_its_variable_reach_the_benchmark(args, env, ex
         raise SystemExit(0)
 
     monkeypatch.setattr("xpnn.tools.bench.benchmark", benchmark)
-    if env is None:
-        monkeypatch.delenv("XPNN_FUSED_KERNELS", raising=False)
-    else:
-        monkeypatch.setenv("XPNN_FUSED_KERNELS", env)
+    monkeypatch.setattr("xpnn.backend.get_device", lambda name: FAKE_GPU)
     invoke("bench", "-c", LENET, *args)
-    assert seen["fused"] is expected
+    assert seen["mode"] == expected
 
 
-def test_fused_kernels_change_nothing_on_the_cpu():
+def test_the_mode_on_the_cpu_is_numpys_and_the_flags_change_nothing():
     result = invoke("bench", "-c", LENET, "--batch-size", "2", "--steps", "1", "--warmup", "0",
-                    "--fused-kernels")
+                    "--array-code", "--eager", "--json")
     assert_ok(result)
-    assert "fused CUDA kernels" not in result.output
+    report = json.loads(result.output)
+    assert (report["fused_kernels"], report["cuda_graph"], report["precision"]) == (False, False,
+                                                                                    "fp32")
 
 
-def test_a_bad_fused_kernels_variable_is_a_usage_error(monkeypatch):
-    monkeypatch.setenv("XPNN_FUSED_KERNELS", "maybe")
+def test_parity_on_a_gpu_computes_in_the_gpus_mode(monkeypatch):
+    seen = {}
+
+    def compare(*args, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xpnn.tools.parity.compare", compare)
+    invoke("parity", "-c", LENET, "--device-b", "cpu")
+    assert seen["mode"] is None  # two CPU settings: nothing to choose
+    real_get_device = __import__("xpnn.backend", fromlist=["get_device"]).get_device
+    monkeypatch.setattr("xpnn.backend.get_device",
+                        lambda name: FAKE_GPU if name == "gpu" else real_get_device(name))
+    invoke("parity", "-c", LENET, "--device-b", "gpu", "--eager")
+    assert seen["mode"] == Mode("fused")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "-c", LENET, "--precision", "bf16", "--limit-train", "50"],
+     "precision bf16 is a GPU's tensor-core arithmetic; on cpu use fp32"),
+    (["train", "-c", LENET, "--precision", "fp16"], "'fp16' is not one of 'fp32', 'tf32', "
+                                                    "'bf16'"),
+    (["train", "-c", LENET, "--set", "train.precision=fp8"],
+     "train.precision must be one of 'fp32', 'tf32', 'bf16', got 'fp8'"),
+    (["train", "-c", LENET, "--cuda-graph"],
+     "--cuda-graph is gone: a GPU run now replays each training step as a CUDA graph by "
+     "default; --eager turns it off"),
+    (["bench", "-c", LENET, "--fused-kernels"],
+     "--fused-kernels is gone: a GPU run now computes with the fused CUDA kernels by default; "
+     "--array-code turns them off"),
+])
+def test_a_mode_that_cannot_run_is_a_one_line_error(args, fragment, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert fragment in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_profile_of_a_graph_step_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr("xpnn.backend.get_device", lambda name: FAKE_GPU)
+    result = invoke("bench", "-c", LENET, "--profile")
+    assert result.exit_code == 2 and "--profile times each layer" in result.output
+
+
+@pytest.mark.parametrize("variable", ["XPNN_CUDA_GRAPH", "XPNN_FUSED_KERNELS"])
+def test_a_removed_mode_variable_is_a_usage_error_naming_it(monkeypatch, variable):
+    monkeypatch.setenv(variable, "1")
     result = invoke("bench", "-c", LENET, "--steps", "1", "--warmup", "0")
     assert result.exit_code == 2
-    assert ("XPNN_FUSED_KERNELS must be 1 (fused CUDA kernels) or 0 (array code), got 'maybe'"
-            in result.output)
-    assert "Traceback" not in result.output
-
+    assert f"{variable} is gone: a GPU run uses the fused kernels and the CUDA graph" in \
+        result.output
 
 
 @pytest.mark.parametrize("value", ["two", "0"])
@@ -351,64 +553,4 @@ def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, v
             f"{value!r}" in result.output)
     assert "Traceback" not in result.output
 
-# -- --cuda-graph -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["train", "bench", "parity"])
-def test_step_commands_offer_the_cuda_graph_switch(command):
-    result = invoke(command, "--help")
-    assert_ok(result)
-    assert "--cuda-graph / --eager" in result.output
-
-
-@pytest.mark.parametrize("args, env, expected", [
-    (["--cuda-graph"], None, True), (["--eager"], "1", False), ([], "1", True), ([], None, False)])
-def test_cuda_graph_switch_and_its_variable_reach_the_trainer(args, env, expected, monkeypatch,
-                                                               tmp_path):
-    seen = {}
-
-    def start_run(config, device, run_dir, **options):
-        seen.update(options)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("xpnn.training.start_run", start_run)
-    if env is None:
-        monkeypatch.delenv("XPNN_CUDA_GRAPH", raising=False)
-    else:
-        monkeypatch.setenv("XPNN_CUDA_GRAPH", env)
-    invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
-    assert seen["cuda_graph"] is expected
-
-
-def test_parity_with_cuda_graph_compares_the_graphs_gemm(monkeypatch):
-    seen = {}
-
-    def compare(*args, **options):
-        seen.update(options)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("xpnn.tools.parity.compare", compare)
-    invoke("parity", "-c", LENET, "--device-b", "cpu", "--cuda-graph")
-    assert seen["gemm"] == "cublas"
-    invoke("parity", "-c", LENET, "--device-b", "cpu")
-    assert seen["gemm"] is None
-
-
-@pytest.mark.parametrize("args, fragment", [
-    (["train", "-c", LENET, "--cuda-graph", "--limit-train", "50"],
-     "--cuda-graph captures the training step on a GPU, but this run is on cpu"),
-    (["bench", "-c", LENET, "--cuda-graph"], "--cuda-graph captures the step on a GPU, not on cpu"),
-    (["bench", "-c", LENET, "--cuda-graph", "--profile"], "--profile times each layer"),
-])
-def test_cuda_graph_on_the_cpu_is_a_one_line_error(args, fragment, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    result = invoke(*args)
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    assert fragment in result.output
-    assert not (tmp_path / "runs").exists()
-
-
-def test_a_bad_cuda_graph_variable_is_a_usage_error(monkeypatch):
-    monkeypatch.setenv("XPNN_CUDA_GRAPH", "maybe")
-    result = invoke("bench", "-c", LENET, "--steps", "1", "--warmup", "0")
-    assert result.exit_code == 2
-    assert "XPNN_CUDA_GRAPH must be 1 (CUDA graph) or 0 (eager), got 'maybe'" in result.output

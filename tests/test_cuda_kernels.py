@@ -43,16 +43,41 @@ def test_the_default_implementation_follows_the_array_module():
             pass
 
 
-def test_fused_on_chooses_only_for_a_gpu():
-    class Gpu:
-        is_gpu = True
+def test_the_mode_is_one_value_set_for_a_block():
+    """`running_on(device, mode)` sets the whole mode; None leaves the one set around it (a
+    test's `using`); `using` changes the implementation and keeps the rest."""
     with backend.using("gpu"):
-        with backend.fused_on(backend.CPU, True):
+        with backend.running_on(backend.CPU):
             assert backend.implementation(CuPyLike) == "gpu"   # a choice around it stands
-        with backend.fused_on(Gpu, True):
-            assert backend.implementation(CuPyLike) == "fused"
-        with backend.fused_on(Gpu, False):
-            assert backend.implementation(CuPyLike) == "gpu"
+        with backend.running_on(backend.CPU, backend.Mode("fused", graph=True)):
+            assert backend.implementation(CuPyLike) == "fused" and backend.mode().graph
+            with backend.using(None):
+                assert backend.mode() == backend.Mode(None, graph=True)
+        assert backend.mode() == backend.Mode("gpu")
+    assert backend.mode() == backend.Mode()
+
+
+def test_the_gpu_defaults_to_fused_kernels_and_a_graph_and_flags_opt_out():
+    class Gpu:
+        is_gpu, name = True, "cuda:0"
+    cpu = backend.CPU
+    assert backend.command_mode(Gpu) == backend.Mode("fused", graph=True)
+    assert backend.command_mode(Gpu, ranks=2) == backend.Mode("fused")  # a graph is one rank's
+    assert backend.command_mode(Gpu, eager=True, array_code=True) == backend.Mode()
+    assert backend.command_mode(Gpu, precision="tf32").precision == "tf32"
+    assert backend.command_mode(cpu) == backend.Mode()
+    for mode, message in [(backend.Mode(graph=True), "captures the training step on a GPU, but "
+                                                     "this run is on cpu"),
+                          (backend.Mode(precision="bf16"), "precision bf16 is a GPU's "
+                                                           "tensor-core arithmetic; on cpu use "
+                                                           "fp32")]:
+        with pytest.raises(backend.ModeError, match=message):
+            mode.check(cpu)
+    with pytest.raises(backend.ModeError, match="this run has 2 ranks; run with --eager"):
+        backend.Mode(graph=True).check(Gpu, ranks=2)
+    with pytest.raises(backend.ModeError, match="unknown precision 'fp16'; expected one of "
+                                                "fp32, tf32, bf16"):
+        backend.Mode(precision="fp16")
 
 
 def test_the_fused_choice_leaves_numpy_arrays_to_the_cpu(rng):

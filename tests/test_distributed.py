@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy
 import pytest
 
+from test_training import run_folder_files
 from xpnn.cli.ranks import without_processes
 from xpnn.training import load_checkpoint, read_metrics
 
@@ -65,12 +66,11 @@ def test_ranks_give_the_weights_of_one_process_on_the_same_global_batch(tmp_path
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("done: last epoch test accuracy") == 1, "only rank 0 prints"
     assert f"on {count} ranks (cpu each)" in done.stdout
-    assert sorted(path.name for path in (tmp_path / "ranks").iterdir()) == [
-        "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    assert sorted(path.name for path in (tmp_path / "ranks").iterdir()) == run_folder_files()
     # The rank-order sum makes N ranks the same float operations as N worker threads...
     one_process(*SHORT, "--workers", str(count), "-o", str(tmp_path / "threads"))
     assert_bit_identical(tmp_path / "ranks", tmp_path / "threads")
-    assert load_checkpoint(tmp_path / "ranks" / "last.npz").meta["ranks"] == count
+    assert load_checkpoint(tmp_path / "ranks" / "last.npz").state.ranks == count
     # ... and, after one step, the weights of one thread on the whole batch to float32 rounding.
     first_step = [*SHORT[:4], "--limit-train", "100", "--limit-test", "10"]
     assert ranks(count, *first_step, "-o", str(tmp_path / "step")).returncode == 0
@@ -254,7 +254,7 @@ def test_processes_flag_is_taken_out_of_the_ranks_command_line():
 def test_processes_starts_the_ranks_itself(tmp_path):
     done = one_process(*SHORT, "--processes", "2", "-o", str(tmp_path / "run"))
     assert "on 2 ranks (cpu each)" in done.stdout
-    assert load_checkpoint(tmp_path / "run" / "last.npz").meta["ranks"] == 2
+    assert load_checkpoint(tmp_path / "run" / "last.npz").state.ranks == 2
 
 
 @pytest.mark.slow

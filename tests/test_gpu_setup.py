@@ -183,34 +183,31 @@ class RecordingCuda:
         self.Device = Device
 
 
-def test_a_gpu_device_becomes_current_for_a_block_or_for_good():
+def test_a_gpu_device_becomes_current_for_a_block():
     """CuPy makes new arrays and launches kernels on its current device, not the one `send`
-    copied to: `activated()` and `use()` make cuda:N current; on the CPU they do nothing."""
+    copied to: `activated()` makes cuda:N current; on the CPU it does nothing."""
     cuda = RecordingCuda()
     gpu1 = device_module.Device("cuda:1", types.SimpleNamespace(cuda=cuda), 1)
     with gpu1.activated():
         cuda.events.append(("inside", None))
-    gpu1.use()
-    assert cuda.events == [("enter", 1), ("inside", None), ("exit", 1), ("use", 1)]
+    assert cuda.events == [("enter", 1), ("inside", None), ("exit", 1)]
     with device_module.CPU.activated():
-        device_module.CPU.use()
+        pass
 
 
 def test_commands_and_training_runs_compute_with_their_device_current(monkeypatch, tmp_path):
+    """One mechanism, `running_on`: the trainer builds and trains inside it (with its mode)."""
     from xpnn.backend import CPU, dispatch
     from xpnn.training import start_run
     from xpnn.training.config import load_config
-    events = []
-    monkeypatch.setattr(device_module.Device, "use", lambda self: events.append("use"))
+    entered = []
+    monkeypatch.setattr(device_module.Device, "activated",
+                        lambda self: entered.append(dispatch.mode()) or contextlib.nullcontext())
     config = load_config("lenet", [])
     config["train"].update(epochs=1, batch_size=50)
     trainer = start_run(config, CPU, tmp_path / "run", limit_train=100, limit_test=50,
                         progress=False)
-    assert events == ["use"]                        # before the network and optimizer exist
+    assert entered == [trainer.mode]                 # before the network and optimizer exist
     trainer.fit()
-    assert events == ["use", "use"]                 # and again in the thread that trains
-    entered = []
-    monkeypatch.setattr(device_module.Device, "activated",
-                        lambda self: entered.append(self.name) or contextlib.nullcontext())
-    with dispatch.running_on(CPU):
-        assert entered == ["cpu"]
+    assert entered == [trainer.mode, trainer.mode]   # and again in the thread that trains
+    assert trainer.mode == dispatch.Mode()

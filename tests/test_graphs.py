@@ -79,12 +79,21 @@ def trainer_state(trainer):
             trainer.stats.loss_sum, trainer.stats.correct]
 
 
+def graphed(trainer, static):
+    """`trainer` with its step replayed as a graph on `HostGraphs`; `static(captured)` lists
+    the captured step's static buffers."""
+    captured = CapturedStep(trainer.training_step, HostGraphs(lambda: trainer_state(trainer),
+                                                              lambda: static(captured)))
+    trainer.run_step = captured
+    return captured
+
+
 @pytest.mark.parametrize("implementation", ["cpu", "fused-emulated"])
 def test_replayed_steps_train_exactly_as_eager_steps(tmp_path, implementation):
     """Two epochs of 300 images in batches of 40 (seven full batches and a short one): the
     weights, optimizer state, step counts and metrics of graph replays equal eager steps', bit
-    for bit; each batch size warms up once, and every epoch's new running sums are a new
-    capture."""
+    for bit; each batch size warms up once and is captured once (the running sums are reset in
+    place each epoch, so the graphs keep writing them)."""
     import cuda_emulation
     if implementation == "fused-emulated":
         reason = cuda_emulation.unavailable_reason()
@@ -97,13 +106,11 @@ def test_replayed_steps_train_exactly_as_eager_steps(tmp_path, implementation):
     with block:
         start_run(config, CPU, tmp_path / "eager", **SMALL).fit()
         trainer = start_run(config, CPU, tmp_path / "graph", **SMALL)
-        captured = CapturedStep(trainer, HostGraphs(lambda: trainer_state(trainer),
-                                                    lambda: [captured.index]))
-        trainer.captured_step = captured
+        captured = graphed(trainer, lambda captured: [captured.index])
         trainer.fit()
     assert_same_run(tmp_path / "eager", tmp_path / "graph")
     graph = captured.graph
-    assert (graph.eager_runs, graph.captures, graph.replays) == (2, 3, 14)
+    assert (graph.eager_runs, graph.captures, graph.replays) == (2, 2, 14)
     assert trainer.optimizer.steps == 16
 
 
@@ -116,12 +123,40 @@ def test_replayed_augmented_steps_train_exactly_as_eager_ones(tmp_path):
                                                   "shear": 10}})
     start_run(config, CPU, tmp_path / "eager", **SMALL).fit()
     trainer = start_run(config, CPU, tmp_path / "graph", **SMALL)
-    captured = CapturedStep(trainer, HostGraphs(lambda: trainer_state(trainer),
-                                                lambda: [captured.index, captured.maps]))
-    trainer.captured_step = captured
+    captured = graphed(trainer, lambda captured: [captured.index, captured.maps])
     trainer.fit()
     assert_same_run(tmp_path / "eager", tmp_path / "graph")
     assert captured.graph.replays == 14 and set(captured.all_maps) == {40, 20}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_replayed_adam_steps_train_exactly_as_eager_ones(tmp_path, optimizer):
+    """Adam's bias corrections change every step: replays compute them from the device step
+    counter the update advances, and end bit for bit as eager steps do (CPU pow on both)."""
+    from xpnn.training import load_checkpoint, validate_config
+    from xpnn.training.config import read_config
+    raw = read_config(LENET)
+    raw["train"] = {"epochs": 2, "batch_size": 40, "optimizer": optimizer, "lr": 0.002,
+                    "weight_decay": 0.05, "schedule": {"name": "cosine", "warmup_epochs": 0.2}}
+    config = validate_config(raw)
+    start_run(config, CPU, tmp_path / "eager", **SMALL).fit()
+    trainer = start_run(config, CPU, tmp_path / "graph", **SMALL)
+
+    def state():
+        opt = trainer.optimizer
+        return [opt.data, opt.grad, opt.exp_avg, opt.exp_avg_sq, opt.lr_on_device,
+                opt.steps_on_device, trainer.stats.loss_sum, trainer.stats.correct]
+
+    captured = CapturedStep(trainer.training_step, HostGraphs(state, lambda: [captured.index]))
+    trainer.run_step = captured
+    trainer.fit()
+    assert captured.graph.replays == 14
+    assert float(trainer.optimizer.steps_on_device) == trainer.optimizer.steps == 16
+    eager, graph = (load_checkpoint(tmp_path / name / "last.npz") for name in ("eager", "graph"))
+    for key in eager.weights:
+        assert numpy.array_equal(eager.weights[key], graph.weights[key]), key
+    for key in ("exp_avg", "exp_avg_sq", "steps"):
+        assert numpy.array_equal(eager.optimizer[key], graph.optimizer[key]), key
 
 
 def test_a_graph_run_killed_and_resumed_ends_as_an_eager_run_does(tmp_path, monkeypatch):
@@ -133,8 +168,7 @@ def test_a_graph_run_killed_and_resumed_ends_as_an_eager_run_does(tmp_path, monk
     start_run(config, CPU, tmp_path / "eager", **SMALL).fit()
 
     def with_graph(trainer):
-        trainer.captured_step = CapturedStep(trainer, HostGraphs(
-            lambda: trainer_state(trainer), lambda: [trainer.captured_step.index]))
+        graphed(trainer, lambda captured: [captured.index])
         return trainer
 
     restore = crash_after_steps(monkeypatch, 6)
@@ -159,24 +193,22 @@ def test_a_step_that_waits_for_the_device_cannot_be_captured():
     forbid_host_sync("outside a capture, anything")
 
 
-def test_a_step_keeps_one_graph_per_batch_size_and_recaptures_for_new_bound_arrays():
+def test_a_step_keeps_one_graph_per_batch_size():
     ran = []
     runtime = HostGraphs(lambda: [])
     step = GraphStep(lambda: ran.append(1), runtime)
-    sums, other = numpy.zeros(()), numpy.zeros(())
-    for size, bound in [(4, sums), (4, sums), (4, sums), (2, sums), (2, sums), (4, other)]:
-        step(size, (bound,))
-    assert runtime.events == ["capture", "launch", "launch", "capture", "launch", "capture",
-                              "launch"]
-    assert (step.eager_runs, step.captures, step.replays) == (2, 3, 4)
+    for size in [4, 4, 4, 2, 2, 4]:
+        step(size)
+    assert runtime.events == ["capture", "launch", "launch", "capture", "launch", "launch"]
+    assert (step.eager_runs, step.captures, step.replays) == (2, 2, 4)
     assert len(runtime.pools) == 1  # one private pool, alive as long as the step
 
 
-def test_cuda_graph_is_refused_on_the_cpu_in_one_line(tmp_path):
-    from xpnn.training.errors import TrainingError
-    with pytest.raises(TrainingError, match="--cuda-graph captures the training step on a GPU, "
-                                            "but this run is on cpu"):
-        start_run(lenet(epochs=1), CPU, tmp_path / "run", cuda_graph=True, **SMALL)
+def test_a_graph_mode_is_refused_on_the_cpu_in_one_line(tmp_path):
+    from xpnn.backend import Mode, ModeError
+    with pytest.raises(ModeError, match="a CUDA graph captures the training step on a GPU, "
+                                        "but this run is on cpu"):
+        start_run(lenet(epochs=1), CPU, tmp_path / "run", mode=Mode(graph=True), **SMALL)
     assert not (tmp_path / "run").exists()
 
 
@@ -193,17 +225,18 @@ def _gpu():
 @pytest.mark.gpu
 def test_on_a_gpu_replayed_steps_equal_eager_steps_with_the_same_gemm(tmp_path):
     """The real thing: CuPy's capture and cuBLAS through nvmath-python. Graph replays give the
-    weights of eager steps with the cublas GEMM bit for bit, and of CuPy's own GEMM within
-    float32 rounding."""
-    from xpnn.backend.matmul import using_gemm
+    weights of eager steps in the same mode (the graph's GEMM, cuBLAS) bit for bit, and of an
+    eager mode (CuPy's GEMM) within float32 rounding."""
+    from xpnn.backend import Mode
     gpu = _gpu()
     config = lenet(epochs=2, batch_size=40)
-    trainer = start_run(config, gpu, tmp_path / "graph", cuda_graph=True, **SMALL)
+    trainer = start_run(config, gpu, tmp_path / "graph", mode=Mode(graph=True), **SMALL)
     trainer.fit()
-    assert trainer.captured_step.graph.replays == 14
-    with using_gemm("cublas"):
-        start_run(config, gpu, tmp_path / "eager-cublas", **SMALL).fit()
-    start_run(config, gpu, tmp_path / "eager", **SMALL).fit()
+    assert trainer.run_step.graph.replays == 14
+    same_mode = start_run(config, gpu, tmp_path / "eager-cublas", mode=Mode(graph=True), **SMALL)
+    same_mode.run_step = same_mode.training_step  # its steps eager, in the graph's mode
+    same_mode.fit()
+    start_run(config, gpu, tmp_path / "eager", mode=Mode(), **SMALL).fit()
     from xpnn.training.checkpoint import load_checkpoint
     from xpnn.training.metrics import read_metrics
     ours, same_gemm, eager = (load_checkpoint(tmp_path / name / "last.npz")
@@ -220,9 +253,10 @@ def test_on_a_gpu_replayed_steps_equal_eager_steps_with_the_same_gemm(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("gemm", ["cublas", "cutensor"])
-def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
-    from xpnn.backend.matmul import GemmUnavailableError, matmul, using_gemm
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_on_a_gpu_every_mode_multiplies_every_layout(mode):
+    from xpnn.backend import Mode, running_on
+    from xpnn.backend.matmul import GemmUnavailableError, matmul
     gpu = _gpu()
     rng = numpy.random.default_rng(0)
     a = rng.standard_normal((7, 5)).astype(numpy.float32)
@@ -230,7 +264,7 @@ def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
     cases = [(a, b), (numpy.asfortranarray(a), b), (a, numpy.asfortranarray(b)),
              (a[:, ::-1], b[::-1]), (a[0], b)]
     try:
-        with using_gemm(gemm):
+        with running_on(gpu, Mode(graph=mode == "graph")):
             for x, y in cases:
                 got = gpu.to_numpy(matmul(gpu.send(x), gpu.send(y)))
                 numpy.testing.assert_allclose(got, x @ y, rtol=1e-5, atol=1e-5)
@@ -238,13 +272,15 @@ def test_on_a_gpu_every_gemm_multiplies_every_layout(gemm):
         pytest.skip(str(error))
 
 
-def test_cuda_graph_is_refused_on_several_ranks_in_one_line(tmp_path):
+def test_a_graph_mode_is_refused_on_several_ranks_in_one_line(tmp_path):
     import types
-    from xpnn.training.errors import TrainingError
+    from xpnn.backend import Mode, ModeError
     from xpnn.training.runs import load_data
     from xpnn.training.trainer import Trainer
     config = lenet(epochs=1)
     two_ranks = types.SimpleNamespace(size=2, is_root=True)
-    with pytest.raises(TrainingError, match="--cuda-graph captures one process's step, but this "
-                                            "run has 2 ranks"):
-        Trainer(config, load_data(config), CPU, tmp_path, ranks=two_ranks, cuda_graph=True)
+    gpu = types.SimpleNamespace(is_gpu=True, name="cuda:0")
+    with pytest.raises(ModeError, match="a CUDA graph captures one process's step, but this "
+                                        "run has 2 ranks; run with --eager"):
+        Trainer(config, load_data(config), gpu, tmp_path, ranks=two_ranks,
+                mode=Mode(graph=True))

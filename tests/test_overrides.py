@@ -215,7 +215,7 @@ def test_a_network_too_large_for_memory_is_refused_before_any_weight_is_drawn(mo
 
 
 def test_a_batch_too_large_for_memory_is_refused_before_the_run_starts(tmp_path, monkeypatch):
-    monkeypatch.setattr("xpnn.training.trainer.available_bytes", lambda device: 50 * 2**20)
+    monkeypatch.setattr("xpnn.training.setup.available_bytes", lambda device: 50 * 2**20)
     result = invoke("train", "-c", LENET, "--batch-size", "5000", "--limit-train", "5000",
                     "--no-progress", "--output", tmp_path / "run")
     line = one_line_error(result)

@@ -4,13 +4,13 @@
     result = benchmark(config, "cpu", batch_size=100)        # config: a whole parsed YAML file
     print(result.format())
 
-One training step is what the training loop does per batch: ``optimizer.zero_grad()``,
-``model.forward_loss(x, labels)``, ``model.backward()``, ``optimizer.step()``, where on the CPU
-``model`` is ``nets.DataParallel(net, workers)`` as in the trainer (one worker thread per core,
-BLAS single-threaded) and on a GPU the network itself; ``workers=0`` times the bare network with
-BLAS on every core. The batch is one fixed random batch (float32 images in [0, 1), integer labels)
-sent to the device once, so data loading is not timed. Each timed step is bracketed by
-``device.synchronize()``.
+One training step is the training loop's own (`training.step.TrainingStep`, built by
+`training.setup.build_model`): the batch gathered on the device and made float, warped when the
+config augments, forward, loss, running sums, backward, update; on the CPU ``model`` is
+``nets.DataParallel(net, workers)`` as in the trainer and on a GPU the network itself;
+``workers=0`` times the bare network with BLAS on every core. The batch is one fixed random
+uint8 batch sent to the device once, so reading the dataset from disk is not timed. Each timed
+step is bracketed by ``device.synchronize()``.
 
 Peak memory is the process's peak RSS on the CPU (``ru_maxrss``: the whole process, imports
 and anything run before included, so compare figures from fresh processes:
@@ -35,14 +35,14 @@ import numpy
 
 import xpnn
 from xpnn import nets
-from xpnn.backend import cpu_count, get_device, new_rng, running_on, set_blas_threads
-from xpnn.backend.graphs import CupyGraphs, GraphStep
-from xpnn.backend.layout import using_layout
-from xpnn.backend.matmul import using_gemm
-from xpnn.optim import make_optimizer
-from xpnn.training.config import load_config
-from xpnn.training.captured_step import DEFAULT_GEMM
-from xpnn.training.trainer import check_memory_fits
+from xpnn.backend import Mode, default_mode, get_device, new_rng, running_on
+from xpnn.backend.communicator import SingleProcess
+from xpnn.training.augment import Augmentation
+from xpnn.training.captured_step import CapturedStep
+from xpnn.training.config import load_config, validate_config
+from xpnn.training.metrics import RunningStats
+from xpnn.training.setup import build_model, build_network
+from xpnn.training.step import TrainingStep
 
 PACKAGE_PARENT = str(Path(xpnn.__file__).resolve().parent.parent)  # the folder holding xpnn/
 # The learning rate does not change what a step costs, but the configs' rates (meant to follow a
@@ -54,11 +54,12 @@ BENCH_LR = 1e-3
 # -- building what a step needs -----------------------------------------------------------------
 
 def make_batch(model_config, batch_size, seed=0):
-    """A fixed host batch: images float32 in [0, 1) of shape (batch_size, *input_shape) and
-    int64 labels in [0, num_classes). The same seed gives the same batch (PyTorch uses it too)."""
+    """A fixed host batch: uint8 images of shape (batch_size, *input_shape), as a dataset holds
+    them, and int64 labels in [0, num_classes). The same seed gives the same batch (PyTorch
+    uses it too)."""
     rng = new_rng([seed, 1])  # a stream apart from the weights' `seed`
     shape = (batch_size, *model_config["input_shape"])
-    images = rng.random(shape, dtype=numpy.float32)
+    images = rng.integers(0, 256, size=shape, dtype=numpy.uint8)
     classes = model_config.get("num_classes", nets.DEFAULT_NUM_CLASSES)
     labels = rng.integers(0, classes, size=batch_size, dtype=numpy.int64)
     return images, labels
@@ -83,71 +84,65 @@ def time_steps(step, count, synchronize=lambda: None, queued=None):
     return times
 
 
-class TrainingStep:
-    """A network, its optimizer and a fixed batch on `device`; `step()` is one training step.
+class StepBench:
+    """The training step that `xpnn train` runs (`training.step.TrainingStep`: gather, /255,
+    augmentation warp, forward, loss, running sums, backward, rank sum, update), built as the
+    trainer builds it (`training.setup.build_model`), on one fixed batch; `step()` runs it once.
 
-    The optimizer is the config's, with learning rate `lr` (None: the config's; see BENCH_LR).
-    `workers`: on the CPU, the step runs on ``nets.DataParallel(net, workers)`` as the trainer's
-    does (None: the trainer's default, one per core); 0 runs the bare network with BLAS set to
-    one thread per core (process-wide, as DataParallel's one thread is). Ignored on a GPU.
-    `cuda_graph` (a GPU only): each step one CUDA graph (`backend.graphs.GraphStep`, the first
-    step eager, the second captured), its products by the GEMM `gemm` (`backend.matmul`).
-    Attributes: `net`, `model` (what computes the step), `workers` (0: the bare network),
-    `optimizer`, `device`, `images` (B, *input_shape), `labels` (B,), `loss` (the last step's
-    loss, a 0-d device array), `graph` (the `GraphStep`, or None).
+    `lr`: the optimizer's rate (None: the config's; see BENCH_LR). `workers`: on the CPU, the
+    step runs on ``nets.DataParallel(net, workers)`` as the trainer's does (None: the trainer's
+    default); 0 runs the bare network with BLAS on every core. Ignored on a GPU. `ranks`: this
+    process's ranks, each computing its slice of the batch. With augmentation in the config,
+    each step warps the batch by one fixed set of maps. `mode`: the `backend.Mode` the steps run
+    in (None: the device's default); in a graph mode each step is one CUDA graph
+    (`training.captured_step`; the first step eager, the second captured).
+    Attributes: `net`, `model`, `workers`, `optimizer`, `device`, `mode`, `training_step`,
+    `graph` (the `CapturedStep`, or None), `loss` (the last step's loss, a 0-d device array).
     """
 
     def __init__(self, config, device="cpu", batch_size=100, seed=0, lr=BENCH_LR, workers=None,
-                 cuda_graph=False, gemm=DEFAULT_GEMM):
+                 ranks=None, mode=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if workers is not None and (not isinstance(workers, int) or workers < 0):
             raise ValueError(f"workers must be None or an integer >= 0, got {workers!r}")
         self.device = get_device(device)
-        self.device.use()  # the optimizer's buffers and every step's arrays land there
-        self.net = nets.build(config["model"], seed=seed)
-        check_memory_fits(self.net, batch_size, self.device)
-        self.net.to(self.device)
-        self.workers = 0 if self.device.is_gpu else cpu_count() if workers is None else workers
-        if self.workers:
-            self.model = nets.DataParallel(self.net, self.workers)
-        else:
-            self.model = self.net
-            if not self.device.is_gpu:
-                set_blas_threads(cpu_count())
-        self.optimizer = make_optimizer(config.get("train"), self.net.parameters(), lr)
+        self.ranks = ranks if ranks is not None else SingleProcess()
+        config = validate_config(config)  # defaults filled in, as the trainer's config has them
+        config["train"]["seed"] = seed
+        self.mode = (mode or default_mode(self.device, self.ranks.size)).check(
+            self.device, self.ranks.size)
+        with running_on(self.device, self.mode):
+            self.net = build_network(config)
+            self.model, self.optimizer, self.workers = build_model(
+                self.net, config, self.device, -(-batch_size // self.ranks.size),
+                workers=workers, ranks=self.ranks, lr=lr)
+            self.stats = RunningStats(self.device.xp)
         images, labels = make_batch(config["model"], batch_size, seed)
-        self.images, self.labels = self.device.send(images), self.device.send(labels)
+        self.training_step = TrainingStep(self.model, self.optimizer,
+                                          self.device.send(images), self.device.send(labels),
+                                          self.stats, self.ranks)
+        self.index = self.device.send(numpy.arange(batch_size)[self.ranks.shard(batch_size)])
+        augment = Augmentation.from_config(config.get("data", {}).get("augment") or {})
+        self.maps = None if augment is None else self.device.send(
+            augment.step_maps(batch_size, *images.shape[2:], seed, 0, 0)[
+                self.ranks.shard(batch_size)])
         self.batch_size = batch_size
-        self.loss = None
-        self.graph, self.gemm = None, gemm
-        if cuda_graph:
-            if not self.device.is_gpu:
-                raise ValueError(f"cuda_graph captures the step on a GPU; {self.device.name} "
-                                 f"is not one")
-            self.optimizer.keep_lr_on_device()
-            self.graph = GraphStep(self.device_work, CupyGraphs(self.device.xp))
+        self.graph = CapturedStep(self.training_step) if self.mode.graph else None
+        self.run_step = self.graph or self.training_step
+
+    @property
+    def loss(self):
+        return self.training_step.loss
 
     def step(self):
-        if self.graph is None:
-            self.device_work()
-        else:
-            with using_gemm(self.gemm):
-                self.graph(self.batch_size)
-        self.optimizer.steps += 1
-
-    def device_work(self):
-        """The step without its host bookkeeping: what a CUDA graph holds. (`loss` stays the
-        same array in replays, which write each step's loss into it.)"""
-        self.optimizer.zero_grad()
-        self.loss, _ = self.model.forward_loss(self.images, self.labels)
-        self.model.backward()
-        self.optimizer.update()
+        self.run_step(self.index, self.optimizer.lr, self.maps, self.batch_size)
 
     def timed_steps(self, count, queued=None):
-        """`count` steps; their times in ms, the device synchronised around each (`queued`: see
-        `time_steps`)."""
-        return time_steps(self.step, count, self.device.synchronize, queued)
+        """`count` steps in the bench's mode; their times in ms, the device synchronised around
+        each (`queued`: see `time_steps`)."""
+        with running_on(self.device, self.mode):
+            return time_steps(self.step, count, self.device.synchronize, queued)
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -298,7 +293,7 @@ def profile_steps(runner, steps):
     profiler.wrap("loss", net.loss_layer, "forward")
     profiler.wrap("loss", net.loss_layer, "backward")
     profiler.wrap("optimizer", optimizer, "zero_grad")
-    profiler.wrap("optimizer", optimizer, "step")
+    profiler.wrap("optimizer", optimizer, "update")
     try:
         step_ms = statistics.fmean(runner.timed_steps(steps))
     finally:
@@ -322,7 +317,7 @@ def profile_steps(runner, steps):
     rows.append(row("loss (softmax cross-entropy)", "loss", "forward", "backward"))
     rows.append(ProfileRow("optimizer.zero_grad", profiler.ms("optimizer", "zero_grad", steps), 0.0,
                            split=False))
-    rows.append(ProfileRow("optimizer.step", profiler.ms("optimizer", "step", steps), 0.0,
+    rows.append(ProfileRow("optimizer.update", profiler.ms("optimizer", "update", steps), 0.0,
                            split=False))
     accounted = sum(r.total_ms for r in rows if r.depth == 0)
     rows.append(ProfileRow("(between timers)", step_ms - accounted, 0.0, split=False))
@@ -343,9 +338,8 @@ class BenchResult:
     `profile_step_ms`: the mean step time while profiled (timers included).
     `queue_ms` (GPU only): each timed step's host time until its kernels were all queued; near
     `step_ms`, the step is bound by launching kernels rather than by running them.
-    `fused_kernels`: the step ran the fused CUDA kernels (`backend.cuda`; GPU only).
-    `cuda_graph`: the GEMM of a step replayed as one CUDA graph, or None (eager).
-    `layout`: how conv and pool layers handed on their images (`backend.layout`).
+    `fused_kernels`, `cuda_graph`, `precision`: the mode the step ran in (`backend.Mode`):
+    the fused CUDA kernels, each step one CUDA graph, the GPU products' precision.
     """
     model: str
     device: str
@@ -370,8 +364,8 @@ class BenchResult:
     profile_step_ms: float = None
     queue_ms: list = None
     fused_kernels: bool = False
-    cuda_graph: str = None
-    layout: str = "channels_last"
+    cuda_graph: bool = False
+    precision: str = "fp32"
 
     @property
     def median_ms(self):
@@ -411,8 +405,8 @@ class BenchResult:
             "  computed by: " + (f"DataParallel, {self.workers} worker threads, BLAS 1 thread "
                                   f"each" if self.workers else "the network itself")
             + (", fused CUDA kernels" if self.fused_kernels else "")
-            + (f", one CUDA graph per step (GEMM {self.cuda_graph})" if self.cuda_graph else "")
-            + (f", {self.layout} layout" if self.layout != "channels_last" else ""),
+            + (", one CUDA graph per step" if self.cuda_graph else "")
+            + (f", {self.precision}" if self.precision != "fp32" else ""),
             f"  peak memory: {self.peak_memory_mib:.1f} MiB ({self.memory_kind})",
         ]
         if self.start_rss_mib is not None:
@@ -460,12 +454,12 @@ def format_profile(rows, step_ms, steps, workers=0):
 # -- the benchmark ------------------------------------------------------------------------------
 
 def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, seed=0,
-              lr=BENCH_LR, workers=None, fused=False, cuda_graph=False, gemm=DEFAULT_GEMM,
-              layout="channels_last"):
+              lr=BENCH_LR, workers=None, mode=None):
     """Time `steps` full training steps of the network `config['model']` describes.
 
     Args:
-        config: a whole config (``model`` section required; ``train`` picks the optimizer).
+        config: a whole config (``model`` section required; ``train`` picks the optimizer and
+            loss, ``data.augment`` the warp).
         device: a `Device` or a flag value (``cpu``, ``gpu``, ``cuda:N``).
         batch_size: images per step.
         steps, warmup: timed steps, and untimed ones before them.
@@ -474,31 +468,30 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         seed: weights and batch.
         lr: the optimizer's learning rate (None: the config's, which may diverge; see BENCH_LR).
         workers: CPU worker threads as in the trainer (None: one per core; 0: the bare network
-            with multi-threaded BLAS; see `TrainingStep`).
-        fused: on a GPU, run the fused CUDA kernels (`backend.dispatch`).
-        cuda_graph, gemm: on a GPU, replay each step as one CUDA graph whose products use the
-            GEMM `gemm` (see `TrainingStep`); two more untimed steps warm up and capture it.
-        layout: how conv and pool layers hand on images (`backend.layout`).
+            with multi-threaded BLAS; see `StepBench`).
+        mode: the `backend.Mode` to run in, or its fields as a dict (None: the device's
+            default, `backend.default_mode`); in a graph mode two more untimed steps warm up and
+            capture the step.
     Returns:
         `BenchResult`.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
-    if cuda_graph and profile:
-        raise ValueError("profile times each layer, which a step replayed as one CUDA graph "
-                         "cannot show; profile without cuda_graph")
     start_rss = current_rss_mib()
-    runner = TrainingStep(config, device, batch_size, seed, lr, workers, cuda_graph, gemm)
-    with running_on(runner.device, fused), using_layout(layout):
-        runner.timed_steps(warmup + (2 if cuda_graph else 0))
-        before = cpu_usage()
-        queue_ms = [] if runner.device.is_gpu else None
-        step_ms = runner.timed_steps(steps, queue_ms)
-        usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
-        final_loss = float(runner.loss)
-        rows = profile_step_ms = None
-        if profile:
-            rows, profile_step_ms = profile_steps(runner, steps)
+    runner = StepBench(config, device, batch_size, seed, lr, workers,
+                       mode=Mode(**mode) if isinstance(mode, dict) else mode)
+    if runner.mode.graph and profile:
+        raise ValueError("profile times each layer, which a step replayed as one CUDA graph "
+                         "cannot show; profile in an eager mode (--eager)")
+    runner.timed_steps(warmup + (2 if runner.mode.graph else 0))
+    before = cpu_usage()
+    queue_ms = [] if runner.device.is_gpu else None
+    step_ms = runner.timed_steps(steps, queue_ms)
+    usage = usage_per_step(before, cpu_usage(), sum(step_ms), steps)
+    final_loss = float(runner.loss)
+    rows = profile_step_ms = None
+    if profile:
+        rows, profile_step_ms = profile_steps(runner, steps)
     if runner.device.is_gpu:
         memory, kind = _gpu_pool_mib(runner.device), "CuPy memory pool total, high-water mark"
         start_rss = None
@@ -512,14 +505,13 @@ def benchmark(config, device, batch_size, steps=30, warmup=5, profile=False, see
         final_loss=final_loss, profile=rows, profile_step_ms=profile_step_ms,
         lr=runner.optimizer.lr, optimizer=type(runner.optimizer).__name__,
         workers=runner.workers, queue_ms=queue_ms,
-        fused_kernels=bool(fused and runner.device.is_gpu),
-        cuda_graph=gemm if runner.graph is not None else None, layout=layout, **usage,
+        fused_kernels=runner.device.is_gpu and runner.mode.implementation == "fused",
+        cuda_graph=runner.mode.graph, precision=runner.mode.precision, **usage,
     )
 
 
 def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warmup=5,
-                            profile=False, seed=0, lr=BENCH_LR, workers=None, fused=False,
-                            cuda_graph=False, gemm=DEFAULT_GEMM, layout="channels_last",
+                            profile=False, seed=0, lr=BENCH_LR, workers=None, mode=None,
                             label="", env=None, timeout=None):
     """`benchmark` in a fresh Python process, so its peak RSS is this run's alone.
 
@@ -531,8 +523,8 @@ def benchmark_in_subprocess(config, device="cpu", batch_size=100, steps=30, warm
         config = load_config(config)
     request = {"config": config, "device": str(getattr(device, "name", device)),
                "batch_size": batch_size, "steps": steps, "warmup": warmup,
-               "profile": profile, "seed": seed, "lr": lr, "workers": workers, "fused": fused,
-               "cuda_graph": cuda_graph, "gemm": gemm, "layout": layout}
+               "profile": profile, "seed": seed, "lr": lr, "workers": workers,
+               "mode": None if mode is None else dataclasses.asdict(mode)}
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
         if value is None:

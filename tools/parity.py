@@ -57,7 +57,7 @@ def tensor_errors(reference, other):
 
 
 def compare(build, inputs, labels=None, a=("cpu", "float64"), b=("cpu", "float32"),
-            stages=True, grad_seed=0, fused=False, gemm=None):
+            stages=True, grad_seed=0, mode=None):
     """Run a freshly built model under settings `a` and `b` and compare what they compute.
 
     Args:
@@ -74,8 +74,7 @@ def compare(build, inputs, labels=None, a=("cpu", "float64"), b=("cpu", "float32
             one and compare each one's output, to find where two settings part.
         grad_seed: seed of the fixed random upstream gradient given to a layer that is not a
             loss (a network or loss layer starts backward from its loss instead).
-        fused: a setting on a GPU runs the fused CUDA kernels (`backend.dispatch`).
-        gemm: the GEMM a GPU setting multiplies with (`backend.matmul`; None: CuPy's).
+        mode: the `backend.Mode` a setting on a GPU computes in (None: as set around the call).
     Returns:
         a list of `ParityRow`, in order: stage outputs, output (logits), loss, input gradients,
         parameter gradients (in `named_parameters` order).
@@ -88,8 +87,8 @@ def compare(build, inputs, labels=None, a=("cpu", "float64"), b=("cpu", "float32
     inputs = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
     if _is_network(model_a) and labels is None:
         raise ValueError("comparing a network needs labels: it runs forward_loss and backward")
-    results_a = _run(model_a, a, inputs, labels, stages, grad_seed, fused, gemm)
-    results_b = _run(model_b, b, inputs, labels, stages, grad_seed, fused, gemm)
+    results_a = _run(model_a, a, inputs, labels, stages, grad_seed, mode)
+    results_b = _run(model_b, b, inputs, labels, stages, grad_seed, mode)
     rows = []
     for (name, kind, value_a), (_, _, value_b) in zip(results_a, results_b):
         max_abs, max_rel = tensor_errors(value_a, value_b)
@@ -140,10 +139,10 @@ def _send(device, array, dtype):
     return device.send(host)
 
 
-def _run(model, setting, inputs, labels, stages, grad_seed, fused, gemm):
+def _run(model, setting, inputs, labels, stages, grad_seed, mode):
     """Run forward and backward once under `setting`; return [(name, kind, host array)]."""
     device = get_device(setting[0])
-    with running_on(device, fused, gemm):
+    with running_on(device, mode if device.is_gpu else None):
         return _run_on(model, device, setting[1], inputs, labels, stages, grad_seed)
 
 

@@ -22,3 +22,8 @@ def to_float(images):
 def num_batches(count, batch_size):
     """Batches per epoch; the last one may be smaller."""
     return -(-count // batch_size)
+
+
+def batch_sizes(count, batch_size):
+    """The size of each of an epoch's batches, in order."""
+    return [min(batch_size, count - start) for start in range(0, count, batch_size)]

@@ -3,8 +3,9 @@
 Entries (all plain arrays, so the file loads with ``allow_pickle=False``):
     weights/<dotted parameter name>   the network's parameters, as trained (e.g. float32)
     optimizer/<name>                  array-valued optimizer state (e.g. the momentum velocity)
-    meta                              a JSON string: format_version, config, epoch, step, metrics,
-                                      optimizer scalars (lr, steps) and the trainer's progress
+    meta                              a JSON string: format_version, optimizer_scalars (lr,
+                                      steps), user (free-form metadata) and, in a training
+                                      run's checkpoints, the run's state (`run_state.RunState`)
 
 Files are written atomically (see `training.files.atomic_write`), so a crash never leaves a partial
 checkpoint, and are checked against the network on loading: parameter names, shapes and dtypes,
@@ -20,6 +21,7 @@ import numpy
 
 from xpnn.training.errors import CheckpointError
 from xpnn.training.files import atomic_write
+from xpnn.training.run_state import RunState, check_scalars
 
 FORMAT_VERSION = 1
 WEIGHTS_PREFIX = "weights/"
@@ -33,35 +35,38 @@ BEST_NAME = "best.npz"
 class Checkpoint:
     """What a checkpoint file holds, on the host.
 
-    weights: {dotted name: NumPy array}; optimizer: the optimizer's `state_dict()`;
-    meta: the JSON part (config, epoch, step, metrics, ...); path: where it was read from.
+    weights: {dotted name: NumPy array}; optimizer: the optimizer's `state_dict()`; state: the
+    training run's `RunState` (None in a checkpoint saved outside a run); user: the free-form
+    metadata it was saved with; path: where it was read from.
     """
     weights: dict
     optimizer: dict
-    meta: dict
+    state: RunState = None
+    user: object = None
     path: Path = field(default=None)
 
     @property
     def config(self):
-        return self.meta["config"]
+        if self.state is None:
+            raise CheckpointError(f"{self.path} was not saved by a training run, so it holds no "
+                                  f"config; give the network's config with -c")
+        return self.state.config
 
     @property
     def epoch(self):
         """Number of whole epochs completed (including their evaluation)."""
-        return int(self.meta["epoch"])
+        return self.state.epoch if self.state else 0
 
     @property
     def step(self):
         """Number of training steps done in epoch `epoch` (0-based) after those."""
-        return int(self.meta["step"])
-
-    @property
-    def metrics(self):
-        return list(self.meta.get("metrics", []))
+        return self.state.step if self.state else 0
 
 
-def save_checkpoint(path, net, optimizer, meta):
-    """Write `net`'s weights, `optimizer`'s state and `meta` (JSON-able) to `path`, atomically."""
+def save_checkpoint(path, net, optimizer, user=None, state=None):
+    """Write `net`'s weights, `optimizer`'s state, `user` (any JSON-able metadata, returned by
+    `load_checkpoint` as `Checkpoint.user`) and a training run's `state` (a `RunState`) to
+    `path`, atomically."""
     arrays = {WEIGHTS_PREFIX + name: value for name, value in net.state_dict().items()}
     scalars = {}
     for key, value in optimizer.state_dict().items():
@@ -69,13 +74,19 @@ def save_checkpoint(path, net, optimizer, meta):
             arrays[OPTIMIZER_PREFIX + key] = value
         else:
             scalars[key] = value
-    meta = {**meta, "format_version": FORMAT_VERSION, "optimizer_scalars": scalars}
-    arrays[META_KEY] = numpy.array(json.dumps(meta, allow_nan=False))
+    meta = {**(state.to_json() if state is not None else {}), "format_version": FORMAT_VERSION,
+            "optimizer_scalars": scalars, "user": user}
+    try:
+        text = json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"cannot save {path}: its metadata is not JSON ({error})") from None
+    arrays[META_KEY] = numpy.array(text)
     atomic_write(path, lambda f: numpy.savez(f, **arrays))
 
 
 def load_checkpoint(path):
-    """Read the checkpoint at `path`; raise `CheckpointError` if it is missing, corrupt or foreign."""
+    """Read the checkpoint at `path`; raise `CheckpointError` if it is missing, corrupt, foreign
+    or holds a metadata field of the wrong type or out of range."""
     path = Path(path)
     if path.is_dir():
         path = path / LAST_NAME
@@ -97,15 +108,19 @@ def load_checkpoint(path):
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version!r}; this version of "
                               f"xpnn reads version {FORMAT_VERSION}")
-    missing = [key for key in ("config", "epoch", "step") if key not in meta]
-    if missing:
+    run_keys = [key for key in ("config", "epoch", "step") if key in meta]
+    if run_keys and len(run_keys) < 3:
+        missing = sorted({"config", "epoch", "step"} - set(run_keys))
         raise CheckpointError(f"{path} is incomplete: its metadata lacks {', '.join(missing)}")
+    state = RunState.from_json(meta, path) if run_keys else None
+    scalars = meta.get("optimizer_scalars", {})
+    check_scalars(path, scalars)
     weights = {name[len(WEIGHTS_PREFIX):]: value for name, value in entries.items()
                if name.startswith(WEIGHTS_PREFIX)}
     optimizer = {name[len(OPTIMIZER_PREFIX):]: value for name, value in entries.items()
                  if name.startswith(OPTIMIZER_PREFIX)}
-    optimizer.update(meta.pop("optimizer_scalars", {}))
-    return Checkpoint(weights=weights, optimizer=optimizer, meta=meta, path=path)
+    optimizer.update(scalars)
+    return Checkpoint(weights, optimizer, state, meta.get("user"), path)
 
 
 def check_matches(net, weights, source="checkpoint"):
@@ -145,6 +160,6 @@ def restore(checkpoint, net, optimizer=None):
     if optimizer is not None:
         try:
             optimizer.load_state_dict(checkpoint.optimizer)
-        except (KeyError, ValueError) as error:
+        except (KeyError, ValueError, TypeError) as error:
             raise CheckpointError(f"{source} holds optimizer state that does not fit "
                                   f"{type(optimizer).__name__}: {error}") from None

@@ -1,8 +1,8 @@
 """Training configs: read a YAML file and check every section, key and value before any work starts.
 
     model: {name, input_shape, num_classes, layers}     checked by building the network (nets.build)
-    train: {epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, seed,
-            label_smoothing}
+    train: {epochs, batch_size, optimizer, lr, momentum | betas and eps, weight_decay, schedule,
+            seed, label_smoothing, precision}
     data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
 
 `load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
@@ -18,16 +18,18 @@ from pathlib import Path
 import yaml
 
 from xpnn import configs, nets
+from xpnn.backend.dispatch import PRECISIONS
 from xpnn.data import DEFAULT_VALIDATION
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
-from xpnn.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES, Schedule
+from xpnn.optim import (DEFAULT_BETAS, DEFAULT_EPS, DEFAULT_MOMENTUM, OPTIMIZER_OPTIONS,
+                        OPTIMIZERS, SCHEDULES, Schedule)
 from xpnn.training.augment import OPTIONS as AUGMENT_OPTIONS
 from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
 DATASETS = ("mnist", "fashion-mnist", "idx")  # idx: any folder of the four IDX files (data_dir)
-TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-              "seed", "label_smoothing")
+TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "eps",
+              "weight_decay", "schedule", "seed", "label_smoothing", "precision")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
 DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
@@ -59,18 +61,121 @@ def find_config(spec):
 
 
 def read_config(path):
-    """The raw mapping in the YAML file at `path` (unchecked); `ConfigError` if it cannot be read."""
+    """The raw mapping in the YAML file at `path` (unchecked); `ConfigError` if it cannot be read.
+
+    Bounded: at most `MAX_CONFIG_BYTES`, `MAX_CONFIG_DEPTH` levels of nesting and
+    `MAX_CONFIG_VALUES` values with aliases expanded (see `parse_yaml`).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a "
+                          f"config is a few KiB of YAML: is it the right file?")
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"cannot read config file {path}: it is not UTF-8 text (byte "
+                          f"{error.start} is 0x{data[error.start]:02x})") from None
+    return parse_yaml(text, str(path))
+
+
+# Limits on what a config's YAML may hold: far beyond any real config, far below what would
+# exhaust memory or Python's stack.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 50          # levels of nesting (the shipped configs use 5)
+MAX_CONFIG_VALUES = 100_000    # values, with every alias counted as a copy of what it names
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than `MAX_CONFIG_DEPTH`."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _Refused(f"is nested more than {MAX_CONFIG_DEPTH} levels deep (line "
+                               f"{line}); a config needs a few")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _Refused(Exception):
+    """What a config's YAML holds beyond the limits; the message follows its source's name."""
+
+
+def parse_yaml(text, source="<string>"):
+    """The value of the YAML document `text` (safe types only), read within bounds.
+
+    Raises `ConfigError` starting with `source` for invalid YAML, nesting deeper than
+    `MAX_CONFIG_DEPTH`, more than `MAX_CONFIG_VALUES` values once aliases are expanded (an
+    "alias bomb" of a few hundred bytes would expand to billions), or an alias inside what it
+    names. The message quotes no value.
+    """
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # refuses characters YAML does not allow, at once
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)
+    except _Refused as refused:
+        raise ConfigError(f"{source} {refused}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raise ConfigError(f"{source} is not valid YAML: {' '.join(str(error).split())}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expanded_size(root):
+    """Raise `_Refused` if the node graph under `root`, with aliases expanded, holds more than
+    `MAX_CONFIG_VALUES` nodes or is nested deeper than `MAX_CONFIG_DEPTH`, or holds a cycle.
+    Iterative, and each node is counted once (sizes of shared nodes are remembered)."""
+    sizes, depths, on_path = {}, {}, set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            depths[key] = 1 + max((depths[id(child)] for child in children), default=0)
+            if sizes[key] > MAX_CONFIG_VALUES:
+                raise _Refused(f"holds more than {MAX_CONFIG_VALUES:,} values once its aliases "
+                               f"(*name) are expanded; a config needs a few hundred")
+            if depths[key] > MAX_CONFIG_DEPTH:
+                raise _Refused(f"is nested more than {MAX_CONFIG_DEPTH} levels deep once its "
+                               f"aliases (*name) are expanded; a config needs a few")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            line = node.start_mark.line + 1
+            raise _Refused(f"holds an alias inside what it names (the anchor at line {line}): "
+                           f"a value that contains itself")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _children(node):
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
 
 
 def load_config(path, overrides=()):
@@ -111,8 +216,10 @@ def validate_config(config):
     """Check a whole config mapping; return a new dict with defaults filled in.
 
     Defaults: model.num_classes 10, train.momentum 0.9 (momentum_sgd only; 0 for sgd),
-    train.weight_decay 0, train.schedule {name: constant}, train.seed 0,
-    train.label_smoothing 0, data.dataset mnist, data.data_dir None, data.validation 5000,
+    train.betas [0.9, 0.999] and train.eps 1e-8 (adam and adamw only), train.weight_decay 0
+    (0.01 for adamw, as PyTorch's), train.schedule {name: constant}, train.seed 0,
+    train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None,
+    data.validation 5000,
     data.augment {} (none).
     """
     if not isinstance(config, dict):
@@ -137,12 +244,17 @@ def validate_train(train):
         "optimizer": _choice("train.optimizer", train["optimizer"], tuple(OPTIMIZERS)),
         "lr": _finite("train.lr", train["lr"], low=0, low_open=True),
     }
-    default_momentum = DEFAULT_MOMENTUM if checked["optimizer"] == "momentum_sgd" else 0.0
-    momentum = _finite("train.momentum", train.get("momentum", default_momentum), low=0)
-    if momentum >= 1:
-        raise ConfigError(f"train.momentum must be in [0, 1), got {train['momentum']!r}")
-    checked["momentum"] = momentum
-    checked["weight_decay"] = _finite("train.weight_decay", train.get("weight_decay", 0.0), low=0)
+    if checked["optimizer"] in ("adam", "adamw"):
+        checked.update(validate_adam_options(train, checked["optimizer"]))
+    else:
+        _refuse_options_of_others(train, checked["optimizer"], ("betas", "eps"))
+        default_momentum = DEFAULT_MOMENTUM if checked["optimizer"] == "momentum_sgd" else 0.0
+        momentum = _finite("train.momentum", train.get("momentum", default_momentum), low=0)
+        if momentum >= 1:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {train['momentum']!r}")
+        checked["momentum"] = momentum
+        checked["weight_decay"] = _finite("train.weight_decay", train.get("weight_decay", 0.0),
+                                          low=0)
     checked["schedule"] = validate_schedule(train.get("schedule", {"name": "constant"}),
                                             checked["lr"], checked["epochs"])
     checked["seed"] = check_number("train.seed", train.get("seed", 0), int, low=0)
@@ -151,7 +263,35 @@ def validate_train(train):
     if checked["label_smoothing"] >= 1:
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got "
                           f"{train['label_smoothing']!r}; 0.1 is usual")
+    checked["precision"] = _choice("train.precision", train.get("precision", "fp32"), PRECISIONS)
     return checked
+
+
+def validate_adam_options(train, name):
+    """{betas, eps, weight_decay} of an adam or adamw train section, defaults filled in."""
+    _refuse_options_of_others(train, name, ("momentum",))
+    betas = train.get("betas", list(DEFAULT_BETAS))
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
+                          f"[0.9, 0.999], got {betas!r}")
+    checked = [_finite(f"train.betas.{index}", beta, low=0) for index, beta in enumerate(betas)]
+    if max(checked) >= 1:
+        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
+                          f"[0.9, 0.999], got {betas!r}")
+    default_decay = 0.01 if name == "adamw" else 0.0
+    return {"betas": checked,
+            "eps": _finite("train.eps", train.get("eps", DEFAULT_EPS), low=0, low_open=True),
+            "weight_decay": _finite("train.weight_decay", train.get("weight_decay",
+                                                                    default_decay), low=0)}
+
+
+def _refuse_options_of_others(train, name, keys):
+    for key in keys:
+        if key in train:
+            takes = [other for other, options in OPTIMIZER_OPTIONS.items() if key in options]
+            raise ConfigError(f"train.{key} is an option of {' and '.join(takes)}, not of "
+                              f"{name}, which takes {', '.join(OPTIMIZER_OPTIONS[name])}; remove it from the "
+                              f"train section")
 
 
 def validate_schedule(schedule, lr, epochs):

@@ -1,0 +1,140 @@
+"""Where a training run stands: the typed record a checkpoint carries beside the weights, written
+and checked here and nowhere else.
+
+    state = RunState(config, epoch=1, step=0, ...)
+    meta = state.to_json()                 # the checkpoint's JSON (training.checkpoint)
+    state = RunState.from_json(meta, where)   # every field checked: type and range
+
+A field of the wrong type or out of range is a `CheckpointError` naming it, in one line; fields
+that checkpoints of earlier versions lack take the values those runs had.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from xpnn.training.errors import CheckpointError
+
+STATE_VERSION = 1  # the run-state fields' version (checkpoint format_version 1 holds them)
+LARGEST = 2**53    # above this, a count was edited (and JSON readers lose whole numbers)
+SHUFFLE = "numpy.random.default_rng([seed, epoch]).permutation(train_count)"  # for readers
+
+
+@dataclass
+class EpochProgress:
+    """The current epoch's running sums at the checkpoint, and the seconds it had taken."""
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunState:
+    """A run's position and history: `epoch` whole epochs done (their evaluation included) and
+    `step` steps of the next one; `metrics`, one record per finished epoch; `best_val_acc`, the
+    best validation accuracy so far (None: no validation yet, or none held out); and what the
+    run was started with, which a resumed run keeps (`config`, the limits, `workers`, `ranks`,
+    `checkpoint_every`), and for people reading the file (`model_name`, ...)."""
+    config: dict
+    epoch: int
+    step: int
+    steps_per_epoch: int = None
+    train_count: int = None
+    limit_train: int = None
+    limit_test: int = None
+    checkpoint_every: int = 0
+    workers: int = None
+    ranks: int = 1
+    metrics: list = field(default_factory=list)
+    best_val_acc: float = None
+    epoch_progress: EpochProgress = field(default_factory=EpochProgress)
+    model_name: str = None
+    num_parameters: int = None
+    shuffle: str = None
+    device: str = None
+    saved_at: str = None
+    version: int = STATE_VERSION
+
+    def to_json(self):
+        """The JSON-able mapping a checkpoint stores."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, meta, where):
+        """The `RunState` in a checkpoint's JSON `meta`, every field checked; `where` (the file)
+        starts each error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in meta.items() if key in known}
+        progress = values.get("epoch_progress", {})
+        _check(where, "epoch_progress", progress, isinstance(progress, dict),
+               "a mapping of loss_sum, correct, seen and seconds")
+        progress_known = {f.name for f in dataclasses.fields(EpochProgress)}
+        values["epoch_progress"] = EpochProgress(
+            **{key: value for key, value in progress.items() if key in progress_known})
+        state = cls(**values)
+        state.check(where)
+        return state
+
+    def check(self, where):
+        """Raise `CheckpointError` naming the first field of the wrong type or out of range."""
+        _check(where, "version", self.version, self.version == STATE_VERSION,
+               f"{STATE_VERSION} (this xpnn's run state)")
+        _check(where, "config", self.config, isinstance(self.config, dict), "a mapping")
+        for name, low in (("epoch", 0), ("step", 0), ("steps_per_epoch", 1), ("train_count", 1),
+                          ("limit_train", 1), ("limit_test", 1), ("checkpoint_every", 0),
+                          ("workers", 1), ("ranks", 1), ("num_parameters", 0)):
+            value = getattr(self, name)
+            optional = name not in ("epoch", "step", "checkpoint_every", "ranks")
+            _check(where, name, value, (optional and value is None) or _whole(value, low),
+                   f"a whole number from {low} to {LARGEST:,}" + (" or null" if optional else ""))
+        if self.steps_per_epoch is not None:
+            _check(where, "step", self.step, self.step <= self.steps_per_epoch,
+                   f"at most steps_per_epoch ({self.steps_per_epoch})")
+        _check(where, "metrics", self.metrics, isinstance(self.metrics, list)
+               and len(self.metrics) == self.epoch
+               and all(isinstance(record, dict) and all(
+                   value is None or _number(value) for value in record.values())
+                   for record in self.metrics),
+               f"a list of {self.epoch} epoch record(s) of numbers (one per finished epoch)")
+        _check(where, "best_val_acc", self.best_val_acc, self.best_val_acc is None or (
+            _number(self.best_val_acc) and 0 <= self.best_val_acc <= 1), "null or in [0, 1]")
+        progress = self.epoch_progress
+        for name, low, kind in (("loss_sum", None, _number), ("correct", 0, _whole),
+                                ("seen", 0, _whole), ("seconds", 0, _number)):
+            value = getattr(progress, name)
+            _check(where, f"epoch_progress.{name}", value,
+                   kind(value) and (low is None or value >= low),
+                   "a finite number" + ("" if low is None else " >= 0")
+                   + (", whole" if kind is _whole else ""))
+        _check(where, "epoch_progress.correct", progress.correct,
+               progress.correct <= progress.seen, f"at most epoch_progress.seen ({progress.seen})")
+        for name in ("model_name", "shuffle", "device", "saved_at"):
+            value = getattr(self, name)
+            _check(where, name, value, value is None or isinstance(value, str), "a string")
+
+
+def check_scalars(where, scalars):
+    """Raise `CheckpointError` unless the optimizer's scalars are a mapping of finite numbers."""
+    _check(where, "optimizer_scalars", scalars, isinstance(scalars, dict), "a mapping")
+    for name, value in scalars.items():
+        whole = name == "steps"
+        _check(where, f"optimizer_scalars.{name}", value,
+               _whole(value) if whole else _number(value),
+               f"a whole number from 0 to {LARGEST:,}" if whole else "a finite number")
+
+
+def _whole(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= LARGEST
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _check(where, name, value, ok, expected):
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise CheckpointError(f"{where} has a bad {name}: {shown}; it must be {expected} (an "
+                              f"edited or damaged file?)")

@@ -1,0 +1,64 @@
+"""The training step: the one callable that training, CUDA-graph capture, `xpnn bench` and every
+benchmark run.
+
+    step = TrainingStep(model, optimizer, images, labels, stats, ranks)
+    step(index, lr, maps)          # gather, /255, warp, forward, loss, sums, backward, update
+
+`run` is the step's device work (what a CUDA graph holds, `training.captured_step`); `count` its
+host bookkeeping (the optimizer's step count, the images seen), done after it.
+"""
+from xpnn.backend import get_array_module
+from xpnn.backend.batch_stats import add_batch_stats
+from xpnn.backend.communicator import SingleProcess
+from xpnn.backend.warp import warp_affine
+from xpnn.training.batches import to_float
+
+
+class TrainingStep:
+    """One optimizer step on a batch gathered from a dataset on the device.
+
+    Args:
+        model: what computes forward and backward (a `Network`, or `nets.DataParallel`).
+        optimizer: its optimizer (an `optim` optimizer over the network's parameters).
+        images: uint8 (N, C, H, W) device images; labels: (N,) device int64 labels.
+        stats: the `training.metrics.RunningStats` the batch's loss and correct count add to.
+        ranks: the job's ranks (`backend.communicator`); their gradients are summed in rank
+            order before the update.
+    Attributes: `loss`, the last step's mean loss (0-d device array).
+    """
+
+    def __init__(self, model, optimizer, images, labels, stats, ranks=None):
+        self.model, self.optimizer = model, optimizer
+        self.images, self.labels = images, labels
+        self.stats = stats
+        self.ranks = ranks if ranks is not None else SingleProcess()
+        self.xp = get_array_module(images)
+        self.loss = None
+
+    def __call__(self, index, lr, maps=None, batch_size=None):
+        """One step at learning rate `lr` on the batch of `batch_size` images (default: all of
+        `index`) of which this rank computes `index` (device int64), each warped by its row of
+        `maps` (device (len(index), 2, 3); None: no augmentation)."""
+        self.optimizer.lr = lr
+        self.run(index, maps, len(index) / (batch_size or len(index)))
+        self.count(len(index))
+
+    def run(self, index, maps=None, share=1.0):
+        """The device work: `share` is this rank's part of the batch (its gradients are scaled
+        by it, so the ranks' add up to the batch's mean)."""
+        xp = self.xp
+        images = to_float(xp.take(self.images, index, axis=0))
+        if maps is not None:
+            images = warp_affine(images, maps)
+        labels = xp.take(self.labels, index)
+        self.optimizer.zero_grad()
+        self.loss, logits = self.model.forward_loss(images, labels)
+        add_batch_stats(self.stats.loss_sum, self.stats.correct, self.loss, logits, labels)
+        self.model.backward(share)
+        self.ranks.sum_in_rank_order(self.optimizer.grad)
+        self.optimizer.update()
+
+    def count(self, size):
+        """The host's part: one more optimizer step, `size` more images seen."""
+        self.optimizer.steps += 1
+        self.stats.seen += size
