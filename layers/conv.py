@@ -10,7 +10,7 @@ from xpnn.backend import CPU, get_array_module, new_rng
 from xpnn.backend.conv import Frame, correlate, kernel_gradient
 from xpnn.backend.layout import channels_first, channels_last
 from xpnn.backend.matmul import matmul
-from xpnn.layers.base import Layer, Parameter, ShapeError, check_input
+from xpnn.layers.base import SHAPES_ONLY, Layer, Parameter, ShapeError, check_input
 
 
 class ConvLayer(Layer):
@@ -34,6 +34,8 @@ class ConvLayer(Layer):
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = (kernel_size - 1) // 2
+        if rng is SHAPES_ONLY:
+            return
         shapes = self.parameter_shapes(in_channels, out_channels, kernel_size)
         fan_in = in_channels * kernel_size * kernel_size
         weight = new_rng(rng).standard_normal(shapes["weight"])
