@@ -3,9 +3,8 @@
     graph_step = GraphStep(run, CupyGraphs(cupy))
     graph_step(shape_key)           # runs `run()` once: eagerly, or captured then replayed
 
-On a GPU at MNIST sizes a training step is bound by the host: each of its ~200 kernels costs
-~10 us to launch from Python while the device needs well under a millisecond for all of them. A
-CUDA graph launches the whole step at once. What that asks of `run`:
+On a GPU at MNIST sizes a training step is bound by the host launching its kernels from Python
+one by one (BENCHMARKS.md); a CUDA graph launches the whole step at once. What that asks of `run`:
 
 * it is device work only, reading everything that changes from one step to the next from
   *static buffers* (device arrays allocated once, written before each replay: the batch's index

@@ -8,7 +8,7 @@ correlation and the kernel gradient three ways: the ``fused`` implementation (im
 product), whatever ``backend.conv`` computes by default on the GPU, and the TF32 implicit GEMMs
 of conv_tf32.cu (padding pass + tensor-core GEMM + epilogue, all included). Each result is
 checked against a float64 reference by relative norm error. CUDA events, median of `--repeat`
-after a warm-up. A probe in the llm.c habit: only a measured winner moves into backend/.
+after a warm-up. A probe in the llm.c habit: only a measured indices moves into backend/.
 """
 import argparse
 import statistics
@@ -185,7 +185,7 @@ def main(argv=None):
     import cupy
 
     from xpnn.backend import using
-    from xpnn.backend.conv import Frame, correlate, kernel_gradient
+    from xpnn.backend.conv import PaddedInput, correlate, kernel_gradient
 
     module = cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
     rng = numpy.random.default_rng(0)
@@ -199,14 +199,14 @@ def main(argv=None):
             bias = cupy.asarray(rng.standard_normal(o).astype(numpy.float32))
             out_ref, dk_ref = reference(x, kernel, bias, grad)
             pad = (k - 1) // 2
-            frame = Frame(x, pad, (h + 2 * pad, h + 2 * pad))
+            padded = PaddedInput(x, pad, (h + 2 * pad, h + 2 * pad))
             times = {}
             for way in ("fused", None):
                 with using(way):
                     times[way, "forward"] = time_ms(
-                        cupy, lambda: correlate(frame, kernel, 1, bias), args.repeat)
+                        cupy, lambda: correlate(padded, kernel, 1, bias), args.repeat)
                     times[way, "kernel gradient"] = time_ms(
-                        cupy, lambda: kernel_gradient(frame, grad, k, 1), args.repeat)
+                        cupy, lambda: kernel_gradient(padded, grad, k, 1), args.repeat)
             conv = Tf32Conv(cupy, module, batch, h, c, o, k)
             taps = conv.lay.weights(kernel, cupy)
             out = cupy.full((batch, h, h, o), cupy.nan, dtype=cupy.float32)

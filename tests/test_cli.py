@@ -372,7 +372,7 @@ def test_gpu_commands_offer_the_mode_flags(command, flags):
     (["--array-code"], Mode(None, graph=True)), (["--array-code", "--eager"], Mode())])
 def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, monkeypatch,
                                                                  tmp_path):
-    from xpnn.backend.communicator import SingleProcess
+    from xpnn.backend.communicator import Ranks
     seen = {}
 
     def start_run(config, device, run_dir, **options):
@@ -380,7 +380,7 @@ def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, m
         raise SystemExit(0)
 
     monkeypatch.setattr("xpnn.training.start_run", start_run)
-    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, SingleProcess()))
+    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, Ranks()))
     invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
     assert seen["mode"] == expected
 

@@ -9,7 +9,7 @@ host bookkeeping (the optimizer's step count, the images seen), done after it.
 """
 from xpnn.backend import get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
-from xpnn.backend.communicator import SingleProcess
+from xpnn.backend.communicator import Ranks
 from xpnn.backend.warp import warp_affine
 from xpnn.training.batches import to_float
 
@@ -31,7 +31,7 @@ class TrainingStep:
         self.model, self.optimizer = model, optimizer
         self.images, self.labels = images, labels
         self.stats = stats
-        self.ranks = ranks if ranks is not None else SingleProcess()
+        self.ranks = ranks if ranks is not None else Ranks()
         self.xp = get_array_module(images)
         self.loss = None
 
