@@ -6,17 +6,11 @@
     ranks.sum_in_rank_order(buffer) # every rank's array summed, rank 0 first, into each
     value = ranks.on_root(function) # rank 0 calls it; every rank gets its result or its error
 
-Implementations: `Ranks` itself (one process: every collective is a no-op, and mpi4py is never
-imported), `MPIRanks` (NumPy arrays through mpi4py) and `NCCLRanks` (CuPy
-arrays through NCCL, `cupy.cuda.nccl`; MPI carries only NCCL's id and Python objects).
-`world(device)` picks the one for a device.
-
-The sum is an all-gather followed by additions in rank order: ((b0 + b1) + b2) + ..., so a given
-number of ranks gives the same bits run after run, the same bits as `nets.DataParallel` adding
-its workers' gradients, and the same on every rank (no rank needs to broadcast its result).
-Every wait has a deadline (`timeout()` seconds, `XPNN_RANK_TIMEOUT`), since MPI and NCCL would
-wait forever for a rank that stopped taking part without dying; a rank that dies is ended by
-the launcher (mpiexec stops every rank of the job).
+`Ranks` itself is one process (every collective a no-op; mpi4py never imported); `MPIRanks`
+moves NumPy arrays through mpi4py, `NCCLRanks` CuPy arrays through NCCL. The sum is an
+all-gather and additions in rank order, so N ranks give the bits of N `DataParallel` workers,
+run after run, on every rank. Every wait has a deadline (`XPNN_RANK_TIMEOUT`). DESIGN.md:
+"Ranks over MPI".
 """
 import os
 import pickle

@@ -474,3 +474,16 @@ def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, v
     assert "Traceback" not in result.output
 
 
+
+
+def test_the_command_line_starts_without_numpy():
+    """Each command imports the library inside its function (so `xpnn --help` is fast); the
+    CLI's copy of the precisions is the backend's."""
+    import subprocess
+    from xpnn.backend.dispatch import PRECISIONS
+    from xpnn.cli.options import PRECISIONS as CLI_PRECISIONS
+    assert CLI_PRECISIONS == PRECISIONS
+    done = subprocess.run([sys.executable, "-c", "import sys, xpnn.cli.main\n"
+                           "assert 'numpy' not in sys.modules, 'numpy imported'"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

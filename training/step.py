@@ -1,11 +1,8 @@
 """The training step: the one callable that training, CUDA-graph capture, `xpnn bench` and every
-benchmark run.
+benchmark run (DESIGN.md: "The training step").
 
     step = TrainingStep(model, optimizer, images, labels, stats, ranks)
     step(index, lr, maps)          # gather, /255, warp, forward, loss, sums, backward, update
-
-`run` is the step's device work (what a CUDA graph holds, `training.captured_step`); `count` its
-host bookkeeping (the optimizer's step count, the images seen), done after it.
 """
 from xpnn.backend import get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
