@@ -1,31 +1,36 @@
-"""Correlation of a batch with a kernel through patch matrices (im2col), and its kernel gradient.
+"""Correlation of a batch with a kernel, and its kernel gradient.
 
     out = correlate(PaddedInput(x, offset=p, size_hw=(h + 2p, w + 2p)), kernel, stride, bias)
     d_kernel = kernel_gradient(padded, grad_out, kernel_size, stride)
 
 A `PaddedInput` is an (N, H, W, C) input as the correlation sees it: placed every `step` pixels from
 `offset` in a zero border (padding; zero-insertion for a strided convolution's input gradient).
-Both primitives turn the padded input into patch matrices, one row per output pixel and one column per
-value of a window, and multiply them with the kernel as a matrix (`backend.matmul`, so a CUDA
-graph can hold the product). The matrices are made:
 
-* ``cpu``: a cache-sized chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed
-  while it is still in L2; patch layout (kh, kw, C), each window row one contiguous copy;
-  products at least 8 columns wide (OpenBLAS runs narrower float32 outputs at half speed);
-* ``gpu``: the same copy for the whole batch at once;
-* ``fused``: by im2col.cu, reading the unpadded input, padding and zero-insertion included, so
-  the zero border never exists; patch layout (C, kh, kw), so the kernel needs no copy.
+* ``cpu`` and ``gpu`` turn the padded input into patch matrices, one row per output pixel and one
+  column per value of a window, and multiply them with the kernel as a matrix
+  (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a cache-sized
+  chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed while it is still in
+  L2; patch layout (kh, kw, C), each window row one contiguous copy; products at least 8
+  columns wide (OpenBLAS runs narrower float32 outputs at half speed). ``gpu`` makes the same
+  copy for the whole batch at once.
+* ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
+  zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
+  kernel_gradient.cu).
+
+`IM2COL`, the patch matrix made by im2col.cu (patch layout (C, kh, kw), so the kernel needs no
+copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline that
+benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
 """
-
+from xpnn.backend import conv_kernels
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import implementation, pick
+from xpnn.backend.dispatch import pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
 CHUNK_BYTES = 1 << 19        # ``cpu``: per-chunk working set that stays in one core's L2 cache
-IM2COL_ROWS_PER_ITEM = 32    # ``fused``: rows of one column that one thread fills
-IM2COL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
+IM2COL_ROWS_PER_ITEM = 32    # `IM2COL`: rows of one column that one thread fills
+IM2COL_KERNEL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
 
 
 class PaddedInput:
@@ -69,14 +74,33 @@ def correlate(padded, kernel, stride, bias=None):
     Returns:
         (N, Ho, Wo, O) C-contiguous array.
     """
+    return pick(_CORRELATE, get_array_module(padded.x))(padded, kernel, stride, bias)
+
+
+def kernel_gradient(padded, grad, kernel_size, stride):
+    """d loss / d kernel of `correlate(padded, kernel, stride)`: the sum over output pixels of
+    each window times the gradient there.
+
+    Args:
+        padded: the `PaddedInput` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
+    Returns:
+        (O, C, k, k) array.
+    """
+    return pick(_KERNEL_GRADIENT, get_array_module(grad))(padded, grad, kernel_size, stride)
+
+
+def correlate_by_patches(padded, kernel, stride, bias, patches):
+    """`correlate` through patch matrices: `patches` is (make, layout), `make(padded, k,
+    stride)` yielding (batch slice, patch matrix) and `layout` its patch layout."""
+    make, layout = patches
     xp = get_array_module(padded.x)
     k, o = kernel.shape[2], kernel.shape[0]
     out = xp.empty((padded.x.shape[0], *padded.output_size(k, stride), o), dtype=padded.x.dtype)
-    w_mat = kernel_matrix(kernel, pick(PATCH_LAYOUT, xp))
-    width = -(-o // 8) * 8 if implementation(xp) == "cpu" and o % 8 and o <= 64 else o
+    w_mat = kernel_matrix(kernel, layout)
+    width = -(-o // 8) * 8 if make is _chunked_patches and o % 8 and o <= 64 else o
     if width != o:
         w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
-    for chunk, col in pick(PATCHES, xp)(padded, k, stride):
+    for chunk, col in make(padded, k, stride):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
             matmul(col, w_mat, out=out_rows)
@@ -89,26 +113,19 @@ def correlate(padded, kernel, stride, bias=None):
     return out
 
 
-def kernel_gradient(padded, grad, kernel_size, stride):
-    """d loss / d kernel of `correlate(padded, kernel, stride)`: the sum over output pixels of
-    each window times the gradient there.
-
-    Args:
-        padded: the `PaddedInput` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
-    Returns:
-        (O, C, k, k) array.
-    """
+def kernel_gradient_by_patches(padded, grad, kernel_size, stride, patches):
+    """`kernel_gradient` through patch matrices (`patches` as for `correlate_by_patches`)."""
+    make, layout = patches
     xp = get_array_module(grad)
     n, ho, wo, o = grad.shape
     g_mat = grad.reshape(n * ho * wo, o)
     # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
     # reading a stored one back from main memory, and far smaller.
     total = None
-    for chunk, col in pick(PATCHES, xp)(padded, kernel_size, stride):
+    for chunk, col in make(padded, kernel_size, stride):
         part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
         total = part if total is None else xp.add(total, part, out=total)
-    return kernel_of_matrix(total, (o, padded.x.shape[3], kernel_size, kernel_size),
-                            pick(PATCH_LAYOUT, xp))
+    return kernel_of_matrix(total, (o, padded.x.shape[3], kernel_size, kernel_size), layout)
 
 
 def kernel_matrix(kernel, layout):
@@ -168,8 +185,8 @@ def _whole_batch_patches(padded, kernel_size, stride):
     yield slice(0, windows.shape[0]), patch_matrix(windows)
 
 
-def _fused_patches(padded, kernel_size, stride):
-    """``fused``: the whole batch's patch matrix by im2col.cu, columns (C, kh, kw)."""
+def _im2col_patches(padded, kernel_size, stride):
+    """`IM2COL`: the whole batch's patch matrix by im2col.cu, patch layout (C, kh, kw)."""
     xp = get_array_module(padded.x)
     x = xp.ascontiguousarray(padded.x)
     n, h, w, c = x.shape
@@ -178,12 +195,26 @@ def _fused_patches(padded, kernel_size, stride):
     rows, cols = n * ho * wo, c * k * k
     col = xp.empty((rows, cols), dtype=x.dtype)
     work = -(-rows // IM2COL_ROWS_PER_ITEM) * cols
-    IM2COL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
+    IM2COL_KERNEL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
                   padded.offset, padded.step), x.dtype)
     yield slice(0, n), col
 
 
-# How each implementation makes its patch matrices, and the patch layout: the order of a
-# patch's values along a row, (kernel row, kernel column, channel) or (channel, row, column).
-PATCHES = {"cpu": _chunked_patches, "gpu": _whole_batch_patches, "fused": _fused_patches}
-PATCH_LAYOUT = {"array": "hwc", "fused": "chw"}
+# Each implementation's patch matrices and their patch layout: the order of a patch's values
+# along a row, (kernel row, kernel column, channel) or (channel, row, column).
+PATCHES = {"cpu": (_chunked_patches, "hwc"), "gpu": (_whole_batch_patches, "hwc")}
+IM2COL = (_im2col_patches, "chw")
+
+
+def _correlate_by_patches(padded, kernel, stride, bias):
+    return correlate_by_patches(padded, kernel, stride, bias,
+                                pick(PATCHES, get_array_module(padded.x)))
+
+
+def _kernel_gradient_by_patches(padded, grad, kernel_size, stride):
+    return kernel_gradient_by_patches(padded, grad, kernel_size, stride,
+                                      pick(PATCHES, get_array_module(grad)))
+
+
+_CORRELATE = {"array": _correlate_by_patches, "fused": conv_kernels.correlate}
+_KERNEL_GRADIENT = {"array": _kernel_gradient_by_patches, "fused": conv_kernels.kernel_gradient}

@@ -29,7 +29,7 @@ MAX_BLOCKS = 4096  # kernels loop over the rest (grid-stride loops)
 C_TYPES = {"float32": "float", "float64": "double"}
 
 _host_runner = None
-_modules = {}  # (file, dtype name) -> cupy.RawModule
+_modules = {}  # (file, dtype name, defines) -> cupy.RawModule
 
 
 def set_host_runner(runner):
@@ -69,12 +69,21 @@ class CudaKernel:
     Call it as ``kernel(size, args, dtype)``: `size` work items (the kernel's grid-stride loop
     covers them whatever the launch shape), `args` its arguments in order (contiguous arrays and
     numbers), `dtype` the floating type T. `scalar_types` names the C type of each number among
-    the arguments, in order (``"int32"``, ``"int64"``, ``"T"``).
+    the arguments, in order (``"int32"``, ``"int64"``, ``"T"``). `block`: threads per block
+    (fewer for kernels that hold many registers); `defines`: {NAME: value} compiled in.
     """
 
-    def __init__(self, file, name, scalar_types):
+    def __init__(self, file, name, scalar_types, block=BLOCK, defines=None):
         self.file, self.name = file, name
         self.scalar_types = tuple(scalar_types)
+        self.block = block
+        self.defines = tuple(sorted((defines or {}).items()))
+
+    def specialised(self, **defines):
+        """This kernel compiled with ``-DNAME=VALUE`` for each of `defines` besides its own (a
+        module of its own per set: compile-time shapes)."""
+        return CudaKernel(self.file, self.name, self.scalar_types, self.block,
+                          {**dict(self.defines), **defines})
 
     @property
     def path(self):
@@ -87,6 +96,10 @@ class CudaKernel:
     def options(dtype):
         """Compiler options for floating type `dtype` (NVRTC's and the C++ compiler's alike)."""
         return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}")
+
+    def compile_options(self, dtype):
+        """`options(dtype)` and this kernel's own defines."""
+        return self.options(dtype) + tuple(f"-D{name}={value}" for name, value in self.defines)
 
     def typed_args(self, args, dtype):
         """`args` as the kernel takes them: arrays as they are, each number made a NumPy scalar
@@ -112,12 +125,12 @@ class CudaKernel:
         if xp.__name__ == "numpy":
             return _on_host(self.name).run_raw(self, typed, dtype)
         dtype = numpy.dtype(dtype)
-        key = (self.file, dtype.name)
+        key = (self.file, dtype.name, self.defines)
         if key not in _modules:
-            _modules[key] = xp.RawModule(code=self.source(), options=self.options(dtype))
+            _modules[key] = xp.RawModule(code=self.source(), options=self.compile_options(dtype))
         function = _modules[key].get_function(self.name)
-        blocks = max(1, min(MAX_BLOCKS, -(-size // BLOCK)))
-        function((blocks,), (BLOCK,), typed)
+        blocks = max(1, min(MAX_BLOCKS, -(-size // self.block)))
+        function((blocks,), (self.block,), typed)
 
 
 class ElementwiseKernel:

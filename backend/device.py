@@ -230,10 +230,12 @@ def get_array_module(*arrays):
     """Return ``cupy`` if any of `arrays` is a CuPy array, else ``numpy``.
 
     CuPy is never imported here: if it has not been imported, no array can be a CuPy array.
+    (Nor is `cupy.get_array_module` called: it imports cupyx.scipy.sparse, and with it SciPy,
+    a quarter of a second at every start.)
     """
     cupy = sys.modules.get("cupy")
-    if cupy is not None:
-        return cupy.get_array_module(*arrays)
+    if cupy is not None and any(isinstance(array, cupy.ndarray) for array in arrays):
+        return cupy
     return numpy
 
 

@@ -10,6 +10,11 @@ nvmath-python), on CuPy's current stream, with a workspace of `WORKSPACE_BYTES` 
 allocates once per GPU before any capture: what cuBLAS documents as capture-safe (CuPy 14.2's
 wrapper refuses to run during stream capture).
 
+The precision (`mode().precision`, `backend.precision`): products of CuPy arrays at ``tf32`` or
+``bf16`` take that direct cuBLAS call too, eager or not, with cuBLAS's ``FAST_TF32`` /
+``FAST_16BF`` compute type (float32 arrays in and out, tensor-core inputs, float32
+accumulation).
+
 Operands may have any strides with one of the two unit (row-major or column-major with a
 leading dimension): `gemm_operands` turns a row-major product into cuBLAS's column-major call
 without copying; anything else (negative strides, a view of every other column) is copied to
@@ -22,6 +27,7 @@ import numpy
 from xpnn.backend.device import DeviceUnavailableError, get_array_module
 from xpnn.backend.dispatch import mode
 
+CUDA_R_32F = 0  # cudaDataType_t of float32 arrays (library_types.h)
 WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommended workspace on Hopper; ample for older GPUs
 
 
@@ -33,7 +39,8 @@ def matmul(a, b, out=None):
     """a @ b for `a` (m, k) or (k,) and 2-D `b` (k, n) of one floating dtype; written into
     `out` (m, n, or (n,) for a vector `a`) when given, which is returned."""
     xp = get_array_module(a, b)
-    if xp.__name__ == "numpy" or not mode().graph:
+    precision = mode().precision
+    if xp.__name__ == "numpy" or (not mode().graph and precision == "fp32"):
         return xp.matmul(a, b, out=out)
     if a.ndim == 1:
         row = matmul(a[None], b, None if out is None else out[None])
@@ -44,7 +51,7 @@ def matmul(a, b, out=None):
         out[...] = 0
         return out
     target = out if _row_major_ld(out) is not None else xp.empty(out.shape, dtype=out.dtype)
-    _cublas_gemm(xp, _usable(xp, a), _usable(xp, b), target)
+    _cublas_gemm(xp, _usable(xp, a), _usable(xp, b), target, precision)
     if target is not out:
         out[...] = target
     return out
@@ -123,37 +130,49 @@ class CublasGemm:
         library.set_workspace(self.handle, _pointer(self.workspace), WORKSPACE_BYTES)
         self.scalars = {name: (numpy.ones(1, name), numpy.zeros(1, name))
                         for name in ("float32", "float64")}  # alpha = 1, beta = 0, on the host
+        compute = library.ComputeType
+        self.compute_types = {"tf32": compute.COMPUTE_32F_FAST_TF32,
+                              "bf16": compute.COMPUTE_32F_FAST_16BF}
 
-    def __call__(self, xp, a, b, out):
+    def __call__(self, xp, a, b, out, precision="fp32"):
         if out.dtype.name not in self.scalars or not a.dtype == b.dtype == out.dtype:
             raise TypeError(f"the cublas GEMM multiplies float32 or float64 arrays of one dtype, "
                             f"got {a.dtype} @ {b.dtype} -> {out.dtype}")
+        if precision != "fp32" and out.dtype != numpy.float32:
+            raise TypeError(f"precision {precision} multiplies float32 arrays, got {out.dtype}")
         call = gemm_operands(a, b, out)
         operation = self.library.Operation
-        gemm = self.library.sgemm if out.dtype == numpy.float32 else self.library.dgemm
         alpha, beta = self.scalars[out.dtype.name]
         self.library.set_stream(self.handle, _stream_pointer(xp))
-        gemm(self.handle, operation.T if call.transa else operation.N,
-             operation.T if call.transb else operation.N, call.m, call.n, call.k,
-             alpha.ctypes.data, _pointer(b), call.lda, _pointer(a), call.ldb,
-             beta.ctypes.data, _pointer(out), call.ldc)
+        ops = (operation.T if call.transa else operation.N,
+               operation.T if call.transb else operation.N, call.m, call.n, call.k)
+        if precision == "fp32":
+            gemm = self.library.sgemm if out.dtype == numpy.float32 else self.library.dgemm
+            gemm(self.handle, *ops, alpha.ctypes.data, _pointer(b), call.lda, _pointer(a),
+                 call.ldb, beta.ctypes.data, _pointer(out), call.ldc)
+        else:
+            self.library.gemm_ex(
+                self.handle, *ops, alpha.ctypes.data, _pointer(b), CUDA_R_32F, call.lda,
+                _pointer(a), CUDA_R_32F, call.ldb, beta.ctypes.data, _pointer(out), CUDA_R_32F,
+                call.ldc, self.compute_types[precision], self.library.GemmAlgo.DEFAULT)
 
 
 _cublas = {}  # GPU id -> CublasGemm
 
 
-def _cublas_gemm(xp, a, b, out):
+def _cublas_gemm(xp, a, b, out, precision):
     gpu = out.device.id
     if gpu not in _cublas:
         try:
             from nvmath.bindings import cublas
         except ImportError as error:
             raise GemmUnavailableError(
-                f"the CUDA-graph step multiplies with cuBLAS through nvmath-python "
-                f"({_one_line(error)}); pip install 'xpnn[cuda-graph]', or run with --eager"
+                f"cuBLAS called directly (the CUDA-graph step, and precisions tf32 and bf16) "
+                f"needs nvmath-python ({_one_line(error)}); pip install 'xpnn[cuda-graph]', or "
+                f"run with --eager and --precision fp32"
             ) from None
         _cublas[gpu] = CublasGemm(cublas, xp)
-    _cublas[gpu](xp, a, b, out)
+    _cublas[gpu](xp, a, b, out, precision)
 
 
 def _one_line(error):

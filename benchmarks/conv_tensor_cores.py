@@ -6,9 +6,10 @@
 For each convolution shape of our networks, at batch 100 and 1000, it times the forward
 correlation and the kernel gradient three ways: the ``fused`` implementation (im2col + a float32
 product), whatever ``backend.conv`` computes by default on the GPU, and the TF32 implicit GEMMs
-of conv_tf32.cu (padding pass + tensor-core GEMM + epilogue, all included). Each result is
+of conv_tf32.cu (padding pass + tensor-core GEMM + epilogue, all included), with TF32 inputs
+and with 3xTF32 (operands split in two TF32 parts: about float32 accuracy on tensor cores). Each result is
 checked against a float64 reference by relative norm error. CUDA events, median of `--repeat`
-after a warm-up. A probe in the llm.c habit: only a measured indices moves into backend/.
+after a warm-up. A probe in the llm.c habit: only a measured winner moves into backend/.
 """
 import argparse
 import statistics
@@ -97,10 +98,11 @@ def relative_error(value, ref):
 
 
 class Tf32Conv:
-    """conv_tf32.cu's kernels for one shape, with their buffers made once (as a graph would)."""
+    """conv_tf32.cu's kernels for one shape, with their buffers made once (as a graph would);
+    `variant` "tf32" (one product) or "3xtf32" (split operands, about float32 accuracy)."""
 
-    def __init__(self, cupy, module, n, h, c, o, k):
-        self.cupy, self.module = cupy, module
+    def __init__(self, cupy, module, n, h, c, o, k, variant="tf32"):
+        self.cupy, self.module, self.variant = cupy, module, variant
         self.lay = FlatPadded(n, h, c, o, k, c_multiple=16)
         lay = self.lay
         self.xp_flat = cupy.zeros((lay.rows, lay.cp), dtype=cupy.float32)
@@ -124,7 +126,7 @@ class Tf32Conv:
         lay, i32 = self.lay, numpy.int32
         self._place(x, self.xp_flat, lay.c, lay.cp, lay.pad)
         warps = (lay.p // 16) * (lay.op // 16)
-        self._launch("conv_forward_tf32", warps * 32, (
+        self._launch(f"conv_forward_{self.variant}", warps * 32, (
             self.xp_flat, taps, self.out_grid, i32(lay.p), i32(lay.cp), i32(lay.op), i32(lay.k),
             i32(lay.wp)))
         self._launch("take_output", out.size, (
@@ -137,7 +139,7 @@ class Tf32Conv:
         lay, i32 = self.lay, numpy.int32
         self._place(grad, self.g_flat, lay.o, lay.op, 0)
         warps = self.chunks * lay.k * lay.k * (lay.cp // 16) * (lay.op // 16)
-        self._launch("conv_kernel_grad_tf32", warps * 32, (
+        self._launch(f"conv_kernel_grad_{self.variant}", warps * 32, (
             self.xp_flat, self.g_flat, self.partial, i32(lay.p), i32(lay.cp), i32(lay.op),
             i32(lay.k), i32(lay.wp), i32(CHUNK_ROWS)))
         size = self.d_taps.size
@@ -189,8 +191,9 @@ def main(argv=None):
 
     module = cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
     rng = numpy.random.default_rng(0)
-    rows = ["| shape | batch | op | fused (im2col) us | gpu default us | tf32 us | tf32 error |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    variants = ("tf32", "3xtf32")
+    rows = ["| shape | batch | op | fused (im2col) us | gpu default us | tf32 us (error) | "
+            "3xtf32 us (error) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         for name, h, c, o, k in SHAPES:
             x = cupy.asarray(rng.random((batch, h, h, c), dtype=numpy.float32))
@@ -199,28 +202,32 @@ def main(argv=None):
             bias = cupy.asarray(rng.standard_normal(o).astype(numpy.float32))
             out_ref, dk_ref = reference(x, kernel, bias, grad)
             pad = (k - 1) // 2
-            padded = PaddedInput(x, pad, (h + 2 * pad, h + 2 * pad))
+            frame = PaddedInput(x, pad, (h + 2 * pad, h + 2 * pad))
             times = {}
             for way in ("fused", None):
                 with using(way):
                     times[way, "forward"] = time_ms(
-                        cupy, lambda: correlate(padded, kernel, 1, bias), args.repeat)
+                        cupy, lambda: correlate(frame, kernel, 1, bias), args.repeat)
                     times[way, "kernel gradient"] = time_ms(
-                        cupy, lambda: kernel_gradient(padded, grad, k, 1), args.repeat)
-            conv = Tf32Conv(cupy, module, batch, h, c, o, k)
-            taps = conv.lay.weights(kernel, cupy)
-            out = cupy.full((batch, h, h, o), cupy.nan, dtype=cupy.float32)
-            conv.forward(x, taps, bias, out)
-            errors = {"forward": relative_error(out, out_ref),
-                      "kernel gradient": relative_error(conv.kernel_gradient(x, grad), dk_ref)}
-            times["tf32", "forward"] = time_ms(cupy, lambda: conv.forward(x, taps, bias, out),
-                                               args.repeat)
-            times["tf32", "kernel gradient"] = time_ms(
-                cupy, lambda: conv.kernel_gradient(x, grad), args.repeat)
+                        cupy, lambda: kernel_gradient(frame, grad, k, 1), args.repeat)
+            errors = {}
+            for variant in variants:
+                conv = Tf32Conv(cupy, module, batch, h, c, o, k, variant)
+                taps = conv.lay.weights(kernel, cupy)
+                out = cupy.full((batch, h, h, o), cupy.nan, dtype=cupy.float32)
+                conv.forward(x, taps, bias, out)
+                errors[variant, "forward"] = relative_error(out, out_ref)
+                errors[variant, "kernel gradient"] = relative_error(conv.kernel_gradient(x, grad),
+                                                                    dk_ref)
+                times[variant, "forward"] = time_ms(
+                    cupy, lambda: conv.forward(x, taps, bias, out), args.repeat)
+                times[variant, "kernel gradient"] = time_ms(
+                    cupy, lambda: conv.kernel_gradient(x, grad), args.repeat)
             for op in ("forward", "kernel gradient"):
                 rows.append(f"| {name} | {batch} | {op} | {1e3 * times['fused', op]:.0f} | "
-                            f"{1e3 * times[None, op]:.0f} | {1e3 * times['tf32', op]:.0f} | "
-                            f"{errors[op]:.1e} |")
+                            f"{1e3 * times[None, op]:.0f} | " + " | ".join(
+                                f"{1e3 * times[v, op]:.0f} ({errors[v, op]:.1e})"
+                                for v in variants) + " |")
             print(rows[-2], rows[-1], sep="\n", flush=True)
     print("\n".join(rows))
     return 0

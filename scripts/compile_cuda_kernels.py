@@ -103,7 +103,7 @@ def main(argv=None):
                 if (kernel.file, dtype) in compiled:  # one translation unit per file and type
                     continue
                 compiled.add((kernel.file, dtype))
-                where, source, options = kernel.file, kernel.source(), kernel.options(dtype)
+                where, source, options = kernel.file, kernel.source(), kernel.compile_options(dtype)
             else:
                 source, options = elementwise_source(kernel, c_type), ()
             ok, log = compile_source(nvrtc, source, kernel.name, args.arch, options)

@@ -4,10 +4,12 @@ Inside `emulating()`, the backend's primitives take their ``fused`` implementati
 arrays, and the `backend.cuda` kernels they call run here (this module is installed as the
 kernels' host runner): the .cu source is compiled as C++ by the host compiler (``c++``, or
 ``$CXX``) with the loader's own options, `__global__` becomes nothing and blockIdx / threadIdx /
-blockDim / gridDim become globals. A `CudaKernel` (a grid-stride loop) is called once for every
-thread of a small grid of `GRID` blocks of `BLOCK` threads, so launch shapes that split the work
-are exercised too. An `ElementwiseKernel` runs its operation once per
-element of the broadcast arguments, as CuPy's does (typed params and ``T`` only; no ``raw``).
+blockDim / gridDim become globals (`__launch_bounds__` and `__ldg` mean nothing here; a vector
+load, `xpnn_load`, checks its alignment instead, and a misaligned one fails the launch). A
+`CudaKernel` (a grid-stride loop) is called once for every thread of a small grid of `GRID`
+blocks of `BLOCK` threads, so launch shapes that split the work are exercised too. An
+`ElementwiseKernel` runs its operation once per element of the broadcast arguments, as CuPy's
+does (typed params and ``T`` only; no ``raw``).
 
 So the tests check each kernel, and the layer code that calls it, against the array code on a
 machine without a GPU. Timing means nothing here.
@@ -41,8 +43,13 @@ PRELUDE = r"""
 using std::exp; using std::log; using std::nan; using std::isnan;
 struct xpnn_dim3 { unsigned int x, y, z; };
 extern "C" { xpnn_dim3 blockIdx, threadIdx, blockDim, gridDim; }
+extern "C" { int xpnn_fault = 0; }  /* set where a GPU would fault (a misaligned vector load) */
+#define XPNN_EMULATED 1
 #define __global__
 #define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+template <class A> A __ldg(const A* address) { return *address; }
 template <class A, class B> A atomicAdd(A* address, B value) {  /* one thread at a time here */
     A old = *address;
     *address += value;
@@ -50,6 +57,8 @@ template <class A, class B> A atomicAdd(A* address, B value) {  /* one thread at
 }
 """
 
+
+LAUNCH_BOUNDS = r"(?:__launch_bounds__\([^)]*\)\s*)?"  # may stand between void and the name
 
 _state = {"libraries": {}, "folder": None}
 _lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
@@ -127,7 +136,7 @@ class _Dim3(ctypes.Structure):
 def kernel_parameters(kernel, dtype):
     """[(name, NumPy dtype, is a pointer)] of `kernel`'s parameters, read from its .cu source
     with T as `dtype`."""
-    match = re.search(rf'extern "C" __global__ void {kernel.name}\((.*?)\)\s*{{',
+    match = re.search(rf'extern "C" __global__ void {LAUNCH_BOUNDS}{kernel.name}\((.*?)\)\s*{{',
                       kernel.source(), re.S)
     if match is None:
         raise ValueError(f"{kernel.file} defines no kernel {kernel.name}")
@@ -135,7 +144,8 @@ def kernel_parameters(kernel, dtype):
     for declaration in match.group(1).split(","):
         words = declaration.replace("*", " * ").split()
         name, pointer = words[-1], "*" in words
-        c_type = " ".join(word for word in words[:-1] if word not in ("const", "*"))
+        c_type = " ".join(word for word in words[:-1]
+                          if word not in ("const", "*", "__restrict__"))
         parameters.append((name, numpy.dtype(dtype) if c_type == "T" else _DTYPES[c_type],
                            pointer))
     return parameters
@@ -162,17 +172,21 @@ def run_raw(kernel, args, dtype):
                 raise TypeError(f"{kernel.name}: {name} must be a {want} scalar, got "
                                 f"{_kind(arg)}")
             c_args.append(_CTYPES_SCALARS[want.name](arg))
-    library = _library(f'{PRELUDE}#include "{kernel.file}"\n', kernel.options(dtype))
+    library = _library(f'{PRELUDE}#include "{kernel.file}"\n', kernel.compile_options(dtype))
     function = getattr(library, kernel.name)
     for name, value in [("gridDim", GRID), ("blockDim", BLOCK)]:
         dim = _Dim3.in_dll(library, name)
         dim.x, dim.y, dim.z = value, 1, 1
     block_index, thread_index = (_Dim3.in_dll(library, name) for name in ("blockIdx", "threadIdx"))
+    fault = ctypes.c_int.in_dll(library, "xpnn_fault")
     with _lock:
+        fault.value = 0
         for block in range(GRID):
             for thread in range(BLOCK):
                 block_index.x, thread_index.x = block, thread
                 function(*c_args)
+        if fault.value:
+            raise RuntimeError(f"{kernel.name} made a misaligned vector load (a GPU would fault)")
 
 
 def _kind(value):

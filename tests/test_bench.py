@@ -189,7 +189,7 @@ def test_torch_training_step_follows_ours(lenet_config):
     from benchmarks.torch_nets import TorchTrainingStep
 
     ours = StepBench(lenet_config, batch_size=4, lr=0.01)
-    theirs = TorchStepBench(lenet_config, batch_size=4, lr=0.01)
+    theirs = TorchTrainingStep(lenet_config, batch_size=4, lr=0.01)
     for _ in range(3):
         ours.step()
         theirs.step()

@@ -114,7 +114,8 @@ def test_every_cuda_source_is_a_file_of_its_own_that_compiles_as_it_stands():
         if isinstance(kernel, CudaKernel):
             source = kernel.source()
             assert '#include "common.cuh"' in source
-            assert re.search(rf'extern "C" __global__ void {kernel.name}\(', source)
+            assert re.search(rf'extern "C" __global__ void {cuda_emulation.LAUNCH_BOUNDS}'
+                             rf'{kernel.name}\(', source)
     for folder in ("layers", "nets", "optim", "training", "inference"):
         for path in (REPO / folder).glob("*.py"):
             text = path.read_text()

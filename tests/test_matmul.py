@@ -10,6 +10,7 @@ import pytest
 from xpnn.backend import matmul as gemm_module
 from xpnn.backend import CPU, Mode, running_on
 from xpnn.backend.matmul import CublasGemm, gemm_operands, matmul
+from xpnn.backend.precision import round_inputs
 
 GRAPH_MODE = Mode(graph=True)
 
@@ -19,6 +20,9 @@ class HostCublas:
     compute C = alpha op(A) op(B) + beta C on column-major memory, and refuse what cuBLAS
     refuses (a leading dimension shorter than a column)."""
     Operation = types.SimpleNamespace(N=0, T=1)
+    ComputeType = types.SimpleNamespace(COMPUTE_32F_FAST_TF32=77, COMPUTE_32F_FAST_16BF=75)
+    GemmAlgo = types.SimpleNamespace(DEFAULT=-1)
+    PRECISION_OF = {77: "tf32", 75: "bf16"}
 
     def __init__(self):
         self.calls, self.streams, self.workspaces = [], [], []
@@ -38,10 +42,21 @@ class HostCublas:
     def dgemm(self, *args):
         self._gemm(numpy.float64, *args)
 
-    def _gemm(self, dtype, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    def gemm_ex(self, handle, transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb,
+                beta, c, c_type, ldc, compute_type, algo):
+        """float32 in and out (type 0), operands rounded as the compute type's tensor cores
+        take them, float32 accumulation."""
+        assert (a_type, b_type, c_type, algo) == (0, 0, 0, -1)
+        self._gemm(numpy.float32, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta,
+                   c, ldc, precision=self.PRECISION_OF[compute_type])
+
+    def _gemm(self, dtype, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+              precision="fp32"):
         self.calls.append((transa, transb, m, n, k, lda, ldb, ldc))
-        op_a = self._column_major(a, (k, m) if transa else (m, k), lda, dtype)
-        op_b = self._column_major(b, (n, k) if transb else (k, n), ldb, dtype)
+        op_a = round_inputs(self._column_major(a, (k, m) if transa else (m, k), lda, dtype),
+                            precision)
+        op_b = round_inputs(self._column_major(b, (n, k) if transb else (k, n), ldb, dtype),
+                            precision)
         out = self._column_major(c, (m, n), ldc, dtype)
         scale, keep = (self._column_major(p, (1, 1), 1, dtype)[0, 0] for p in (alpha, beta))
         product = scale * ((op_a.T if transa else op_a) @ (op_b.T if transb else op_b))
@@ -106,7 +121,7 @@ def test_a_product_that_needs_a_copy_still_comes_out_right(monkeypatch):
     library = HostCublas()
     gemm = CublasGemm(library, numpy)
     monkeypatch.setattr(gemm_module, "_cublas_gemm",
-                        lambda xp, a, b, out: gemm(host_xp(), a, b, out))
+                        lambda xp, a, b, out, precision: gemm(host_xp(), a, b, out, precision))
     monkeypatch.setattr(gemm_module, "get_array_module", lambda *arrays: FakeCuPy)
     rng = numpy.random.default_rng(1)
     a, b = rng.standard_normal((4, 6))[::-1, ::-1], rng.standard_normal((6, 3))
@@ -153,6 +168,56 @@ def test_a_missing_gemm_library_is_a_one_line_device_error(monkeypatch):
     monkeypatch.setattr(gemm_module, "_cublas", {})
     out = types.SimpleNamespace(device=types.SimpleNamespace(id=0))
     with pytest.raises(DeviceUnavailableError) as raised:
-        gemm_module._cublas_gemm(None, None, None, out)
-    assert "cuBLAS through nvmath-python" in str(raised.value) and "\n" not in str(raised.value)
+        gemm_module._cublas_gemm(None, None, None, out, "fp32")
+    assert "needs nvmath-python" in str(raised.value) and "\n" not in str(raised.value)
     assert "pip install 'xpnn[cuda-graph]', or run with --eager" in str(raised.value)
+
+
+# -- precision ---------------------------------------------------------------------------------
+
+def test_rounding_to_tensor_core_inputs_keeps_the_named_mantissa_bits():
+    x = numpy.array([1.0, 1 + 2**-11, 1 + 3 * 2**-11, numpy.pi, -2.5e-3, numpy.inf, numpy.nan],
+                    numpy.float32)
+    tf32 = round_inputs(x, "tf32")
+    assert tf32[1] == 1.0 and tf32[2] == 1 + 2**-9  # ties to even
+    assert tf32[3] == numpy.float32(3.140625) and numpy.isinf(tf32[5]) and numpy.isnan(tf32[6])
+    bf16 = round_inputs(x, "bf16")
+    assert numpy.all(bf16[:5].view(numpy.uint32) & 0xFFFF == 0)
+    assert round_inputs(x, "fp32") is x
+    for precision, bits in (("tf32", 10), ("bf16", 7)):
+        values = numpy.random.default_rng(0).standard_normal(1000).astype(numpy.float32)
+        error = numpy.abs(round_inputs(values, precision) - values) / numpy.abs(values)
+        assert error.max() <= 2.0 ** -(bits + 1)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_tensor_core_precisions_round_the_inputs_and_accumulate_in_float32(precision):
+    rng = numpy.random.default_rng(2)
+    library = HostCublas()
+    gemm = CublasGemm(library, numpy)
+    a = rng.standard_normal((6, 40)).astype(numpy.float32)
+    b = rng.standard_normal((40, 5)).astype(numpy.float32)
+    out = numpy.empty((6, 5), numpy.float32)
+    gemm(host_xp(), a, b, out, precision)
+    expected = round_inputs(a, precision).astype(numpy.float64) @ round_inputs(b, precision)
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert numpy.abs(out - a.astype(numpy.float64) @ b).max() > 1e-5  # not float32 products
+    with pytest.raises(TypeError, match="precision .* multiplies float32 arrays"):
+        gemm(host_xp(), a.astype(numpy.float64), b.astype(numpy.float64),
+             out.astype(numpy.float64), precision)
+
+
+def test_an_eager_tensor_core_precision_multiplies_cupy_arrays_with_cublas(monkeypatch):
+    library = HostCublas()
+    gemm = CublasGemm(library, numpy)
+    monkeypatch.setattr(gemm_module, "_cublas_gemm",
+                        lambda xp, a, b, out, precision: gemm(host_xp(), a, b, out, precision))
+    monkeypatch.setattr(gemm_module, "get_array_module", lambda *arrays: FakeCuPy)
+    rng = numpy.random.default_rng(3)
+    a = rng.standard_normal((3, 7)).astype(numpy.float32)
+    b = rng.standard_normal((7, 2)).astype(numpy.float32)
+    with running_on(CPU, Mode(precision="tf32")):
+        out = matmul(a, b)
+    numpy.testing.assert_allclose(out, round_inputs(a, "tf32") @ round_inputs(b, "tf32"),
+                                  rtol=1e-5)
+    assert len(library.calls) == 1

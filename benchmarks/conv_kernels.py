@@ -1,0 +1,228 @@
+"""The direct convolution kernels (`backend.conv_kernels`) against the patch-matrix way they
+replace as ``fused`` (im2col.cu, then a cuBLAS product), per convolution of resnet, resnet_deep
+and lenet: forward, input gradient and kernel gradient, each timed alone on the GPU.
+
+    python -m benchmarks.conv_kernels                   # on a GPU (CuPy): the table, < 60 s
+    python -m benchmarks.conv_kernels --sweep           # also try other tiles and splits
+    python -m benchmarks.conv_kernels --dry-run         # on the CPU, kernels emulated, toy sizes
+
+Each figure is the median of `--repeats` calls (after `--warmup`), each bracketed by CUDA
+events. Each result is checked against a float64 reference (the ``gpu`` array code on float64
+copies of the same inputs) by its relative norm error; a float32 error above `MAX_ERROR` of a
+new kernel fails the run (exit status 1). The last lines add up each network's convolutions in
+one training step (forward and kernel gradient of every conv, input gradient of all but the
+first). The dry run checks the script itself: its timings mean nothing.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+from xpnn.backend import conv, conv_kernels
+from xpnn.backend.conv import PaddedInput
+from xpnn.backend.conv_kernels import Split, Tile
+
+MAX_ERROR = 1e-5  # relative norm error of float32 results against float64
+# (name, C, O, H = W, k): every convolution shape of configs/*.yaml (stride 1, padding k // 2)
+SHAPES = [("conv1 5x5 1->6 28x28", 1, 6, 28, 5), ("conv2 5x5 6->16 14x14", 6, 16, 14, 5),
+          ("block 3x3 16->16 14x14", 16, 16, 14, 3), ("block 3x3 16->16 7x7", 16, 16, 7, 3)]
+# how many of each shape a network's step runs
+NETWORKS = {"lenet": {SHAPES[0][0]: 1, SHAPES[1][0]: 1},
+            "resnet": {SHAPES[0][0]: 1, SHAPES[1][0]: 1, SHAPES[2][0]: 4},
+            "resnet_deep": {SHAPES[0][0]: 1, SHAPES[1][0]: 1, SHAPES[2][0]: 4, SHAPES[3][0]: 4}}
+OPS = ("fwd", "dx", "dw")
+SWEEP_TILES = [Tile(px, ot, cv) for px in (2, 4, 7) for ot in (4, 8, 16) for cv in (1, 2, 4)]
+SWEEP_SPLITS = [(og, rows) for og in (4, 8, 16) for rows in (1, 2, 4, 8, 16, 32)]
+
+
+class Problem:
+    """One convolution's three operations on float32 inputs (`xp` arrays), with float64
+    references. `run(op, way)` returns the result of `op` by ``old`` or ``new``."""
+
+    def __init__(self, xp, n, c, o, hw, k, seed=0):
+        rng = numpy.random.default_rng(seed)
+        p = (k - 1) // 2
+        self.k, self.p, self.hw = k, p, hw
+
+        def array(*shape):
+            return rng.standard_normal(shape).astype("float32")
+        host = {"x": array(n, hw, hw, c), "kernel": array(o, c, k, k) * (2 / (c * k * k)) ** 0.5,
+                "bias": array(o), "grad": array(n, hw, hw, o)}
+        self.f32 = {name: xp.asarray(value) for name, value in host.items()}
+        self.f64 = {name: xp.asarray(value.astype("float64")) for name, value in host.items()}
+
+    def frames(self, arrays):
+        k, p, hw = self.k, self.p, self.hw
+        forward = PaddedInput(arrays["x"], p, (hw + 2 * p, hw + 2 * p))
+        backward = PaddedInput(arrays["grad"], k - 1 - p, (hw + k - 1, hw + k - 1), 1)
+        flipped = arrays["kernel"].transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # as ConvLayer's
+        return forward, backward, flipped
+
+    def run(self, op, way, f64=False, tile=None, split=None, relu=False):
+        arrays = self.f64 if f64 else self.f32
+        forward, backward, flipped = self.frames(arrays)
+        patches = conv.PATCHES["gpu"] if f64 else conv.IM2COL
+        if op == "fwd":
+            if way == "old":
+                return conv.correlate_by_patches(forward, arrays["kernel"], 1, arrays["bias"],
+                                                 patches)
+            return conv_kernels.correlate(forward, arrays["kernel"], 1, arrays["bias"],
+                                          relu=relu, tile=tile)
+        if op == "dx":
+            if way == "old":
+                return conv.correlate_by_patches(backward, flipped, 1, None, patches)
+            return conv_kernels.correlate(backward, flipped, 1, tile=tile)
+        if way == "old":
+            return conv.kernel_gradient_by_patches(forward, arrays["grad"], self.k, 1, patches)
+        return conv_kernels.kernel_gradient(forward, arrays["grad"], self.k, 1, split=split)
+
+
+class Timer:
+    """Median microseconds of a call: CUDA events on a GPU, the host clock on the CPU."""
+
+    def __init__(self, xp, warmup, repeats):
+        self.xp, self.warmup, self.repeats = xp, warmup, repeats
+
+    def __call__(self, call):
+        for _ in range(self.warmup):
+            call()
+        times = []
+        if self.xp.__name__ == "cupy":
+            start, end = self.xp.cuda.Event(), self.xp.cuda.Event()
+            for _ in range(self.repeats):
+                start.record()
+                call()
+                end.record()
+                end.synchronize()
+                times.append(self.xp.cuda.get_elapsed_time(start, end) * 1000)
+        else:
+            for _ in range(self.repeats):
+                begin = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - begin) * 1e6)
+        return statistics.median(times)
+
+
+def relative_error(xp, got, expected):
+    got = got.astype("float64")
+    return float(xp.linalg.norm(got - expected) / xp.linalg.norm(expected))
+
+
+def measure(xp, shapes, batches, timer, sweep=False, out=print):
+    """Print the table; return (rows, failures). rows: {(name, batch, op): (old_us, new_us)}."""
+    out(f"{'shape':24} {'batch':>5} {'op':4} {'old us':>9} {'new us':>9} {'speed-up':>8} "
+        f"{'old err':>9} {'new err':>9}")
+    rows, failures = {}, []
+    for name, c, o, hw, k in shapes:
+        for n in batches:
+            problem = Problem(xp, n, c, o, hw, k)
+            for op in OPS:
+                if op == "dx" and c == 1:  # the first layer needs no input gradient
+                    continue
+                reference = problem.run(op, "old", f64=True)
+                errors = [relative_error(xp, problem.run(op, way), reference)
+                          for way in ("old", "new")]
+                old_us = timer(lambda: problem.run(op, "old"))
+                new_us = timer(lambda: problem.run(op, "new"))
+                rows[name, n, op] = old_us, new_us
+                flag = "" if errors[1] <= MAX_ERROR else "  FAIL"
+                if flag:
+                    failures.append((name, n, op, errors[1]))
+                out(f"{name:24} {n:5d} {op:4} {old_us:9.1f} {new_us:9.1f} "
+                    f"{old_us / new_us:7.2f}x {errors[0]:9.2e} {errors[1]:9.2e}{flag}")
+                if op == "fwd":
+                    failures += _relu_row(xp, problem, reference, timer, out, (name, n))
+                if sweep:
+                    _sweep(xp, problem, op, reference, timer, out)
+    return rows, failures
+
+
+def _relu_row(xp, problem, reference, timer, out, where):
+    """Forward then ReLU: as two kernels (the new correlation, then CuPy's maximum) and with
+    the ReLU epilogue; returns the failures (a wrong epilogue result)."""
+    error = relative_error(xp, problem.run("fwd", "new", relu=True), xp.maximum(reference, 0))
+    separate = timer(lambda: xp.maximum(problem.run("fwd", "new"), 0))
+    fused = timer(lambda: problem.run("fwd", "new", relu=True))
+    flag = "" if error <= MAX_ERROR else "  FAIL"
+    out(f"{'':24} {'':5} {'+relu':4} {separate:9.1f} {fused:9.1f} {separate / fused:7.2f}x "
+        f"{'':9} {error:9.2e}{flag}   (new + maximum | ReLU epilogue)")
+    return [(*where, "fwd+relu", error)] if flag else []
+
+
+def _sweep(xp, problem, op, reference, timer, out):
+    """Time the other tiles (fwd, dx) or splits (dw) that fit, and print the fastest few."""
+    results = []
+    if op == "dw":
+        o = problem.f32["grad"].shape[3]
+        rows_total = problem.f32["x"].shape[0] * problem.hw
+        candidates = [("split", Split(og, rows)) for og, rows in SWEEP_SPLITS
+                      if o % og == 0 and rows <= rows_total]
+    else:
+        x = problem.f32["x"] if op == "fwd" else problem.f32["grad"]
+        c = x.shape[3]
+        o = problem.f32["kernel"].shape[0 if op == "fwd" else 1]
+        candidates = [("tile", tile) for tile in SWEEP_TILES
+                      if c % tile.cv == 0 and tile.ot <= max(4, o)
+                      and tile.px * tile.ot * 4 <= 2 * conv_kernels.TILE_BYTES]
+    for kind, choice in candidates:
+        def call():
+            return problem.run(op, "new", **{kind: choice})
+        if relative_error(xp, call(), reference) > MAX_ERROR:
+            out(f"{'':24} {'':5} sweep {choice}: wrong result")
+            continue
+        results.append((timer(call), choice))
+    for us, choice in sorted(results, key=lambda result: result[0])[:3]:
+        out(f"{'':24} {'':5} sweep {us:9.1f} us  {choice}")
+
+
+def step_totals(rows, batches, out=print):
+    """Each network's convolutions in one training step, old and new."""
+    for network, counts in NETWORKS.items():
+        for n in batches:
+            totals = [0.0, 0.0]
+            for name, times in counts.items():
+                for op in OPS:
+                    if (name, n, op) in rows:
+                        for index in (0, 1):
+                            totals[index] += times * rows[name, n, op][index]
+            if totals[1]:
+                out(f"{network:12} batch {n:5d}: convolutions per step {totals[0]:8.1f} us old, "
+                    f"{totals[1]:8.1f} us new ({totals[0] / totals[1]:.2f}x)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", default="100,1000")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time other tiles and splits, print the fastest three")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="on the CPU, the kernels emulated (tests/cuda_emulation.py), at toy "
+                             "sizes: checks this script, times nothing that matters")
+    args = parser.parse_args(argv)
+    batches = [int(size) for size in args.batch_sizes.split(",")]
+    if args.dry_run:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        import cuda_emulation
+        with cuda_emulation.emulating():
+            timer = Timer(numpy, warmup=1, repeats=3)
+            rows, failures = measure(numpy, SHAPES, [2], timer, sweep=args.sweep)
+            step_totals(rows, [2])
+    else:
+        import cupy
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+        print(f"device: {name.decode() if isinstance(name, bytes) else name}")
+        timer = Timer(cupy, args.warmup, args.repeats)
+        rows, failures = measure(cupy, SHAPES, batches, timer, sweep=args.sweep)
+        step_totals(rows, batches)
+    for name, n, op, error in failures:
+        print(f"FAIL {name} batch {n} {op}: relative error {error:.2e} > {MAX_ERROR:g}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
