@@ -1,8 +1,69 @@
 """The command line: ``xpnn COMMAND`` (installed), ``python -m xpnn`` or ``python run.py``.
 
-One module per command (train, evaluate, describe, plot, bench, parity); `main` holds the group
-and turns the library's errors into one-line messages; `options` the options they share.
+One module per command (train, evaluate, describe, plot, bench, parity); `main` (the module)
+holds the group and turns the library's errors into one-line messages; `options` the options
+they share; `stopping` what SIGINT and SIGTERM do. Importing this package imports nothing else,
+so that `main()` can install the signal handlers before anything heavy is imported.
 """
-from xpnn.cli.main import cli, main
+import sys
+
+from xpnn.cli import stopping
+
+
+def main():
+    """Entry point of the `xpnn` command, `python -m xpnn` and `python run.py`."""
+    stopping.run(_run, describe=_describe_stop, finish=_release_folders)
+
+
+_entry = main
+
+
+def _run():
+    from xpnn.cli.main import run
+    _restore_main()
+    return run()
+
+
+def _describe_stop(stop):
+    """The line printed when a signal stops a command outside the training loop."""
+    if stop.run_dir is None:
+        return f"{stop}"
+    import shlex
+    return (f"{stop}; the run can be continued with: {_program()} train --resume "
+            f"{shlex.quote(str(stop.run_dir))}")
+
+
+def _program():
+    """How this program was started, as a command to type again."""
+    name = sys.argv[0] if sys.argv else "xpnn"
+    if name.endswith("__main__.py"):
+        return "python -m xpnn"
+    return f"python {name}" if name.endswith(".py") else "xpnn"
+
+
+def _release_folders():
+    """Give up the run folders this process holds (removing a new run's folder that never got a
+    checkpoint)."""
+    files = sys.modules.get("xpnn.training.files")
+    if files is not None:
+        try:
+            files.release_all()
+        except Exception:  # at exit: the OS drops the locks anyway
+            pass
+
+
+def _restore_main():
+    # Importing the submodule xpnn.cli.main binds the package's `main` to it; the entry point
+    # is this function.
+    globals()["main"] = _entry
+
+
+def __getattr__(name):
+    if name == "cli":
+        from xpnn.cli.main import cli
+        _restore_main()
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["cli", "main"]

@@ -1,4 +1,5 @@
 """The `xpnn` command group: every command, and where library errors become one-line messages."""
+import shlex
 import sys
 
 import click
@@ -39,6 +40,21 @@ def _program(ctx):
 class CommandGroup(click.Group):
     """The one place where the library's known errors become one-line messages and exit codes."""
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's `main`, but a KeyboardInterrupt anywhere (click would print "Aborted!" and
+        exit 1) is exit 130 with one line, as Ctrl-C during training is."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)  # a code from ctx.exit, else success
+
     def invoke(self, ctx):
         from xpnn.backend.communicator import world
         from xpnn.training.errors import TrainingInterrupted
@@ -49,7 +65,7 @@ class CommandGroup(click.Group):
             if ranks.is_root:  # every rank stopped at the same step; one says so
                 launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
                 click.echo(f"{one_line(stop)}; continue with: {launcher}{_program(ctx)} train "
-                           f"--resume {stop.run_dir}", err=True)
+                           f"--resume {shlex.quote(str(stop.run_dir))}", err=True)
             ctx.exit(128 + stop.signal_number)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -72,10 +88,27 @@ for command in (train, evaluate, predict, export, describe, plot, bench, parity)
     cli.add_command(command)
 
 
-def main():
-    """Entry point of the `xpnn` command, `python -m xpnn` and `python run.py`."""
+def _write_any_path():
+    """Let stdout and stderr write file names that are not valid in their encoding (any bytes
+    but / and NUL make a Linux file name; Python carries the others as surrogates): written
+    back as the bytes they were, instead of failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError):  # not a text stream of the io module
+            pass
+
+
+def run():
+    """Run the `xpnn` command on this process's arguments; return its exit code (called by
+    `xpnn.cli.main`, the entry point, with the signal handlers installed)."""
     from xpnn.backend.communicator import launched_size
+    _write_any_path()
     if launched_size() > 1:  # one of several MPI ranks: they end together
         from xpnn.cli.ranks import run_as_rank
         return run_as_rank(cli)
-    cli()
+    try:
+        cli()
+    except SystemExit as end:
+        return end.code
+    return 0

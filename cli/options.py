@@ -4,13 +4,27 @@ from pathlib import Path
 import click
 
 
+MESSAGE_LIMIT = 1000      # characters of a one-line message
+
+
 def one_line(error):
-    """The error's message on one line; OS errors as 'reason: file'."""
+    """The error's message on one line; OS errors as 'reason: file'. At most `MESSAGE_LIMIT`
+    characters: a message that quotes a long value (a config may hold a megabyte of it) keeps
+    the value's start and the message's end (see `shorten`)."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     else:
         text = str(error) or type(error).__name__
-    return " ".join(text.split())
+    return shorten(" ".join(text.split()))
+
+
+def shorten(text, limit=MESSAGE_LIMIT):
+    """`text` if at most `limit` characters long, else its start and end with the middle left
+    out (the start says what was wrong, the end often what to do)."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 3 // 4, limit // 5
+    return f"{text[:head]} [... {len(text) - head - tail:,} characters ...] {text[-tail:]}"
 
 
 # -- devices --------------------------------------------------------------------------------------
@@ -123,7 +137,7 @@ def _parse_overrides(ctx, param, values):
     try:
         return [parse_override(value) for value in values]
     except ConfigError as error:
-        raise click.BadParameter(str(error)) from None
+        raise click.BadParameter(one_line(error)) from None
 
 
 set_option = click.option(

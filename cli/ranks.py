@@ -109,6 +109,7 @@ def run_as_rank(command):
     exit with its code together. A rank that fails alone, or finds the others gone, waits
     `ERROR_GRACE_SECONDS` for them and then aborts the whole job: never a hang."""
     from xpnn.backend.communicator import RankError, timeout, world
+    from xpnn.cli.stopping import Stopped
 
     try:
         ranks = world()  # made by every rank at the same point: it is a collective
@@ -120,6 +121,9 @@ def run_as_rank(command):
         code = 0
     except SystemExit as stop:
         code = stop.code
+    except Stopped as stop:  # a signal outside the training loop
+        print(stop, file=sys.stderr)
+        code = 128 + stop.signal_number
     except BaseException:  # a bug: show it, then end every rank
         traceback.print_exc()
         code = 1

@@ -1,4 +1,5 @@
 """`xpnn train`: start a run from a config, or resume one."""
+import shlex
 from pathlib import Path
 
 import click
@@ -53,8 +54,26 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     Under mpiexec -n N (or with --processes N) each of the N ranks computes its slice of every
     batch; batch size, learning rate and results mean what they mean in one process.
     """
+    from xpnn.cli.stopping import Stopped
+
+    state = {"folder": resume_dir, "trainer": None}
+    try:
+        return _train(state, config_spec, overrides, device, array_code, eager, precision, output,
+                      resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test,
+                      checkpoint_every, workers, processes, dataset, data_dir, progress)
+    except Stopped as stop:  # a signal outside the training loop: say whether it can go on
+        folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
+        if folder is not None and _holds_a_checkpoint(folder):
+            stop.run_dir = folder
+        raise
+
+
+def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
+           resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every,
+           workers, processes, dataset, data_dir, progress):
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
+    from xpnn.training.errors import RunFolderError
     from xpnn.training.metrics import best_epoch
     from xpnn.training.runs import default_run_dir
 
@@ -78,9 +97,10 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
     if resume_dir is not None:
-        trainer = resume_run(resume_dir, device, config=config, data_dir=data_dir,
-                             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
-                             progress=progress, mode=mode)
+        trainer = state["trainer"] = resume_run(
+            resume_dir, device, config=config, data_dir=data_dir,
+            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
+            mode=mode)
         total_epochs = trainer.train_config["epochs"]
         if trainer.epoch >= total_epochs:
             echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
@@ -88,20 +108,47 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
                    f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
     else:
-        trainer = start_run(config, device, output or default_run_dir(config_spec),
-                            data_dir=data_dir, limit_train=limit_train, limit_test=limit_test,
-                            checkpoint_every=checkpoint_every,
-                            workers=workers, ranks=ranks, progress=progress, mode=mode)
+        trainer = state["trainer"] = start_run(
+            config, device, output or default_run_dir(config_spec), data_dir=data_dir,
+            limit_train=limit_train, limit_test=limit_test, checkpoint_every=checkpoint_every,
+            workers=workers, ranks=ranks, progress=progress, mode=mode)
         echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {_where(device, ranks)}")
-    metrics = trainer.fit()
+    try:
+        metrics = trainer.fit()
+    except OSError as error:
+        if not error.filename:  # not a file of the run (a closed pipe, say)
+            raise
+        # a full disk, a folder gone read-only: name the file and say how to go on
+        raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
     last, best = metrics[-1], best_epoch(metrics)
     chosen = ("no validation set, so no best.npz" if best is None else
               f"validation chose epoch {best['epoch']} (val {100 * best['val_acc']:.2f}%, test "
               f"{100 * best['test_acc']:.2f}%) for best.npz")
     echo(f"done: last epoch test accuracy {100 * last['test_acc']:.2f}%; {chosen}; "
          f"checkpoints and metrics in {trainer.run_dir}")
+
+
+def _holds_a_checkpoint(folder):
+    from xpnn.training.checkpoint import LAST_NAME
+    return (Path(folder) / LAST_NAME).exists()
+
+
+def _write_failed(error, run_dir, ranks):
+    """The one line for a write that failed while training: the file, the reason, and how to
+    go on (the checkpoint on disk is always whole: it is written atomically)."""
+    from xpnn.cli.options import one_line
+
+    if not _holds_a_checkpoint(run_dir):
+        return (f"{one_line(error)}; nothing of the run was kept; free some space (or fix the "
+                f"folder) and start it again")
+    launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
+    program = click.get_current_context().find_root().info_name
+    program = f"python {program}" if program.endswith(".py") else program
+    return (f"{one_line(error)}; the last checkpoint in {run_dir} is whole: free some space (or "
+            f"fix the folder), then continue with: {launcher}{program} train --resume "
+            f"{shlex.quote(str(run_dir))}")
 
 
 def _where(device, ranks):

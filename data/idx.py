@@ -7,6 +7,8 @@ An IDX file is a header followed by the payload, all big-endian:
     then ndim   4-byte unsigned sizes, then prod(sizes) elements in C order.
 """
 import gzip
+import math
+import os
 import zlib
 from pathlib import Path
 
@@ -20,38 +22,152 @@ TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "
               0x0D: "float32", 0x0E: "float64"}
 
 
+MAX_DIMENSIONS = 8             # IDX datasets use 1 (labels) to 4; NumPy allows no more than 64
+CHUNK_BYTES = 16 * 1024 * 1024  # read at a time from a gzip stream
+MAX_EXTRA_COUNTED = 64 * 1024 * 1024  # bytes past the payload counted for a "too long" message
+
+
 def read_idx_bytes(path):
     """The decompressed bytes of the IDX file at `path` (gunzipped if it is a gzip stream).
 
     A name ending in `.gz` must hold a gzip stream; any other name is read as is unless its bytes
-    start with the gzip magic number. Raises `DataError` if the file cannot be read or its gzip
-    stream is corrupt or truncated.
+    start with the gzip magic number. The header is read first and the payload only as far as
+    it says: a raw file's size is checked against it before the payload is read, and a gzip
+    stream is decompressed no further than the header's size (plus what an error message
+    needs), so a small file claiming a huge array costs nothing. Raises `DataError` if the
+    file cannot be read, its gzip stream is corrupt or truncated, or its size differs from
+    the header's; a header `parse_idx` refuses is returned as it is, for it to say why.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+            is_gzip = start[:2] == GZIP_MAGIC
+            if path.suffix == ".gz" and not is_gzip:
+                raise DataError(f"{path}: named .gz but is not a gzip stream (starts with "
+                                f"{start.hex(' ')}, a gzip stream starts with 1f 8b); the file is "
+                                f"corrupt or misnamed")
+            handle.seek(0)
+            if not is_gzip:
+                return _read_checked(handle, path, os.fstat(handle.fileno()).st_size)
+            try:
+                size = _gzip_size(handle)
+                with gzip.GzipFile(fileobj=handle) as stream:
+                    data = _read_checked(stream, path, size, gzip_stated=True)
+                if data is None:  # its stated size was not the whole story: read it through
+                    handle.seek(0)
+                    with gzip.GzipFile(fileobj=handle) as stream:
+                        data = _read_checked(stream, path, None)
+                return data
+            except (OSError, EOFError, zlib.error) as error:
+                raise DataError(f"{path}: corrupt gzip stream ({error}); the compressed file is "
+                                f"damaged or truncated: restore or re-download it") from None
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an IDX file") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
-    is_gzip = data[:2] == GZIP_MAGIC
-    if path.suffix == ".gz" and not is_gzip:
-        raise DataError(f"{path}: named .gz but is not a gzip stream (starts with {data[:4].hex(' ')}, "
-                        f"a gzip stream starts with 1f 8b); the file is corrupt or misnamed")
-    if not is_gzip:
+
+
+def _gzip_size(handle):
+    """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32)."""
+    handle.seek(0, os.SEEK_END)
+    if handle.tell() < 18:
+        handle.seek(0)
+        return None
+    handle.seek(-4, os.SEEK_END)
+    size = int.from_bytes(handle.read(4), "little")
+    handle.seek(0)
+    return size
+
+
+def _read_checked(stream, path, size, gzip_stated=False):
+    """The bytes of an IDX file from `stream`: header, then the payload it announces.
+
+    `size`: the file's size when known (a raw file), checked against the header before reading
+    on. `gzip_stated`: `size` is what a gzip stream states of itself (modulo 2**32, and of its
+    last member only): when it disagrees with the header, the stream is inflated without being
+    kept to count its size, which is then checked; None is returned if it does match after all
+    (a stream of several members), for the caller to read it again.
+    """
+    data = _read_up_to(stream, 4)
+    if len(data) < 4 or not _plausible(data):
+        return data  # parse_idx says what is wrong
+    data += _read_up_to(stream, 4 * data[3])
+    header_size = 4 + 4 * data[3]
+    if len(data) < header_size:
         return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: corrupt gzip stream ({error}); the compressed file is damaged or "
-                        f"truncated: restore or re-download it") from None
+    shape, expected = _shape(data, data[3])
+    if gzip_stated:
+        if size is not None and (header_size + expected) % 2**32 != size:
+            _check_payload(str(path), shape, expected, _count(stream))
+            return None
+    elif size is not None:
+        _check_payload(str(path), shape, expected, size - header_size)
+    data += _read_up_to(stream, expected)
+    if len(data) - header_size < expected:
+        return data  # truncated: parse_idx says by how much
+    extra = 0
+    while extra <= MAX_EXTRA_COUNTED:
+        chunk = stream.read(CHUNK_BYTES)
+        if not chunk:
+            break
+        extra += len(chunk)
+    if extra > MAX_EXTRA_COUNTED:
+        raise DataError(f"{path}: too long: the header's shape {shape} needs {expected} payload "
+                        f"bytes, the file has more than {expected + MAX_EXTRA_COUNTED}")
+    return data + bytes(extra)  # zeros stand for the extra bytes, counted in the message
+
+
+def _count(stream):
+    """The number of bytes left in `stream`, read in bounded pieces and dropped."""
+    total = 0
+    while True:
+        piece = stream.read(CHUNK_BYTES)
+        if not piece:
+            return total
+        total += len(piece)
+
+
+def _read_up_to(stream, count):
+    """Up to `count` bytes of `stream` (fewer at its end), read in bounded pieces, so that a
+    count the data do not back costs no memory."""
+    pieces, left = [], count
+    while left > 0:
+        piece = stream.read(min(left, CHUNK_BYTES))
+        if not piece:
+            break
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+def _plausible(start):
+    zero0, zero1, type_code, ndim = start[:4]
+    return zero0 == 0 and zero1 == 0 and type_code == UNSIGNED_BYTE and 1 <= ndim <= MAX_DIMENSIONS
+
+
+def _shape(data, ndim):
+    """(the header's shape, its element count), counted exactly (no fixed-width overflow)."""
+    shape = tuple(int.from_bytes(data[4 + 4 * axis:8 + 4 * axis], "big") for axis in range(ndim))
+    return shape, math.prod(shape)
+
+
+def _check_payload(source, shape, expected, payload):
+    if payload != expected:
+        problem = "truncated" if payload < expected else "too long"
+        raise DataError(f"{source}: {problem}: the header's shape {shape} needs {expected} payload "
+                        f"bytes, the file has {payload} ({abs(payload - expected)} "
+                        f"{'missing' if payload < expected else 'extra'})")
 
 
 def parse_idx(data, source="<bytes>"):
     """The uint8 array held by the IDX bytes `data`, of the shape the header states (read-only view).
 
     `source` names the file in error messages. Raises `DataError` for a wrong magic number, an
-    unsupported element type, a short header, or a payload whose size differs from the header's.
+    unsupported element type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a
+    payload whose size differs from the header's (checked before any array is made).
     """
     if len(data) < 4:
         raise DataError(f"{source}: {len(data)} bytes is too short for an IDX header (at least 4 bytes: "
@@ -66,18 +182,15 @@ def parse_idx(data, source="<bytes>"):
                         f"only 0x08 (unsigned byte) is")
     if ndim == 0:
         raise DataError(f"{source}: IDX header says 0 dimensions; expected at least 1")
+    if ndim > MAX_DIMENSIONS:
+        raise DataError(f"{source}: IDX header says {ndim} dimensions; xpnn reads IDX files of 1 "
+                        f"to {MAX_DIMENSIONS} (images are 3: count, rows, columns)")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataError(f"{source}: truncated header: {ndim} dimensions need {header_size} header bytes, "
                         f"the file has {len(data)}")
-    shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64))
-    payload = len(data) - header_size
-    if payload != expected:
-        problem = "truncated" if payload < expected else "too long"
-        raise DataError(f"{source}: {problem}: the header's shape {shape} needs {expected} payload bytes, "
-                        f"the file has {payload} ({abs(payload - expected)} "
-                        f"{'missing' if payload < expected else 'extra'})")
+    shape, expected = _shape(bytes(data[:header_size]), ndim)
+    _check_payload(source, shape, expected, len(data) - header_size)
     return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header_size).reshape(shape)
 
 

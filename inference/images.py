@@ -22,19 +22,22 @@ own images were made, so that the network sees what it was trained on:
 IDX files (``t10k-images-idx3-ubyte[.gz]``) hold images already in a dataset's format: they are
 taken as they are, and must be of the network's size.
 """
+import contextlib
 import gzip
-import io
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
 
-from xpnn.data import DataError, parse_idx
+from xpnn.data import DataError, read_idx
 
 FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 BLANK_RANGE = 16          # levels of 255: less contrast than this is no image at all
 INK_THRESHOLD = 0.2       # of the brightest level: fainter is background (paper texture, noise)
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_PIXELS = 25 * 10**6   # a picture larger than this (5,000 x 5,000) is refused before decoding
 
 
 class ImageError(DataError):
@@ -78,9 +81,8 @@ def read_images(sources, size, preparation=PREPARATIONS["mnist"]):
     """
     images = []
     for path in expand_folders(sources):
-        data = _read_bytes(path)
-        if _is_idx(data):
-            images += _idx_images(path, data, size)
+        if _is_idx(_read_start(path)):
+            images += _idx_images(path, size)
         else:
             pixels, inverted = prepare(_open_picture(path), size, preparation, str(path))
             images.append(InputImage(str(path), pixels, inverted))
@@ -112,21 +114,32 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
         gray: (h, w) array of levels in [0, 255], any size; light-on-dark or dark-on-light.
         size: (H, W) of the network's input.
     """
-    gray = numpy.asarray(gray, dtype=numpy.float64)
-    if min(gray.shape) >= 2 * max(size):
-        gray = _median_filtered(gray)
+    levels = numpy.asarray(gray)
+    # One float64 copy, worked on in place: a picture of `MAX_PIXELS` stays within a few
+    # hundred MB (the same arithmetic as on temporaries, so the same result).
+    if min(levels.shape) >= 2 * max(size):
+        gray = _median_filtered(levels)
+    else:
+        gray = numpy.array(levels, dtype=numpy.float64)
+    del levels
     background = numpy.median(_border(gray))
     inverted = bool(background > 127.5)
     if inverted:
-        gray, background = 255.0 - gray, 255.0 - background
+        numpy.subtract(255.0, gray, out=gray)
+        background = 255.0 - background
     peak = gray.max()
     if peak - background < BLANK_RANGE:
         raise ImageError(f"{name}: the image is blank: nothing stands out from its background "
                          f"(levels {gray.min():.0f} to {peak:.0f} of 255)")
-    ink = numpy.clip((gray - background) / (peak - background), 0.0, 1.0)
-    ink = numpy.clip((ink - INK_THRESHOLD) / (1 - INK_THRESHOLD), 0.0, 1.0)
-    rows, cols = numpy.nonzero(ink)
-    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    ink = gray
+    ink -= background
+    ink /= peak - background
+    numpy.clip(ink, 0.0, 1.0, out=ink)
+    ink -= INK_THRESHOLD
+    ink /= 1 - INK_THRESHOLD
+    numpy.clip(ink, 0.0, 1.0, out=ink)
+    rows, cols = numpy.flatnonzero(ink.any(axis=1)), numpy.flatnonzero(ink.any(axis=0))
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     box = max(1, round(preparation.box_fraction * min(size)))
     scale = box / max(ink.shape)
     shape = (max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
@@ -174,33 +187,32 @@ def _place(ink, size, centre_of_mass):
 
 # -- files -----------------------------------------------------------------------------------------
 
-def _read_bytes(path):
+def _read_start(path):
+    """The first bytes of the file at `path` (of its content, for a gzip stream): enough to tell
+    an IDX file from a picture, without reading the rest."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+            if start[:2] == GZIP_MAGIC:
+                handle.seek(0)
+                try:
+                    with gzip.GzipFile(fileobj=handle) as stream:
+                        return stream.read(4)
+                except (OSError, EOFError, zlib.error):
+                    return b""  # not IDX; Pillow will say it is no picture either
     except OSError as error:
         raise ImageError(f"{path}: cannot read the file ({error.strerror or error})") from None
-    if not data:
+    if not start:
         raise ImageError(f"{path}: the file is empty")
-    return data
+    return start
 
 
-def _is_idx(data):
-    if data[:2] == GZIP_MAGIC:
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-                data = stream.read(4)
-        except (OSError, EOFError):
-            return False
-    return data[:2] == b"\x00\x00" and len(data) >= 4
+def _is_idx(start):
+    return start[:2] == b"\x00\x00" and len(start) >= 4
 
 
-def _idx_images(path, data, size):
-    if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as error:
-            raise ImageError(f"{path}: corrupt gzip stream ({error})") from None
-    array = parse_idx(data, str(path))
+def _idx_images(path, size):
+    array = read_idx(path)  # the header checked against the file before the payload is read
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
@@ -213,16 +225,44 @@ def _idx_images(path, data, size):
 
 
 def _open_picture(path):
-    """The picture at `path` as (h, w) float levels in [0, 255], light on dark or dark on light."""
-    from PIL import Image, UnidentifiedImageError
+    """The picture at `path` as (h, w) uint8 levels, light on dark or dark on light.
+
+    Its size is read from the file's header and checked against `MAX_PIXELS` before anything is
+    decoded."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                alpha = numpy.asarray(image.convert("RGBA").getchannel("A"), dtype=numpy.float64)
-                if alpha.min() < 255:
-                    return alpha
-            return numpy.asarray(image.convert("L"), dtype=numpy.float64)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on damaged files: the result says
+            with _opened(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{path}: {width} x {height} pixels is more than the "
+                        f"{MAX_PIXELS // 10**6} megapixels xpnn reads; shrink the picture first "
+                        f"(a digit needs a few hundred pixels across at most)")
+                image.load()
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    alpha = numpy.asarray(image.convert("RGBA").getchannel("A"))
+                    if alpha.min() < 255:
+                        return alpha
+                return numpy.asarray(image.convert("L"))
+    except ImageError:
+        raise
+    except Exception as error:  # Pillow's decoders raise many kinds of error on damaged files
         raise ImageError(f"{path}: not an image Pillow can read ({' '.join(str(error).split())}); "
                          f"give PNG or JPEG files, folders of them, or IDX files") from None
+
+
+@contextlib.contextmanager
+def _opened(path):
+    """Pillow's lazy `Image.open` (the header only), without its own size limit, which warns
+    (a raw warning on stderr) or raises before the size can be read: `MAX_PIXELS`, checked by
+    the caller, is the limit here."""
+    from PIL import Image
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        image = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with image:
+        yield image

@@ -15,6 +15,7 @@ on dark, as the network was trained), and gives ``logits`` (N, classes) and thei
 Opset 17 (IR version 8), which onnxruntime 1.13 and newer run.
 """
 import json
+import os
 from collections import Counter
 
 from xpnn import __version__
@@ -156,6 +157,12 @@ def to_onnx(net, metadata=None):
     return model
 
 
+def printable_path(path):
+    """`path` as text ONNX can hold (UTF-8): a name that is not UTF-8 (bytes the OS allows
+    in a path, which Python carries as surrogates) has those bytes written as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def export_onnx(trained, path):
     """Write the network of `trained` (a `training.runs.TrainedNetwork`) to `path` as ONNX,
     atomically; its metadata names the classes, dataset and checkpoint. Returns the model."""
@@ -163,7 +170,7 @@ def export_onnx(trained, path):
     model = to_onnx(trained.net, {
         "class_names": json.dumps(class_names(trained.config)),
         "dataset": trained.config["data"]["dataset"],
-        "checkpoint": str(trained.checkpoint.path),
+        "checkpoint": printable_path(trained.checkpoint.path),
         "epoch": str(trained.checkpoint.epoch),
     })
     atomic_write(path, lambda handle: handle.write(model.SerializeToString()))

@@ -60,18 +60,121 @@ def find_config(spec):
 
 
 def read_config(path):
-    """The raw mapping in the YAML file at `path` (unchecked); `ConfigError` if it cannot be read."""
+    """The raw mapping in the YAML file at `path` (unchecked); `ConfigError` if it cannot be read.
+
+    Bounded: at most `MAX_CONFIG_BYTES`, `MAX_CONFIG_DEPTH` levels of nesting and
+    `MAX_CONFIG_VALUES` values with aliases expanded (see `parse_yaml`).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a "
+                          f"config is a few KiB of YAML: is it the right file?")
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"cannot read config file {path}: it is not UTF-8 text (byte "
+                          f"{error.start} is 0x{data[error.start]:02x})") from None
+    return parse_yaml(text, str(path))
+
+
+# Limits on what a config's YAML may hold: far beyond any real config, far below what would
+# exhaust memory or Python's stack.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 50          # levels of nesting (the shipped configs use 5)
+MAX_CONFIG_VALUES = 100_000    # values, with every alias counted as a copy of what it names
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than `MAX_CONFIG_DEPTH`."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _Refused(f"is nested more than {MAX_CONFIG_DEPTH} levels deep (line "
+                               f"{line}); a config needs a few")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _Refused(Exception):
+    """What a config's YAML holds beyond the limits; the message follows its source's name."""
+
+
+def parse_yaml(text, source="<string>"):
+    """The value of the YAML document `text` (safe types only), read within bounds.
+
+    Raises `ConfigError` starting with `source` for invalid YAML, nesting deeper than
+    `MAX_CONFIG_DEPTH`, more than `MAX_CONFIG_VALUES` values once aliases are expanded (an
+    "alias bomb" of a few hundred bytes would expand to billions), or an alias inside what it
+    names. The message quotes no value.
+    """
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # refuses characters YAML does not allow, at once
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)
+    except _Refused as refused:
+        raise ConfigError(f"{source} {refused}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raise ConfigError(f"{source} is not valid YAML: {' '.join(str(error).split())}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expanded_size(root):
+    """Raise `_Refused` if the node graph under `root`, with aliases expanded, holds more than
+    `MAX_CONFIG_VALUES` nodes or is nested deeper than `MAX_CONFIG_DEPTH`, or holds a cycle.
+    Iterative, and each node is counted once (sizes of shared nodes are remembered)."""
+    sizes, depths, on_path = {}, {}, set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            depths[key] = 1 + max((depths[id(child)] for child in children), default=0)
+            if sizes[key] > MAX_CONFIG_VALUES:
+                raise _Refused(f"holds more than {MAX_CONFIG_VALUES:,} values once its aliases "
+                               f"(*name) are expanded; a config needs a few hundred")
+            if depths[key] > MAX_CONFIG_DEPTH:
+                raise _Refused(f"is nested more than {MAX_CONFIG_DEPTH} levels deep once its "
+                               f"aliases (*name) are expanded; a config needs a few")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            line = node.start_mark.line + 1
+            raise _Refused(f"holds an alias inside what it names (the anchor at line {line}): "
+                           f"a value that contains itself")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _children(node):
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
 
 
 def load_config(path, overrides=()):

@@ -1,6 +1,11 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never a partial one."""
+"""Crash-safe file writes (a reader sees the old file or the new one, never a partial one), and
+the lock that makes one process at a time the writer of a folder."""
+import fcntl
 import os
+import socket
 import tempfile
+import time
+import weakref
 from pathlib import Path
 
 TEMP_SUFFIX = ".partial"
@@ -20,10 +25,15 @@ def atomic_write(path, write, binary=True):
 
     The data goes to a temporary file in the same folder, which is flushed and fsynced, then
     renamed over `path` (atomic on POSIX), and the folder is fsynced so the rename survives a
-    power loss. If `write` raises, the temporary file is removed and `path` is untouched.
+    power loss. If `write` raises, the temporary file is removed and `path` is untouched. An
+    `OSError` (a full disk, a read-only folder) names `path`, not the hidden temporary file.
     """
     path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=TEMP_SUFFIX)
+    except OSError as error:
+        raise _naming(error, path) from None
     try:
         os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
@@ -31,13 +41,22 @@ def atomic_write(path, write, binary=True):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(temp_name)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError):
+            raise _naming(error, path) from None
         raise
     fsync_folder(path.parent)
+
+
+def _naming(error, path):
+    """`error` (an OSError) as the same kind of error about `path`."""
+    if error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror or os.strerror(error.errno), str(path))
 
 
 def fsync_folder(folder):
@@ -61,3 +80,199 @@ def remove_stale_temporaries(folder):
             stale.unlink()
         except OSError:
             pass
+
+
+# -- one writer per folder -------------------------------------------------------------------------
+
+LOCK_NAME = ".xpnn.lock"
+_LOCK_RETRIES = 20  # lock files removed under us (a holder that ended) before giving up
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds a folder's lock. `holder` says who ('process 123 on host h')."""
+
+    def __init__(self, folder, holder):
+        super().__init__(f"{folder} is in use by {holder}")
+        self.folder, self.holder = folder, holder
+
+
+class _HeldLock:
+    """The OS lock (flock) this process holds on one folder's lock file, shared by its handles."""
+
+    def __init__(self, folder, fd, identity):
+        self.folder, self.fd, self.identity = folder, fd, identity
+        self.handles = 0
+        self.created_folder = False
+        self.undo_unless = None  # a file whose absence at release means: remove what we wrote
+        self.written = []
+        self.closed = False
+
+    def release(self):
+        """Remove what an unfinished start wrote, then the lock file (while still holding the
+        lock, so no other process can be holding it), then drop the OS lock."""
+        if self.closed:
+            return
+        self.closed = True
+        _HELD.pop(self.identity, None)
+        try:
+            if self.undo_unless is not None and not self.undo_unless.exists():
+                for path in reversed(self.written):
+                    _unlink_quietly(path)
+            if _same_file(self.fd, self.folder / LOCK_NAME):
+                _unlink_quietly(self.folder / LOCK_NAME)
+            if self.created_folder and self.undo_unless is not None \
+                    and not self.undo_unless.exists():
+                try:
+                    self.folder.rmdir()  # only if empty: nothing of anyone else's is lost
+                except OSError:
+                    pass
+        finally:
+            os.close(self.fd)
+
+
+_HELD = {}  # (device, inode) of the folder -> _HeldLock, for the folders this process holds
+
+
+class FolderLock:
+    """This process's claim on a folder: an exclusive OS file lock (``flock``) on the file
+    LOCK_NAME inside it, which holds the holder's pid and host.
+
+    The OS drops the lock when the process ends, however it ends, so a crash leaves no stale
+    lock (a leftover lock file is locked by no one and is taken over). A process may take the
+    lock of a folder it already holds (each `FolderLock` is then one handle of the same OS
+    lock, dropped with the last). `release()` (or the handle being garbage-collected) gives it
+    up; the lock file is removed while the lock is still held.
+    """
+
+    def __init__(self, held):
+        self._held = held
+        held.handles += 1
+        self._finalizer = weakref.finalize(self, FolderLock._drop, held)
+
+    @property
+    def folder(self):
+        return self._held.folder
+
+    @property
+    def released(self):
+        return not self._finalizer.alive or self._held.closed
+
+    def wrote(self, path):
+        """Note that `path` was written under this lock (see `undo_unless`)."""
+        self._held.written.append(Path(path))
+
+    def undo_unless(self, path, created_folder=False):
+        """At release, if `path` does not exist, remove the files noted by `wrote` (and the
+        folder, if it was `created_folder` and is then empty): a start that never got as far
+        as `path` leaves nothing behind."""
+        self._held.undo_unless = Path(path)
+        self._held.created_folder = created_folder
+
+    def release(self):
+        self._finalizer()
+
+    @staticmethod
+    def _drop(held):
+        held.handles -= 1
+        if held.handles == 0:
+            held.release()
+
+    @classmethod
+    def acquire(cls, folder):
+        """Take the lock of the existing folder `folder` without waiting.
+
+        Raises `FolderBusyError` naming the holder when another process has it, and `OSError`
+        when the lock file cannot be created (a read-only folder) or locked (a file system
+        without locks).
+        """
+        folder = Path(folder)
+        identity = _identity(folder)
+        if identity in _HELD:
+            return cls(_HELD[identity])
+        path = folder / LOCK_NAME
+        for _ in range(_LOCK_RETRIES):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise FolderBusyError(folder, read_holder(path)) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if not _same_file(fd, path):  # its holder removed it as we opened it: start again
+                os.close(fd)
+                continue
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            except BaseException:
+                os.close(fd)
+                raise
+            held = _HELD[identity] = _HeldLock(folder, fd, identity)
+            return cls(held)
+        raise OSError(f"the lock file {path} kept disappearing")
+
+    @staticmethod
+    def holder(folder):
+        """Who holds the lock of `folder` ('process 123 on host h'), or None when no other
+        process does. Creates nothing."""
+        folder = Path(folder)
+        try:
+            if _identity(folder) in _HELD:
+                return None
+            fd = os.open(folder / LOCK_NAME, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_holder(folder / LOCK_NAME)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return None
+
+
+def read_holder(path, wait=1.0):
+    """'process PID on host HOST' from a lock file (waiting up to `wait` s for a new holder to
+    write it), or 'another process' when it says nothing readable."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            words = Path(path).read_bytes()[:200].decode("utf-8", "replace").split()
+        except OSError:
+            words = []
+        if len(words) == 2 and words[0].isdigit():
+            return f"process {words[0]} on host {words[1]}"
+        if time.monotonic() > deadline:
+            return "another process"
+        time.sleep(0.02)
+
+
+def release_all():
+    """Give up every folder lock this process holds (at exit; the OS would drop them anyway,
+    but this also removes what an unfinished start wrote)."""
+    for held in list(_HELD.values()):
+        held.release()
+
+
+def _identity(folder):
+    status = os.stat(folder)
+    return status.st_dev, status.st_ino
+
+
+def _same_file(fd, path):
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -17,8 +17,6 @@ import copy
 import re
 from dataclasses import dataclass
 
-import yaml
-
 from xpnn.nets.config import ConfigError
 
 
@@ -58,11 +56,8 @@ def parse_override(text):
     if not equals or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. "
                           f"--set train.lr=0.1 or --set model.layers.9.out_features=100")
-    try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {text}: the value is not valid YAML: "
-                          f"{' '.join(str(error).split())}") from None
+    from xpnn.training.config import parse_yaml  # bounded, as config files are read
+    value = parse_yaml(value_text, f"--set {text}: the value") if value_text.strip() else ""
     return Override(key, value, f"--set {text}")
 
 

@@ -10,11 +10,13 @@ A run folder holds:
 """
 import json
 import os
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import yaml
 
 from xpnn import nets
@@ -26,7 +28,8 @@ from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, check_ma
                                       load_checkpoint, restore)
 from xpnn.training.config import validate_config
 from xpnn.training.errors import CheckpointError, RunFolderError
-from xpnn.training.files import atomic_write, remove_stale_temporaries
+from xpnn.training.files import (LOCK_NAME, FolderBusyError, FolderLock, atomic_write,
+                                 remove_stale_temporaries)
 from xpnn.training.metrics import confusion_matrix, evaluate, write_metrics
 from xpnn.training.setup import check_dataset_fits
 from xpnn.training.trainer import CHECKPOINT_EVERY, Trainer
@@ -89,9 +92,31 @@ def load_trained(source, device="cpu", config=None):
             raise ConfigError(f"the config saved in {checkpoint.path}: {error}") from None
     net = nets.build(config["model"], seed=config["train"]["seed"])
     check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
+    check_trustworthy(checkpoint)
     net.to(device)
     restore(checkpoint, net)
     return TrainedNetwork(net, config, checkpoint)
+
+
+WEIGHT_BOUND = 1e6  # no weight of a trained network comes near; a diverged run's pass it
+
+
+def check_trustworthy(checkpoint):
+    """Raise `CheckpointError` unless every weight of `checkpoint` is finite and within
+    +-`WEIGHT_BOUND`: a diverged run's weights give NaN losses and probabilities."""
+    for name, weights in checkpoint.weights.items():
+        values = numpy.asarray(weights)
+        if not numpy.isfinite(values).all():
+            problem = "holds NaN or infinite values"
+        elif values.size and float(numpy.abs(values).max()) > WEIGHT_BOUND:
+            problem = (f"holds values up to {float(numpy.abs(values).max()):.3g} in size, beyond "
+                       f"the {WEIGHT_BOUND:.0e} no trained network reaches")
+        else:
+            continue
+        raise CheckpointError(f"checkpoint {checkpoint.path} cannot be used: its parameter "
+                              f"{name!r} {problem} (the run diverged, or the file was altered); "
+                              f"use an earlier checkpoint, or train again with a lower "
+                              f"learning rate")
 
 
 def default_run_dir(config_path, root="runs"):
@@ -105,19 +130,51 @@ def default_run_dir(config_path, root="runs"):
 
 
 def prepare_run_dir(run_dir):
-    """Create `run_dir` if needed and prove it writable; refuse one that already holds a run."""
+    """Create `run_dir` if needed, take its lock (`training.files.FolderLock`) and prove it
+    writable; refuse one that already holds a run or that another process is writing.
+
+    Returns the lock, which the new run holds until it ends; released before it saved a
+    checkpoint, it removes what was written (and the folder, if this created it).
+    """
     run_dir = Path(run_dir)
     if (run_dir / LAST_NAME).exists():
-        raise RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
-                             f"with --resume {run_dir} or choose another --output")
+        raise _holds_a_run(run_dir)
+    existed = run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunFolderError(f"cannot create the output folder {run_dir}: "
                              f"{error.strerror or error} ({error.filename or run_dir}); "
                              f"choose another with --output") from None
-    check_writable(run_dir)
-    return run_dir
+    lock = lock_run_dir(run_dir, "the output folder", "choose another with --output")
+    try:
+        lock.undo_unless(run_dir / LAST_NAME, created_folder=not existed)
+        if (run_dir / LAST_NAME).exists():  # a run that finished while this one started
+            raise _holds_a_run(run_dir)
+        check_writable(run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def lock_run_dir(run_dir, what="the run folder", advice="choose another with --output"):
+    """The `FolderLock` of the existing folder `run_dir`, or `RunFolderError` naming the process
+    that holds it (or why it cannot be taken)."""
+    try:
+        return FolderLock.acquire(run_dir)
+    except FolderBusyError as busy:
+        raise RunFolderError(f"{run_dir} is in use: {busy.holder} is writing to it (it holds "
+                             f"{Path(run_dir) / LOCK_NAME}); wait for that run to end or stop it, "
+                             f"or {advice}") from None
+    except OSError as error:
+        raise RunFolderError(f"cannot write to {what} {run_dir}: {error.strerror or error} "
+                             f"(cannot lock it); {advice}") from None
+
+
+def _holds_a_run(run_dir):
+    return RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
+                          f"with --resume {shlex.quote(str(run_dir))} or choose another --output")
 
 
 def check_writable(run_dir):
@@ -161,18 +218,49 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
     dataset = load_data(config)
     run_dir = Path(run_dir)
-    ranks.on_root(lambda: (run_dir / LAST_NAME).exists() and prepare_run_dir(run_dir))  # raises
+    ranks.on_root(lambda: _refuse_early(run_dir))
     every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
-    trainer = Trainer(config, dataset, device, run_dir, limit_train=limit_train,
-                      limit_test=limit_test, checkpoint_every=every, workers=workers,
-                      ranks=ranks, progress=progress, echo=echo, mode=mode)
+    trainer = RunTrainer(config, dataset, device, run_dir, limit_train=limit_train,
+                         limit_test=limit_test, checkpoint_every=every, workers=workers,
+                         ranks=ranks, progress=progress, echo=echo, mode=mode)
 
     def create_folder():
-        prepare_run_dir(run_dir)
-        atomic_write(run_dir / CONFIG_COPY_NAME,
-                     lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
+        lock = prepare_run_dir(run_dir)
+        trainer.folder_lock = lock
+        config_copy = run_dir / CONFIG_COPY_NAME
+        lock.wrote(config_copy)
+        atomic_write(config_copy, lambda f: yaml.safe_dump(config, f, sort_keys=False),
+                     binary=False)
     ranks.on_root(create_folder)
     return trainer
+
+
+def _refuse_early(run_dir):
+    """Before any work: refuse a folder that holds a run or that another process writes to (the
+    same checks are made again, under the lock, when the folder is created)."""
+    if (run_dir / LAST_NAME).exists():
+        raise _holds_a_run(run_dir)
+    holder = FolderLock.holder(run_dir)
+    if holder is not None:
+        raise RunFolderError(f"{run_dir} is in use: {holder} is writing to it (it holds "
+                             f"{run_dir / LOCK_NAME}); wait for that run to end or stop it, or "
+                             f"choose another with --output")
+
+
+class RunTrainer(Trainer):
+    """A `Trainer` that writes its run folder under the folder's lock (rank 0): `fit` takes it
+    again if it was given up, and gives it up when it returns or raises."""
+
+    folder_lock = None  # a `FolderLock` on rank 0, None on other ranks
+
+    def fit(self):
+        if self.folder_lock is not None and self.folder_lock.released:
+            self.folder_lock = lock_run_dir(self.run_dir)
+        try:
+            return super().fit()
+        finally:
+            if self.folder_lock is not None:
+                self.folder_lock.release()
 
 
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
@@ -190,7 +278,45 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     """
     run_dir = Path(run_dir)
     ranks = ranks if ranks is not None else world(device)
-    checkpoint = ranks.on_root(lambda: _read_last_checkpoint(run_dir))
+    lock = None
+
+    def read():
+        nonlocal lock
+        lock = _lock_for_resume(run_dir)
+        try:
+            return _read_last_checkpoint(run_dir)
+        except BaseException:
+            lock.release()
+            raise
+    checkpoint = ranks.on_root(read)
+    try:
+        trainer = _resumed_trainer(run_dir, checkpoint, device, config, data_dir,
+                                   checkpoint_every, workers, ranks, progress, echo, mode)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    trainer.folder_lock = lock
+    return trainer
+
+
+def _lock_for_resume(run_dir):
+    if not run_dir.is_dir():
+        raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
+                             f"that holds {LAST_NAME})")
+    try:
+        return FolderLock.acquire(run_dir)
+    except FolderBusyError as busy:
+        raise RunFolderError(f"cannot resume {run_dir}: it is still being trained by "
+                             f"{busy.holder} (it holds {run_dir / LOCK_NAME}); wait for that run "
+                             f"to end, or stop it first") from None
+    except OSError as error:
+        raise RunFolderError(f"cannot resume {run_dir}: cannot write to it ("
+                             f"{error.strerror or error}; cannot lock it)") from None
+
+
+def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_every, workers,
+                     ranks, progress, echo, mode):
     state = checkpoint.state
     if state is None:
         raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} was not saved by a "
@@ -212,12 +338,12 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     if data_dir is not None:
         saved_config["data"]["data_dir"] = str(data_dir)
     dataset = load_data(saved_config)
-    trainer = Trainer(saved_config, dataset, device, run_dir,
-                      limit_train=state.limit_train, limit_test=state.limit_test,
-                      checkpoint_every=(state.checkpoint_every if checkpoint_every is None
-                                        else checkpoint_every),
-                      workers=state.workers if workers is None else workers,
-                      ranks=ranks, progress=progress, echo=echo, mode=mode)
+    trainer = RunTrainer(saved_config, dataset, device, run_dir,
+                         limit_train=state.limit_train, limit_test=state.limit_test,
+                         checkpoint_every=(state.checkpoint_every if checkpoint_every is None
+                                           else checkpoint_every),
+                         workers=state.workers if workers is None else workers,
+                         ranks=ranks, progress=progress, echo=echo, mode=mode)
     if trainer.train_count != (state.train_count or trainer.train_count):
         raise CheckpointError(f"cannot resume {run_dir}: it was trained on {state.train_count} "
                               f"images but the dataset now gives {trainer.train_count}")
