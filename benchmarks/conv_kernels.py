@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy
 
 from xpnn.backend import conv, conv_kernels
-from xpnn.backend.conv import Frame
+from xpnn.backend.conv import PaddedInput
 from xpnn.backend.conv_kernels import Split, Tile
 
 MAX_ERROR = 1e-5  # relative norm error of float32 results against float64
@@ -66,8 +66,8 @@ class Problem:
 
     def frames(self, arrays):
         k, p, hw = self.k, self.p, self.hw
-        forward = Frame(arrays["x"], p, (hw + 2 * p, hw + 2 * p))
-        backward = Frame(arrays["grad"], k - 1 - p, (hw + k - 1, hw + k - 1), 1)
+        forward = PaddedInput(arrays["x"], p, (hw + 2 * p, hw + 2 * p))
+        backward = PaddedInput(arrays["grad"], k - 1 - p, (hw + k - 1, hw + k - 1), 1)
         flipped = arrays["kernel"].transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # as ConvLayer's
         return forward, backward, flipped
 

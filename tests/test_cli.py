@@ -461,7 +461,7 @@ def test_gpu_commands_offer_the_mode_flags(command, flags):
     (["--array-code"], Mode(None, graph=True)), (["--array-code", "--eager"], Mode())])
 def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, monkeypatch,
                                                                  tmp_path):
-    from xpnn.backend.communicator import SingleProcess
+    from xpnn.backend.communicator import Ranks
     seen = {}
 
     def start_run(config, device, run_dir, **options):
@@ -469,7 +469,7 @@ def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, m
         raise SystemExit(0)
 
     monkeypatch.setattr("xpnn.training.start_run", start_run)
-    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, SingleProcess()))
+    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, Ranks()))
     invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
     assert seen["mode"] == expected
 
@@ -563,3 +563,16 @@ def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, v
     assert "Traceback" not in result.output
 
 
+
+
+def test_the_command_line_starts_without_numpy():
+    """Each command imports the library inside its function (so `xpnn --help` is fast); the
+    CLI's copy of the precisions is the backend's."""
+    import subprocess
+    from xpnn.backend.dispatch import PRECISIONS
+    from xpnn.cli.options import PRECISIONS as CLI_PRECISIONS
+    assert CLI_PRECISIONS == PRECISIONS
+    done = subprocess.run([sys.executable, "-c", "import sys, xpnn.cli.main\n"
+                           "assert 'numpy' not in sys.modules, 'numpy imported'"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -14,7 +14,7 @@ import pytest
 import cuda_emulation
 from xpnn import backend
 from xpnn.backend import conv, conv_kernels
-from xpnn.backend.conv import Frame
+from xpnn.backend.conv import PaddedInput
 from xpnn.backend.conv_kernels import Split, Tile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,13 +39,13 @@ def conv_frame(x, k, stride=1):
     """A layer's forward frame: padding (k - 1) // 2."""
     p = (k - 1) // 2
     h, w = x.shape[1:3]
-    return Frame(x, p, (h + 2 * p, w + 2 * p))
+    return PaddedInput(x, p, (h + 2 * p, w + 2 * p))
 
 
 def input_gradient_frame(g, k, stride, h, w):
     """The layer's input-gradient frame of an output gradient g: zero-inserted every `stride`."""
     p = (k - 1) // 2
-    return Frame(g, k - 1 - p, (h + k - 1, w + k - 1), stride)
+    return PaddedInput(g, k - 1 - p, (h + k - 1, w + k - 1), stride)
 
 
 # (name, x shape (N, H, W, C), O, k, stride): the networks' shapes at batch 3, and odd ones
@@ -164,7 +164,7 @@ def test_a_kernel_view_is_read_in_place_whatever_its_strides(emulation, rng, mon
     got = conv_kernels.correlate(frame, flipped, 1)
     assert (3, 4, 3, 3) not in copies
     assert relative_error(got, expected) <= 1e-13
-    got32 = conv_kernels.correlate(Frame(frame.x.astype("float32"), frame.offset,
+    got32 = conv_kernels.correlate(PaddedInput(frame.x.astype("float32"), frame.offset,
                                          frame.size_hw), flipped, 1)
     assert got32.dtype == numpy.float32 and relative_error(got32, expected) <= 1e-6
 
@@ -186,9 +186,9 @@ def test_the_tf32_variant_is_within_tf32_rounding_of_the_cpu_way(shape, rng, mon
         c = frame.x.shape[3]
         kernel = rng.standard_normal((o, c, k, k)).astype("float32")
         bias = rng.standard_normal(o).astype("float32")
-        expected = conv.correlate(Frame(frame.x.astype("float64"), frame.offset, frame.size_hw,
-                                        frame.step), kernel.astype("float64"), stride,
-                                  bias.astype("float64"))
+        expected = conv.correlate(PaddedInput(frame.x.astype("float64"), frame.offset,
+                                              frame.size_hw, frame.step),
+                                  kernel.astype("float64"), stride, bias.astype("float64"))
         with monkeypatch.context() as patch, cuda_emulation.emulating():
             poisoned_empty(patch)
             got = conv_kernels.correlate_tf32(frame, kernel, stride, bias)

@@ -389,9 +389,11 @@ def _read_last_checkpoint(run_dir):
 
 def _check_same_config(config, saved_config, checkpoint):
     """Refuse a config of another architecture (naming the first mismatched parameter) or one
-    whose training settings differ from the run's."""
-    net = nets.build(config["model"], seed=config["train"]["seed"])
-    check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
+    whose training settings differ from the run's (the given network is built only when its
+    model differs)."""
+    if config["model"] != saved_config["model"]:
+        net = nets.build(config["model"], seed=config["train"]["seed"])
+        check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
     for section in ("model", "train", "data"):
         if json.dumps(config[section], sort_keys=True) != json.dumps(saved_config[section],
                                                                       sort_keys=True):
