@@ -422,3 +422,24 @@ def test_the_benchmark_tf32_table_reports_and_bounds_the_variant(monkeypatch, ca
     assert [(op, bound) for _, _, op, _, bound in failed] == [("fwd tf32", 2e-3),
                                                               ("dx tf32", 2e-3)]
     assert "TF32 tensor cores" in capsys.readouterr().out
+
+
+def test_a_tf32_mode_correlates_on_the_tensor_cores(rng):
+    """The mode's precision reaches the convolution: in a tf32 mode the fused correlation is
+    the TF32 kernel (within TF32 rounding of float64, and not the float32 kernel's bits)."""
+    reason = cuda_emulation.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    x = rng.standard_normal((2, 6, 6, 8)).astype("float32")
+    kernel = rng.standard_normal((16, 8, 3, 3)).astype("float32")
+    padded = PaddedInput(x, 1, (8, 8))
+    expected = conv.correlate(PaddedInput(x.astype("float64"), 1, (8, 8)),
+                              kernel.astype("float64"), 1)
+    results = {}
+    for precision in ("fp32", "tf32"):
+        with cuda_emulation.emulating(), backend.running_on(
+                backend.CPU, backend.Mode("fused", precision=precision)):
+            results[precision] = conv.correlate(padded, kernel, 1)
+    error = {p: numpy.abs(r - expected).max() / numpy.abs(expected).max()
+             for p, r in results.items()}
+    assert error["fp32"] < 1e-6 < error["tf32"] < 3e-3, error
