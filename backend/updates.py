@@ -3,6 +3,11 @@
     sgd_update(data, grad, lr, weight_decay)                      # w -= lr * (g + decay * w)
     momentum_update(data, grad, velocity, lr, momentum, weight_decay)
                                     # v = momentum * v + (g + decay * w);  w -= lr * v
+    adam_update(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps,
+                l2, shrink)         # Adam (shrink None) and AdamW (l2 0), as PyTorch computes:
+                                    # g += l2 * w;  w *= shrink;  m = b1 m + (1 - b1) g;
+                                    # v = b2 v + (1 - b2) g^2;
+                                    # w -= step_size * m / (sqrt(v) / bias2_sqrt + eps)
 
 The array code (``cpu`` and ``gpu``) adds the weight decay into `grad` in place (the buffer is
 zeroed before the next step anyway). ``fused``: one CuPy element-wise kernel per update, which
@@ -18,6 +23,14 @@ MOMENTUM_SGD_STEP = ElementwiseKernel(
     "T grad, T lr, T momentum, T decay", "T data, T velocity",
     "velocity = momentum * velocity + (grad + decay * data); data -= lr * velocity",
     "momentum_sgd_step")
+ADAM_STEP = ElementwiseKernel(
+    "T grad, T step_size, T bias2_sqrt, T beta1, T beta2, T eps, T l2, T shrink",
+    "T data, T exp_avg, T exp_avg_sq",
+    "T g = grad + l2 * data; data *= shrink; "
+    "exp_avg = beta1 * exp_avg + (1 - beta1) * g; "
+    "exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g; "
+    "data -= step_size * exp_avg / (sqrt(exp_avg_sq) / bias2_sqrt + eps)",
+    "adam_step")
 
 
 def sgd_update(data, grad, lr, weight_decay):
@@ -26,6 +39,16 @@ def sgd_update(data, grad, lr, weight_decay):
 
 def momentum_update(data, grad, velocity, lr, momentum, weight_decay):
     pick(_MOMENTUM, get_array_module(data))(data, grad, velocity, lr, momentum, weight_decay)
+
+
+def adam_update(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
+                shrink):
+    """One Adam step on flat buffers, in place. `step_size` = lr / (1 - beta1^t) and
+    `bias2_sqrt` = sqrt(1 - beta2^t) (numbers, or 0-d arrays of the data's dtype on its device);
+    `l2` adds l2 * w to the gradient (Adam's weight decay), `shrink` (None: none) multiplies the
+    weights first (AdamW's decoupled decay, 1 - lr * weight_decay)."""
+    pick(_ADAM, get_array_module(data))(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt,
+                                        beta1, beta2, eps, l2, shrink)
 
 
 def _decayed(data, grad, weight_decay):
@@ -52,5 +75,31 @@ def _momentum_fused(data, grad, velocity, lr, momentum, weight_decay):
     MOMENTUM_SGD_STEP(grad, lr, momentum, weight_decay, data, velocity)
 
 
+def _adam_array(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
+                shrink):
+    grad = _decayed(data, grad, l2)
+    if shrink is not None:
+        data *= shrink
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad
+    exp_avg_sq *= beta2
+    squared = grad * grad
+    squared *= 1 - beta2
+    exp_avg_sq += squared
+    denominator = get_array_module(data).sqrt(exp_avg_sq)
+    denominator /= bias2_sqrt
+    denominator += eps
+    change = exp_avg / denominator
+    change *= step_size
+    data -= change
+
+
+def _adam_fused(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
+                shrink):
+    ADAM_STEP(grad, step_size, bias2_sqrt, beta1, beta2, eps, l2, 1.0 if shrink is None else shrink,
+              data, exp_avg, exp_avg_sq)
+
+
 _SGD = {"array": _sgd_array, "fused": _sgd_fused}
 _MOMENTUM = {"array": _momentum_array, "fused": _momentum_fused}
+_ADAM = {"array": _adam_array, "fused": _adam_fused}

@@ -139,14 +139,23 @@ def copy_weights(our_net, torch_net):
 
 def make_torch_optimizer(train_config, parameters, torch=None, lr=None):
     """torch.optim.SGD with the ``train`` section's lr (unless `lr` is given), momentum (0 for
-    ``sgd``) and weight_decay, as `optim.make_optimizer` reads them."""
+    ``sgd``) and weight_decay, as `optim.make_optimizer` reads them; torch.optim.Adam or AdamW
+    with its betas, eps and weight_decay for ``adam`` and ``adamw``."""
+    from xpnn.optim import DEFAULT_BETAS, DEFAULT_EPS
     torch = torch or import_torch()
     train_config = train_config or {}
     name = train_config.get("optimizer", "momentum_sgd")
-    if name not in ("momentum_sgd", "sgd"):
-        raise ValueError(f"train.optimizer {name!r} is not known; expected momentum_sgd or sgd")
-    momentum = train_config.get("momentum", 0.9) if name == "momentum_sgd" else 0.0
     lr = train_config.get("lr", 0.01) if lr is None else lr
+    if name in ("adam", "adamw"):
+        kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return kind(parameters, lr=lr, betas=tuple(train_config.get("betas", DEFAULT_BETAS)),
+                    eps=train_config.get("eps", DEFAULT_EPS),
+                    weight_decay=train_config.get("weight_decay",
+                                                  0.01 if name == "adamw" else 0.0))
+    if name not in ("momentum_sgd", "sgd"):
+        raise ValueError(f"train.optimizer {name!r} is not known; expected momentum_sgd, sgd, "
+                         f"adam or adamw")
+    momentum = train_config.get("momentum", 0.9) if name == "momentum_sgd" else 0.0
     return torch.optim.SGD(parameters, lr=lr, momentum=momentum,
                            weight_decay=train_config.get("weight_decay", 0.0))
 

@@ -59,7 +59,9 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, ar
         reason = gpu_unavailable_reason()
         device_b = "cpu" if reason else "gpu"
         if reason:
-            note = f"no GPU here ({reason}); compared the CPU with itself"
+            why = reason.removeprefix("GPU requested but ").split(";")[0]
+            note = (f"no GPU here ({why}): compared the CPU's {dtype_b} path with its "
+                    f"{dtype_a} reference")
     a, b = get_device(device_a), get_device(device_b)  # an unusable device fails before any work
     dataset = load_data(config, data_dir)
     inputs = to_float(dataset.test_images[:batch_size])
@@ -92,3 +94,6 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, ar
     if not passed:
         raise click.ClickException(f"parity fails: worst relative error {bad.max_rel_err:.3g} "
                                    f"({bad.name}, {bad.kind}) exceeds the tolerance {tolerance:g}")
+    click.echo("parity passes: " + ("nothing to compare" if bad is None else
+                                    f"worst relative error {bad.max_rel_err:.3g} ({bad.name}, "
+                                    f"{bad.kind}) is within the tolerance {tolerance:g}"))

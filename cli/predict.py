@@ -14,22 +14,28 @@ from xpnn.cli.options import command_mode, device_option, mode_options, output_o
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
               help="how many of the likeliest classes to show")
 @output_option("also write the predictions to this CSV file (file, class, probability, ...)")
-def predict(source, images, device, array_code, top, output):
+@click.option("--save-inputs", type=click.Path(path_type=Path), metavar="DIR",
+              help="write the images the network sees (28 x 28 PNGs, numbered in order) here")
+def predict(source, images, device, array_code, top, output, save_inputs):
     """Classify IMAGES with the network of RUN_DIR (its best.npz, else last.npz) or CHECKPOINT.
 
     IMAGES are PNG or JPEG files (or any image Pillow reads), folders of them, or IDX files.
     Each picture is made into the network's input the way the dataset's images were made:
     grayscale, light on dark (a picture whose border is brighter than mid-grey is inverted),
     the strokes' bounding box fitted into 20 x 20 pixels and centred by its centre of mass in
-    28 x 28 (MNIST). IDX images are taken as they are. Prints each image's class and the
+    28 x 28 (MNIST); a smooth estimate of the paper's uneven light is taken out first. IDX
+    images are taken as they are; --save-inputs DIR shows what the network saw. Prints each image's class and the
     probabilities of the likeliest classes.
     """
     from xpnn.backend import get_device, running_on
     from xpnn.inference import predict as run_predict
-    from xpnn.inference.predict import class_names, format_prediction, write_csv
+    from xpnn.inference.predict import (class_names, format_prediction, inputs_folder,
+                                        save_inputs as save, write_csv)
     from xpnn.training.runs import load_trained
 
     device = get_device(device)
+    if save_inputs is not None:
+        inputs_folder(save_inputs)  # a folder that cannot be made fails before any work
     trained = load_trained(source, device)
     names = class_names(trained.config)
     top = min(top, len(names))
@@ -40,3 +46,6 @@ def predict(source, images, device, array_code, top, output):
     if output is not None:
         write_csv(predictions, output, names, top)
         click.echo(f"wrote {output}")
+    if save_inputs is not None:
+        save(predictions, save_inputs)
+        click.echo(f"wrote the {len(predictions)} network inputs to {save_inputs}")

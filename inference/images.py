@@ -8,9 +8,12 @@ own images were made, so that the network sees what it was trained on:
   image is dark on light, such as ink on paper, and is inverted. An image with transparency is
   read from its alpha channel alone (opaque = ink), whatever colour the strokes are.
 * **background removed, contrast stretched**: a picture at least twice the network's size is
-  first median-filtered (3 x 3) against specks; then the background level becomes 0, anything
-  fainter than 20% of the brightest pixel too (paper texture, noise), and the brightest 255. An
-  image in which nothing stands out (a range under 16 levels) is refused as blank.
+  first median-filtered (3 x 3) against specks; then a smooth estimate of the background at
+  each pixel (`background_levels`: uneven light, a gradient or a shadow across the page) is
+  subtracted, and for ink on paper the difference is divided by the paper's level there, so a
+  stroke in shadow is as strong as one in light. Anything fainter than 20% of the strongest
+  stroke becomes 0 (paper texture, noise), the strongest 255. An image in which nothing stands
+  out from its background by 16 levels is refused as blank.
 * **MNIST digits**: the bounding box of what remains is
   scaled, keeping its aspect ratio, so that its longer side is 20 of 28 pixels, then placed in
   the 28 x 28 field so that its centre of mass lies at the centre (14, 14): what LeCun et al. did
@@ -35,6 +38,8 @@ from xpnn.data import DataError, read_idx
 
 FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 BLANK_RANGE = 16          # levels of 255: less contrast than this is no image at all
+BACKGROUND_GRID = 64      # pixels on the shorter side of the copy the background is estimated on
+STROKE_LEVEL = 0.25       # of the strongest rise above pass 1's background: a stroke, not paper
 INK_THRESHOLD = 0.2       # of the brightest level: fainter is background (paper texture, noise)
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_PIXELS = 25 * 10**6   # a picture larger than this (5,000 x 5,000) is refused before decoding
@@ -115,25 +120,31 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
         size: (H, W) of the network's input.
     """
     levels = numpy.asarray(gray)
-    # One float64 copy, worked on in place: a picture of `MAX_PIXELS` stays within a few
-    # hundred MB (the same arithmetic as on temporaries, so the same result).
+    # One float64 copy (and the background's), worked on in place: a picture of `MAX_PIXELS`
+    # stays within a few hundred MB (the same arithmetic as on temporaries, so the same result).
     if min(levels.shape) >= 2 * max(size):
         gray = _median_filtered(levels)
     else:
         gray = numpy.array(levels, dtype=numpy.float64)
     del levels
-    background = numpy.median(_border(gray))
-    inverted = bool(background > 127.5)
+    inverted = bool(numpy.median(_border(gray)) > 127.5)
     if inverted:
         numpy.subtract(255.0, gray, out=gray)
-        background = 255.0 - background
-    peak = gray.max()
-    if peak - background < BLANK_RANGE:
-        raise ImageError(f"{name}: the image is blank: nothing stands out from its background "
-                         f"(levels {gray.min():.0f} to {peak:.0f} of 255)")
+    lowest, highest = gray.min(), gray.max()
+    background = background_levels(gray)
     ink = gray
     ink -= background
-    ink /= peak - background
+    if inverted:  # ink on paper: the share of the paper's light it takes, alike in a shadow
+        numpy.subtract(255.0, background, out=background)
+        numpy.maximum(background, BLANK_RANGE, out=background)
+        numpy.divide(255.0, background, out=background)
+        ink *= background
+    del background
+    peak = ink.max()
+    if peak < BLANK_RANGE:
+        raise ImageError(f"{name}: the image is blank: nothing stands out from its background "
+                         f"(levels {lowest:.0f} to {highest:.0f} of 255)")
+    ink /= peak
     numpy.clip(ink, 0.0, 1.0, out=ink)
     ink -= INK_THRESHOLD
     ink /= 1 - INK_THRESHOLD
@@ -145,6 +156,50 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
     shape = (max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
     ink = _resize(ink, shape)
     return _place(ink, size, preparation.centre_of_mass), inverted
+
+
+def background_levels(gray):
+    """A smooth estimate of the background's level at each pixel of `gray` (h, w), light on
+    dark, made in two passes on a copy shrunk to about `BACKGROUND_GRID` pixels on its shorter
+    side, then enlarged back bilinearly. Windows are a quarter of that side wide.
+
+    1. The lower quartile of each window, box-blurred as wide: strokes covering up to three
+       quarters of a window leave it alone, but a shadow's edge is blurred over a window.
+    2. The mean, over each window, of the pixels that pass 1 calls background (rising less than
+       `STROKE_LEVEL` of the strongest stroke above it, with no stroke pixel beside them): it
+       follows a shadow's edge. Where a window holds no such pixel, pass 1's estimate stays.
+    """
+    from PIL import Image, ImageFilter
+    height, width = gray.shape
+    factor = max(1.0, min(height, width) / BACKGROUND_GRID)
+    small_size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    small = Image.fromarray(gray.astype(numpy.float32), mode="F").resize(
+        small_size, Image.Resampling.BOX)
+    levels = numpy.asarray(small, dtype=numpy.float64)
+    window = max(3, min(small_size) // 4) | 1
+    quartile = small.filter(ImageFilter.RankFilter(window, window * window // 4))
+    first = _box_blurred(numpy.asarray(quartile, dtype=numpy.float64), window // 2)
+    rise = levels - first
+    calm = (rise < STROKE_LEVEL * rise.max()).astype(numpy.float64)
+    paper = (_box_blurred(calm, 1) > 1 - 1e-9).astype(numpy.float64)
+    weight = _box_blurred(paper, window // 2)
+    second = numpy.where(weight > 0.05, _box_blurred(levels * paper, window // 2)
+                         / numpy.maximum(weight, 1e-9), first)
+    enlarged = Image.fromarray(second.astype(numpy.float32), mode="F").resize(
+        (width, height), Image.Resampling.BILINEAR)
+    return numpy.asarray(enlarged, dtype=numpy.float64)
+
+
+def _box_blurred(levels, radius):
+    """The mean of each (2 radius + 1)^2 window of `levels`, edges repeated."""
+    padded = numpy.pad(levels, radius, mode="edge")
+    for axis in (0, 1):
+        sums = numpy.cumsum(padded, axis=axis)
+        sums = numpy.concatenate([numpy.zeros_like(sums.take([0], axis=axis)), sums], axis=axis)
+        count = padded.shape[axis] - 2 * radius
+        padded = (sums.take(numpy.arange(2 * radius + 1, 2 * radius + 1 + count), axis=axis)
+                  - sums.take(numpy.arange(count), axis=axis)) / (2 * radius + 1)
+    return padded
 
 
 def _border(gray):

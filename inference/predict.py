@@ -1,6 +1,8 @@
 """Class probabilities of a trained network for new images, printed or written as CSV."""
 import csv
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy
 
@@ -16,10 +18,12 @@ BATCH_SIZE = 256
 @dataclass
 class Prediction:
     """name: the image's file (``file[i]`` inside an IDX file); probabilities: (classes,)
-    float64 summing to 1; inverted: whether the image was dark on light (None: taken as is)."""
+    float64 summing to 1; inverted: whether the image was dark on light (None: taken as is);
+    pixels: (H, W) uint8, what the network was given."""
     name: str
     probabilities: numpy.ndarray
     inverted: bool = None
+    pixels: numpy.ndarray = None
 
     def top(self, count):
         """[(class index, probability)] of the `count` likeliest classes, likeliest first."""
@@ -51,8 +55,35 @@ def predict(trained, sources):
     images = read_images(sources, tuple(size), PREPARATIONS.get(dataset, PREPARATIONS["mnist"]))
     pixels = numpy.stack([image.pixels for image in images])[:, None]
     probabilities = class_probabilities(trained.net, pixels)
-    return [Prediction(image.name, row, image.inverted)
+    return [Prediction(image.name, row, image.inverted, image.pixels)
             for image, row in zip(images, probabilities)]
+
+
+def inputs_folder(folder):
+    """`folder` as a `Path`, made if needed; `ImageError` if it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageError(f"--save-inputs {folder}: cannot make the folder there "
+                         f"({error.strerror or error})") from None
+    return folder
+
+
+def save_inputs(predictions, folder):
+    """Write what the network saw for each prediction as a PNG into `folder` (made if needed):
+    ``0001_photo.png``, ``0002_t10k-images-idx3-ubyte_5.png``, ... numbered in order; returns
+    the paths. `ImageError` if the folder cannot be made."""
+    from PIL import Image
+    folder = inputs_folder(folder)
+    paths, width = [], max(4, len(str(len(predictions))))
+    for number, prediction in enumerate(predictions, start=1):
+        stem = re.sub(r"[^\w.-]+", "_", Path(prediction.name).name.removesuffix("]"))
+        stem = Path(stem).stem if "[" not in Path(prediction.name).name else stem
+        path = folder / f"{number:0{width}d}_{stem}.png"
+        Image.fromarray(prediction.pixels).save(path)
+        paths.append(path)
+    return paths
 
 
 def class_names(config):

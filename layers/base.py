@@ -6,6 +6,8 @@ N x C x H x W at every layer boundary. Layers that work channels-last inside (co
 return N x C x H x W *views* of channels-last memory, so the next such layer's transpose back is
 free; any other layer sees an ordinary N x C x H x W array.
 """
+import math
+
 from xpnn.backend import CPU, get_array_module, get_device
 
 
@@ -70,6 +72,12 @@ class Layer:
         """Shape of the output for an input of `input_shape`; raises `ShapeError` if it cannot
         take that input. The default suits layers that keep their input's shape."""
         return tuple(input_shape)
+
+    def forward_flops(self, input_shape):
+        """Floating-point operations of a forward pass on an input of `input_shape`, counted
+        from shapes (a multiply-add is 2). The default suits element-wise layers: one per
+        output value."""
+        return math.prod(self.output_shape(input_shape))
 
     def backward(self, grad_out):
         raise NotImplementedError

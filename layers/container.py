@@ -29,6 +29,13 @@ class SequentialLayer(Layer):
             input_shape = layer.output_shape(input_shape)
         return input_shape
 
+    def forward_flops(self, input_shape):
+        total = 0
+        for layer in self.layers:
+            total += layer.forward_flops(input_shape)
+            input_shape = layer.output_shape(input_shape)
+        return total
+
     def forward(self, x):
         for layer in self.layers:
             x = layer.forward(x)
@@ -91,6 +98,11 @@ class ResNetBlock(Layer):
 
     def output_shape(self, input_shape):
         return self.conv_layers.output_shape(input_shape)
+
+    def forward_flops(self, input_shape):
+        return (self.conv_layers.forward_flops(input_shape)
+                + self.add_layer.forward_flops(input_shape)
+                + self.relu2.forward_flops(input_shape))
 
     def forward(self, x):
         return self.relu2.forward(self.add_layer.forward(self.conv_layers.forward(x), x))

@@ -52,6 +52,11 @@ class ConvLayer(Layer):
         return (f"Kernel: ({k}, {k}) In Channels {self.in_channels} "
                 f"Out Channels {self.out_channels} Stride {self.stride}")
 
+    def forward_flops(self, input_shape):
+        """Each output value: in_channels * k * k multiply-adds (the bias is the first add)."""
+        return math.prod(self.output_shape(input_shape)) * 2 * self.in_channels * \
+            self.kernel_size ** 2
+
     def output_shape(self, input_shape):
         check_input(self, input_shape, 4, self.in_channels)
         n, _, h, w = input_shape

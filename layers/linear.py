@@ -37,6 +37,10 @@ class LinearLayer(Layer):
         check_input(self, input_shape, 2, self.in_features)
         return (input_shape[0], self.out_features)
 
+    def forward_flops(self, input_shape):
+        """Each output value: in_features multiply-adds (the bias is the first add)."""
+        return math.prod(self.output_shape(input_shape)) * 2 * self.in_features
+
     def forward(self, x):
         self.output_shape(x.shape)
         self._x = x.astype(self.weight.dtype, copy=False)
@@ -56,6 +60,9 @@ class FlattenLayer(Layer):
 
     def output_shape(self, input_shape):
         return (input_shape[0], math.prod(input_shape[1:]))
+
+    def forward_flops(self, input_shape):
+        return 0  # a view
 
     def forward(self, x):
         self._shape = x.shape

@@ -13,8 +13,9 @@ class SoftmaxCrossEntropyLossLayer(Layer):
     forward(logits (N, K), labels (N,) integers in [0, K)) -> 0-d array (the mean loss; reading
     it with float() waits for the device). backward() -> d loss / d logits, (N, K).
 
-    Labels outside [0, K) raise `ValueError` for host arrays; device labels are not checked
-    (that would wait for the device).
+    Labels that are not integers raise `ValueError`; labels outside [0, K) too for host arrays
+    (device labels are not range-checked: that would wait for the device). `backward` without a
+    `forward` since the last `backward` raises `RuntimeError`.
     """
 
     def __init__(self, label_smoothing=0.0):
@@ -23,12 +24,17 @@ class SoftmaxCrossEntropyLossLayer(Layer):
             raise ValueError(f"SoftmaxCrossEntropyLossLayer label_smoothing must be in [0, 1), "
                              f"got {label_smoothing!r}")
         self.label_smoothing = label_smoothing
+        self._grad = None
 
     def forward(self, logits, labels):
         check_input(self, logits, 2)
         if tuple(labels.shape) != (logits.shape[0],):
             raise ValueError(f"SoftmaxCrossEntropyLossLayer expected labels of shape "
                              f"({logits.shape[0]},), got {tuple(labels.shape)}")
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"SoftmaxCrossEntropyLossLayer labels must be integer class indices, "
+                             f"got dtype {labels.dtype}; pass labels.astype('int64') if they are "
+                             f"whole numbers")
         xp = get_array_module(logits)
         num_classes = logits.shape[1]
         if xp is CPU.xp and labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
@@ -42,6 +48,9 @@ class SoftmaxCrossEntropyLossLayer(Layer):
         return f"label smoothing {self.label_smoothing:g}" if self.label_smoothing else ""
 
     def backward(self, grad_out=1.0):
+        if self._grad is None:
+            raise RuntimeError(f"{self.title()}.backward() needs a forward(logits, labels) first "
+                               f"(each backward consumes the gradient of one forward)")
         grad, self._grad = self._grad, None
         grad *= grad_out / grad.shape[0]
         return grad

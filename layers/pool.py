@@ -34,6 +34,11 @@ class MaxPoolLayer(Layer):
         return (n, c, (h - self.kernel_size) // self.stride + 1,
                 (w - self.kernel_size) // self.stride + 1)
 
+    def forward_flops(self, input_shape):
+        """Each output value: kernel_size^2 - 1 comparisons."""
+        n, c, h, w = self.output_shape(input_shape)
+        return n * c * h * w * (self.kernel_size ** 2 - 1)
+
     def forward(self, x):
         self.output_shape(x.shape)
         x = channels_last(x)

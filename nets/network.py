@@ -14,6 +14,7 @@ class Network(Layer):
     def __init__(self, name, layers, loss_layer=None, input_shape=None):
         self.name = name
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.loss_pending = False  # True from forward_loss until the backward that uses it
         self.layers = layers if isinstance(layers, SequentialLayer) else SequentialLayer(layers)
         self.loss_layer = loss_layer if loss_layer is not None else SoftmaxCrossEntropyLossLayer()
         if len(self.layers):
@@ -35,14 +36,32 @@ class Network(Layer):
         return total
 
     def forward(self, x):
-        """Logits for a batch of images."""
+        """Logits for a batch of float images (no loss: `backward` needs `forward_loss`)."""
+        self._check_images(x)
+        self.loss_pending = False
         return self.layers.forward(x)
 
     def forward_loss(self, x, labels):
         """Forward through the layers and the loss; returns (mean loss as a 0-d array, logits)."""
+        self._check_images(x)
         logits = self.layers.forward(x)
-        return self.loss_layer.forward(logits, labels), logits
+        loss = self.loss_layer.forward(logits, labels)
+        self.loss_pending = True
+        return loss, logits
+
+    def _check_images(self, x):
+        """Refuse integer images: the network computes on them as they are (0-255) and would
+        answer as if for very bright images, silently."""
+        if x.dtype.kind != "f":
+            raise ValueError(f"{self.name} takes floating-point images (float32 on the [0, 1] "
+                             f"scale, as it was trained), got {x.dtype}; divide 0-255 images by "
+                             f"255 (xpnn.training.evaluate takes uint8 images as they are)")
 
     def backward(self, grad_out=1.0):
-        """Backward from the loss of the last `forward_loss` through every layer."""
+        """Backward from the loss of the last `forward_loss` through every layer; `RuntimeError`
+        when no `forward_loss` came since the last `backward` or a plain `forward` came after it."""
+        if not self.loss_pending:
+            raise RuntimeError(f"{self.name}.backward() follows forward_loss(images, labels); call "
+                               f"forward_loss (not forward) before each backward")
+        self.loss_pending = False
         return self.layers.backward(self.loss_layer.backward(grad_out))

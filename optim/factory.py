@@ -1,17 +1,22 @@
-"""The optimizer a config's ``train`` section names: the table of optimizers."""
+"""The optimizer a config's ``train`` section names: the table of optimizers and their options."""
+from xpnn.optim.adam import AdamOptimizer, AdamWOptimizer
 from xpnn.optim.sgd import MomentumSGDOptimizer, SGDOptimizer
 
-OPTIMIZERS = {"momentum_sgd": MomentumSGDOptimizer, "sgd": SGDOptimizer}
+OPTIMIZERS = {"momentum_sgd": MomentumSGDOptimizer, "sgd": SGDOptimizer, "adam": AdamOptimizer,
+              "adamw": AdamWOptimizer}
+# The train-section keys each optimizer takes, besides lr (checked by training.config).
+OPTIMIZER_OPTIONS = {"momentum_sgd": ("momentum", "weight_decay"), "sgd": ("weight_decay",),
+                     "adam": ("betas", "eps", "weight_decay"),
+                     "adamw": ("betas", "eps", "weight_decay")}
 
 
 def make_optimizer(train_config, parameters, lr=None):
     """The optimizer `train_config["optimizer"]` names, over `parameters`, with the section's lr
-    (unless `lr` is given) and whichever of momentum and weight_decay it sets (else the
+    (unless `lr` is given) and whichever of its `OPTIMIZER_OPTIONS` the section sets (else the
     optimizer's own defaults)."""
     name = train_config.get("optimizer")
     if name not in OPTIMIZERS:
         raise ValueError(f"train.optimizer {name!r} is not known; expected one of "
                          f"{list(OPTIMIZERS)}")
-    options = {key: train_config[key] for key in ("weight_decay", "momentum")
-               if key in train_config and (key != "momentum" or name == "momentum_sgd")}
+    options = {key: train_config[key] for key in OPTIMIZER_OPTIONS[name] if key in train_config}
     return OPTIMIZERS[name](parameters, train_config["lr"] if lr is None else lr, **options)

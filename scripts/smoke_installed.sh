@@ -17,8 +17,13 @@ step "installed where: $(python -c 'import xpnn; print(xpnn.__file__)')"
 python -c 'import xpnn; assert "/site-packages/" in xpnn.__file__, xpnn.__file__'
 step "$(xpnn --version) / $(python -m xpnn --version)"
 xpnn describe -c resnet | tail -1
+xpnn describe -c resnet --shapes | tail -2 | head -1
 xpnn train -c lenet --epochs 1 --limit-train 10000 --limit-test 500 --no-progress -o run
 xpnn evaluate run --limit-test 500 | sed -n 2p
+xpnn evaluate run --limit-test 500 --json -o report.json > /dev/null
+python -c 'import json; report = json.load(open("report.json")); assert report["images"] == 500; print("-- evaluate --json:", report["accuracy"])'
+test "$(wc -l < run/metrics.csv)" -eq 2
+xpnn plot run --confusion | tail -1
 images="$(python -c 'import pathlib, xpnn.data as d; print(pathlib.Path(d.__file__).parent / "mnist" / "t10k-images-idx3-ubyte.gz")')"
 xpnn predict run "$images" -o predictions.csv | tail -2
 test "$(wc -l < predictions.csv)" -eq 10001

@@ -64,6 +64,27 @@ def test_describe_prints_the_network_and_its_parameter_count(name):
     assert result.output == f"{net!r}\nTotal parameters: {net.num_parameters():,}\n"
 
 
+def test_describe_shapes_gives_each_layers_shape_parameters_and_flops():
+    result = invoke("describe", "-c", "resnet", "--shapes")
+    assert_ok(result)
+    lines = result.output.splitlines()
+    table = lines[lines.index("    (loss_layer): SoftmaxCrossEntropyLossLayer:") + 1:-1]
+    assert table[0].split() == ["layer", "output", "shape", "parameters", "FLOPs/image"]
+    assert table[1].split() == ["input", "1", "x", "28", "x", "28"]
+    rows = {line.split()[0]: line.split() for line in table[2:]}
+    conv_outputs = 6 * 28 * 28
+    assert rows["(0)"] == ["(0)", "ConvLayer", "6", "x", "28", "x", "28", "156",
+                           f"{conv_outputs * 2 * 25:,}"]
+    block = 2 * (16 * 14 * 14) * 2 * 16 * 9 + 3 * 16 * 14 * 14  # two convs, add, ReLU
+    assert rows["(4)"][-3:] == ["14", "4,640", f"{block:,}"]
+    assert rows["(1)"][-1] == f"{6 * 14 * 14 * 3:,}"  # 2 x 2 windows: 3 comparisons each
+    assert rows["(8)"][-3:] == ["784", "0", "0"]  # flatten: a view
+    assert rows["(9)"][-3:] == ["120", "94,200", f"{120 * 2 * 784:,}"]
+    assert rows["total"][1] == "117,066" and lines[-1] == "Total parameters: 117,066"
+    assert int(rows["total"][2].replace(",", "")) == sum(
+        int(row[-1].replace(",", "")) for key, row in rows.items() if key != "total")
+
+
 # -- train -> stop -> evaluate -> resume ------------------------------------------------------------
 
 def stop_after_steps(monkeypatch, steps):
@@ -123,6 +144,22 @@ def test_train_stop_evaluate_resume(tmp_path, monkeypatch):
     result = invoke("evaluate", run_dir, "--limit-test", "300")  # a folder: its best.npz
     assert_ok(result)
     assert "best.npz" in result.output.splitlines()[0]
+
+    result = invoke("evaluate", run_dir, "--limit-test", "300", "--json", "-o",
+                    tmp_path / "report.json")
+    assert_ok(result)
+    report = json.loads(result.output)
+    assert report == json.loads((tmp_path / "report.json").read_text())
+    assert report["checkpoint"] == str(run_dir / "best.npz") and report["images"] == 300
+    assert report["network"] == "MNISTNetwork" and report["epoch"] == 2
+    assert report["class_names"] == [str(digit) for digit in range(10)]
+    confusion = numpy.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 300
+    assert report["correct"] == numpy.trace(confusion) == round(300 * report["accuracy"])
+    result = invoke("evaluate", run_dir, "--limit-test", "300", "-o", tmp_path / "again.json")
+    assert_ok(result)
+    assert result.output.splitlines()[-1] == f"wrote {tmp_path / 'again.json'}"
+    assert json.loads((tmp_path / "again.json").read_text()) == report
 
 
 def test_train_with_two_workers_learns_and_resumes_with_them(tmp_path, monkeypatch):
@@ -276,6 +313,44 @@ def test_plot_draws_a_png(tmp_path, validation):
     assert (tmp_path / "run" / "curves.png").exists()
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 3, 30])
+def test_plot_ticks_whole_epochs_even_for_short_runs(tmp_path, monkeypatch, epochs):
+    import matplotlib.pyplot
+    figures = []
+    close = matplotlib.pyplot.close
+    monkeypatch.setattr(matplotlib.pyplot, "close", lambda figure: (figures.append(figure),
+                                                                    close(figure)))
+    write_metrics(tmp_path / "run", epochs=epochs)
+    assert_ok(invoke("plot", tmp_path / "run"))
+    for axes in figures[0].axes:
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        assert 1 in ticks or epochs > 10
+
+
+def test_plot_confusion_draws_the_test_confusion_matrix(tmp_path, monkeypatch):
+    import matplotlib.pyplot
+    run_dir = tmp_path / "run"
+    assert_ok(invoke("train", "-c", LENET, "--epochs", "1", *QUICK, "--output", run_dir))
+    figures = []
+    close = matplotlib.pyplot.close
+    monkeypatch.setattr(matplotlib.pyplot, "close", lambda figure: (figures.append(figure),
+                                                                    close(figure)))
+    result = invoke("plot", run_dir, "--confusion")
+    assert_ok(result)
+    assert result.output.splitlines() == [f"wrote {run_dir / 'curves.png'}",
+                                          f"wrote {run_dir / 'confusion.png'}"]
+    assert (run_dir / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    axes = figures[1].axes[0]
+    counts = numpy.array(axes.images[0].get_array())
+    report = json.loads(invoke("evaluate", run_dir, "--json").output)
+    assert counts.tolist() == report["confusion"]
+    assert [label.get_text() for label in axes.get_yticklabels()] == report["class_names"]
+    assert f"{100 * report['accuracy']:.2f}% of {report['images']} test images" in \
+        axes.get_title()
+
+
 def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch):
     write_metrics(tmp_path / "run")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
@@ -313,6 +388,8 @@ def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4")
     assert_ok(result)
     assert "logits" in result.output and "layers.0.weight" in result.output
+    assert result.output.splitlines()[-1].startswith("parity passes: worst relative error ")
+    assert result.output.splitlines()[-1].endswith(") is within the tolerance 0.0001")
     result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--batch-size", "4",
                     "--tolerance", "0")
     assert result.exit_code == 1
@@ -329,7 +406,10 @@ def test_parity_says_what_it_compared_and_defaults_to_a_float64_cpu_reference():
     else:
         assert first == ("compared MNISTNetwork (lenet), 4 test images: cpu float64 (reference) "
                          "against cpu float32")
-        assert result.output.splitlines()[1].startswith("no GPU here (")
+        note = result.output.splitlines()[1]
+        assert note.startswith("no GPU here (") and "GPU requested" not in note
+        assert note.endswith("): compared the CPU's float32 path with its float64 reference")
+    assert result.output.splitlines()[-1].startswith("parity passes: ")
 
 
 def test_parity_json_for_ci():

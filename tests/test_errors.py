@@ -62,6 +62,14 @@ def rename(section, old, new):
     return change
 
 
+def adam_with(**options):
+    """The train section made an adamw one (no momentum) with `options`."""
+    def change(config):
+        config["train"].pop("momentum", None)
+        config["train"].update(optimizer="adamw", **options)
+    return change
+
+
 def replace_layer(index, layer):
     def change(config):
         config["model"]["layers"][index] = layer
@@ -132,6 +140,17 @@ CONFIG_CASES = {
                        ["data.augment.flip", "refused for 'mnist'"]),
     "label smoothing of 1": (setter("train", "label_smoothing", 1),
                              ["train.label_smoothing must be in [0, 1), got 1"]),
+    "adam with momentum": (setter("train", "optimizer", "adam"),
+                           ["train.momentum is an option of momentum_sgd, not of adam, which "
+                            "takes betas, eps, weight_decay"]),
+    "betas for momentum sgd": (setter("train", "betas", [0.9, 0.99]),
+                               ["train.betas is an option of adam and adamw, not of momentum_sgd"]),
+    "a beta of 1": (adam_with(betas=[0.9, 1.0]), ["train.betas must be a list of two numbers in "
+                                                  "[0, 1), like [0.9, 0.999], got [0.9, 1.0]"]),
+    "one beta": (adam_with(betas=0.9), ["train.betas must be a list of two numbers"]),
+    "a beta that is not a number": (adam_with(betas=[0.9, "x"]),
+                                    ["train.betas.1 must be a number, got 'x'"]),
+    "zero eps": (adam_with(eps=0), ["train.eps must be > 0, got 0"]),
 }
 
 

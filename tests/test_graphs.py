@@ -129,6 +129,36 @@ def test_replayed_augmented_steps_train_exactly_as_eager_ones(tmp_path):
     assert captured.graph.replays == 14 and set(captured.all_maps) == {40, 20}
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_replayed_adam_steps_train_exactly_as_eager_ones(tmp_path, optimizer):
+    """Adam's bias corrections change every step: replays compute them from the device step
+    counter the update advances, and end bit for bit as eager steps do (CPU pow on both)."""
+    from xpnn.training import load_checkpoint, validate_config
+    from xpnn.training.config import read_config
+    raw = read_config(LENET)
+    raw["train"] = {"epochs": 2, "batch_size": 40, "optimizer": optimizer, "lr": 0.002,
+                    "weight_decay": 0.05, "schedule": {"name": "cosine", "warmup_epochs": 0.2}}
+    config = validate_config(raw)
+    start_run(config, CPU, tmp_path / "eager", **SMALL).fit()
+    trainer = start_run(config, CPU, tmp_path / "graph", **SMALL)
+
+    def state():
+        opt = trainer.optimizer
+        return [opt.data, opt.grad, opt.exp_avg, opt.exp_avg_sq, opt.lr_on_device,
+                opt.steps_on_device, trainer.stats.loss_sum, trainer.stats.correct]
+
+    captured = CapturedStep(trainer.training_step, HostGraphs(state, lambda: [captured.index]))
+    trainer.run_step = captured
+    trainer.fit()
+    assert captured.graph.replays == 14
+    assert float(trainer.optimizer.steps_on_device) == trainer.optimizer.steps == 16
+    eager, graph = (load_checkpoint(tmp_path / name / "last.npz") for name in ("eager", "graph"))
+    for key in eager.weights:
+        assert numpy.array_equal(eager.weights[key], graph.weights[key]), key
+    for key in ("exp_avg", "exp_avg_sq", "steps"):
+        assert numpy.array_equal(eager.optimizer[key], graph.optimizer[key]), key
+
+
 def test_a_graph_run_killed_and_resumed_ends_as_an_eager_run_does(tmp_path, monkeypatch):
     """Resume stays exact on the graph path: the resumed run warms up, captures and replays
     again from the checkpoint (saved every 4 steps; killed after step 6 of 8 in epoch 1)."""

@@ -388,6 +388,23 @@ def test_loss_rejects_host_labels_outside_the_classes(labels):
         layers.SoftmaxCrossEntropyLossLayer().forward(numpy.zeros((3, 4)), numpy.array(labels))
 
 
+@pytest.mark.parametrize("labels", [[1.7, 2.2, 0.0], [1.0, 2.0, 0.0], [True, False, True]],
+                         ids=["fractions", "whole-floats", "booleans"])
+def test_loss_rejects_labels_that_are_not_integers(labels):
+    with pytest.raises(ValueError, match=r"labels must be integer class indices, got dtype"):
+        layers.SoftmaxCrossEntropyLossLayer().forward(numpy.zeros((3, 4)), numpy.array(labels))
+
+
+def test_loss_backward_without_forward_is_named():
+    loss = layers.SoftmaxCrossEntropyLossLayer()
+    with pytest.raises(RuntimeError, match=r"backward\(\) needs a forward\(logits, labels\) first"):
+        loss.backward()
+    loss.forward(numpy.zeros((2, 3)), numpy.array([0, 2]))
+    loss.backward()
+    with pytest.raises(RuntimeError, match="needs a forward"):  # one backward per forward
+        loss.backward()
+
+
 # -- shape errors ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make_layer,shape,expected_text", [

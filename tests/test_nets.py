@@ -284,6 +284,33 @@ def test_every_config_builds_and_gives_ten_class_scores(path, dtype):
                if name.endswith("weight"))
 
 
+def test_backward_out_of_order_is_named_not_an_attribute_error():
+    net = nets.build(model_config("lenet"), seed=0)
+    images, labels = numpy.zeros((2, 1, 28, 28), "float32"), numpy.array([3, 4])
+    expected = r"MNISTNetwork.backward\(\) follows forward_loss\(images, labels\)"
+    with pytest.raises(RuntimeError, match=expected):  # before any forward_loss
+        net.backward()
+    net.forward_loss(images, labels)
+    net.forward(images)  # the layers now hold this forward's values, not the loss's
+    with pytest.raises(RuntimeError, match=expected):
+        net.backward()
+    net.forward_loss(images, labels)
+    net.backward()
+    with pytest.raises(RuntimeError, match=expected):  # each loss is used once
+        net.backward()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int64", "bool"])
+def test_a_network_refuses_integer_images_in_one_line(dtype):
+    net = nets.build(model_config("lenet"), seed=0)
+    images = numpy.zeros((2, 1, 28, 28), dtype)
+    expected = (rf"MNISTNetwork takes floating-point images \(float32 on the \[0, 1\] scale, as it "
+                rf"was trained\), got {dtype}; divide 0-255 images by 255")
+    for call in (lambda: net.forward(images), lambda: net.forward_loss(images, numpy.array([1, 2]))):
+        with pytest.raises(ValueError, match=expected):
+            call()
+
+
 def test_parameter_count_and_names_of_lenet():
     net = nets.build(model_config("lenet"))
     assert net.num_parameters() == (6 * 25 + 6) + (16 * 6 * 25 + 16) + (784 * 120 + 120) + \

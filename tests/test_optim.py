@@ -11,7 +11,8 @@ from xpnn import layers
 from xpnn import nets
 from xpnn.backend import CPU, device_of
 from xpnn.layers import Parameter
-from xpnn.optim import MomentumSGDOptimizer, PackedParameters, Schedule, SGDOptimizer
+from xpnn.optim import (AdamOptimizer, AdamWOptimizer, MomentumSGDOptimizer, PackedParameters,
+                        Schedule, SGDOptimizer, make_optimizer)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STEPS = 3
@@ -72,6 +73,135 @@ def test_momentum_sgd_matches_hand_computed_updates(momentum, weight_decay, dtyp
         expected = [w - 0.05 * v for w, v in zip(expected, velocity)]
         for param, want in zip(params, expected):
             numpy.testing.assert_allclose(device.to_numpy(param.data), want, **tolerance(dtype))
+
+
+# -- Adam and AdamW ---------------------------------------------------------------------------------
+
+ADAM_STEPS = 20
+ADAM_CASES = {  # (optimizer class, keyword arguments)
+    "adam": (AdamOptimizer, dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)),
+    "adam-decay": (AdamOptimizer, dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    "adamw": (AdamWOptimizer, dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)),
+    "adamw-decay": (AdamWOptimizer, dict(betas=(0.8, 0.99), eps=1e-3, weight_decay=0.5)),
+}
+
+
+def adam_rate(step):
+    """A learning rate that changes every step, as a schedule's does."""
+    return 0.02 * (1 - step / (2 * ADAM_STEPS))
+
+
+def documented_adam(weights, grads_of_step, betas, eps, weight_decay, decoupled):
+    """PyTorch's documented algorithm for torch.optim.Adam (decoupled=False) and AdamW (True),
+    transcribed in float64 NumPy: the weights after each of ADAM_STEPS steps."""
+    beta1, beta2 = betas
+    weights = [w.astype(numpy.float64) for w in weights]
+    m = [numpy.zeros_like(w) for w in weights]
+    v = [numpy.zeros_like(w) for w in weights]
+    trajectory = []
+    for step in range(ADAM_STEPS):
+        t, lr = step + 1, adam_rate(step)
+        for i, (w, g) in enumerate(zip(weights, grads_of_step(step))):
+            if decoupled:
+                w = w - lr * weight_decay * w
+            elif weight_decay:
+                g = g + weight_decay * w
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+            m_hat, v_hat = m[i] / (1 - beta1 ** t), v[i] / (1 - beta2 ** t)
+            weights[i] = w - lr * m_hat / (numpy.sqrt(v_hat) + eps)
+        trajectory.append([w.copy() for w in weights])
+    return trajectory
+
+
+@pytest.mark.parametrize("case", sorted(ADAM_CASES))
+def test_adam_matches_the_documented_algorithm_over_20_steps(case, dtype, device):
+    kind, options = ADAM_CASES[case]
+    params = make_parameters(dtype, device=device)
+    start = [device.to_numpy(p.data) for p in params]
+    expected = documented_adam(start, lambda step: gradients(step, params), options["betas"],
+                               options["eps"], options["weight_decay"], kind is AdamWOptimizer)
+    optimizer = kind(params, lr=adam_rate(0), **options)
+    for step in range(ADAM_STEPS):
+        optimizer.lr = adam_rate(step)
+        optimizer.zero_grad()
+        set_gradients(params, gradients(step, params))
+        optimizer.step()
+        for param, want in zip(params, expected[step]):
+            got = device.to_numpy(param.data)
+            assert got.dtype == dtype
+            numpy.testing.assert_allclose(
+                got, want, **(dict(rtol=1e-12, atol=1e-13) if dtype == "float64"
+                              else dict(rtol=1e-5, atol=2e-6)))
+    assert optimizer.steps == ADAM_STEPS
+
+
+@pytest.mark.parametrize("case", sorted(ADAM_CASES))
+def test_adam_and_the_documented_algorithm_match_torch_in_float64(case):
+    """The transcription above, and our optimizers, against torch.optim.Adam / AdamW."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (not a dev extra: "
+                                "the transcription above stands in for it)")
+    kind, options = ADAM_CASES[case]
+    params = make_parameters("float64")
+    start = [p.data.copy() for p in params]
+    expected = documented_adam(start, lambda step: gradients(step, params), options["betas"],
+                               options["eps"], options["weight_decay"], kind is AdamWOptimizer)
+    tensors = [torch.tensor(w, requires_grad=True) for w in start]
+    theirs = (torch.optim.AdamW if kind is AdamWOptimizer else torch.optim.Adam)(
+        tensors, lr=adam_rate(0), foreach=False, **options)
+    ours = kind(params, lr=adam_rate(0), **options)
+    for step in range(ADAM_STEPS):
+        grads = gradients(step, params)
+        for tensor, grad in zip(tensors, grads):
+            tensor.grad = torch.tensor(grad)
+        theirs.param_groups[0]["lr"] = ours.lr = adam_rate(step)
+        theirs.step()
+        ours.zero_grad()
+        set_gradients(params, grads)
+        ours.step()
+        for tensor, param, want in zip(tensors, params, expected[step]):
+            numpy.testing.assert_allclose(want, tensor.detach().numpy(), rtol=1e-12, atol=1e-14)
+            numpy.testing.assert_allclose(param.data, tensor.detach().numpy(), rtol=1e-12,
+                                          atol=1e-14)
+
+
+def test_adam_state_round_trips_and_refuses_another_optimizers_state():
+    params = make_parameters()
+    optimizer = AdamWOptimizer(params, lr=0.01)
+    set_gradients(params, gradients(0, params))
+    optimizer.step()
+    state = optimizer.state_dict()
+    assert set(state) == {"lr", "steps", "exp_avg", "exp_avg_sq"} and state["steps"] == 1
+    assert state["exp_avg"].any() and state["exp_avg_sq"].any()
+    state["exp_avg"][...] = 0  # a host copy
+    assert optimizer.exp_avg.any()
+    with pytest.raises(ValueError, match="exp_avg_sq of shape"):
+        optimizer.load_state_dict({**state, "exp_avg_sq": numpy.zeros(3)})
+    momentum_state = MomentumSGDOptimizer(make_parameters(), lr=0.1).state_dict()
+    with pytest.raises(ValueError, match="lacks exp_avg"):
+        optimizer.load_state_dict(momentum_state)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(betas=(0.9,)), "betas must be two numbers in"), (dict(betas=(0.9, 1.0)), "betas"),
+    (dict(betas=(-0.1, 0.9)), "betas"), (dict(betas=(0.9, float("nan"))), "betas"),
+    (dict(eps=0.0), "eps must be a finite number > 0"), (dict(eps=float("inf")), "eps"),
+    (dict(weight_decay=-1.0), "weight_decay"),
+], ids=["one-beta", "beta-1", "negative-beta", "nan-beta", "eps-0", "eps-inf", "negative-decay"])
+def test_bad_adam_hyperparameters_raise_value_error(arguments, message):
+    for kind in (AdamOptimizer, AdamWOptimizer):
+        with pytest.raises(ValueError, match=message):
+            kind(make_parameters(), lr=0.01, **arguments)
+
+
+def test_the_factory_makes_adam_and_adamw_from_a_train_section():
+    section = {"optimizer": "adam", "lr": 0.001, "betas": [0.8, 0.9], "eps": 1e-6,
+               "weight_decay": 0.1}
+    adam = make_optimizer(section, make_parameters())
+    assert type(adam) is AdamOptimizer and adam.betas == (0.8, 0.9) and adam.eps == 1e-6
+    assert adam.weight_decay == 0.1 and adam.lr == 0.001
+    adamw = make_optimizer({"optimizer": "adamw", "lr": 0.001}, make_parameters())
+    assert type(adamw) is AdamWOptimizer and adamw.weight_decay == 0.01  # PyTorch's default
 
 
 def test_changing_lr_takes_effect_on_the_next_step():
@@ -347,7 +477,7 @@ def test_optimizer_over_a_layer_uses_its_parameters_in_order():
     numpy.testing.assert_array_equal(optimizer.data[:6], layer.weight.data.ravel())
 
 
-@pytest.mark.parametrize("momentum", [None, 0.9])
+@pytest.mark.parametrize("momentum", [None, 0.9, "adam", "adamw"])
 def test_a_rate_kept_on_the_device_updates_as_the_number_does(device, momentum):
     """What a CUDA-graph step captures: `update()` reading the rate from a device array that
     setting `lr` writes, step after step, on every implementation (the fused kernels take it as
@@ -359,8 +489,9 @@ def test_a_rate_kept_on_the_device_updates_as_the_number_does(device, momentum):
     def trained(on_device):
         params = [Parameter(device.send(rng_values.astype(numpy.float32)))
                   for rng_values in start]
-        kind = SGDOptimizer if momentum is None else MomentumSGDOptimizer
-        extra = {} if momentum is None else {"momentum": momentum}
+        kind = {None: SGDOptimizer, "adam": AdamOptimizer, "adamw": AdamWOptimizer}.get(
+            momentum, MomentumSGDOptimizer)
+        extra = {} if momentum in (None, "adam", "adamw") else {"momentum": momentum}
         optimizer = kind(params, lr=0.1, weight_decay=1e-3, **extra)
         if on_device:
             optimizer.keep_lr_on_device()
@@ -372,6 +503,8 @@ def test_a_rate_kept_on_the_device_updates_as_the_number_does(device, momentum):
         if on_device:
             assert float(optimizer.lr_on_device) == numpy.float32(0.02)
             assert optimizer.lr_on_device.dtype == numpy.float32
+            if momentum in ("adam", "adamw"):  # the update counted the steps on the device
+                assert float(optimizer.steps_on_device) == 3 and optimizer.steps == 0
         return [device.to_numpy(param.data) for param in params]
 
     start = [rng.standard_normal((3, 4)), rng.standard_normal(5)]

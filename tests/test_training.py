@@ -1,5 +1,6 @@
 """The training loop: it learns, it is deterministic, and any crash or signal can be resumed from
 to exactly the weights of an uninterrupted run."""
+import csv
 import json
 import math
 import os
@@ -12,8 +13,11 @@ from pathlib import Path
 import numpy
 import pytest
 
+from xpnn import nets
 from xpnn.backend import CPU
-from xpnn.training import load_checkpoint, load_config, read_metrics, resume_run, start_run
+from xpnn.data import load_dataset
+from xpnn.training import evaluate, load_checkpoint, load_config, validate_config, read_metrics, resume_run, start_run
+from xpnn.training.config import read_config
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
 from xpnn.nets import ConfigError
 from xpnn.training.errors import CheckpointError, DivergenceError
@@ -27,6 +31,14 @@ LENET = REPO / "configs" / "lenet.yaml"
 def lenet(**train):
     """The lenet config with some train values changed."""
     return load_config(LENET, {f"train.{key}": value for key, value in train.items()})
+
+
+def run_folder_files():
+    """The sorted names of what a finished run with a validation set leaves in its folder."""
+    from xpnn.training.event_files import EVENTS_NAME, writer_missing
+    events = [EVENTS_NAME] if writer_missing() is None else []
+    return sorted(["best.npz", "config.yaml", "last.npz", "metrics.csv", "metrics.jsonl",
+                   *events])
 
 
 def assert_same_run(dir_a, dir_b):
@@ -55,6 +67,41 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert num_batches(1000, 300) == 4 and num_batches(900, 300) == 3
 
 
+def test_evaluate_takes_floats_in_0_1_and_integers_as_it_takes_uint8():
+    net = nets.build(lenet()["model"], seed=0)
+    dataset = load_dataset("mnist")
+    images, labels = dataset.test_images[:200], dataset.test_labels[:200]
+    expected = evaluate(net, images, labels)
+    for same in (images / 255, (images / 255).astype("float32"), images.astype("int64")):
+        got = evaluate(net, same, labels)
+        assert got.loss == pytest.approx(expected.loss, rel=1e-6)
+        assert got.accuracy == expected.accuracy
+        assert numpy.array_equal(got.predictions, expected.predictions)
+
+
+@pytest.mark.parametrize("images, text", [
+    (numpy.full((2, 1, 28, 28), 255.0), "got float64 values from 255 to 255 (divide 0-255 floats by 255)"),
+    (numpy.full((2, 1, 28, 28), -0.5, "float32"), "got float32 values from -0.5 to -0.5"),
+    (numpy.full((2, 1, 28, 28), 300), "got int64 values from 300 to 300"),
+    (numpy.full((2, 1, 28, 28), numpy.nan), "got float64 values from nan to nan"),
+    (numpy.zeros((2, 1, 28, 28), bool), "got dtype bool"),
+], ids=["floats-0-255", "negative", "int-above-255", "nan", "bool"])
+def test_evaluate_refuses_images_of_an_unknown_scale_in_one_line(images, text):
+    net = nets.build(lenet()["model"], seed=0)
+    with pytest.raises(ValueError) as error:
+        evaluate(net, images, numpy.array([1, 2]))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(
+        "images must be uint8 (or integers) on the 0-255 scale, or floats on the [0, 1] scale")
+    assert text in message
+
+
+def test_evaluate_refuses_labels_that_are_not_integers():
+    net = nets.build(lenet()["model"], seed=0)
+    with pytest.raises(ValueError, match="labels must be integer class indices, got dtype float64"):
+        evaluate(net, numpy.zeros((2, 1, 28, 28), numpy.uint8), numpy.array([1.7, 2.2]))
+
+
 def test_batches_become_float32_in_unit_range():
     images = numpy.array([[[[0, 255], [51, 102]]]], dtype=numpy.uint8)
     batch = to_float(images)
@@ -79,8 +126,7 @@ def test_one_epoch_on_5000_images_exceeds_90_percent(tmp_path):
     records = read_metrics(tmp_path / "run")
     assert records == json.loads(json.dumps(metrics))
     assert set(records[0]) == set(METRIC_KEYS) | set(VALIDATION_KEYS)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == run_folder_files()
 
 
 # -- exact resume after a crash at any step (in process) --------------------------------------------
@@ -144,6 +190,86 @@ def test_resume_of_an_augmented_run_is_bit_identical(tmp_path, monkeypatch):
     undo()
     resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None).fit()
     assert_same_run(tmp_path / "reference", tmp_path / "run")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_resume_of_an_adam_run_is_bit_identical(tmp_path, monkeypatch, optimizer):
+    """Adam's moments and step count travel in the checkpoint: a run crashed mid-epoch and
+    resumed ends with the uninterrupted run's weights and state, bit for bit."""
+    raw = read_config(LENET)
+    raw["train"] = {"epochs": 2, "batch_size": 20, "optimizer": optimizer, "lr": 0.002,
+                    "betas": [0.85, 0.995], "weight_decay": 0.05,
+                    "schedule": {"name": "cosine", "warmup_epochs": 0.2}}
+    config = validate_config(raw)
+    start_run(config, CPU, tmp_path / "reference", **SMALL).fit()
+    undo = crash_after_steps(monkeypatch, 22)
+    with pytest.raises(Crash):
+        start_run(config, CPU, tmp_path / "run", **SMALL).fit()
+    undo()
+    assert position(tmp_path / "run") == (1, 5)
+    resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None).fit()
+    a, b = (load_checkpoint(tmp_path / name / "last.npz") for name in ("reference", "run"))
+    assert a.config["train"]["optimizer"] == optimizer and a.optimizer["steps"] == 30
+    for key in a.weights:
+        assert numpy.array_equal(a.weights[key], b.weights[key]), key
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert a.optimizer[key].any() and numpy.array_equal(a.optimizer[key], b.optimizer[key])
+    assert a.optimizer["steps"] == b.optimizer["steps"]
+    metrics = read_metrics(tmp_path / "reference")
+    assert metrics[-1]["test_acc"] > 0.5  # it learns
+
+
+def test_metrics_csv_holds_the_records_of_metrics_jsonl(small_reference):
+    records = read_metrics(small_reference)
+    with (small_reference / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                             "test_loss", "test_acc", "lr", "seconds"]
+    assert len(rows) == len(records) == 2
+    for row, record in zip(rows, records):
+        assert {key: float(value) for key, value in row.items()} == {
+            key: float(record[key]) for key in row}
+
+
+def test_tensorboard_reads_back_a_resumed_runs_events_once_per_epoch(tmp_path, monkeypatch):
+    """The event file is rewritten whole from the records after each epoch: after a crash and
+    a resume, TensorBoard's own reader finds every scalar of every epoch once."""
+    pytest.importorskip("tensorboardX", reason="the tensorboard extra (tensorboardX) is not "
+                        "installed: no event files are written")
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator",
+        reason="tensorboard (the reader, in the dev extra) is not installed")
+    undo = crash_after_steps(monkeypatch, 22)
+    with pytest.raises(Crash):
+        start_run(lenet(epochs=2, batch_size=20), CPU, tmp_path / "run", **SMALL).fit()
+    undo()
+    resume_run(tmp_path / "run", CPU, progress=False, echo=lambda line: None).fit()
+    records = read_metrics(tmp_path / "run")
+    assert [path.name for path in (tmp_path / "run").iterdir() if "tfevents" in path.name] == [
+        "events.out.tfevents.xpnn"]
+    events = accumulator.EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == sorted([
+        "loss/train", "loss/validation", "loss/test", "accuracy/train", "accuracy/validation",
+        "accuracy/test", "lr", "seconds"])
+    for tag, key in (("accuracy/test", "test_acc"), ("loss/validation", "val_loss"),
+                     ("lr", "lr")):
+        scalars = events.Scalars(tag)
+        assert [event.step for event in scalars] == [1, 2]
+        assert [event.value for event in scalars] == pytest.approx(
+            [record[key] for record in records], rel=1e-6)  # stored as float32
+    elapsed = [event.wall_time for event in events.Scalars("seconds")]
+    assert elapsed == pytest.approx([records[0]["seconds"],
+                                     records[0]["seconds"] + records[1]["seconds"]])
+
+
+def test_without_tensorboardx_no_event_file_is_written(tmp_path, monkeypatch):
+    from xpnn.training.event_files import writer_missing
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # makes the import fail
+    assert writer_missing().startswith("tensorboardX is not installed")
+    start_run(lenet(epochs=1, batch_size=50), CPU, tmp_path / "run", **SMALL).fit()
+    assert (tmp_path / "run" / "metrics.csv").exists()
+    assert not [path for path in (tmp_path / "run").iterdir() if "tfevents" in path.name]
 
 
 def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):

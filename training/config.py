@@ -1,8 +1,8 @@
 """Training configs: read a YAML file and check every section, key and value before any work starts.
 
     model: {name, input_shape, num_classes, layers}     checked without drawing weights (nets.check)
-    train: {epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, seed,
-            label_smoothing, precision}
+    train: {epochs, batch_size, optimizer, lr, momentum | betas and eps, weight_decay, schedule,
+            seed, label_smoothing, precision}
     data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
 
 `load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
@@ -21,14 +21,15 @@ from xpnn import configs, nets
 from xpnn.backend.dispatch import PRECISIONS
 from xpnn.data import DEFAULT_VALIDATION
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
-from xpnn.optim import DEFAULT_MOMENTUM, OPTIMIZERS, SCHEDULES, Schedule
+from xpnn.optim import (DEFAULT_BETAS, DEFAULT_EPS, DEFAULT_MOMENTUM, OPTIMIZER_OPTIONS,
+                        OPTIMIZERS, SCHEDULES, Schedule)
 from xpnn.training.augment import OPTIONS as AUGMENT_OPTIONS
 from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
 DATASETS = ("mnist", "fashion-mnist", "idx")  # idx: any folder of the four IDX files (data_dir)
-TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-              "seed", "label_smoothing", "precision")
+TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "eps",
+              "weight_decay", "schedule", "seed", "label_smoothing", "precision")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
 DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
@@ -215,8 +216,10 @@ def validate_config(config):
     """Check a whole config mapping; return a new dict with defaults filled in.
 
     Defaults: model.num_classes 10, train.momentum 0.9 (momentum_sgd only; 0 for sgd),
-    train.weight_decay 0, train.schedule {name: constant}, train.seed 0,
-    train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None, data.validation 5000,
+    train.betas [0.9, 0.999] and train.eps 1e-8 (adam and adamw only), train.weight_decay 0
+    (0.01 for adamw, as PyTorch's), train.schedule {name: constant}, train.seed 0,
+    train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None,
+    data.validation 5000,
     data.augment {} (none).
     """
     if not isinstance(config, dict):
@@ -241,12 +244,17 @@ def validate_train(train):
         "optimizer": _choice("train.optimizer", train["optimizer"], tuple(OPTIMIZERS)),
         "lr": _finite("train.lr", train["lr"], low=0, low_open=True),
     }
-    default_momentum = DEFAULT_MOMENTUM if checked["optimizer"] == "momentum_sgd" else 0.0
-    momentum = _finite("train.momentum", train.get("momentum", default_momentum), low=0)
-    if momentum >= 1:
-        raise ConfigError(f"train.momentum must be in [0, 1), got {train['momentum']!r}")
-    checked["momentum"] = momentum
-    checked["weight_decay"] = _finite("train.weight_decay", train.get("weight_decay", 0.0), low=0)
+    if checked["optimizer"] in ("adam", "adamw"):
+        checked.update(validate_adam_options(train, checked["optimizer"]))
+    else:
+        _refuse_options_of_others(train, checked["optimizer"], ("betas", "eps"))
+        default_momentum = DEFAULT_MOMENTUM if checked["optimizer"] == "momentum_sgd" else 0.0
+        momentum = _finite("train.momentum", train.get("momentum", default_momentum), low=0)
+        if momentum >= 1:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {train['momentum']!r}")
+        checked["momentum"] = momentum
+        checked["weight_decay"] = _finite("train.weight_decay", train.get("weight_decay", 0.0),
+                                          low=0)
     checked["schedule"] = validate_schedule(train.get("schedule", {"name": "constant"}),
                                             checked["lr"], checked["epochs"])
     checked["seed"] = check_number("train.seed", train.get("seed", 0), int, low=0)
@@ -257,6 +265,33 @@ def validate_train(train):
                           f"{train['label_smoothing']!r}; 0.1 is usual")
     checked["precision"] = _choice("train.precision", train.get("precision", "fp32"), PRECISIONS)
     return checked
+
+
+def validate_adam_options(train, name):
+    """{betas, eps, weight_decay} of an adam or adamw train section, defaults filled in."""
+    _refuse_options_of_others(train, name, ("momentum",))
+    betas = train.get("betas", list(DEFAULT_BETAS))
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
+                          f"[0.9, 0.999], got {betas!r}")
+    checked = [_finite(f"train.betas.{index}", beta, low=0) for index, beta in enumerate(betas)]
+    if max(checked) >= 1:
+        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
+                          f"[0.9, 0.999], got {betas!r}")
+    default_decay = 0.01 if name == "adamw" else 0.0
+    return {"betas": checked,
+            "eps": _finite("train.eps", train.get("eps", DEFAULT_EPS), low=0, low_open=True),
+            "weight_decay": _finite("train.weight_decay", train.get("weight_decay",
+                                                                    default_decay), low=0)}
+
+
+def _refuse_options_of_others(train, name, keys):
+    for key in keys:
+        if key in train:
+            takes = [other for other, options in OPTIMIZER_OPTIONS.items() if key in options]
+            raise ConfigError(f"train.{key} is an option of {' and '.join(takes)}, not of "
+                              f"{name}, which takes {', '.join(OPTIMIZER_OPTIONS[name])}; remove it from the "
+                              f"train section")
 
 
 def validate_schedule(schedule, lr, epochs):

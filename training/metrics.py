@@ -1,4 +1,4 @@
-"""Loss and accuracy: running sums kept on the device, evaluation, the metrics file.
+"""Loss and accuracy: running sums kept on the device, evaluation, the metrics files.
 
 metrics.jsonl in a run folder holds one JSON object per finished epoch:
     {"epoch": 1, "train_loss": ..., "train_acc": ..., "val_loss": ..., "val_acc": ...,
@@ -6,7 +6,11 @@ metrics.jsonl in a run folder holds one JSON object per finished epoch:
 Accuracies are fractions in [0, 1]; `lr` is the rate at the epoch's last step; val_loss and
 val_acc are null in a run without a validation set (and absent from runs made before it).
 With label smoothing every loss is the smoothed one, the objective that training lowers.
+metrics.csv beside it holds the same records, one row each (`CSV_COLUMNS`; empty where null),
+and with tensorboardX installed `training.event_files` writes them as TensorBoard events.
 """
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -18,9 +22,13 @@ from xpnn.backend import CPU, get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
 from xpnn.backend.graphs import forbid_host_sync
 from xpnn.training.batches import to_float
+from xpnn.training.event_files import write_events
 from xpnn.training.files import atomic_write
 
 METRICS_NAME = "metrics.jsonl"
+CSV_NAME = "metrics.csv"
+CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+               "lr", "seconds")
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 VALIDATION_KEYS = ("val_loss", "val_acc")  # optional: null without a validation set
 
@@ -70,12 +78,16 @@ class Evaluation:
 
 
 def evaluate(net, images, labels, batch_size=1000, should_stop=None):
-    """Evaluate `net` on uint8 `images` (N, C, H, W) and `labels` (N,), on their device.
+    """Evaluate `net` on `images` (N, C, H, W) and integer `labels` (N,), on their device.
 
-    `should_stop()`, if given, is asked between batches; when it returns True, evaluation stops
-    early and None is returned.
+    Images are uint8 (or other integers) on the 0-255 scale, or floats on the [0, 1] scale
+    (``images / 255``); the network sees float32 in [0, 1] either way. Anything else (floats
+    outside [0, 1], integers outside 0-255, booleans) raises `ValueError`, as do labels that are
+    not integers. `should_stop()`, if given, is asked between batches; when it returns True,
+    evaluation stops early and None is returned.
     """
     xp = get_array_module(images)
+    to_network = network_input(images)
     count = labels.shape[0]
     stats = RunningStats(xp)
     predictions = []
@@ -83,12 +95,38 @@ def evaluate(net, images, labels, batch_size=1000, should_stop=None):
         if should_stop is not None and should_stop():
             return None
         batch_labels = labels[start:start + batch_size]
-        loss, logits = net.forward_loss(to_float(images[start:start + batch_size]), batch_labels)
+        loss, logits = net.forward_loss(to_network(images[start:start + batch_size]), batch_labels)
         stats.add(loss, logits, batch_labels)
         predictions.append(logits.argmax(axis=1))
     loss, accuracy = stats.means()
     predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
     return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)
+
+
+def network_input(images):
+    """The conversion that makes batches of `images` what a network sees (float32 in [0, 1]),
+    after checking their dtype and scale (floats and wide integers: one look at their range);
+    `ValueError` naming what was given and what is accepted."""
+    kind = images.dtype.kind
+    if images.dtype == numpy.uint8:
+        return to_float
+    accepted = ("images must be uint8 (or integers) on the 0-255 scale, or floats on the [0, 1] "
+                "scale")
+    if kind not in "iuf":
+        raise ValueError(f"{accepted}; got dtype {images.dtype}")
+    if images.size == 0:
+        return to_float if kind in "iu" else _as_float32
+    low, high = float(images.min()), float(images.max())
+    if kind == "f" and 0 <= low and high <= 1:
+        return _as_float32
+    if kind in "iu" and 0 <= low and high <= 255:
+        return to_float
+    hint = " (divide 0-255 floats by 255)" if kind == "f" and 0 <= low and high <= 255 else ""
+    raise ValueError(f"{accepted}; got {images.dtype} values from {low:g} to {high:g}{hint}")
+
+
+def _as_float32(images):
+    return images.astype(get_array_module(images).float32, copy=False)
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -128,9 +166,17 @@ def best_epoch(records):
 
 
 def write_metrics(run_dir, records):
-    """Write all epoch records to run_dir/metrics.jsonl (atomically: the file is always whole)."""
+    """Write all epoch records to run_dir/metrics.jsonl, metrics.csv and (with tensorboardX)
+    TensorBoard's event file, each atomically: a file is always whole."""
     text = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write(Path(run_dir) / METRICS_NAME, lambda f: f.write(text), binary=False)
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        writer.writerow(["" if record.get(key) is None else record[key] for key in CSV_COLUMNS])
+    atomic_write(Path(run_dir) / CSV_NAME, lambda f: f.write(table.getvalue()), binary=False)
+    write_events(run_dir, records)
 
 
 def read_metrics(run_dir):
