@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from xpnn.cli import cli
 from xpnn.training import load_checkpoint
 from xpnn.training.files import LOCK_NAME, FolderLock
-from test_training import run_folder_files  # tests/test_training.py
 
 REPO = Path(__file__).resolve().parent.parent
 LONG = os.environ.get("XPNN_LONG_TESTS") == "1"
@@ -26,6 +25,14 @@ PAIRS, LONG_PAIRS = 5, 50
 TINY = ["-c", "lenet", "--epochs", "1", "--batch-size", "50", "--limit-train", "100",
         "--limit-test", "50", "--no-progress"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+
+RUN_FILES = ["best.npz", "config.yaml", "last.npz", "metrics.csv", "metrics.jsonl"]
+
+
+def run_files(run_dir):
+    """The run folder's files, TensorBoard's event file (where tensorboardX is installed) aside."""
+    return sorted(path.name for path in run_dir.iterdir()
+                  if not path.name.startswith("events.out.tfevents"))
 
 
 def train_process(*args, **popen):
@@ -42,12 +49,6 @@ def holding_process(folder):
                                stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "locked"
     return process
-
-
-def run_folder_files():
-    """What a finished run leaves in its folder (the lock file gone)."""
-    from test_training import run_folder_files as files
-    return files()
 
 
 def seed_of_config(path):
@@ -71,7 +72,7 @@ def test_two_runs_started_together_into_one_folder_lose_nothing(tmp_path):
         assert "Traceback" not in refused
         assert ("is in use: process " in lines[0] and " on host " in lines[0]
                 or "already holds a training run" in lines[0]), lines[0]
-        assert sorted(path.name for path in run_dir.iterdir()) == run_folder_files()
+        assert run_files(run_dir) == RUN_FILES
         assert seed_of_config(run_dir / "config.yaml") == winner
         for name in ("last.npz", "best.npz"):
             assert load_checkpoint(run_dir / name).config["train"]["seed"] == winner
@@ -128,7 +129,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--resume", str(run_dir), "--no-progress"],
                                 prog_name="xpnn")
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in run_dir.iterdir()) == run_folder_files()
+    assert run_files(run_dir) == RUN_FILES
 
 
 def test_a_new_run_given_up_before_its_first_checkpoint_leaves_nothing(tmp_path):
