@@ -253,6 +253,9 @@ class RunTrainer(Trainer):
 
     folder_lock = None  # a `FolderLock` on rank 0, None on other ranks
 
+    def check_run_dir(self):
+        """Nothing here: `start_run` and `resume_run` check the folder (under its lock)."""
+
     def fit(self):
         if self.folder_lock is not None and self.folder_lock.released:
             self.folder_lock = lock_run_dir(self.run_dir)

@@ -24,6 +24,7 @@ from xpnn.training.batches import batch_sizes, epoch_permutation
 from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
 from xpnn.training.errors import DivergenceError, TrainingInterrupted
 from xpnn.training.evaluation import evaluate_epoch
+from xpnn.training.files import ready_folder
 from xpnn.training.metrics import format_epoch, write_metrics
 from xpnn.training.run_state import SHUFFLE, EpochProgress, RunState
 from xpnn.training.setup import set_up
@@ -38,7 +39,8 @@ class Trainer:
 
     Args:
         config: a checked config; dataset: a `data.Dataset`; device: a `backend.Device`.
-        run_dir: folder for last.npz, best.npz and metrics.jsonl (must exist and be writable).
+        run_dir: folder for last.npz, best.npz and metrics.jsonl (created if missing; checked
+            writable before anything else, `RunFolderError` if not).
         limit_train, limit_test, workers: see `training.setup.set_up`.
         checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
         ranks: the job's ranks (`backend.communicator`; default: this process's world).
@@ -59,6 +61,8 @@ class Trainer:
         echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
         self.echo = echo if self.ranks.is_root else (lambda line: None)
         self.limit_train, self.limit_test = limit_train, limit_test
+        if self.ranks.is_root:
+            self.check_run_dir()
         self.mode = dataclasses.replace(mode or mode_for(device, self.ranks.size),
                                         precision=self.train_config["precision"])
         self.mode.check(device, self.ranks.size)
@@ -77,6 +81,10 @@ class Trainer:
         self.best_val_acc = None
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stops = StopSignals(self.ranks, READ_EVERY)
+
+    def check_run_dir(self):
+        """Make the run folder if needed and prove it writable (before any work)."""
+        ready_folder(self.run_dir, "give the Trainer a folder it can write to")
 
     @property
     def last_path(self):
