@@ -74,7 +74,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
-    from xpnn.training.metrics import best_epoch
+    from xpnn.training.fit import done_line, start_line
     from xpnn.training.runs import default_run_dir
 
     overrides = (train_shorthands(epochs, batch_size, lr, seed, precision)
@@ -112,9 +112,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
             config, device, output or default_run_dir(config_spec), data_dir=data_dir,
             limit_train=limit_train, limit_test=limit_test, checkpoint_every=checkpoint_every,
             workers=workers, ranks=ranks, progress=progress, mode=mode)
-        echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
-                   f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
-                   f"images, {trainer.steps_per_epoch} steps per epoch, on {_where(device, ranks)}")
+        echo(start_line(trainer, _where(device, ranks)))
     try:
         metrics = trainer.fit()
     except OSError as error:
@@ -122,12 +120,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
             raise
         # a full disk, a folder gone read-only: name the file and say how to go on
         raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
-    last, best = metrics[-1], best_epoch(metrics)
-    chosen = ("no validation set, so no best.npz" if best is None else
-              f"validation chose epoch {best['epoch']} (val {100 * best['val_acc']:.2f}%, test "
-              f"{100 * best['test_acc']:.2f}%) for best.npz")
-    echo(f"done: last epoch test accuracy {100 * last['test_acc']:.2f}%; {chosen}; "
-         f"checkpoints and metrics in {trainer.run_dir}")
+    echo(done_line(metrics, trainer.run_dir))
 
 
 def _holds_a_checkpoint(folder):

@@ -27,7 +27,9 @@ from xpnn.training.augment import OPTIONS as AUGMENT_OPTIONS
 from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
-DATASETS = ("mnist", "fashion-mnist", "idx")  # idx: any folder of the four IDX files (data_dir)
+ARRAYS = "arrays"  # images given in Python (`training.fit`), not read from files
+# idx: any folder of the four IDX files (data_dir)
+DATASETS = ("mnist", "fashion-mnist", "idx", ARRAYS)
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "eps",
               "weight_decay", "schedule", "seed", "label_smoothing", "precision")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")

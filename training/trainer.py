@@ -233,7 +233,7 @@ class Trainer:
         loss_sum, correct, seen = self.check_finite()
         train_loss, train_acc = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
         record = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                  "val_loss": None, "val_acc": None}
+                  "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
         for name, evaluation in evaluate_epoch(self.model, self.evaluated, self.device,
                                                self.stops.cuts_evaluation):
             if evaluation is None:
