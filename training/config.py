@@ -307,13 +307,18 @@ def validate_schedule(schedule, lr, epochs):
     function = SCHEDULES[name]
     option_names = [p for p in inspect.signature(function).parameters
                     if p not in ("base_lr", "epoch", "total_epochs")]
+    if "warmup_epochs" in option_names:
+        option_names.append("warmup_steps")  # optimizer steps (`optim.Schedule`)
     options = {key: value for key, value in schedule.items() if key != "name"}
     check_keys(f"train.schedule ({name})", options, option_names)
     for key, value in options.items():
+        if key == "warmup_steps":
+            options[key] = check_number(f"train.schedule.{key}", value, int, low=0)
+            continue
         positive = key in POSITIVE_SCHEDULE_OPTIONS
         options[key] = _finite(f"train.schedule.{key}", value, low=0, low_open=positive)
     try:
-        rule = Schedule(name, lr, epochs, **options)
+        rule = Schedule(name, lr, epochs, steps_per_epoch=1, **options)
         rates = [rule(epochs * fraction) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]
     except (TypeError, ValueError, ArithmeticError) as error:
         raise ConfigError(f"train.schedule {schedule!r}: {error}") from None

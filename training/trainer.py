@@ -170,6 +170,8 @@ class Trainer:
         Raises `TrainingInterrupted` (after saving) on SIGINT/SIGTERM and `DivergenceError`
         (without saving) when the loss or weights stop being finite.
         """
+        if self.schedule.warmup_note() and self.epoch < self.train_config["epochs"]:
+            self.echo(self.schedule.warmup_note())
         # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
         with running_on(self.device, self.mode), self.stops.handled(), numpy.errstate(
                 over="ignore", invalid="ignore", divide="ignore"):
