@@ -160,3 +160,31 @@ def test_fit_without_validation_or_test_records_nulls_that_the_metrics_reader_ta
                        run_dir=tmp_path / "run", progress=False, echo=None)
     assert history[0]["test_acc"] is None and history[0]["val_acc"] is None
     assert read_metrics(history.run_dir) == list(history)
+
+
+# -- the progress bar -------------------------------------------------------------------------------
+
+def test_the_progress_bar_shows_loss_and_accuracy_from_the_first_step(tmp_path, mnist,
+                                                                     monkeypatch):
+    import xpnn.training.trainer as trainer_module
+    shown = []
+
+    class Bar:
+        def __init__(self, total, initial, **options):
+            self.n = initial
+
+        def update(self, count):
+            self.n += count
+
+        def set_postfix(self, refresh=True, **values):
+            shown.append((self.n, values))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(trainer_module, "tqdm", Bar)
+    Trainer(small_lenet(epochs=1, batch_size=10), mnist, CPU, tmp_path / "run", limit_train=120,
+            limit_test=20, **QUIET).fit()
+    assert [step for step, values in shown] == [1, 2, 4, 8, 12]
+    assert all(set(values) == {"loss", "acc"} for step, values in shown)
+    assert shown[0][1]["acc"].endswith("%") and float(shown[0][1]["loss"]) > 0

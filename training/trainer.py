@@ -4,8 +4,9 @@ the way.
 Each epoch's order depends only on (seed, epoch) and each batch's transforms only on (seed,
 epoch, step), so a run resumed at any step makes exactly the batches, and on the CPU exactly the
 float operations, of an uninterrupted run. best.npz is the epoch of best validation accuracy.
-Nothing waits for the device inside a step: the running sums are read every `READ_EVERY` steps,
-before every checkpoint and at the end of the epoch. On several ranks every rank runs this loop
+Nothing waits for the device inside a step: the running sums are read every `READ_EVERY` steps
+(and after steps 1, 2, 4, 8 and 16, for the progress bar), before every checkpoint and at the end
+of the epoch. On several ranks every rank runs this loop
 on its slice of each batch and keeps in lockstep; rank 0 alone writes files and shows progress.
 """
 import dataclasses
@@ -32,6 +33,14 @@ from xpnn.training.stopping import StopSignals
 
 CHECKPOINT_EVERY = 200  # steps between mid-epoch checkpoints, unless told otherwise
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
+
+
+def shows_progress_after(step, steps):
+    """Whether the running loss is read (a device sync; on ranks a collective) after `step` of
+    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, so the bar shows loss and accuracy from the
+    start, then every `READ_EVERY` steps, and at the epoch's end."""
+    return step % READ_EVERY == 0 or step == steps or (step < READ_EVERY
+                                                       and step & (step - 1) == 0)
 
 
 class Trainer:
@@ -203,7 +212,7 @@ class Trainer:
                                 None if maps is None else maps[rows][shard], len(batch))
                 self.step = step + 1
                 bar.update(1)
-                if self.step % READ_EVERY == 0 or self.step == steps:
+                if shows_progress_after(self.step, steps):
                     loss_sum, correct, seen = self.check_loss()
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False,
                                     acc=f"{100 * correct / seen:.2f}%")
