@@ -188,3 +188,24 @@ def test_the_progress_bar_shows_loss_and_accuracy_from_the_first_step(tmp_path, 
     assert [step for step, values in shown] == [1, 2, 4, 8, 12]
     assert all(set(values) == {"loss", "acc"} for step, values in shown)
     assert shown[0][1]["acc"].endswith("%") and float(shown[0][1]["loss"]) > 0
+
+
+# -- the README's Python section --------------------------------------------------------------------
+
+def readme_script():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Training from Python", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_training_script_runs_as_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["readme"])
+    namespace = {"__name__": "__main__"}
+    exec(compile(readme_script(), "README.md", "exec"), namespace)
+    history, result = namespace["history"], namespace["result"]
+    assert len(history) == 2 and (tmp_path / "runs" / "small" / "best.npz").exists()
+    assert result.accuracy > 0.8, result.accuracy  # 4,000 images, 2 epochs: 87.8%
+    assert (namespace["probabilities"].argmax(axis=1) == namespace["test"][1][:8]).mean() >= 0.75
+    out = capsys.readouterr().out
+    assert "{'note': 'my small net'}" in out and "nothing to do: runs/small has finished" in out

@@ -63,13 +63,13 @@ class Checkpoint:
         return self.state.step if self.state else 0
 
 
-def save_checkpoint(path, net, optimizer, user=None, state=None):
-    """Write `net`'s weights, `optimizer`'s state, `user` (any JSON-able metadata, returned by
-    `load_checkpoint` as `Checkpoint.user`) and a training run's `state` (a `RunState`) to
-    `path`, atomically."""
+def save_checkpoint(path, net, optimizer=None, user=None, state=None):
+    """Write `net`'s weights, `optimizer`'s state (None: none, the weights alone), `user` (any
+    JSON-able metadata, returned by `load_checkpoint` as `Checkpoint.user`) and a training run's
+    `state` (a `RunState`) to `path`, atomically."""
     arrays = {WEIGHTS_PREFIX + name: value for name, value in net.state_dict().items()}
     scalars = {}
-    for key, value in optimizer.state_dict().items():
+    for key, value in (optimizer.state_dict() if optimizer is not None else {}).items():
         if isinstance(value, numpy.ndarray):
             arrays[OPTIMIZER_PREFIX + key] = value
         else:

@@ -90,15 +90,20 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
                              progress=progress, echo=echo)
-        echo(f"resuming {run_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
+        total = trainer.train_config["epochs"]
+        echo(f"nothing to do: {run_dir} has finished all its {total} epochs"
+             if trainer.epoch >= total else
+             f"resuming {run_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
              f"{trainer.steps_per_epoch} on {device.name}")
     else:
         trainer = start_run(checked, device, run_dir, dataset=dataset, limit_train=limit_train,
                             limit_test=limit_test, checkpoint_every=checkpoint_every,
                             workers=workers, progress=progress, echo=echo, init_from=init_from)
         echo(start_line(trainer, device.name))
+    finished = trainer.epoch >= trainer.train_config["epochs"]
     records = trainer.fit()
-    echo(done_line(records, trainer.run_dir))
+    if not finished:
+        echo(done_line(records, trainer.run_dir))
     return History(records, trainer.run_dir, trainer.net)
 
 
