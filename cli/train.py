@@ -74,7 +74,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
-    from xpnn.training.fit import done_line, start_line
+    from xpnn.training.fit import done_line, finished_what, start_line
     from xpnn.training.runs import default_run_dir
 
     overrides = (train_shorthands(epochs, batch_size, lr, seed, precision)
@@ -101,9 +101,8 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
             resume_dir, device, config=config, data_dir=data_dir,
             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
             mode=mode)
-        total_epochs = trainer.train_config["epochs"]
-        if trainer.epoch >= total_epochs:
-            echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
+        if trainer.finished:
+            echo(f"nothing to do: {resume_dir} {finished_what(trainer)}")
             return
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
                    f"{trainer.steps_per_epoch} on {_where(device, ranks)}")

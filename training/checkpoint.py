@@ -163,3 +163,17 @@ def restore(checkpoint, net, optimizer=None):
         except (KeyError, ValueError, TypeError) as error:
             raise CheckpointError(f"{source} holds optimizer state that does not fit "
                                   f"{type(optimizer).__name__}: {error}") from None
+
+
+def mark_stopped_early(path, epoch):
+    """Record in the run checkpoint at `path` (best.npz) that its run stopped early after
+    `epoch`: its state's `stopped_early` and its user metadata's ``stopped_early_after``
+    (weights and everything else kept), atomically."""
+    with numpy.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays[META_KEY].item())
+    meta["stopped_early"] = True
+    user = meta.get("user")
+    meta["user"] = {**(user if isinstance(user, dict) else {}), "stopped_early_after": epoch}
+    arrays[META_KEY] = numpy.array(json.dumps(meta, allow_nan=False))
+    atomic_write(path, lambda f: numpy.savez(f, **arrays))

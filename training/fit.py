@@ -90,9 +90,7 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
                              progress=progress, echo=echo)
-        total = trainer.train_config["epochs"]
-        echo(f"nothing to do: {run_dir} has finished all its {total} epochs"
-             if trainer.epoch >= total else
+        echo(f"nothing to do: {run_dir} {finished_what(trainer)}" if trainer.finished else
              f"resuming {run_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
              f"{trainer.steps_per_epoch} on {device.name}")
     else:
@@ -100,11 +98,19 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
                             limit_test=limit_test, checkpoint_every=checkpoint_every,
                             workers=workers, progress=progress, echo=echo, init_from=init_from)
         echo(start_line(trainer, device.name))
-    finished = trainer.epoch >= trainer.train_config["epochs"]
+    finished = trainer.finished
     records = trainer.fit()
     if not finished:
         echo(done_line(records, trainer.run_dir))
     return History(records, trainer.run_dir, trainer.net)
+
+
+def finished_what(trainer):
+    """How a finished run ended: all its epochs trained, or stopped early."""
+    if trainer.stopped_early:
+        return (f"stopped early after epoch {trainer.epoch} of "
+                f"{trainer.train_config['epochs']} (train.early_stopping)")
+    return f"has finished all its {trainer.train_config['epochs']} epochs"
 
 
 def start_line(trainer, where):

@@ -1,0 +1,87 @@
+"""Training tools: early stopping on validation, starting from a trained run's weights,
+extending a finished run, and several seeds in one call."""
+import numpy
+import pytest
+
+from xpnn.backend import CPU
+from xpnn.nets import ConfigError
+from xpnn.training import (CheckpointError, Trainer, load_checkpoint, load_config, read_metrics,
+                           resume_run, start_run)
+
+QUIET = dict(progress=False, echo=lambda line: None)
+SMALL = dict(limit_train=300, limit_test=100, checkpoint_every=0, **QUIET)
+
+
+def lenet(**settings):
+    return load_config("lenet", {"train.batch_size": 20, "data.validation": 200, **settings})
+
+
+def stopping(patience=2, min_delta=0.5, epochs=6):
+    return lenet(**{"train.epochs": epochs, "train.early_stopping": {"patience": patience,
+                                                                    "min_delta": min_delta}})
+
+
+def test_early_stopping_ends_the_run_after_patience_epochs_without_a_gain(tmp_path):
+    lines = []
+    run_dir = tmp_path / "run"
+    records = start_run(stopping(), CPU, run_dir, limit_train=300, limit_test=100,
+                        progress=False, echo=lines.append).fit()
+    # min_delta 0.5: no epoch after the first gains 50 points, so epochs 2 and 3 are stale
+    assert [record["stale_epochs"] for record in records] == [0, 1, 2]
+    assert read_metrics(run_dir) == records
+    assert lines[-1].startswith("early stopping: validation accuracy gained less than 50 points "
+                                "in 2 epoch(s)") and lines[-1].endswith("after epoch 3 of 6")
+    last, best = load_checkpoint(run_dir / "last.npz"), load_checkpoint(run_dir / "best.npz")
+    assert last.state.stopped_early and last.epoch == 3
+    assert best.state.stopped_early and best.user == {"stopped_early_after": 3}
+    again = resume_run(run_dir, CPU, **QUIET)
+    assert again.finished and again.fit() == records
+
+
+def test_min_delta_zero_counts_any_gain_and_a_plain_run_has_no_stale_count(tmp_path):
+    trainer = start_run(stopping(patience=1, min_delta=0.0, epochs=2), CPU, tmp_path / "a",
+                        **SMALL)
+    trainer.count_stale_epoch(0.5, {"patience": 3, "min_delta": 0.0})
+    trainer.count_stale_epoch(0.5, {"patience": 3, "min_delta": 0.0})  # no gain: stale
+    trainer.count_stale_epoch(0.5001, {"patience": 3, "min_delta": 0.0})  # a gain
+    assert (trainer.stop_reference, trainer.stale_epochs) == (0.5001, 0)
+    plain = start_run(lenet(**{"train.epochs": 1}), CPU, tmp_path / "b", **SMALL).fit()
+    assert "stale_epochs" not in plain[0]
+
+
+def test_a_resumed_run_keeps_counting_stale_epochs(tmp_path, monkeypatch):
+    reference = start_run(stopping(), CPU, tmp_path / "reference", **SMALL).fit()
+    original, done = Trainer.train_step, []
+
+    def crashing(self, *args):
+        if len(done) == 35:  # 15 steps per epoch: in epoch 3, after epoch 2's stale count
+            raise KeyboardInterrupt
+        done.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        start_run(stopping(), CPU, tmp_path / "run", **SMALL).fit()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    saved = load_checkpoint(tmp_path / "run" / "last.npz").state
+    assert (saved.epoch, saved.stale_epochs, saved.stopped_early) == (2, 1, False)
+    records = resume_run(tmp_path / "run", CPU, **QUIET).fit()
+    strip = [lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]][0]
+    assert strip(records) == strip(reference) and len(records) == 3
+
+
+@pytest.mark.parametrize("value, text", [
+    ({"patience": 0}, "train.early_stopping.patience"),
+    ({"patience": 2, "min_delat": 0.1}, "unknown key 'min_delat'"),
+    ({"patience": 2, "min_delta": 1.5}, "fraction of accuracy"),
+    (3, "must be a mapping like"),
+])
+def test_bad_early_stopping_settings_are_refused_in_one_line(value, text):
+    with pytest.raises(ConfigError, match=text) as raised:
+        lenet(**{"train.early_stopping": value})
+    assert "\n" not in str(raised.value)
+
+
+def test_early_stopping_without_a_validation_set_is_refused():
+    with pytest.raises(ConfigError, match="data.validation is 0"):
+        load_config("lenet", {"data.validation": 0, "train.early_stopping": {"patience": 2}})
