@@ -21,6 +21,9 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
                file_okay=False, dir_okay=True)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="continue the run in this folder from its last.npz")
+@click.option("--init-from", "init_from", type=click.Path(path_type=Path),
+              help="start a new run from this run's weights (its best.npz, else last.npz; or "
+                   "a .npz file), same architecture: fine-tuning; the optimizer starts afresh")
 @click.option("--epochs", type=int, help="same as --set train.epochs=N")
 @click.option("--batch-size", type=int, help="same as --set train.batch_size=N")
 @click.option("--lr", type=float, help="same as --set train.lr=X")
@@ -41,8 +44,8 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir, epochs,
-          batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
+def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir,
+          init_from, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
           dataset, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
@@ -59,7 +62,7 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     state = {"folder": resume_dir, "trainer": None}
     try:
         return _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-                      resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test,
+                      resume_dir, init_from, epochs, batch_size, lr, seed, limit_train, limit_test,
                       checkpoint_every, workers, processes, dataset, data_dir, progress)
     except Stopped as stop:  # a signal outside the training loop: say whether it can go on
         folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
@@ -69,8 +72,8 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
 
 
 def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-           resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every,
-           workers, processes, dataset, data_dir, progress):
+           resume_dir, init_from, epochs, batch_size, lr, seed, limit_train, limit_test,
+           checkpoint_every, workers, processes, dataset, data_dir, progress):
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
@@ -82,7 +85,8 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     if resume_dir is not None:
         given = [override.flag for override in overrides] + [
             f"--{name.replace('_', '-')}" for name, value in
-            {"output": output, "limit_train": limit_train, "limit_test": limit_test}.items()
+            {"output": output, "limit_train": limit_train, "limit_test": limit_test,
+             "init_from": init_from}.items()
             if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)} cannot be combined with --resume: a "
@@ -110,7 +114,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         trainer = state["trainer"] = start_run(
             config, device, output or default_run_dir(config_spec), data_dir=data_dir,
             limit_train=limit_train, limit_test=limit_test, checkpoint_every=checkpoint_every,
-            workers=workers, ranks=ranks, progress=progress, mode=mode)
+            workers=workers, ranks=ranks, progress=progress, mode=mode, init_from=init_from)
         echo(start_line(trainer, _where(device, ranks)))
     try:
         metrics = trainer.fit()

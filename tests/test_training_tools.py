@@ -85,3 +85,49 @@ def test_bad_early_stopping_settings_are_refused_in_one_line(value, text):
 def test_early_stopping_without_a_validation_set_is_refused():
     with pytest.raises(ConfigError, match="data.validation is 0"):
         load_config("lenet", {"data.validation": 0, "train.early_stopping": {"patience": 2}})
+
+
+# -- --init-from ----------------------------------------------------------------------------------
+
+def invoke(*args):
+    from click.testing import CliRunner
+    from xpnn.cli import cli
+    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="xpnn")
+
+
+QUICK = ["--batch-size", "20", "--limit-train", "100", "--limit-test", "50", "--no-progress",
+         "--set", "data.validation=200"]
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    result = invoke("train", "-c", "lenet", "--epochs", "1", *QUICK, "--output", run_dir)
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_init_from_starts_a_new_run_from_a_trained_runs_weights(tmp_path, trained_lenet):
+    trainer = start_run(lenet(**{"train.epochs": 1, "train.seed": 7}), CPU, tmp_path / "tuned",
+                        init_from=trained_lenet, **SMALL)
+    given = load_checkpoint(trained_lenet / "best.npz").weights
+    mine = trainer.net.state_dict()
+    assert all(numpy.array_equal(mine[name], given[name]) for name in given)
+    assert trainer.epoch == 0 and trainer.optimizer.steps == 0
+    result = invoke("train", "-c", "lenet", "--epochs", "1", *QUICK, "--init-from", trained_lenet,
+                    "--output", tmp_path / "cli")
+    assert result.exit_code == 0, result.output
+    assert read_metrics(tmp_path / "cli")[0]["val_acc"] > read_metrics(trained_lenet)[0]["val_acc"]
+
+
+def test_init_from_another_architecture_is_refused_naming_both(tmp_path, trained_lenet):
+    result = invoke("train", "-c", "resnet", "--epochs", "1", *QUICK, "--init-from",
+                    trained_lenet, "--output", tmp_path / "run")
+    assert result.exit_code != 0
+    message = result.output.strip().splitlines()[-1]
+    assert "MNISTResNetwork" in message and "MNISTNetwork" in message
+    assert str(trained_lenet / "best.npz") in message and not (tmp_path / "run").exists()
+    result = invoke("train", "--resume", trained_lenet, "--init-from", trained_lenet)
+    assert result.exit_code == 2 and "--init-from cannot be combined with --resume" in result.output
+    with pytest.raises(CheckpointError, match="holds neither best.npz nor last.npz"):
+        start_run(lenet(), CPU, tmp_path / "other", init_from=tmp_path, **SMALL)
