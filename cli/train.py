@@ -24,7 +24,8 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path),
               help="start a new run from this run's weights (its best.npz, else last.npz; or "
                    "a .npz file), same architecture: fine-tuning; the optimizer starts afresh")
-@click.option("--epochs", type=int, help="same as --set train.epochs=N")
+@click.option("--epochs", type=int, help="same as --set train.epochs=N; with --resume, train a "
+                                         "finished run on to N epochs in all")
 @click.option("--batch-size", type=int, help="same as --set train.batch_size=N")
 @click.option("--lr", type=float, help="same as --set train.lr=X")
 @click.option("--seed", type=int, help="same as --set train.seed=N")
@@ -80,8 +81,11 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     from xpnn.training.fit import done_line, finished_what, start_line
     from xpnn.training.runs import default_run_dir
 
-    overrides = (train_shorthands(epochs, batch_size, lr, seed, precision)
+    extend_to = epochs if resume_dir is not None else None
+    overrides = (train_shorthands(None if extend_to else epochs, batch_size, lr, seed, precision)
                  + dataset_override(dataset) + list(overrides))
+    if resume_dir is not None and config_spec is not None and extend_to is not None:
+        raise click.UsageError("--epochs with --resume extends the run's own config: drop -c")
     if resume_dir is not None:
         given = [override.flag for override in overrides] + [
             f"--{name.replace('_', '-')}" for name, value in
@@ -104,7 +108,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         trainer = state["trainer"] = resume_run(
             resume_dir, device, config=config, data_dir=data_dir,
             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
-            mode=mode)
+            mode=mode, epochs=extend_to)
         if trainer.finished:
             echo(f"nothing to do: {resume_dir} {finished_what(trainer)}")
             return

@@ -209,3 +209,11 @@ def test_the_readmes_training_script_runs_as_written(tmp_path, monkeypatch, caps
     assert (namespace["probabilities"].argmax(axis=1) == namespace["test"][1][:8]).mean() >= 0.75
     out = capsys.readouterr().out
     assert "{'note': 'my small net'}" in out and "nothing to do: runs/small has finished" in out
+
+
+def test_fit_extends_a_finished_run_given_more_epochs(tmp_path, mnist):
+    first = fit_small(tmp_path / "run", mnist)
+    more = xpnn.fit("lenet", train=arrays(mnist, 0, 240), validation=arrays(mnist, 240, 60),
+                    test=arrays(mnist, 300, 50), epochs=3, batch_size=20,
+                    resume_from=first.run_dir, progress=False, echo=None)
+    assert [record["epoch"] for record in more] == [1, 2, 3] and more[:2] == first

@@ -131,3 +131,44 @@ def test_init_from_another_architecture_is_refused_naming_both(tmp_path, trained
     assert result.exit_code == 2 and "--init-from cannot be combined with --resume" in result.output
     with pytest.raises(CheckpointError, match="holds neither best.npz nor last.npz"):
         start_run(lenet(), CPU, tmp_path / "other", init_from=tmp_path, **SMALL)
+
+
+# -- extending a finished run -----------------------------------------------------------------------
+
+def weights(run_dir, name="last.npz"):
+    return load_checkpoint(run_dir / name).weights
+
+
+def test_extending_a_constant_rate_run_is_bit_identical_to_starting_it_longer(tmp_path):
+    constant = {"train.schedule": {"name": "constant"}}
+    start_run(lenet(**{"train.epochs": 2}, **constant), CPU, tmp_path / "long", **SMALL).fit()
+    start_run(lenet(**{"train.epochs": 1}, **constant), CPU, tmp_path / "short", **SMALL).fit()
+    records = resume_run(tmp_path / "short", CPU, epochs=2, **QUIET).fit()
+    assert len(records) == 2
+    long, extended = weights(tmp_path / "long"), weights(tmp_path / "short")
+    assert all(numpy.array_equal(long[name], extended[name]) for name in long)
+    assert load_checkpoint(tmp_path / "short" / "last.npz").config["train"]["epochs"] == 2
+
+
+def test_extending_a_cosine_run_follows_the_longer_runs_rates_from_there(tmp_path):
+    result = invoke("train", "-c", "lenet", "--epochs", "1", *QUICK, "--output", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    result = invoke("train", "--resume", tmp_path / "run", "--epochs", "3", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "epoch 3/3" in result.output
+    records = read_metrics(tmp_path / "run")
+    longer = start_run(lenet(**{"train.epochs": 3}), CPU, tmp_path / "longer", limit_train=100,
+                       limit_test=50, **QUIET)
+    assert [record["lr"] for record in records[1:]] == [
+        longer.schedule(epoch + 4 / 5) for epoch in (1, 2)]  # 5 steps: the last one's rate
+    assert "epochs: 3" in (tmp_path / "run" / "config.yaml").read_text()
+    result = invoke("train", "--resume", tmp_path / "run", "--epochs", "2")
+    assert result.exit_code != 0 and "extended, not shortened" in result.output
+    result = invoke("train", "-c", "lenet", "--resume", tmp_path / "run", "--epochs", "4")
+    assert result.exit_code == 2 and "drop -c" in result.output
+
+
+def test_a_run_that_stopped_early_is_not_extended(tmp_path):
+    start_run(stopping(), CPU, tmp_path / "run", **SMALL).fit()
+    with pytest.raises(Exception, match="stopped early after epoch 3"):
+        resume_run(tmp_path / "run", CPU, epochs=8, **QUIET)

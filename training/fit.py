@@ -62,7 +62,9 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
         device: ``cpu``, ``gpu``, ``cuda:N`` or a `backend.Device`.
         run_dir: the run folder (default: runs/<config name>-<time>); it must not hold a run
             unless `resume`. resume: continue the run in `run_dir` from its last.npz when it
-            holds one (else start it there); resume_from: continue that run folder.
+            holds one (else start it there); resume_from: continue that run folder. With
+            either, `epochs` beyond the run's extends it (as `xpnn train --resume RUN
+            --epochs N`).
         init_from: a run folder or .npz whose weights the new run starts from (`start_run`).
         limit_train, limit_test, checkpoint_every, workers: as `xpnn train`'s options.
         progress: the progress bar (stderr); echo: called with each line the command line
@@ -89,7 +91,7 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     if resume and (run_dir / LAST_NAME).exists():
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
-                             progress=progress, echo=echo)
+                             progress=progress, echo=echo, epochs=epochs)
         echo(f"nothing to do: {run_dir} {finished_what(trainer)}" if trainer.finished else
              f"resuming {run_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
              f"{trainer.steps_per_epoch} on {device.name}")

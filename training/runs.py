@@ -306,7 +306,8 @@ class RunTrainer(Trainer):
 
 
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
-               workers=None, ranks=None, progress=True, echo=None, mode=None, dataset=None):
+               workers=None, ranks=None, progress=True, echo=None, mode=None, dataset=None,
+               epochs=None):
     """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
 
     `config`, if given, must be the config the run was started with (it is checked, not used:
@@ -315,7 +316,9 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     threads (default: the run's own; another number splits batches differently, so the
     weights then differ in the last bits from an uninterrupted run's); `mode` how the
     backend computes (`Trainer`; a replayed graph computes what an eager step in its mode does);
-    `dataset` the `data.Dataset` a run of arrays given in Python trains on (the same again).
+    `dataset` the `data.Dataset` a run of arrays given in Python trains on (the same again);
+    `epochs`, more epochs than the run was started for, extends it (`_extended`: the schedule
+    follows the longer run's from here on).
     Nothing else may change, the number of ranks included: rank 0 reads the checkpoint and
     sends it to the others.
     """
@@ -335,7 +338,7 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     try:
         trainer = _resumed_trainer(run_dir, checkpoint, device, config, data_dir,
                                    checkpoint_every, workers, ranks, progress, echo, mode,
-                                   dataset)
+                                   dataset, epochs)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -360,7 +363,7 @@ def _lock_for_resume(run_dir):
 
 
 def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_every, workers,
-                     ranks, progress, echo, mode, dataset=None):
+                     ranks, progress, echo, mode, dataset=None, epochs=None):
     state = checkpoint.state
     if state is None:
         raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} was not saved by a "
@@ -377,6 +380,8 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
     except ConfigError as error:
         raise CheckpointError(f"{checkpoint.path} holds a config that is no longer valid: "
                               f"{error}") from None
+    if epochs is not None and epochs != saved_config["train"]["epochs"]:
+        saved_config = _extended(saved_config, epochs, run_dir, state)
     if config is not None:
         _check_same_config(config, saved_config, checkpoint)
     if data_dir is not None:
@@ -400,8 +405,32 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
         check_writable(run_dir)
         remove_stale_temporaries(run_dir)
         write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
+        if epochs is not None:  # the config copy says what the run now trains
+            atomic_write(run_dir / CONFIG_COPY_NAME,
+                         lambda f: yaml.safe_dump(saved_config, f, sort_keys=False), binary=False)
     ranks.on_root(tidy_folder)
     return trainer
+
+
+def _extended(config, epochs, run_dir, state):
+    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again.
+
+    The schedule is a function of (epoch, total epochs), so from here on the rate is the one a
+    run started with `epochs` has at each epoch: the same as before for a constant or step
+    schedule (the extended run is then bit-identical to one started with `epochs`), the longer
+    curve for a cosine (from the rate it has at this epoch of the longer run, not from where
+    the short run ended)."""
+    saved = config["train"]["epochs"]
+    if epochs < saved:
+        raise RunFolderError(f"cannot resume {run_dir} for {epochs} epochs: it was started for "
+                             f"{saved} (a run can be extended, not shortened); give --epochs "
+                             f"{saved + 1} or more, or none")
+    if state.stopped_early:
+        raise RunFolderError(f"cannot extend {run_dir}: it stopped early after epoch "
+                             f"{state.epoch} (train.early_stopping); start a new run with "
+                             f"--init-from {shlex.quote(str(run_dir))} to train it further")
+    extended = {**config, "train": {**config["train"], "epochs": epochs}}
+    return validate_config(extended)
 
 
 def _with_old_defaults(config):
