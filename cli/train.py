@@ -24,6 +24,10 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path),
               help="start a new run from this run's weights (its best.npz, else last.npz; or "
                    "a .npz file), same architecture: fine-tuning; the optimizer starts afresh")
+@click.option("--seeds", "seeds_text", metavar="SEEDS",
+              help="train once per seed (0-4, or 0,3,7), one after another, into OUTPUT/seed-K, "
+                   "and print test accuracy as mean ± sd; again with the same -o, it resumes "
+                   "the unfinished ones")
 @click.option("--epochs", type=int, help="same as --set train.epochs=N; with --resume, train a "
                                          "finished run on to N epochs in all")
 @click.option("--batch-size", type=int, help="same as --set train.batch_size=N")
@@ -46,7 +50,7 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
 def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir,
-          init_from, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
+          init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
           dataset, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
@@ -63,7 +67,7 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     state = {"folder": resume_dir, "trainer": None}
     try:
         return _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-                      resume_dir, init_from, epochs, batch_size, lr, seed, limit_train, limit_test,
+                      resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test,
                       checkpoint_every, workers, processes, dataset, data_dir, progress)
     except Stopped as stop:  # a signal outside the training loop: say whether it can go on
         folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
@@ -73,7 +77,7 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
 
 
 def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-           resume_dir, init_from, epochs, batch_size, lr, seed, limit_train, limit_test,
+           resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test,
            checkpoint_every, workers, processes, dataset, data_dir, progress):
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
@@ -97,6 +101,14 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
                                    f"resumed run keeps the settings it was started with")
     elif config_spec is None:
         raise click.UsageError("give -c CONFIG to start a run, or --resume RUN_DIR to continue one")
+    if seeds_text is not None and (resume_dir is not None or seed is not None):
+        raise click.UsageError(f"--seeds cannot be combined with "
+                               f"{'--resume' if resume_dir is not None else '--seed'}: give -c "
+                               f"CONFIG --seeds ... -o PARENT (again, to resume the seeds' runs)")
+    seeds = None
+    if seeds_text is not None:
+        from xpnn.training.seeds import parse_seeds
+        seeds = parse_seeds(seeds_text)
 
     config = load_config(config_spec, overrides) if config_spec is not None else None
     if processes > 1 and not _set_for_ranks_by_environment():
@@ -104,6 +116,16 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     device, ranks = rank_device(device)
     mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
+    if seeds is not None:
+        from xpnn.training.seeds import format_seeds, run_seeds
+        parent = output or default_run_dir(f"{Path(config_spec).stem}-seeds")
+        results = run_seeds(config, device, parent, seeds, echo=echo, data_dir=data_dir,
+                            limit_train=limit_train, limit_test=limit_test,
+                            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
+                            progress=progress, mode=mode, init_from=init_from)
+        echo(format_seeds(results))
+        echo(f"the runs and their summary (seeds.json) are in {parent}")
+        return
     if resume_dir is not None:
         trainer = state["trainer"] = resume_run(
             resume_dir, device, config=config, data_dir=data_dir,

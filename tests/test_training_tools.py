@@ -172,3 +172,46 @@ def test_a_run_that_stopped_early_is_not_extended(tmp_path):
     start_run(stopping(), CPU, tmp_path / "run", **SMALL).fit()
     with pytest.raises(Exception, match="stopped early after epoch 3"):
         resume_run(tmp_path / "run", CPU, epochs=8, **QUIET)
+
+
+# -- --seeds --------------------------------------------------------------------------------------
+
+def test_seeds_train_one_run_per_seed_and_print_mean_and_sd(tmp_path):
+    import json
+    from xpnn.training.seeds import mean_sd
+    parent = tmp_path / "seeds"
+    result = invoke("train", "-c", "lenet", "--epochs", "1", *QUICK, "--seeds", "0-1,5",
+                    "--output", parent)
+    assert result.exit_code == 0, result.output
+    folders = sorted(path.name for path in parent.iterdir() if path.is_dir())
+    assert folders == ["seed-0", "seed-1", "seed-5"]
+    tests = [read_metrics(parent / name)[0]["test_acc"] for name in folders]
+    assert [load_checkpoint(parent / name / "last.npz").config["train"]["seed"]
+            for name in folders] == [0, 1, 5]
+    assert len(set(tests)) > 1  # the seeds differ
+    mean, sd = mean_sd(tests)
+    lines = result.output.splitlines()
+    assert f"test accuracy, last epoch: {100 * mean:.2f} ± {100 * sd:.2f}% (mean ± sd over 3 " \
+           f"seeds)" in lines
+    assert any(line.startswith("test accuracy, best (validation-chosen): ") for line in lines)
+    table = lines[lines.index(next(line for line in lines if "test acc (best)" in line)):][:4]
+    assert [row.split()[0] for row in table[1:]] == ["0", "1", "5"]
+    assert json.loads((parent / "seeds.json").read_text())["count"] == 3
+    again = invoke("train", "-c", "lenet", "--epochs", "1", *QUICK, "--seeds", "0-1,5",
+                   "--output", parent)  # every run finished: nothing trains, same summary
+    assert again.exit_code == 0, again.output
+    assert f"{100 * mean:.2f} ± {100 * sd:.2f}%" in again.output
+
+
+@pytest.mark.parametrize("seeds, text", [("3-1", "is empty"), ("a", "like 0-4"),
+                                         ("1,1", "twice")])
+def test_bad_seeds_are_refused_in_one_line(seeds, text, tmp_path):
+    result = invoke("train", "-c", "lenet", "--seeds", seeds, "--output", tmp_path / "p")
+    assert result.exit_code != 0 and text in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
+    assert mean_sd_of_one() == (0.5, 0.0)
+
+
+def mean_sd_of_one():
+    from xpnn.training.seeds import mean_sd
+    return mean_sd([0.5])
