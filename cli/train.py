@@ -21,7 +21,15 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
                file_okay=False, dir_okay=True)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="continue the run in this folder from its last.npz")
-@click.option("--epochs", type=int, help="same as --set train.epochs=N")
+@click.option("--init-from", "init_from", type=click.Path(path_type=Path),
+              help="start a new run from this run's weights (its best.npz, else last.npz; or "
+                   "a .npz file), same architecture: fine-tuning; the optimizer starts afresh")
+@click.option("--seeds", "seeds_text", metavar="SEEDS",
+              help="train once per seed (0-4, or 0,3,7), one after another, into OUTPUT/seed-K, "
+                   "and print test accuracy as mean ± sd; again with the same -o, it resumes "
+                   "the unfinished ones")
+@click.option("--epochs", type=int, help="same as --set train.epochs=N; with --resume, train a "
+                                         "finished run on to N epochs in all")
 @click.option("--batch-size", type=int, help="same as --set train.batch_size=N")
 @click.option("--lr", type=float, help="same as --set train.lr=X")
 @click.option("--seed", type=int, help="same as --set train.seed=N")
@@ -41,8 +49,8 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
 @data_dir_option()
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir, epochs,
-          batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
+def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir,
+          init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
           dataset, data_dir, progress):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
@@ -59,7 +67,7 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     state = {"folder": resume_dir, "trainer": None}
     try:
         return _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-                      resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test,
+                      resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test,
                       checkpoint_every, workers, processes, dataset, data_dir, progress)
     except Stopped as stop:  # a signal outside the training loop: say whether it can go on
         folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
@@ -69,26 +77,38 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
 
 
 def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-           resume_dir, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every,
-           workers, processes, dataset, data_dir, progress):
+           resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test,
+           checkpoint_every, workers, processes, dataset, data_dir, progress):
     from xpnn.cli.ranks import rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
-    from xpnn.training.metrics import best_epoch
+    from xpnn.training.fit import done_line, finished_what, start_line
     from xpnn.training.runs import FolderTakenError, default_run_dir
 
-    overrides = (train_shorthands(epochs, batch_size, lr, seed, precision)
+    extend_to = epochs if resume_dir is not None else None
+    overrides = (train_shorthands(None if extend_to else epochs, batch_size, lr, seed, precision)
                  + dataset_override(dataset) + list(overrides))
+    if resume_dir is not None and config_spec is not None and extend_to is not None:
+        raise click.UsageError("--epochs with --resume extends the run's own config: drop -c")
     if resume_dir is not None:
         given = [override.flag for override in overrides] + [
             f"--{name.replace('_', '-')}" for name, value in
-            {"output": output, "limit_train": limit_train, "limit_test": limit_test}.items()
+            {"output": output, "limit_train": limit_train, "limit_test": limit_test,
+             "init_from": init_from}.items()
             if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)} cannot be combined with --resume: a "
                                    f"resumed run keeps the settings it was started with")
     elif config_spec is None:
         raise click.UsageError("give -c CONFIG to start a run, or --resume RUN_DIR to continue one")
+    if seeds_text is not None and (resume_dir is not None or seed is not None):
+        raise click.UsageError(f"--seeds cannot be combined with "
+                               f"{'--resume' if resume_dir is not None else '--seed'}: give -c "
+                               f"CONFIG --seeds ... -o PARENT (again, to resume the seeds' runs)")
+    seeds = None
+    if seeds_text is not None:
+        from xpnn.training.seeds import parse_seeds
+        seeds = parse_seeds(seeds_text)
 
     config = load_config(config_spec, overrides) if config_spec is not None else None
     if processes > 1 and not _set_for_ranks_by_environment():
@@ -96,14 +116,23 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     device, ranks = rank_device(device)
     mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
+    if seeds is not None:
+        from xpnn.training.seeds import format_seeds, run_seeds
+        parent = output or default_run_dir(f"{Path(config_spec).stem}-seeds")
+        results = run_seeds(config, device, parent, seeds, echo=echo, data_dir=data_dir,
+                            limit_train=limit_train, limit_test=limit_test,
+                            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
+                            progress=progress, mode=mode, init_from=init_from)
+        echo(format_seeds(results))
+        echo(f"the runs and their summary (seeds.json) are in {parent}")
+        return
     if resume_dir is not None:
         trainer = state["trainer"] = resume_run(
             resume_dir, device, config=config, data_dir=data_dir,
             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
-            mode=mode)
-        total_epochs = trainer.train_config["epochs"]
-        if trainer.epoch >= total_epochs:
-            echo(f"nothing to do: {resume_dir} has finished all its {total_epochs} epochs")
+            mode=mode, epochs=extend_to)
+        if trainer.finished:
+            echo(f"nothing to do: {resume_dir} {finished_what(trainer)}")
             return
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
                    f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
@@ -114,14 +143,12 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
                     config, device, output or default_run_dir(config_spec), data_dir=data_dir,
                     limit_train=limit_train, limit_test=limit_test,
                     checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
-                    progress=progress, mode=mode)
+                    progress=progress, mode=mode, init_from=init_from)
                 break
             except FolderTakenError:  # a run started the same second took the default name
                 if output is not None or attempt == 3:
                     raise
-        echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
-                   f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
-                   f"images, {trainer.steps_per_epoch} steps per epoch, on {_where(device, ranks)}")
+        echo(start_line(trainer, _where(device, ranks)))
     try:
         metrics = trainer.fit()
     except OSError as error:
@@ -129,12 +156,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
             raise
         # a full disk, a folder gone read-only: name the file and say how to go on
         raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
-    last, best = metrics[-1], best_epoch(metrics)
-    chosen = ("no validation set, so no best.npz" if best is None else
-              f"validation chose epoch {best['epoch']} (val {100 * best['val_acc']:.2f}%, test "
-              f"{100 * best['test_acc']:.2f}%) for best.npz")
-    echo(f"done: last epoch test accuracy {100 * last['test_acc']:.2f}%; {chosen}; "
-         f"checkpoints and metrics in {trainer.run_dir}")
+    echo(done_line(metrics, trainer.run_dir))
 
 
 def _holds_a_checkpoint(folder):

@@ -63,13 +63,13 @@ class Checkpoint:
         return self.state.step if self.state else 0
 
 
-def save_checkpoint(path, net, optimizer, user=None, state=None):
-    """Write `net`'s weights, `optimizer`'s state, `user` (any JSON-able metadata, returned by
-    `load_checkpoint` as `Checkpoint.user`) and a training run's `state` (a `RunState`) to
-    `path`, atomically."""
+def save_checkpoint(path, net, optimizer=None, user=None, state=None):
+    """Write `net`'s weights, `optimizer`'s state (None: none, the weights alone), `user` (any
+    JSON-able metadata, returned by `load_checkpoint` as `Checkpoint.user`) and a training run's
+    `state` (a `RunState`) to `path`, atomically."""
     arrays = {WEIGHTS_PREFIX + name: value for name, value in net.state_dict().items()}
     scalars = {}
-    for key, value in optimizer.state_dict().items():
+    for key, value in (optimizer.state_dict() if optimizer is not None else {}).items():
         if isinstance(value, numpy.ndarray):
             arrays[OPTIMIZER_PREFIX + key] = value
         else:
@@ -163,3 +163,17 @@ def restore(checkpoint, net, optimizer=None):
         except (KeyError, ValueError, TypeError) as error:
             raise CheckpointError(f"{source} holds optimizer state that does not fit "
                                   f"{type(optimizer).__name__}: {error}") from None
+
+
+def mark_stopped_early(path, epoch):
+    """Record in the run checkpoint at `path` (best.npz) that its run stopped early after
+    `epoch`: its state's `stopped_early` and its user metadata's ``stopped_early_after``
+    (weights and everything else kept), atomically."""
+    with numpy.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays[META_KEY].item())
+    meta["stopped_early"] = True
+    user = meta.get("user")
+    meta["user"] = {**(user if isinstance(user, dict) else {}), "stopped_early_after": epoch}
+    arrays[META_KEY] = numpy.array(json.dumps(meta, allow_nan=False))
+    atomic_write(path, lambda f: numpy.savez(f, **arrays))

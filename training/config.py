@@ -2,7 +2,7 @@
 
     model: {name, input_shape, num_classes, layers}     checked without drawing weights (nets.check)
     train: {epochs, batch_size, optimizer, lr, momentum | betas and eps, weight_decay, schedule,
-            seed, label_smoothing, precision}
+            seed, label_smoothing, precision, early_stopping: {patience, min_delta}}
     data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
 
 `load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
@@ -27,9 +27,12 @@ from xpnn.training.augment import OPTIONS as AUGMENT_OPTIONS
 from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
-DATASETS = ("mnist", "fashion-mnist", "idx")  # idx: any folder of the four IDX files (data_dir)
+ARRAYS = "arrays"  # images given in Python (`training.fit`), not read from files
+# idx: any folder of the four IDX files (data_dir)
+DATASETS = ("mnist", "fashion-mnist", "idx", ARRAYS)
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "eps",
-              "weight_decay", "schedule", "seed", "label_smoothing", "precision")
+              "weight_decay", "schedule", "seed", "label_smoothing", "precision",
+              "early_stopping")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
 DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
@@ -229,6 +232,10 @@ def validate_config(config):
     check_keys("config", config, SECTIONS, required=("model", "train"))
     train = validate_train(config["train"])
     data = validate_data(config.get("data") or {})
+    if "early_stopping" in train and data["validation"] == 0:
+        raise ConfigError("train.early_stopping watches the validation accuracy, but "
+                          "data.validation is 0 (nothing held out); hold out some training "
+                          "images (data.validation: 5000) or remove train.early_stopping")
     model = copy.deepcopy(config["model"])
     nets.check(model)  # raises ConfigError naming the layer at fault; draws no weight
     model.setdefault("num_classes", nets.DEFAULT_NUM_CLASSES)
@@ -264,7 +271,25 @@ def validate_train(train):
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got "
                           f"{train['label_smoothing']!r}; 0.1 is usual")
     checked["precision"] = _choice("train.precision", train.get("precision", "fp32"), PRECISIONS)
+    if train.get("early_stopping") is not None:
+        checked["early_stopping"] = validate_early_stopping(train["early_stopping"])
     return checked
+
+
+def validate_early_stopping(stopping):
+    """{patience, min_delta} (min_delta default 0): stop after `patience` epochs whose validation
+    accuracy does not beat the best one that counted by at least `min_delta` (a fraction)."""
+    if not isinstance(stopping, dict) or "patience" not in stopping:
+        raise ConfigError(f"train.early_stopping must be a mapping like {{patience: 3, min_delta: "
+                          f"0.001}} (min_delta optional, a fraction of accuracy), got {stopping!r}")
+    check_keys("train.early_stopping", stopping, ("patience", "min_delta"))
+    min_delta = _finite("train.early_stopping.min_delta", stopping.get("min_delta", 0.0), low=0)
+    if min_delta >= 1:
+        raise ConfigError(f"train.early_stopping.min_delta is a fraction of accuracy in [0, 1) "
+                          f"(0.001 = 0.1 percentage point), got {stopping['min_delta']!r}")
+    return {"patience": check_number("train.early_stopping.patience", stopping["patience"], int,
+                                     low=1),
+            "min_delta": min_delta}
 
 
 def validate_adam_options(train, name):
@@ -305,13 +330,18 @@ def validate_schedule(schedule, lr, epochs):
     function = SCHEDULES[name]
     option_names = [p for p in inspect.signature(function).parameters
                     if p not in ("base_lr", "epoch", "total_epochs")]
+    if "warmup_epochs" in option_names:
+        option_names.append("warmup_steps")  # optimizer steps (`optim.Schedule`)
     options = {key: value for key, value in schedule.items() if key != "name"}
     check_keys(f"train.schedule ({name})", options, option_names)
     for key, value in options.items():
+        if key == "warmup_steps":
+            options[key] = check_number(f"train.schedule.{key}", value, int, low=0)
+            continue
         positive = key in POSITIVE_SCHEDULE_OPTIONS
         options[key] = _finite(f"train.schedule.{key}", value, low=0, low_open=positive)
     try:
-        rule = Schedule(name, lr, epochs, **options)
+        rule = Schedule(name, lr, epochs, steps_per_epoch=1, **options)
         rates = [rule(epochs * fraction) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]
     except (TypeError, ValueError, ArithmeticError) as error:
         raise ConfigError(f"train.schedule {schedule!r}: {error}") from None

@@ -52,6 +52,23 @@ def atomic_write(path, write, binary=True):
     fsync_folder(path.parent)
 
 
+def ready_folder(folder, advice):
+    """Create `folder` (and its parents) if needed and prove a file can be written in it; else
+    `OSError`'s reason as a one-line `RunFolderError` ending in `advice`."""
+    from xpnn.training.errors import RunFolderError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise RunFolderError(f"cannot write to the run folder {folder}: "
+                             f"{error.strerror or error} ({error.filename or folder}); "
+                             f"{advice}") from None
+
+
 def _naming(error, path):
     """`error` (an OSError) as the same kind of error about `path`."""
     if error.errno is None:

@@ -34,7 +34,10 @@ class RunState:
     `step` steps of the next one; `metrics`, one record per finished epoch; `best_val_acc`, the
     best validation accuracy so far (None: no validation yet, or none held out); and what the
     run was started with, which a resumed run keeps (`config`, the limits, `workers`, `ranks`,
-    `checkpoint_every`), and for people reading the file (`model_name`, ...)."""
+    `checkpoint_every`), and for people reading the file (`model_name`, ...). Early stopping
+    (train.early_stopping): `stop_reference`, the validation accuracy of the last epoch that
+    counted as a gain (None before one), `stale_epochs` since it, and `stopped_early`, whether
+    the run ended there."""
     config: dict
     epoch: int
     step: int
@@ -48,6 +51,9 @@ class RunState:
     metrics: list = field(default_factory=list)
     best_val_acc: float = None
     epoch_progress: EpochProgress = field(default_factory=EpochProgress)
+    stop_reference: float = None
+    stale_epochs: int = 0
+    stopped_early: bool = False
     model_name: str = None
     num_parameters: int = None
     shuffle: str = None
@@ -98,6 +104,13 @@ class RunState:
                f"a list of {self.epoch} epoch record(s) of numbers (one per finished epoch)")
         _check(where, "best_val_acc", self.best_val_acc, self.best_val_acc is None or (
             _number(self.best_val_acc) and 0 <= self.best_val_acc <= 1), "null or in [0, 1]")
+        _check(where, "stop_reference", self.stop_reference, self.stop_reference is None or (
+            _number(self.stop_reference) and 0 <= self.stop_reference <= 1), "null or in [0, 1]")
+        _check(where, "stale_epochs", self.stale_epochs,
+               _whole(self.stale_epochs) and self.stale_epochs <= self.epoch,
+               f"a whole number from 0 to epoch ({self.epoch})")
+        _check(where, "stopped_early", self.stopped_early, isinstance(self.stopped_early, bool),
+               "true or false")
         progress = self.epoch_progress
         for name, low, kind in (("loss_sum", None, _number), ("correct", 0, _whole),
                                 ("seen", 0, _whole), ("seconds", 0, _number)):

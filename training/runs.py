@@ -26,7 +26,7 @@ from xpnn.data import load_dataset
 from xpnn.nets.config import ConfigError
 from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, check_matches,
                                       load_checkpoint, restore)
-from xpnn.training.config import validate_config
+from xpnn.training.config import ARRAYS, validate_config
 from xpnn.training.errors import CheckpointError, RunFolderError
 from xpnn.training.files import (LOCK_NAME, FolderBusyError, FolderLock, atomic_write,
                                  remove_stale_temporaries)
@@ -197,6 +197,10 @@ def load_data(config, data_dir=None):
     ``idx`` reads the unnamed folder data_dir, with every check but the checksums."""
     data = config["data"]
     data_dir = data_dir or data.get("data_dir")
+    if data["dataset"] == ARRAYS:
+        raise ConfigError("this run trained on images given in Python (data.dataset 'arrays'), "
+                          "which no file holds: give them again (xpnn.fit(..., train=..., "
+                          "resume=True), or a Dataset to start_run/resume_run)")
     if data["dataset"] == "idx":
         if data_dir is None:
             raise ConfigError("data.dataset 'idx' reads a folder of the four IDX files: give it "
@@ -207,7 +211,7 @@ def load_data(config, data_dir=None):
 
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
               checkpoint_every=None, workers=None, ranks=None, progress=True, echo=None,
-              mode=None):
+              mode=None, dataset=None, init_from=None):
     """Check everything, create the run folder, and return a `Trainer` ready to `fit()` (which
     saves the first checkpoint before its first step).
 
@@ -215,18 +219,24 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
     leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps. `ranks`
     (default: the world this process was launched into): rank 0 alone touches the folder and
     any error it meets there is raised on every rank. `mode`: how the backend computes
-    (`Trainer`).
+    (`Trainer`). `dataset`: a `data.Dataset` to train on instead of the config's (arrays given
+    in Python). `init_from`: a run folder (its best.npz, else last.npz) or .npz checkpoint
+    whose weights the network starts from instead of drawn ones (fine-tuning; the optimizer
+    and schedule start afresh); its network must have the same parameters.
     """
     ranks = ranks if ranks is not None else world(device)
     if data_dir is not None:
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
-    dataset = load_data(config)
+    dataset = load_data(config) if dataset is None else dataset
     run_dir = Path(run_dir)
     ranks.on_root(lambda: _refuse_early(run_dir))
+    initial = None if init_from is None else ranks.on_root(lambda: _initial_weights(init_from))
     every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
     trainer = RunTrainer(config, dataset, device, run_dir, limit_train=limit_train,
                          limit_test=limit_test, checkpoint_every=every, workers=workers,
                          ranks=ranks, progress=progress, echo=echo, mode=mode)
+    if initial is not None:
+        _start_from(trainer, initial, config)
 
     def create_folder():
         lock = prepare_run_dir(run_dir)
@@ -237,6 +247,35 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
                      binary=False)
     ranks.on_root(create_folder)
     return trainer
+
+
+def _initial_weights(source):
+    """The checkpoint `--init-from` names: a .npz file, or a run folder's best.npz (else its
+    last.npz); `CheckpointError` naming what is missing, and refusing untrustworthy weights."""
+    source = Path(source)
+    if source.is_dir():
+        found = [source / name for name in (BEST_NAME, LAST_NAME) if (source / name).exists()]
+        if not found:
+            raise CheckpointError(f"cannot start from {source}: it holds neither {BEST_NAME} nor "
+                                  f"{LAST_NAME} (give a run folder or a .npz checkpoint)")
+        source = found[0]
+    checkpoint = load_checkpoint(source)
+    check_trustworthy(checkpoint)
+    return checkpoint
+
+
+def _start_from(trainer, checkpoint, config):
+    """Put `checkpoint`'s weights into the new run's network, or `CheckpointError` naming both
+    architectures."""
+    mine = config["model"].get("name", trainer.net.name)
+    theirs = (checkpoint.config.get("model", {}).get("name", "?")
+              if isinstance(checkpoint.config, dict) else "?")
+    try:
+        check_matches(trainer.net, checkpoint.weights, f"checkpoint {checkpoint.path}")
+    except CheckpointError as error:
+        raise CheckpointError(f"cannot start {mine} from {checkpoint.path} (a {theirs}): "
+                              f"{error}") from None
+    trainer.net.load_state_dict(checkpoint.weights)  # every rank has the same checkpoint
 
 
 def _refuse_early(run_dir):
@@ -257,6 +296,9 @@ class RunTrainer(Trainer):
 
     folder_lock = None  # a `FolderLock` on rank 0, None on other ranks
 
+    def check_run_dir(self):
+        """Nothing here: `start_run` and `resume_run` check the folder (under its lock)."""
+
     def fit(self):
         if self.folder_lock is not None and self.folder_lock.released:
             self.folder_lock = lock_run_dir(self.run_dir)
@@ -268,7 +310,8 @@ class RunTrainer(Trainer):
 
 
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
-               workers=None, ranks=None, progress=True, echo=None, mode=None):
+               workers=None, ranks=None, progress=True, echo=None, mode=None, dataset=None,
+               epochs=None):
     """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
 
     `config`, if given, must be the config the run was started with (it is checked, not used:
@@ -276,7 +319,10 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     `checkpoint_every` the mid-epoch checkpoint interval and `workers` the number of CPU
     threads (default: the run's own; another number splits batches differently, so the
     weights then differ in the last bits from an uninterrupted run's); `mode` how the
-    backend computes (`Trainer`; a replayed graph computes what an eager step in its mode does).
+    backend computes (`Trainer`; a replayed graph computes what an eager step in its mode does);
+    `dataset` the `data.Dataset` a run of arrays given in Python trains on (the same again);
+    `epochs`, more epochs than the run was started for, extends it (`_extended`: the schedule
+    follows the longer run's from here on).
     Nothing else may change, the number of ranks included: rank 0 reads the checkpoint and
     sends it to the others.
     """
@@ -295,7 +341,8 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     checkpoint = ranks.on_root(read)
     try:
         trainer = _resumed_trainer(run_dir, checkpoint, device, config, data_dir,
-                                   checkpoint_every, workers, ranks, progress, echo, mode)
+                                   checkpoint_every, workers, ranks, progress, echo, mode,
+                                   dataset, epochs)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -320,7 +367,7 @@ def _lock_for_resume(run_dir):
 
 
 def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_every, workers,
-                     ranks, progress, echo, mode):
+                     ranks, progress, echo, mode, dataset=None, epochs=None):
     state = checkpoint.state
     if state is None:
         raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} was not saved by a "
@@ -337,11 +384,13 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
     except ConfigError as error:
         raise CheckpointError(f"{checkpoint.path} holds a config that is no longer valid: "
                               f"{error}") from None
+    if epochs is not None and epochs != saved_config["train"]["epochs"]:
+        saved_config = _extended(saved_config, epochs, run_dir, state)
     if config is not None:
         _check_same_config(config, saved_config, checkpoint)
     if data_dir is not None:
         saved_config["data"]["data_dir"] = str(data_dir)
-    dataset = load_data(saved_config)
+    dataset = load_data(saved_config) if dataset is None else dataset
     trainer = RunTrainer(saved_config, dataset, device, run_dir,
                          limit_train=state.limit_train, limit_test=state.limit_test,
                          checkpoint_every=(state.checkpoint_every if checkpoint_every is None
@@ -360,8 +409,32 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
         check_writable(run_dir)
         remove_stale_temporaries(run_dir)
         write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
+        if epochs is not None:  # the config copy says what the run now trains
+            atomic_write(run_dir / CONFIG_COPY_NAME,
+                         lambda f: yaml.safe_dump(saved_config, f, sort_keys=False), binary=False)
     ranks.on_root(tidy_folder)
     return trainer
+
+
+def _extended(config, epochs, run_dir, state):
+    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again.
+
+    The schedule is a function of (epoch, total epochs), so from here on the rate is the one a
+    run started with `epochs` has at each epoch: the same as before for a constant or step
+    schedule (the extended run is then bit-identical to one started with `epochs`), the longer
+    curve for a cosine (from the rate it has at this epoch of the longer run, not from where
+    the short run ended)."""
+    saved = config["train"]["epochs"]
+    if epochs < saved:
+        raise RunFolderError(f"cannot resume {run_dir} for {epochs} epochs: it was started for "
+                             f"{saved} (a run can be extended, not shortened); give --epochs "
+                             f"{saved + 1} or more, or none")
+    if state.stopped_early:
+        raise RunFolderError(f"cannot extend {run_dir}: it stopped early after epoch "
+                             f"{state.epoch} (train.early_stopping); start a new run with "
+                             f"--init-from {shlex.quote(str(run_dir))} to train it further")
+    extended = {**config, "train": {**config["train"], "epochs": epochs}}
+    return validate_config(extended)
 
 
 def _with_old_defaults(config):

@@ -97,11 +97,12 @@ def build_model(net, config, device, batch_size, *, dataset_bytes=0, workers=Non
     return model, optimizer, workers
 
 
-def make_schedule(train_config):
-    """The learning rate at each fractional epoch (`optim.Schedule`) of a train section."""
+def make_schedule(train_config, steps_per_epoch):
+    """The learning rate at each fractional epoch (`optim.Schedule`) of a train section, for a
+    run of `steps_per_epoch` steps per epoch (a warm-up may be given in steps)."""
     options = {key: value for key, value in train_config["schedule"].items() if key != "name"}
     return Schedule(train_config["schedule"]["name"], train_config["lr"], train_config["epochs"],
-                    **options)
+                    steps_per_epoch=steps_per_epoch, **options)
 
 
 @dataclass
@@ -163,5 +164,5 @@ def set_up(config, dataset, device, *, limit_train=None, limit_test=None, worker
                     CapturedStep(step) if graph else step, stats, images,
                     {name: (device.send(images), device.send(labels))
                      for name, (images, labels) in evaluated.items() if len(labels)},
-                    train_count, steps, make_schedule(config["train"]),
+                    train_count, steps, make_schedule(config["train"], steps),
                     Augmentation.from_config(config["data"]["augment"]))

@@ -4,8 +4,9 @@ the way.
 Each epoch's order depends only on (seed, epoch) and each batch's transforms only on (seed,
 epoch, step), so a run resumed at any step makes exactly the batches, and on the CPU exactly the
 float operations, of an uninterrupted run. best.npz is the epoch of best validation accuracy.
-Nothing waits for the device inside a step: the running sums are read every `READ_EVERY` steps,
-before every checkpoint and at the end of the epoch. On several ranks every rank runs this loop
+Nothing waits for the device inside a step: the running sums are read every `READ_EVERY` steps
+(and after steps 1, 2, 4, 8 and 16, for the progress bar), before every checkpoint and at the end
+of the epoch. On several ranks every rank runs this loop
 on its slice of each batch and keeps in lockstep; rank 0 alone writes files and shows progress.
 """
 import dataclasses
@@ -21,9 +22,11 @@ from tqdm import tqdm
 from xpnn.backend import mode_for, running_on
 from xpnn.backend.communicator import world
 from xpnn.training.batches import batch_sizes, epoch_permutation
-from xpnn.training.checkpoint import BEST_NAME, LAST_NAME, restore, save_checkpoint
+from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, mark_stopped_early, restore,
+                                      save_checkpoint)
 from xpnn.training.errors import DivergenceError, TrainingInterrupted
 from xpnn.training.evaluation import evaluate_epoch
+from xpnn.training.files import ready_folder
 from xpnn.training.metrics import format_epoch, write_metrics
 from xpnn.training.run_state import SHUFFLE, EpochProgress, RunState
 from xpnn.training.setup import set_up
@@ -33,12 +36,21 @@ CHECKPOINT_EVERY = 200  # steps between mid-epoch checkpoints, unless told other
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
 
 
+def shows_progress_after(step, steps):
+    """Whether the running loss is read (a device sync; on ranks a collective) after `step` of
+    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, so the bar shows loss and accuracy from the
+    start, then every `READ_EVERY` steps, and at the epoch's end."""
+    return step % READ_EVERY == 0 or step == steps or (step < READ_EVERY
+                                                       and step & (step - 1) == 0)
+
+
 class Trainer:
     """Trains one network from a checked config on one device, saving into a run folder.
 
     Args:
         config: a checked config; dataset: a `data.Dataset`; device: a `backend.Device`.
-        run_dir: folder for last.npz, best.npz and metrics.jsonl (must exist and be writable).
+        run_dir: folder for last.npz, best.npz and metrics.jsonl (created if missing; checked
+            writable before anything else, `RunFolderError` if not).
         limit_train, limit_test, workers: see `training.setup.set_up`.
         checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
         ranks: the job's ranks (`backend.communicator`; default: this process's world).
@@ -59,6 +71,8 @@ class Trainer:
         echo = echo or (lambda line: tqdm.write(line, file=sys.stdout))
         self.echo = echo if self.ranks.is_root else (lambda line: None)
         self.limit_train, self.limit_test = limit_train, limit_test
+        if self.ranks.is_root:
+            self.check_run_dir()
         self.mode = dataclasses.replace(mode or mode_for(device, self.ranks.size),
                                         precision=self.train_config["precision"])
         self.mode.check(device, self.ranks.size)
@@ -75,8 +89,18 @@ class Trainer:
         self.step = 0           # steps done in the current epoch
         self.metrics = []       # one record per finished epoch
         self.best_val_acc = None
+        self.stop_reference, self.stale_epochs, self.stopped_early = None, 0, False
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stops = StopSignals(self.ranks, READ_EVERY)
+
+    def check_run_dir(self):
+        """Make the run folder if needed and prove it writable (before any work)."""
+        ready_folder(self.run_dir, "give the Trainer a folder it can write to")
+
+    @property
+    def finished(self):
+        """Whether the run has trained all its epochs, or stopped early."""
+        return self.stopped_early or self.epoch >= self.train_config["epochs"]
 
     @property
     def last_path(self):
@@ -95,6 +119,7 @@ class Trainer:
             self.limit_train, self.limit_test, self.checkpoint_every, self.workers,
             self.ranks.size, self.metrics, self.best_val_acc,
             EpochProgress(loss_sum, correct, seen, self.seconds_before + seconds),
+            self.stop_reference, self.stale_epochs, self.stopped_early,
             self.net.name, self.net.num_parameters(), SHUFFLE, self.device.name,
             time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -112,6 +137,8 @@ class Trainer:
         state = checkpoint.state
         self.epoch, self.step = state.epoch, state.step
         self.metrics, self.best_val_acc = list(state.metrics), state.best_val_acc
+        self.stop_reference, self.stale_epochs, self.stopped_early = (
+            state.stop_reference, state.stale_epochs, state.stopped_early)
         progress = state.epoch_progress
         if self.ranks.is_root:  # the sums so far count once, in rank 0's share
             self.stats.reset(progress.loss_sum, progress.correct, progress.seen)
@@ -162,12 +189,16 @@ class Trainer:
         Raises `TrainingInterrupted` (after saving) on SIGINT/SIGTERM and `DivergenceError`
         (without saving) when the loss or weights stop being finite.
         """
+        if self.schedule.warmup_note() and not self.finished:
+            self.echo(self.schedule.warmup_note())
         # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
         with running_on(self.device, self.mode), self.stops.handled(), numpy.errstate(
                 over="ignore", invalid="ignore", divide="ignore"):
             if not self.ranks.on_root(self.last_path.exists):
                 self.save()  # from here on, a run killed at any moment can be resumed
-            while self.epoch < self.train_config["epochs"]:
+            if self.stopped_early and self.ranks.is_root and self.best_path.exists():
+                mark_stopped_early(self.best_path, self.epoch)  # again, after a crash
+            while not self.finished:
                 started = time.perf_counter()
                 self.train_epoch(started)
                 self.finish_epoch(started)
@@ -193,7 +224,7 @@ class Trainer:
                                 None if maps is None else maps[rows][shard], len(batch))
                 self.step = step + 1
                 bar.update(1)
-                if self.step % READ_EVERY == 0 or self.step == steps:
+                if shows_progress_after(self.step, steps):
                     loss_sum, correct, seen = self.check_loss()
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False,
                                     acc=f"{100 * correct / seen:.2f}%")
@@ -225,7 +256,7 @@ class Trainer:
         loss_sum, correct, seen = self.check_finite()
         train_loss, train_acc = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
         record = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                  "val_loss": None, "val_acc": None}
+                  "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
         for name, evaluation in evaluate_epoch(self.model, self.evaluated, self.device,
                                                self.stops.cuts_evaluation):
             if evaluation is None:
@@ -236,6 +267,10 @@ class Trainer:
             record[f"{short}_loss"], record[f"{short}_acc"] = evaluation.loss, evaluation.accuracy
         record["lr"] = self.optimizer.lr
         record["seconds"] = round(self.seconds_before + time.perf_counter() - started, 3)
+        stopping = self.train_config.get("early_stopping")
+        if stopping is not None:
+            self.count_stale_epoch(record["val_acc"], stopping)
+            record["stale_epochs"] = self.stale_epochs
         self.metrics.append(record)
         self.epoch, self.step, self.seconds_before = self.epoch + 1, 0, 0.0
         self.stats.reset()
@@ -247,4 +282,22 @@ class Trainer:
         self.save()
         if self.ranks.is_root:
             write_metrics(self.run_dir, self.metrics)
+            if self.stopped_early and self.best_path.exists():
+                mark_stopped_early(self.best_path, record["epoch"])
         self.echo(format_epoch(record, self.train_config["epochs"]))
+        if self.stopped_early:
+            self.echo(f"early stopping: validation accuracy gained less than "
+                      f"{100 * stopping['min_delta']:g} points in {stopping['patience']} "
+                      f"epoch(s) after reaching {100 * self.stop_reference:.2f}%; stopped after "
+                      f"epoch {record['epoch']} of {self.train_config['epochs']}")
+
+    def count_stale_epoch(self, val_acc, stopping):
+        """Count an epoch of validation accuracy `val_acc` towards early stopping: a gain of at
+        least min_delta over the last gain resets the count; `patience` epochs without one stop
+        the run (`stopped_early`)."""
+        gain = None if self.stop_reference is None else val_acc - self.stop_reference
+        if gain is None or (gain > 0 and gain >= stopping["min_delta"]):
+            self.stop_reference, self.stale_epochs = val_acc, 0
+        else:
+            self.stale_epochs += 1
+            self.stopped_early = self.stale_epochs >= stopping["patience"]
