@@ -4,11 +4,12 @@
     python -m benchmarks.conv_tensor_cores --dry-run  # on the CPU: the layout maths, in NumPy
 
 For each convolution shape of our networks, at batch 100 and 1000, it times the forward
-correlation and the kernel gradient three ways: the ``fused`` implementation (im2col + a float32
-product), whatever ``backend.conv`` computes by default on the GPU, and the TF32 implicit GEMMs
-of conv_tf32.cu (padding pass + tensor-core GEMM + epilogue, all included), with TF32 inputs
-and with 3xTF32 (operands split in two TF32 parts: about float32 accuracy on tensor cores). Each result is
-checked against a float64 reference by relative norm error. CUDA events, median of `--repeat`
+correlation and the kernel gradient three ways: the ``fused`` implementation (the direct
+float32 kernels; im2col + a float32 product when this probe was first run), the array code
+(``backend.conv``'s default for CuPy arrays without a mode), and the TF32 implicit GEMMs of
+conv_tf32.cu (padding pass + tensor-core GEMM + epilogue, all included), with TF32 inputs and
+with 3xTF32 (operands split in two TF32 parts: about float32 accuracy on tensor cores). Each
+result is checked against a float64 reference by relative norm error. CUDA events, median of `--repeat`
 after a warm-up. A probe in the llm.c habit: only a measured winner moves into backend/.
 """
 import argparse
@@ -192,7 +193,7 @@ def main(argv=None):
     module = cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
     rng = numpy.random.default_rng(0)
     variants = ("tf32", "3xtf32")
-    rows = ["| shape | batch | op | fused (im2col) us | gpu default us | tf32 us (error) | "
+    rows = ["| shape | batch | op | fused (direct kernels) us | gpu default us | tf32 us (error) | "
             "3xtf32 us (error) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         for name, h, c, o, k in SHAPES:

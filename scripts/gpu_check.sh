@@ -23,8 +23,21 @@ OUT=${OUT:-gpu_check_out}
 # The lent machines' python3 is a virtualenv's interpreter and there is no `python`.
 PYTHON=${PYTHON:-python3}
 python() { "$PYTHON" "$@"; }
+# A checkout that is not installed (the lent machine reaches no package registry): install it
+# editable, offline, with no dependency, built by a setuptools wheel carried in .whl/ (the
+# machine's may be older than pyproject.toml needs).
+if ! python -c "import xpnn.backend" 2>/dev/null; then
+    BUILD=""
+    if ls .whl/setuptools-*.whl >/dev/null 2>&1; then
+        python -m pip install -q --no-index --no-deps --target /tmp/xpnn_build \
+            .whl/setuptools-*.whl && BUILD=/tmp/xpnn_build
+    fi
+    PYTHONPATH=$BUILD${PYTHONPATH:+:$PYTHONPATH} python -m pip install -q --no-deps \
+        --no-build-isolation --no-index -e . || { echo "xpnn does not install here"; exit 1; }
+fi
 # nvmath-python (the capturable cuBLAS GEMM of the CUDA-graph step) travels as a wheel in .whl/
-# where the machine lacks it (the device tool's README says how to fetch it).
+# where the machine lacks it: `pip download --no-deps --only-binary=:all: --python-version 3.12
+# --platform manylinux_2_28_x86_64 -d .whl nvmath-python==1.0.0 'setuptools>=77,<81'`.
 if ls .whl/nvmath_python-*.whl >/dev/null 2>&1 && ! python -c "import nvmath" 2>/dev/null; then
     python -m pip install -q --no-index --no-deps --no-compile --target /tmp/xpnn_site \
         .whl/nvmath_python-*.whl && export PYTHONPATH=/tmp/xpnn_site${PYTHONPATH:+:$PYTHONPATH}
