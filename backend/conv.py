@@ -15,7 +15,8 @@ A `PaddedInput` is an (N, H, W, C) input as the correlation sees it: placed ever
   copy for the whole batch at once.
 * ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
   zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
-  kernel_gradient.cu).
+  kernel_gradient.cu); where the mode's precision is tf32, the correlation (forward and input
+  gradient) on TF32 tensor cores (correlate_tf32.cu).
 
 `IM2COL`, the patch matrix made by im2col.cu (patch layout (C, kh, kw), so the kernel needs no
 copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline that
@@ -24,7 +25,7 @@ benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
 from xpnn.backend import conv_kernels
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import pick
+from xpnn.backend.dispatch import mode, pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
@@ -216,5 +217,13 @@ def _kernel_gradient_by_patches(padded, grad, kernel_size, stride):
                                       pick(PATCHES, get_array_module(grad)))
 
 
-_CORRELATE = {"array": _correlate_by_patches, "fused": conv_kernels.correlate}
+def _correlate_direct(padded, kernel, stride, bias):
+    """``fused``: the direct kernel, on TF32 tensor cores where the mode's precision is tf32
+    (bf16 has no convolution kernel of its own: the float32 one computes it)."""
+    if mode().precision == "tf32":
+        return conv_kernels.correlate_tf32(padded, kernel, stride, bias)
+    return conv_kernels.correlate(padded, kernel, stride, bias)
+
+
+_CORRELATE = {"array": _correlate_by_patches, "fused": _correlate_direct}
 _KERNEL_GRADIENT = {"array": _kernel_gradient_by_patches, "fused": conv_kernels.kernel_gradient}

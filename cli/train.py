@@ -75,7 +75,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
     from xpnn.training.metrics import best_epoch
-    from xpnn.training.runs import default_run_dir
+    from xpnn.training.runs import FolderTakenError, default_run_dir
 
     overrides = (train_shorthands(epochs, batch_size, lr, seed, precision)
                  + dataset_override(dataset) + list(overrides))
@@ -108,10 +108,17 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
                    f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
     else:
-        trainer = state["trainer"] = start_run(
-            config, device, output or default_run_dir(config_spec), data_dir=data_dir,
-            limit_train=limit_train, limit_test=limit_test, checkpoint_every=checkpoint_every,
-            workers=workers, ranks=ranks, progress=progress, mode=mode)
+        for attempt in range(1, 4):
+            try:
+                trainer = state["trainer"] = start_run(
+                    config, device, output or default_run_dir(config_spec), data_dir=data_dir,
+                    limit_train=limit_train, limit_test=limit_test,
+                    checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
+                    progress=progress, mode=mode)
+                break
+            except FolderTakenError:  # a run started the same second took the default name
+                if output is not None or attempt == 3:
+                    raise
         echo(f"run folder {trainer.run_dir}: {trainer.net.name}, "
                    f"{trainer.net.num_parameters():,} parameters, {trainer.train_count} training "
                    f"images, {trainer.steps_per_epoch} steps per epoch, on {_where(device, ranks)}")

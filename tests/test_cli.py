@@ -396,6 +396,15 @@ def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
     assert result.stderr.strip().startswith("Error: parity fails: worst relative error")
 
 
+def test_parity_at_a_tensor_core_precision_needs_a_gpu_and_takes_its_tolerance(monkeypatch):
+    result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--precision", "tf32")
+    assert result.exit_code == 2
+    assert "--precision tf32 is a GPU's tensor-core arithmetic" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 or "Usage" in result.stderr
+    from xpnn.backend.precision import PARITY_TOLERANCE
+    assert PARITY_TOLERANCE["fp32"] == 1e-4 < PARITY_TOLERANCE["tf32"] < PARITY_TOLERANCE["bf16"]
+
+
 def test_parity_says_what_it_compared_and_defaults_to_a_float64_cpu_reference():
     from xpnn.backend import gpu_unavailable_reason
     result = invoke("parity", "-c", "lenet", "--batch-size", "4")
