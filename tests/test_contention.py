@@ -25,6 +25,13 @@ PAIRS, LONG_PAIRS = 5, 50
 TINY = ["-c", "lenet", "--epochs", "1", "--batch-size", "50", "--limit-train", "100",
         "--limit-test", "50", "--no-progress"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+RUN_FILES = ["best.npz", "config.yaml", "last.npz", "metrics.csv", "metrics.jsonl"]
+
+
+def run_files(run_dir):
+    """The run folder's files, TensorBoard's event file (where tensorboardX is installed) aside."""
+    return sorted(path.name for path in run_dir.iterdir()
+                  if not path.name.startswith("events.out.tfevents"))
 
 
 def train_process(*args, **popen):
