@@ -15,8 +15,9 @@ A `PaddedInput` is an (N, H, W, C) input as the correlation sees it: placed ever
   copy for the whole batch at once.
 * ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
   zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
-  kernel_gradient.cu); where the mode's precision is tf32, the correlation (forward and input
-  gradient) on TF32 tensor cores (correlate_tf32.cu).
+  kernel_gradient.cu); where the mode's precision is tf32, the forward on TF32 tensor cores
+  (correlate_tf32.cu). The input gradient (a correlation with the flipped kernel view) takes
+  the ``gpu`` patch matrices for now (`_correlate_direct` says why).
 
 `IM2COL`, the patch matrix made by im2col.cu (patch layout (C, kh, kw), so the kernel needs no
 copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline that
@@ -218,8 +219,13 @@ def _kernel_gradient_by_patches(padded, grad, kernel_size, stride):
 
 
 def _correlate_direct(padded, kernel, stride, bias):
-    """``fused``: the direct kernel, on TF32 tensor cores where the mode's precision is tf32
-    (bf16 has no convolution kernel of its own: the float32 one computes it)."""
+    """``fused``: the direct kernel (on TF32 tensor cores where the mode's precision is tf32;
+    bf16 has no convolution kernel of its own), for a convolution's forward. The input
+    gradient, whose kernel is the flipped view of the weights, goes through the patch matrices
+    instead: on an H200 the direct kernel's input gradients left resnet_stem's float32 weight
+    gradients 3.5e-2 off (float64 and every forward exact; cause not yet found, BENCHMARKS.md)."""
+    if not kernel.flags.c_contiguous:
+        return correlate_by_patches(padded, kernel, stride, bias, PATCHES["gpu"])
     if mode().precision == "tf32":
         return conv_kernels.correlate_tf32(padded, kernel, stride, bias)
     return conv_kernels.correlate(padded, kernel, stride, bias)

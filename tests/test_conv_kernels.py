@@ -443,3 +443,27 @@ def test_a_tf32_mode_correlates_on_the_tensor_cores(rng):
     error = {p: numpy.abs(r - expected).max() / numpy.abs(expected).max()
              for p, r in results.items()}
     assert error["fp32"] < 1e-6 < error["tf32"] < 3e-3, error
+
+
+def test_the_fused_input_gradient_takes_the_patch_matrices(rng, monkeypatch):
+    """A correlation with a kernel view (the input gradient's flipped weights) computes as the
+    ``gpu`` patch matrices do, bit for bit, until the direct kernel's H200 defect is found;
+    a contiguous kernel (every forward) takes the direct kernel."""
+    reason = cuda_emulation.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    x = rng.standard_normal((2, 6, 6, 6)).astype("float32")
+    weights = rng.standard_normal((6, 6, 3, 3)).astype("float32")
+    flipped = weights.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    padded = PaddedInput(x, 1, (8, 8))
+    calls = []
+    direct = conv_kernels.correlate
+    monkeypatch.setattr(conv_kernels, "correlate", lambda *args: calls.append(1) or direct(*args))
+    with cuda_emulation.emulating():
+        through_view = conv.correlate(padded, flipped, 1)
+        assert calls == []
+        conv.correlate(padded, numpy.ascontiguousarray(flipped), 1)
+        assert calls == [1]
+    with backend.using("gpu"):
+        expected = conv.correlate(padded, flipped, 1)
+    numpy.testing.assert_array_equal(through_view, expected)
