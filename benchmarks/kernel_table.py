@@ -76,8 +76,9 @@ def main(argv=None):
     for name in args.configs.split(","):
         config = load_config(f"configs/{name}.yaml")
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            with running_on(device, Mode(None if args.array_code else "fused")):
-                ours = StepBench(config, device, batch_size)
+            mode = Mode(None if args.array_code else "fused")  # eager: every kernel launched
+            with running_on(device, mode):
+                ours = StepBench(config, device, batch_size, mode=mode)
                 import torch  # after CuPy took the device, as in the other benchmarks
                 mine = kernel_times(ours.step, device.synchronize, args.steps, torch,
                                     device.is_gpu)
