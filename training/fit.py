@@ -73,6 +73,8 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     before any training when something does not fit.
     """
     device = get_device(device) if isinstance(device, str) else device
+    # print: the epoch lines go through tqdm.write, as the command line's do (beside the bar)
+    trainer_echo = None if echo is print else (echo or (lambda line: None))
     echo = echo or (lambda line: None)
     settings = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
                 "train.seed": seed, **(overrides or {})}
@@ -91,14 +93,15 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     if resume and (run_dir / LAST_NAME).exists():
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
-                             progress=progress, echo=echo, epochs=epochs)
+                             progress=progress, echo=trainer_echo, epochs=epochs)
         echo(f"nothing to do: {run_dir} {finished_what(trainer)}" if trainer.finished else
              f"resuming {run_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
              f"{trainer.steps_per_epoch} on {device.name}")
     else:
         trainer = start_run(checked, device, run_dir, dataset=dataset, limit_train=limit_train,
                             limit_test=limit_test, checkpoint_every=checkpoint_every,
-                            workers=workers, progress=progress, echo=echo, init_from=init_from)
+                            workers=workers, progress=progress, echo=trainer_echo,
+                            init_from=init_from)
         echo(start_line(trainer, device.name))
     finished = trainer.finished
     records = trainer.fit()
