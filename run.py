@@ -1,14 +1,10 @@
 #!/usr/bin/env python
-"""The xpnn command line, from a checkout: ``python run.py COMMAND ...`` is ``xpnn COMMAND ...``.
-
-    python run.py train -c resnet                            # runs/resnet-<timestamp>/
-    python run.py train --resume runs/resnet-20260101-120000  # after a crash or Ctrl-C
-    python run.py evaluate runs/resnet-20260101-120000
-    python run.py --help                                     # every command
-
-The commands live in the package `xpnn.cli` (folder cli/); `python run.py --help` lists them.
-"""
-from xpnn.cli import main
+"""``python run.py COMMAND ...`` is ``xpnn COMMAND ...``, for a checkout installed with
+``pip install -e .`` (the commands live in `xpnn.cli`, folder cli/)."""
+try:
+    from xpnn.cli import main  # imports nothing heavy: main() first installs the signal handlers
+except ModuleNotFoundError as error:
+    raise SystemExit(f"xpnn is not installed here ({error}); from the checkout: pip install -e .")
 
 if __name__ == "__main__":
     main()

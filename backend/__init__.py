@@ -1,20 +1,15 @@
 """Array backends: NumPy on the CPU, CuPy on CUDA GPUs, behind one `Device` type, and the array
-primitives that layers are written with, one implementation per device.
+primitives that layers are written with.
 
     device = get_device("cpu")      # or "gpu", "cuda", "cuda:1"
-    xp = device.xp                  # numpy or cupy
     x = device.send(host_array)     # host -> device
     xp = get_array_module(x)        # inside a layer: the module that owns x
 
-Primitives (each module holds its ``cpu``, ``gpu`` and ``fused`` implementations side by
-side; the execution mode, `dispatch.Mode`, chooses among them): `conv` (correlation: patch
-matrices, or direct kernels in `conv_kernels`), `matmul` (every matrix product; on a GPU by
-CuPy's cuBLAS, or in a CUDA-graph mode or a tensor-core precision by cuBLAS called directly),
-`pool` (max pooling), `activations`, `loss` (softmax cross-entropy), `updates` (optimizer
-steps), `batch_stats` (running loss and accuracy). `layout`: the channels-last views conv and
-pool hand on.
-`graphs`: a step captured as a CUDA graph and replayed. CUDA sources: the .cu files beside
-them, loaded by `cuda`.
+Primitives, each module holding its ``cpu``, ``gpu`` and ``fused`` implementations, chosen by
+the execution mode (`dispatch`): `conv` (patch matrices, or direct kernels in `conv_kernels`),
+`matmul` (on a GPU in a graph mode or a tensor-core precision, cuBLAS called directly), `pool`,
+`activations`, `loss`, `updates`, `batch_stats`; `layout` (channels-last views), `warp`,
+`graphs` (CUDA graphs), `cuda` (the .cu files' loader).
 """
 from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 from xpnn.backend.device import (

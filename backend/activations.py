@@ -1,13 +1,13 @@
 """Gradients of ReLU and LeakyReLU, and LeakyReLU itself.
 
     d_x = relu_backward(grad_out, out)                 # out = max(x, 0)
-    y, memo = leaky_relu(x, slope);  d_x = leaky_relu_backward(grad_out, memo, slope)
+    y, cache = leaky_relu(x, slope);  d_x = leaky_relu_backward(grad_out, cache, slope)
 
 Results keep their input's memory layout (``out=`` an `empty_like`: CuPy's element-wise
-functions would return C-contiguous arrays otherwise; see `backend.layout`). The array code (``cpu`` and ``gpu``) masks by
-multiplying with a 0/1 (or slope) array: in NumPy over ten times faster than `where` for the
-same result. ``fused``: one CuPy element-wise kernel per pass (unmeasured on a GPU). What
-`leaky_relu` keeps for backward (`memo`) is each implementation's own: call both halves of a
+functions would return C-contiguous arrays otherwise; see `backend.layout`). The array code
+(``cpu`` and ``gpu``) masks by multiplying with a 0/1 (or slope) array rather than `where`
+(DESIGN.md). ``fused``: one CuPy element-wise kernel per pass. What
+`leaky_relu` keeps for backward (`cache`) is each implementation's own: call both halves of a
 forward/backward pair under the same implementation.
 """
 from xpnn.backend.cuda import ElementwiseKernel
@@ -31,9 +31,9 @@ def leaky_relu(x, slope):
     return pick(_LEAKY_RELU, get_array_module(x))(x, slope)
 
 
-def leaky_relu_backward(grad, memo, slope):
-    """d loss / d x of LeakyReLU from `grad` = d loss / d y and `leaky_relu`'s `memo`."""
-    return pick(_LEAKY_RELU_BACKWARD, get_array_module(grad))(grad, memo, slope)
+def leaky_relu_backward(grad, cache, slope):
+    """d loss / d x of LeakyReLU from `grad` = d loss / d y and `leaky_relu`'s `cache`."""
+    return pick(_LEAKY_RELU_BACKWARD, get_array_module(grad))(grad, cache, slope)
 
 
 def _relu_backward_array(grad, out):

@@ -4,7 +4,7 @@
 
 adds a batch's mean `loss` times its size to `loss_sum` (0-d float64) and its correct
 predictions (argmax of `logits` equal to `labels`) to `correct` (0-d int64), in place, without
-waiting for the device. ``fused``: batch_stats.cu, one kernel (unmeasured on a GPU).
+waiting for the device. ``fused``: batch_stats.cu, one kernel.
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module

@@ -1,22 +1,16 @@
 """Ranks of one data-parallel job: who we are, and the collectives a training step needs.
 
-    ranks = world()                 # SingleProcess unless started by mpiexec with 2+ ranks
+    ranks = world()                 # Ranks() (one process) unless mpiexec started 2+ ranks
     ranks.size, ranks.rank, ranks.local_rank
     ranks.broadcast(buffer)         # rank 0's values into every rank's array, in place
     ranks.sum_in_rank_order(buffer) # every rank's array summed, rank 0 first, into each
     value = ranks.on_root(function) # rank 0 calls it; every rank gets its result or its error
 
-Implementations, one per device: `SingleProcess` (one rank: every collective is a no-op, and
-mpi4py is never imported), `MPIRanks` (NumPy arrays through mpi4py) and `NCCLRanks` (CuPy
-arrays through NCCL, `cupy.cuda.nccl`; MPI carries only NCCL's id and Python objects).
-`world(device)` picks the one for a device.
-
-The sum is an all-gather followed by additions in rank order: ((b0 + b1) + b2) + ..., so a given
-number of ranks gives the same bits run after run, the same bits as `nets.DataParallel` adding
-its workers' gradients, and the same on every rank (no rank needs to broadcast its result).
-Every wait has a deadline (`timeout()` seconds, `XPNN_RANK_TIMEOUT`), since MPI and NCCL would
-wait forever for a rank that stopped taking part without dying; a rank that dies is ended by
-the launcher (mpiexec stops every rank of the job).
+`Ranks` itself is one process (every collective a no-op; mpi4py never imported); `MPIRanks`
+moves NumPy arrays through mpi4py, `NCCLRanks` CuPy arrays through NCCL. The sum is an
+all-gather and additions in rank order, so N ranks give the bits of N `DataParallel` workers,
+run after run, on every rank. Every wait has a deadline (`XPNN_RANK_TIMEOUT`). DESIGN.md:
+"Ranks over MPI".
 """
 import os
 import pickle
@@ -65,8 +59,9 @@ def launched_size():
     return 1
 
 
-class SingleProcess:
-    """One rank: the collectives return at once and change nothing."""
+class Ranks:
+    """The ranks of a job, and their collectives; as itself, a job of one process, whose
+    collectives return at once and change nothing (`MPIRanks`, `NCCLRanks`: several)."""
     size = 1
     rank = 0
     local_rank = 0
@@ -86,7 +81,7 @@ class SingleProcess:
         """Rank 0's `value` (picklable) on every rank."""
         return value
 
-    def settle(self):
+    def wait(self):
         """Wait, at most the ranks' timeout, until the collectives this rank has queued on its
         device are done. A reader of device values calls it first: a collective stuck on a
         rank that stopped answering would otherwise hang that read forever."""
@@ -113,7 +108,7 @@ class SingleProcess:
         return f"{type(self).__name__}(rank {self.rank} of {self.size})"
 
 
-class MPIRanks(SingleProcess):
+class MPIRanks(Ranks):
     """The ranks of MPI's world communicator, exchanging NumPy arrays through mpi4py."""
 
     def __init__(self, comm=None):
@@ -235,7 +230,7 @@ class NCCLRanks(MPIRanks):
                                  self._nccl_type(flat), stream)
         add_rows_in_order(flat, gathered)  # queued after the all-gather: no host wait per step
 
-    def settle(self):
+    def wait(self):
         self._wait_stream("all-gather of the gradients")
 
 
@@ -287,11 +282,11 @@ _world = {}
 def world(device=None):
     """The ranks this process belongs to, for arrays on `device` (a `Device`; None: the CPU).
 
-    `SingleProcess` unless a launcher started 2 or more ranks (mpi4py is then not imported at
+    `Ranks()` unless a launcher started 2 or more ranks (mpi4py is then not imported at
     all); `NCCLRanks` for a GPU, `MPIRanks` otherwise. One object per kind, made once.
     """
     if launched_size() < 2:
-        return SingleProcess()
+        return Ranks()
     kind = "nccl" if device is not None and device.is_gpu else "mpi"
     if kind not in _world:
         _world[kind] = NCCLRanks(device) if kind == "nccl" else MPIRanks()

@@ -1,12 +1,12 @@
 """Correlation of a batch with a kernel, and its kernel gradient.
 
-    out = correlate(Frame(x, offset=p, size_hw=(h + 2p, w + 2p)), kernel, stride, bias)
-    d_kernel = kernel_gradient(frame, grad_out, kernel_size, stride)
+    out = correlate(PaddedInput(x, offset=p, size_hw=(h + 2p, w + 2p)), kernel, stride, bias)
+    d_kernel = kernel_gradient(padded, grad_out, kernel_size, stride)
 
-A `Frame` is an (N, H, W, C) input as the correlation sees it: placed every `step` pixels from
-`offset` in a zero frame (padding; zero-insertion for a strided convolution's input gradient).
+A `PaddedInput` is an (N, H, W, C) input as the correlation sees it: placed every `step` pixels from
+`offset` in a zero border (padding; zero-insertion for a strided convolution's input gradient).
 
-* ``cpu`` and ``gpu`` turn the frame into patch matrices, one row per output pixel and one
+* ``cpu`` and ``gpu`` turn the padded input into patch matrices, one row per output pixel and one
   column per value of a window, and multiply them with the kernel as a matrix
   (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a cache-sized
   chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed while it is still in
@@ -15,7 +15,8 @@ A `Frame` is an (N, H, W, C) input as the correlation sees it: placed every `ste
   copy for the whole batch at once.
 * ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
   zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
-  kernel_gradient.cu).
+  kernel_gradient.cu); where the mode's precision is tf32, the correlation (forward and input
+  gradient) on TF32 tensor cores (correlate_tf32.cu).
 
 `IM2COL`, the patch matrix made by im2col.cu (patch layout (C, kh, kw), so the kernel needs no
 copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline that
@@ -24,7 +25,7 @@ benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
 from xpnn.backend import conv_kernels
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import pick
+from xpnn.backend.dispatch import mode, pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
@@ -33,8 +34,8 @@ IM2COL_ROWS_PER_ITEM = 32    # `IM2COL`: rows of one column that one thread fill
 IM2COL_KERNEL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
 
 
-class Frame:
-    """`x` (N, H, W, C) placed every `step` pixels from `offset` in a zero frame of `size_hw`;
+class PaddedInput:
+    """`x` (N, H, W, C) placed every `step` pixels from `offset` in a zero border of `size_hw`;
     the framed array is built only when asked for (`array()`, then kept)."""
 
     def __init__(self, x, offset=0, size_hw=None, step=1):
@@ -42,7 +43,7 @@ class Frame:
         size_hw = (h, w) if size_hw is None else tuple(size_hw)
         if offset + (h - 1) * step >= size_hw[0] or offset + (w - 1) * step >= size_hw[1]:
             raise ValueError(f"an input of {h} x {w} placed every {step} pixels from {offset} "
-                             f"does not fit a frame of {size_hw[0]} x {size_hw[1]}")
+                             f"does not fit a padded size of {size_hw[0]} x {size_hw[1]}")
         self.x, self.offset, self.size_hw, self.step = x, offset, size_hw, step
         self._array = None
 
@@ -64,43 +65,43 @@ class Frame:
         return self._array
 
 
-def correlate(frame, kernel, stride, bias=None):
-    """Every (k x k) window of `frame`, `stride` pixels apart, times `kernel` (+ `bias`).
+def correlate(padded, kernel, stride, bias=None):
+    """Every (k x k) window of `padded`, `stride` pixels apart, times `kernel` (+ `bias`).
 
     Args:
-        frame: a `Frame` of an (N, H, W, C) input.
+        padded: a `PaddedInput` of an (N, H, W, C) input.
         kernel: (O, C, k, k) weights, any strides.
         bias: optional (O,) added to every output pixel.
     Returns:
         (N, Ho, Wo, O) C-contiguous array.
     """
-    return pick(_CORRELATE, get_array_module(frame.x))(frame, kernel, stride, bias)
+    return pick(_CORRELATE, get_array_module(padded.x))(padded, kernel, stride, bias)
 
 
-def kernel_gradient(frame, grad, kernel_size, stride):
-    """d loss / d kernel of `correlate(frame, kernel, stride)`: the sum over output pixels of
+def kernel_gradient(padded, grad, kernel_size, stride):
+    """d loss / d kernel of `correlate(padded, kernel, stride)`: the sum over output pixels of
     each window times the gradient there.
 
     Args:
-        frame: the `Frame` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
+        padded: the `PaddedInput` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
     Returns:
         (O, C, k, k) array.
     """
-    return pick(_KERNEL_GRADIENT, get_array_module(grad))(frame, grad, kernel_size, stride)
+    return pick(_KERNEL_GRADIENT, get_array_module(grad))(padded, grad, kernel_size, stride)
 
 
-def correlate_by_patches(frame, kernel, stride, bias, patches):
-    """`correlate` through patch matrices: `patches` is (make, layout), `make(frame, k,
+def correlate_by_patches(padded, kernel, stride, bias, patches):
+    """`correlate` through patch matrices: `patches` is (make, layout), `make(padded, k,
     stride)` yielding (batch slice, patch matrix) and `layout` its patch layout."""
     make, layout = patches
-    xp = get_array_module(frame.x)
+    xp = get_array_module(padded.x)
     k, o = kernel.shape[2], kernel.shape[0]
-    out = xp.empty((frame.x.shape[0], *frame.output_size(k, stride), o), dtype=frame.x.dtype)
+    out = xp.empty((padded.x.shape[0], *padded.output_size(k, stride), o), dtype=padded.x.dtype)
     w_mat = kernel_matrix(kernel, layout)
     width = -(-o // 8) * 8 if make is _chunked_patches and o % 8 and o <= 64 else o
     if width != o:
         w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
-    for chunk, col in make(frame, k, stride):
+    for chunk, col in make(padded, k, stride):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
             matmul(col, w_mat, out=out_rows)
@@ -113,7 +114,7 @@ def correlate_by_patches(frame, kernel, stride, bias, patches):
     return out
 
 
-def kernel_gradient_by_patches(frame, grad, kernel_size, stride, patches):
+def kernel_gradient_by_patches(padded, grad, kernel_size, stride, patches):
     """`kernel_gradient` through patch matrices (`patches` as for `correlate_by_patches`)."""
     make, layout = patches
     xp = get_array_module(grad)
@@ -122,10 +123,10 @@ def kernel_gradient_by_patches(frame, grad, kernel_size, stride, patches):
     # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
     # reading a stored one back from main memory, and far smaller.
     total = None
-    for chunk, col in make(frame, kernel_size, stride):
+    for chunk, col in make(padded, kernel_size, stride):
         part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
         total = part if total is None else xp.add(total, part, out=total)
-    return kernel_of_matrix(total, (o, frame.x.shape[3], kernel_size, kernel_size), layout)
+    return kernel_of_matrix(total, (o, padded.x.shape[3], kernel_size, kernel_size), layout)
 
 
 def kernel_matrix(kernel, layout):
@@ -168,9 +169,9 @@ def patch_matrix(windows):
     return col_t.reshape(kh * kw * c, n * ho * wo).T
 
 
-def _chunked_patches(frame, kernel_size, stride):
+def _chunked_patches(padded, kernel_size, stride):
     """``cpu``: (batch slice, patch matrix) a cache-sized chunk of images at a time."""
-    windows = sliding_windows(frame.array(), kernel_size, kernel_size, stride)
+    windows = sliding_windows(padded.array(), kernel_size, kernel_size, stride)
     n, ho, wo, _, _, c = windows.shape
     item_bytes = ho * wo * kernel_size * kernel_size * c * windows.itemsize
     size = max(1, min(n, CHUNK_BYTES // max(1, item_bytes)))
@@ -179,24 +180,24 @@ def _chunked_patches(frame, kernel_size, stride):
         yield chunk, patch_matrix(windows[chunk])
 
 
-def _whole_batch_patches(frame, kernel_size, stride):
+def _whole_batch_patches(padded, kernel_size, stride):
     """``gpu``: the whole batch's patch matrix by one copy."""
-    windows = sliding_windows(frame.array(), kernel_size, kernel_size, stride)
+    windows = sliding_windows(padded.array(), kernel_size, kernel_size, stride)
     yield slice(0, windows.shape[0]), patch_matrix(windows)
 
 
-def _im2col_patches(frame, kernel_size, stride):
+def _im2col_patches(padded, kernel_size, stride):
     """`IM2COL`: the whole batch's patch matrix by im2col.cu, patch layout (C, kh, kw)."""
-    xp = get_array_module(frame.x)
-    x = xp.ascontiguousarray(frame.x)
+    xp = get_array_module(padded.x)
+    x = xp.ascontiguousarray(padded.x)
     n, h, w, c = x.shape
     k = kernel_size
-    ho, wo = frame.output_size(k, stride)
+    ho, wo = padded.output_size(k, stride)
     rows, cols = n * ho * wo, c * k * k
     col = xp.empty((rows, cols), dtype=x.dtype)
     work = -(-rows // IM2COL_ROWS_PER_ITEM) * cols
     IM2COL_KERNEL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
-                  frame.offset, frame.step), x.dtype)
+                  padded.offset, padded.step), x.dtype)
     yield slice(0, n), col
 
 
@@ -206,15 +207,23 @@ PATCHES = {"cpu": (_chunked_patches, "hwc"), "gpu": (_whole_batch_patches, "hwc"
 IM2COL = (_im2col_patches, "chw")
 
 
-def _correlate_by_patches(frame, kernel, stride, bias):
-    return correlate_by_patches(frame, kernel, stride, bias,
-                                pick(PATCHES, get_array_module(frame.x)))
+def _correlate_by_patches(padded, kernel, stride, bias):
+    return correlate_by_patches(padded, kernel, stride, bias,
+                                pick(PATCHES, get_array_module(padded.x)))
 
 
-def _kernel_gradient_by_patches(frame, grad, kernel_size, stride):
-    return kernel_gradient_by_patches(frame, grad, kernel_size, stride,
+def _kernel_gradient_by_patches(padded, grad, kernel_size, stride):
+    return kernel_gradient_by_patches(padded, grad, kernel_size, stride,
                                       pick(PATCHES, get_array_module(grad)))
 
 
-_CORRELATE = {"array": _correlate_by_patches, "fused": conv_kernels.correlate}
+def _correlate_direct(padded, kernel, stride, bias):
+    """``fused``: the direct kernel, on TF32 tensor cores where the mode's precision is tf32
+    (bf16 has no convolution kernel of its own: the float32 one computes it)."""
+    if mode().precision == "tf32":
+        return conv_kernels.correlate_tf32(padded, kernel, stride, bias)
+    return conv_kernels.correlate(padded, kernel, stride, bias)
+
+
+_CORRELATE = {"array": _correlate_by_patches, "fused": _correlate_direct}
 _KERNEL_GRADIENT = {"array": _kernel_gradient_by_patches, "fused": conv_kernels.kernel_gradient}

@@ -8,6 +8,7 @@ Arguments as `backend.conv`'s primitives of the same names, which call these und
 Each kernel is compiled for its shape class (kernel size, stride, the frame's step, and the
 block of work one thread does), chosen here from the shapes: `correlate_tile` and
 `gradient_split`, whose choice a caller may override (the benchmark tries others).
+`correlate_tf32`: the forward on tensor cores, an opt-in variant for the benchmark.
 """
 import math
 from collections import namedtuple
@@ -22,6 +23,7 @@ TILE_BYTES = 256                   # a correlate thread's sums, at most
 PREFETCH_BYTES = 384               # weights a correlate thread loads per load of its inputs
 CORRELATE_THREADS = 1 << 15        # below this many threads a correlation splits its tiles
 GRADIENT_THREADS = 1 << 16         # threads a kernel gradient aims for (chunks of rows)
+MAX_CHUNKS = 4096                  # chunks of partial sums, at most (their adding is serial)
 MIN_GROUP = 8                      # partial sums added per thread of xpnn_sum_parts, at least
 
 PACK = CudaKernel("correlate.cu", "xpnn_correlate_pack",
@@ -29,6 +31,8 @@ PACK = CudaKernel("correlate.cu", "xpnn_correlate_pack",
 CORRELATE = CudaKernel("correlate.cu", "xpnn_correlate", ["int64"] + ["int32"] * 10, block=128)
 KERNEL_GRADIENT = CudaKernel("kernel_gradient.cu", "xpnn_kernel_gradient",
                              ["int64"] + ["int32"] * 9, block=128)
+CORRELATE_TF32 = CudaKernel("correlate_tf32.cu", "xpnn_correlate_tf32",
+                            ["int64"] + ["int32"] * 11, block=128)  # 4 warps, as the file says
 SUM_PARTS = CudaKernel("kernel_gradient.cu", "xpnn_sum_parts", ["int64", "int64", "int32", "int32"])
 
 # One correlate thread's work: `px` output pixels of a row times `ot` output channels, reading
@@ -154,10 +158,10 @@ def correlate_tile(n, ho, wo, c, o, k, itemsize, address=0):
 def gradient_split(rows, c, o, k):
     """The `Split` for a kernel gradient over `rows` output rows (N * Ho) of O channels from a
     C-channel input: the most channels per thread (up to `MAX_OG`) that divide O, and chunks of
-    rows small enough for about `GRADIENT_THREADS` threads."""
+    rows small enough for about `GRADIENT_THREADS` threads (at most `MAX_CHUNKS` of them)."""
     og = next(og for og in range(min(o, MAX_OG), 0, -1) if o % og == 0)
     per_chunk = o // og * c * k
-    chunks = max(1, min(rows, -(-GRADIENT_THREADS // per_chunk)))
+    chunks = max(1, min(rows, MAX_CHUNKS, -(-GRADIENT_THREADS // per_chunk)))
     return Split(og, -(-rows // chunks))
 
 
@@ -194,10 +198,39 @@ def _base_view(array, dtype):
 def _address(array):
     """The byte address of `array`'s first element (NumPy or CuPy)."""
     if hasattr(array, "__cuda_array_interface__"):
-        return array.__cuda_array_interface__["data"][0]
+        return array.data.ptr  # CuPy's: the first element's, negative strides or not
     return array.__array_interface__["data"][0]
 
 
 def _alignment(*byte_counts):
     """The largest of 16, 8, 4, 2, 1 that divides every one of `byte_counts`."""
     return next(a for a in (16, 8, 4, 2, 1) if all(count % a == 0 for count in byte_counts))
+
+
+def correlate_tf32(frame, kernel, stride, bias=None):
+    """`correlate` on tensor cores (correlate_tf32.cu): TF32 products, float32 sums, so about
+    1e-3 relative error. float32 arrays only; an opt-in variant that benchmarks/conv_kernels.py
+    times, never a default."""
+    x, dtype = _contiguous_input(frame)
+    xp = get_array_module(x)
+    if dtype.name != "float32":
+        raise TypeError(f"correlate_tf32 multiplies float32 arrays (TF32 tensor cores), got "
+                        f"{dtype}")
+    n, h, w, c = x.shape
+    o, k = _check_kernel(kernel, c)
+    ho, wo = frame.output_size(k, stride)
+    out = xp.empty((n, ho, wo, o), dtype=dtype)
+    if out.size == 0:
+        return out
+    o_pad, taps = -(-o // 16) * 16, c * k * k
+    taps_pad = -(-taps // 8) * 8
+    packed = xp.zeros(taps_pad * o_pad, dtype=dtype)  # the rows past `taps` stay zero
+    base, at, strides = _base_view(kernel, dtype)
+    PACK(taps * o_pad, (base, packed, taps * o_pad, o, o_pad, c, k, at, *strides), dtype)
+    has_bias = bias is not None
+    bias = xp.ascontiguousarray(bias, dtype=dtype) if has_bias else packed
+    work = 32 * -(-(n * ho * wo) // 16) * (o_pad // 16)
+    launch = CORRELATE_TF32.specialised(XPNN_K=k, XPNN_STRIDE=stride, XPNN_STEP=frame.step)
+    launch(work, (x, packed, bias, out, work, n, h, w, c, ho, wo, o, o_pad, taps_pad,
+                  frame.offset, int(has_bias)), dtype)
+    return out

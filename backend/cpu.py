@@ -33,11 +33,10 @@ def keep_freed_memory():
 
     A training step allocates and frees the same few dozen arrays of up to tens of MiB every
     time. By default glibc serves each from fresh mmap'd pages and unmaps it on free, so every
-    step pays thousands of page faults (measured: about a third of a resnet step's time).
-    With arrays up to 32 MiB kept in the heap, and the heap never trimmed, the pages stay
-    mapped and are reused. Costs: the process keeps its peak memory. No-op off glibc.
-    (Not M_TOP_PAD as well: with a 64 MiB pad, calloc faulted its pages in afresh on every
-    call, making np.zeros of 1 MiB seven times slower.)
+    step pays thousands of page faults (DESIGN.md). With arrays up to 32 MiB kept in the heap,
+    and the heap never trimmed, the pages stay mapped and are reused. Costs: the process keeps
+    its peak memory. No-op off glibc. (Not M_TOP_PAD as well: with a large pad, calloc faulted
+    its pages in afresh on every call.)
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

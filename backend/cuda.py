@@ -2,7 +2,7 @@
 and CuPy element-wise kernels.
 
     MAX_POOL_FORWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)
-    MAX_POOL_FORWARD(out.size, (x, out, winner, out.size, h, w, c, ho, wo, k, s), x.dtype)
+    MAX_POOL_FORWARD(out.size, (x, out, indices, out.size, h, w, c, ho, wo, k, s), x.dtype)
 
 A .cu file includes ``common.cuh`` (the grid-stride loop every kernel is written as, and the
 (n, y, x, c) position of a flat index) and computes in ``T``: float, or double where the loader

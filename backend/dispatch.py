@@ -1,28 +1,18 @@
 """The execution mode: which implementation of the backend's primitives computes, whether a
 training step is replayed as a CUDA graph, and the precision of a GPU's matrix products. One
-value, set for a block of code and read with `mode()`.
+value, set for a block by `running_on` and read with `mode()`.
 
     with running_on(device, Mode("fused", graph=True)):   # what `xpnn train` on a GPU does
-        ...
-    mode().graph, mode().precision
+        mode().graph, mode().precision
 
-Each primitive (`correlate`, `max_pool`, `softmax_cross_entropy`, ...) has up to three
-implementations, side by side in its module, in a table `pick` reads:
-
-* ``cpu``: NumPy's, tuned for one core's caches (work in cache-sized chunks, products 8 wide);
-* ``gpu``: array code over the whole batch in as few operations as possible, because on a GPU
-  every array operation is a kernel launch (generic `xp` code: it runs on NumPy too, which is
-  how the tests check it without a GPU);
-* ``fused``: hand-written CUDA kernels (`backend.cuda`, sources in backend/*.cu), one per
-  primitive.
-A table entry ``array`` stands for both ``cpu`` and ``gpu`` where they are one function.
-
-By default NumPy arrays take ``cpu`` and CuPy arrays ``gpu``; a GPU command runs the fused
-kernels and replays each training step as a CUDA graph unless told otherwise (`command_mode`).
-A ``fused`` choice applies only to arrays it can compute on: CuPy arrays, and NumPy arrays only
-while the tests' emulator runs CUDA kernels on the CPU (`cuda.runs_on_host`); other NumPy arrays
-in the block (a CPU reference computed beside a GPU run) keep ``cpu``. The mode is a context
-variable, so worker threads started with the caller's context (`nets.DataParallel`) follow it.
+Each primitive has up to three implementations side by side in its module, in a table `pick`
+reads (an ``array`` entry stands for both ``cpu`` and ``gpu``): ``cpu``, NumPy's, tuned for one
+core's caches; ``gpu``, array code over the whole batch in as few operations as possible (plain
+`xp` code, so the tests run it on NumPy); ``fused``, hand-written CUDA kernels (`backend.cuda`).
+By default NumPy arrays take ``cpu`` and CuPy arrays ``gpu``. A ``fused`` choice applies only
+to arrays it can compute on: CuPy arrays, and NumPy arrays only while the tests' emulator runs
+CUDA kernels on the CPU (`cuda.runs_on_host`). The mode is a context variable, so worker
+threads started with the caller's context (`nets.DataParallel`) follow it.
 """
 import contextlib
 import contextvars
@@ -40,29 +30,22 @@ class ModeError(DeviceUnavailableError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """How the backend computes.
-
-    implementation: None (by array module: ``cpu`` on NumPy, ``gpu`` on CuPy), ``fused``, or
-        ``cpu``/``gpu`` on any arrays (the tests run the ``gpu`` array code on NumPy).
-    graph: each training step one CUDA graph (`training.captured_step`); its matrix products,
-        like every product in the block, then take the capturable cuBLAS GEMM
-        (`backend.matmul`).
-    precision: ``fp32``, ``tf32`` or ``bf16``: what a GPU's matrix products compute in.
-    """
+    """How the backend computes. `implementation`: None (by array module), ``fused``, or
+    ``cpu``/``gpu`` on any arrays (the tests run the ``gpu`` code on NumPy). `graph`: each
+    training step one CUDA graph (`training.captured_step`), every product in the block by the
+    capturable cuBLAS GEMM (`backend.matmul`). `precision`: what a GPU's products compute in."""
     implementation: str = None
     graph: bool = False
     precision: str = "fp32"
 
     def __post_init__(self):
-        if self.implementation not in (None, *IMPLEMENTATIONS):
-            raise ModeError(f"unknown implementation {self.implementation!r}; expected one of "
-                            f"{', '.join(IMPLEMENTATIONS)}")
-        if self.precision not in PRECISIONS:
-            raise ModeError(f"unknown precision {self.precision!r}; expected one of "
-                            f"{', '.join(PRECISIONS)}")
+        for name, value, known in (("implementation", self.implementation, IMPLEMENTATIONS),
+                                   ("precision", self.precision, PRECISIONS)):
+            if value not in known and (name, value) != ("implementation", None):
+                raise ModeError(f"unknown {name} {value!r}; expected one of {', '.join(known)}")
 
     def check(self, device, ranks=1):
-        """Raise `ModeError` unless `device`, in a job of `ranks` processes, can run this mode."""
+        """This mode, or `ModeError` where `device`, in a job of `ranks` processes, cannot run it."""
         if self.graph and not device.is_gpu:
             raise ModeError(f"a CUDA graph captures the training step on a GPU, but this run is "
                             f"on {device.name}; use --device gpu")
@@ -76,14 +59,13 @@ class Mode:
 
 
 def default_mode(device, ranks=1):
-    """A device's mode unless told otherwise: on a GPU the fused kernels, and on one rank each
-    training step a CUDA graph; on the CPU NumPy's implementations."""
+    """On a GPU the fused kernels and, on one rank, each training step a CUDA graph; on the CPU
+    NumPy's implementations."""
     return Mode("fused", graph=ranks == 1) if device.is_gpu else Mode()
 
 
 def command_mode(device, ranks=1, eager=False, array_code=False, precision="fp32"):
-    """The mode a command's flags ask for (``--eager``, ``--array-code``, ``--precision``),
-    checked against `device` and the job's `ranks`."""
+    """The mode of a command's ``--eager``, ``--array-code`` and ``--precision``, checked."""
     default = default_mode(device, ranks)
     return Mode(None if array_code else default.implementation, default.graph and not eager,
                 precision).check(device, ranks)
@@ -104,26 +86,20 @@ def mode_for(device, ranks=1):
 
 @contextlib.contextmanager
 def running_on(device, mode=None):
-    """The block a command computes in: `device` CuPy's current device (`Device.activated`)
-    and `mode` in force (None: as set around the block)."""
-    token = _MODE.set(mode) if mode is not None else None
+    """A block with `device` CuPy's current device and `mode` in force (None: as set around)."""
+    token = _MODE.set(mode or _MODE.get())
     try:
         with device.activated():
             yield
     finally:
-        if token is not None:
-            _MODE.reset(token)
-
-
-def using(name):
-    """Within this block, every primitive runs its `name` implementation (None: the default,
-    by array module); the rest of the mode stays."""
-    return _using(dataclasses.replace(mode(), implementation=name))
+        _MODE.reset(token)
 
 
 @contextlib.contextmanager
-def _using(chosen):
-    token = _MODE.set(chosen)
+def using(name):
+    """A block in which every primitive runs its `name` implementation (None: by array module),
+    the rest of the mode as it is."""
+    token = _MODE.set(dataclasses.replace(mode(), implementation=name))
     try:
         yield
     finally:
@@ -137,9 +113,7 @@ def implementation(xp):
     on_numpy = xp.__name__ == "numpy"
     if chosen == "fused" and on_numpy and not cuda.runs_on_host():
         chosen = None  # CUDA kernels cannot compute on NumPy arrays
-    if chosen is not None:
-        return chosen
-    return "cpu" if on_numpy else "gpu"
+    return chosen or ("cpu" if on_numpy else "gpu")
 
 
 def pick(table, xp):

@@ -3,29 +3,15 @@
     graph_step = GraphStep(run, CupyGraphs(cupy))
     graph_step(shape_key)           # runs `run()` once: eagerly, or captured then replayed
 
-On a GPU at MNIST sizes a training step is bound by the host: each of its ~200 kernels costs
-~10 us to launch from Python while the device needs well under a millisecond for all of them. A
-CUDA graph launches the whole step at once. What that asks of `run`:
-
-* it is device work only, reading everything that changes from one step to the next from
-  *static buffers* (device arrays allocated once, written before each replay: the batch's index
-  vector, the learning rate), because a replay re-runs the recorded kernels, not the Python;
-* no host synchronisation inside it (`forbid_host_sync` raises where library code would wait);
-* every matrix product through a capturable GEMM (`backend.matmul`: CuPy 14.2's own cuBLAS
-  wrapper refuses to run during capture);
-* host bookkeeping (step counters, images seen) done by the caller, outside `run`.
-
-`GraphStep` keeps one graph per `shape_key`, which says what the kernels' shapes depend on (the
-batch size: the short last batch of an epoch gets a graph of its own). The first call for a new
-`shape_key` runs eagerly (warm-up: kernels compile, the GEMM library creates its handle and
-workspace, the private pool grows to the step's size), the next captures and replays. Everything
-allocated during warm-up and capture comes from a private memory pool kept alive with the graphs:
-memory a graph's kernels use is never handed to other code. Work is ordered with the caller's
-stream by events both ways (the graphs run on a stream of their own, as capture requires), so
-nothing waits on the host.
-
-`CupyGraphs` is the runtime on CuPy; the tests drive `GraphStep` with a stand-in runtime that
-runs on NumPy (tests/test_graphs.py).
+`run` must be device work only: what changes between steps it reads from *static buffers*
+(device arrays written before each replay, since a replay re-runs the recorded kernels, not the
+Python); it never waits for the device (`forbid_host_sync`); its products take a capturable
+GEMM (`backend.matmul` in a graph mode); host bookkeeping is the caller's, outside `run`.
+One graph per `shape_key` (the batch size): its first call runs eagerly (kernels compile, the
+GEMM makes its handle and workspace), the next captures and replays. Warm-up and capture
+allocate from a private memory pool kept alive with the graphs; the graph stream and the
+caller's are ordered by events both ways, so nothing waits on the host. `CupyGraphs` is the
+runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy (tests/test_graphs.py).
 """
 import contextlib
 import contextvars

@@ -109,7 +109,15 @@ extern "C" __global__ void xpnn_sum_parts(const T* __restrict__ parts, T* __rest
         const int first = (int)(item / size) * group;
         const int last = first + group < count ? first + group : count;
         T sum = 0;
-        for (int i = first; i < last; ++i) sum += parts[(long long)i * size + j];
+        int i = first;
+        for (; i + 8 <= last; i += 8) {  // 8 loads in flight, then their sums in order
+            T value[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) value[u] = parts[(long long)(i + u) * size + j];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) sum += value[u];
+        }
+        for (; i < last; ++i) sum += parts[(long long)i * size + j];
         out[item] = sum;
     }
 }

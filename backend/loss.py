@@ -8,7 +8,7 @@ loss is the cross-entropy against that target and the gradient softmax - target.
 
 The array code (``cpu`` and ``gpu``) picks the true class with a one-hot mask rather than by
 fancy indexing: on a GPU four plain kernels instead of a dozen index computations.
-``fused``: softmax_cross_entropy.cu, loss rows and gradient in one pass (unmeasured on a GPU);
+``fused``: softmax_cross_entropy.cu, loss rows and gradient in one pass;
 a label outside [0, K) makes its loss NaN there; it computes hard targets only, so with label
 smoothing the array code runs instead.
 """

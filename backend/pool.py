@@ -1,18 +1,16 @@
 """Max pooling of channels-last batches and its gradient.
 
-    out, winner = max_pool(x, kernel_size, stride)
-    d_x = max_pool_backward(grad_out, winner, x.shape, kernel_size, stride)
+    out, indices = max_pool(x, kernel_size, stride)
+    d_x = max_pool_backward(grad_out, indices, x.shape, kernel_size, stride)
 
-The winner of a window is the position (row-major) of its first maximum, or of its first NaN
+A window's argmax index is the position (row-major) of its first maximum, or of its first NaN
 where it holds one (the maximum is then NaN): the gradient goes there, one rule on every
-implementation. How `winner` is stored (its dtype) is each implementation's own business.
+implementation. How `indices` are stored (their dtype) is each implementation's own business.
 
-* ``cpu``: one pass per position in the window, each over contiguous channel rows; the winner
+* ``cpu``: one pass per position in the window, each over contiguous channel rows; the indices
   as a running maximum of positions (uint8);
-* ``gpu``: the windows copied once, then `max` and `argmax` (3 kernels each way instead of
-  about 17 and 13);
+* ``gpu``: the windows copied once, then `max` and `argmax`;
 * ``fused``: max_pool.cu, one kernel each way (a gather backward: any stride, no atomics).
-  Unmeasured on a GPU.
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
@@ -24,18 +22,18 @@ BACKWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_backward", ["int64"] + ["int
 
 
 def max_pool(x, kernel_size, stride):
-    """(max, winner) of every window of `x` (N, H, W, C), both (N, Ho, Wo, C); windows past the
-    bottom or right edge are dropped."""
+    """(max, argmax indices) of every window of `x` (N, H, W, C), both (N, Ho, Wo, C); windows
+    past the bottom or right edge are dropped."""
     table = {"cpu": _max_by_offsets, "gpu": _max_over_windows, "fused": _max_fused}
     return pick(table, get_array_module(x))(x, kernel_size, stride)
 
 
-def max_pool_backward(grad, winner, input_shape, kernel_size, stride):
-    """d loss / d x, (N, H, W, C), from `grad` (N, Ho, Wo, C) and `max_pool`'s `winner`: each
-    window's gradient goes to its winner (summed where windows overlap), 0 elsewhere."""
+def max_pool_backward(grad, indices, input_shape, kernel_size, stride):
+    """d loss / d x, (N, H, W, C), from `grad` (N, Ho, Wo, C) and `max_pool`'s `indices`: each
+    window's gradient goes to its argmax (summed where windows overlap), 0 elsewhere."""
     table = {"cpu": _route_by_offsets, "gpu": _route_to_windows, "fused": _route_fused}
     route = pick(table, get_array_module(grad))
-    return route(grad, winner, tuple(input_shape), kernel_size, stride)
+    return route(grad, indices, tuple(input_shape), kernel_size, stride)
 
 
 def _output_size(input_shape, kernel_size, stride):
@@ -48,24 +46,24 @@ def _max_by_offsets(x, kernel_size, stride):
     xp = get_array_module(x)
     offsets = window_offsets(kernel_size, stride, *_output_size(x.shape, kernel_size, stride))
     out = x[offsets[0]].copy()
-    winner = xp.zeros(out.shape, dtype=xp.uint8)
+    indices = xp.zeros(out.shape, dtype=xp.uint8)
     for position, index in enumerate(offsets[1:], start=1):
         candidate = x[index]
         # positions only grow, so "the latest strictly better" is a running maximum
-        xp.maximum(winner, (candidate > out).astype(xp.uint8) * position, out=winner)
+        xp.maximum(indices, (candidate > out).astype(xp.uint8) * position, out=indices)
         xp.maximum(out, candidate, out=out)
     nan = xp.isnan(out)
     if nan.any():  # no comparison above is true for a NaN: point those windows at their first
         for position in reversed(range(len(offsets))):
-            winner[nan & xp.isnan(x[offsets[position]])] = position
-    return out, winner
+            indices[nan & xp.isnan(x[offsets[position]])] = position
+    return out, indices
 
 
-def _route_by_offsets(grad, winner, input_shape, kernel_size, stride):
+def _route_by_offsets(grad, indices, input_shape, kernel_size, stride):
     grad_x = get_array_module(grad).zeros(input_shape, dtype=grad.dtype)
     overlapping = stride < kernel_size
-    for position, index in enumerate(window_offsets(kernel_size, stride, *winner.shape[1:3])):
-        routed = grad * (winner == position)
+    for position, index in enumerate(window_offsets(kernel_size, stride, *indices.shape[1:3])):
+        routed = grad * (indices == position)
         if overlapping:
             grad_x[index] += routed
         else:
@@ -85,16 +83,16 @@ def _max_over_windows(x, kernel_size, stride):
     return flat.max(axis=4), flat.argmax(axis=4)
 
 
-def _route_to_windows(grad, winner, input_shape, kernel_size, stride):
+def _route_to_windows(grad, indices, input_shape, kernel_size, stride):
     if stride < kernel_size:  # overlapping windows add up: the offsets' way
-        return _route_by_offsets(grad, winner, input_shape, kernel_size, stride)
+        return _route_by_offsets(grad, indices, input_shape, kernel_size, stride)
     xp = get_array_module(grad)
     k, s = kernel_size, stride
-    ho, wo = winner.shape[1:3]
+    ho, wo = indices.shape[1:3]
     tiled = s == k and ho * k == input_shape[1] and wo * k == input_shape[2]
     grad_x = (xp.empty if tiled else xp.zeros)(input_shape, dtype=grad.dtype)
-    is_winner = winner[:, :, :, None, None, :] == xp.arange(k * k).reshape(k, k, 1)
-    xp.multiply(grad[:, :, :, None, None, :], is_winner, out=sliding_windows(grad_x, k, k, s))
+    is_max = indices[:, :, :, None, None, :] == xp.arange(k * k).reshape(k, k, 1)
+    xp.multiply(grad[:, :, :, None, None, :], is_max, out=sliding_windows(grad_x, k, k, s))
     return grad_x
 
 
@@ -111,17 +109,17 @@ def _max_fused(x, kernel_size, stride):
     x = xp.ascontiguousarray(x)
     ho, wo = _output_size(x.shape, kernel_size, stride)
     out = xp.empty((x.shape[0], ho, wo, x.shape[3]), dtype=x.dtype)
-    winner = xp.empty(out.shape, dtype=xp.int32)
-    FORWARD(out.size, (x, out, winner, out.size,
+    indices = xp.empty(out.shape, dtype=xp.int32)
+    FORWARD(out.size, (x, out, indices, out.size,
                        *_geometry(x.shape, (ho, wo), kernel_size, stride)), x.dtype)
-    return out, winner
+    return out, indices
 
 
-def _route_fused(grad, winner, input_shape, kernel_size, stride):
+def _route_fused(grad, indices, input_shape, kernel_size, stride):
     xp = get_array_module(grad)
     grad = xp.ascontiguousarray(grad)
     grad_x = xp.empty(input_shape, dtype=grad.dtype)
-    BACKWARD(grad_x.size, (grad, winner, grad_x, grad_x.size,
-                           *_geometry(input_shape, winner.shape[1:3], kernel_size, stride)),
+    BACKWARD(grad_x.size, (grad, indices, grad_x, grad_x.size,
+                           *_geometry(input_shape, indices.shape[1:3], kernel_size, stride)),
              grad.dtype)
     return grad_x

@@ -11,7 +11,7 @@
 
 The array code (``cpu`` and ``gpu``) adds the weight decay into `grad` in place (the buffer is
 zeroed before the next step anyway). ``fused``: one CuPy element-wise kernel per update, which
-leaves `grad` as it is (unmeasured on a GPU).
+leaves `grad` as it is.
 """
 from xpnn.backend.cuda import ElementwiseKernel
 from xpnn.backend.device import get_array_module

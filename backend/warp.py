@@ -2,17 +2,11 @@
 
     out = warp_affine(images, inverse)    # images (N, C, H, W) float, inverse (N, 2, 3)
 
-Output pixel (y, x) of image n reads the input at
-    (x_src, y_src) = inverse[n] @ (x, y, 1)
-in pixel coordinates (x across, y down, the first pixel's centre at 0); between pixels the four
-neighbours are mixed bilinearly, and points outside the image read 0. A source point with
-integer coordinates reads that pixel exactly, so shifts by whole pixels and mirror images
-lose nothing.
-
-One implementation serves every device: plain `xp` array code (a grid, four gathers from a
-zero-bordered copy and a weighted sum), a handful of whole-batch operations, which is what a GPU
-wants and what NumPy runs fastest. The source coordinates are one product through
-`backend.matmul` (the chosen GEMM on a GPU, so a captured CUDA graph can hold the warp too).
+Output pixel (y, x) of image n reads the input at (x_src, y_src) = inverse[n] @ (x, y, 1), in
+pixel coordinates (x across, y down, the first pixel's centre at 0), the four neighbours mixed
+bilinearly, 0 outside the image: whole-pixel shifts and mirrors lose nothing. One `xp`
+implementation for every device; its coordinate product goes through `backend.matmul`, so a
+CUDA graph can hold the warp.
 """
 from xpnn.backend.device import get_array_module
 from xpnn.backend.matmul import matmul

@@ -1,19 +1,26 @@
 """The direct convolution kernels (`backend.conv_kernels`) against the patch-matrix way they
 replace as ``fused`` (im2col.cu, then a cuBLAS product), per convolution of resnet, resnet_deep
-and lenet: forward, input gradient and kernel gradient, each timed alone on the GPU.
+and lenet: forward, input gradient and kernel gradient, each timed alone on the GPU, and two
+opt-in variants beside them (a ReLU epilogue, TF32 tensor cores).
 
     python -m benchmarks.conv_kernels                   # on a GPU (CuPy): the table, < 60 s
-    python -m benchmarks.conv_kernels --sweep           # also try other tiles and splits
+    python -m benchmarks.conv_kernels --sweep --batch-sizes 1000   # also other tiles, splits
     python -m benchmarks.conv_kernels --dry-run         # on the CPU, kernels emulated, toy sizes
 
 Each figure is the median of `--repeats` calls (after `--warmup`), each bracketed by CUDA
-events. Each result is checked against a float64 reference (the ``gpu`` array code on float64
+events. `--sweep` compiles a few dozen more kernels (minutes on a fresh machine) and prints, per
+operation, the three fastest of `SWEEP_TILES` or `SWEEP_SPLITS`: what to tune
+`conv_kernels.correlate_tile` and `gradient_split` by. Each result is checked against a float64 reference (the ``gpu`` array code on float64
 copies of the same inputs) by its relative norm error; a float32 error above `MAX_ERROR` of a
 new kernel fails the run (exit status 1). The last lines add up each network's convolutions in
 one training step (forward and kernel gradient of every conv, input gradient of all but the
-first). The dry run checks the script itself: its timings mean nothing.
+first). On a GPU, forward and input gradient are also timed with the TF32 tensor-core variant
+(`conv_kernels.correlate_tf32`; its error bound is `TF32_MAX_ERROR`), and the forward with the
+ReLU epilogue against the FP32 kernel then CuPy's maximum. The dry run checks the script itself;
+its timings mean nothing.
 """
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -22,10 +29,11 @@ from pathlib import Path
 import numpy
 
 from xpnn.backend import conv, conv_kernels
-from xpnn.backend.conv import Frame
+from xpnn.backend.conv import PaddedInput
 from xpnn.backend.conv_kernels import Split, Tile
 
 MAX_ERROR = 1e-5  # relative norm error of float32 results against float64
+TF32_MAX_ERROR = 2e-3  # the same for TF32 products (10-bit mantissas), float32 sums
 # (name, C, O, H = W, k): every convolution shape of configs/*.yaml (stride 1, padding k // 2)
 SHAPES = [("conv1 5x5 1->6 28x28", 1, 6, 28, 5), ("conv2 5x5 6->16 14x14", 6, 16, 14, 5),
           ("block 3x3 16->16 14x14", 16, 16, 14, 3), ("block 3x3 16->16 7x7", 16, 16, 7, 3)]
@@ -35,12 +43,14 @@ NETWORKS = {"lenet": {SHAPES[0][0]: 1, SHAPES[1][0]: 1},
             "resnet_deep": {SHAPES[0][0]: 1, SHAPES[1][0]: 1, SHAPES[2][0]: 4, SHAPES[3][0]: 4}}
 OPS = ("fwd", "dx", "dw")
 SWEEP_TILES = [Tile(px, ot, cv) for px in (2, 4, 7) for ot in (4, 8, 16) for cv in (1, 2, 4)]
+say = functools.partial(print, flush=True)  # each line as soon as it is measured
 SWEEP_SPLITS = [(og, rows) for og in (4, 8, 16) for rows in (1, 2, 4, 8, 16, 32)]
 
 
 class Problem:
     """One convolution's three operations on float32 inputs (`xp` arrays), with float64
-    references. `run(op, way)` returns the result of `op` by ``old`` or ``new``."""
+    references. `run(op, way)` returns the result of `op` by ``old``, ``new`` or (fwd and dx)
+    ``tf32``."""
 
     def __init__(self, xp, n, c, o, hw, k, seed=0):
         rng = numpy.random.default_rng(seed)
@@ -56,8 +66,8 @@ class Problem:
 
     def frames(self, arrays):
         k, p, hw = self.k, self.p, self.hw
-        forward = Frame(arrays["x"], p, (hw + 2 * p, hw + 2 * p))
-        backward = Frame(arrays["grad"], k - 1 - p, (hw + k - 1, hw + k - 1), 1)
+        forward = PaddedInput(arrays["x"], p, (hw + 2 * p, hw + 2 * p))
+        backward = PaddedInput(arrays["grad"], k - 1 - p, (hw + k - 1, hw + k - 1), 1)
         flipped = arrays["kernel"].transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # as ConvLayer's
         return forward, backward, flipped
 
@@ -65,6 +75,10 @@ class Problem:
         arrays = self.f64 if f64 else self.f32
         forward, backward, flipped = self.frames(arrays)
         patches = conv.PATCHES["gpu"] if f64 else conv.IM2COL
+        if way == "tf32":
+            frame, kernel, bias = ((forward, arrays["kernel"], arrays["bias"]) if op == "fwd"
+                                   else (backward, flipped, None))
+            return conv_kernels.correlate_tf32(frame, kernel, 1, bias)
         if op == "fwd":
             if way == "old":
                 return conv.correlate_by_patches(forward, arrays["kernel"], 1, arrays["bias"],
@@ -111,7 +125,7 @@ def relative_error(xp, got, expected):
     return float(xp.linalg.norm(got - expected) / xp.linalg.norm(expected))
 
 
-def measure(xp, shapes, batches, timer, sweep=False, out=print):
+def measure(xp, shapes, batches, timer, sweep=False, out=say):
     """Print the table; return (rows, failures). rows: {(name, batch, op): (old_us, new_us)}."""
     out(f"{'shape':24} {'batch':>5} {'op':4} {'old us':>9} {'new us':>9} {'speed-up':>8} "
         f"{'old err':>9} {'new err':>9}")
@@ -130,7 +144,7 @@ def measure(xp, shapes, batches, timer, sweep=False, out=print):
                 rows[name, n, op] = old_us, new_us
                 flag = "" if errors[1] <= MAX_ERROR else "  FAIL"
                 if flag:
-                    failures.append((name, n, op, errors[1]))
+                    failures.append((name, n, op, errors[1], MAX_ERROR))
                 out(f"{name:24} {n:5d} {op:4} {old_us:9.1f} {new_us:9.1f} "
                     f"{old_us / new_us:7.2f}x {errors[0]:9.2e} {errors[1]:9.2e}{flag}")
                 if op == "fwd":
@@ -149,7 +163,32 @@ def _relu_row(xp, problem, reference, timer, out, where):
     flag = "" if error <= MAX_ERROR else "  FAIL"
     out(f"{'':24} {'':5} {'+relu':4} {separate:9.1f} {fused:9.1f} {separate / fused:7.2f}x "
         f"{'':9} {error:9.2e}{flag}   (new + maximum | ReLU epilogue)")
-    return [(*where, "fwd+relu", error)] if flag else []
+    return [(*where, "fwd+relu", error, MAX_ERROR)] if flag else []
+
+
+def tf32_table(xp, shapes, batches, timer, rows, out=say):
+    """Forward and input gradient by the TF32 tensor-core variant beside the FP32 kernel (`rows`
+    from `measure`); returns the failures (an error above `TF32_MAX_ERROR`). Run last: the
+    variant is the least tried, and a fault would end the process."""
+    out(f"{'TF32 tensor cores':24} {'batch':>5} {'op':4} {'fp32 us':>9} {'tf32 us':>9} "
+        f"{'speed-up':>8} {'':9} {'tf32 err':>9}")
+    failures = []
+    for name, c, o, hw, k in shapes:
+        for n in batches:
+            problem = Problem(xp, n, c, o, hw, k)
+            for op in ("fwd", "dx"):
+                if op == "dx" and c == 1:
+                    continue
+                reference = problem.run(op, "old", f64=True)
+                error = relative_error(xp, problem.run(op, "tf32"), reference)
+                us = timer(lambda: problem.run(op, "tf32"))
+                fp32_us = rows[name, n, op][1]
+                flag = "" if error <= TF32_MAX_ERROR else "  FAIL"
+                if flag:
+                    failures.append((name, n, f"{op} tf32", error, TF32_MAX_ERROR))
+                out(f"{name:24} {n:5d} {op:4} {fp32_us:9.1f} {us:9.1f} {fp32_us / us:7.2f}x "
+                    f"{'':9} {error:9.2e}{flag}")
+    return failures
 
 
 def _sweep(xp, problem, op, reference, timer, out):
@@ -178,7 +217,7 @@ def _sweep(xp, problem, op, reference, timer, out):
         out(f"{'':24} {'':5} sweep {us:9.1f} us  {choice}")
 
 
-def step_totals(rows, batches, out=print):
+def step_totals(rows, batches, out=say):
     """Each network's convolutions in one training step, old and new."""
     for network, counts in NETWORKS.items():
         for n in batches:
@@ -212,6 +251,7 @@ def main(argv=None):
             timer = Timer(numpy, warmup=1, repeats=3)
             rows, failures = measure(numpy, SHAPES, [2], timer, sweep=args.sweep)
             step_totals(rows, [2])
+            failures += tf32_table(numpy, SHAPES, [2], timer, rows)
     else:
         import cupy
         name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
@@ -219,8 +259,9 @@ def main(argv=None):
         timer = Timer(cupy, args.warmup, args.repeats)
         rows, failures = measure(cupy, SHAPES, batches, timer, sweep=args.sweep)
         step_totals(rows, batches)
-    for name, n, op, error in failures:
-        print(f"FAIL {name} batch {n} {op}: relative error {error:.2e} > {MAX_ERROR:g}")
+        failures += tf32_table(cupy, SHAPES, batches, timer, rows)
+    for name, n, op, error, bound in failures:
+        print(f"FAIL {name} batch {n} {op}: relative error {error:.2e} > {bound:g}")
     return 1 if failures else 0
 
 

@@ -187,7 +187,7 @@ def main(argv=None):
     import cupy
 
     from xpnn.backend import using
-    from xpnn.backend.conv import Frame, correlate, kernel_gradient
+    from xpnn.backend.conv import PaddedInput, correlate, kernel_gradient
 
     module = cupy.RawModule(code=SOURCE.read_text(), options=("--std=c++17",))
     rng = numpy.random.default_rng(0)
@@ -202,7 +202,7 @@ def main(argv=None):
             bias = cupy.asarray(rng.standard_normal(o).astype(numpy.float32))
             out_ref, dk_ref = reference(x, kernel, bias, grad)
             pad = (k - 1) // 2
-            frame = Frame(x, pad, (h + 2 * pad, h + 2 * pad))
+            frame = PaddedInput(x, pad, (h + 2 * pad, h + 2 * pad))
             times = {}
             for way in ("fused", None):
                 with using(way):

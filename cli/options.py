@@ -47,6 +47,7 @@ def device_option(name="--device", default="cpu", help_text=None):
 
 # -- the execution mode (`backend.Mode`) -----------------------------------------------------------
 
+PRECISIONS = ("fp32", "tf32", "bf16")  # backend.dispatch.PRECISIONS, without importing NumPy
 REMOVED_MODE_FLAGS = {
     "--cuda-graph": "a GPU run now replays each training step as a CUDA graph by default; "
                     "--eager turns it off",
@@ -58,13 +59,12 @@ REMOVED_MODE_VARIABLES = {"XPNN_CUDA_GRAPH": "--eager", "XPNN_FUSED_KERNELS": "-
 
 def _removed(ctx, param, value):
     if value:
-        flag = param.opts[0]
-        raise click.UsageError(f"{flag} is gone: {REMOVED_MODE_FLAGS[flag]}")
+        raise click.UsageError(f"{param.opts[0]} is gone: {REMOVED_MODE_FLAGS[param.opts[0]]}")
 
 
 def mode_options(graph=True):
-    """--array-code (and, with `graph`, --eager) on a command; the removed --fused-kernels and
-    --cuda-graph are one-line errors naming them."""
+    """--array-code (and, with `graph`, --eager); the removed --fused-kernels and --cuda-graph
+    are one-line errors naming them."""
     options = [click.option("--array-code", is_flag=True,
                             help="on a GPU: the array code instead of the fused CUDA kernels")]
     if graph:
@@ -82,7 +82,6 @@ def mode_options(graph=True):
 
 
 def precision_option(help_text):
-    from xpnn.backend.dispatch import PRECISIONS
     return click.option("--precision", type=click.Choice(PRECISIONS), help=help_text)
 
 

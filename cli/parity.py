@@ -6,7 +6,7 @@ import math
 import click
 
 from xpnn.cli.options import (command_mode, config_option, data_dir_option, device_option,
-                              load_config, mode_options, set_option)
+                              load_config, mode_options, precision_option, set_option)
 
 DTYPES = click.Choice(["float32", "float64"])
 
@@ -29,15 +29,18 @@ def _number(value):
 @mode_options()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="test images in the batch")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
-              help="fail if the worst relative error exceeds this")
+@precision_option("what the GPU's matrix products compute in (tf32, bf16: tensor-core inputs, "
+                  "float32 accumulation)  [default: fp32]")
+@click.option("--tolerance", type=click.FloatRange(min=0),
+              help="the largest relative error that passes  [default: the precision's: "
+                   "fp32 1e-4, tf32 3e-3, bf16 3e-2]")
 @data_dir_option()
 @click.option("--json", "as_json", is_flag=True,
               help="print one JSON object (both settings, every tensor's errors, the verdict) "
                    "instead of the table; the exit code still says pass (0) or fail (1)")
 @click.pass_context
 def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, array_code, eager,
-           batch_size, tolerance, data_dir, as_json):
+           batch_size, precision, tolerance, data_dir, as_json):
     """Run one batch through CONFIG's network under two settings and compare every layer's
     output, the loss and every gradient. A GPU setting computes in the GPU's mode: the fused
     kernels unless --array-code, and, unless --eager, with the CUDA-graph step's GEMM (cuBLAS
@@ -48,6 +51,7 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, ar
     a CPU the default compares its float32 path with that reference.
     """
     from xpnn.backend import get_device, gpu_unavailable_reason
+    from xpnn.backend.precision import PARITY_TOLERANCE
     from xpnn.tools.parity import compare, format_report, worst
     from xpnn.nets import build
     from xpnn.training.batches import to_float
@@ -68,13 +72,20 @@ def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, ar
     labels = dataset.test_labels[:batch_size].copy()
     make_network = functools.partial(build, config["model"], config["train"]["seed"])
     gpu = a if a.is_gpu else b
-    mode = command_mode(gpu, eager=eager, array_code=array_code) if gpu.is_gpu else None
+    precision = precision or "fp32"
+    if precision != "fp32" and not gpu.is_gpu:
+        raise click.UsageError(f"--precision {precision} is a GPU's tensor-core arithmetic, and "
+                               f"neither setting is on a GPU; compare with --device-b gpu")
+    tolerance = PARITY_TOLERANCE[precision] if tolerance is None else tolerance
+    mode = (command_mode(gpu, eager=eager, array_code=array_code, precision=precision)
+            if gpu.is_gpu else None)
     rows = compare(make_network, inputs, labels, a=(a.name, dtype_a), b=(b.name, dtype_b),
                    mode=mode)
     bad = worst(rows)
     passed = bad is None or bad.max_rel_err <= tolerance
     what = (f"{config['model']['name']} ({config_spec}), {len(labels)} test images: "
-            f"{a.name} {dtype_a} (reference) against {b.name} {dtype_b}")
+            f"{a.name} {dtype_a} (reference) against {b.name} {dtype_b}"
+            + (f" at precision {precision}" if precision != "fp32" else ""))
     if as_json:
         click.echo(json.dumps({
             "compared": what, "note": note, "config": str(config_spec),

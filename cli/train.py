@@ -83,7 +83,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
     from xpnn.training.fit import done_line, finished_what, start_line
-    from xpnn.training.runs import default_run_dir
+    from xpnn.training.runs import FolderTakenError, default_run_dir
 
     extend_to = epochs if resume_dir is not None else None
     overrides = (train_shorthands(None if extend_to else epochs, batch_size, lr, seed, precision)
@@ -137,10 +137,17 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
                    f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
     else:
-        trainer = state["trainer"] = start_run(
-            config, device, output or default_run_dir(config_spec), data_dir=data_dir,
-            limit_train=limit_train, limit_test=limit_test, checkpoint_every=checkpoint_every,
-            workers=workers, ranks=ranks, progress=progress, mode=mode, init_from=init_from)
+        for attempt in range(1, 4):
+            try:
+                trainer = state["trainer"] = start_run(
+                    config, device, output or default_run_dir(config_spec), data_dir=data_dir,
+                    limit_train=limit_train, limit_test=limit_test,
+                    checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
+                    progress=progress, mode=mode, init_from=init_from)
+                break
+            except FolderTakenError:  # a run started the same second took the default name
+                if output is not None or attempt == 3:
+                    raise
         echo(start_line(trainer, _where(device, ranks)))
     try:
         metrics = trainer.fit()

@@ -26,9 +26,9 @@ class LeakyReLULayer(Layer):
         self.slope = float(slope)
 
     def forward(self, x):
-        y, self._memo = leaky_relu(x, self.slope)
+        y, self._cache = leaky_relu(x, self.slope)
         return y
 
     def backward(self, grad_out):
-        memo, self._memo = self._memo, None
-        return leaky_relu_backward(grad_out, memo, self.slope)
+        cache, self._cache = self._cache, None
+        return leaky_relu_backward(grad_out, cache, self.slope)

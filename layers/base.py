@@ -11,6 +11,10 @@ import math
 from xpnn.backend import CPU, get_array_module, get_device
 
 
+# The `rng` of a layer that is made to check shapes only (`nets.check`): no weights drawn.
+SHAPES_ONLY = "shapes only"
+
+
 class ShapeError(ValueError):
     """An array of the wrong shape was given to a layer."""
 

@@ -7,10 +7,10 @@ what is here is the maths: the output, and the gradients of the kernel, the bias
 import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
-from xpnn.backend.conv import Frame, correlate, kernel_gradient
+from xpnn.backend.conv import PaddedInput, correlate, kernel_gradient
 from xpnn.backend.layout import channels_first, channels_last
 from xpnn.backend.matmul import matmul
-from xpnn.layers.base import Layer, Parameter, ShapeError, check_input
+from xpnn.layers.base import SHAPES_ONLY, Layer, Parameter, ShapeError, check_input
 
 
 class ConvLayer(Layer):
@@ -34,6 +34,8 @@ class ConvLayer(Layer):
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = (kernel_size - 1) // 2
+        if rng is SHAPES_ONLY:
+            return
         shapes = self.parameter_shapes(in_channels, out_channels, kernel_size)
         fan_in = in_channels * kernel_size * kernel_size
         weight = new_rng(rng).standard_normal(shapes["weight"])
@@ -72,15 +74,15 @@ class ConvLayer(Layer):
         x = x.astype(self.weight.dtype, copy=False)
         h, w = x.shape[2:]
         p = self.padding
-        self._input = Frame(channels_last(x), p, (h + 2 * p, w + 2 * p))
+        self._input = PaddedInput(channels_last(x), p, (h + 2 * p, w + 2 * p))
         return channels_first(correlate(self._input, self.weight.data, self.stride,
                                          self.bias.data))
 
     def backward(self, grad_out):
         k, s, p = self.kernel_size, self.stride, self.padding
         g = channels_last(grad_out)
-        frame, self._input = self._input, None
-        self.weight.grad += kernel_gradient(frame, g, k, s)
+        padded, self._input = self._input, None
+        self.weight.grad += kernel_gradient(padded, g, k, s)
         rows = g.reshape(-1, g.shape[3])
         xp = get_array_module(g)
         ones = xp.ones(rows.shape[0], dtype=g.dtype)
@@ -90,7 +92,7 @@ class ConvLayer(Layer):
         # d input = stride-1 correlation of the zero-inserted output gradient, placed so that
         # input pixel y sees output rows i with i * stride + a = y + padding, with the kernel
         # flipped in space and transposed in channels.
-        h, w = frame.x.shape[1:3]
+        h, w = padded.x.shape[1:3]
         flipped = self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # (C, O, k, k)
-        return channels_first(correlate(Frame(g, k - 1 - p, (h + k - 1, w + k - 1), s),
+        return channels_first(correlate(PaddedInput(g, k - 1 - p, (h + k - 1, w + k - 1), s),
                                         flipped, 1))

@@ -3,7 +3,7 @@ import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
 from xpnn.backend.matmul import matmul
-from xpnn.layers.base import Layer, Parameter, check_input
+from xpnn.layers.base import SHAPES_ONLY, Layer, Parameter, check_input
 
 
 class LinearLayer(Layer):
@@ -19,6 +19,8 @@ class LinearLayer(Layer):
                 raise ValueError(f"LinearLayer {name} must be a positive integer, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
+        if rng is SHAPES_ONLY:
+            return
         shapes = self.parameter_shapes(in_features, out_features)
         weight = new_rng(rng).standard_normal(shapes["weight"])
         self.weight = Parameter(CPU.xp.asarray(weight * math.sqrt(2.0 / in_features), dtype=dtype))

@@ -42,11 +42,11 @@ class MaxPoolLayer(Layer):
     def forward(self, x):
         self.output_shape(x.shape)
         x = channels_last(x)
-        out, self._winner = max_pool(x, self.kernel_size, self.stride)
+        out, self._indices = max_pool(x, self.kernel_size, self.stride)
         self._input_shape = x.shape
         return channels_first(out)
 
     def backward(self, grad_out):
-        winner, self._winner = self._winner, None
-        return channels_first(max_pool_backward(channels_last(grad_out), winner,
+        indices, self._indices = self._indices, None
+        return channels_first(max_pool_backward(channels_last(grad_out), indices,
                                                 self._input_shape, self.kernel_size, self.stride))

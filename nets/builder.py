@@ -20,6 +20,7 @@ import math
 from xpnn import layers
 from xpnn.backend import CPU, available_bytes, format_bytes, new_rng
 from xpnn.layers import ShapeError
+from xpnn.layers.base import SHAPES_ONLY
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
 from xpnn.nets.network import Network
 
@@ -110,6 +111,19 @@ def build(model_config, seed=0, dtype="float32"):
     Raises `ConfigError` naming the entry at fault: an unknown layer or argument (with the
     closest valid name), a bad value, or two layers whose shapes do not chain.
     """
+    stack, input_shape = _layers(model_config, new_rng(seed), dtype)
+    return Network(model_config["name"], stack, input_shape=input_shape)
+
+
+def check(model_config):
+    """Raise what `build` raises for `model_config`, without drawing any weight (its layers are
+    made for their shapes only; their sizes come from `parameter_shapes`)."""
+    _layers(model_config, SHAPES_ONLY, "float32")
+
+
+def _layers(model_config, rng, dtype):
+    """(layers, input shape) of `model_config`, each layer made with `rng` (`SHAPES_ONLY`: no
+    weights), after every check."""
     check_keys("model", model_config, MODEL_KEYS, required=("name", "input_shape", "layers"))
     name = model_config["name"]
     if not isinstance(name, str) or not name.strip():
@@ -128,7 +142,6 @@ def build(model_config, seed=0, dtype="float32"):
 
     parsed = [_parse_item(index, item) for index, item in enumerate(items)]
     _check_parameters_fit(parsed, dtype)
-    rng = new_rng(seed)
     stack, shape = [], (1, *input_shape)
     for index, (cls, arguments) in enumerate(parsed):
         if "rng" in inspect.signature(cls.__init__).parameters:
@@ -147,4 +160,4 @@ def build(model_config, seed=0, dtype="float32"):
     if shape != (1, num_classes):
         raise ConfigError(f"the last layer gives outputs of shape {shape[1:]} per image, but "
                           f"the network must give {num_classes} class scores ((N, {num_classes}))")
-    return Network(model_config["name"], stack, input_shape=input_shape)
+    return stack, input_shape

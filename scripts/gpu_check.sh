@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark of xpnn in one call (planned for under 8 minutes on one H100):
 #   1. the GPU, CuPy, CUDA, nvmath-python and PyTorch versions;
-#   2. the test suite with the gpu tests included (a gpu skip fails this script);
+#   2. the gpu-marked tests (a gpu skip fails this script; CI runs the others);
 #   3. run.py parity, NumPy against CuPy, the six networks of the write-up (the recipes reuse
 #      them), four ways: array code and fused kernels, eager (--eager) and with the CUDA-graph
 #      step's GEMM (the default; target <= 1e-4);
@@ -38,7 +38,7 @@ if [ $DRY = 1 ]; then
     TORCH_SIDES=eager; KERNELS="--device cpu --configs lenet --batch-sizes 4 --steps 1 --top 4"
 else
     DEVICE=gpu; GRAPH=""; TESTS=tests  # the graph is the GPU default
-    BENCH="--batch-sizes 100,1000 --rounds 2 --steps 30 --warmup 10"
+    BENCH="--batch-sizes 100,1000 --rounds 2 --steps 20 --warmup 5"
     CONFIGS="configs/lenet.yaml configs/resnet.yaml configs/resnet_3blocks.yaml configs/resnet_deep.yaml configs/resnet_leaky.yaml configs/resnet_stem.yaml"
     RESNET=""; LENET=""
     TORCH_SIDES=eager,graph; KERNELS="--configs resnet --batch-sizes 100,1000 --steps 10"
@@ -79,7 +79,9 @@ echo "== 2. tests, gpu included" | tee -a "$LOG"
 # The gpu-marked tests on their own, so that any skip among them fails the check (a GPU machine
 # must run every one); then the rest. pytest-xdist spreads them over the cores where installed.
 PARALLEL=""; python -c "import xdist" 2>/dev/null && PARALLEL="-n 8"
-for part in gpu "not gpu"; do
+# On a GPU machine only the gpu-marked tests run: the rest are the CPU's, and CI runs them.
+PARTS=(gpu); [ $DRY = 1 ] && PARTS=(gpu "not gpu")
+for part in "${PARTS[@]}"; do
     # shellcheck disable=SC2086  # TESTS is a list of paths, PARALLEL options
     python -m pytest -q -rs -m "$part" $PARALLEL $TESTS > "$OUT/pytest-${part// /-}.log" 2>&1
     cat "$OUT/pytest-${part// /-}.log" >> "$LOG"
@@ -115,6 +117,18 @@ for way in array fused graph graph-fused; do
     done
 done
 
+if [ $DRY = 0 ]; then  # the tensor-core precisions, each against its own tolerance
+    for precision in tf32 bf16; do
+        if python run.py parity -c configs/resnet.yaml --device-a cpu --dtype-a float32 \
+                --device-b gpu --precision $precision --json > "$OUT/parity-$precision.json" \
+                2>> "$LOG"; then verdict=ok; else verdict=FAIL; status=1; fi
+        say "parity resnet (precision $precision): $verdict ($(python -c "import json, sys
+r = json.load(open(sys.argv[1])); w = r['worst']
+print(f\"worst {w['max_rel_err']:.2e} at {w['name']} ({w['kind']}), tolerance {r['tolerance']:g}\")" \
+            "$OUT/parity-$precision.json" 2>&1))"
+    done
+fi
+
 echo "== 4. step time, ours vs PyTorch eager and PyTorch CUDA graph" | tee -a "$LOG"
 # shellcheck disable=SC2086  # BENCH is options
 python -m benchmarks.gpu_vs_torch --device $DEVICE --configs lenet,resnet,resnet_deep $BENCH \
@@ -122,7 +136,7 @@ python -m benchmarks.gpu_vs_torch --device $DEVICE --configs lenet,resnet,resnet
     --json "$OUT/bench.json" 2>&1 | tee -a "$LOG" > "$OUT/bench.txt"
 if [ "${PIPESTATUS[0]}" != 0 ]; then say "benchmark: FAIL (see log)"; status=1; fi
 if [ $DRY = 0 ]; then  # PyTorch's fastest, torch.compile + one CUDA graph: resnet only (compiling costs)
-    python -m benchmarks.gpu_vs_torch --device gpu --configs resnet $BENCH \
+    python -m benchmarks.gpu_vs_torch --device gpu --configs resnet $BENCH --rounds 1 \
         --variants graph-fused --torch compiled --json "$OUT/bench-compiled.json" 2>&1 \
         | tee -a "$LOG" > "$OUT/bench-compiled.txt"
 fi
@@ -171,18 +185,29 @@ except Exception as error:
 PY
 }
 # The first run compiles every kernel (an empty CuPy kernel cache, as on a fresh machine); the
-# second finds them cached (and the GPU probe remembered). Wall time includes the interpreter's start and the imports.
+# second finds them cached (and the GPU probe remembered). Wall time includes the interpreter's
+# start and the imports.
 CACHE=$(mktemp -d)
 for way in graph-fresh graph eager; do
     flag=--eager; [ $way != eager ] && flag="$GRAPH"
     start=$(date +%s%N)
     # shellcheck disable=SC2086
-    CUPY_CACHE_DIR=$CACHE/cupy XDG_CACHE_HOME=$CACHE python run.py train -c configs/resnet.yaml --device $DEVICE $flag \
-        $RESNET --output "$OUT/resnet_$way" --no-progress 2>&1 | tee -a "$LOG" | tail -3
+    CUPY_CACHE_DIR=$CACHE/cupy XDG_CACHE_HOME=$CACHE python run.py train -c configs/resnet.yaml \
+        --device $DEVICE $flag $RESNET --output "$OUT/resnet_$way" --no-progress 2>&1 \
+        | tee -a "$LOG" | tail -3
     wall=$(( ($(date +%s%N) - start) / 1000000 ))
     say "resnet (5 epochs unless a dry run), $way: $(read_run "$OUT/resnet_$way"), wall $((wall / 1000)).$(( wall % 1000 / 100 )) s"
 done
 rm -rf "$CACHE"
+if [ $DRY = 0 ]; then  # tensor-core precisions: resnet's accuracy against fp32's (within 0.1 point)
+    for precision in tf32 bf16; do
+        start=$(date +%s%N)
+        python run.py train -c configs/resnet.yaml --device gpu --precision $precision \
+            --output "$OUT/resnet_$precision" --no-progress >> "$LOG" 2>&1
+        wall=$(( ($(date +%s%N) - start) / 1000000 ))
+        say "resnet 5 epochs, precision $precision: $(read_run "$OUT/resnet_$precision"), wall $((wall / 1000)).$(( wall % 1000 / 100 )) s"
+    done
+fi
 # shellcheck disable=SC2086
 python run.py train -c configs/lenet.yaml --device $DEVICE $GRAPH --epochs 1 --batch-size 100 \
     $LENET --output "$OUT/lenet_graph" --no-progress >> "$LOG" 2>&1

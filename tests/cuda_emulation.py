@@ -7,7 +7,11 @@ kernels' host runner): the .cu source is compiled as C++ by the host compiler (`
 blockDim / gridDim become globals (`__launch_bounds__` and `__ldg` mean nothing here; a vector
 load, `xpnn_load`, checks its alignment instead, and a misaligned one fails the launch). A
 `CudaKernel` (a grid-stride loop) is called once for every thread of a small grid of `GRID`
-blocks of `BLOCK` threads, so launch shapes that split the work are exercised too. An
+blocks of `BLOCK` threads, so launch shapes that split the work are exercised too. A kernel
+whose threads cooperate (`COOPERATIVE`: __syncthreads, __syncwarp, a warp's mma) runs its
+blocks at their real size instead, each block's threads as fibers that switch at every
+barrier, so barriers, `__shared__` memory and warp-wide exchanges behave as on a GPU (and a
+barrier some threads never reach is an error, where a GPU would hang). An
 `ElementwiseKernel` runs its operation once per element of the broadcast arguments, as CuPy's
 does (typed params and ``T`` only; no ``raw``).
 
@@ -49,16 +53,120 @@ extern "C" { int xpnn_fault = 0; }  /* set where a GPU would fault (a misaligned
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __shared__ static  /* one copy, shared by the fibers of a block (one block at a time) */
 template <class A> A __ldg(const A* address) { return *address; }
 template <class A, class B> A atomicAdd(A* address, B value) {  /* one thread at a time here */
     A old = *address;
     *address += value;
     return old;
 }
+""" + r"""
+/* Cooperative runs (`COOPERATIVE`): each block's threads are fibers (ucontext) run one at a
+   time, each until it finishes or waits at a barrier, so __syncthreads and __syncwarp hold, and
+   a warp can exchange values (the emulated mma below). A run that cannot go on (threads waiting
+   at barriers none of the others will reach) is a fault. */
+#include <ucontext.h>
+#include <cstring>
+#include <vector>
+namespace xpnn_fibers {
+struct Fiber { ucontext_t context; bool done; unsigned thread; std::vector<char> stack; };
+static ucontext_t scheduler;
+static Fiber* current = nullptr;
+static bool active = false;
+static void (*body)(void*) = nullptr;
+static void* body_argument = nullptr;
+static unsigned long long events = 0;  /* arrivals, releases and ends: progress */
+static std::vector<unsigned> arrived, generation;  /* per warp, then the block's at the end */
+static void entry() { body(body_argument); current->done = true; ++events; }
+static void wait_at(unsigned group, unsigned members) {
+    if (!active) { xpnn_fault = 2; return; }  /* a barrier in a thread-by-thread run */
+    const unsigned seen = generation[group];
+    ++events;
+    if (++arrived[group] == members) { arrived[group] = 0; ++generation[group]; return; }
+    while (generation[group] == seen) swapcontext(&current->context, &scheduler);
+}
+/* Run one block of `threads` threads of body(argument) as fibers. */
+static void run_block(unsigned threads, void (*run)(void*), void* argument) {
+    const unsigned warps = (threads + 31) / 32;
+    body = run; body_argument = argument;
+    arrived.assign(warps + 1, 0); generation.assign(warps + 1, 0);
+    std::vector<Fiber> fibers(threads);
+    for (unsigned t = 0; t < threads; ++t) {
+        Fiber& fiber = fibers[t];
+        fiber.done = false; fiber.thread = t; fiber.stack.resize(1 << 16);
+        getcontext(&fiber.context);
+        fiber.context.uc_stack.ss_sp = fiber.stack.data();
+        fiber.context.uc_stack.ss_size = fiber.stack.size();
+        fiber.context.uc_link = &scheduler;
+        makecontext(&fiber.context, entry, 0);
+    }
+    active = true;
+    for (unsigned alive = threads; alive > 0;) {
+        const unsigned long long before = events;
+        alive = 0;
+        for (Fiber& fiber : fibers) {
+            if (fiber.done) continue;
+            threadIdx.x = fiber.thread;
+            current = &fiber;
+            swapcontext(&scheduler, &fiber.context);
+            alive += !fiber.done;
+        }
+        if (alive > 0 && events == before) { xpnn_fault = 3; break; }  /* a deadlock */
+    }
+    active = false;
+}
+}  /* namespace xpnn_fibers */
+inline void __syncwarp(unsigned = 0xffffffffu) {
+    const unsigned warp = threadIdx.x / 32, first = warp * 32;
+    xpnn_fibers::wait_at(warp, blockDim.x - first < 32 ? blockDim.x - first : 32);
+}
+inline void __syncthreads() {
+    xpnn_fibers::wait_at((unsigned)xpnn_fibers::arrived.size() - 1, blockDim.x);
+}
+/* PTX's cvt.rna.tf32.f32: 10 mantissa bits, to nearest, ties away from zero. */
+inline unsigned xpnn_emulated_tf32(float value) {
+    unsigned bits;
+    std::memcpy(&bits, &value, 4);
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & 0xffffe000u;
+    return bits;
+}
+/* PTX's mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, c += a b, for the whole warp: each
+   lane hands in its fragments, then computes its own 4 sums from everyone's (fragment layouts
+   as the PTX ISA gives them; see correlate_tf32.cu). */
+struct xpnn_mma_fragments { unsigned a[4], b[2]; };
+static xpnn_mma_fragments xpnn_mma_exchange[32][32];
+inline float xpnn_bits_float(unsigned bits) { float value; std::memcpy(&value, &bits, 4); return value; }
+inline void xpnn_emulated_mma_tf32(float (&c)[4], const unsigned (&a)[4], unsigned b0,
+                                   unsigned b1) {
+    const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    xpnn_mma_fragments& mine = xpnn_mma_exchange[warp][lane];
+    for (int i = 0; i < 4; ++i) mine.a[i] = a[i];
+    mine.b[0] = b0; mine.b[1] = b1;
+    __syncwarp();
+    float sums[4];
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float sum = c[i];
+        for (unsigned k = 0; k < 8; ++k) {
+            const float a_value = xpnn_bits_float(
+                xpnn_mma_exchange[warp][(row % 8) * 4 + k % 4].a[(row / 8) + 2 * (k / 4)]);
+            const float b_value = xpnn_bits_float(xpnn_mma_exchange[warp][col * 4 + k % 4].b[k / 4]);
+            sum += a_value * b_value;
+        }
+        sums[i] = sum;
+    }
+    __syncwarp();  /* everyone has read the fragments before any lane hands in new ones */
+    for (int i = 0; i < 4; ++i) c[i] = sums[i];
+}
 """
 
 
 LAUNCH_BOUNDS = r"(?:__launch_bounds__\([^)]*\)\s*)?"  # may stand between void and the name
+# A kernel whose threads cooperate (barriers, warp-wide operations) runs as fibers, its blocks
+# at their real size (`CudaKernel.block`); any other, thread by thread, in blocks of `BLOCK`.
+COOPERATIVE = r"__syncthreads|__syncwarp|xpnn_emulated_mma"
+FAULTS = {1: "made a misaligned vector load", 2: "reached a barrier outside a cooperative run",
+          3: "left threads waiting at a barrier that the others never reach"}
 
 _state = {"libraries": {}, "folder": None}
 _lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
@@ -172,21 +280,46 @@ def run_raw(kernel, args, dtype):
                 raise TypeError(f"{kernel.name}: {name} must be a {want} scalar, got "
                                 f"{_kind(arg)}")
             c_args.append(_CTYPES_SCALARS[want.name](arg))
-    library = _library(f'{PRELUDE}#include "{kernel.file}"\n', kernel.compile_options(dtype))
-    function = getattr(library, kernel.name)
-    for name, value in [("gridDim", GRID), ("blockDim", BLOCK)]:
+    cooperative = re.search(COOPERATIVE, kernel.source()) is not None
+    source = f'{PRELUDE}#include "{kernel.file}"\n'
+    if cooperative:
+        source += _cooperative_launcher(kernel.name, parameters)
+    library = _library(source, kernel.compile_options(dtype))
+    block_size = kernel.block if cooperative else BLOCK
+    for name, value in [("gridDim", GRID), ("blockDim", block_size)]:
         dim = _Dim3.in_dll(library, name)
         dim.x, dim.y, dim.z = value, 1, 1
     block_index, thread_index = (_Dim3.in_dll(library, name) for name in ("blockIdx", "threadIdx"))
     fault = ctypes.c_int.in_dll(library, "xpnn_fault")
     with _lock:
         fault.value = 0
-        for block in range(GRID):
-            for thread in range(BLOCK):
-                block_index.x, thread_index.x = block, thread
-                function(*c_args)
+        if cooperative:
+            pointers = (ctypes.c_void_p * len(c_args))(*map(ctypes.addressof, c_args))
+            library.xpnn_cooperative_launch(pointers, ctypes.c_uint(GRID),
+                                            ctypes.c_uint(block_size))
+        else:
+            function = getattr(library, kernel.name)
+            for block in range(GRID):
+                for thread in range(BLOCK):
+                    block_index.x, thread_index.x = block, thread
+                    function(*c_args)
         if fault.value:
-            raise RuntimeError(f"{kernel.name} made a misaligned vector load (a GPU would fault)")
+            raise RuntimeError(f"{kernel.name} {FAULTS[fault.value]} (a GPU would fault or hang)")
+
+
+def _cooperative_launcher(name, parameters):
+    """C++ that runs kernel `name` for every block of a grid, its threads as fibers:
+    ``xpnn_cooperative_launch(args, grid, block)``, args pointing at each argument's value."""
+    values = ", ".join(
+        f"*({_C_TYPES[dtype.name]}{'*' if pointer else ''}*)args[{index}]"
+        for index, (_, dtype, pointer) in enumerate(parameters))
+    return (f"static void xpnn_cooperative_body(void* argument) {{\n"
+            f"    void** args = (void**)argument;\n    {name}({values});\n}}\n"
+            f'extern "C" void xpnn_cooperative_launch(void** args, unsigned grid, '
+            f"unsigned block) {{\n"
+            f"    for (unsigned b = 0; b < grid && !xpnn_fault; ++b) {{\n"
+            f"        blockIdx.x = b;\n"
+            f"        xpnn_fibers::run_block(block, xpnn_cooperative_body, args);\n    }}\n}}\n")
 
 
 def _kind(value):

@@ -396,6 +396,15 @@ def test_parity_cpu_against_cpu_passes_and_a_tolerance_can_fail_it():
     assert result.stderr.strip().startswith("Error: parity fails: worst relative error")
 
 
+def test_parity_at_a_tensor_core_precision_needs_a_gpu_and_takes_its_tolerance(monkeypatch):
+    result = invoke("parity", "-c", LENET, "--device-b", "cpu", "--precision", "tf32")
+    assert result.exit_code == 2
+    assert "--precision tf32 is a GPU's tensor-core arithmetic" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 or "Usage" in result.stderr
+    from xpnn.backend.precision import PARITY_TOLERANCE
+    assert PARITY_TOLERANCE["fp32"] == 1e-4 < PARITY_TOLERANCE["tf32"] < PARITY_TOLERANCE["bf16"]
+
+
 def test_parity_says_what_it_compared_and_defaults_to_a_float64_cpu_reference():
     from xpnn.backend import gpu_unavailable_reason
     result = invoke("parity", "-c", "lenet", "--batch-size", "4")
@@ -452,7 +461,7 @@ def test_gpu_commands_offer_the_mode_flags(command, flags):
     (["--array-code"], Mode(None, graph=True)), (["--array-code", "--eager"], Mode())])
 def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, monkeypatch,
                                                                  tmp_path):
-    from xpnn.backend.communicator import SingleProcess
+    from xpnn.backend.communicator import Ranks
     seen = {}
 
     def start_run(config, device, run_dir, **options):
@@ -460,7 +469,7 @@ def test_a_gpu_run_defaults_to_the_graph_and_the_fused_kernels(args, expected, m
         raise SystemExit(0)
 
     monkeypatch.setattr("xpnn.training.start_run", start_run)
-    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, SingleProcess()))
+    monkeypatch.setattr("xpnn.cli.ranks.rank_device", lambda name: (FAKE_GPU, Ranks()))
     invoke("train", "-c", LENET, "--output", tmp_path / "run", *args)
     assert seen["mode"] == expected
 
@@ -554,3 +563,16 @@ def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, v
     assert "Traceback" not in result.output
 
 
+
+
+def test_the_command_line_starts_without_numpy():
+    """Each command imports the library inside its function (so `xpnn --help` is fast); the
+    CLI's copy of the precisions is the backend's."""
+    import subprocess
+    from xpnn.backend.dispatch import PRECISIONS
+    from xpnn.cli.options import PRECISIONS as CLI_PRECISIONS
+    assert CLI_PRECISIONS == PRECISIONS
+    done = subprocess.run([sys.executable, "-c", "import sys, xpnn.cli.main\n"
+                           "assert 'numpy' not in sys.modules, 'numpy imported'"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -8,7 +8,7 @@ import numpy
 import pytest
 
 from xpnn import nets
-from xpnn.backend.communicator import (RankError, SingleProcess, add_rows_in_order,
+from xpnn.backend.communicator import (RankError, Ranks, add_rows_in_order,
                                        launched_size, timeout, world)
 from xpnn.nets import DataParallel
 from xpnn.training import load_config
@@ -23,7 +23,7 @@ def ranks():
 def test_one_process_is_a_single_rank_without_mpi(ranks):
     if launched_size() > 1:
         pytest.skip("runs as one process only (here under mpiexec)")
-    assert isinstance(ranks, SingleProcess) and (ranks.size, ranks.rank) == (1, 0)
+    assert isinstance(ranks, Ranks) and (ranks.size, ranks.rank) == (1, 0)
     assert ranks.is_root and ranks.wait_for_all(0)
 
 
@@ -76,7 +76,7 @@ def test_shards_are_the_slices_data_parallel_gives_its_workers(count):
             continue
         shards = []
         for rank in range(size):
-            single = SingleProcess()
+            single = Ranks()
             single.size, single.rank = size, rank
             shards.append(single.shard(count))
         assert shards == DataParallel(lenet_net(), size)._slices(count)
@@ -95,8 +95,8 @@ def test_timeout_comes_from_the_environment_and_is_checked(monkeypatch):
 
 
 
-def test_nccl_settle_waits_for_queued_collectives_with_a_deadline():
-    """No host wait inside a step; `settle` (before every device read) gives up after the
+def test_nccl_wait_waits_for_queued_collectives_with_a_deadline():
+    """No host wait inside a step; `wait` (before every device read) gives up after the
     timeout with a one-line error instead of hanging."""
     from types import SimpleNamespace
 
@@ -108,13 +108,13 @@ def test_nccl_settle_waits_for_queued_collectives_with_a_deadline():
         def record(self):
             pass
 
-    ranks = NCCLRanks.__new__(NCCLRanks)  # no GPU here: only what settle reads
+    ranks = NCCLRanks.__new__(NCCLRanks)  # no GPU here: only what wait reads
     ranks.rank, ranks.size, ranks.timeout = 1, 2, 0.05
     ranks.cupy = SimpleNamespace(cuda=SimpleNamespace(Event=lambda disable_timing: NeverDone()))
     with pytest.raises(RankError, match=r"^rank 1 of 2: NCCL all-gather of the gradients did not "
                                         r"finish in 0.05 s \(a rank stopped or hangs\)"):
-        ranks.settle()
-    assert SingleProcess().settle() is None
+        ranks.wait()
+    assert Ranks().wait() is None
 
 def test_launchers_are_recognised_by_their_variables(monkeypatch):
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
@@ -166,7 +166,7 @@ def train_briefly(device, ranks, run_dir):
 def assert_trains_as_one_process(device, make_ranks, tmp_path):
     if launched_size() > 1:
         pytest.skip("compares one MPI rank with one plain process")
-    alone = train_briefly(device, SingleProcess(), tmp_path / "alone")
+    alone = train_briefly(device, Ranks(), tmp_path / "alone")
     on_ranks = train_briefly(device, make_ranks(), tmp_path / "ranks")
     for a, b in zip(alone, on_ranks):
         assert numpy.array_equal(a, b)

@@ -26,6 +26,14 @@ TINY = ["-c", "lenet", "--epochs", "1", "--batch-size", "50", "--limit-train", "
         "--limit-test", "50", "--no-progress"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
+RUN_FILES = ["best.npz", "config.yaml", "last.npz", "metrics.csv", "metrics.jsonl"]
+
+
+def run_files(run_dir):
+    """The run folder's files, TensorBoard's event file (where tensorboardX is installed) aside."""
+    return sorted(path.name for path in run_dir.iterdir()
+                  if not path.name.startswith("events.out.tfevents"))
+
 
 def train_process(*args, **popen):
     return subprocess.Popen([sys.executable, str(REPO / "run.py"), "train", *map(str, args)],
@@ -64,8 +72,7 @@ def test_two_runs_started_together_into_one_folder_lose_nothing(tmp_path):
         assert "Traceback" not in refused
         assert ("is in use: process " in lines[0] and " on host " in lines[0]
                 or "already holds a training run" in lines[0]), lines[0]
-        assert sorted(path.name for path in run_dir.iterdir()) == [
-            "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+        assert run_files(run_dir) == RUN_FILES
         assert seed_of_config(run_dir / "config.yaml") == winner
         for name in ("last.npz", "best.npz"):
             assert load_checkpoint(run_dir / name).config["train"]["seed"] == winner
@@ -122,8 +129,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--resume", str(run_dir), "--no-progress"],
                                 prog_name="xpnn")
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in run_dir.iterdir()) == [
-        "best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    assert run_files(run_dir) == RUN_FILES
 
 
 def test_a_new_run_given_up_before_its_first_checkpoint_leaves_nothing(tmp_path):
@@ -174,3 +180,32 @@ def test_the_lock_is_held_for_the_run_and_dropped_when_it_ends(tmp_path, monkeyp
     assert (run_dir / LOCK_NAME).exists()
     resumed.fit()  # nothing left to do; the lock goes
     assert not (run_dir / LOCK_NAME).exists()
+
+
+def test_a_run_without_output_takes_the_next_name_when_its_default_is_taken(tmp_path,
+                                                                           monkeypatch):
+    """Two runs started in the same second without -o: the second takes <name>-2, instead of
+    being refused."""
+    from xpnn.training import runs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20260101-120000")
+    taken = tmp_path / "runs" / "lenet-20260101-120000"
+    taken.mkdir(parents=True)
+    holder = holding_process(taken)  # it has just claimed the name, and holds nothing yet
+    named, calls = runs.default_run_dir, []
+
+    def default_run_dir(config_path):  # the first look came before the other run's mkdir
+        calls.append(config_path)
+        return taken if len(calls) == 1 else named(config_path)
+
+    monkeypatch.setattr(runs, "default_run_dir", default_run_dir)
+    try:
+        result = CliRunner().invoke(cli, ["train", *TINY], prog_name="xpnn")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 0, result.output
+    assert f"run folder {Path('runs') / 'lenet-20260101-120000-2'}:" in result.stdout
+    assert (tmp_path / "runs" / "lenet-20260101-120000-2" / "last.npz").exists()
+    assert len(calls) == 2 and sorted(path.name for path in taken.iterdir()) == [LOCK_NAME]

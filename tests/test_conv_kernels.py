@@ -14,7 +14,7 @@ import pytest
 import cuda_emulation
 from xpnn import backend
 from xpnn.backend import conv, conv_kernels
-from xpnn.backend.conv import Frame
+from xpnn.backend.conv import PaddedInput
 from xpnn.backend.conv_kernels import Split, Tile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,13 +39,13 @@ def conv_frame(x, k, stride=1):
     """A layer's forward frame: padding (k - 1) // 2."""
     p = (k - 1) // 2
     h, w = x.shape[1:3]
-    return Frame(x, p, (h + 2 * p, w + 2 * p))
+    return PaddedInput(x, p, (h + 2 * p, w + 2 * p))
 
 
 def input_gradient_frame(g, k, stride, h, w):
     """The layer's input-gradient frame of an output gradient g: zero-inserted every `stride`."""
     p = (k - 1) // 2
-    return Frame(g, k - 1 - p, (h + k - 1, w + k - 1), stride)
+    return PaddedInput(g, k - 1 - p, (h + k - 1, w + k - 1), stride)
 
 
 # (name, x shape (N, H, W, C), O, k, stride): the networks' shapes at batch 3, and odd ones
@@ -164,9 +164,42 @@ def test_a_kernel_view_is_read_in_place_whatever_its_strides(emulation, rng, mon
     got = conv_kernels.correlate(frame, flipped, 1)
     assert (3, 4, 3, 3) not in copies
     assert relative_error(got, expected) <= 1e-13
-    got32 = conv_kernels.correlate(Frame(frame.x.astype("float32"), frame.offset,
+    got32 = conv_kernels.correlate(PaddedInput(frame.x.astype("float32"), frame.offset,
                                          frame.size_hw), flipped, 1)
     assert got32.dtype == numpy.float32 and relative_error(got32, expected) <= 1e-6
+
+
+TF32_SHAPES = [shape for shape in SHAPES if shape[0] in (
+    "conv1-5x5-1to6-28x28", "conv2-input-gradient-5x5-16to6", "block-3x3-16to16-7x7",
+    "3x3-4to6-9x8-stride2", "5x5-3to4-7x6-stride2")] + [("3x3-5to20-6x5", (2, 6, 5, 5), 20, 3, 1)]
+
+
+@pytest.mark.parametrize("shape", TF32_SHAPES, ids=[shape[0] for shape in TF32_SHAPES])
+def test_the_tf32_variant_is_within_tf32_rounding_of_the_cpu_way(shape, rng, monkeypatch):
+    """Each warp's 32 threads run as cooperating fibers with the emulator's mma; inputs rounded
+    to 10 mantissa bits leave about 3e-4 of relative error. Odd channel counts (taps not a
+    multiple of 8, O not of 16), strides, zero-inserted frames; every element written."""
+    reason = cuda_emulation.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    for what, frame, o, k, stride in frames_of(shape, rng, "float32"):
+        c = frame.x.shape[3]
+        kernel = rng.standard_normal((o, c, k, k)).astype("float32")
+        bias = rng.standard_normal(o).astype("float32")
+        expected = conv.correlate(PaddedInput(frame.x.astype("float64"), frame.offset,
+                                              frame.size_hw, frame.step),
+                                  kernel.astype("float64"), stride, bias.astype("float64"))
+        with monkeypatch.context() as patch, cuda_emulation.emulating():
+            poisoned_empty(patch)
+            got = conv_kernels.correlate_tf32(frame, kernel, stride, bias)
+        assert got.dtype == numpy.float32 and got.shape == expected.shape
+        assert 1e-5 < relative_error(got, expected) <= 1e-3, what  # rounded, yet close
+
+
+def test_the_tf32_variant_takes_float32_only(emulation, rng):
+    frame = conv_frame(rng.standard_normal((1, 4, 4, 2)), 3)
+    with pytest.raises(TypeError, match="multiplies float32 arrays .*got float64"):
+        conv_kernels.correlate_tf32(frame, numpy.zeros((2, 2, 3, 3)), 1)
 
 
 def test_the_relu_epilogue_clamps_negatives_and_keeps_nan(emulation, rng):
@@ -258,19 +291,25 @@ NETWORK_CONVS = [(1, 6, 28, 5), (6, 16, 14, 5), (16, 16, 14, 3), (16, 16, 7, 3)]
 
 
 def network_configurations():
-    """{(file, dtype, defines)} of every kernel configuration the networks launch."""
+    """{(file, dtype, defines)} of every kernel configuration the networks and the benchmark
+    launch (ReLU epilogue and TF32 variant included)."""
     found = set()
     for dtype, itemsize in (("float32", 4), ("float64", 8)):
         for batch in (100, 1000):
             for c, o, hw, k in NETWORK_CONVS:
                 for cc, oo in ((c, o), (o, c)):
                     tile = conv_kernels.correlate_tile(batch, hw, hw, cc, oo, k, itemsize)
-                    kernel = conv_kernels.correlate_kernel(k, 1, 1, tile)
-                    found.add((kernel.file, dtype, kernel.defines))
+                    for relu in (False, True) if dtype == "float32" else (False,):
+                        kernel = conv_kernels.correlate_kernel(k, 1, 1, tile, relu)
+                        found.add((kernel.file, dtype, kernel.defines))
                 split = conv_kernels.gradient_split(batch * hw, c, o, k)
                 align = conv_kernels._alignment(o * itemsize, split.og * itemsize)
                 kernel = conv_kernels.gradient_kernel(k, 1, 1, split.og, align)
                 found.add((kernel.file, dtype, kernel.defines))
+                if dtype == "float32":
+                    kernel = conv_kernels.CORRELATE_TF32.specialised(XPNN_K=k, XPNN_STRIDE=1,
+                                                                     XPNN_STEP=1)
+                    found.add((kernel.file, dtype, kernel.defines))
     return sorted(found)
 
 
@@ -283,7 +322,9 @@ def _compile_script():
 
 
 def _options(file, dtype, defines):
-    kernel = conv_kernels.CORRELATE if file == "correlate.cu" else conv_kernels.KERNEL_GRADIENT
+    kernel = {"correlate.cu": conv_kernels.CORRELATE,
+              "correlate_tf32.cu": conv_kernels.CORRELATE_TF32,
+              "kernel_gradient.cu": conv_kernels.KERNEL_GRADIENT}[file]
     return kernel.specialised(**dict(defines)).compile_options(dtype)
 
 
@@ -306,8 +347,8 @@ def test_no_network_configuration_spills_registers(tmp_path):
         pytest.skip("nvcc not installed")
     for file, dtype, defines in network_configurations():
         completed = subprocess.run(
-            [nvcc, "-arch=sm_90", "-Xptxas", "-v", "-c", str(REPO / "backend" / file),
-             "-o", str(tmp_path / "kernel.o"), *_options(file, dtype, defines)],
+            [nvcc, "-arch=sm_90", "-Xptxas", "-v", "-cubin", str(REPO / "backend" / file),
+             "-o", str(tmp_path / "kernel.cubin"), *_options(file, dtype, defines)],
             capture_output=True, text=True)
         assert completed.returncode == 0, completed.stderr
         spills = re.findall(r"(\d+) bytes spill stores", completed.stderr)
@@ -325,12 +366,15 @@ def test_the_benchmark_dry_run_times_and_checks_every_shape(capsys):
     from benchmarks import conv_kernels as bench
     assert bench.main(["--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    tf32_header = lines.index(next(line for line in lines if line.startswith("TF32")))
+    lines, tf32 = lines[:tf32_header], lines[tf32_header + 1:]
     for name, c, _, _, _ in bench.SHAPES:
         ops = [line.split()[-6] for line in lines if line.startswith(name)]
         assert ops == (["fwd", "dw"] if c == 1 else ["fwd", "dx", "dw"]), lines
     assert sum("(new + maximum | ReLU epilogue)" in line for line in lines) == len(bench.SHAPES)
     assert sum("convolutions per step" in line for line in lines) == len(bench.NETWORKS)
-    assert not any("FAIL" in line for line in lines)
+    assert [line.split()[-5] for line in tf32] == ["fwd", "fwd", "dx", "fwd", "dx", "fwd", "dx"]
+    assert not any("FAIL" in line for line in lines + tf32)
 
 
 def test_the_benchmark_fails_a_wrong_kernel(monkeypatch, capsys):
@@ -343,3 +387,59 @@ def test_the_benchmark_fails_a_wrong_kernel(monkeypatch, capsys):
     monkeypatch.setattr(bench, "SHAPES", bench.SHAPES[3:])
     assert bench.main(["--dry-run"]) == 1
     assert "FAIL block 3x3 16->16 7x7 batch 2 dw" in capsys.readouterr().out
+
+
+def test_the_benchmark_sweep_prints_the_fastest_choices(monkeypatch, capsys):
+    """--sweep's path on the CPU, with two candidates of each kind and one shape (a full sweep
+    compiles dozens of kernels)."""
+    if cuda_emulation.unavailable_reason() is not None:
+        pytest.skip(cuda_emulation.unavailable_reason())
+    from benchmarks import conv_kernels as bench
+    monkeypatch.setattr(bench, "SHAPES", bench.SHAPES[3:])
+    monkeypatch.setattr(bench, "SWEEP_TILES", [Tile(2, 4, 4), Tile(7, 8, 1)])
+    monkeypatch.setattr(bench, "SWEEP_SPLITS", [(16, 1), (8, 3)])
+    assert bench.main(["--dry-run", "--sweep"]) == 0
+    sweeps = [line.split("us")[-1].strip() for line in capsys.readouterr().out.splitlines()
+              if " sweep " in line]
+    assert sorted(sweeps) == sorted(["Tile(px=2, ot=4, cv=4)", "Tile(px=7, ot=8, cv=1)"] * 2
+                                    + ["Split(og=16, rows_per_chunk=1)",
+                                       "Split(og=8, rows_per_chunk=3)"]), sweeps
+
+
+def test_the_benchmark_tf32_table_reports_and_bounds_the_variant(monkeypatch, capsys):
+    """The TF32 table passes the emulated tensor-core kernel, and fails a result off by 1%."""
+    if cuda_emulation.unavailable_reason() is not None:
+        pytest.skip(cuda_emulation.unavailable_reason())
+    from benchmarks import conv_kernels as bench
+    shapes = bench.SHAPES[2:3]
+    with cuda_emulation.emulating():
+        timer = bench.Timer(numpy, warmup=0, repeats=1)
+        rows, failures = bench.measure(numpy, shapes, [2], timer)
+        assert failures == [] and bench.tf32_table(numpy, shapes, [2], timer, rows) == []
+        real = conv_kernels.correlate_tf32
+        monkeypatch.setattr(conv_kernels, "correlate_tf32", lambda *args: real(*args) * 1.01)
+        failed = bench.tf32_table(numpy, shapes, [2], timer, rows)
+    assert [(op, bound) for _, _, op, _, bound in failed] == [("fwd tf32", 2e-3),
+                                                              ("dx tf32", 2e-3)]
+    assert "TF32 tensor cores" in capsys.readouterr().out
+
+
+def test_a_tf32_mode_correlates_on_the_tensor_cores(rng):
+    """The mode's precision reaches the convolution: in a tf32 mode the fused correlation is
+    the TF32 kernel (within TF32 rounding of float64, and not the float32 kernel's bits)."""
+    reason = cuda_emulation.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    x = rng.standard_normal((2, 6, 6, 8)).astype("float32")
+    kernel = rng.standard_normal((16, 8, 3, 3)).astype("float32")
+    padded = PaddedInput(x, 1, (8, 8))
+    expected = conv.correlate(PaddedInput(x.astype("float64"), 1, (8, 8)),
+                              kernel.astype("float64"), 1)
+    results = {}
+    for precision in ("fp32", "tf32"):
+        with cuda_emulation.emulating(), backend.running_on(
+                backend.CPU, backend.Mode("fused", precision=precision)):
+            results[precision] = conv.correlate(padded, kernel, 1)
+    error = {p: numpy.abs(r - expected).max() / numpy.abs(expected).max()
+             for p, r in results.items()}
+    assert error["fp32"] < 1e-6 < error["tf32"] < 3e-3, error

@@ -127,6 +127,16 @@ def test_the_loader_sets_the_floating_type_and_the_include_folder():
     assert CudaKernel.options(numpy.float64)[0] == "-DXPNN_FLOAT=double"
 
 
+def test_a_specialised_kernel_compiles_with_its_defines_and_leaves_the_original_alone():
+    base = CudaKernel("correlate.cu", "xpnn_correlate", ["int64"], block=128)
+    special = base.specialised(XPNN_K=5, XPNN_PX=7).specialised(XPNN_K=3)
+    assert special.compile_options("float32") == (
+        "-DXPNN_FLOAT=float", f"-I{cuda.FOLDER}", "-DXPNN_K=3", "-DXPNN_PX=7")
+    assert base.compile_options("float32") == CudaKernel.options("float32")
+    assert (special.block, special.scalar_types, special.name) == (128, ("int64",),
+                                                                   "xpnn_correlate")
+
+
 def test_emulated_elementwise_kernel_broadcasts_and_writes_given_outputs(emulation):
     axpy = ElementwiseKernel("T x, T a", "T y", "y += a * x", "test_axpy")
     x = numpy.arange(6.0).reshape(2, 3)
@@ -168,6 +178,37 @@ def test_emulated_elementwise_kernel_refuses_what_cupy_refuses(emulation):
         axpy(x)
     axpy(x, numpy.float64(2.0), y)                    # numbers, NumPy's included, take T
     numpy.testing.assert_array_equal(y, [3, 3, 3])
+
+
+BLOCK_SUM = r"""#include "common.cuh"
+// out[block] = the sum of x over the block's threads, through shared memory and barriers
+// (without them, or run thread by thread, threads would read sums not yet written)
+extern "C" __global__ void xpnn_test_block_sum(const T* x, T* out, int broken) {
+    __shared__ T partial[64];
+    const int t = threadIdx.x;
+    partial[t] = x[blockIdx.x * blockDim.x + t];
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (t < half) partial[t] += partial[t + half];
+        if (!broken || t > 0) __syncthreads();
+    }
+    if (t == 0) out[blockIdx.x] = partial[0];
+}
+"""
+
+
+def test_emulated_barriers_hold_and_a_barrier_left_waiting_is_an_error(emulation, tmp_path,
+                                                                       monkeypatch):
+    (tmp_path / "block_sum.cu").write_text(BLOCK_SUM)
+    (tmp_path / "common.cuh").write_text((REPO / "backend" / "common.cuh").read_text())
+    monkeypatch.setattr(cuda, "FOLDER", tmp_path)
+    block_sum = CudaKernel("block_sum.cu", "xpnn_test_block_sum", ["int32"], block=64)
+    x = numpy.arange(cuda_emulation.GRID * 64, dtype=numpy.float64)
+    out = numpy.zeros(cuda_emulation.GRID)
+    block_sum(x.size, (x, out, 0), x.dtype)
+    numpy.testing.assert_array_equal(out, x.reshape(cuda_emulation.GRID, 64).sum(1))
+    with pytest.raises(RuntimeError, match="left threads waiting at a barrier"):
+        block_sum(x.size, (x, out, 1), x.dtype)
 
 
 def _double_kernel(tmp_path, monkeypatch):

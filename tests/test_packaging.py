@@ -171,3 +171,21 @@ def test_the_installed_wheel_runs_from_any_folder(wheel, tmp_path):
     out = run("-m", "xpnn", "train", "-c", "lenet", "--epochs", "1", "--limit-train", "300",
               "--limit-test", "100", "--no-progress", "-o", "run")
     assert "done: last epoch test accuracy" in out and (elsewhere / "run" / "best.npz").is_file()
+
+
+def test_only_xpnn_names_import(tmp_path):
+    """One import path: `xpnn.backend`, never `backend` (outside a checkout's root, where Python
+    itself imports any folder), `xpnn.tests` or `xpnn.benchmarks`."""
+    import subprocess
+    import sys
+    script = ("import importlib\n"
+              "for name in ('backend', 'layers', 'xpnn.tests', 'xpnn.benchmarks', 'xpnn.build'):\n"
+              "    try:\n"
+              "        importlib.import_module(name)\n"
+              "    except ImportError:\n"
+              "        continue\n"
+              "    raise SystemExit(f'{name} imports')\n"
+              "import xpnn.backend, xpnn.cli\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

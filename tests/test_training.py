@@ -19,6 +19,7 @@ from xpnn.data import load_dataset
 from xpnn.training import evaluate, load_checkpoint, load_config, validate_config, read_metrics, resume_run, start_run
 from xpnn.training.config import read_config
 from xpnn.training.batches import epoch_permutation, num_batches, to_float
+from xpnn.nets import ConfigError
 from xpnn.training.errors import CheckpointError, DivergenceError
 from xpnn.training.metrics import METRIC_KEYS, VALIDATION_KEYS, RunningStats
 from xpnn.training.trainer import Trainer
@@ -544,3 +545,22 @@ def test_a_run_from_before_the_validation_split_resumes_holding_nothing_out(tmp_
     resumed = resume_run(run_dir, CPU, progress=False, echo=lambda line: None)
     assert resumed.config["data"]["validation"] == 0 and resumed.train_count == 300
 
+
+
+def test_checking_a_config_draws_no_weight_and_a_resume_builds_the_network_once(tmp_path,
+                                                                                monkeypatch):
+    from xpnn import nets
+    run_dir = tmp_path / "run"
+    start_run(lenet(epochs=2, batch_size=50), CPU, run_dir, **SMALL).save()
+    with monkeypatch.context() as patch:
+        for module in ("xpnn.layers.conv", "xpnn.layers.linear"):
+            patch.setattr(f"{module}.new_rng", lambda rng: pytest.fail("weights were drawn"))
+        config = lenet(epochs=2, batch_size=50)
+        with pytest.raises(ConfigError, match=r"model.layers\[7\] LinearLayer cannot take"):
+            load_config(LENET, {"model.layers.7.in_features": 100})
+    built = []
+    real_build = nets.build
+    monkeypatch.setattr(nets, "build", lambda *args, **kw: built.append(1) or real_build(*args,
+                                                                                         **kw))
+    resume_run(run_dir, CPU, config=config, progress=False, echo=lambda line: None)
+    assert len(built) == 1

@@ -36,7 +36,7 @@ import numpy
 import xpnn
 from xpnn import nets
 from xpnn.backend import Mode, default_mode, get_device, new_rng, running_on
-from xpnn.backend.communicator import SingleProcess
+from xpnn.backend.communicator import Ranks
 from xpnn.training.augment import Augmentation
 from xpnn.training.captured_step import CapturedStep
 from xpnn.training.config import load_config, validate_config
@@ -107,7 +107,7 @@ class StepBench:
         if workers is not None and (not isinstance(workers, int) or workers < 0):
             raise ValueError(f"workers must be None or an integer >= 0, got {workers!r}")
         self.device = get_device(device)
-        self.ranks = ranks if ranks is not None else SingleProcess()
+        self.ranks = ranks if ranks is not None else Ranks()
         config = validate_config(config)  # defaults filled in, as the trainer's config has them
         config["train"]["seed"] = seed
         self.mode = (mode or default_mode(self.device, self.ranks.size)).check(

@@ -11,12 +11,9 @@ Every option draws one value per image, uniformly:
     shear: D       a horizontal shear by an angle in [-D, D] degrees
     flip: true     a left-right mirror image with probability 1/2 (never for digits)
 
-They compose into one affine map per image, applied in a single bilinear warp
-(`backend.warp.warp_affine`); a map of whole-pixel shifts and mirrors alone moves pixels
-exactly. The per-image values are drawn on the host from
-``numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])``: they depend on nothing but the
-run's seed and the step's position, so NumPy and CuPy apply the same transforms and a resumed
-run augments exactly as an uninterrupted one did.
+They compose into one affine map per image, applied in one bilinear warp
+(`backend.warp.warp_affine`), drawn on the host from
+``numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])`` (DESIGN.md: "Augmentation").
 """
 from dataclasses import dataclass
 

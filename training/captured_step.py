@@ -4,13 +4,11 @@ work, as PyTorch's ``make_graphed_callables`` holds a module's.
     step = CapturedStep(TrainingStep(...))
     step(index, lr, maps)          # called as the step itself is
 
-Before each replay the host writes what changes into static device buffers: the batch's indices
-and, with augmentation, its maps (one buffer each per batch size) and the learning rate
-(`SGDOptimizer.keep_lr_on_device`); after it, the step's host bookkeeping (`TrainingStep.count`).
-The step's arrays that it writes in place (weights, optimizer state, running sums) must stay the
-same arrays: the graph writes those it was captured with. It runs in a CUDA-graph mode
-(`backend.dispatch.Mode.graph`), whose products take the capturable GEMM, in the warm-up step
-too, so a replay computes what an eager step in that mode computes, bit for bit.
+Before each replay the batch's indices and maps go into static buffers (one each per batch
+size) and the learning rate into the optimizer's device rate; after it, the step's host count.
+The arrays the step writes in place stay the same arrays. It runs in a graph mode, whose
+products take the capturable GEMM, warm-up included: a replay computes what an eager step in
+that mode computes, bit for bit.
 """
 from xpnn.backend.graphs import CupyGraphs, GraphStep
 

@@ -1,6 +1,6 @@
 """Training configs: read a YAML file and check every section, key and value before any work starts.
 
-    model: {name, input_shape, num_classes, layers}     checked by building the network (nets.build)
+    model: {name, input_shape, num_classes, layers}     checked without drawing weights (nets.check)
     train: {epochs, batch_size, optimizer, lr, momentum | betas and eps, weight_decay, schedule,
             seed, label_smoothing, precision, early_stopping: {patience, min_delta}}
     data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
@@ -237,7 +237,7 @@ def validate_config(config):
                           "data.validation is 0 (nothing held out); hold out some training "
                           "images (data.validation: 5000) or remove train.early_stopping")
     model = copy.deepcopy(config["model"])
-    nets.build(model, seed=train["seed"])  # raises ConfigError naming the layer at fault
+    nets.check(model)  # raises ConfigError naming the layer at fault; draws no weight
     model.setdefault("num_classes", nets.DEFAULT_NUM_CLASSES)
     return {"model": model, "train": train, "data": data}
 

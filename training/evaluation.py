@@ -2,8 +2,7 @@
 the device."""
 from xpnn.training.metrics import evaluate
 
-# Large on a GPU (fewer launches); small on the CPU, where a batch of 1000 doubled the peak
-# memory of a resnet run for no speed.
+# Large on a GPU (fewer launches); small on the CPU, where larger batches cost memory, not time.
 EVAL_BATCH_SIZE = {"cpu": 200, "gpu": 1000}
 
 

@@ -164,16 +164,20 @@ def lock_run_dir(run_dir, what="the run folder", advice="choose another with --o
     try:
         return FolderLock.acquire(run_dir)
     except FolderBusyError as busy:
-        raise RunFolderError(f"{run_dir} is in use: {busy.holder} is writing to it (it holds "
-                             f"{Path(run_dir) / LOCK_NAME}); wait for that run to end or stop it, "
-                             f"or {advice}") from None
+        raise FolderTakenError(f"{run_dir} is in use: {busy.holder} is writing to it (it "
+                               f"holds {Path(run_dir) / LOCK_NAME}); wait for that run to end or "
+                               f"stop it, or {advice}") from None
     except OSError as error:
         raise RunFolderError(f"cannot write to {what} {run_dir}: {error.strerror or error} "
                              f"(cannot lock it); {advice}") from None
 
 
+class FolderTakenError(RunFolderError):
+    """A new run's folder already holds a run, or another process is writing to it."""
+
+
 def _holds_a_run(run_dir):
-    return RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
+    return FolderTakenError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
                           f"with --resume {shlex.quote(str(run_dir))} or choose another --output")
 
 
@@ -281,9 +285,9 @@ def _refuse_early(run_dir):
         raise _holds_a_run(run_dir)
     holder = FolderLock.holder(run_dir)
     if holder is not None:
-        raise RunFolderError(f"{run_dir} is in use: {holder} is writing to it (it holds "
-                             f"{run_dir / LOCK_NAME}); wait for that run to end or stop it, or "
-                             f"choose another with --output")
+        raise FolderTakenError(f"{run_dir} is in use: {holder} is writing to it (it holds "
+                               f"{run_dir / LOCK_NAME}); wait for that run to end or stop it, "
+                               f"or choose another with --output")
 
 
 class RunTrainer(Trainer):
@@ -458,9 +462,11 @@ def _read_last_checkpoint(run_dir):
 
 def _check_same_config(config, saved_config, checkpoint):
     """Refuse a config of another architecture (naming the first mismatched parameter) or one
-    whose training settings differ from the run's."""
-    net = nets.build(config["model"], seed=config["train"]["seed"])
-    check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
+    whose training settings differ from the run's (the given network is built only when its
+    model differs)."""
+    if config["model"] != saved_config["model"]:
+        net = nets.build(config["model"], seed=config["train"]["seed"])
+        check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
     for section in ("model", "train", "data"):
         if json.dumps(config[section], sort_keys=True) != json.dumps(saved_config[section],
                                                                       sort_keys=True):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from xpnn import layers, nets
 from xpnn.backend import available_bytes, cpu_count, format_bytes, set_blas_threads
-from xpnn.backend.communicator import SingleProcess
+from xpnn.backend.communicator import Ranks
 from xpnn.data import DataError, hold_out
 from xpnn.nets import ConfigError
 from xpnn.optim import Schedule, make_optimizer
@@ -75,7 +75,7 @@ def build_model(net, config, device, batch_size, *, dataset_bytes=0, workers=Non
     cores this process may use, shared among the ranks on this host; 0: the bare network with
     BLAS on every core). On a GPU the network computes by itself.
     """
-    ranks = ranks if ranks is not None else SingleProcess()
+    ranks = ranks if ranks is not None else Ranks()
     check_memory_fits(net, batch_size, device, dataset_bytes)
     net.to(device)
     optimizer = make_optimizer(config["train"], net.parameters(), lr)
@@ -136,7 +136,7 @@ def set_up(config, dataset, device, *, limit_train=None, limit_test=None, worker
     `limit_test` validation and test images evaluated; `graph`: each step a CUDA graph. Call it
     in the run's mode (`backend.running_on`). Raises `DataError`, `ConfigError` or
     `TrainingError` naming what does not fit."""
-    ranks = ranks if ranks is not None else SingleProcess()
+    ranks = ranks if ranks is not None else Ranks()
     batch_size = config["train"]["batch_size"]
     net = build_network(config)
     check_dataset_fits(net, dataset, config["model"]["num_classes"])

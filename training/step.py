@@ -1,15 +1,12 @@
 """The training step: the one callable that training, CUDA-graph capture, `xpnn bench` and every
-benchmark run.
+benchmark run (DESIGN.md: "The training step").
 
     step = TrainingStep(model, optimizer, images, labels, stats, ranks)
     step(index, lr, maps)          # gather, /255, warp, forward, loss, sums, backward, update
-
-`run` is the step's device work (what a CUDA graph holds, `training.captured_step`); `count` its
-host bookkeeping (the optimizer's step count, the images seen), done after it.
 """
 from xpnn.backend import get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
-from xpnn.backend.communicator import SingleProcess
+from xpnn.backend.communicator import Ranks
 from xpnn.backend.warp import warp_affine
 from xpnn.training.batches import to_float
 
@@ -31,7 +28,7 @@ class TrainingStep:
         self.model, self.optimizer = model, optimizer
         self.images, self.labels = images, labels
         self.stats = stats
-        self.ranks = ranks if ranks is not None else SingleProcess()
+        self.ranks = ranks if ranks is not None else Ranks()
         self.xp = get_array_module(images)
         self.loss = None
 

@@ -147,7 +147,7 @@ class Trainer:
     def read_stats(self):
         """(loss sum, correct count, images seen) of the epoch so far, over all ranks (a device
         sync; on several ranks a collective, so every rank calls it at the same points)."""
-        self.ranks.settle()  # every read of device values comes through here first
+        self.ranks.wait()  # every read of device values comes through here first
         sums = numpy.array(self.stats.read(), dtype=numpy.float64)
         self.ranks.sum_in_rank_order(sums)
         return float(sums[0]), int(sums[1]), int(sums[2])

@@ -9,19 +9,11 @@ Subpackages: backend (devices, and the array primitives layers are written with,
 implementation per device), layers, nets (networks built from configs), optim, data (IDX files,
 MNIST), training (configs, the loop, checkpoints), inference (trained networks on new images,
 ONNX export), tools (bench, parity), configs (the shipped YAML files) and cli (the `xpnn`
-command). `import xpnn` imports none of them, so the command line starts fast: `xpnn.fit`
-is imported on first use.
+command). `import xpnn` imports none of them, so the command line starts fast: `xpnn.fit` is
+imported on first use. In a checkout they are the top-level folders, which pyproject.toml maps
+into the package: install it (``pip install -e .``) to import them.
 """
-from pathlib import Path as _Path
-
 __version__ = "0.2.0"
-
-# An installed xpnn holds its subpackages in this folder. In a checkout they are the folders
-# beside it (backend/, layers/, ...), which pyproject.toml maps into the package on install:
-# look for them there too.
-_HERE = _Path(__file__).resolve().parent
-if not (_HERE / "backend").is_dir():
-    __path__.append(str(_HERE.parent))
 
 
 def __getattr__(name):
