@@ -21,6 +21,7 @@ from xpnn.backend import get_device
 from xpnn.data import Dataset
 from xpnn.nets.config import ConfigError
 from xpnn.training.checkpoint import LAST_NAME
+from xpnn.training.errors import RunFolderError
 from xpnn.training.config import ARRAYS, find_config, read_config, validate_config
 from xpnn.training.metrics import best_epoch
 from xpnn.training.overrides import Override, apply_overrides, blame
@@ -87,9 +88,15 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
         if not (Path(run_dir) / LAST_NAME).exists():
             raise FileNotFoundError(f"cannot resume {run_dir}: it holds no {LAST_NAME}")
     checked = _checked_config(config, {**settings, **data_settings})
+    if resume and run_dir is None:
+        raise ValueError("resume=True continues the run in run_dir: give run_dir (or "
+                         "resume_from=RUN)")
     if run_dir is None:
         run_dir = default_run_dir(_name_of(config))
     run_dir = Path(run_dir)
+    if not resume and (run_dir / LAST_NAME).exists():
+        raise RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
+                             f"with resume=True, or give another run_dir")
     if resume and (run_dir / LAST_NAME).exists():
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
