@@ -97,6 +97,9 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     if not resume and (run_dir / LAST_NAME).exists():
         raise RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
                              f"with resume=True, or give another run_dir")
+    if resume and init_from is not None and (run_dir / LAST_NAME).exists():
+        raise ValueError(f"init_from starts a new run, but {run_dir} holds one to resume: drop "
+                         f"init_from, or give another run_dir")
     if resume and (run_dir / LAST_NAME).exists():
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
