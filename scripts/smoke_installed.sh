@@ -20,6 +20,7 @@ xpnn describe -c resnet | tail -1
 xpnn describe -c resnet --shapes | tail -2 | head -1
 xpnn train -c lenet --epochs 1 --limit-train 10000 --limit-test 500 --no-progress -o run
 xpnn evaluate run --limit-test 500 | sed -n 2p
+python -c 'import xpnn; h = xpnn.fit("lenet", epochs=1, limit_train=2000, limit_test=500, run_dir="fit", progress=False, echo=None); print("-- xpnn.fit:", h[-1]["test_acc"])'
 xpnn evaluate run --limit-test 500 --json -o report.json > /dev/null
 python -c 'import json; report = json.load(open("report.json")); assert report["images"] == 500; print("-- evaluate --json:", report["accuracy"])'
 test "$(wc -l < run/metrics.csv)" -eq 2

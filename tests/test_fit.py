@@ -217,3 +217,13 @@ def test_fit_extends_a_finished_run_given_more_epochs(tmp_path, mnist):
                     test=arrays(mnist, 300, 50), epochs=3, batch_size=20,
                     resume_from=first.run_dir, progress=False, echo=None)
     assert [record["epoch"] for record in more] == [1, 2, 3] and more[:2] == first
+
+
+def test_fit_without_data_trains_on_the_configs_dataset_and_guards_its_folder(tmp_path):
+    history = xpnn.fit("lenet", epochs=1, batch_size=25, limit_train=50, limit_test=40,
+                       run_dir=tmp_path / "run", progress=False, echo=None)
+    assert len(history) == 1 and history[0]["test_acc"] is not None
+    with pytest.raises(RunFolderError, match="resume=True"):
+        xpnn.fit("lenet", epochs=1, run_dir=tmp_path / "run", progress=False, echo=None)
+    with pytest.raises(ValueError, match="give run_dir"):
+        xpnn.fit("lenet", epochs=1, resume=True, progress=False, echo=None)

@@ -21,6 +21,7 @@ from xpnn.backend import get_device
 from xpnn.data import Dataset
 from xpnn.nets.config import ConfigError
 from xpnn.training.checkpoint import LAST_NAME
+from xpnn.training.errors import RunFolderError
 from xpnn.training.config import ARRAYS, find_config, read_config, validate_config
 from xpnn.training.metrics import best_epoch
 from xpnn.training.overrides import Override, apply_overrides, blame
@@ -73,6 +74,8 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     before any training when something does not fit.
     """
     device = get_device(device) if isinstance(device, str) else device
+    # print: the epoch lines go through tqdm.write, as the command line's do (beside the bar)
+    trainer_echo = None if echo is print else (echo or (lambda line: None))
     echo = echo or (lambda line: None)
     settings = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
                 "train.seed": seed, **(overrides or {})}
@@ -85,20 +88,30 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
         if not (Path(run_dir) / LAST_NAME).exists():
             raise FileNotFoundError(f"cannot resume {run_dir}: it holds no {LAST_NAME}")
     checked = _checked_config(config, {**settings, **data_settings})
+    if resume and run_dir is None:
+        raise ValueError("resume=True continues the run in run_dir: give run_dir (or "
+                         "resume_from=RUN)")
     if run_dir is None:
         run_dir = default_run_dir(_name_of(config))
     run_dir = Path(run_dir)
+    if not resume and (run_dir / LAST_NAME).exists():
+        raise RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
+                             f"with resume=True, or give another run_dir")
+    if resume and init_from is not None and (run_dir / LAST_NAME).exists():
+        raise ValueError(f"init_from starts a new run, but {run_dir} holds one to resume: drop "
+                         f"init_from, or give another run_dir")
     if resume and (run_dir / LAST_NAME).exists():
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
-                             progress=progress, echo=echo, epochs=epochs)
+                             progress=progress, echo=trainer_echo, epochs=epochs)
         echo(f"nothing to do: {run_dir} {finished_what(trainer)}" if trainer.finished else
              f"resuming {run_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
              f"{trainer.steps_per_epoch} on {device.name}")
     else:
         trainer = start_run(checked, device, run_dir, dataset=dataset, limit_train=limit_train,
                             limit_test=limit_test, checkpoint_every=checkpoint_every,
-                            workers=workers, progress=progress, echo=echo, init_from=init_from)
+                            workers=workers, progress=progress, echo=trainer_echo,
+                            init_from=init_from)
         echo(start_line(trainer, device.name))
     finished = trainer.finished
     records = trainer.fit()

@@ -14,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from xpnn.backend.communicator import world
 from xpnn.nets.config import ConfigError
 from xpnn.training.checkpoint import LAST_NAME
 from xpnn.training.files import atomic_write
@@ -59,15 +60,18 @@ def parse_seeds(text):
 def run_seeds(config, device, parent, seeds, echo=print, **options):
     """Train `config` once per seed of `seeds` into PARENT/seed-K (`start_run`'s `options`),
     resuming a seed's run that is there already; return the `SeedResult`s, also written to
-    PARENT/seeds.json."""
+    PARENT/seeds.json (by rank 0)."""
     parent = Path(parent)
+    ranks = options.get("ranks") or world(device)
+    options = {**options, "ranks": ranks}
+    resumed = {key: value for key, value in options.items()
+               if key in ("data_dir", "checkpoint_every", "workers", "ranks", "progress", "mode")}
     results = []
     for seed in seeds:
         run_dir = parent / f"seed-{seed}"
         seeded = {**config, "train": {**config["train"], "seed": seed}}
-        if (run_dir / LAST_NAME).exists():
-            trainer = resume_run(run_dir, device, config=seeded, echo=echo,
-                                 progress=options.get("progress", True))
+        if ranks.on_root((run_dir / LAST_NAME).exists):
+            trainer = resume_run(run_dir, device, config=seeded, echo=echo, **resumed)
             echo(f"seed {seed}: {run_dir} " + ("is finished" if trainer.finished else
                                                f"resumes at epoch {trainer.epoch + 1}"))
         else:
@@ -75,10 +79,10 @@ def run_seeds(config, device, parent, seeds, echo=print, **options):
             echo(f"seed {seed}: run folder {run_dir}")
         records = trainer.fit()
         results.append(result_of(seed, run_dir, records))
-    parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(parent / SUMMARY_NAME, lambda f: json.dump(
-        {"seeds": [asdict(result) for result in results], **summary(results)}, f, indent=1),
-        binary=False)
+    if ranks.is_root:
+        atomic_write(parent / SUMMARY_NAME, lambda f: json.dump(
+            {"seeds": [asdict(result) for result in results], **summary(results)}, f, indent=1),
+            binary=False)
     return results
 
 
