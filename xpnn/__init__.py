@@ -13,7 +13,7 @@ command). `import xpnn` imports none of them, so the command line starts fast: `
 is imported on first use. In a checkout they are the top-level folders, which pyproject.toml
 maps into the package: install it (``pip install -e .``) to import them.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name):
