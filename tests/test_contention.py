@@ -208,3 +208,32 @@ def test_a_run_without_output_takes_the_next_name_when_its_default_is_taken(tmp_
     assert f"run folder {Path('runs') / 'lenet-20260101-120000-2'}:" in result.stdout
     assert (tmp_path / "runs" / "lenet-20260101-120000-2" / "last.npz").exists()
     assert len(calls) == 2 and sorted(path.name for path in taken.iterdir()) == [LOCK_NAME]
+
+
+def test_a_stop_signal_during_the_release_waits_until_the_lock_file_is_gone(tmp_path,
+                                                                             monkeypatch):
+    """A SIGTERM that arrives while the lock is given up (seen in CI: a run stopped as it
+    finished left its .xpnn.lock) is delivered once the release is done."""
+    from xpnn.training import files
+
+    class Stop(Exception):
+        pass
+
+    def stop(number, frame):
+        raise Stop
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        lock = FolderLock.acquire(tmp_path)
+        same_file = files._same_file
+
+        def signalled_midway(fd, path):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return same_file(fd, path)
+
+        monkeypatch.setattr(files, "_same_file", signalled_midway)
+        with pytest.raises(Stop):
+            lock.release()
+        assert not (tmp_path / LOCK_NAME).exists()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

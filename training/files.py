@@ -1,9 +1,12 @@
 """Crash-safe file writes (a reader sees the old file or the new one, never a partial one), and
 the lock that makes one process at a time the writer of a folder."""
+import contextlib
 import fcntl
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -126,25 +129,41 @@ class _HeldLock:
 
     def release(self):
         """Remove what an unfinished start wrote, then the lock file (while still holding the
-        lock, so no other process can be holding it), then drop the OS lock."""
+        lock, so no other process can be holding it), then drop the OS lock; a stop signal
+        arriving meanwhile is delivered once that is done, so it cannot leave half of it."""
         if self.closed:
             return
-        self.closed = True
-        _HELD.pop(self.identity, None)
-        try:
-            if self.undo_unless is not None and not self.undo_unless.exists():
-                for path in reversed(self.written):
-                    _unlink_quietly(path)
-            if _same_file(self.fd, self.folder / LOCK_NAME):
-                _unlink_quietly(self.folder / LOCK_NAME)
-            if self.created_folder and self.undo_unless is not None \
-                    and not self.undo_unless.exists():
-                try:
-                    self.folder.rmdir()  # only if empty: nothing of anyone else's is lost
-                except OSError:
-                    pass
-        finally:
-            os.close(self.fd)
+        with _stop_signals_deferred():
+            self.closed = True
+            _HELD.pop(self.identity, None)
+            try:
+                if self.undo_unless is not None and not self.undo_unless.exists():
+                    for path in reversed(self.written):
+                        _unlink_quietly(path)
+                if _same_file(self.fd, self.folder / LOCK_NAME):
+                    _unlink_quietly(self.folder / LOCK_NAME)
+                if self.created_folder and self.undo_unless is not None \
+                        and not self.undo_unless.exists():
+                    try:
+                        self.folder.rmdir()  # only if empty: nothing of anyone else's is lost
+                    except OSError:
+                        pass
+            finally:
+                os.close(self.fd)
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred():
+    """SIGINT and SIGTERM held back for the block and delivered when it ends (in the main
+    thread, where Python runs signal handlers; elsewhere a block that changes nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 _HELD = {}  # (device, inode) of the folder -> _HeldLock, for the folders this process holds
