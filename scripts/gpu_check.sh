@@ -240,5 +240,6 @@ echo
 echo "== summary"
 cat "$SUMMARY"
 echo
-tail -n +"$(grep -n '^| config' "$OUT/bench.txt" | cut -d: -f1)" "$OUT/bench.txt"
+first=$(grep -n '^| config' "$OUT/bench.txt" | head -1 | cut -d: -f1)
+if [ -n "$first" ]; then tail -n +"$first" "$OUT/bench.txt"; else echo "(no step-time table: see the log)"; fi
 exit $status
