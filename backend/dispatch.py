@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import dataclasses
 
+from xpnn.backend import cuda
 from xpnn.backend.device import DeviceUnavailableError
 
 IMPLEMENTATIONS = ("cpu", "gpu", "fused")
@@ -108,7 +109,6 @@ def using(name):
 
 def implementation(xp):
     """``"cpu"``, ``"gpu"`` or ``"fused"``: which implementation computes on arrays of `xp`."""
-    from xpnn.backend import cuda
     chosen = mode().implementation
     on_numpy = xp.__name__ == "numpy"
     if chosen == "fused" and on_numpy and not cuda.runs_on_host():

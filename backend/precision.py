@@ -13,8 +13,6 @@ tolerances below are checked on the CPU too.
 """
 import numpy
 
-from xpnn.backend.dispatch import PRECISIONS  # noqa: F401  (the names this module rounds to)
-
 MANTISSA_BITS = {"tf32": 10, "bf16": 7}
 # Largest relative error (max |error| / max |reference|, per tensor, against float64) that a
 # whole network's outputs and gradients may show at each precision (`xpnn parity`, the tests).
