@@ -116,10 +116,11 @@ class _Count(click.types.IntRange):
 
 
 processes_option = click.option(
-    "--processes", type=_Count("XPNN_PROCESSES"), default=1, envvar="XPNN_PROCESSES",
+    "--processes", type=_Count("XPNN_PROCESSES"), envvar="XPNN_PROCESSES",
     help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), each on its slice of "
-         "every batch; the same as mpiexec -n N xpnn train ...; on 2 cores 2 ranks were 8-21% "
-         "faster than 2 threads, with the same results  [default: 1, or XPNN_PROCESSES]")
+         "every batch; the same as mpiexec -n N xpnn train ...; 1: one process, on --workers "
+         "threads  [default: XPNN_PROCESSES, else on the CPU one rank per core where mpiexec is "
+         "installed (faster than threads, same results), else 1; a resumed run's own count]")
 
 # -- configs and their overrides -------------------------------------------------------------------
 

@@ -1,11 +1,14 @@
-"""The command line as one rank of several: which device a rank takes, starting the ranks
-(`--processes`), and ending every rank together, with an error, when one of them fails."""
+"""The command line as one rank of several: how many ranks a CPU run starts by default, which
+device a rank takes, starting the ranks (`--processes`), and ending every rank together, with an
+error, when one of them fails."""
+import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -33,14 +36,56 @@ def rank_device(spec):
     return device, world(device)
 
 
+def default_processes(device_spec, batch_size, workers=None, resume_dir=None):
+    """(ranks, note) for `xpnn train` without --processes: the launch measured fastest.
+
+    On the CPU, with mpi4py and mpiexec installed, one rank per core (at most one per image of a
+    batch), measured faster than as many threads and with the same results (BENCHMARKS.md, "The
+    CPU's default launch"). Otherwise 1: one process, whose
+    `--workers` threads share the cores. A resumed run keeps the count it was trained with.
+    `note` is a line to show the user where ranks would help but cannot start, else None."""
+    from xpnn.backend import cpu_count
+    from xpnn.backend.communicator import launched_size
+    from xpnn.backend.device import parse_device_name
+
+    if launched_size() > 1 or parse_device_name(device_spec) is not None or workers is not None:
+        return 1, None
+    if resume_dir is not None:
+        return _saved_ranks(resume_dir), None
+    count = min(cpu_count(), batch_size)
+    if count < 2:
+        return 1, None
+    if find_mpiexec() is None or importlib.util.find_spec("mpi4py") is None:
+        return 1, (f"training on {count} threads; with pip install 'xpnn[mpi]' it would run as "
+                   f"{count} ranks, measured faster, with the same results")
+    return count, None
+
+
+def _saved_ranks(run_dir):
+    """The number of ranks the run in `run_dir` was trained on (1 where its checkpoint cannot be
+    read: resuming then says why)."""
+    from xpnn.training.checkpoint import LAST_NAME, load_checkpoint
+
+    try:
+        state = load_checkpoint(Path(run_dir) / LAST_NAME).state
+    except Exception:  # noqa: BLE001 (the resume itself reports what is wrong)
+        return 1
+    return state.ranks if state is not None else 1
+
+
+def find_mpiexec():
+    """The mpiexec beside this Python (the mpich wheel's), else the first on PATH, else None."""
+    here = os.path.dirname(sys.executable)
+    return shutil.which("mpiexec", path=here) or shutil.which("mpiexec")
+
+
 def start_ranks(count, argv=None):
     """Run this command again as `count` ranks through mpiexec; return its exit code."""
     from xpnn.backend.communicator import launched_size
 
     if launched_size() > 1:
         raise click.UsageError("--processes starts the ranks itself; under mpiexec leave it out")
-    here = os.path.dirname(sys.executable)
-    mpiexec = shutil.which("mpiexec", path=here) or shutil.which("mpiexec")
+    mpiexec = find_mpiexec()
     if mpiexec is None:
         raise click.UsageError(f"--processes {count} needs mpiexec, which is not installed; "
                                f"pip install 'xpnn[mpi]' (mpi4py and the mpich wheel)")

@@ -79,7 +79,7 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
 def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
            resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test,
            checkpoint_every, workers, processes, dataset, data_dir, progress):
-    from xpnn.cli.ranks import rank_device, start_ranks
+    from xpnn.cli.ranks import default_processes, rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
     from xpnn.training.fit import done_line, finished_what, start_line
@@ -111,6 +111,11 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         seeds = parse_seeds(seeds_text)
 
     config = load_config(config_spec, overrides) if config_spec is not None else None
+    if processes is None:
+        processes, note = default_processes(
+            device, config["train"]["batch_size"] if config else 1, workers, resume_dir)
+        if note:
+            click.echo(f"note: {note}", err=True)
     if processes > 1 and not _set_for_ranks_by_environment():
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)

@@ -13,7 +13,9 @@ import os
 # thread waiting for a busy core made a batch-2 resnet forward 25x slower (40 ms against 1.5 ms).
 # Must be set before NumPy is first imported; set the variable yourself to override.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.pop("XPNN_PROCESSES", None)  # a user's default for `xpnn train`; the tests choose
+# One process per `xpnn train` unless a test asks for ranks: by default a CPU run would start one
+# MPI rank per core (`cli.ranks.default_processes`, tested on its own), in every test.
+os.environ["XPNN_PROCESSES"] = "1"
 
 import numpy  # noqa: E402  (after the thread setting above)
 import pytest  # noqa: E402

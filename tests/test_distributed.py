@@ -279,3 +279,23 @@ def test_the_rank_benchmark_runs_and_reports_every_column(tmp_path):
     row = json.loads(results.read_text())["rows"][0]
     assert all(row[key]["ms"] > 0 for key in ("ranks_n", "ranks_1", "threads"))
     assert 0 <= row["ranks_n"]["sum_ms"] <= row["ranks_n"]["ms"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the default launch of one core is "
+                    "one process; this test needs 2 cores")
+def test_a_cpu_run_starts_one_rank_per_core_by_default_and_resumes_on_as_many(tmp_path):
+    two_cores = set(sorted(os.sched_getaffinity(0))[:2])
+    default = {key: value for key, value in os.environ.items() if key != "XPNN_PROCESSES"}
+    done = subprocess.run([*RUN, *SHORT, "--epochs", "2", "-o", str(tmp_path / "run")], cwd=REPO,
+                          text=True, capture_output=True, timeout=240, env=default,
+                          preexec_fn=lambda: os.sched_setaffinity(0, two_cores))
+    assert done.returncode == 0, done.stderr
+    assert "on 2 ranks (cpu each)" in done.stdout
+    assert load_checkpoint(tmp_path / "run" / "last.npz").state.ranks == 2
+    resumed = subprocess.run([*RUN, "--resume", str(tmp_path / "run"), "--epochs", "3",
+                              "--no-progress"], cwd=REPO, text=True, capture_output=True,
+                             timeout=240, env=default,
+                             preexec_fn=lambda: os.sched_setaffinity(0, {min(two_cores)}))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "on 2 ranks (cpu each)" in resumed.stdout  # its own count, not this one core's
