@@ -63,13 +63,18 @@ def ready_folder(folder, advice):
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(handle)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as error:
         raise RunFolderError(f"cannot write to the run folder {folder}: "
                              f"{error.strerror or error} ({error.filename or folder}); "
                              f"{advice}") from None
+
+
+def probe_writable(folder):
+    """Create and remove a file in `folder`; `OSError` if it cannot."""
+    handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _naming(error, path):
@@ -96,10 +101,7 @@ def fsync_folder(folder):
 def remove_stale_temporaries(folder):
     """Delete temporary files left by writes that a crash (e.g. SIGKILL) cut short."""
     for stale in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        try:
-            stale.unlink()
-        except OSError:
-            pass
+        _unlink_quietly(stale)
 
 
 # -- one writer per folder -------------------------------------------------------------------------
