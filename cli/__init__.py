@@ -1,9 +1,7 @@
 """The command line: ``xpnn COMMAND`` (installed), ``python -m xpnn`` or ``python run.py``.
 
-One module per command (train, evaluate, describe, plot, bench, parity); `main` (the module)
-holds the group and turns the library's errors into one-line messages; `options` the options
-they share; `stopping` what SIGINT and SIGTERM do. Importing this package imports nothing else,
-so that `main()` can install the signal handlers before anything heavy is imported.
+Importing this package imports only `stopping`, so that `main()` can install the signal
+handlers before anything heavy is imported (the modules: DESIGN.md, "Packages").
 """
 import sys
 

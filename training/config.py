@@ -182,18 +182,10 @@ def _children(node):
 
 
 def load_config(path, overrides=()):
-    """Read the YAML config at `path`, apply `overrides`, and check it all.
-
-    Args:
-        path: a YAML file with the sections model, train and (optionally) data, or the name of
-            a config shipped with xpnn (see `find_config`).
-        overrides: `Override`s from the command line, or a mapping {dotted key: value}
-            (``{"train.epochs": 1}``); None values are ignored.
-    Returns:
-        The checked config as a new dict, defaults filled in (see `validate_config`).
-    Raises:
-        ConfigError: the message starts with the file name, or with the flags at fault.
-    """
+    """The config at `path` (a YAML file or a shipped name, `find_config`) with `overrides`
+    (`Override`s, or {dotted key: value}, ``{"train.epochs": 1}``; None values ignored) set,
+    checked, defaults filled in (`validate_config`); `ConfigError` starting with the file name
+    or with the flags at fault."""
     if isinstance(overrides, dict):
         overrides = [Override(key, value) for key, value in overrides.items()]
     overrides = [override for override in overrides if override.value is not None]

@@ -217,12 +217,10 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
 
     The data are loaded and the network built before the folder is created, so bad input
     leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps. `ranks`
-    (default: the world this process was launched into): rank 0 alone touches the folder and
-    any error it meets there is raised on every rank. `mode`: how the backend computes
-    (`Trainer`). `dataset`: a `data.Dataset` to train on instead of the config's (arrays given
-    in Python). `init_from`: a run folder (its best.npz, else last.npz) or .npz checkpoint
-    whose weights the network starts from instead of drawn ones (fine-tuning; the optimizer
-    and schedule start afresh); its network must have the same parameters.
+    (default: this process's world): rank 0 alone touches the folder, and its errors are raised
+    on every rank. `mode`: `Trainer`'s. `dataset`: a `data.Dataset` instead of the config's.
+    `init_from`: a run folder (best.npz, else last.npz) or .npz checkpoint of the same
+    parameters whose weights replace the drawn ones (optimizer and schedule start afresh).
     """
     ranks = ranks if ranks is not None else world(device)
     if data_dir is not None:
