@@ -5,11 +5,10 @@ throughout, or tensor-core inputs.
     tf32   inputs rounded to TF32 (10 mantissa bits), float32 accumulation
     bf16   inputs rounded to bfloat16 (7 mantissa bits), float32 accumulation
 
-Weights, activations and gradients stay float32 arrays whatever the precision (the master
-weights are float32): only the operands of each product are rounded where it is computed, as
-cuBLAS's ``CUBLAS_COMPUTE_32F_FAST_TF32`` and ``..._FAST_16BF`` compute types do.
-`round_inputs` is that rounding in NumPy: the tests' stand-in for cuBLAS applies it, so the
-tolerances below are checked on the CPU too.
+Weights, activations and gradients stay float32: only the operands of each product are
+rounded, as cuBLAS's FAST_TF32 and FAST_16BF compute types do. `round_inputs` is that rounding
+in NumPy, which the tests' stand-in for cuBLAS applies, so the tolerances are checked on the
+CPU too.
 """
 import numpy
 

@@ -192,11 +192,8 @@ def parse_idx(data, source="<bytes>"):
 
 
 def read_idx(path):
-    """The uint8 array stored in the IDX file at `path` (raw or .gz), shaped as its header says.
-
-    The array is a read-only view of the file's bytes. Raises `DataError` for any problem with the
-    file, naming it, what was wrong and what was expected.
-    """
+    """The uint8 array stored in the IDX file at `path` (raw or .gz), shaped as its header says
+    (a read-only view of the file's bytes); `DataError` for any problem with the file."""
     return parse_idx(read_idx_bytes(path), str(path))
 
 

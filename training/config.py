@@ -42,10 +42,8 @@ POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
 
 def find_config(spec):
     """The config file `spec` names: a path to a YAML file, or the name of a shipped config
-    (``resnet``, ``resnet.yaml`` or ``configs/resnet.yaml`` where no such file exists here).
-
-    Raises `ConfigError` listing the shipped names when it is neither.
-    """
+    (``resnet``, ``resnet.yaml`` or ``configs/resnet.yaml`` where no such file exists here);
+    `ConfigError` listing the shipped names when it is neither."""
     path = Path(spec)
     if path.is_file():
         return path
@@ -64,11 +62,8 @@ def find_config(spec):
 
 
 def read_config(path):
-    """The raw mapping in the YAML file at `path` (unchecked); `ConfigError` if it cannot be read.
-
-    Bounded: at most `MAX_CONFIG_BYTES`, `MAX_CONFIG_DEPTH` levels of nesting and
-    `MAX_CONFIG_VALUES` values with aliases expanded (see `parse_yaml`).
-    """
+    """The raw mapping in the YAML file at `path` (unchecked, read within `parse_yaml`'s
+    bounds and `MAX_CONFIG_BYTES`); `ConfigError` if it cannot be read."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -214,8 +209,7 @@ def validate_config(config):
     train.betas [0.9, 0.999] and train.eps 1e-8 (adam and adamw only), train.weight_decay 0
     (0.01 for adamw, as PyTorch's), train.schedule {name: constant}, train.seed 0,
     train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None,
-    data.validation 5000,
-    data.augment {} (none).
+    data.validation 5000, data.augment {} (none).
     """
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
