@@ -164,19 +164,15 @@ def _remembered_toolkit_problem(cupy, gpu_id):
     starts cuBLAS) is written to `probe_cache_path()` and later processes skip it. A failing
     one is never remembered."""
     key, path = _setup_key(cupy, gpu_id), probe_cache_path()
-    try:
+    with contextlib.suppress(OSError):
         if key is not None and key in path.read_text().splitlines():
             return None
-    except OSError:
-        pass
     problem = _toolkit_problem(cupy, gpu_id)
     if problem is None and key is not None:
-        try:
+        with contextlib.suppress(OSError):  # a read-only home: probe again next time
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as file:
                 file.write(key + "\n")
-        except OSError:  # a read-only home: probe again next time
-            pass
     return problem
 
 

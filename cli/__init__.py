@@ -3,6 +3,7 @@
 Importing this package imports only `stopping`, so that `main()` can install the signal
 handlers before anything heavy is imported (the modules: DESIGN.md, "Packages").
 """
+import contextlib
 import sys
 
 from xpnn.cli import stopping
@@ -44,10 +45,8 @@ def _release_folders():
     checkpoint)."""
     files = sys.modules.get("xpnn.training.files")
     if files is not None:
-        try:
+        with contextlib.suppress(Exception):  # at exit: the OS drops the locks anyway
             files.release_all()
-        except Exception:  # at exit: the OS drops the locks anyway
-            pass
 
 
 def _restore_main():

@@ -10,6 +10,7 @@ A signal that arrives once the command is over makes its exit code 128 + the sig
 during the exit itself ends the process at once with that code.
 """
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -48,20 +49,16 @@ def _on_signal(number, frame):
 
 def _exit_now(code):
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):  # a closed or broken stream: nothing more to say
             stream.flush()
-        except Exception:  # a closed or broken stream: nothing more can be said
-            pass
     os._exit(code)
 
 
 def install():
     """Make SIGINT and SIGTERM raise `Stopped` (in the main thread; elsewhere a no-op)."""
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
         for number in STOP_SIGNALS:
             signal.signal(number, _on_signal)
-    except ValueError:  # not the main thread: the caller handles signals
-        pass
 
 
 def run(command, describe=None, finish=None):

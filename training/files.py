@@ -45,10 +45,8 @@ def atomic_write(path, write, binary=True):
             os.fsync(f.fileno())
         os.replace(temp_name, path)
     except BaseException as error:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
         if isinstance(error, OSError):
             raise _naming(error, path) from None
         raise
@@ -91,9 +89,8 @@ def fsync_folder(folder):
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -146,10 +143,8 @@ class _HeldLock:
                     _unlink_quietly(self.folder / LOCK_NAME)
                 if self.created_folder and self.undo_unless is not None \
                         and not self.undo_unless.exists():
-                    try:
+                    with contextlib.suppress(OSError):
                         self.folder.rmdir()  # only if empty: nothing of anyone else's is lost
-                    except OSError:
-                        pass
             finally:
                 os.close(self.fd)
 
@@ -310,7 +305,5 @@ def _same_file(fd, path):
 
 
 def _unlink_quietly(path):
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
