@@ -8,15 +8,8 @@ primitives that layers are written with.
 The primitives' modules are listed in DESIGN.md ("Packages").
 """
 from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
-from xpnn.backend.device import (
-    CPU,
-    Device,
-    DeviceUnavailableError,
-    device_of,
-    get_array_module,
-    get_device,
-    gpu_unavailable_reason,
-)
+from xpnn.backend.device import (CPU, Device, DeviceUnavailableError, device_of, get_array_module,
+                                 get_device, gpu_unavailable_reason)
 from xpnn.backend.dispatch import (IMPLEMENTATIONS, PRECISIONS, Mode, ModeError, command_mode,
                                    default_mode, implementation, mode, mode_for, running_on, using)
 from xpnn.backend.memory import available_bytes, format_bytes

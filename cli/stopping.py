@@ -19,12 +19,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Stopped(BaseException):
-    """A SIGINT or SIGTERM arrived outside the training loop. A BaseException, as
-    KeyboardInterrupt is, so that no `except Exception` swallows it.
-
-    Attributes: signal_number; run_dir, set by `xpnn train` when the run it was working on can
-    be resumed (else None).
-    """
+    """A SIGINT or SIGTERM (`signal_number`) arrived outside the training loop; a BaseException,
+    so that no `except Exception` swallows it. `run_dir`: set by `xpnn train` when the run it
+    was working on can be resumed."""
 
     def __init__(self, signal_number):
         super().__init__(f"{signal.Signals(signal_number).name}: stopped")

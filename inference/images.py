@@ -63,23 +63,17 @@ PREPARATIONS = {
 
 @dataclass
 class InputImage:
-    """One image as the network will see it.
-
-    name: the file, or ``file[i]`` for image i of an IDX file. pixels: (H, W) uint8, light on
-    dark. inverted: whether it was dark on light (None for an IDX image, taken as it is).
-    """
+    """One image as the network will see it: `name`, the file (``file[i]`` in an IDX file);
+    `pixels`, (H, W) uint8 light on dark; `inverted`, whether it was dark on light (None: IDX)."""
     name: str
     pixels: numpy.ndarray
     inverted: bool = None
 
 
 def read_images(sources, size, preparation=PREPARATIONS["mnist"]):
-    """The `InputImage`s of `sources` (files and folders), each (H, W) = `size`.
-
-    Folders contribute their image files (by suffix, sorted by name, not recursing). Raises
-    `ImageError` naming the first source that is missing, empty, not an image, blank, an IDX
-    file of other sizes, or a folder without images.
-    """
+    """The `InputImage`s of `sources` (files, and folders' image files by name), each (H, W) =
+    `size`; `ImageError` naming the first source that is missing, empty, not an image, blank,
+    an IDX file of other sizes, or a folder without images."""
     images = []
     for path in expand_folders(sources):
         if _is_idx(_read_start(path)):
@@ -272,10 +266,8 @@ def _idx_images(path, size):
 
 
 def _open_picture(path):
-    """The picture at `path` as (h, w) uint8 levels, light on dark or dark on light.
-
-    Its size is read from the file's header and checked against `MAX_PIXELS` before anything is
-    decoded."""
+    """The picture at `path` as (h, w) uint8 levels, either polarity; its size is checked
+    against `MAX_PIXELS` from the header, before anything is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on damaged files: the result says

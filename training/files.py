@@ -212,12 +212,9 @@ class FolderLock:
 
     @classmethod
     def acquire(cls, folder):
-        """Take the lock of the existing folder `folder` without waiting.
-
-        Raises `FolderBusyError` naming the holder when another process has it, and `OSError`
-        when the lock file cannot be created (a read-only folder) or locked (a file system
-        without locks).
-        """
+        """Take the lock of the existing folder `folder` without waiting: `FolderBusyError`
+        naming the holder when another process has it, `OSError` when the lock file cannot be
+        created or locked."""
         folder = Path(folder)
         identity = _identity(folder)
         if identity in _HELD:
