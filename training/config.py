@@ -282,13 +282,13 @@ def validate_adam_options(train, name):
     """{betas, eps, weight_decay} of an adam or adamw train section, defaults filled in."""
     _refuse_options_of_others(train, name, ("momentum",))
     betas = train.get("betas", list(DEFAULT_BETAS))
+    bad = ConfigError(f"train.betas must be a list of two numbers in [0, 1), like [0.9, 0.999], "
+                      f"got {betas!r}")
     if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
-                          f"[0.9, 0.999], got {betas!r}")
+        raise bad
     checked = [_finite(f"train.betas.{index}", beta, low=0) for index, beta in enumerate(betas)]
     if max(checked) >= 1:
-        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
-                          f"[0.9, 0.999], got {betas!r}")
+        raise bad
     default_decay = 0.01 if name == "adamw" else 0.0
     return {"betas": checked,
             "eps": _finite("train.eps", train.get("eps", DEFAULT_EPS), low=0, low_open=True),
