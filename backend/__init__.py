@@ -5,22 +5,11 @@ primitives that layers are written with.
     x = device.send(host_array)     # host -> device
     xp = get_array_module(x)        # inside a layer: the module that owns x
 
-Primitives, each module holding its ``cpu``, ``gpu`` and ``fused`` implementations, chosen by
-the execution mode (`dispatch`): `conv` (patch matrices, or direct kernels in `conv_kernels`),
-`matmul` (on a GPU in a graph mode or a tensor-core precision, cuBLAS called directly), `pool`,
-`activations`, `loss`, `updates`, `batch_stats`; `layout` (channels-last views), `warp`,
-`graphs` (CUDA graphs), `cuda` (the .cu files' loader).
+The primitives' modules are listed in DESIGN.md ("Packages").
 """
 from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
-from xpnn.backend.device import (
-    CPU,
-    Device,
-    DeviceUnavailableError,
-    device_of,
-    get_array_module,
-    get_device,
-    gpu_unavailable_reason,
-)
+from xpnn.backend.device import (CPU, Device, DeviceUnavailableError, device_of, get_array_module,
+                                 get_device, gpu_unavailable_reason)
 from xpnn.backend.dispatch import (IMPLEMENTATIONS, PRECISIONS, Mode, ModeError, command_mode,
                                    default_mode, implementation, mode, mode_for, running_on, using)
 from xpnn.backend.memory import available_bytes, format_bytes

@@ -3,12 +3,10 @@
     d_x = relu_backward(grad_out, out)                 # out = max(x, 0)
     y, cache = leaky_relu(x, slope);  d_x = leaky_relu_backward(grad_out, cache, slope)
 
-Results keep their input's memory layout (``out=`` an `empty_like`: CuPy's element-wise
-functions would return C-contiguous arrays otherwise; see `backend.layout`). The array code
-(``cpu`` and ``gpu``) masks by multiplying with a 0/1 (or slope) array rather than `where`
-(DESIGN.md). ``fused``: one CuPy element-wise kernel per pass. What
-`leaky_relu` keeps for backward (`cache`) is each implementation's own: call both halves of a
-forward/backward pair under the same implementation.
+Results keep their input's memory layout (``out=`` an `empty_like`; `backend.layout`). The
+array code masks by multiplying rather than with `where` (DESIGN.md); ``fused``: one element-wise
+kernel per pass. `leaky_relu`'s `cache` is each implementation's own: run both halves of a
+pair under the same implementation.
 """
 from xpnn.backend.cuda import ElementwiseKernel
 from xpnn.backend.device import get_array_module

@@ -6,11 +6,10 @@
     ranks.sum_in_rank_order(buffer) # every rank's array summed, rank 0 first, into each
     value = ranks.on_root(function) # rank 0 calls it; every rank gets its result or its error
 
-`Ranks` itself is one process (every collective a no-op; mpi4py never imported); `MPIRanks`
-moves NumPy arrays through mpi4py, `NCCLRanks` CuPy arrays through NCCL. The sum is an
-all-gather and additions in rank order, so N ranks give the bits of N `DataParallel` workers,
-run after run, on every rank. Every wait has a deadline (`XPNN_RANK_TIMEOUT`). DESIGN.md:
-"Ranks over MPI".
+`Ranks` itself is one process (every collective a no-op); `MPIRanks` moves NumPy arrays
+through mpi4py, `NCCLRanks` CuPy arrays through NCCL. The sum is an all-gather and additions in
+rank order, so N ranks give the bits of N `DataParallel` workers. Every wait has a deadline
+(`XPNN_RANK_TIMEOUT`). DESIGN.md: "Ranks over MPI".
 """
 import os
 import pickle
@@ -280,11 +279,9 @@ _world = {}
 
 
 def world(device=None):
-    """The ranks this process belongs to, for arrays on `device` (a `Device`; None: the CPU).
-
-    `Ranks()` unless a launcher started 2 or more ranks (mpi4py is then not imported at
-    all); `NCCLRanks` for a GPU, `MPIRanks` otherwise. One object per kind, made once.
-    """
+    """The ranks this process belongs to, for arrays on `device` (a `Device`; None: the CPU):
+    `Ranks()` unless a launcher started 2 or more ranks, then `NCCLRanks` for a GPU, else
+    `MPIRanks`, one object per kind."""
     if launched_size() < 2:
         return Ranks()
     kind = "nccl" if device is not None and device.is_gpu else "mpi"

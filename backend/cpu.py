@@ -18,26 +18,18 @@ def cpu_count():
 
 
 def set_blas_threads(count):
-    """Make NumPy's BLAS use `count` threads from now on, in this whole process.
-
-    Used when the library runs its own worker threads (see `nets.DataParallel`): each worker
-    then owns one core, instead of two thread pools fighting over the same cores.
-    """
+    """Make NumPy's BLAS use `count` threads from now on, in this whole process (so that
+    `nets.DataParallel`'s workers own a core each)."""
     import threadpoolctl
 
     threadpoolctl.threadpool_limits(count, user_api="blas")
 
 
 def keep_freed_memory():
-    """Ask glibc's allocator to reuse freed memory instead of returning it to the kernel.
-
-    A training step allocates and frees the same few dozen arrays of up to tens of MiB every
-    time. By default glibc serves each from fresh mmap'd pages and unmaps it on free, so every
-    step pays thousands of page faults (DESIGN.md). With arrays up to 32 MiB kept in the heap,
-    and the heap never trimmed, the pages stay mapped and are reused. Costs: the process keeps
-    its peak memory. No-op off glibc. (Not M_TOP_PAD as well: with a large pad, calloc faulted
-    its pages in afresh on every call.)
-    """
+    """Ask glibc's allocator to keep freed arrays of up to 32 MiB in a never-trimmed heap, so
+    a step's same few dozen arrays reuse mapped pages instead of faulting in fresh ones
+    (DESIGN.md); the process keeps its peak memory. No-op off glibc. (Not M_TOP_PAD as well:
+    with a large pad, calloc faulted its pages in afresh on every call.)"""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

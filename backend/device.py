@@ -1,12 +1,9 @@
 """Devices: where arrays live and which array module (`xp`) computes on them.
 
-A `Device` is made by name from the `--device` flag: ``cpu`` is NumPy, ``gpu``, ``cuda`` and
-``cuda:N`` are CuPy on a CUDA GPU. CuPy is imported only when a GPU device is asked for, so the
-library runs where CuPy is not installed. Arrays carry their device, and `get_array_module(array)`
-tells a layer which `xp` to use; but CuPy makes every new array (`xp.empty` in a layer, a
-RawKernel's launch) on its *current* device, so whatever computes on GPU N runs inside
-`device.activated()` (through `backend.running_on`, which commands and `Trainer` use), or its
-work lands on GPU 0.
+A `Device` is made from the `--device` flag: ``cpu`` is NumPy, ``gpu``, ``cuda`` and ``cuda:N``
+are CuPy, imported only then. CuPy makes every new array and launch on its *current* device, so
+whatever computes on GPU N runs inside `device.activated()` (through `backend.running_on`), or
+its work lands on GPU 0.
 """
 import contextlib
 import os
@@ -163,23 +160,19 @@ def _setup_key(cupy, gpu_id):
 
 
 def _remembered_toolkit_problem(cupy, gpu_id):
-    """`_toolkit_problem`, probed once per setup: a passing probe is written to
-    `probe_cache_path()` and later processes skip it (it compiles a kernel and starts cuBLAS,
-    most of a second at every start). A failing one is never remembered."""
+    """`_toolkit_problem`, probed once per setup: a passing probe (it compiles a kernel and
+    starts cuBLAS) is written to `probe_cache_path()` and later processes skip it. A failing
+    one is never remembered."""
     key, path = _setup_key(cupy, gpu_id), probe_cache_path()
-    try:
+    with contextlib.suppress(OSError):
         if key is not None and key in path.read_text().splitlines():
             return None
-    except OSError:
-        pass
     problem = _toolkit_problem(cupy, gpu_id)
     if problem is None and key is not None:
-        try:
+        with contextlib.suppress(OSError):  # a read-only home: probe again next time
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as file:
                 file.write(key + "\n")
-        except OSError:  # a read-only home: probe again next time
-            pass
     return problem
 
 
@@ -230,8 +223,7 @@ def get_array_module(*arrays):
     """Return ``cupy`` if any of `arrays` is a CuPy array, else ``numpy``.
 
     CuPy is never imported here: if it has not been imported, no array can be a CuPy array.
-    (Nor is `cupy.get_array_module` called: it imports cupyx.scipy.sparse, and with it SciPy,
-    a quarter of a second at every start.)
+    (Nor is `cupy.get_array_module` called: it imports SciPy, slowing every start.)
     """
     cupy = sys.modules.get("cupy")
     if cupy is not None and any(isinstance(array, cupy.ndarray) for array in arrays):

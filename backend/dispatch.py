@@ -1,18 +1,12 @@
-"""The execution mode: which implementation of the backend's primitives computes, whether a
-training step is replayed as a CUDA graph, and the precision of a GPU's matrix products. One
-value, set for a block by `running_on` and read with `mode()`.
+"""The execution mode (DESIGN.md, "One execution mode"): one value, set for a block by
+`running_on` and read with `mode()`.
 
     with running_on(device, Mode("fused", graph=True)):   # what `xpnn train` on a GPU does
         mode().graph, mode().precision
 
-Each primitive has up to three implementations side by side in its module, in a table `pick`
-reads (an ``array`` entry stands for both ``cpu`` and ``gpu``): ``cpu``, NumPy's, tuned for one
-core's caches; ``gpu``, array code over the whole batch in as few operations as possible (plain
-`xp` code, so the tests run it on NumPy); ``fused``, hand-written CUDA kernels (`backend.cuda`).
-By default NumPy arrays take ``cpu`` and CuPy arrays ``gpu``. A ``fused`` choice applies only
-to arrays it can compute on: CuPy arrays, and NumPy arrays only while the tests' emulator runs
-CUDA kernels on the CPU (`cuda.runs_on_host`). The mode is a context variable, so worker
-threads started with the caller's context (`nets.DataParallel`) follow it.
+`pick` chooses a primitive's implementation from its table; ``fused`` applies to NumPy arrays
+only while the tests' emulator runs CUDA kernels on the CPU (`cuda.runs_on_host`). The mode is
+a context variable, so worker threads started with the caller's context follow it.
 """
 import contextlib
 import contextvars

@@ -3,14 +3,10 @@
     loss, grad = softmax_cross_entropy(logits, labels)    # grad = d loss_row / d logits
     loss, grad = softmax_cross_entropy(logits, labels, label_smoothing=0.1)
 
-With label smoothing e the target of a row is (1 - e) one_hot + e / K instead of one_hot: the
-loss is the cross-entropy against that target and the gradient softmax - target.
-
-The array code (``cpu`` and ``gpu``) picks the true class with a one-hot mask rather than by
-fancy indexing: on a GPU four plain kernels instead of a dozen index computations.
-``fused``: softmax_cross_entropy.cu, loss rows and gradient in one pass;
-a label outside [0, K) makes its loss NaN there; it computes hard targets only, so with label
-smoothing the array code runs instead.
+The array code picks the true class with a one-hot mask rather than by fancy indexing (on a
+GPU, four plain kernels instead of a dozen index computations). ``fused``:
+softmax_cross_entropy.cu, loss rows and gradient in one pass (a label outside [0, K) makes its
+loss NaN; hard targets only: with label smoothing the array code runs instead).
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module

@@ -3,22 +3,12 @@
     y = matmul(a, b)              # a (m, k) @ b (k, n) -> (m, n)
     matmul(a, b, out=y)           # into y, which may be a view (rows of a larger array)
 
-The GEMM follows from the execution mode (`backend.dispatch`): NumPy arrays take NumPy's; CuPy
-arrays take CuPy's own (cuBLAS through CuPy's wrapper), except in a CUDA-graph mode, where they
-take cuBLAS called directly through NVIDIA's bindings (``nvmath.bindings.cublas``, from
-nvmath-python), on CuPy's current stream, with a workspace of `WORKSPACE_BYTES` that this module
-allocates once per GPU before any capture: what cuBLAS documents as capture-safe (CuPy 14.2's
-wrapper refuses to run during stream capture).
-
-The precision (`mode().precision`, `backend.precision`): products of CuPy arrays at ``tf32`` or
-``bf16`` take that direct cuBLAS call too, eager or not, with cuBLAS's ``FAST_TF32`` /
-``FAST_16BF`` compute type (float32 arrays in and out, tensor-core inputs, float32
-accumulation).
-
-Operands may have any strides with one of the two unit (row-major or column-major with a
-leading dimension): `gemm_operands` turns a row-major product into cuBLAS's column-major call
-without copying; anything else (negative strides, a view of every other column) is copied to
-a contiguous array first.
+NumPy arrays take NumPy's GEMM, CuPy arrays CuPy's, except in a CUDA-graph mode or at
+precision ``tf32``/``bf16``: there cuBLAS is called directly (``nvmath.bindings.cublas``) on
+CuPy's current stream, with a workspace allocated once per GPU before any capture (CuPy's
+wrapper refuses to run during stream capture), with the FAST_TF32 / FAST_16BF compute types.
+Operands with a unit stride on either axis go to cuBLAS without a copy (`gemm_operands`);
+any other is made contiguous first.
 """
 from dataclasses import dataclass
 

@@ -1,4 +1,5 @@
 """How much memory a device has left, so that sizes that cannot fit are refused up front."""
+import contextlib
 import os
 
 
@@ -10,13 +11,10 @@ def available_bytes(device):
         with device.xp.cuda.Device(device.gpu_id):
             free, _ = device.xp.cuda.runtime.memGetInfo()
             return free + device.xp.get_default_memory_pool().free_bytes()
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

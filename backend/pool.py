@@ -4,8 +4,8 @@
     d_x = max_pool_backward(grad_out, indices, x.shape, kernel_size, stride)
 
 A window's argmax index is the position (row-major) of its first maximum, or of its first NaN
-where it holds one (the maximum is then NaN): the gradient goes there, one rule on every
-implementation. How `indices` are stored (their dtype) is each implementation's own business.
+where it holds one: the gradient goes there, on every implementation (each stores `indices` in
+its own dtype).
 
 * ``cpu``: one pass per position in the window, each over contiguous channel rows; the indices
   as a running maximum of positions (uint8);

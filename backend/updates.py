@@ -9,9 +9,8 @@
                                     # v = b2 v + (1 - b2) g^2;
                                     # w -= step_size * m / (sqrt(v) / bias2_sqrt + eps)
 
-The array code (``cpu`` and ``gpu``) adds the weight decay into `grad` in place (the buffer is
-zeroed before the next step anyway). ``fused``: one CuPy element-wise kernel per update, which
-leaves `grad` as it is.
+The array code adds the weight decay into `grad` in place (zeroed before the next step
+anyway); ``fused``, one element-wise kernel per update, leaves `grad` as it is.
 """
 from xpnn.backend.cuda import ElementwiseKernel
 from xpnn.backend.device import get_array_module

@@ -2,11 +2,10 @@
 
     out = warp_affine(images, inverse)    # images (N, C, H, W) float, inverse (N, 2, 3)
 
-Output pixel (y, x) of image n reads the input at (x_src, y_src) = inverse[n] @ (x, y, 1), in
-pixel coordinates (x across, y down, the first pixel's centre at 0), the four neighbours mixed
-bilinearly, 0 outside the image: whole-pixel shifts and mirrors lose nothing. One `xp`
-implementation for every device; its coordinate product goes through `backend.matmul`, so a
-CUDA graph can hold the warp.
+Output pixel (y, x) of image n reads the input at (x_src, y_src) = inverse[n] @ (x, y, 1) (x
+across, y down, the first pixel's centre at 0), the four neighbours mixed bilinearly, 0 outside
+the image. One `xp` implementation for every device, its product through `backend.matmul`, so
+a CUDA graph can hold it.
 """
 from xpnn.backend.device import get_array_module
 from xpnn.backend.matmul import matmul
@@ -23,7 +22,6 @@ def warp_affine(images, inverse):
     ys, xs = xp.meshgrid(xp.arange(h, dtype=images.dtype), xp.arange(w, dtype=images.dtype),
                          indexing="ij")
     grid = xp.stack([xs.ravel(), ys.ravel(), xp.ones(h * w, dtype=images.dtype)])  # (3, H*W)
-    # through the product primitive, so a GPU uses the chosen (capturable) GEMM
     source = matmul(inverse.reshape(n * 2, 3), grid).reshape(n, 2, h * w)
     x_src, y_src = source[:, 0], source[:, 1]
     x0, y0 = xp.floor(x_src), xp.floor(y_src)

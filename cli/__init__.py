@@ -1,10 +1,9 @@
 """The command line: ``xpnn COMMAND`` (installed), ``python -m xpnn`` or ``python run.py``.
 
-One module per command (train, evaluate, describe, plot, bench, parity); `main` (the module)
-holds the group and turns the library's errors into one-line messages; `options` the options
-they share; `stopping` what SIGINT and SIGTERM do. Importing this package imports nothing else,
-so that `main()` can install the signal handlers before anything heavy is imported.
+Importing this package imports only `stopping`, so that `main()` can install the signal
+handlers before anything heavy is imported (the modules: DESIGN.md, "Packages").
 """
+import contextlib
 import sys
 
 from xpnn.cli import stopping
@@ -46,10 +45,8 @@ def _release_folders():
     checkpoint)."""
     files = sys.modules.get("xpnn.training.files")
     if files is not None:
-        try:
+        with contextlib.suppress(Exception):  # at exit: the OS drops the locks anyway
             files.release_all()
-        except Exception:  # at exit: the OS drops the locks anyway
-            pass
 
 
 def _restore_main():

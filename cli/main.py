@@ -1,4 +1,5 @@
 """The `xpnn` command group: every command, and where library errors become one-line messages."""
+import contextlib
 import shlex
 import sys
 
@@ -93,10 +94,8 @@ def _write_any_path():
     but / and NUL make a Linux file name; Python carries the others as surrogates): written
     back as the bytes they were, instead of failing with UnicodeEncodeError."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(AttributeError, ValueError):  # not a text stream of io's
             stream.reconfigure(errors="surrogateescape")
-        except (AttributeError, ValueError):  # not a text stream of the io module
-            pass
 
 
 def run():

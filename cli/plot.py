@@ -35,26 +35,25 @@ def plot(run_dir, output, confusion, device):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    output = output or run_dir / "curves.png"
-    figure = draw_curves(pyplot, records, run_dir.name)
-    figure.savefig(output, dpi=100)
-    pyplot.close(figure)
-    click.echo(f"wrote {output}")
+    _save(pyplot, draw_curves(pyplot, records, run_dir.name), output or run_dir / "curves.png")
     if confusion:
         from xpnn.backend import get_device, running_on
         from xpnn.training.runs import evaluate_trained
         device = get_device(device)
-        with running_on(device, False):
+        with running_on(device):
             report = evaluate_trained(run_dir, device)
         names = [str(name) for name in report.dataset.class_names][:report.confusion.shape[0]]
         checkpoint = report.trained.checkpoint
         title = (f"{run_dir.name}: {checkpoint.path.name} (epoch {checkpoint.epoch}), "
                  f"{100 * report.accuracy:.2f}% of {report.count} test images")
-        figure = draw_confusion(pyplot, report.confusion, names, title)
-        path = run_dir / "confusion.png"
-        figure.savefig(path, dpi=100)
-        pyplot.close(figure)
-        click.echo(f"wrote {path}")
+        _save(pyplot, draw_confusion(pyplot, report.confusion, names, title),
+              run_dir / "confusion.png")
+
+
+def _save(pyplot, figure, path):
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    click.echo(f"wrote {path}")
 
 
 def draw_curves(pyplot, records, title):

@@ -10,6 +10,7 @@ A signal that arrives once the command is over makes its exit code 128 + the sig
 during the exit itself ends the process at once with that code.
 """
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -18,12 +19,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Stopped(BaseException):
-    """A SIGINT or SIGTERM arrived outside the training loop. A BaseException, as
-    KeyboardInterrupt is, so that no `except Exception` swallows it.
-
-    Attributes: signal_number; run_dir, set by `xpnn train` when the run it was working on can
-    be resumed (else None).
-    """
+    """A SIGINT or SIGTERM (`signal_number`) arrived outside the training loop; a BaseException,
+    so that no `except Exception` swallows it. `run_dir`: set by `xpnn train` when the run it
+    was working on can be resumed."""
 
     def __init__(self, signal_number):
         super().__init__(f"{signal.Signals(signal_number).name}: stopped")
@@ -48,20 +46,16 @@ def _on_signal(number, frame):
 
 def _exit_now(code):
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):  # a closed or broken stream: nothing more to say
             stream.flush()
-        except Exception:  # a closed or broken stream: nothing more can be said
-            pass
     os._exit(code)
 
 
 def install():
     """Make SIGINT and SIGTERM raise `Stopped` (in the main thread; elsewhere a no-op)."""
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
         for number in STOP_SIGNALS:
             signal.signal(number, _on_signal)
-    except ValueError:  # not the main thread: the caller handles signals
-        pass
 
 
 def run(command, describe=None, finish=None):

@@ -137,15 +137,11 @@ def find_dataset_files(folder):
 
 
 def load_dataset(name="mnist", data_dir=None, verify=True):
-    """Read, check and return a dataset as a `Dataset`.
+    """Read, check and return a dataset as a `Dataset`; `DataError` naming the file at fault.
 
-    name: 'mnist' or 'fashion-mnist', or None for an unnamed folder of the four IDX files (then `data_dir`
-        is required, no checksums are checked, and labels must lie in [0, 10)).
-    data_dir: folder holding the files; default: the known dataset's folder (MNIST: data/mnist beside this
-        package; Fashion-MNIST: /usr/share/datasets/fashion-mnist).
-    verify: check the sha256 of each decompressed file of a named dataset. Structure, counts and label
-        ranges are always checked.
-    Raises `DataError` naming the file, what was wrong and what would be right.
+    name: 'mnist' or 'fashion-mnist', or None for the unnamed folder `data_dir` of the four IDX
+    files (no checksums; labels in [0, 10)). data_dir: default the dataset's `default_dir`.
+    verify: check each file's sha256 (structure, counts and labels are always checked).
     """
     spec = None if name is None else dataset_spec(name)
     if spec is None and data_dir is None:
@@ -201,8 +197,6 @@ def _read_checked(path, expected_sha256, label, repair_hint):
     try:
         stat = Path(path).stat()
     except OSError:
-        stat = None
-    if stat is None:
         return _read_checked_file(path, expected_sha256, label, repair_hint)
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
     array = _READ.get(key)

@@ -13,10 +13,9 @@ from xpnn.data.errors import DataError
 def download(name, dest_dir, mirrors=None, timeout=60.0):
     """Download the four `.gz` IDX files of dataset `name` into `dest_dir` and return that folder's Path.
 
-    Each file's decompressed bytes are checked against the known sha256 before it is written (atomically);
-    files already in `dest_dir` that pass the check are kept. `mirrors` (base URLs, any scheme urllib
-    opens, file:// included) default to the dataset's known mirrors, tried in order.
-    Load the result with `load_dataset(name, data_dir=dest_dir)`. Raises `DataError` if every mirror fails.
+    Each file is checked against the known sha256 before it is written (atomically); files already
+    there that pass are kept. `mirrors` (base URLs, file:// included; default: the dataset's) are
+    tried in order; `DataError` if every one fails.
     """
     spec = dataset_spec(name)
     mirrors = tuple(mirrors) if mirrors is not None else spec.mirrors

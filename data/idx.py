@@ -108,26 +108,23 @@ def _read_checked(stream, path, size, gzip_stated=False):
     data += _read_up_to(stream, expected)
     if len(data) - header_size < expected:
         return data  # truncated: parse_idx says by how much
-    extra = 0
-    while extra <= MAX_EXTRA_COUNTED:
-        chunk = stream.read(CHUNK_BYTES)
-        if not chunk:
-            break
-        extra += len(chunk)
+    extra = _count(stream, MAX_EXTRA_COUNTED)
     if extra > MAX_EXTRA_COUNTED:
         raise DataError(f"{path}: too long: the header's shape {shape} needs {expected} payload "
                         f"bytes, the file has more than {expected + MAX_EXTRA_COUNTED}")
     return data + bytes(extra)  # zeros stand for the extra bytes, counted in the message
 
 
-def _count(stream):
-    """The number of bytes left in `stream`, read in bounded pieces and dropped."""
+def _count(stream, limit=math.inf):
+    """The number of bytes left in `stream` (once past `limit`, the count so far), read in
+    bounded pieces and dropped."""
     total = 0
-    while True:
+    while total <= limit:
         piece = stream.read(CHUNK_BYTES)
         if not piece:
-            return total
+            break
         total += len(piece)
+    return total
 
 
 def _read_up_to(stream, count):
@@ -195,11 +192,8 @@ def parse_idx(data, source="<bytes>"):
 
 
 def read_idx(path):
-    """The uint8 array stored in the IDX file at `path` (raw or .gz), shaped as its header says.
-
-    The array is a read-only view of the file's bytes. Raises `DataError` for any problem with the
-    file, naming it, what was wrong and what was expected.
-    """
+    """The uint8 array stored in the IDX file at `path` (raw or .gz), shaped as its header says
+    (a read-only view of the file's bytes); `DataError` for any problem with the file."""
     return parse_idx(read_idx_bytes(path), str(path))
 
 

@@ -3,9 +3,8 @@
     split = hold_out(dataset, 5000)
     split.train_images (55000, 1, 28, 28), split.validation_images (5000, 1, 28, 28), ...
 
-The split depends only on the count (the last `count` training images, in file order), so every
-run and every resumed run with the same count holds out the same images, and the test set
-chooses nothing.
+The split depends only on the count, so every run with the same count holds out the same
+images, and the test set chooses nothing.
 """
 from dataclasses import dataclass
 
@@ -27,10 +26,8 @@ class Split:
 
 
 def hold_out(dataset, count):
-    """Split `dataset`'s training set into (all but the last `count`, the last `count`).
-
-    Raises `DataError` unless 0 <= count < the number of training images.
-    """
+    """Split `dataset`'s training set into (all but the last `count`, the last `count`);
+    `DataError` unless 0 <= count < the number of training images."""
     total = len(dataset.train_labels)
     if not 0 <= count < total:
         raise DataError(f"data.validation {count:,} leaves no training images: {dataset.name!r} "

@@ -5,10 +5,6 @@
     trained = load_trained("runs/resnet-20261127-120000")
     for prediction in predict(trained, ["digit.png", "photos/"]):
         print(prediction.name, prediction.top(3))      # [(class, probability)] * 3
-
-Modules: images (files, folders and IDX files made into the network's input, the way the
-dataset's images were made), predict (class probabilities, printed or written as CSV),
-onnx_export (the network as an ONNX model).
 """
 from xpnn.inference.images import ImageError, InputImage, prepare, read_images
 from xpnn.inference.predict import Prediction, class_probabilities, predict

@@ -8,19 +8,15 @@ own images were made, so that the network sees what it was trained on:
   image is dark on light, such as ink on paper, and is inverted. An image with transparency is
   read from its alpha channel alone (opaque = ink), whatever colour the strokes are.
 * **background removed, contrast stretched**: a picture at least twice the network's size is
-  first median-filtered (3 x 3) against specks; then a smooth estimate of the background at
-  each pixel (`background_levels`: uneven light, a gradient or a shadow across the page) is
-  subtracted, and for ink on paper the difference is divided by the paper's level there, so a
-  stroke in shadow is as strong as one in light. Anything fainter than 20% of the strongest
-  stroke becomes 0 (paper texture, noise), the strongest 255. An image in which nothing stands
-  out from its background by 16 levels is refused as blank.
-* **MNIST digits**: the bounding box of what remains is
-  scaled, keeping its aspect ratio, so that its longer side is 20 of 28 pixels, then placed in
-  the 28 x 28 field so that its centre of mass lies at the centre (14, 14): what LeCun et al. did
-  to NIST's digits.
-  **Fashion-MNIST**: the bounding box is scaled so that its longer side fills all 28 pixels and
-  is centred by the box, as Zalando made the Fashion-MNIST images.
-  (For networks of another input size, these numbers scale with it.)
+  first median-filtered (3 x 3) against specks; then a smooth estimate of the background
+  (`background_levels`) is subtracted, and for ink on paper the difference is divided by the
+  paper's level there, so a stroke in shadow is as strong as one in light. Anything fainter
+  than `INK_THRESHOLD` of the strongest stroke becomes 0, the strongest 255; an image in which
+  nothing stands out by `BLANK_RANGE` levels is refused as blank.
+* **placed** as the dataset's images were (`PREPARATIONS`): for MNIST the box of what remains
+  scaled to 20 of 28 pixels on its longer side and centred by its centre of mass (LeCun et
+  al.), for Fashion-MNIST scaled to fill 28 and centred by the box (Zalando); these numbers
+  scale with the network's input size.
 
 IDX files (``t10k-images-idx3-ubyte[.gz]``) hold images already in a dataset's format: they are
 taken as they are, and must be of the network's size.
@@ -67,23 +63,17 @@ PREPARATIONS = {
 
 @dataclass
 class InputImage:
-    """One image as the network will see it.
-
-    name: the file, or ``file[i]`` for image i of an IDX file. pixels: (H, W) uint8, light on
-    dark. inverted: whether it was dark on light (None for an IDX image, taken as it is).
-    """
+    """One image as the network will see it: `name`, the file (``file[i]`` in an IDX file);
+    `pixels`, (H, W) uint8 light on dark; `inverted`, whether it was dark on light (None: IDX)."""
     name: str
     pixels: numpy.ndarray
     inverted: bool = None
 
 
 def read_images(sources, size, preparation=PREPARATIONS["mnist"]):
-    """The `InputImage`s of `sources` (files and folders), each (H, W) = `size`.
-
-    Folders contribute their image files (by suffix, sorted by name, not recursing). Raises
-    `ImageError` naming the first source that is missing, empty, not an image, blank, an IDX
-    file of other sizes, or a folder without images.
-    """
+    """The `InputImage`s of `sources` (files, and folders' image files by name), each (H, W) =
+    `size`; `ImageError` naming the first source that is missing, empty, not an image, blank,
+    an IDX file of other sizes, or a folder without images."""
     images = []
     for path in expand_folders(sources):
         if _is_idx(_read_start(path)):
@@ -113,12 +103,8 @@ def expand_folders(sources):
 
 
 def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
-    """(pixels (H, W) uint8 light on dark, inverted) of a picture, as the module docstring says.
-
-    Args:
-        gray: (h, w) array of levels in [0, 255], any size; light-on-dark or dark-on-light.
-        size: (H, W) of the network's input.
-    """
+    """(pixels (H, W) uint8 light on dark, inverted) of `gray`, (h, w) levels in [0, 255] of
+    either polarity, for a network input of `size` (H, W); as the module docstring says."""
     levels = numpy.asarray(gray)
     # One float64 copy (and the background's), worked on in place: a picture of `MAX_PIXELS`
     # stays within a few hundred MB (the same arithmetic as on temporaries, so the same result).
@@ -280,10 +266,8 @@ def _idx_images(path, size):
 
 
 def _open_picture(path):
-    """The picture at `path` as (h, w) uint8 levels, light on dark or dark on light.
-
-    Its size is read from the file's header and checked against `MAX_PIXELS` before anything is
-    decoded."""
+    """The picture at `path` as (h, w) uint8 levels, either polarity; its size is checked
+    against `MAX_PIXELS` from the header, before anything is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on damaged files: the result says

@@ -68,12 +68,15 @@ class _Graph:
         return output
 
 
+def _weight_and_bias(layer, graph, where):
+    return [graph.weight(f"{where}.{name}", getattr(layer, name).data)
+            for name in ("weight", "bias")]
+
+
 def _conv(layer, graph, x, where):
-    pad = layer.padding
-    return graph.node("Conv", [x, graph.weight(f"{where}.weight", layer.weight.data),
-                               graph.weight(f"{where}.bias", layer.bias.data)], where,
+    return graph.node("Conv", [x, *_weight_and_bias(layer, graph, where)], where,
                       kernel_shape=[layer.kernel_size] * 2, strides=[layer.stride] * 2,
-                      pads=[pad] * 4)
+                      pads=[layer.padding] * 4)
 
 
 def _max_pool(layer, graph, x, where):
@@ -94,8 +97,7 @@ def _flatten(layer, graph, x, where):
 
 
 def _linear(layer, graph, x, where):
-    return graph.node("Gemm", [x, graph.weight(f"{where}.weight", layer.weight.data),
-                               graph.weight(f"{where}.bias", layer.bias.data)], where)
+    return graph.node("Gemm", [x, *_weight_and_bias(layer, graph, where)], where)
 
 
 def _sequential(layer, graph, x, where):

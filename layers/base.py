@@ -2,9 +2,8 @@
 
 A layer's `forward(x)` returns its output and keeps what its `backward` needs; `backward(grad_out)`
 adds to its parameters' ``.grad`` and returns the gradient with respect to its input. Images are
-N x C x H x W at every layer boundary. Layers that work channels-last inside (convolution, pooling)
-return N x C x H x W *views* of channels-last memory, so the next such layer's transpose back is
-free; any other layer sees an ordinary N x C x H x W array.
+N x C x H x W at every layer boundary (views of channels-last memory after conv and pooling:
+`backend.layout`).
 """
 import math
 
@@ -116,11 +115,8 @@ class Layer:
 
     def to(self, device=None, dtype=None):
         """Move every parameter, with its gradient, to `device` (a `Device` or a flag value)
-        and/or cast both to `dtype`. Returns self.
-
-        A parameter already there, in that dtype, is left as it is (the same arrays), as
-        PyTorch's `.to` does; an optimizer made before follows moved parameters at its next step.
-        """
+        and/or cast both to `dtype`; one already there is left as it is, as PyTorch's `.to`
+        does. Returns self."""
         device = get_device(device) if device is not None else None
         for param in self.parameters():
             param.data, param.grad = (_moved(array, device, dtype)
@@ -132,11 +128,8 @@ class Layer:
         return {name: CPU.to_numpy(param.data).copy() for name, param in self.named_parameters()}
 
     def load_state_dict(self, state):
-        """Copy arrays from `state` into the parameters, in place, on their device and dtype.
-
-        Raises `KeyError` naming missing or unexpected entries and `ShapeError` naming the first
-        entry whose shape differs.
-        """
+        """Copy arrays from `state` into the parameters, in place, on their device and dtype;
+        `KeyError` naming missing or unexpected entries, `ShapeError` the first of another shape."""
         params = dict(self.named_parameters())
         missing = [name for name in params if name not in state]
         unexpected = [name for name in state if name not in params]

@@ -5,17 +5,13 @@ from xpnn.layers.base import Layer, check_input
 
 
 class SoftmaxCrossEntropyLossLayer(Layer):
-    """Mean over the batch of -log softmax(logits)[label]; stable for logits of any size.
+    """Mean over the batch of -log softmax(logits)[label] (with `label_smoothing` e, against
+    the target (1 - e) one_hot + e / K); stable for logits of any size.
 
-    With `label_smoothing` e in [0, 1), each row's target is (1 - e) on its label and e / K
-    spread over all K classes: the loss is -sum_k target_k log softmax(logits)_k.
-
-    forward(logits (N, K), labels (N,) integers in [0, K)) -> 0-d array (the mean loss; reading
-    it with float() waits for the device). backward() -> d loss / d logits, (N, K).
-
-    Labels that are not integers raise `ValueError`; labels outside [0, K) too for host arrays
-    (device labels are not range-checked: that would wait for the device). `backward` without a
-    `forward` since the last `backward` raises `RuntimeError`.
+    forward(logits (N, K), labels (N,) integers in [0, K)) -> 0-d mean loss; backward() ->
+    d loss / d logits, (N, K). Labels that are not integers raise `ValueError`, as do labels
+    outside [0, K) in host arrays (checking device labels would wait for the device).
+    `backward` without a `forward` since the last `backward` raises `RuntimeError`.
     """
 
     def __init__(self, label_smoothing=0.0):

@@ -10,16 +10,12 @@ from xpnn.backend.communicator import even_slices
 class DataParallel:
     """Runs a `Network`'s training step on `workers` slices of each batch at the same time.
 
-    NumPy releases the GIL inside its loops and BLAS calls, so each worker thread keeps one core
-    busy, element-wise work included (NumPy runs that on one core otherwise). Replicas share the
-    parameter arrays of `net` and keep their own gradients, which `backward` adds into `net`'s in
-    a fixed order: the same batch split gives bit-identical results run after run. On the CPU,
-    BLAS is set to one thread for the whole process (each worker owns one core; and a result
-    must not depend on how many threads BLAS happened to use), and freed memory is kept for reuse
-    (`backend.keep_freed_memory`).
-
-    Offers the parts of `Network` that a training loop uses: `forward`, `forward_loss`, `backward`.
-    With workers=1 it simply forwards to `net`.
+    NumPy releases the GIL inside its loops and BLAS calls, so each worker thread keeps a core
+    busy. Replicas share `net`'s parameter arrays and keep their own gradients, which `backward`
+    adds into `net`'s in a fixed order: bit-identical run after run. On the CPU, BLAS gets one
+    thread for the whole process (a result must not depend on BLAS's thread count) and freed
+    memory is kept (`backend.keep_freed_memory`). Offers what a training loop uses of `Network`:
+    `forward`, `forward_loss`, `backward`; with workers=1 it forwards to `net`.
     """
 
     def __init__(self, net, workers=2):

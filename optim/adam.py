@@ -15,13 +15,10 @@ class AdamOptimizer(SGDOptimizer):
         g <- grad + weight_decay * w;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
         w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-    where t = 1, 2, ... counts the steps. State: `exp_avg` (m) and `exp_avg_sq` (v), flat like
-    `data`, and `steps` (t of the last step); all of it round-trips through `state_dict`.
-
-    The step's scalars (lr / (1 - b1^t), sqrt(1 - b2^t)) are rounded to the parameters' dtype
-    before use. After `keep_lr_on_device()` (a CUDA-graph step) they are computed on the device
-    from a device step counter, so `update()` can be replayed; there b^t is the device's pow,
-    which may differ from the host's in the last bit.
+    where t counts the steps. State (round-trips through `state_dict`): `exp_avg` (m) and
+    `exp_avg_sq` (v), flat like `data`, and `steps`. The step's scalars are rounded to the
+    parameters' dtype; after `keep_lr_on_device()` they are computed on the device from a device
+    step counter, so `update()` can be replayed (the device's pow may differ in the last bit).
     """
 
     decoupled = False  # AdamW: the decay shrinks the weights instead of joining the gradient

@@ -5,10 +5,8 @@ from xpnn.backend import get_array_module
 class PackedParameters:
     """The parameters' data and gradients as views of two flat buffers, `data` and `grad`.
 
-    Writing into a parameter's view writes into the buffer and the other way round. Should the
-    parameters be moved, cast or rebound later (``net.to(...)`` after making the optimizer),
-    `refresh()` packs them afresh where they now are, so the optimizer keeps training the same
-    parameters, as PyTorch's does.
+    Should the parameters be moved, cast or rebound later (``net.to(...)``), `refresh()` packs
+    them afresh where they now are, so the optimizer keeps training them, as PyTorch's does.
     """
 
     def __init__(self, parameters):

@@ -25,10 +25,9 @@ SCHEDULES = {"constant": constant, "step": step, "cosine": cosine}
 class Schedule:
     """A named schedule with its options: ``Schedule("cosine", 0.05, 5)(epoch=2.5)``.
 
-    The cosine's warm-up is `warmup_epochs` or `warmup_steps` (optimizer steps, which need the
-    run's `steps_per_epoch`): a warm-up in steps lasts as many steps whatever an epoch's length,
-    so a run on fewer images warms up as gently as a full one. ``warmup_steps: 110`` over epochs
-    of 550 steps is ``warmup_epochs: 0.2`` to the bit (both become the same float).
+    The cosine's warm-up is `warmup_epochs` or `warmup_steps` (which needs `steps_per_epoch`
+    and lasts as many steps whatever an epoch's length; ``warmup_steps: 110`` in epochs of 550
+    steps is ``warmup_epochs: 0.2`` to the bit).
     """
 
     def __init__(self, name, base_lr, total_epochs, steps_per_epoch=None, **options):

@@ -12,13 +12,9 @@ DEFAULT_MOMENTUM = 0.9
 class SGDOptimizer:
     """w <- w - lr * (grad + weight_decay * w).
 
-    Packs the parameters into one buffer (see `PackedParameters`), so a step is a few whole-array
-    operations. Moving or casting the network afterwards (``net.to(...)``) is fine: the next
-    `step` or `zero_grad` follows the parameters where they went, state included.
-
-    `step()` is `update()` (device work only) and the host's step count; a CUDA-graph step
-    (`backend.graphs`) captures `update()` after `keep_lr_on_device()`, from when on the update
-    reads the rate from a 0-d device array that setting `lr` writes (queued, no host wait).
+    The parameters are packed into one buffer (`PackedParameters`), which follows them if the
+    network is moved or cast later. `step()` is `update()` (device work only, what a CUDA graph
+    captures after `keep_lr_on_device()`) and the host's step count.
     """
 
     def __init__(self, parameters, lr, weight_decay=0.0):

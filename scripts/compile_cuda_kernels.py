@@ -3,8 +3,7 @@
 Needs NVRTC's shared library (``pip install nvidia-cuda-nvrtc-cu12``, or a CUDA toolkit), found
 on the library path or in that package. Each .cu file of backend/ is compiled for float and double
 with the loader's own options; each `ElementwiseKernel` operation inside a loop like the one
-CuPy generates. On a GPU, CuPy compiles
-the kernels itself on first use; this is the check for machines without one.
+CuPy generates.
 
     python scripts/compile_cuda_kernels.py [--arch compute_90]
 """
@@ -16,11 +15,8 @@ import importlib
 import pkgutil
 import site
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from xpnn.backend.cuda import C_TYPES, CudaKernel, ElementwiseKernel  # noqa: E402
+from xpnn.backend.cuda import C_TYPES, CudaKernel, ElementwiseKernel
 
 PACKAGE = "xpnn.backend"  # every kernel is declared in one of its modules
 

@@ -45,12 +45,12 @@ fi
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 if [ $DRY = 1 ]; then
-    DEVICE=cpu; GRAPH=""; TESTS="tests/test_graphs.py tests/test_matmul.py tests/test_gpu_setup.py"
+    DEVICE=cpu; TESTS="tests/test_graphs.py tests/test_matmul.py tests/test_gpu_setup.py"
     BENCH="--batch-sizes 4 --rounds 1 --steps 1 --warmup 0"; CONFIGS=configs/lenet.yaml
     RESNET="--epochs 1 --limit-train 200 --limit-test 100"; LENET="--limit-train 200 --limit-test 100"
     TORCH_SIDES=eager; KERNELS="--device cpu --configs lenet --batch-sizes 4 --steps 1 --top 4"
 else
-    DEVICE=gpu; GRAPH=""; TESTS=tests  # the graph is the GPU default
+    DEVICE=gpu; TESTS=tests  # the graph is the GPU default
     BENCH="--batch-sizes 100,1000 --rounds 2 --steps 20 --warmup 5"
     CONFIGS="configs/lenet.yaml configs/resnet.yaml configs/resnet_3blocks.yaml configs/resnet_deep.yaml configs/resnet_leaky.yaml configs/resnet_stem.yaml"
     RESNET=""; LENET=""
@@ -202,7 +202,7 @@ PY
 # start and the imports.
 CACHE=$(mktemp -d)
 for way in graph-fresh graph eager; do
-    flag=--eager; [ $way != eager ] && flag="$GRAPH"
+    flag=--eager; [ $way != eager ] && flag=""
     start=$(date +%s%N)
     # shellcheck disable=SC2086
     CUPY_CACHE_DIR=$CACHE/cupy XDG_CACHE_HOME=$CACHE python run.py train -c configs/resnet.yaml \
@@ -222,7 +222,7 @@ if [ $DRY = 0 ]; then  # tensor-core precisions: resnet's accuracy against fp32'
     done
 fi
 # shellcheck disable=SC2086
-python run.py train -c configs/lenet.yaml --device $DEVICE $GRAPH --epochs 1 --batch-size 100 \
+python run.py train -c configs/lenet.yaml --device $DEVICE --epochs 1 --batch-size 100 \
     $LENET --output "$OUT/lenet_graph" --no-progress >> "$LOG" 2>&1
 say "lenet 1 epoch at batch 100 ($DEVICE default mode): $(read_run "$OUT/lenet_graph") (evaluation included)"
 python - "$OUT/bench.json" <<'PY' | tee -a "$SUMMARY"

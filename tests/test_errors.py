@@ -374,12 +374,12 @@ def test_read_only_output_folder_is_refused(tmp_path):
 def test_unwritable_output_folder_is_refused_even_for_root(tmp_path, monkeypatch):
     """The same refusal as above, on machines where the test runs as root: the write probe
     is made to fail as a read-only folder would make it fail."""
-    from xpnn.training import runs
+    from xpnn.training import files
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(kwargs.get("dir", "")))
 
-    monkeypatch.setattr(runs.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     result = invoke("train", "-c", LENET, *QUICK, "--output", tmp_path / "locked")
     assert_one_line_error(result, "cannot write to the output folder", "Permission denied",
                           "choose another with --out")

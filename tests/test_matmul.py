@@ -10,9 +10,23 @@ import pytest
 from xpnn.backend import matmul as gemm_module
 from xpnn.backend import CPU, Mode, running_on
 from xpnn.backend.matmul import CublasGemm, gemm_operands, matmul
-from xpnn.backend.precision import round_inputs
 
 GRAPH_MODE = Mode(graph=True)
+MANTISSA_BITS = {"tf32": 10, "bf16": 7}
+
+
+def round_inputs(x, precision):
+    """float32 `x` with its mantissa rounded (to nearest, ties to even) to `precision`'s bits,
+    as a float32 array, as cuBLAS's FAST_TF32 / FAST_16BF rounds a product's operands; `x`
+    itself for fp32."""
+    if precision == "fp32":
+        return x
+    drop = 23 - MANTISSA_BITS[precision]
+    bits = numpy.ascontiguousarray(x, dtype=numpy.float32).view(numpy.uint32).astype(numpy.uint64)
+    half, lowest = 1 << (drop - 1), (bits >> drop) & 1
+    rounded = ((bits + half - 1 + lowest) >> drop) << drop
+    finite = numpy.isfinite(x)
+    return numpy.where(finite, rounded.astype(numpy.uint32).view(numpy.float32), x)
 
 
 class HostCublas:

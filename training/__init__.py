@@ -6,9 +6,7 @@
     trainer.fit()                        # last.npz, best.npz, metrics.jsonl in runs/lenet-try
     resume_run("runs/lenet-try", get_device("cpu")).fit()   # after a crash or Ctrl-C
 
-Modules: config (load_config), trainer (Trainer), checkpoint (save/load/check), metrics
-(evaluation, metrics.jsonl), runs (run folders, start/resume), batches, files (atomic writes),
-errors. `xpnn.tools.bench` (timing) is separate and imported on its own.
+The modules: DESIGN.md ("Packages").
 """
 from xpnn.training.checkpoint import Checkpoint, check_matches, load_checkpoint, restore, save_checkpoint
 from xpnn.training.config import load_config, validate_config

@@ -5,11 +5,8 @@ from xpnn.backend import get_array_module
 
 
 def epoch_permutation(seed, epoch, count):
-    """The order of the `count` training images in `epoch` (0-based), as int64 host indices.
-
-    It depends only on (seed, epoch), so a resumed run needs no random-generator state to
-    continue with the same batches.
-    """
+    """The order of the `count` training images in `epoch` (0-based), as int64 host indices;
+    it depends only on (seed, epoch), so a resumed run needs no random-generator state."""
     return numpy.random.default_rng([seed, epoch]).permutation(count).astype(numpy.int64)
 
 

@@ -6,9 +6,7 @@ work, as PyTorch's ``make_graphed_callables`` holds a module's.
 
 Before each replay the batch's indices and maps go into static buffers (one each per batch
 size) and the learning rate into the optimizer's device rate; after it, the step's host count.
-The arrays the step writes in place stay the same arrays. It runs in a graph mode, whose
-products take the capturable GEMM, warm-up included: a replay computes what an eager step in
-that mode computes, bit for bit.
+A replay computes what an eager step in the graph mode computes, bit for bit.
 """
 from xpnn.backend.graphs import CupyGraphs, GraphStep
 

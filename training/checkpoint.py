@@ -33,12 +33,9 @@ BEST_NAME = "best.npz"
 
 @dataclass
 class Checkpoint:
-    """What a checkpoint file holds, on the host.
-
-    weights: {dotted name: NumPy array}; optimizer: the optimizer's `state_dict()`; state: the
-    training run's `RunState` (None in a checkpoint saved outside a run); user: the free-form
-    metadata it was saved with; path: where it was read from.
-    """
+    """What a checkpoint file holds, on the host: `weights` {dotted name: NumPy array}, the
+    `optimizer`'s `state_dict()`, the run's `RunState` (None outside a run), the `user`
+    metadata it was saved with, and the `path` it was read from."""
     weights: dict
     optimizer: dict
     state: RunState = None
@@ -124,10 +121,8 @@ def load_checkpoint(path):
 
 
 def check_matches(net, weights, source="checkpoint"):
-    """Raise `CheckpointError` unless `weights` has exactly `net`'s parameter names, shapes and dtypes.
-
-    The message names the first mismatch, in the network's parameter order.
-    """
+    """Raise `CheckpointError`, naming the first mismatch, unless `weights` has exactly
+    `net`'s parameter names, shapes and dtypes."""
     params = dict(net.named_parameters())
     problem = None
     for name, param in params.items():

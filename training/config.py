@@ -42,10 +42,8 @@ POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
 
 def find_config(spec):
     """The config file `spec` names: a path to a YAML file, or the name of a shipped config
-    (``resnet``, ``resnet.yaml`` or ``configs/resnet.yaml`` where no such file exists here).
-
-    Raises `ConfigError` listing the shipped names when it is neither.
-    """
+    (``resnet``, ``resnet.yaml`` or ``configs/resnet.yaml`` where no such file exists here);
+    `ConfigError` listing the shipped names when it is neither."""
     path = Path(spec)
     if path.is_file():
         return path
@@ -64,11 +62,8 @@ def find_config(spec):
 
 
 def read_config(path):
-    """The raw mapping in the YAML file at `path` (unchecked); `ConfigError` if it cannot be read.
-
-    Bounded: at most `MAX_CONFIG_BYTES`, `MAX_CONFIG_DEPTH` levels of nesting and
-    `MAX_CONFIG_VALUES` values with aliases expanded (see `parse_yaml`).
-    """
+    """The raw mapping in the YAML file at `path` (unchecked, read within `parse_yaml`'s
+    bounds and `MAX_CONFIG_BYTES`); `ConfigError` if it cannot be read."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -182,18 +177,10 @@ def _children(node):
 
 
 def load_config(path, overrides=()):
-    """Read the YAML config at `path`, apply `overrides`, and check it all.
-
-    Args:
-        path: a YAML file with the sections model, train and (optionally) data, or the name of
-            a config shipped with xpnn (see `find_config`).
-        overrides: `Override`s from the command line, or a mapping {dotted key: value}
-            (``{"train.epochs": 1}``); None values are ignored.
-    Returns:
-        The checked config as a new dict, defaults filled in (see `validate_config`).
-    Raises:
-        ConfigError: the message starts with the file name, or with the flags at fault.
-    """
+    """The config at `path` (a YAML file or a shipped name, `find_config`) with `overrides`
+    (`Override`s, or {dotted key: value}, ``{"train.epochs": 1}``; None values ignored) set,
+    checked, defaults filled in (`validate_config`); `ConfigError` starting with the file name
+    or with the flags at fault."""
     if isinstance(overrides, dict):
         overrides = [Override(key, value) for key, value in overrides.items()]
     overrides = [override for override in overrides if override.value is not None]
@@ -222,8 +209,7 @@ def validate_config(config):
     train.betas [0.9, 0.999] and train.eps 1e-8 (adam and adamw only), train.weight_decay 0
     (0.01 for adamw, as PyTorch's), train.schedule {name: constant}, train.seed 0,
     train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None,
-    data.validation 5000,
-    data.augment {} (none).
+    data.validation 5000, data.augment {} (none).
     """
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
@@ -296,13 +282,13 @@ def validate_adam_options(train, name):
     """{betas, eps, weight_decay} of an adam or adamw train section, defaults filled in."""
     _refuse_options_of_others(train, name, ("momentum",))
     betas = train.get("betas", list(DEFAULT_BETAS))
+    bad = ConfigError(f"train.betas must be a list of two numbers in [0, 1), like [0.9, 0.999], "
+                      f"got {betas!r}")
     if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
-                          f"[0.9, 0.999], got {betas!r}")
+        raise bad
     checked = [_finite(f"train.betas.{index}", beta, low=0) for index, beta in enumerate(betas)]
     if max(checked) >= 1:
-        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), like "
-                          f"[0.9, 0.999], got {betas!r}")
+        raise bad
     default_decay = 0.01 if name == "adamw" else 0.0
     return {"betas": checked,
             "eps": _finite("train.eps", train.get("eps", DEFAULT_EPS), low=0, low_open=True),

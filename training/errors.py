@@ -18,12 +18,8 @@ class DivergenceError(TrainingError):
 
 
 class TrainingInterrupted(TrainingError):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint.
-
-    Attributes:
-        signal_number: the signal that stopped it (its exit code is 128 + signal_number).
-        run_dir: the run folder to resume.
-    """
+    """Training stopped on SIGINT/SIGTERM (`signal_number`; exit code 128 + it) after saving a
+    checkpoint in `run_dir`."""
 
     def __init__(self, message, signal_number, run_dir):
         super().__init__(message)

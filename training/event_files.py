@@ -2,11 +2,9 @@
 ``tensorboard`` extra); without it, nothing is written.
 
 The run folder holds one file, `EVENTS_NAME`, rewritten whole (and atomically) after every
-epoch from all records, so a resumed run never repeats an epoch in it. `tensorboard --logdir
-runs/` shows each run folder as a run. Each epoch is one step (its number) holding the scalars
-``loss/train``, ``loss/validation``, ``loss/test``, ``accuracy/...`` (fractions), ``lr`` and
-``seconds``; an event's wall time is the training seconds since the run began (the records keep
-no dates), so TensorBoard's "relative" axis is the training time.
+epoch, so a resumed run never repeats an epoch in it. Each epoch is one step holding the
+`SCALARS`; an event's wall time is the training seconds since the run began, so TensorBoard's
+"relative" axis is the training time.
 """
 import os
 from pathlib import Path

@@ -45,10 +45,8 @@ def atomic_write(path, write, binary=True):
             os.fsync(f.fileno())
         os.replace(temp_name, path)
     except BaseException as error:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
         if isinstance(error, OSError):
             raise _naming(error, path) from None
         raise
@@ -63,13 +61,18 @@ def ready_folder(folder, advice):
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(handle)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as error:
         raise RunFolderError(f"cannot write to the run folder {folder}: "
                              f"{error.strerror or error} ({error.filename or folder}); "
                              f"{advice}") from None
+
+
+def probe_writable(folder):
+    """Create and remove a file in `folder`; `OSError` if it cannot."""
+    handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _naming(error, path):
@@ -86,9 +89,8 @@ def fsync_folder(folder):
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -96,10 +98,7 @@ def fsync_folder(folder):
 def remove_stale_temporaries(folder):
     """Delete temporary files left by writes that a crash (e.g. SIGKILL) cut short."""
     for stale in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        try:
-            stale.unlink()
-        except OSError:
-            pass
+        _unlink_quietly(stale)
 
 
 # -- one writer per folder -------------------------------------------------------------------------
@@ -144,10 +143,8 @@ class _HeldLock:
                     _unlink_quietly(self.folder / LOCK_NAME)
                 if self.created_folder and self.undo_unless is not None \
                         and not self.undo_unless.exists():
-                    try:
+                    with contextlib.suppress(OSError):
                         self.folder.rmdir()  # only if empty: nothing of anyone else's is lost
-                    except OSError:
-                        pass
             finally:
                 os.close(self.fd)
 
@@ -215,12 +212,9 @@ class FolderLock:
 
     @classmethod
     def acquire(cls, folder):
-        """Take the lock of the existing folder `folder` without waiting.
-
-        Raises `FolderBusyError` naming the holder when another process has it, and `OSError`
-        when the lock file cannot be created (a read-only folder) or locked (a file system
-        without locks).
-        """
+        """Take the lock of the existing folder `folder` without waiting: `FolderBusyError`
+        naming the holder when another process has it, `OSError` when the lock file cannot be
+        created or locked."""
         folder = Path(folder)
         identity = _identity(folder)
         if identity in _HELD:
@@ -308,7 +302,5 @@ def _same_file(fd, path):
 
 
 def _unlink_quietly(path):
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

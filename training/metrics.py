@@ -3,11 +3,10 @@
 metrics.jsonl in a run folder holds one JSON object per finished epoch:
     {"epoch": 1, "train_loss": ..., "train_acc": ..., "val_loss": ..., "val_acc": ...,
      "test_loss": ..., "test_acc": ..., "lr": ..., "seconds": ...}
-Accuracies are fractions in [0, 1]; `lr` is the rate at the epoch's last step; val_loss and
-val_acc are null in a run without a validation set (and absent from runs made before it).
-With label smoothing every loss is the smoothed one, the objective that training lowers.
-metrics.csv beside it holds the same records, one row each (`CSV_COLUMNS`; empty where null),
-and with tensorboardX installed `training.event_files` writes them as TensorBoard events.
+Accuracies are fractions; `lr` is the rate at the epoch's last step; val_loss and val_acc are
+null without a validation set (absent in runs made before it); with label smoothing every loss
+is the smoothed one. metrics.csv holds the same records (`CSV_COLUMNS`, empty where null), and
+`training.event_files` writes them as TensorBoard events.
 """
 import csv
 import io
@@ -33,10 +32,8 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"
 VALIDATION_KEYS = ("val_loss", "val_acc")  # optional: null without a validation set
 
 class RunningStats:
-    """Sums of loss and correct predictions over an epoch, kept on the device.
-
-    Adding a batch queues device work only; `read()` is the one place that waits for the device.
-    """
+    """Sums of loss and correct predictions over an epoch, kept on the device: `add` queues
+    device work only; `read()` is the one place that waits for the device."""
 
     def __init__(self, xp, loss_sum=0.0, correct=0, seen=0):
         self.loss_sum = xp.asarray(loss_sum, dtype=xp.float64)
@@ -52,9 +49,8 @@ class RunningStats:
 
     def add(self, loss, logits, labels):
         """Add one batch: its mean `loss` (0-d), `logits` (N, K) and `labels` (N,)."""
-        count = labels.shape[0]
         add_batch_stats(self.loss_sum, self.correct, loss, logits, labels)
-        self.seen += count
+        self.seen += labels.shape[0]
 
     def read(self):
         """Return (loss sum, correct count, images seen) as Python numbers (a host sync)."""
@@ -80,11 +76,9 @@ class Evaluation:
 def evaluate(net, images, labels, batch_size=1000, should_stop=None):
     """Evaluate `net` on `images` (N, C, H, W) and integer `labels` (N,), on their device.
 
-    Images are uint8 (or other integers) on the 0-255 scale, or floats on the [0, 1] scale
-    (``images / 255``); the network sees float32 in [0, 1] either way. Anything else (floats
-    outside [0, 1], integers outside 0-255, booleans) raises `ValueError`, as do labels that are
-    not integers. `should_stop()`, if given, is asked between batches; when it returns True,
-    evaluation stops early and None is returned.
+    Images are integers on the 0-255 scale or floats on the [0, 1] scale; anything else is a
+    `ValueError` (`network_input`). `should_stop()`, if given, is asked between batches; when
+    it returns True, None is returned.
     """
     xp = get_array_module(images)
     to_network = network_input(images)

@@ -30,14 +30,12 @@ class EpochProgress:
 
 @dataclass
 class RunState:
-    """A run's position and history: `epoch` whole epochs done (their evaluation included) and
-    `step` steps of the next one; `metrics`, one record per finished epoch; `best_val_acc`, the
-    best validation accuracy so far (None: no validation yet, or none held out); and what the
-    run was started with, which a resumed run keeps (`config`, the limits, `workers`, `ranks`,
-    `checkpoint_every`), and for people reading the file (`model_name`, ...). Early stopping
-    (train.early_stopping): `stop_reference`, the validation accuracy of the last epoch that
-    counted as a gain (None before one), `stale_epochs` since it, and `stopped_early`, whether
-    the run ended there."""
+    """A run's position and history: `epoch` whole epochs done and `step` steps of the next;
+    `metrics`, one record per finished epoch; `best_val_acc` (None: none yet); what the run was
+    started with, which a resumed run keeps (`config`, the limits, `workers`, `ranks`,
+    `checkpoint_every`), and for people reading the file (`model_name`, ...). Early stopping:
+    `stop_reference`, the validation accuracy of the last gain, `stale_epochs` since it, and
+    `stopped_early`."""
     config: dict
     epoch: int
     step: int

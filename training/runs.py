@@ -9,9 +9,7 @@ A run folder holds:
                    the checkpoints carry their own copy)
 """
 import json
-import os
 import shlex
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, check_ma
 from xpnn.training.config import ARRAYS, validate_config
 from xpnn.training.errors import CheckpointError, RunFolderError
 from xpnn.training.files import (LOCK_NAME, FolderBusyError, FolderLock, atomic_write,
-                                 remove_stale_temporaries)
+                                 probe_writable, remove_stale_temporaries)
 from xpnn.training.metrics import confusion_matrix, evaluate, write_metrics
 from xpnn.training.setup import check_dataset_fits
 from xpnn.training.trainer import CHECKPOINT_EVERY, Trainer
@@ -164,9 +162,7 @@ def lock_run_dir(run_dir, what="the run folder", advice="choose another with --o
     try:
         return FolderLock.acquire(run_dir)
     except FolderBusyError as busy:
-        raise FolderTakenError(f"{run_dir} is in use: {busy.holder} is writing to it (it "
-                               f"holds {Path(run_dir) / LOCK_NAME}); wait for that run to end or "
-                               f"stop it, or {advice}") from None
+        raise _in_use(run_dir, busy.holder, advice) from None
     except OSError as error:
         raise RunFolderError(f"cannot write to {what} {run_dir}: {error.strerror or error} "
                              f"(cannot lock it); {advice}") from None
@@ -174,6 +170,12 @@ def lock_run_dir(run_dir, what="the run folder", advice="choose another with --o
 
 class FolderTakenError(RunFolderError):
     """A new run's folder already holds a run, or another process is writing to it."""
+
+
+def _in_use(run_dir, holder, advice="choose another with --output"):
+    return FolderTakenError(f"{run_dir} is in use: {holder} is writing to it (it holds "
+                            f"{Path(run_dir) / LOCK_NAME}); wait for that run to end or stop it, "
+                            f"or {advice}")
 
 
 def _holds_a_run(run_dir):
@@ -184,9 +186,7 @@ def _holds_a_run(run_dir):
 def check_writable(run_dir):
     """Raise `RunFolderError` unless a file can be created in `run_dir`."""
     try:
-        handle, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-test-")
-        os.close(handle)
-        os.unlink(probe)
+        probe_writable(run_dir)
     except OSError as error:
         raise RunFolderError(f"cannot write to the output folder {run_dir}: "
                              f"{error.strerror or error}; choose another with --output") from None
@@ -217,12 +217,10 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
 
     The data are loaded and the network built before the folder is created, so bad input
     leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps. `ranks`
-    (default: the world this process was launched into): rank 0 alone touches the folder and
-    any error it meets there is raised on every rank. `mode`: how the backend computes
-    (`Trainer`). `dataset`: a `data.Dataset` to train on instead of the config's (arrays given
-    in Python). `init_from`: a run folder (its best.npz, else last.npz) or .npz checkpoint
-    whose weights the network starts from instead of drawn ones (fine-tuning; the optimizer
-    and schedule start afresh); its network must have the same parameters.
+    (default: this process's world): rank 0 alone touches the folder, and its errors are raised
+    on every rank. `mode`: `Trainer`'s. `dataset`: a `data.Dataset` instead of the config's.
+    `init_from`: a run folder (best.npz, else last.npz) or .npz checkpoint of the same
+    parameters whose weights replace the drawn ones (optimizer and schedule start afresh).
     """
     ranks = ranks if ranks is not None else world(device)
     if data_dir is not None:
@@ -285,9 +283,7 @@ def _refuse_early(run_dir):
         raise _holds_a_run(run_dir)
     holder = FolderLock.holder(run_dir)
     if holder is not None:
-        raise FolderTakenError(f"{run_dir} is in use: {holder} is writing to it (it holds "
-                               f"{run_dir / LOCK_NAME}); wait for that run to end or stop it, "
-                               f"or choose another with --output")
+        raise _in_use(run_dir, holder)
 
 
 class RunTrainer(Trainer):
@@ -314,17 +310,12 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
                epochs=None):
     """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
 
-    `config`, if given, must be the config the run was started with (it is checked, not used:
-    the checkpoint carries its own). `data_dir` overrides where the data are read from,
-    `checkpoint_every` the mid-epoch checkpoint interval and `workers` the number of CPU
-    threads (default: the run's own; another number splits batches differently, so the
-    weights then differ in the last bits from an uninterrupted run's); `mode` how the
-    backend computes (`Trainer`; a replayed graph computes what an eager step in its mode does);
-    `dataset` the `data.Dataset` a run of arrays given in Python trains on (the same again);
-    `epochs`, more epochs than the run was started for, extends it (`_extended`: the schedule
-    follows the longer run's from here on).
-    Nothing else may change, the number of ranks included: rank 0 reads the checkpoint and
-    sends it to the others.
+    `config`, if given, must be the config the run was started with (checked, not used).
+    `data_dir`, `checkpoint_every` and `workers` (default: the run's own; another count of
+    threads splits batches differently, so the last bits differ) override the run's; `mode`:
+    `Trainer`'s; `dataset`: the `data.Dataset` a run of arrays given in Python trains on;
+    `epochs`, more than the run was started for, extends it (`_extended`). Nothing else may
+    change, the number of ranks included: rank 0 reads the checkpoint and sends it on.
     """
     run_dir = Path(run_dir)
     ranks = ranks if ranks is not None else world(device)
@@ -417,13 +408,9 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
 
 
 def _extended(config, epochs, run_dir, state):
-    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again.
-
-    The schedule is a function of (epoch, total epochs), so from here on the rate is the one a
-    run started with `epochs` has at each epoch: the same as before for a constant or step
-    schedule (the extended run is then bit-identical to one started with `epochs`), the longer
-    curve for a cosine (from the rate it has at this epoch of the longer run, not from where
-    the short run ended)."""
+    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again:
+    from here on the schedule is that of a run started with `epochs` (for a constant or step
+    schedule, bit-identical to one)."""
     saved = config["train"]["epochs"]
     if epochs < saved:
         raise RunFolderError(f"cannot resume {run_dir} for {epochs} epochs: it was started for "
@@ -449,10 +436,8 @@ def _with_old_defaults(config):
 
 
 def _read_last_checkpoint(run_dir):
-    """The checkpoint last.npz of the run folder `run_dir`, or `RunFolderError` saying why not."""
-    if not run_dir.is_dir():
-        raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
-                             f"that holds {LAST_NAME})")
+    """The checkpoint last.npz of the run folder `run_dir` (a folder: `_lock_for_resume`
+    checked), or `RunFolderError` saying why not."""
     if not (run_dir / LAST_NAME).exists():
         raise RunFolderError(f"cannot resume: {run_dir} holds no {LAST_NAME} (the run stopped "
                              f"before its first checkpoint, or this is not a run folder); start "

@@ -4,9 +4,8 @@ mean +- sd of test accuracy (of the epoch validation chose, and of the last epoc
     results = run_seeds(config, device, "runs/resnet-seeds", parse_seeds("0-4"))
     print(format_seeds(results))
 
-Each seed is a run folder of its own, PARENT/seed-K; running the same seeds into the same parent
-again resumes the unfinished runs and leaves the finished ones as they are. The summary is
-written to PARENT/seeds.json.
+Each seed is a run folder of its own, PARENT/seed-K (run again: the unfinished ones resume);
+the summary goes to PARENT/seeds.json.
 """
 import json
 import math

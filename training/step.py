@@ -12,17 +12,10 @@ from xpnn.training.batches import to_float
 
 
 class TrainingStep:
-    """One optimizer step on a batch gathered from a dataset on the device.
-
-    Args:
-        model: what computes forward and backward (a `Network`, or `nets.DataParallel`).
-        optimizer: its optimizer (an `optim` optimizer over the network's parameters).
-        images: uint8 (N, C, H, W) device images; labels: (N,) device int64 labels.
-        stats: the `training.metrics.RunningStats` the batch's loss and correct count add to.
-        ranks: the job's ranks (`backend.communicator`); their gradients are summed in rank
-            order before the update.
-    Attributes: `loss`, the last step's mean loss (0-d device array).
-    """
+    """One optimizer step of `model` (a `Network` or `nets.DataParallel`) and its `optimizer`
+    on a batch gathered from `images` (N, C, H, W) uint8 and `labels` (N,) int64 on the device;
+    the batch's sums go to `stats` (`training.metrics.RunningStats`), the gradients are summed
+    over `ranks` in rank order. `loss`: the last step's mean loss (0-d device array)."""
 
     def __init__(self, model, optimizer, images, labels, stats, ranks=None):
         self.model, self.optimizer = model, optimizer

@@ -3,11 +3,9 @@ the way.
 
 Each epoch's order depends only on (seed, epoch) and each batch's transforms only on (seed,
 epoch, step), so a run resumed at any step makes exactly the batches, and on the CPU exactly the
-float operations, of an uninterrupted run. best.npz is the epoch of best validation accuracy.
-Nothing waits for the device inside a step: the running sums are read every `READ_EVERY` steps
-(and after steps 1, 2, 4, 8 and 16, for the progress bar), before every checkpoint and at the end
-of the epoch. On several ranks every rank runs this loop
-on its slice of each batch and keeps in lockstep; rank 0 alone writes files and shows progress.
+float operations, of an uninterrupted run. Nothing waits for the device inside a step (the sums
+are read at `shows_progress_after`'s steps). On several ranks each runs this loop on its slice
+of each batch, in lockstep; rank 0 alone writes files and shows progress.
 """
 import dataclasses
 import math
@@ -45,19 +43,14 @@ def shows_progress_after(step, steps):
 
 
 class Trainer:
-    """Trains one network from a checked config on one device, saving into a run folder.
+    """Trains one network from a checked config (`dataset` a `data.Dataset`, `device` a
+    `backend.Device`) into `run_dir` (created if missing, checked writable first).
 
-    Args:
-        config: a checked config; dataset: a `data.Dataset`; device: a `backend.Device`.
-        run_dir: folder for last.npz, best.npz and metrics.jsonl (created if missing; checked
-            writable before anything else, `RunFolderError` if not).
-        limit_train, limit_test, workers: see `training.setup.set_up`.
-        checkpoint_every: also save last.npz every this many steps inside an epoch (0: never).
-        ranks: the job's ranks (`backend.communicator`; default: this process's world).
-        progress: show a tqdm progress bar (on stderr); echo: called with each epoch's line.
-        mode: how the backend computes (`backend.Mode`; None: the mode set around the call,
-            else the device's default), its precision the config's train.precision; in a graph
-            mode each training step is one CUDA graph, evaluation stays eager.
+    `limit_train`, `limit_test`, `workers`: `training.setup.set_up`'s. `checkpoint_every`: also
+    save last.npz every this many steps (0: never). `ranks`: default this process's world.
+    `progress`: a tqdm bar on stderr; `echo`: called with each epoch's line. `mode`:
+    `backend.Mode` (None: the mode set around, else the device's), at train.precision; in a
+    graph mode each training step is one CUDA graph, evaluation stays eager.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
@@ -85,16 +78,13 @@ class Trainer:
                                                            setup.train_images)
         self.train_count, self.steps_per_epoch = setup.train_count, setup.steps_per_epoch
         self.schedule, self.augment = setup.schedule, setup.augment
-        self.epoch = 0          # epochs finished (0-based index of the current epoch)
-        self.step = 0           # steps done in the current epoch
-        self.metrics = []       # one record per finished epoch
-        self.best_val_acc = None
+        self.epoch, self.step = 0, 0  # epochs finished; steps done in the current epoch
+        self.metrics, self.best_val_acc = [], None  # one record per finished epoch
         self.stop_reference, self.stale_epochs, self.stopped_early = None, 0, False
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stops = StopSignals(self.ranks, READ_EVERY)
 
     def check_run_dir(self):
-        """Make the run folder if needed and prove it writable (before any work)."""
         ready_folder(self.run_dir, "give the Trainer a folder it can write to")
 
     @property
@@ -184,11 +174,9 @@ class Trainer:
             f"and saved {self.last_path}", self.stops.signal, self.run_dir)
 
     def fit(self):
-        """Train until `epochs` epochs are done; return the list of epoch records.
-
-        Raises `TrainingInterrupted` (after saving) on SIGINT/SIGTERM and `DivergenceError`
-        (without saving) when the loss or weights stop being finite.
-        """
+        """Train until `epochs` epochs are done; return the list of epoch records. Raises
+        `TrainingInterrupted` (after saving) on SIGINT/SIGTERM, `DivergenceError` (without
+        saving) when the loss or weights stop being finite."""
         if self.schedule.warmup_note() and not self.finished:
             self.echo(self.schedule.warmup_note())
         # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
@@ -234,8 +222,7 @@ class Trainer:
         finally:
             bar.close()
 
-    def train_step(self, index, lr, maps, batch_size):
-        """One step (`training.step.TrainingStep`, or its CUDA graph)."""
+    def train_step(self, index, lr, maps, batch_size):  # the tests' hook into every step
         self.run_step(index, lr, maps, batch_size)
 
     def epoch_maps(self):

@@ -5,13 +5,9 @@
     from xpnn import layers, nets, optim, data, training
     from xpnn.backend import get_device
 
-Subpackages: backend (devices, and the array primitives layers are written with, one
-implementation per device), layers, nets (networks built from configs), optim, data (IDX files,
-MNIST), training (configs, the loop, checkpoints), inference (trained networks on new images,
-ONNX export), tools (bench, parity), configs (the shipped YAML files) and cli (the `xpnn`
-command). `import xpnn` imports none of them, so the command line starts fast: `xpnn.fit`
-is imported on first use. In a checkout they are the top-level folders, which pyproject.toml
-maps into the package: install it (``pip install -e .``) to import them.
+The subpackages are the top-level folders of a checkout (DESIGN.md), mapped into the package
+by pyproject.toml (``pip install -e .``). `import xpnn` imports none of them, so the command
+line starts fast: `xpnn.fit` is imported on first use.
 """
 __version__ = "0.3.0"
 
