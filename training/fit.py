@@ -59,8 +59,8 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
             loss layer's label smoothing) from its own weights, in place: the run folder keeps
             the model section that describes it (`nets.model_section`: evaluate, predict and
             resume rebuild it from that), and at the end the network holds the last epoch's
-            weights (best.npz validation's choice). A network no config can describe (a layer
-            of another type, weights not float32) is refused in one line.
+            weights (best.npz holds validation's choice). A network no config can describe (a
+            layer of another type, weights not float32) is refused in one line.
         train: (images, labels): uint8 (N, C, H, W) or (N, H, W) images on the 0-255 scale
             and integer labels (N,); or a `data.Dataset` (its test set is evaluated, its last
             data.validation training images held out); None: the config's dataset.
