@@ -6,13 +6,14 @@ import numpy
 import pytest
 
 import xpnn
-from xpnn import nets
+from xpnn import layers, nets
 from xpnn.backend import CPU
 from xpnn.data import load_dataset
 from xpnn.nets import ConfigError
 from xpnn.training import (RunFolderError, Trainer, load_checkpoint, load_config, read_metrics,
                            start_run)
-from xpnn.training.runs import evaluate_trained
+from xpnn.training import evaluate, save_checkpoint
+from xpnn.training.runs import evaluate_trained, load_trained
 
 REPO = Path(__file__).resolve().parent.parent
 QUIET = dict(progress=False, echo=lambda line: None)
@@ -142,7 +143,7 @@ def test_fit_takes_a_model_section_with_default_training(tmp_path, mnist):
      "one per image"),
     (dict(train=(numpy.zeros((4, 1, 28, 28), numpy.uint8), numpy.full(4, 1.5))), ValueError,
      "integers"),
-    (dict(config=nets.build(load_config("lenet")["model"])), TypeError, "not a built Network"),
+    (dict(config=object()), TypeError, "nets.Network"),
     (dict(epochs=0), ConfigError, "train.epochs"),
 ])
 def test_fit_refuses_bad_input_in_one_line_before_any_work(tmp_path, change, error, text):
@@ -205,7 +206,7 @@ def test_the_readmes_training_script_runs_as_written(tmp_path, monkeypatch, caps
     exec(compile(readme_script(), "README.md", "exec"), namespace)
     history, result = namespace["history"], namespace["result"]
     assert len(history) == 2 and (tmp_path / "runs" / "small" / "best.npz").exists()
-    assert result.accuracy > 0.8, result.accuracy  # 4,000 images, 2 epochs: 87.8%
+    assert result.accuracy > 0.8, result.accuracy  # 4,000 images, 2 epochs: 87.4%
     assert (namespace["probabilities"].argmax(axis=1) == namespace["test"][1][:8]).mean() >= 0.75
     out = capsys.readouterr().out
     assert "{'note': 'my small net'}" in out and "nothing to do: runs/small has finished" in out
@@ -227,3 +228,82 @@ def test_fit_without_data_trains_on_the_configs_dataset_and_guards_its_folder(tm
         xpnn.fit("lenet", epochs=1, run_dir=tmp_path / "run", progress=False, echo=None)
     with pytest.raises(ValueError, match="give run_dir"):
         xpnn.fit("lenet", epochs=1, resume=True, progress=False, echo=None)
+
+
+# -- xpnn.fit of a built network --------------------------------------------------------------------
+
+def hand_built(seed=0, activation=layers.ReLULayer):
+    """A network made in Python from layers, no config."""
+    return nets.Network("HandBuilt", [
+        layers.ConvLayer(1, 4, 5, rng=seed), layers.MaxPoolLayer(2, 2), activation(),
+        layers.ResNetBlock(4, activation=activation, rng=seed + 1), layers.FlattenLayer(),
+        layers.LinearLayer(4 * 14 * 14, 10, rng=seed + 2)], input_shape=(1, 28, 28))
+
+
+def fit_network(network, run_dir, mnist, **options):
+    return xpnn.fit(network, train=arrays(mnist, 0, 200), validation=arrays(mnist, 200, 50),
+                    test=arrays(mnist, 250, 50), batch_size=20, run_dir=run_dir,
+                    progress=False, echo=None, **options)
+
+
+def weights_equal(mine, theirs):
+    return mine.keys() == theirs.keys() and all(numpy.array_equal(mine[key], theirs[key])
+                                                for key in theirs)
+
+
+def test_fit_trains_a_built_network_in_place_from_its_own_weights(tmp_path, mnist):
+    network = hand_built()
+    history = fit_network(network, tmp_path / "run", mnist)
+    assert history.net is network and len(history) == 1
+    last = load_checkpoint(history.run_dir / "last.npz")
+    assert weights_equal(network.state_dict(), last.weights)
+    assert last.config["model"] == nets.model_section(hand_built())
+    # fitted again, it starts from the weights it now holds: the run the model section that
+    # describes it makes from those weights
+    again = fit_network(network, tmp_path / "again", mnist)
+    reference = fit_network(nets.model_section(network), tmp_path / "reference", mnist,
+                            init_from=history.run_dir / "last.npz")
+    mine = load_checkpoint(again.run_dir / "last.npz").weights
+    assert weights_equal(load_checkpoint(reference.run_dir / "last.npz").weights, mine)
+    assert weights_equal(network.state_dict(), mine) and not weights_equal(mine, last.weights)
+    assert [record["val_acc"] for record in reference] == [record["val_acc"] for record in again]
+
+
+def test_a_built_networks_run_folder_evaluates_and_resumes_like_any_other(tmp_path, mnist):
+    network = hand_built(seed=3)
+    first = fit_network(network, tmp_path / "run", mnist)
+    trained = load_trained(first.run_dir)  # rebuilt from the model section, best.npz's weights
+    assert repr(trained.net) == repr(network)
+    test = arrays(mnist, 250, 50)
+    assert evaluate(trained.net, *test).accuracy == first.best["test_acc"]
+    more = fit_network(network, tmp_path / "run", mnist, resume=True, epochs=2)
+    assert [record["epoch"] for record in more] == [1, 2] and more[:1] == first
+    assert weights_equal(network.state_dict(),
+                         load_checkpoint(first.run_dir / "last.npz").weights)
+
+
+class ScaledReLU(layers.ReLULayer):
+    """A layer of the user's own: no config names it."""
+
+
+@pytest.mark.parametrize("network, error, text", [
+    (nets.Network("Own", [layers.FlattenLayer(), layers.LinearLayer(784, 10), ScaledReLU()],
+                  input_shape=(1, 28, 28)), ConfigError, r"layers\[2\] ScaledReLU is a subclass"),
+    (hand_built(activation=lambda: layers.LeakyReLULayer(0.2)), ConfigError,
+     r"layers\[3\] ResNetBlock differs .*conv_layers.1.slope is 0.2, not 0.01"),
+    (hand_built().to(dtype="float64"), ValueError, "float32 weights, but HandBuilt's are float64"),
+])
+def test_fit_refuses_a_built_network_no_config_describes_in_one_line(tmp_path, mnist, network,
+                                                                     error, text):
+    with pytest.raises(error, match=text) as raised:
+        fit_network(network, tmp_path / "run", mnist)
+    message = str(raised.value)
+    assert "\n" not in message and not (tmp_path / "run").exists()
+    if error is ConfigError:
+        assert "fit cannot train" in message and "a loop of your own" in message
+
+
+def test_fit_refuses_init_from_beside_a_built_network(tmp_path, mnist):
+    with pytest.raises(ValueError, match="drop init_from"):
+        fit_network(hand_built(), tmp_path / "run", mnist, init_from=tmp_path / "other")
+    assert not (tmp_path / "run").exists()

@@ -5,7 +5,9 @@
     history[-1]["val_acc"], history.best, history.run_dir, history.net
 
 It is `start_run` / `resume_run` and `Trainer.fit` (the same checkpoints, metrics files, progress
-bar and epoch lines as the command line), with the data given as arrays or a `data.Dataset`.
+bar and epoch lines as the command line), with the data given as arrays or a `data.Dataset`,
+and the network as a config or a built `nets.Network` (trained in place; the run folder keeps
+the model section that describes it, `nets.model_section`, so it resumes and evaluates alike).
 Arrays become a `Dataset` named ``arrays`` (the config's data.dataset): a validation set given
 beside them is put after the training images and held out as data.validation, exactly as the
 command line holds out the last images of a file.
@@ -20,6 +22,7 @@ from xpnn import nets
 from xpnn.backend import get_device
 from xpnn.data import Dataset
 from xpnn.nets.config import ConfigError
+from xpnn.nets.description import NoConfigError, loss_settings, model_section
 from xpnn.training.checkpoint import LAST_NAME
 from xpnn.training.errors import RunFolderError
 from xpnn.training.config import ARRAYS, find_config, read_config, validate_config
@@ -33,8 +36,9 @@ DEFAULT_TRAIN = {"epochs": 1, "batch_size": 100, "optimizer": "adam", "lr": 0.00
 
 class History(list):
     """The per-epoch records of a run (metrics.jsonl's, one dict per epoch), with `run_dir`,
-    `net` (the network at the end of training, on its device) and `best` (the record of the
-    epoch validation chose, whose weights are best.npz; None without validation)."""
+    `net` (the network at the end of training: the run's, on its device, or the built network
+    given to `fit`, itself) and `best` (the record of the epoch validation chose, whose weights
+    are best.npz; None without validation)."""
 
     def __init__(self, records, run_dir, net):
         super().__init__(records)
@@ -50,9 +54,13 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
 
     Args:
         config: a config file or shipped name (``"lenet"``), a config mapping ({model, train,
-            data}), or a bare model section ({name, input_shape, layers, ...}), which trains
-            with `DEFAULT_TRAIN`. A built `Network` is refused: a run folder keeps the config
-            its network is rebuilt from.
+            data}), a bare model section ({name, input_shape, layers, ...}), which trains with
+            `DEFAULT_TRAIN`, or a built `nets.Network`, which trains with `DEFAULT_TRAIN` (its
+            loss layer's label smoothing) from its own weights, in place: the run folder keeps
+            the model section that describes it (`nets.model_section`: evaluate, predict and
+            resume rebuild it from that), and at the end the network holds the last epoch's
+            weights (best.npz holds validation's choice). A network no config can describe (a
+            layer of another type, weights not float32) is refused in one line.
         train: (images, labels): uint8 (N, C, H, W) or (N, H, W) images on the 0-255 scale
             and integer labels (N,); or a `data.Dataset` (its test set is evaluated, its last
             data.validation training images held out); None: the config's dataset.
@@ -80,6 +88,13 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     settings = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
                 "train.seed": seed, **(overrides or {})}
     dataset, data_settings = _dataset(train, validation, test)
+    network = config if isinstance(config, nets.Network) else None
+    if network is not None:
+        config = _network_config(network, dataset)
+        if init_from is not None:
+            raise ValueError(f"init_from gives the weights a new run starts from, but "
+                             f"{network.name} brings its own: drop init_from, or give fit "
+                             f"the config (or model section) instead of the network")
     if resume_from is not None:
         if run_dir is not None and Path(run_dir) != Path(resume_from):
             raise ValueError(f"run_dir {run_dir} and resume_from {resume_from} name two run "
@@ -112,12 +127,17 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
                             limit_test=limit_test, checkpoint_every=checkpoint_every,
                             workers=workers, progress=progress, echo=trainer_echo,
                             init_from=init_from)
+        if network is not None:  # rank 0's weights on every rank, as init_from's are
+            trainer.net.load_state_dict(trainer.ranks.on_root(network.state_dict))
         echo(start_line(trainer, device.name))
     finished = trainer.finished
     records = trainer.fit()
     if not finished:
         echo(done_line(records, trainer.run_dir))
-    return History(records, trainer.run_dir, trainer.net)
+    if network is None:
+        return History(records, trainer.run_dir, trainer.net)
+    network.load_state_dict(trainer.net.state_dict())
+    return History(records, trainer.run_dir, network)
 
 
 def finished_what(trainer):
@@ -157,12 +177,29 @@ def _name_of(config):
     return str(model.get("name", "fit")) if isinstance(model, dict) else "fit"
 
 
+def _network_config(network, dataset):
+    """The config mapping `fit` trains the built `network` with: its model section and
+    `DEFAULT_TRAIN` with its loss layer's label smoothing; `ConfigError` or `ValueError`, in
+    one line, for a network that no config describes."""
+    try:
+        model = model_section(network, dataset.image_shape if dataset is not None else None)
+        label_smoothing = loss_settings(network)
+    except NoConfigError as error:
+        raise NoConfigError(f"fit cannot train {network.name} into a run folder, which keeps "
+                            f"the config that rebuilds it: {error}; build it from those layers, "
+                            f"or train it with a loop of your own (forward_loss, backward, an "
+                            f"optimizer's step)") from None
+    except ConfigError as error:
+        raise ConfigError(f"fit cannot train {network.name}: {error}") from None
+    dtypes = sorted({str(parameter.dtype) for parameter in network.parameters()} - {"float32"})
+    if dtypes:
+        raise ValueError(f"fit trains float32 weights, but {network.name}'s are "
+                         f"{', '.join(dtypes)}: call network.to(dtype='float32') first")
+    return {"model": model, "train": {**DEFAULT_TRAIN, **label_smoothing}}
+
+
 def _checked_config(config, settings):
     """The checked config of `fit`'s `config` with `settings` ({dotted key: value}) set."""
-    if isinstance(config, nets.Network):
-        raise TypeError("fit takes the config a network is built from (a file, a shipped name, "
-                        "a config or model mapping), not a built Network: the run folder keeps "
-                        "the config that rebuilds it")
     if isinstance(config, (str, os.PathLike)):
         path = find_config(config)
         raw, source = read_config(path), str(path)
@@ -172,8 +209,8 @@ def _checked_config(config, settings):
             raw = {"model": raw, "train": dict(DEFAULT_TRAIN)}
         source = "the config given to fit"
     else:
-        raise TypeError(f"fit takes a config file, a shipped config name or a config mapping, "
-                        f"got {type(config).__name__}")
+        raise TypeError(f"fit takes a config file, a shipped config name, a config mapping or "
+                        f"a nets.Network, got {type(config).__name__}")
     changes = [Override(key, value, f"{key}={value!r}") for key, value in settings.items()
                if value is not None]
     try:
