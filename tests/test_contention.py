@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,41 @@ def test_a_stop_signal_during_the_release_waits_until_the_lock_file_is_gone(tmp_
         assert not (tmp_path / LOCK_NAME).exists()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_signal_caught_by_another_thread_during_the_release_also_waits(tmp_path,
+                                                                             monkeypatch):
+    """The kernel gives a process's signal to any thread not blocking it (a BLAS or worker
+    thread); Python then runs its handler in the main thread. Seen as a flaky failure of the
+    test above: a per-thread signal mask let the stop land in the middle of the release."""
+    import threading
+
+    from xpnn.training import files
+
+    class Stop(Exception):
+        pass
+
+    def stop(number, frame):
+        raise Stop
+
+    idle = threading.Event()
+    bystander = threading.Thread(target=idle.wait)  # started before the release: no mask
+    bystander.start()
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        lock = FolderLock.acquire(tmp_path)
+        same_file = files._same_file
+
+        def signalled_in_another_thread(fd, path):
+            signal.pthread_kill(bystander.ident, signal.SIGTERM)
+            time.sleep(0.05)  # the main thread's next bytecodes run Python's handlers
+            return same_file(fd, path)
+
+        monkeypatch.setattr(files, "_same_file", signalled_in_another_thread)
+        with pytest.raises(Stop):
+            lock.release()
+        assert not (tmp_path / LOCK_NAME).exists()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        idle.set()
+        bystander.join()

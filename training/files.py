@@ -152,15 +152,24 @@ class _HeldLock:
 @contextlib.contextmanager
 def _stop_signals_deferred():
     """SIGINT and SIGTERM held back for the block and delivered when it ends (in the main
-    thread, where Python runs signal handlers; elsewhere a block that changes nothing)."""
+    thread, where Python runs signal handlers; elsewhere a block that changes nothing).
+
+    Recorded by a handler of the block's own rather than blocked with a signal mask: a mask is
+    per thread, and the kernel hands a process's signal to any thread that does not block it
+    (a BLAS or worker thread), whose arrival Python then runs in the main thread mid-block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    arrived = []
+    previous = {number: signal.signal(number, lambda number, frame: arrived.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(arrived):
+            signal.raise_signal(number)
 
 
 _HELD = {}  # (device, inode) of the folder -> _HeldLock, for the folders this process holds
