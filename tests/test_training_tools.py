@@ -120,6 +120,19 @@ def test_init_from_starts_a_new_run_from_a_trained_runs_weights(tmp_path, traine
     assert read_metrics(tmp_path / "cli")[0]["val_acc"] > read_metrics(trained_lenet)[0]["val_acc"]
 
 
+def test_init_from_takes_a_npz_saved_outside_a_run(tmp_path):
+    """`--init-from` takes "a .npz file", `save_checkpoint`'s included: it holds no run's config."""
+    from xpnn import nets
+    from xpnn.training import save_checkpoint
+
+    net = nets.build(lenet()["model"], seed=3)
+    save_checkpoint(tmp_path / "mine.npz", net)
+    trainer = start_run(lenet(**{"train.epochs": 1}), CPU, tmp_path / "tuned",
+                        init_from=tmp_path / "mine.npz", **SMALL)
+    mine = trainer.net.state_dict()
+    assert all(numpy.array_equal(mine[name], value) for name, value in net.state_dict().items())
+
+
 def test_init_from_another_architecture_is_refused_naming_both(tmp_path, trained_lenet):
     result = invoke("train", "-c", "resnet", "--epochs", "1", *QUICK, "--init-from",
                     trained_lenet, "--output", tmp_path / "run")

@@ -266,8 +266,8 @@ def _start_from(trainer, checkpoint, config):
     """Put `checkpoint`'s weights into the new run's network, or `CheckpointError` naming both
     architectures."""
     mine = config["model"].get("name", trainer.net.name)
-    theirs = (checkpoint.config.get("model", {}).get("name", "?")
-              if isinstance(checkpoint.config, dict) else "?")
+    saved = checkpoint.state.config if checkpoint.state is not None else None  # None: not a run's
+    theirs = saved.get("model", {}).get("name", "?") if isinstance(saved, dict) else "?"
     try:
         check_matches(trainer.net, checkpoint.weights, f"checkpoint {checkpoint.path}")
     except CheckpointError as error:
