@@ -261,3 +261,20 @@ def test_gpu_vs_torch_refuses_unknown_variants(capsys):
     with pytest.raises(SystemExit):
         gpu_vs_torch.main(["--variants", "array,graph-cudnn"])
     assert "--variants takes array, fused, graph, graph-fused" in capsys.readouterr().err
+
+
+def test_the_cpu_convolution_candidates_agree_with_float64(monkeypatch, capsys):
+    """benchmarks.cpu_conv_candidates (issue 22's measurements) runs and every candidate that
+    computes the convolution matches float64."""
+    import sys
+
+    from benchmarks import cpu_conv_candidates
+
+    monkeypatch.setattr(sys, "argv", ["cpu_conv_candidates", "--batch", "2", "--channels", "4",
+                                      "--size", "4"])
+    monkeypatch.setattr(cpu_conv_candidates, "median_ms", lambda call, repeats=40: 1.0)
+    cpu_conv_candidates.main()
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert {"ours", "sgemm", "sgemm-wide", "winograd"} <= rows.keys()
+    for name in ("ours", "winograd"):
+        assert float(rows[name][2]) < 1e-4

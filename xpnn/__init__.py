@@ -9,7 +9,7 @@ The subpackages are the top-level folders of a checkout (DESIGN.md), mapped into
 by pyproject.toml (``pip install -e .``). `import xpnn` imports none of them, so the command
 line starts fast: `xpnn.fit` is imported on first use.
 """
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name):
