@@ -42,8 +42,9 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
 @click.option("--checkpoint-every", type=click.IntRange(min=0),
               help="also save last.npz every N steps inside an epoch, 0 for never  [default: 200]")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="CPU threads, each running a slice of every batch  [default: the cores "
-                   "this process may use, or the resumed run's]")
+              help="CPU threads, each running a slice of every batch; given, the run is one "
+                   "process (no default ranks)  [default: the cores this process may use, "
+                   "shared among its host's ranks, or the resumed run's]")
 @processes_option
 @dataset_option()
 @data_dir_option()
