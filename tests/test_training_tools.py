@@ -41,10 +41,12 @@ def test_early_stopping_ends_the_run_after_patience_epochs_without_a_gain(tmp_pa
 def test_min_delta_zero_counts_any_gain_and_a_plain_run_has_no_stale_count(tmp_path):
     trainer = start_run(stopping(patience=1, min_delta=0.0, epochs=2), CPU, tmp_path / "a",
                         **SMALL)
-    trainer.count_stale_epoch(0.5, {"patience": 3, "min_delta": 0.0})
-    trainer.count_stale_epoch(0.5, {"patience": 3, "min_delta": 0.0})  # no gain: stale
-    trainer.count_stale_epoch(0.5001, {"patience": 3, "min_delta": 0.0})  # a gain
-    assert (trainer.stop_reference, trainer.stale_epochs) == (0.5001, 0)
+    watch, rule = trainer.early_stopping, {"patience": 3, "min_delta": 0.0}
+    watch.count(0.5, rule)
+    watch.count(0.5, rule)  # no gain: stale
+    assert (watch.reference, watch.stale_epochs) == (0.5, 1)
+    watch.count(0.5001, rule)  # a gain
+    assert (watch.reference, watch.stale_epochs, watch.stopped) == (0.5001, 0, False)
     plain = start_run(lenet(**{"train.epochs": 1}), CPU, tmp_path / "b", **SMALL).fit()
     assert "stale_epochs" not in plain[0]
 

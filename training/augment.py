@@ -21,6 +21,7 @@ import numpy
 
 from xpnn.backend import get_array_module
 from xpnn.backend.warp import warp_affine
+from xpnn.training.batches import batch_sizes
 
 OPTIONS = ("translate", "rotate", "scale", "shear", "flip")
 AUGMENT_STREAM = 1  # keeps these draws apart from the epoch order's, default_rng([seed, epoch])
@@ -73,12 +74,14 @@ class Augmentation:
         rng = numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])
         return self.inverse_maps(count, height, width, rng)
 
-    def epoch_maps(self, batch_sizes, height, width, seed, epoch):
-        """The maps of a whole epoch, batch after batch: (sum(batch_sizes), 2, 3) float32 host
-        maps whose rows for step i (of `batch_sizes[i]` images) are `step_maps` of that step,
-        so an epoch's maps reach the device in one copy, outside the steps."""
+    def epoch_maps(self, count, batch_size, height, width, seed, epoch):
+        """The maps of an epoch of `count` images in batches of `batch_size`, in the epoch's
+        batch order: (count, 2, 3) float32 host maps whose rows for step i are `step_maps` of
+        that step, drawn per whole batch (so an image moves alike on any number of ranks); an
+        epoch's maps reach the device in one copy, outside the steps."""
         return numpy.concatenate([self.step_maps(size, height, width, seed, epoch, step)
-                                  for step, size in enumerate(batch_sizes)]).astype(numpy.float32)
+                                  for step, size in enumerate(batch_sizes(count, batch_size))]
+                                 ).astype(numpy.float32)
 
     def __call__(self, images, seed, epoch, step):
         """`images` (N, C, H, W) float, each moved by its own random map for this (seed, epoch,

@@ -142,7 +142,7 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
 
 def finished_what(trainer):
     """How a finished run ended: all its epochs trained, or stopped early."""
-    if trainer.stopped_early:
+    if trainer.early_stopping.stopped:
         return (f"stopped early after epoch {trainer.epoch} of "
                 f"{trainer.train_config['epochs']} (train.early_stopping)")
     return f"has finished all its {trainer.train_config['epochs']} epochs"

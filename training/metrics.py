@@ -30,6 +30,15 @@ CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_
                "lr", "seconds")
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 VALIDATION_KEYS = ("val_loss", "val_acc")  # optional: null without a validation set
+READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
+
+
+def shows_progress_after(step, steps):
+    """Whether the running loss is read (a device sync; on ranks a collective) after `step` of
+    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, so the bar shows loss and accuracy from the
+    start, then every `READ_EVERY` steps, and at the epoch's end."""
+    return step % READ_EVERY == 0 or step == steps or (step < READ_EVERY
+                                                       and step & (step - 1) == 0)
 
 class RunningStats:
     """Sums of loss and correct predictions over an epoch, kept on the device: `add` queues

@@ -19,27 +19,19 @@ from tqdm import tqdm
 
 from xpnn.backend import mode_for, running_on
 from xpnn.backend.communicator import world
-from xpnn.training.batches import batch_sizes, epoch_permutation
+from xpnn.training.batches import epoch_permutation
 from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, mark_stopped_early, restore,
                                       save_checkpoint)
+from xpnn.training.early_stopping import EarlyStopping
 from xpnn.training.errors import DivergenceError, TrainingInterrupted
 from xpnn.training.evaluation import evaluate_epoch
 from xpnn.training.files import ready_folder
-from xpnn.training.metrics import format_epoch, write_metrics
+from xpnn.training.metrics import READ_EVERY, format_epoch, shows_progress_after, write_metrics
 from xpnn.training.run_state import SHUFFLE, EpochProgress, RunState
 from xpnn.training.setup import set_up
 from xpnn.training.stopping import StopSignals
 
 CHECKPOINT_EVERY = 200  # steps between mid-epoch checkpoints, unless told otherwise
-READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
-
-
-def shows_progress_after(step, steps):
-    """Whether the running loss is read (a device sync; on ranks a collective) after `step` of
-    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, so the bar shows loss and accuracy from the
-    start, then every `READ_EVERY` steps, and at the epoch's end."""
-    return step % READ_EVERY == 0 or step == steps or (step < READ_EVERY
-                                                       and step & (step - 1) == 0)
 
 
 class Trainer:
@@ -58,6 +50,7 @@ class Trainer:
                  echo=None, mode=None):
         self.config, self.train_config = config, config["train"]
         self.device, self.run_dir = device, Path(run_dir)
+        self.last_path, self.best_path = self.run_dir / LAST_NAME, self.run_dir / BEST_NAME
         self.checkpoint_every = int(checkpoint_every or 0)
         self.ranks = ranks if ranks is not None else world(device)
         self.progress = progress and self.ranks.is_root
@@ -80,7 +73,7 @@ class Trainer:
         self.schedule, self.augment = setup.schedule, setup.augment
         self.epoch, self.step = 0, 0  # epochs finished; steps done in the current epoch
         self.metrics, self.best_val_acc = [], None  # one record per finished epoch
-        self.stop_reference, self.stale_epochs, self.stopped_early = None, 0, False
+        self.early_stopping = EarlyStopping()
         self.seconds_before = 0.0  # time spent on the current epoch before a resume
         self.stops = StopSignals(self.ranks, READ_EVERY)
 
@@ -90,15 +83,7 @@ class Trainer:
     @property
     def finished(self):
         """Whether the run has trained all its epochs, or stopped early."""
-        return self.stopped_early or self.epoch >= self.train_config["epochs"]
-
-    @property
-    def last_path(self):
-        return self.run_dir / LAST_NAME
-
-    @property
-    def best_path(self):
-        return self.run_dir / BEST_NAME
+        return self.early_stopping.stopped or self.epoch >= self.train_config["epochs"]
 
     def state(self, seconds=0.0):
         """The run's `RunState` now (`seconds`: time spent on this epoch since the start or
@@ -109,9 +94,8 @@ class Trainer:
             self.limit_train, self.limit_test, self.checkpoint_every, self.workers,
             self.ranks.size, self.metrics, self.best_val_acc,
             EpochProgress(loss_sum, correct, seen, self.seconds_before + seconds),
-            self.stop_reference, self.stale_epochs, self.stopped_early,
-            self.net.name, self.net.num_parameters(), SHUFFLE, self.device.name,
-            time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            *dataclasses.astuple(self.early_stopping), self.net.name, self.net.num_parameters(),
+            SHUFFLE, self.device.name, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def save(self, path=None, seconds=0.0):
         """Save the current state (after checking it is finite) to `path` (default last.npz);
@@ -127,8 +111,8 @@ class Trainer:
         state = checkpoint.state
         self.epoch, self.step = state.epoch, state.step
         self.metrics, self.best_val_acc = list(state.metrics), state.best_val_acc
-        self.stop_reference, self.stale_epochs, self.stopped_early = (
-            state.stop_reference, state.stale_epochs, state.stopped_early)
+        self.early_stopping = EarlyStopping(state.stop_reference, state.stale_epochs,
+                                            state.stopped_early)
         progress = state.epoch_progress
         if self.ranks.is_root:  # the sums so far count once, in rank 0's share
             self.stats.reset(progress.loss_sum, progress.correct, progress.seen)
@@ -142,17 +126,13 @@ class Trainer:
         self.ranks.sum_in_rank_order(sums)
         return float(sums[0]), int(sums[1]), int(sums[2])
 
-    def check_loss(self):
-        """`read_stats()`, after raising `DivergenceError` if the loss sum is NaN or infinite."""
+    def check_finite(self, weights=True):
+        """`read_stats()`, after raising `DivergenceError` if the loss sum or (with `weights`)
+        any weight is NaN or infinite."""
         sums = self.read_stats()
         if not math.isfinite(sums[0]):
             self.diverged(f"the training loss became {sums[0]}")
-        return sums
-
-    def check_finite(self):
-        """`check_loss()`, after also checking that every weight is finite."""
-        sums = self.check_loss()
-        for name, param in self.net.named_parameters():
+        for name, param in self.net.named_parameters() if weights else ():
             if not bool(self.device.xp.isfinite(param.data).all()):
                 self.diverged(f"parameter {name!r} holds NaN or infinite values")
         return sums
@@ -184,7 +164,7 @@ class Trainer:
                 over="ignore", invalid="ignore", divide="ignore"):
             if not self.ranks.on_root(self.last_path.exists):
                 self.save()  # from here on, a run killed at any moment can be resumed
-            if self.stopped_early and self.ranks.is_root and self.best_path.exists():
+            if self.early_stopping.stopped and self.ranks.is_root and self.best_path.exists():
                 mark_stopped_early(self.best_path, self.epoch)  # again, after a crash
             while not self.finished:
                 started = time.perf_counter()
@@ -195,9 +175,10 @@ class Trainer:
     def train_epoch(self, started):
         """Run the remaining steps of the current epoch."""
         steps, batch_size = self.steps_per_epoch, self.train_config["batch_size"]
-        order = self.device.send(epoch_permutation(self.train_config["seed"], self.epoch,
-                                                   self.train_count))
-        maps = self.epoch_maps()
+        seed = self.train_config["seed"]
+        order = self.device.send(epoch_permutation(seed, self.epoch, self.train_count))
+        maps = None if self.augment is None else self.device.send(self.augment.epoch_maps(
+            self.train_count, batch_size, *self.train_images.shape[2:], seed, self.epoch))
         bar = tqdm(total=steps, initial=self.step, leave=False, dynamic_ncols=True,
                    desc=f"epoch {self.epoch + 1}/{self.train_config['epochs']}",
                    disable=not self.progress)
@@ -213,7 +194,7 @@ class Trainer:
                 self.step = step + 1
                 bar.update(1)
                 if shows_progress_after(self.step, steps):
-                    loss_sum, correct, seen = self.check_loss()
+                    loss_sum, correct, seen = self.check_finite(weights=False)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False,
                                     acc=f"{100 * correct / seen:.2f}%")
                 if self.checkpoint_every and self.step < steps and \
@@ -224,16 +205,6 @@ class Trainer:
 
     def train_step(self, index, lr, maps, batch_size):  # the tests' hook into every step
         self.run_step(index, lr, maps, batch_size)
-
-    def epoch_maps(self):
-        """The current epoch's augmentation maps on the device, in the epoch's batch order
-        (float32 (train_count, 2, 3), see `training.augment`); None without augmentation. Drawn
-        per whole batch, so an image is moved alike on any number of ranks."""
-        if self.augment is None:
-            return None
-        sizes = batch_sizes(self.train_count, self.train_config["batch_size"])
-        return self.device.send(self.augment.epoch_maps(sizes, *self.train_images.shape[2:],
-                                                        self.train_config["seed"], self.epoch))
 
     def finish_epoch(self, started):
         """Evaluate on the validation and test sets, record the epoch, save best.npz (at the
@@ -254,10 +225,10 @@ class Trainer:
             record[f"{short}_loss"], record[f"{short}_acc"] = evaluation.loss, evaluation.accuracy
         record["lr"] = self.optimizer.lr
         record["seconds"] = round(self.seconds_before + time.perf_counter() - started, 3)
-        stopping = self.train_config.get("early_stopping")
+        stopping, watch = self.train_config.get("early_stopping"), self.early_stopping
         if stopping is not None:
-            self.count_stale_epoch(record["val_acc"], stopping)
-            record["stale_epochs"] = self.stale_epochs
+            watch.count(record["val_acc"], stopping)
+            record["stale_epochs"] = watch.stale_epochs
         self.metrics.append(record)
         self.epoch, self.step, self.seconds_before = self.epoch + 1, 0, 0.0
         self.stats.reset()
@@ -269,22 +240,8 @@ class Trainer:
         self.save()
         if self.ranks.is_root:
             write_metrics(self.run_dir, self.metrics)
-            if self.stopped_early and self.best_path.exists():
+            if watch.stopped and self.best_path.exists():
                 mark_stopped_early(self.best_path, record["epoch"])
         self.echo(format_epoch(record, self.train_config["epochs"]))
-        if self.stopped_early:
-            self.echo(f"early stopping: validation accuracy gained less than "
-                      f"{100 * stopping['min_delta']:g} points in {stopping['patience']} "
-                      f"epoch(s) after reaching {100 * self.stop_reference:.2f}%; stopped after "
-                      f"epoch {record['epoch']} of {self.train_config['epochs']}")
-
-    def count_stale_epoch(self, val_acc, stopping):
-        """Count an epoch of validation accuracy `val_acc` towards early stopping: a gain of at
-        least min_delta over the last gain resets the count; `patience` epochs without one stop
-        the run (`stopped_early`)."""
-        gain = None if self.stop_reference is None else val_acc - self.stop_reference
-        if gain is None or (gain > 0 and gain >= stopping["min_delta"]):
-            self.stop_reference, self.stale_epochs = val_acc, 0
-        else:
-            self.stale_epochs += 1
-            self.stopped_early = self.stale_epochs >= stopping["patience"]
+        if watch.stopped:
+            self.echo(watch.message(stopping, record["epoch"], self.train_config["epochs"]))
