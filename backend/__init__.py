@@ -7,6 +7,8 @@ primitives that layers are written with.
 
 The primitives' modules are listed in DESIGN.md ("Packages").
 """
+if __name__ != "xpnn.backend":  # `import backend` finds this only from a checkout's root
+    raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.backend")
 from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads
 from xpnn.backend.device import (CPU, Device, DeviceUnavailableError, device_of, get_array_module,
                                  get_device, gpu_unavailable_reason)

@@ -3,6 +3,8 @@
 Importing this package imports only `stopping`, so that `main()` can install the signal
 handlers before anything heavy is imported (the modules: DESIGN.md, "Packages").
 """
+if __name__ != "xpnn.cli":  # `import cli` finds this only from a checkout's root
+    raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.cli")
 import contextlib
 import sys
 

@@ -5,6 +5,8 @@
 `xpnn.training.config.find_config` resolves a name or a path; this file makes the folder a
 package so that an installed xpnn carries the configs.
 """
+if __name__ != "xpnn.configs":  # `import configs` finds this only from a checkout's root
+    raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.configs")
 from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent

@@ -9,6 +9,8 @@
 Every problem raises `DataError` (a ValueError) naming the file, what was wrong and what would be right.
 `download(name, dest_dir)` fetches the files from a mirror; nothing here calls it for you.
 """
+if __name__ != "xpnn.data":  # `import data` finds this only from a checkout's root
+    raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.data")
 from xpnn.data.errors import DataError
 from xpnn.data.idx import encode_idx, parse_idx, read_idx, read_idx_bytes
 from xpnn.data.datasets import (DATASETS, FILE_STEMS, Dataset, DatasetSpec, dataset_names, dataset_spec,

@@ -6,6 +6,8 @@
     for prediction in predict(trained, ["digit.png", "photos/"]):
         print(prediction.name, prediction.top(3))      # [(class, probability)] * 3
 """
+if __name__ != "xpnn.inference":  # `import inference` finds this only from a checkout's root
+    raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.inference")
 from xpnn.inference.images import ImageError, InputImage, prepare, read_images
 from xpnn.inference.predict import Prediction, class_probabilities, predict
 

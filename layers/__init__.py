@@ -1,4 +1,6 @@
 """The layers of xpnn. Every layer computes with the `xp` of the arrays it is given."""
+if __name__ != "xpnn.layers":  # `import layers` finds this only from a checkout's root
+    raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.layers")
 from xpnn.layers.activation import LeakyReLULayer, ReLULayer
 from xpnn.layers.base import Layer, Parameter, ShapeError
 from xpnn.layers.container import AddLayer, ResNetBlock, SequentialLayer

@@ -174,18 +174,22 @@ def test_the_installed_wheel_runs_from_any_folder(wheel, tmp_path):
 
 
 def test_only_xpnn_names_import(tmp_path):
-    """One import path: `xpnn.backend`, never `backend` (outside a checkout's root, where Python
-    itself imports any folder), `xpnn.tests` or `xpnn.benchmarks`."""
-    import subprocess
-    import sys
+    """One import path: `xpnn.backend`, never `backend` (not even from a checkout's root, where
+    Python itself finds every folder: each subpackage refuses a bare name in one line),
+    `xpnn.tests` or `xpnn.benchmarks`."""
+    folders = sorted(name.split(".")[1] for name in SETUPTOOLS["package-dir"] if "." in name)
     script = ("import importlib\n"
-              "for name in ('backend', 'layers', 'xpnn.tests', 'xpnn.benchmarks', 'xpnn.build'):\n"
+              f"for name in {folders + ['xpnn.tests', 'xpnn.benchmarks', 'xpnn.build']!r}:\n"
               "    try:\n"
               "        importlib.import_module(name)\n"
-              "    except ImportError:\n"
+              "    except ImportError as error:\n"
+              "        if not isinstance(error, ModuleNotFoundError):  # found, and refused\n"
+              "            assert str(error) == f'{name} is part of the package xpnn: '\\\n"
+              "                                 f'import xpnn.{name}', error\n"
               "        continue\n"
               "    raise SystemExit(f'{name} imports')\n"
               "import xpnn.backend, xpnn.cli\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for folder in (tmp_path, REPO):
+        done = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, (folder, done.stdout + done.stderr)

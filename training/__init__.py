@@ -8,6 +8,8 @@
 
 The modules: DESIGN.md ("Packages").
 """
+if __name__ != "xpnn.training":  # `import training` finds this only from a checkout's root
+    raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.training")
 from xpnn.training.checkpoint import Checkpoint, check_matches, load_checkpoint, restore, save_checkpoint
 from xpnn.training.config import load_config, validate_config
 from xpnn.training.errors import (CheckpointError, DivergenceError, RunFolderError, TrainingError,
