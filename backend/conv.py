@@ -8,11 +8,12 @@ A `PaddedInput` is an (N, H, W, C) input as the correlation sees it: placed ever
 
 * ``cpu`` and ``gpu`` turn the padded input into patch matrices, one row per output pixel and one
   column per value of a window, and multiply them with the kernel as a matrix
-  (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a cache-sized
-  chunk of images at a time (`CHUNK_BYTES`), so each matrix is consumed while it is still in
-  L2; patch layout (kh, kw, C), each window row one contiguous copy; products at least 8
-  columns wide (OpenBLAS runs narrower float32 outputs at half speed). ``gpu`` makes the same
-  copy for the whole batch at once.
+  (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a chunk of
+  whole images at a time, each matrix consumed while it is still in cache: as many images as
+  keep the product within OpenBLAS's limit for multiplying without packing the operands
+  (`SMALL_PRODUCT`; faster at these narrow shapes, BENCHMARKS.md), else as fit one core's L2
+  (`CHUNK_BYTES`); patch layout (kh, kw, C), each window row one contiguous copy. ``gpu``
+  makes the same copy for the whole batch at once.
 * ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
   zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
   kernel_gradient.cu); where the mode's precision is tf32, the forward on TF32 tensor cores
@@ -30,7 +31,9 @@ from xpnn.backend.dispatch import mode, pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
-CHUNK_BYTES = 1 << 19        # ``cpu``: per-chunk working set that stays in one core's L2 cache
+SMALL_PRODUCT = 100 ** 3     # ``cpu``: OpenBLAS multiplies (M x K) @ (K x N) with M*K*N up to this
+                             # without packing its operands: faster at these narrow shapes
+CHUNK_BYTES = 1 << 19        # ``cpu``: else a chunk's patches stay in one core's L2 cache
 IM2COL_ROWS_PER_ITEM = 32    # `IM2COL`: rows of one column that one thread fills
 IM2COL_KERNEL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
 
@@ -93,25 +96,18 @@ def kernel_gradient(padded, grad, kernel_size, stride):
 
 def correlate_by_patches(padded, kernel, stride, bias, patches):
     """`correlate` through patch matrices: `patches` is (make, layout), `make(padded, k,
-    stride)` yielding (batch slice, patch matrix) and `layout` its patch layout."""
+    stride, columns)` yielding (batch slice, patch matrix) for products `columns` wide, and
+    `layout` its patch layout."""
     make, layout = patches
     xp = get_array_module(padded.x)
     k, o = kernel.shape[2], kernel.shape[0]
     out = xp.empty((padded.x.shape[0], *padded.output_size(k, stride), o), dtype=padded.x.dtype)
     w_mat = kernel_matrix(kernel, layout)
-    width = -(-o // 8) * 8 if make is _chunked_patches and o % 8 and o <= 64 else o
-    if width != o:
-        w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
-    for chunk, col in make(padded, k, stride):
+    for chunk, col in make(padded, k, stride, o):
         out_rows = out[chunk].reshape(-1, o)
-        if width == o:
-            matmul(col, w_mat, out=out_rows)
-            if bias is not None:
-                out_rows += bias  # while the chunk is still in cache
-        elif bias is not None:
-            xp.add(matmul(col, w_mat)[:, :o], bias, out=out_rows)
-        else:
-            out_rows[...] = matmul(col, w_mat)[:, :o]
+        matmul(col, w_mat, out=out_rows)
+        if bias is not None:
+            out_rows += bias  # while the chunk is still in cache
     return out
 
 
@@ -124,7 +120,7 @@ def kernel_gradient_by_patches(padded, grad, kernel_size, stride, patches):
     # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
     # reading a stored one back from main memory, and far smaller.
     total = None
-    for chunk, col in make(padded, kernel_size, stride):
+    for chunk, col in make(padded, kernel_size, stride, o):
         part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
         total = part if total is None else xp.add(total, part, out=total)
     return kernel_of_matrix(total, (o, padded.x.shape[3], kernel_size, kernel_size), layout)
@@ -170,24 +166,29 @@ def patch_matrix(windows):
     return col_t.reshape(kh * kw * c, n * ho * wo).T
 
 
-def _chunked_patches(padded, kernel_size, stride):
-    """``cpu``: (batch slice, patch matrix) a cache-sized chunk of images at a time."""
+def _chunked_patches(padded, kernel_size, stride, columns):
+    """``cpu``: (batch slice, patch matrix) a chunk of whole images at a time: as many as keep
+    the product with a `columns`-wide matrix within `SMALL_PRODUCT`, else as fit `CHUNK_BYTES`."""
     windows = sliding_windows(padded.array(), kernel_size, kernel_size, stride)
     n, ho, wo, _, _, c = windows.shape
-    item_bytes = ho * wo * kernel_size * kernel_size * c * windows.itemsize
-    size = max(1, min(n, CHUNK_BYTES // max(1, item_bytes)))
+    item_values = ho * wo * kernel_size * kernel_size * c
+    if item_values * columns <= SMALL_PRODUCT:
+        size = SMALL_PRODUCT // (item_values * columns)
+    else:
+        size = CHUNK_BYTES // (item_values * windows.itemsize)
+    size = max(1, min(n, size))
     for start in range(0, n, size):
         chunk = slice(start, min(start + size, n))
         yield chunk, patch_matrix(windows[chunk])
 
 
-def _whole_batch_patches(padded, kernel_size, stride):
+def _whole_batch_patches(padded, kernel_size, stride, columns=None):
     """``gpu``: the whole batch's patch matrix by one copy."""
     windows = sliding_windows(padded.array(), kernel_size, kernel_size, stride)
     yield slice(0, windows.shape[0]), patch_matrix(windows)
 
 
-def _im2col_patches(padded, kernel_size, stride):
+def _im2col_patches(padded, kernel_size, stride, columns=None):
     """`IM2COL`: the whole batch's patch matrix by im2col.cu, patch layout (C, kh, kw)."""
     xp = get_array_module(padded.x)
     x = xp.ascontiguousarray(padded.x)

@@ -213,6 +213,28 @@ def test_conv_forward_matches_direct_correlation(cin, cout, k, stride, h, w, dev
     numpy.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_cpu_patch_chunks_keep_each_product_within_the_small_product_limit(rng):
+    """The CPU's patch matrices come a chunk of whole images at a time: as many as keep the
+    product within `SMALL_PRODUCT` (OpenBLAS's unpacked path), else as fit `CHUNK_BYTES`; the
+    chunked products give the whole batch's correlation."""
+    from xpnn.backend import conv
+    x = rng.standard_normal((5, 14, 14, 16)).astype(numpy.float32)
+    padded = conv.PaddedInput(x, 1, (16, 16))
+
+    def chunks(columns):
+        return [(chunk.start, chunk.stop) for chunk, _ in
+                conv._chunked_patches(padded, 3, 1, columns)]
+    per_image = 14 * 14 * 3 * 3 * 16  # patch values of one image
+    assert per_image * 16 * 2 <= conv.SMALL_PRODUCT < per_image * 16 * 3
+    assert chunks(16) == [(0, 2), (2, 4), (4, 5)]
+    assert per_image * 64 > conv.SMALL_PRODUCT  # one image is already over: chunks by bytes
+    by_bytes = conv.CHUNK_BYTES // (per_image * 4)
+    assert chunks(64) == [(start, min(start + by_bytes, 5)) for start in range(0, 5, by_bytes)]
+    kernel = rng.standard_normal((16, 16, 3, 3)).astype(numpy.float32)
+    whole = conv.correlate_by_patches(padded, kernel, 1, None, conv.PATCHES["gpu"])
+    numpy.testing.assert_allclose(conv.correlate(padded, kernel, 1), whole, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("k,stride,h,w", [(2, 2, 7, 6), (3, 1, 5, 6), (3, 2, 8, 7), (2, 3, 7, 8),
                                           (1, 1, 3, 2)],
                          ids=["k2-s2-7x6", "k3-s1-5x6", "k3-s2-8x7", "k2-s3-7x8", "k1-s1-3x2"])
