@@ -9,11 +9,12 @@ A `PaddedInput` is an (N, H, W, C) input as the correlation sees it: placed ever
 * ``cpu`` and ``gpu`` turn the padded input into patch matrices, one row per output pixel and one
   column per value of a window, and multiply them with the kernel as a matrix
   (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a chunk of
-  whole images at a time, each matrix consumed while it is still in cache: as many images as
-  keep the product within OpenBLAS's limit for multiplying without packing the operands
-  (`SMALL_PRODUCT`; faster at these narrow shapes, BENCHMARKS.md), else as fit one core's L2
-  (`CHUNK_BYTES`); patch layout (kh, kw, C), each window row one contiguous copy. ``gpu``
-  makes the same copy for the whole batch at once.
+  whole images at a time, each matrix consumed while it is still in cache: where NumPy's BLAS
+  multiplies small products without packing the operands (OpenBLAS on AVX-512), as many images
+  as keep the product that small, else as fit one core's L2 (`CHUNK_BYTES`) with products at
+  least 8 columns wide (packed, OpenBLAS runs narrower float32 outputs at half speed); patch
+  layout (kh, kw, C), each window row one contiguous copy. ``gpu`` makes the same copy for the
+  whole batch at once.
 * ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
   zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
   kernel_gradient.cu); where the mode's precision is tf32, the forward on TF32 tensor cores
@@ -25,15 +26,14 @@ copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the bas
 benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
 """
 from xpnn.backend import conv_kernels
+from xpnn.backend.cpu import unpacked_product_limit
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
 from xpnn.backend.dispatch import mode, pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
-SMALL_PRODUCT = 100 ** 3     # ``cpu``: OpenBLAS multiplies (M x K) @ (K x N) with M*K*N up to this
-                             # without packing its operands: faster at these narrow shapes
-CHUNK_BYTES = 1 << 19        # ``cpu``: else a chunk's patches stay in one core's L2 cache
+CHUNK_BYTES = 1 << 19        # ``cpu``: a chunk's patches stay in one core's L2 cache
 IM2COL_ROWS_PER_ITEM = 32    # `IM2COL`: rows of one column that one thread fills
 IM2COL_KERNEL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
 
@@ -103,11 +103,20 @@ def correlate_by_patches(padded, kernel, stride, bias, patches):
     k, o = kernel.shape[2], kernel.shape[0]
     out = xp.empty((padded.x.shape[0], *padded.output_size(k, stride), o), dtype=padded.x.dtype)
     w_mat = kernel_matrix(kernel, layout)
-    for chunk, col in make(padded, k, stride, o):
+    width = o
+    if make is _chunked_patches and o % 8 and o <= 64 and not unpacked_product_limit():
+        width = -(-o // 8) * 8  # packed, OpenBLAS runs narrower float32 outputs at half speed
+        w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
+    for chunk, col in make(padded, k, stride, width):
         out_rows = out[chunk].reshape(-1, o)
-        matmul(col, w_mat, out=out_rows)
-        if bias is not None:
-            out_rows += bias  # while the chunk is still in cache
+        if width == o:
+            matmul(col, w_mat, out=out_rows)
+            if bias is not None:
+                out_rows += bias  # while the chunk is still in cache
+        elif bias is not None:
+            xp.add(matmul(col, w_mat)[:, :o], bias, out=out_rows)
+        else:
+            out_rows[...] = matmul(col, w_mat)[:, :o]
     return out
 
 
@@ -168,12 +177,14 @@ def patch_matrix(windows):
 
 def _chunked_patches(padded, kernel_size, stride, columns):
     """``cpu``: (batch slice, patch matrix) a chunk of whole images at a time: as many as keep
-    the product with a `columns`-wide matrix within `SMALL_PRODUCT`, else as fit `CHUNK_BYTES`."""
+    the product with a `columns`-wide matrix unpacked (`cpu.unpacked_product_limit`), else as
+    fit `CHUNK_BYTES`."""
     windows = sliding_windows(padded.array(), kernel_size, kernel_size, stride)
     n, ho, wo, _, _, c = windows.shape
     item_values = ho * wo * kernel_size * kernel_size * c
-    if item_values * columns <= SMALL_PRODUCT:
-        size = SMALL_PRODUCT // (item_values * columns)
+    limit = unpacked_product_limit()
+    if item_values * columns <= limit:
+        size = limit // (item_values * columns)
     else:
         size = CHUNK_BYTES // (item_values * windows.itemsize)
     size = max(1, min(n, size))

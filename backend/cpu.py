@@ -1,12 +1,17 @@
-"""Tuning of the CPU backend's process: BLAS threads and the memory allocator."""
+"""Tuning of the CPU backend's process: BLAS threads and the memory allocator; what its BLAS does
+fastest."""
 import ctypes
 import ctypes.util
+import functools
 import os
 
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit
+# OpenBLAS's cores with unpacked small-product kernels (its kernel/x86_64/KERNEL.SKYLAKEX, which
+# the other two include); on every other x86-64 core its permit function refuses them all.
+UNPACKED_SMALL_PRODUCT_CORES = {"SkylakeX", "Cooperlake", "SapphireRapids"}
 
 
 def cpu_count():
@@ -38,3 +43,15 @@ def keep_freed_memory():
     ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
     ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     return bool(ok)
+
+
+@functools.cache
+def unpacked_product_limit():
+    """M * K * N up to which NumPy's BLAS multiplies an (M x K) @ (K x N) float32 product
+    without packing its operands into buffers first: 100**3 for OpenBLAS on its AVX-512 cores,
+    else 0 (every product packed)."""
+    import threadpoolctl
+
+    cores = {info.get("architecture") for info in threadpoolctl.threadpool_info()
+             if info.get("internal_api") == "openblas"}
+    return 100 ** 3 if cores & UNPACKED_SMALL_PRODUCT_CORES else 0

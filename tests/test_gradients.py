@@ -28,7 +28,7 @@ def chunking(request, monkeypatch):
     per chunk, so the gradient checks reach the accumulation of the kernel gradient over
     chunks."""
     if request.param == "image-chunks":
-        monkeypatch.setattr(conv, "SMALL_PRODUCT", 1)
+        monkeypatch.setattr(conv, "unpacked_product_limit", lambda: 0)
         monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
     return request.param
 

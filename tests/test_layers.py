@@ -213,26 +213,55 @@ def test_conv_forward_matches_direct_correlation(cin, cout, k, stride, h, w, dev
     numpy.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_cpu_patch_chunks_keep_each_product_within_the_small_product_limit(rng):
-    """The CPU's patch matrices come a chunk of whole images at a time: as many as keep the
-    product within `SMALL_PRODUCT` (OpenBLAS's unpacked path), else as fit `CHUNK_BYTES`; the
-    chunked products give the whole batch's correlation."""
+@pytest.mark.parametrize("limit", [100 ** 3, 0], ids=["unpacked-small-products", "all-packed"])
+def test_cpu_patch_chunks_follow_what_the_blas_multiplies_fastest(limit, rng, monkeypatch):
+    """The CPU's patch matrices come a chunk of whole images at a time: where the BLAS
+    multiplies products up to `limit` unpacked, as many as keep the product that small, else as
+    fit `CHUNK_BYTES`, with narrow products 8 columns wide; every way gives the correlation."""
     from xpnn.backend import conv
+    monkeypatch.setattr(conv, "unpacked_product_limit", lambda: limit)
     x = rng.standard_normal((5, 14, 14, 16)).astype(numpy.float32)
     padded = conv.PaddedInput(x, 1, (16, 16))
 
     def chunks(columns):
         return [(chunk.start, chunk.stop) for chunk, _ in
                 conv._chunked_patches(padded, 3, 1, columns)]
+
+    def by_bytes():
+        size = conv.CHUNK_BYTES // (per_image * 4)
+        return [(start, min(start + size, 5)) for start in range(0, 5, size)]
     per_image = 14 * 14 * 3 * 3 * 16  # patch values of one image
-    assert per_image * 16 * 2 <= conv.SMALL_PRODUCT < per_image * 16 * 3
-    assert chunks(16) == [(0, 2), (2, 4), (4, 5)]
-    assert per_image * 64 > conv.SMALL_PRODUCT  # one image is already over: chunks by bytes
-    by_bytes = conv.CHUNK_BYTES // (per_image * 4)
-    assert chunks(64) == [(start, min(start + by_bytes, 5)) for start in range(0, 5, by_bytes)]
-    kernel = rng.standard_normal((16, 16, 3, 3)).astype(numpy.float32)
-    whole = conv.correlate_by_patches(padded, kernel, 1, None, conv.PATCHES["gpu"])
-    numpy.testing.assert_allclose(conv.correlate(padded, kernel, 1), whole, rtol=1e-5, atol=1e-5)
+    if limit:
+        assert per_image * 16 * 2 <= limit < per_image * 16 * 3
+        assert chunks(16) == [(0, 2), (2, 4), (4, 5)]
+        assert per_image * 64 > limit  # one image is over already: by bytes
+    else:
+        assert chunks(16) == by_bytes()
+    assert chunks(64) == by_bytes()
+    for out_channels in (16, 6):
+        kernel = rng.standard_normal((out_channels, 16, 3, 3)).astype(numpy.float32)
+        whole = conv.correlate_by_patches(padded, kernel, 1, None, conv.PATCHES["gpu"])
+        numpy.testing.assert_allclose(conv.correlate(padded, kernel, 1), whole, rtol=1e-5,
+                                      atol=1e-5)
+
+
+def test_the_blas_multiplies_small_products_unpacked_on_openblas_avx512_cores_only(monkeypatch):
+    import threadpoolctl
+    from xpnn.backend import cpu
+
+    def limit_on(info):
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: info)
+        cpu.unpacked_product_limit.cache_clear()
+        return cpu.unpacked_product_limit()
+    try:
+        assert limit_on([{"internal_api": "openblas", "architecture": "SkylakeX"}]) == 100 ** 3
+        assert limit_on([{"internal_api": "openblas", "architecture": "SapphireRapids"}]) > 0
+        assert limit_on([{"internal_api": "openblas", "architecture": "Haswell"}]) == 0
+        assert limit_on([{"internal_api": "openblas", "architecture": "Zen"}]) == 0
+        assert limit_on([{"internal_api": "mkl", "architecture": None}]) == 0
+    finally:
+        monkeypatch.undo()
+        cpu.unpacked_product_limit.cache_clear()
 
 
 @pytest.mark.parametrize("k,stride,h,w", [(2, 2, 7, 6), (3, 1, 5, 6), (3, 2, 8, 7), (2, 3, 7, 8),
