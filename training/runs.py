@@ -199,8 +199,10 @@ def load_data(config, data_dir=None):
     data_dir = data_dir or data.get("data_dir")
     if data["dataset"] == ARRAYS:
         raise ConfigError("this run trained on images given in Python (data.dataset 'arrays'), "
-                          "which no file holds: give them again (xpnn.fit(..., train=..., "
-                          "resume=True), or a Dataset to start_run/resume_run)")
+                          "which no file holds: give them again in Python (to evaluate it: "
+                          "xpnn.training.evaluate(load_trained(RUN).net, images, labels); to "
+                          "resume it: xpnn.fit(..., train=..., resume=True), or a Dataset to "
+                          "start_run/resume_run)")
     if data["dataset"] == "idx":
         if data_dir is None:
             raise ConfigError("data.dataset 'idx' reads a folder of the four IDX files: give it "
