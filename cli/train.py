@@ -118,6 +118,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         if note:
             click.echo(f"note: {note}", err=True)
     if processes > 1 and not _set_for_ranks_by_environment():
+        _check_mode_before_ranks(device, processes, eager, array_code, config)
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)
     mode = command_mode(device, ranks.size, eager, array_code)
@@ -163,6 +164,18 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         # a full disk, a folder gone read-only: name the file and say how to go on
         raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
     echo(done_line(metrics, trainer.run_dir))
+
+
+def _check_mode_before_ranks(device_spec, processes, eager, array_code, config):
+    """Refuse a CPU run's mode once, before its ranks start, as each of them would refuse it (a
+    GPU precision, a removed XPNN_ variable): one line, not one per rank. A GPU's is checked by
+    each rank, on its own GPU."""
+    from xpnn.backend import get_device
+    from xpnn.backend.device import parse_device_name
+
+    if parse_device_name(device_spec) is None:
+        precision = config["train"]["precision"] if config is not None else "fp32"
+        command_mode(get_device("cpu"), processes, eager, array_code, precision)
 
 
 def _holds_a_checkpoint(folder):

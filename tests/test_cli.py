@@ -553,6 +553,21 @@ def test_a_removed_mode_variable_is_a_usage_error_naming_it(monkeypatch, variabl
         result.output
 
 
+@pytest.mark.parametrize("args, variable, fragment", [
+    (["--precision", "tf32"], None, "precision tf32 is a GPU's tensor-core arithmetic; on cpu"),
+    ([], "XPNN_FUSED_KERNELS", "XPNN_FUSED_KERNELS is gone"),
+])
+def test_a_cpu_mode_every_rank_would_refuse_is_refused_once_before_the_ranks_start(
+        monkeypatch, tmp_path, args, variable, fragment):
+    started = []
+    monkeypatch.setattr("xpnn.cli.ranks.start_ranks", lambda count: started.append(count) or 0)
+    if variable:
+        monkeypatch.setenv(variable, "1")
+    result = invoke("train", "-c", LENET, "--processes", "2", *args, "-o", tmp_path / "run")
+    assert result.exit_code != 0 and started == [], result.output  # each rank said it, before
+    assert fragment in result.stderr and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("value", ["two", "0"])
 def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, value):
     monkeypatch.setenv("XPNN_PROCESSES", value)
