@@ -64,6 +64,14 @@ def test_describe_prints_the_network_and_its_parameter_count(name):
     assert result.output == f"{net!r}\nTotal parameters: {net.num_parameters():,}\n"
 
 
+def test_the_readmes_printed_network_is_what_describe_prints():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("$ xpnn describe -c resnet\n", 1)[1].split("```", 1)[0]
+    result = invoke("describe", "-c", "resnet")
+    assert_ok(result)
+    assert shown == result.output
+
+
 def test_describe_shapes_gives_each_layers_shape_parameters_and_flops():
     result = invoke("describe", "-c", "resnet", "--shapes")
     assert_ok(result)
