@@ -1,5 +1,4 @@
 """`xpnn train`: start a run from a config, or resume one."""
-import shlex
 from pathlib import Path
 
 import click
@@ -187,16 +186,14 @@ def _write_failed(error, run_dir, ranks):
     """The one line for a write that failed while training: the file, the reason, and how to
     go on (the checkpoint on disk is always whole: it is written atomically)."""
     from xpnn.cli.options import one_line
+    from xpnn.cli.ranks import continue_command
 
     if not _holds_a_checkpoint(run_dir):
         return (f"{one_line(error)}; nothing of the run was kept; free some space (or fix the "
                 f"folder) and start it again")
-    launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
-    program = click.get_current_context().find_root().info_name
-    program = f"python {program}" if program.endswith(".py") else program
     return (f"{one_line(error)}; the last checkpoint in {run_dir} is whole: free some space (or "
-            f"fix the folder), then continue with: {launcher}{program} train --resume "
-            f"{shlex.quote(str(run_dir))}")
+            f"fix the folder), then continue with: "
+            f"{continue_command(click.get_current_context(), ranks, run_dir)}")
 
 
 def _where(device, ranks):

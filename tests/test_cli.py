@@ -576,6 +576,29 @@ def test_a_cpu_mode_every_rank_would_refuse_is_refused_once_before_the_ranks_sta
     assert fragment in result.stderr and "Traceback" not in result.output
 
 
+def test_ranks_started_by_train_say_to_continue_with_the_command_the_user_typed(monkeypatch):
+    """Not `mpiexec -n 2 python -m xpnn ...` (another python, perhaps): `xpnn train --resume`
+    starts the run's ranks again itself."""
+    from xpnn.backend.communicator import Ranks
+    from xpnn.cli import ranks as launch
+
+    launched = {}
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: "/usr/bin/mpiexec")
+    monkeypatch.setattr(launch, "is_hydra", lambda mpiexec: True)
+    monkeypatch.setattr(launch, "run_forwarding_stops",
+                        lambda command, env=None: launched.update(env) or 0)
+    assert invoke("train", "-c", LENET, "--processes", "2").exit_code == 0
+    assert launched[launch.STARTED_AS] == "xpnn"
+    two = types.SimpleNamespace(size=2)
+    context = types.SimpleNamespace(find_root=lambda: types.SimpleNamespace(info_name="run.py"))
+    monkeypatch.setenv(launch.STARTED_AS, "xpnn")
+    assert launch.continue_command(context, two, "my run") == "xpnn train --resume 'my run'"
+    monkeypatch.delenv(launch.STARTED_AS)
+    assert launch.continue_command(context, two, "r") == ("mpiexec -n 2 python run.py train "
+                                                          "--resume r")
+    assert launch.continue_command(context, Ranks(), "r") == "python run.py train --resume r"
+
+
 @pytest.mark.parametrize("value", ["two", "0"])
 def test_a_bad_xpnn_processes_variable_is_a_usage_error_naming_it(monkeypatch, value):
     monkeypatch.setenv("XPNN_PROCESSES", value)
