@@ -135,8 +135,7 @@ def prepare_run_dir(run_dir):
     checkpoint, it removes what was written (and the folder, if this created it).
     """
     run_dir = Path(run_dir)
-    if (run_dir / LAST_NAME).exists():
-        raise _holds_a_run(run_dir)
+    _refuse_early(run_dir)
     existed = run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -280,12 +279,13 @@ def _start_from(trainer, checkpoint, config):
 
 def _refuse_early(run_dir):
     """Before any work: refuse a folder that holds a run or that another process writes to (the
-    same checks are made again, under the lock, when the folder is created)."""
-    if (run_dir / LAST_NAME).exists():
-        raise _holds_a_run(run_dir)
+    same checks are made again, under the lock, when the folder is created). A run still
+    training there is named first: it is no run to --resume yet."""
     holder = FolderLock.holder(run_dir)
     if holder is not None:
         raise _in_use(run_dir, holder)
+    if (run_dir / LAST_NAME).exists():
+        raise _holds_a_run(run_dir)
 
 
 class RunTrainer(Trainer):
