@@ -1,6 +1,5 @@
 """The `xpnn` command group: every command, and where library errors become one-line messages."""
 import contextlib
-import shlex
 import sys
 
 import click
@@ -32,12 +31,6 @@ def _known_errors():
             TrainingError, OSError)
 
 
-def _program(ctx):
-    """How the user started this program, as a command to type again."""
-    name = ctx.find_root().info_name
-    return f"python {name}" if name.endswith(".py") else name
-
-
 class CommandGroup(click.Group):
     """The one place where the library's known errors become one-line messages and exit codes."""
 
@@ -58,15 +51,15 @@ class CommandGroup(click.Group):
 
     def invoke(self, ctx):
         from xpnn.backend.communicator import world
+        from xpnn.cli.ranks import continue_command
         from xpnn.training.errors import TrainingInterrupted
         try:
             return super().invoke(ctx)
         except TrainingInterrupted as stop:
             ranks = world()
             if ranks.is_root:  # every rank stopped at the same step; one says so
-                launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
-                click.echo(f"{one_line(stop)}; continue with: {launcher}{_program(ctx)} train "
-                           f"--resume {shlex.quote(str(stop.run_dir))}", err=True)
+                click.echo(f"{one_line(stop)}; continue with: "
+                           f"{continue_command(ctx, ranks, stop.run_dir)}", err=True)
             ctx.exit(128 + stop.signal_number)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -3,6 +3,7 @@ device a rank takes, starting the ranks (`--processes`), and ending every rank t
 error, when one of them fails."""
 import importlib.util
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import click
 
 ERROR_GRACE_SECONDS = 10.0  # how long a failed rank waits for the others to fail too
 EXIT_RANK_DIED = 1
+STARTED_AS = "XPNN_STARTED_AS"  # set by `start_ranks` for its ranks: the command the user typed
 
 
 def rank_device(spec):
@@ -96,22 +98,25 @@ def start_ranks(count, argv=None):
     options = ["-disable-auto-cleanup"] if is_hydra(mpiexec) else []
     command = [mpiexec, *options, "-n", str(count), sys.executable, *program,
                *without_processes(argv[1:])]
-    code = run_forwarding_stops(command)
+    context = click.get_current_context(silent=True)
+    typed = program_name(context) if context is not None else "xpnn"
+    code = run_forwarding_stops(command, env={**os.environ, STARTED_AS: typed})
     if code not in (0, 130, 143):  # 130, 143: stopped by Ctrl-C / SIGTERM, already reported
         click.echo(f"Error: the {count} ranks stopped with exit code {code} (the messages above "
                    f"say which rank and why)", err=True)
     return code
 
 
-def run_forwarding_stops(command):
-    """Run the launcher `command`; return its exit code. A SIGINT or SIGTERM sent to this process
-    is passed on to the launcher, which passes it to every rank (each saves and stops at one step).
+def run_forwarding_stops(command, env=None):
+    """Run the launcher `command` (in `env`, else this process's environment); return its exit
+    code. A SIGINT or SIGTERM sent to this process is passed on to the launcher, which passes it
+    to every rank (each saves and stops at one step).
 
     The launcher runs in a session of its own, so a terminal's Ctrl-C reaches it once, through
     this process, not twice (MPICH's launcher takes a second Ctrl-C as "abort at once")."""
     from xpnn.training.stopping import STOP_SIGNALS
 
-    launcher = subprocess.Popen(command, start_new_session=True)
+    launcher = subprocess.Popen(command, start_new_session=True, env=env)
 
     def forward(number, frame):
         launcher.send_signal(number)
@@ -122,6 +127,24 @@ def run_forwarding_stops(command):
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def program_name(ctx):
+    """How the user started this program (`ctx`: a click context), as a command to type again."""
+    name = ctx.find_root().info_name
+    return f"python {name}" if name.endswith(".py") else name
+
+
+def continue_command(ctx, ranks, run_dir):
+    """The command that continues the run in `run_dir` on `ranks`: the user's own where
+    `start_ranks` started these ranks (`xpnn train --resume RUN` starts as many again), else this
+    program, under `mpiexec -n N` on N ranks."""
+    program = os.environ.get(STARTED_AS)
+    if program is None:
+        program = program_name(ctx)
+        if ranks.size > 1:
+            program = f"mpiexec -n {ranks.size} {program}"
+    return f"{program} train --resume {shlex.quote(str(run_dir))}"
 
 
 def is_hydra(mpiexec):

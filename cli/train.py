@@ -1,5 +1,4 @@
 """`xpnn train`: start a run from a config, or resume one."""
-import shlex
 from pathlib import Path
 
 import click
@@ -118,6 +117,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         if note:
             click.echo(f"note: {note}", err=True)
     if processes > 1 and not _set_for_ranks_by_environment():
+        _check_mode_before_ranks(device, processes, eager, array_code, config)
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)
     mode = command_mode(device, ranks.size, eager, array_code)
@@ -165,6 +165,18 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     echo(done_line(metrics, trainer.run_dir))
 
 
+def _check_mode_before_ranks(device_spec, processes, eager, array_code, config):
+    """Refuse a CPU run's mode once, before its ranks start, as each of them would refuse it (a
+    GPU precision, a removed XPNN_ variable): one line, not one per rank. A GPU's is checked by
+    each rank, on its own GPU."""
+    from xpnn.backend import get_device
+    from xpnn.backend.device import parse_device_name
+
+    if parse_device_name(device_spec) is None:
+        precision = config["train"]["precision"] if config is not None else "fp32"
+        command_mode(get_device("cpu"), processes, eager, array_code, precision)
+
+
 def _holds_a_checkpoint(folder):
     from xpnn.training.checkpoint import LAST_NAME
     return (Path(folder) / LAST_NAME).exists()
@@ -174,16 +186,14 @@ def _write_failed(error, run_dir, ranks):
     """The one line for a write that failed while training: the file, the reason, and how to
     go on (the checkpoint on disk is always whole: it is written atomically)."""
     from xpnn.cli.options import one_line
+    from xpnn.cli.ranks import continue_command
 
     if not _holds_a_checkpoint(run_dir):
         return (f"{one_line(error)}; nothing of the run was kept; free some space (or fix the "
                 f"folder) and start it again")
-    launcher = f"mpiexec -n {ranks.size} " if ranks.size > 1 else ""
-    program = click.get_current_context().find_root().info_name
-    program = f"python {program}" if program.endswith(".py") else program
     return (f"{one_line(error)}; the last checkpoint in {run_dir} is whole: free some space (or "
-            f"fix the folder), then continue with: {launcher}{program} train --resume "
-            f"{shlex.quote(str(run_dir))}")
+            f"fix the folder), then continue with: "
+            f"{continue_command(click.get_current_context(), ranks, run_dir)}")
 
 
 def _where(device, ranks):

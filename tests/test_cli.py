@@ -64,6 +64,14 @@ def test_describe_prints_the_network_and_its_parameter_count(name):
     assert result.output == f"{net!r}\nTotal parameters: {net.num_parameters():,}\n"
 
 
+def test_the_readmes_printed_network_is_what_describe_prints():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("$ xpnn describe -c resnet\n", 1)[1].split("```", 1)[0]
+    result = invoke("describe", "-c", "resnet")
+    assert_ok(result)
+    assert shown == result.output
+
+
 def test_describe_shapes_gives_each_layers_shape_parameters_and_flops():
     result = invoke("describe", "-c", "resnet", "--shapes")
     assert_ok(result)
@@ -551,6 +559,44 @@ def test_a_removed_mode_variable_is_a_usage_error_naming_it(monkeypatch, variabl
     assert result.exit_code == 2
     assert f"{variable} is gone: a GPU run uses the fused kernels and the CUDA graph" in \
         result.output
+
+
+@pytest.mark.parametrize("args, variable, fragment", [
+    (["--precision", "tf32"], None, "precision tf32 is a GPU's tensor-core arithmetic; on cpu"),
+    ([], "XPNN_FUSED_KERNELS", "XPNN_FUSED_KERNELS is gone"),
+])
+def test_a_cpu_mode_every_rank_would_refuse_is_refused_once_before_the_ranks_start(
+        monkeypatch, tmp_path, args, variable, fragment):
+    started = []
+    monkeypatch.setattr("xpnn.cli.ranks.start_ranks", lambda count: started.append(count) or 0)
+    if variable:
+        monkeypatch.setenv(variable, "1")
+    result = invoke("train", "-c", LENET, "--processes", "2", *args, "-o", tmp_path / "run")
+    assert result.exit_code != 0 and started == [], result.output  # each rank said it, before
+    assert fragment in result.stderr and "Traceback" not in result.output
+
+
+def test_ranks_started_by_train_say_to_continue_with_the_command_the_user_typed(monkeypatch):
+    """Not `mpiexec -n 2 python -m xpnn ...` (another python, perhaps): `xpnn train --resume`
+    starts the run's ranks again itself."""
+    from xpnn.backend.communicator import Ranks
+    from xpnn.cli import ranks as launch
+
+    launched = {}
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: "/usr/bin/mpiexec")
+    monkeypatch.setattr(launch, "is_hydra", lambda mpiexec: True)
+    monkeypatch.setattr(launch, "run_forwarding_stops",
+                        lambda command, env=None: launched.update(env) or 0)
+    assert invoke("train", "-c", LENET, "--processes", "2").exit_code == 0
+    assert launched[launch.STARTED_AS] == "xpnn"
+    two = types.SimpleNamespace(size=2)
+    context = types.SimpleNamespace(find_root=lambda: types.SimpleNamespace(info_name="run.py"))
+    monkeypatch.setenv(launch.STARTED_AS, "xpnn")
+    assert launch.continue_command(context, two, "my run") == "xpnn train --resume 'my run'"
+    monkeypatch.delenv(launch.STARTED_AS)
+    assert launch.continue_command(context, two, "r") == ("mpiexec -n 2 python run.py train "
+                                                          "--resume r")
+    assert launch.continue_command(context, Ranks(), "r") == "python run.py train --resume r"
 
 
 @pytest.mark.parametrize("value", ["two", "0"])

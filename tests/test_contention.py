@@ -97,6 +97,21 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
         holder.wait()
 
 
+def test_a_second_run_into_a_folder_still_training_is_told_who_trains_it_not_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    assert CliRunner().invoke(cli, ["train", *TINY, "-o", str(run_dir)]).exit_code == 0
+    holder = holding_process(run_dir)  # stands for the run, still training (its last.npz saved)
+    try:
+        result = CliRunner().invoke(cli, ["train", *TINY, "-o", str(run_dir)], prog_name="xpnn")
+        assert result.exit_code == 1, result.output
+        line = result.stderr.strip()
+        assert f"is in use: process {holder.pid} on host " in line, line
+        assert "--resume" not in line, line  # resuming it would be refused too, while it trains
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_resume_of_a_run_still_training_is_refused_and_touches_none_of_its_files(tmp_path):
     run_dir = tmp_path / "run"
     assert CliRunner().invoke(cli, ["train", *TINY, "-o", str(run_dir)]).exit_code == 0

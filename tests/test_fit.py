@@ -79,8 +79,9 @@ def test_fit_on_arrays_writes_a_run_folder_as_the_command_line_does(tmp_path, mn
     assert lines[-1].startswith("done: last epoch test accuracy")
     config = load_checkpoint(history.run_dir / "last.npz").config
     assert config["data"] == {**config["data"], "dataset": "arrays", "validation": 60}
-    with pytest.raises(ConfigError, match="given in Python"):
-        evaluate_trained(history.run_dir)
+    with pytest.raises(ConfigError, match=r"given in Python.*to evaluate it: "
+                                          r"xpnn\.training\.evaluate\(load_trained\(RUN\)\.net"):
+        evaluate_trained(history.run_dir)  # says how to evaluate it, not only how to resume it
 
 
 def fit_small(run_dir, mnist, **options):

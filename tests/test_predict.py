@@ -304,3 +304,25 @@ def test_predict_top_and_one_line_errors(trained_run, tmp_path):
     assert result.exit_code == 1 and result.stdout == "", result.output  # before any work
     assert result.stderr.strip() == (f"Error: --save-inputs {tmp_path / 'a-file'}: cannot make "
                                      f"the folder there (File exists)")
+
+
+def test_a_run_on_an_idx_folder_or_arrays_names_its_classes_by_number(tmp_path):
+    """A dataset that names no classes (an idx folder, arrays given to fit): predict and export
+    name them 0, 1, ... (they refused such a run: "unknown dataset 'arrays'")."""
+    import xpnn
+    from xpnn import layers, nets
+    from xpnn.inference.predict import class_names
+
+    for dataset in ("idx", "arrays"):
+        config = {"data": {"dataset": dataset}, "model": {"num_classes": 10}}
+        assert class_names(config) == [str(number) for number in range(10)]
+    mnist = load_dataset("mnist")
+    net = nets.Network("Tiny", [layers.FlattenLayer(), layers.LinearLayer(784, 10, rng=0)],
+                       input_shape=(1, 28, 28))
+    xpnn.fit(net, train=(mnist.train_images[:200], mnist.train_labels[:200]), epochs=1,
+             run_dir=tmp_path / "run", progress=False, echo=None)
+    Image.fromarray(255 - mnist.test_images[0, 0]).save(tmp_path / "digit.png")
+    result = invoke("predict", tmp_path / "run", tmp_path / "digit.png")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{tmp_path / 'digit.png'}: ")
+    assert result.output.count("%") == 3

@@ -135,8 +135,7 @@ def prepare_run_dir(run_dir):
     checkpoint, it removes what was written (and the folder, if this created it).
     """
     run_dir = Path(run_dir)
-    if (run_dir / LAST_NAME).exists():
-        raise _holds_a_run(run_dir)
+    _refuse_early(run_dir)
     existed = run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +198,10 @@ def load_data(config, data_dir=None):
     data_dir = data_dir or data.get("data_dir")
     if data["dataset"] == ARRAYS:
         raise ConfigError("this run trained on images given in Python (data.dataset 'arrays'), "
-                          "which no file holds: give them again (xpnn.fit(..., train=..., "
-                          "resume=True), or a Dataset to start_run/resume_run)")
+                          "which no file holds: give them again in Python (to evaluate it: "
+                          "xpnn.training.evaluate(load_trained(RUN).net, images, labels); to "
+                          "resume it: xpnn.fit(..., train=..., resume=True), or a Dataset to "
+                          "start_run/resume_run)")
     if data["dataset"] == "idx":
         if data_dir is None:
             raise ConfigError("data.dataset 'idx' reads a folder of the four IDX files: give it "
@@ -278,12 +279,13 @@ def _start_from(trainer, checkpoint, config):
 
 def _refuse_early(run_dir):
     """Before any work: refuse a folder that holds a run or that another process writes to (the
-    same checks are made again, under the lock, when the folder is created)."""
-    if (run_dir / LAST_NAME).exists():
-        raise _holds_a_run(run_dir)
+    same checks are made again, under the lock, when the folder is created). A run still
+    training there is named first: it is no run to --resume yet."""
     holder = FolderLock.holder(run_dir)
     if holder is not None:
         raise _in_use(run_dir, holder)
+    if (run_dir / LAST_NAME).exists():
+        raise _holds_a_run(run_dir)
 
 
 class RunTrainer(Trainer):
