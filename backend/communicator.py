@@ -99,6 +99,11 @@ class Ranks:
         """True if every rank reached this point within `seconds` (no error raised)."""
         return True
 
+    def gather_text(self, text):
+        """Every rank's `text`, in rank order, on rank 0 (None on the others); only after
+        `wait_for_all` said every rank is there."""
+        return [text]
+
     def abort(self, exit_code):
         """End every rank of the job now."""
         raise SystemExit(exit_code)
@@ -174,6 +179,9 @@ class MPIRanks(Ranks):
 
     def wait_for_all(self, seconds):
         return _poll(self.control.Ibarrier().Test, seconds)
+
+    def gather_text(self, text):
+        return self.control.gather(text, root=0)
 
     def abort(self, exit_code):
         self.comm.Abort(exit_code)

@@ -1,6 +1,7 @@
 """The command line as one rank of several: how many ranks a CPU run starts by default, which
 device a rank takes, starting the ranks (`--processes`), and ending every rank together, with an
 error, when one of them fails."""
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -14,6 +15,7 @@ from pathlib import Path
 import click
 
 ERROR_GRACE_SECONDS = 10.0  # how long a failed rank waits for the others to fail too
+TAIL_CHARS = 1 << 14  # of rank 0's error output, what the other ranks' messages are matched against
 EXIT_RANK_DIED = 1
 STARTED_AS = "XPNN_STARTED_AS"  # set by `start_ranks` for its ranks: the command the user typed
 
@@ -101,7 +103,7 @@ def start_ranks(count, argv=None):
     context = click.get_current_context(silent=True)
     typed = program_name(context) if context is not None else "xpnn"
     code = run_forwarding_stops(command, env={**os.environ, STARTED_AS: typed})
-    if code not in (0, 130, 143):  # 130, 143: stopped by Ctrl-C / SIGTERM, already reported
+    if code not in (0, 1, 2, 130, 143):  # 1, 2: an error, printed; 130, 143: stopped, reported
         click.echo(f"Error: the {count} ranks stopped with exit code {code} (the messages above "
                    f"say which rank and why)", err=True)
     return code
@@ -173,8 +175,10 @@ def without_processes(args):
 def run_as_rank(command):
     """Run the click `command` as one rank of an MPI job, then end together with the others.
 
-    An error that every rank meets (a config, a checkpoint) is printed by every rank, which then
-    exit with its code together. A rank that fails alone, or finds the others gone, waits
+    An error that every rank meets (a config, a checkpoint) is printed once: rank 0 prints as it
+    goes, the other ranks hold their error output back, and rank 0 prints the lines they held that
+    it has not printed itself, once every rank is done; then all exit with their code together. A
+    rank that fails alone, or finds the others gone, prints what it held, waits
     `ERROR_GRACE_SECONDS` for them and then aborts the whole job: never a hang."""
     from xpnn.backend.communicator import RankError, timeout, world
     from xpnn.cli.stopping import Stopped
@@ -183,21 +187,23 @@ def run_as_rank(command):
         ranks = world()  # made by every rank at the same point: it is a collective
     except RankError as error:
         sys.exit(f"Error: {error}")
-    signal.signal(signal.SIGUSR1, lambda number, frame: _another_rank_died(ranks))
-    try:
-        command(standalone_mode=True)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    except Stopped as stop:  # a signal outside the training loop
-        print(stop, file=sys.stderr)
-        code = 128 + stop.signal_number
-    except BaseException:  # a bug: show it, then end every rank
-        traceback.print_exc()
-        code = 1
-    if not isinstance(code, int):  # sys.exit("message")
-        print(code, file=sys.stderr)
-        code = 1
+    errors = HeldStream(sys.stderr, hold=not ranks.is_root)
+    signal.signal(signal.SIGUSR1, lambda number, frame: _another_rank_died(ranks, errors))
+    with contextlib.redirect_stderr(errors):
+        try:
+            command(standalone_mode=True)
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        except Stopped as stop:  # a signal outside the training loop
+            print(stop, file=sys.stderr)
+            code = 128 + stop.signal_number
+        except BaseException:  # a bug: show it, then end every rank
+            traceback.print_exc()
+            code = 1
+        if not isinstance(code, int):  # sys.exit("message")
+            print(code, file=sys.stderr)
+            code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     if ranks.wait_for_all(timeout() if code == 0 else ERROR_GRACE_SECONDS):
@@ -205,16 +211,51 @@ def run_as_rank(command):
         # another (seen with MPICH), and Python's exit restores SIGUSR1's default (to die), but
         # not an ignored signal's.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        printed = set(errors.text.splitlines())
+        for text in ranks.gather_text(errors.text if errors.hold else "") or ():
+            for line in text.splitlines():
+                if line not in printed:  # another rank's own message
+                    print(line, file=sys.stderr)
+                    printed.add(line)
+        sys.stderr.flush()
         sys.exit(code)
+    errors.release()
     print(f"Error: rank {ranks.rank} of {ranks.size}: the other ranks did not finish with this "
           f"one; stopping the job", file=sys.stderr, flush=True)
     ranks.abort(code or 1)
 
 
-def _another_rank_died(ranks):
+class HeldStream:
+    """Stands for `stream` (stderr): what is written is held back (`hold`) until `release()`,
+    or written through and its last `TAIL_CHARS` kept; `text` is what it holds or kept."""
+
+    def __init__(self, stream, hold):
+        self.stream, self.hold, self.text = stream, hold, ""
+
+    def write(self, text):
+        if self.hold:
+            self.text += text
+        else:
+            self.stream.write(text)
+            self.text = (self.text + text)[-TAIL_CHARS:]
+        return len(text)
+
+    def release(self):
+        """Write what was held back, once, and write through from now on."""
+        if self.hold:
+            self.stream.write(self.text)
+            self.stream.flush()
+            self.hold, self.text = False, ""
+
+    def __getattr__(self, name):  # flush, fileno, isatty, encoding: the stream's own
+        return getattr(self.stream, name)
+
+
+def _another_rank_died(ranks, errors):
     """SIGUSR1 from MPICH's launcher (`mpiexec -disable-auto-cleanup`): a rank of the job died.
-    MPI cannot go on without it; say so and end this rank at once."""
+    MPI cannot go on without it; say so (after what this rank held back) and end it at once."""
+    errors.release()
     print(f"Error: rank {ranks.rank} of {ranks.size}: another rank of this job died (mpiexec "
           f"says which, above or below); stopping this one; resume from the last checkpoint "
-          f"with --resume", file=sys.stderr, flush=True)
+          f"with --resume", file=errors.stream, flush=True)
     os._exit(EXIT_RANK_DIED)  # MPI_Finalize would wait for the dead rank forever

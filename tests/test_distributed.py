@@ -153,7 +153,7 @@ def test_a_killed_rank_ends_the_job_in_seconds_and_the_run_resumes_exactly(tmp_p
     message = (f"Error: cannot resume {run_dir} on 3 rank(s): it was trained on 2, and another "
                f"count splits every batch differently; resume it with mpiexec -n 2 (or "
                f"--processes 2)")
-    assert wrong.stderr.count(message) == 3, wrong.stderr  # on every rank, one line each
+    assert wrong.stderr.count(message) == 1, wrong.stderr  # every rank's, printed once
     alone = subprocess.run([*RUN, "--resume", str(run_dir)], cwd=REPO, text=True,
                            capture_output=True, timeout=120)
     assert alone.returncode == 1 and "resume it with mpiexec -n 2" in alone.stderr
@@ -213,6 +213,26 @@ def test_a_stop_signal_to_processes_reaches_every_rank(tmp_path, number):
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
 
 
+def test_an_error_every_rank_meets_is_printed_once_and_a_ranks_own_error_too(tmp_path):
+    script = tmp_path / "errors.py"
+    script.write_text(
+        "import sys, warnings\n"
+        "from xpnn.backend.communicator import world\n"
+        "rank = world().rank\n"
+        "print('Error: the same on every rank', file=sys.stderr)\n"
+        "print(f'Error: rank {rank} has its own trouble', file=sys.stderr)\n"
+        "sys.exit(1)\n")
+    program = [MPIEXEC, "-n", "3", sys.executable, "-c",
+               f"import runpy; from xpnn.cli.ranks import run_as_rank; "
+               f"run_as_rank(lambda standalone_mode: runpy.run_path({str(script)!r}))"]
+    done = subprocess.run(program, text=True, capture_output=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines.count("Error: the same on every rank") == 1, done.stderr
+    for rank in range(3):
+        assert lines.count(f"Error: rank {rank} has its own trouble") == 1, done.stderr
+
+
 @pytest.mark.slow
 def test_a_rank_that_stops_answering_ends_every_rank_with_an_error(tmp_path):
     script = tmp_path / "stuck.py"
@@ -237,11 +257,12 @@ def test_a_rank_that_stops_answering_ends_every_rank_with_an_error(tmp_path):
             "loss's) for 2 s (a rank stopped or hangs)") in done.stderr, done.stderr
 
 
-def test_a_numbered_gpu_on_several_ranks_is_refused_on_every_rank():
+def test_a_numbered_gpu_on_several_ranks_is_refused_on_every_rank_in_one_message():
     done = ranks(2, *SHORT, "--device", "cuda:1")
     assert done.returncode == 2
     assert done.stderr.count("Error: --device cuda:1 on 2 ranks would put every rank of a host "
-                             "on one GPU; use --device gpu (rank i of a host takes GPU i)") == 2
+                             "on one GPU; use --device gpu (rank i of a host takes GPU i)") == 1
+    assert done.stderr.count("Usage:") == 1, done.stderr
 
 
 def test_processes_flag_is_taken_out_of_the_ranks_command_line():
