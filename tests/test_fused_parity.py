@@ -33,14 +33,27 @@ REPO = Path(__file__).resolve().parent.parent
 BATCH = 8  # test images, as `xpnn parity` and scripts/gpu_check.sh compare them
 
 
-@pytest.fixture
-def gpu_arithmetic():
+def require_gpu_arithmetic():
+    """Skip unless the emulator runs here with a GPU's rounding (fused multiply-adds)."""
     reason = cuda_emulation.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
     if not cuda_emulation.contracts_multiply_adds():
         pytest.skip("this host has no fused multiply-add: the emulation rounds a * b + c twice, "
                     "where a GPU rounds it once")
+
+
+@pytest.fixture
+def gpu_arithmetic():
+    require_gpu_arithmetic()
+
+
+def require_gpu():
+    """The GPU `Device`; skips where there is none."""
+    reason = backend.gpu_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no usable GPU: {reason}")
+    return backend.get_device("gpu")
 
 
 def test_the_emulation_rounds_a_multiply_add_once_as_a_gpu_does(gpu_arithmetic):
@@ -122,13 +135,27 @@ def _direct_input_gradient(padded, kernel, stride, bias):
     return conv_kernels.correlate(padded, kernel, stride, bias)
 
 
+def fused_run(where, monkeypatch):
+    """resnet_stem's `StemRun` by the fused kernels: ``emulated`` on the CPU, or on the ``gpu``
+    (eager)."""
+    if where == "emulated":
+        require_gpu_arithmetic()
+        return StemRun(cuda_emulation.emulating, "float32", monkeypatch)
+    gpu = require_gpu()
+    return StemRun(functools.partial(backend.running_on, gpu, backend.Mode("fused")), "float32",
+                   monkeypatch, device=gpu)
+
+
 @pytest.mark.parametrize("input_gradient", ["patch-matrices", "direct-kernel"])
+@pytest.mark.parametrize("where", ["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
 def test_resnet_stem_parts_from_the_cpu_way_at_one_relu_within_rounding_of_zero(
-        input_gradient, gpu_arithmetic, monkeypatch):
+        where, input_gradient, monkeypatch):
+    """On the GPU (the ``gpu`` case), this is what would send the input gradient back to the
+    direct kernel: the same one decision, and with it shared, gradients within 1e-5."""
     if input_gradient == "direct-kernel":
         monkeypatch.setitem(conv._CORRELATE, "fused", _direct_input_gradient)
     cpu = functools.partial(backend.using, "cpu")
-    fused = StemRun(cuda_emulation.emulating, "float32", monkeypatch)
+    fused = fused_run(where, monkeypatch)
     reference = StemRun(cpu, "float32", monkeypatch)
     exact = StemRun(cpu, "float64", monkeypatch)
 
@@ -150,18 +177,13 @@ def test_resnet_stem_parts_from_the_cpu_way_at_one_relu_within_rounding_of_zero(
 
 
 @pytest.mark.gpu
-def test_a_gpu_computes_the_fused_forward_as_the_emulation_does(gpu_arithmetic, monkeypatch):
+def test_a_gpu_computes_the_fused_forward_as_the_emulation_does(monkeypatch):
     """What ties the emulation to the device: on a GPU, in eager fused mode, every ReLU input of
     resnet_stem's convolution stack (up to the FlattenLayer, layers.10; the linear layers'
     cuBLAS GEMMs sum in an order of their own) equals the emulation's bit for bit, so the one
     ReLU decision above is the GPU's too."""
-    reason = backend.gpu_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"no usable GPU: {reason}")
-    gpu = backend.get_device("gpu")
-    emulated = StemRun(cuda_emulation.emulating, "float32", monkeypatch)
-    on_gpu = StemRun(functools.partial(backend.running_on, gpu, backend.Mode("fused")),
-                     "float32", monkeypatch, device=gpu)
+    on_gpu = fused_run("gpu", monkeypatch)
+    emulated = fused_run("emulated", monkeypatch)
     stack = [name for name in emulated.inputs if int(name.split(".")[1]) < 10]
     assert "layers.5.relu2" in stack
     for name in stack:
