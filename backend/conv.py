@@ -234,8 +234,9 @@ def _correlate_direct(padded, kernel, stride, bias):
     """``fused``: the direct kernel (on TF32 tensor cores where the mode's precision is tf32;
     bf16 has no convolution kernel of its own), for a convolution's forward. The input
     gradient, whose kernel is the flipped view of the weights, goes through the patch matrices
-    instead: on an H200 the direct kernel's input gradients left resnet_stem's float32 weight
-    gradients 3.5e-2 off (float64 and every forward exact; cause not yet found, BENCHMARKS.md)."""
+    instead, until a GPU confirms what the emulation shows: resnet_stem's 3.5e-2 on the H200
+    was one ReLU input within float32 rounding of zero, decided by the forward, not a defect of
+    the direct input gradient (DESIGN.md, tests/test_fused_parity.py)."""
     if not kernel.flags.c_contiguous:
         return correlate_by_patches(padded, kernel, stride, bias, PATCHES["gpu"])
     if mode().precision == "tf32":

@@ -5,7 +5,11 @@ arrays, and the `backend.cuda` kernels they call run here (this module is instal
 kernels' host runner): the .cu source is compiled as C++ by the host compiler (``c++``, or
 ``$CXX``) with the loader's own options, `__global__` becomes nothing and blockIdx / threadIdx /
 blockDim / gridDim become globals (`__launch_bounds__` and `__ldg` mean nothing here; a vector
-load, `xpnn_load`, checks its alignment instead, and a misaligned one fails the launch). A
+load, `xpnn_load`, checks its alignment instead, and a misaligned one fails the launch). The
+arithmetic is a GPU's: a * b + c is contracted into one fused multiply-add, rounded once, as
+nvcc and NVRTC compile it by default (``--fmad=true``), where the host has FMA instructions
+(`contracts_multiply_adds` says whether it does); a float32 sum then rounds as on the GPU, bit
+for bit when the order of its terms is the kernel's own. A
 `CudaKernel` (a grid-stride loop) is called once for every thread of a small grid of `GRID`
 blocks of `BLOCK` threads, so launch shapes that split the work are exercised too. A kernel
 whose threads cooperate (`COOPERATIVE`: __syncthreads, __syncwarp, a warp's mma) runs its
@@ -23,6 +27,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -170,6 +175,7 @@ FAULTS = {1: "made a misaligned vector load", 2: "reached a barrier outside a co
 
 _state = {"libraries": {}, "folder": None}
 _lock = threading.Lock()  # the thread indices are globals of the library: one launch at a time
+_flags_lock = threading.Lock()  # `_host_flags`, found once (it compiles a probe)
 
 
 class EmulationUnavailable(RuntimeError):
@@ -179,6 +185,48 @@ class EmulationUnavailable(RuntimeError):
 def compiler():
     """Path of the host C++ compiler ($CXX if found, else c++ or g++), or None."""
     return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+
+
+# a * b + c as one fused multiply-add where the target has one, as nvcc's default --fmad=true
+# compiles it (GCC contracts only with -ffp-contract=fast, and at -O1 only with
+# -fexpensive-optimizations, whose pass does it). Without it a kernel's float32 sums round
+# differently from a GPU's: resnet_stem's one ReLU input within rounding of zero fell the
+# other way, so the emulation missed the H200's 3.5e-2 parity gap (tests/test_fused_parity.py).
+CONTRACTION = ("-ffp-contract=fast", "-fexpensive-optimizations")
+
+
+def _host_flags():
+    """The compiler options that make the host contract multiply-adds: `CONTRACTION`, with
+    -mfma on an x86-64 CPU that has FMA instructions and none on one without (aarch64 and the
+    other hosts have them in their base instruction set). Found once per process."""
+    with _flags_lock:
+        if "host_flags" not in _state:
+            _state["host_flags"] = _contraction_flags()
+    return _state["host_flags"]
+
+
+def _contraction_flags():
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return CONTRACTION
+    source = 'extern "C" int xpnn_has_fma() { return __builtin_cpu_supports("fma"); }\n'
+    try:
+        has_fma = _compile(source, "has_fma", ()).xpnn_has_fma()
+    except (RuntimeError, OSError):  # a compiler without the builtin: nothing contracted
+        has_fma = False
+    return CONTRACTION + ("-mfma",) if has_fma else ()
+
+
+def contracts_multiply_adds():
+    """True where the emulated kernels round a * b + c once, as a GPU does (the host has FMA
+    instructions); False where they round it twice."""
+    if "contracts" not in _state:
+        probe = _library('extern "C" float xpnn_multiply_add(float a, float b, float c) '
+                         '{ return a * b + c; }\n').xpnn_multiply_add
+        probe.restype = ctypes.c_float
+        probe.argtypes = [ctypes.c_float] * 3
+        a = 1 + 2.0 ** -12  # a * a = 1 + 2^-11 + 2^-24: rounded, the 2^-24 is lost
+        _state["contracts"] = probe(a, a, -(1 + 2.0 ** -11)) == 2.0 ** -24
+    return _state["contracts"]
 
 
 def unavailable_reason():
@@ -214,7 +262,9 @@ def emulating():
 
 
 def _library(source, options=()):
-    """Compile `source` (C++) into a shared library once per process; return it loaded."""
+    """Compile `source` (C++) into a shared library once per process, with `options` and the
+    host's multiply-add contraction (`_host_flags`); return it loaded."""
+    options = (*options, *_host_flags())
     key = hashlib.sha256("\n".join([source, *options]).encode()).hexdigest()[:16]
     with _lock:
         library = _state["libraries"].get(key)

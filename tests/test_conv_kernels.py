@@ -447,8 +447,9 @@ def test_a_tf32_mode_correlates_on_the_tensor_cores(rng):
 
 def test_the_fused_input_gradient_takes_the_patch_matrices(rng, monkeypatch):
     """A correlation with a kernel view (the input gradient's flipped weights) computes as the
-    ``gpu`` patch matrices do, bit for bit, until the direct kernel's H200 defect is found;
-    a contiguous kernel (every forward) takes the direct kernel."""
+    ``gpu`` patch matrices do, bit for bit, until a GPU confirms that the H200's resnet_stem gap
+    was a ReLU decision, not the direct kernel (tests/test_fused_parity.py); a contiguous kernel
+    (every forward) takes the direct kernel."""
     reason = cuda_emulation.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
