@@ -58,6 +58,18 @@ def test_a_file_of_the_same_name_wins_over_a_shipped_config(tmp_path, monkeypatc
     assert invoke("describe", "-c", "resnet.yaml").output.startswith("MyLeNet:")
 
 
+def test_a_folder_of_a_shipped_configs_name_does_not_hide_it(tmp_path, monkeypatch):
+    """`xpnn train -c resnet -o resnet` leaves a run folder called resnet: the name still means
+    the shipped config; a folder of any other name is refused as a config in one line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resnet").mkdir()
+    (tmp_path / "mine").mkdir()
+    assert find_config("resnet") == shipped_configs()["resnet"]
+    assert invoke("describe", "-c", "resnet").output.startswith("MNISTResNetwork:")
+    assert one_line_error(invoke("describe", "-c", "mine")) == (
+        "Error: config mine is a folder; give a YAML file or the name of a shipped config")
+
+
 def test_an_unknown_config_name_lists_the_shipped_ones():
     line = one_line_error(invoke("describe", "-c", "resnt"))
     assert "'resnt' is neither a config file nor the name of a config shipped" in line

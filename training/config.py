@@ -47,13 +47,13 @@ def find_config(spec):
     path = Path(spec)
     if path.is_file():
         return path
-    if path.exists():
-        raise ConfigError(f"config {spec} is a folder; give a YAML file or the name of a shipped "
-                          f"config")
     shipped = configs.shipped()
     name = path.name.removesuffix(".yaml").removesuffix(".yml")
     if str(path.parent) in (".", "configs") and name in shipped:
-        return shipped[name]
+        return shipped[name]  # a folder of that name here (`-o resnet`'s run) is no config
+    if path.exists():
+        raise ConfigError(f"config {spec} is a folder; give a YAML file or the name of a shipped "
+                          f"config")
     if path.name == name and str(path.parent) == ".":  # a bare name
         raise ConfigError(f"{name!r} is neither a config file nor the name of a config shipped "
                           f"with xpnn{closest(name, shipped)}; shipped: {', '.join(shipped)}")
