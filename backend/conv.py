@@ -111,12 +111,10 @@ def correlate_by_patches(padded, kernel, stride, bias, patches):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
             matmul(col, w_mat, out=out_rows)
-        elif bias is not None:
-            xp.add(matmul(col, w_mat)[:, :o], bias, out=out_rows)
         else:
             out_rows[...] = matmul(col, w_mat)[:, :o]
-    if width == o and bias is not None:
-        out += bias
+    if bias is not None:
+        out += bias  # once, not per chunk: each small add held the GIL from the other workers
     return out
 
 
