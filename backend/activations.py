@@ -10,7 +10,7 @@ pair under the same implementation.
 """
 from xpnn.backend.cuda import ElementwiseKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import pick
+from xpnn.backend.dispatch import implementation
 
 RELU_BACKWARD = ElementwiseKernel("T g, T y", "T dx", "dx = y > 0 ? g : (T)0", "relu_backward")
 LEAKY_RELU_FORWARD = ElementwiseKernel("T x, T slope", "T y", "y = x > 0 ? x : x * slope",
@@ -21,49 +21,27 @@ LEAKY_RELU_BACKWARD = ElementwiseKernel("T g, T x, T slope", "T dx",
 
 def relu_backward(grad, out):
     """d loss / d x of ReLU from `grad` = d loss / d out and its output `out` (0 where out is 0)."""
-    return pick(_RELU_BACKWARD, get_array_module(grad))(grad, out)
+    xp = get_array_module(grad)
+    if implementation(xp) == "fused":
+        return RELU_BACKWARD(grad, out, xp.empty_like(grad))
+    return xp.multiply(grad, out > 0, out=xp.empty_like(out))
 
 
 def leaky_relu(x, slope):
     """(x where x > 0 else slope * x, what `leaky_relu_backward` needs), for 0 <= slope < 1."""
-    return pick(_LEAKY_RELU, get_array_module(x))(x, slope)
-
-
-def leaky_relu_backward(grad, cache, slope):
-    """d loss / d x of LeakyReLU from `grad` = d loss / d y and `leaky_relu`'s `cache`."""
-    return pick(_LEAKY_RELU_BACKWARD, get_array_module(grad))(grad, cache, slope)
-
-
-def _relu_backward_array(grad, out):
-    xp = get_array_module(grad)
-    return xp.multiply(grad, out > 0, out=xp.empty_like(out))
-
-
-def _relu_backward_fused(grad, out):
-    return RELU_BACKWARD(grad, out, get_array_module(grad).empty_like(grad))
-
-
-def _leaky_relu_array(x, slope):
     xp = get_array_module(x)
+    if implementation(xp) == "fused":
+        return LEAKY_RELU_FORWARD(x, slope, xp.empty_like(x)), x
     positive = xp.greater(x, 0, out=xp.empty_like(x, dtype=bool))
     return xp.maximum(x, x * slope, out=xp.empty_like(x)), positive  # slope < 1
 
 
-def _leaky_relu_fused(x, slope):
-    return LEAKY_RELU_FORWARD(x, slope, get_array_module(x).empty_like(x)), x
-
-
-def _leaky_relu_backward_array(grad, positive, slope):
-    local_grad = positive.astype(grad.dtype)  # 1 where x > 0, else slope
+def leaky_relu_backward(grad, cache, slope):
+    """d loss / d x of LeakyReLU from `grad` = d loss / d y and `leaky_relu`'s `cache`."""
+    xp = get_array_module(grad)
+    if implementation(xp) == "fused":
+        return LEAKY_RELU_BACKWARD(grad, cache, slope, xp.empty_like(grad))
+    local_grad = cache.astype(grad.dtype)  # 1 where x > 0, else slope
     local_grad *= 1.0 - slope
     local_grad += slope
-    return get_array_module(grad).multiply(grad, local_grad, out=local_grad)
-
-
-def _leaky_relu_backward_fused(grad, x, slope):
-    return LEAKY_RELU_BACKWARD(grad, x, slope, get_array_module(grad).empty_like(grad))
-
-
-_RELU_BACKWARD = {"array": _relu_backward_array, "fused": _relu_backward_fused}
-_LEAKY_RELU = {"array": _leaky_relu_array, "fused": _leaky_relu_fused}
-_LEAKY_RELU_BACKWARD = {"array": _leaky_relu_backward_array, "fused": _leaky_relu_backward_fused}
+    return xp.multiply(grad, local_grad, out=local_grad)

@@ -3,33 +3,20 @@
     out = correlate(PaddedInput(x, offset=p, size_hw=(h + 2p, w + 2p)), kernel, stride, bias)
     d_kernel = kernel_gradient(padded, grad_out, kernel_size, stride)
 
-A `PaddedInput` is an (N, H, W, C) input as the correlation sees it: placed every `step` pixels from
-`offset` in a zero border (padding; zero-insertion for a strided convolution's input gradient).
+* ``cpu`` and ``gpu``: patch matrices, one row per output pixel and one column per value of a
+  window, times the kernel as a matrix (`backend.matmul`); ``cpu`` a chunk of whole images at a
+  time (`_chunked_patches`), ``gpu`` the whole batch by one copy.
+* ``fused``: direct CUDA kernels (`backend.conv_kernels`); the input gradient (a correlation
+  with the flipped kernel view) takes the ``gpu`` patch matrices (DESIGN.md).
 
-* ``cpu`` and ``gpu`` turn the padded input into patch matrices, one row per output pixel and one
-  column per value of a window, and multiply them with the kernel as a matrix
-  (`backend.matmul`, so a CUDA graph can hold the product). ``cpu`` makes them a chunk of
-  whole images at a time, each matrix consumed while it is still in cache: where NumPy's BLAS
-  multiplies small products without packing the operands (OpenBLAS on AVX-512), as many images
-  as keep the product that small, else as fit one core's L2 (`CHUNK_BYTES`) with products at
-  least 8 columns wide (packed, OpenBLAS runs narrower float32 outputs at half speed); patch
-  layout (kh, kw, C), each window row one contiguous copy. ``gpu`` makes the same copy for the
-  whole batch at once.
-* ``fused``: direct CUDA kernels that read the unpadded input in place, padding and
-  zero-insertion included, with no patch matrix (`backend.conv_kernels`: correlate.cu,
-  kernel_gradient.cu); where the mode's precision is tf32, the forward on TF32 tensor cores
-  (correlate_tf32.cu). The input gradient (a correlation with the flipped kernel view) takes
-  the ``gpu`` patch matrices for now (`_correlate_direct` says why).
-
-`IM2COL`, the patch matrix made by im2col.cu (patch layout (C, kh, kw), so the kernel needs no
-copy) times cuBLAS, was ``fused`` before the direct kernels; it stays as the baseline that
-benchmarks/conv_kernels.py measures them against (`correlate_by_patches`).
+`IM2COL` (im2col.cu, patch layout (C, kh, kw), times cuBLAS) is the baseline that
+benchmarks/conv_kernels.py measures the direct kernels against.
 """
 from xpnn.backend import conv_kernels
 from xpnn.backend.cpu import unpacked_product_limit
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import mode, pick
+from xpnn.backend.dispatch import implementation, mode, pick
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
@@ -91,7 +78,10 @@ def kernel_gradient(padded, grad, kernel_size, stride):
     Returns:
         (O, C, k, k) array.
     """
-    return pick(_KERNEL_GRADIENT, get_array_module(grad))(padded, grad, kernel_size, stride)
+    xp = get_array_module(grad)
+    if implementation(xp) == "fused":
+        return conv_kernels.kernel_gradient(padded, grad, kernel_size, stride)
+    return kernel_gradient_by_patches(padded, grad, kernel_size, stride, pick(PATCHES, xp))
 
 
 def correlate_by_patches(padded, kernel, stride, bias, patches):
@@ -124,8 +114,7 @@ def kernel_gradient_by_patches(padded, grad, kernel_size, stride, patches):
     xp = get_array_module(grad)
     n, ho, wo, o = grad.shape
     g_mat = grad.reshape(n * ho * wo, o)
-    # The patch matrix is rebuilt chunk by chunk rather than kept from forward: cheaper than
-    # reading a stored one back from main memory, and far smaller.
+    # rebuilt chunk by chunk, not kept from forward: cheaper than reading it back from memory
     total = None
     for chunk, col in make(padded, kernel_size, stride, o):
         part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
@@ -223,18 +212,9 @@ def _correlate_by_patches(padded, kernel, stride, bias):
                                 pick(PATCHES, get_array_module(padded.x)))
 
 
-def _kernel_gradient_by_patches(padded, grad, kernel_size, stride):
-    return kernel_gradient_by_patches(padded, grad, kernel_size, stride,
-                                      pick(PATCHES, get_array_module(grad)))
-
-
 def _correlate_direct(padded, kernel, stride, bias):
-    """``fused``: the direct kernel (on TF32 tensor cores where the mode's precision is tf32;
-    bf16 has no convolution kernel of its own), for a convolution's forward. The input
-    gradient, whose kernel is the flipped view of the weights, goes through the patch matrices
-    instead, until a GPU confirms what the emulation shows: resnet_stem's 3.5e-2 on the H200
-    was one ReLU input within float32 rounding of zero, decided by the forward, not a defect of
-    the direct input gradient (DESIGN.md, tests/test_fused_parity.py)."""
+    """``fused``: the direct kernel (TF32 tensor cores at precision tf32) for a forward; the
+    input gradient's kernel, a flipped view of the weights, takes the patch matrices."""
     if not kernel.flags.c_contiguous:
         return correlate_by_patches(padded, kernel, stride, bias, PATCHES["gpu"])
     if mode().precision == "tf32":
@@ -243,4 +223,3 @@ def _correlate_direct(padded, kernel, stride, bias):
 
 
 _CORRELATE = {"array": _correlate_by_patches, "fused": _correlate_direct}
-_KERNEL_GRADIENT = {"array": _kernel_gradient_by_patches, "fused": conv_kernels.kernel_gradient}

@@ -10,7 +10,7 @@ loss NaN; hard targets only: with label smoothing the array code runs instead).
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import pick
+from xpnn.backend.dispatch import implementation
 
 SOFTMAX_CROSS_ENTROPY = CudaKernel("softmax_cross_entropy.cu", "xpnn_softmax_cross_entropy",
                                    ["int64", "int32"])
@@ -24,11 +24,15 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
         logits: (N, K) floating array; labels: (N,) integers in [0, K) (not checked here);
         label_smoothing: in [0, 1).
     """
-    return pick(_TABLE, get_array_module(logits))(logits, labels, label_smoothing)
-
-
-def _array(logits, labels, label_smoothing=0.0):
     xp = get_array_module(logits)
+    if implementation(xp) == "fused" and not label_smoothing:
+        logits = xp.ascontiguousarray(logits)
+        n, k = logits.shape
+        nll = xp.empty(n, dtype=logits.dtype)
+        grad = xp.empty_like(logits)
+        SOFTMAX_CROSS_ENTROPY(n, (logits, labels.astype(xp.int64, copy=False), nll, grad, n, k),
+                              logits.dtype)
+        return nll.mean(), grad
     target = labels[:, None] == xp.arange(logits.shape[1])
     if label_smoothing:
         target = target * logits.dtype.type(1 - label_smoothing)
@@ -42,19 +46,3 @@ def _array(logits, labels, label_smoothing=0.0):
     grad = exp / total
     grad -= target
     return (xp.log(total[:, 0]) - target_shifted).mean(), grad
-
-
-def _fused(logits, labels, label_smoothing=0.0):
-    if label_smoothing:
-        return _array(logits, labels, label_smoothing)
-    xp = get_array_module(logits)
-    logits = xp.ascontiguousarray(logits)
-    n, k = logits.shape
-    nll = xp.empty(n, dtype=logits.dtype)
-    grad = xp.empty_like(logits)
-    SOFTMAX_CROSS_ENTROPY(n, (logits, labels.astype(xp.int64, copy=False), nll, grad, n, k),
-                          logits.dtype)
-    return nll.mean(), grad
-
-
-_TABLE = {"array": _array, "fused": _fused}

@@ -14,7 +14,7 @@ its own dtype).
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import pick
+from xpnn.backend.dispatch import implementation
 from xpnn.backend.windows import sliding_windows, window_offsets
 
 FORWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)
@@ -24,27 +24,23 @@ BACKWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_backward", ["int64"] + ["int
 def max_pool(x, kernel_size, stride):
     """(max, argmax indices) of every window of `x` (N, H, W, C), both (N, Ho, Wo, C); windows
     past the bottom or right edge are dropped."""
-    table = {"cpu": _max_by_offsets, "gpu": _max_over_windows, "fused": _max_fused}
-    return pick(table, get_array_module(x))(x, kernel_size, stride)
-
-
-def max_pool_backward(grad, indices, input_shape, kernel_size, stride):
-    """d loss / d x, (N, H, W, C), from `grad` (N, Ho, Wo, C) and `max_pool`'s `indices`: each
-    window's gradient goes to its argmax (summed where windows overlap), 0 elsewhere."""
-    table = {"cpu": _route_by_offsets, "gpu": _route_to_windows, "fused": _route_fused}
-    route = pick(table, get_array_module(grad))
-    return route(grad, indices, tuple(input_shape), kernel_size, stride)
-
-
-def _output_size(input_shape, kernel_size, stride):
-    return tuple((size - kernel_size) // stride + 1 for size in input_shape[1:3])
-
-
-# -- cpu -------------------------------------------------------------------------------------------
-
-def _max_by_offsets(x, kernel_size, stride):
     xp = get_array_module(x)
-    offsets = window_offsets(kernel_size, stride, *_output_size(x.shape, kernel_size, stride))
+    k = kernel_size
+    ho, wo = ((size - k) // stride + 1 for size in x.shape[1:3])
+    name = implementation(xp)
+    if name == "fused":
+        x = xp.ascontiguousarray(x)
+        out = xp.empty((x.shape[0], ho, wo, x.shape[3]), dtype=x.dtype)
+        indices = xp.empty(out.shape, dtype=xp.int32)
+        FORWARD(out.size, (x, out, indices, out.size, *x.shape[1:], ho, wo, k, stride), x.dtype)
+        return out, indices
+    if name == "gpu":  # the windows copied once, then `max` and `argmax`
+        n, c = x.shape[0], x.shape[3]
+        flat = xp.empty((n, ho, wo, c, k, k), dtype=x.dtype)
+        flat[...] = sliding_windows(x, k, k, stride).transpose(0, 1, 2, 5, 3, 4)
+        flat = flat.reshape(n, ho, wo, c, k * k)
+        return flat.max(axis=4), flat.argmax(axis=4)
+    offsets = window_offsets(k, stride, ho, wo)
     out = x[offsets[0]].copy()
     indices = xp.zeros(out.shape, dtype=xp.uint8)
     for position, index in enumerate(offsets[1:], start=1):
@@ -59,67 +55,30 @@ def _max_by_offsets(x, kernel_size, stride):
     return out, indices
 
 
-def _route_by_offsets(grad, indices, input_shape, kernel_size, stride):
-    grad_x = get_array_module(grad).zeros(input_shape, dtype=grad.dtype)
-    overlapping = stride < kernel_size
-    for position, index in enumerate(window_offsets(kernel_size, stride, *indices.shape[1:3])):
-        routed = grad * (indices == position)
-        if overlapping:
-            grad_x[index] += routed
-        else:
-            grad_x[index] = routed
-    return grad_x
-
-
-# -- gpu -------------------------------------------------------------------------------------------
-
-def _max_over_windows(x, kernel_size, stride):
-    k = kernel_size
-    windows = sliding_windows(x, k, k, stride)  # (N, Ho, Wo, k, k, C)
-    n, ho, wo, _, _, c = windows.shape
-    flat = get_array_module(x).empty((n, ho, wo, c, k, k), dtype=x.dtype)
-    flat[...] = windows.transpose(0, 1, 2, 5, 3, 4)
-    flat = flat.reshape(n, ho, wo, c, k * k)
-    return flat.max(axis=4), flat.argmax(axis=4)
-
-
-def _route_to_windows(grad, indices, input_shape, kernel_size, stride):
-    if stride < kernel_size:  # overlapping windows add up: the offsets' way
-        return _route_by_offsets(grad, indices, input_shape, kernel_size, stride)
+def max_pool_backward(grad, indices, input_shape, kernel_size, stride):
+    """d loss / d x, (N, H, W, C), from `grad` (N, Ho, Wo, C) and `max_pool`'s `indices`: each
+    window's gradient goes to its argmax (summed where windows overlap), 0 elsewhere."""
     xp = get_array_module(grad)
-    k, s = kernel_size, stride
+    input_shape, k, s = tuple(input_shape), kernel_size, stride
     ho, wo = indices.shape[1:3]
+    name = implementation(xp)
+    if name == "fused":
+        grad = xp.ascontiguousarray(grad)
+        grad_x = xp.empty(input_shape, dtype=grad.dtype)
+        BACKWARD(grad_x.size, (grad, indices, grad_x, grad_x.size, *input_shape[1:], ho, wo, k, s),
+                 grad.dtype)
+        return grad_x
+    if name == "cpu" or s < k:  # overlapping windows add up: the offsets' way
+        grad_x = xp.zeros(input_shape, dtype=grad.dtype)
+        for position, index in enumerate(window_offsets(k, s, ho, wo)):
+            routed = grad * (indices == position)
+            if s < k:
+                grad_x[index] += routed
+            else:
+                grad_x[index] = routed
+        return grad_x
     tiled = s == k and ho * k == input_shape[1] and wo * k == input_shape[2]
     grad_x = (xp.empty if tiled else xp.zeros)(input_shape, dtype=grad.dtype)
     is_max = indices[:, :, :, None, None, :] == xp.arange(k * k).reshape(k, k, 1)
     xp.multiply(grad[:, :, :, None, None, :], is_max, out=sliding_windows(grad_x, k, k, s))
-    return grad_x
-
-
-# -- fused -----------------------------------------------------------------------------------------
-
-def _geometry(input_shape, output_size, kernel_size, stride):
-    """The kernels' shape arguments: h, w, c, ho, wo, k, s."""
-    _, h, w, c = input_shape
-    return (h, w, c, *output_size, kernel_size, stride)
-
-
-def _max_fused(x, kernel_size, stride):
-    xp = get_array_module(x)
-    x = xp.ascontiguousarray(x)
-    ho, wo = _output_size(x.shape, kernel_size, stride)
-    out = xp.empty((x.shape[0], ho, wo, x.shape[3]), dtype=x.dtype)
-    indices = xp.empty(out.shape, dtype=xp.int32)
-    FORWARD(out.size, (x, out, indices, out.size,
-                       *_geometry(x.shape, (ho, wo), kernel_size, stride)), x.dtype)
-    return out, indices
-
-
-def _route_fused(grad, indices, input_shape, kernel_size, stride):
-    xp = get_array_module(grad)
-    grad = xp.ascontiguousarray(grad)
-    grad_x = xp.empty(input_shape, dtype=grad.dtype)
-    BACKWARD(grad_x.size, (grad, indices, grad_x, grad_x.size,
-                           *_geometry(input_shape, indices.shape[1:3], kernel_size, stride)),
-             grad.dtype)
     return grad_x

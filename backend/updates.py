@@ -14,7 +14,7 @@ anyway); ``fused``, one element-wise kernel per update, leaves `grad` as it is.
 """
 from xpnn.backend.cuda import ElementwiseKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import pick
+from xpnn.backend.dispatch import implementation
 
 SGD_STEP = ElementwiseKernel("T grad, T lr, T decay", "T data",
                              "data -= lr * (grad + decay * data)", "sgd_step")
@@ -32,22 +32,8 @@ ADAM_STEP = ElementwiseKernel(
     "adam_step")
 
 
-def sgd_update(data, grad, lr, weight_decay):
-    pick(_SGD, get_array_module(data))(data, grad, lr, weight_decay)
-
-
-def momentum_update(data, grad, velocity, lr, momentum, weight_decay):
-    pick(_MOMENTUM, get_array_module(data))(data, grad, velocity, lr, momentum, weight_decay)
-
-
-def adam_update(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
-                shrink):
-    """One Adam step on flat buffers, in place. `step_size` = lr / (1 - beta1^t) and
-    `bias2_sqrt` = sqrt(1 - beta2^t) (numbers, or 0-d arrays of the data's dtype on its device);
-    `l2` adds l2 * w to the gradient (Adam's weight decay), `shrink` (None: none) multiplies the
-    weights first (AdamW's decoupled decay, 1 - lr * weight_decay)."""
-    pick(_ADAM, get_array_module(data))(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt,
-                                        beta1, beta2, eps, l2, shrink)
+def _fused(data):
+    return implementation(get_array_module(data)) == "fused"
 
 
 def _decayed(data, grad, weight_decay):
@@ -56,26 +42,32 @@ def _decayed(data, grad, weight_decay):
     return grad
 
 
-def _sgd_array(data, grad, lr, weight_decay):
-    data -= lr * _decayed(data, grad, weight_decay)
+def sgd_update(data, grad, lr, weight_decay):
+    if _fused(data):
+        SGD_STEP(grad, lr, weight_decay, data)
+    else:
+        data -= lr * _decayed(data, grad, weight_decay)
 
 
-def _sgd_fused(data, grad, lr, weight_decay):
-    SGD_STEP(grad, lr, weight_decay, data)
-
-
-def _momentum_array(data, grad, velocity, lr, momentum, weight_decay):
+def momentum_update(data, grad, velocity, lr, momentum, weight_decay):
+    if _fused(data):
+        MOMENTUM_SGD_STEP(grad, lr, momentum, weight_decay, data, velocity)
+        return
     velocity *= momentum
     velocity += _decayed(data, grad, weight_decay)
     data -= lr * velocity
 
 
-def _momentum_fused(data, grad, velocity, lr, momentum, weight_decay):
-    MOMENTUM_SGD_STEP(grad, lr, momentum, weight_decay, data, velocity)
-
-
-def _adam_array(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
+def adam_update(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
                 shrink):
+    """One Adam step on flat buffers, in place. `step_size` = lr / (1 - beta1^t) and
+    `bias2_sqrt` = sqrt(1 - beta2^t) (numbers, or 0-d arrays of the data's dtype on its device);
+    `l2` adds l2 * w to the gradient (Adam's weight decay), `shrink` (None: none) multiplies the
+    weights first (AdamW's decoupled decay, 1 - lr * weight_decay)."""
+    if _fused(data):
+        ADAM_STEP(grad, step_size, bias2_sqrt, beta1, beta2, eps, l2,
+                  1.0 if shrink is None else shrink, data, exp_avg, exp_avg_sq)
+        return
     grad = _decayed(data, grad, l2)
     if shrink is not None:
         data *= shrink
@@ -91,14 +83,3 @@ def _adam_array(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, b
     change = exp_avg / denominator
     change *= step_size
     data -= change
-
-
-def _adam_fused(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
-                shrink):
-    ADAM_STEP(grad, step_size, bias2_sqrt, beta1, beta2, eps, l2, 1.0 if shrink is None else shrink,
-              data, exp_avg, exp_avg_sq)
-
-
-_SGD = {"array": _sgd_array, "fused": _sgd_fused}
-_MOMENTUM = {"array": _momentum_array, "fused": _momentum_fused}
-_ADAM = {"array": _adam_array, "fused": _adam_fused}
