@@ -9,23 +9,21 @@
 `Ranks` itself is one process (every collective a no-op); `MPIRanks` moves NumPy arrays
 through mpi4py, `NCCLRanks` CuPy arrays through NCCL. The sum is an all-gather and additions in
 rank order, so N ranks give the bits of N `DataParallel` workers. Every wait has a deadline
-(`XPNN_RANK_TIMEOUT`). DESIGN.md: "Ranks over MPI".
+(`XPNN_RANK_TIMEOUT`).
 """
+import math
 import os
 import pickle
 import time
 
 import numpy
 
-# Where launchers tell a process how many ranks they started: MPICH's and Intel MPI's mpiexec
-# (and Slurm's srun --mpi=pmi2) PMI_SIZE, Open MPI's mpiexec OMPI_COMM_WORLD_SIZE, MVAPICH's
-# MV2_COMM_WORLD_SIZE.
+# How many ranks MPICH's, Intel MPI's and Slurm's (PMI), Open MPI's and MVAPICH's launchers started
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 TIMEOUT_VARIABLE = "XPNN_RANK_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0  # seconds; rank 0's test-set evaluation and checkpoint fit well inside
-# MPI moves a non-blocking collective's data only inside MPI calls, so a wait polls without
-# sleeping at first (yielding the core, should ranks outnumber cores), then, for a long wait
-# (rank 0 writing a checkpoint), every millisecond.
+# MPI moves data only inside MPI calls, so a wait polls: yielding the core at first, then
+# (rank 0 writing a checkpoint) every millisecond.
 _SPIN_SECONDS = 0.05
 _POLL_SECONDS = 0.001
 
@@ -43,8 +41,8 @@ def timeout():
     try:
         seconds = float(text)
     except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
+        seconds = 0
+    if not 0 < seconds < math.inf:
         raise RankError(f"{TIMEOUT_VARIABLE}={text!r} is not a number of seconds > 0; unset it "
                         f"for the default {DEFAULT_TIMEOUT:g}")
     return seconds
@@ -59,8 +57,8 @@ def launched_size():
 
 
 class Ranks:
-    """The ranks of a job, and their collectives; as itself, a job of one process, whose
-    collectives return at once and change nothing (`MPIRanks`, `NCCLRanks`: several)."""
+    """The ranks of a job and their collectives; as itself, one process, whose collectives
+    return at once and change nothing."""
     size = 1
     rank = 0
     local_rank = 0
@@ -81,18 +79,16 @@ class Ranks:
         return value
 
     def wait(self):
-        """Wait, at most the ranks' timeout, until the collectives this rank has queued on its
-        device are done. A reader of device values calls it first: a collective stuck on a
-        rank that stopped answering would otherwise hang that read forever."""
+        """Wait, at most the ranks' timeout, for the collectives queued on this rank's device
+        (before reading device values, which would hang forever on a stuck collective)."""
 
     def on_root(self, function):
-        """`function()` called on rank 0 only; its result, or the error it raised, on every rank
-        (the error re-raised with its type and message, so every rank reports it)."""
+        """`function()` called on rank 0 only; its result, or its error (type and message), on
+        every rank."""
         return function()
 
     def shard(self, count):
-        """This rank's slice of `count` items (`even_slices`, as `nets.DataParallel` splits a
-        batch). Empty where count < size."""
+        """This rank's slice of `count` items (`even_slices`); empty where count < size."""
         return even_slices(count, self.size)[self.rank]
 
     def wait_for_all(self, seconds):
@@ -101,7 +97,7 @@ class Ranks:
 
     def gather_text(self, text):
         """Every rank's `text`, in rank order, on rank 0 (None on the others); only after
-        `wait_for_all` said every rank is there."""
+        `wait_for_all` returned True."""
         return [text]
 
     def abort(self, exit_code):
@@ -189,7 +185,7 @@ class MPIRanks(Ranks):
 
 class NCCLRanks(MPIRanks):
     """MPI's ranks, one GPU each (the `local_rank`-th of its host), exchanging CuPy arrays
-    through NCCL. MPI carries NCCL's id and the Python objects."""
+    through NCCL; host arrays and objects through MPI."""
 
     def __init__(self, device, comm=None):
         super().__init__(comm)
@@ -253,8 +249,8 @@ def _poll(done, seconds):
 
 
 def even_slices(count, parts):
-    """`parts` contiguous slices of `count` items, in order, whose sizes differ by at most one:
-    how a batch is split over ranks and over `nets.DataParallel`'s workers alike."""
+    """`parts` contiguous slices of `count` items, in order, whose sizes differ by at most one
+    (a batch split over ranks and over `nets.DataParallel`'s workers alike)."""
     bounds = [count * i // parts for i in range(parts + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
@@ -287,9 +283,8 @@ _world = {}
 
 
 def world(device=None):
-    """The ranks this process belongs to, for arrays on `device` (a `Device`; None: the CPU):
-    `Ranks()` unless a launcher started 2 or more ranks, then `NCCLRanks` for a GPU, else
-    `MPIRanks`, one object per kind."""
+    """The ranks this process belongs to, for arrays on `device` (None: the CPU): `Ranks()`
+    unless a launcher started 2 or more, then one `NCCLRanks` for a GPU, else one `MPIRanks`."""
     if launched_size() < 2:
         return Ranks()
     kind = "nccl" if device is not None and device.is_gpu else "mpi"

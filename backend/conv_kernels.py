@@ -1,14 +1,12 @@
 """The ``fused`` convolution primitives: direct CUDA kernels that read the input where it lies
-(correlate.cu, kernel_gradient.cu) and never build a patch matrix or a zero frame.
+(correlate.cu, kernel_gradient.cu), with no patch matrix or zero frame.
 
     out = correlate(frame, kernel, stride, bias)          # (N, Ho, Wo, O)
     d_kernel = kernel_gradient(frame, grad, k, stride)    # (O, C, k, k)
 
-Arguments as `backend.conv`'s primitives of the same names, which call these under ``fused``.
-Each kernel is compiled for its shape class (kernel size, stride, the frame's step, and the
-block of work one thread does), chosen here from the shapes: `correlate_tile` and
-`gradient_split`, whose choice a caller may override (the benchmark tries others).
-`correlate_tf32`: the forward on tensor cores, an opt-in variant for the benchmark.
+Arguments as `backend.conv`'s primitives of the same names. Each kernel is compiled for its
+shape class: kernel size, stride, the frame's step, and one thread's work (`correlate_tile`,
+`gradient_split`; a caller may pass its own).
 """
 import math
 from collections import namedtuple
@@ -38,8 +36,7 @@ SUM_PARTS = CudaKernel("kernel_gradient.cu", "xpnn_sum_parts", ["int64", "int64"
 # One correlate thread's work: `px` output pixels of a row times `ot` output channels, reading
 # `cv` input channels per load.
 Tile = namedtuple("Tile", "px ot cv")
-# A kernel gradient's split: `og` output channels per thread, `rows_per_chunk` output rows
-# (n, oy) per chunk of partial sums.
+# `og` output channels per kernel-gradient thread, `rows_per_chunk` output rows per partial sum
 Split = namedtuple("Split", "og rows_per_chunk")
 
 
@@ -130,11 +127,10 @@ def sum_parts(parts):
 
 def correlate_tile(n, ho, wo, c, o, k, itemsize, address=0):
     """The `Tile` for an (n, ho, wo, o) output of a c-channel input and a k x k kernel, values of
-    `itemsize` bytes, the input's data starting at byte `address`: a row split into equal tiles
-    of at most `MAX_PX` pixels, up to `MAX_OT` channels, cut down (channels first, to 4 of them)
-    to at most `TILE_BYTES` of sums, and further while that leaves fewer than
-    `CORRELATE_THREADS` threads; the widest channel loads (up to 16 bytes) that c, the address
-    and `PREFETCH_BYTES` allow. (The byte limits keep every thread's values in registers.)"""
+    `itemsize` bytes, the input starting at byte `address`: equal tiles of at most `MAX_PX`
+    pixels of a row and `MAX_OT` channels, cut down to `TILE_BYTES` of sums (in registers) and
+    further while that leaves fewer than `CORRELATE_THREADS` threads; the widest channel loads
+    (up to 16 bytes) that c, the address and `PREFETCH_BYTES` allow."""
     px = -(-wo // -(-wo // MAX_PX))
     ot = min(o, MAX_OT)
     while px * ot * itemsize > TILE_BYTES and ot % 8 == 0:
@@ -157,8 +153,8 @@ def correlate_tile(n, ho, wo, c, o, k, itemsize, address=0):
 
 def gradient_split(rows, c, o, k):
     """The `Split` for a kernel gradient over `rows` output rows (N * Ho) of O channels from a
-    C-channel input: the most channels per thread (up to `MAX_OG`) that divide O, and chunks of
-    rows small enough for about `GRADIENT_THREADS` threads (at most `MAX_CHUNKS` of them)."""
+    C-channel input: the most channels per thread (up to `MAX_OG`) that divide O, and chunks
+    for about `GRADIENT_THREADS` threads (at most `MAX_CHUNKS` chunks)."""
     og = next(og for og in range(min(o, MAX_OG), 0, -1) if o % og == 0)
     per_chunk = o // og * c * k
     chunks = max(1, min(rows, MAX_CHUNKS, -(-GRADIENT_THREADS // per_chunk)))
@@ -182,8 +178,7 @@ def _check_kernel(kernel, c):
 
 def _base_view(array, dtype):
     """(base, first, element strides): `array` as a view of the contiguous `dtype` array
-    `base`, its first element at index `first` of it, so a kernel reads it without a copy
-    (a copy of it if it is no such view)."""
+    `base` from its index `first`, for a kernel to read in place (a copy if it is no view)."""
     xp = get_array_module(array)
     base = array
     while base.base is not None and is_array(base.base):
@@ -209,8 +204,7 @@ def _alignment(*byte_counts):
 
 def correlate_tf32(frame, kernel, stride, bias=None):
     """`correlate` on tensor cores (correlate_tf32.cu): TF32 products, float32 sums, so about
-    1e-3 relative error. float32 arrays only; an opt-in variant that benchmarks/conv_kernels.py
-    times, never a default."""
+    1e-3 relative error; float32 arrays only (precision tf32's forward)."""
     x, dtype = _contiguous_input(frame)
     xp = get_array_module(x)
     if dtype.name != "float32":

@@ -9,8 +9,7 @@ import os
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit
-# OpenBLAS's cores with unpacked small-product kernels (its kernel/x86_64/KERNEL.SKYLAKEX, which
-# the other two include); on every other x86-64 core its permit function refuses them all.
+# OpenBLAS's cores with unpacked small-product kernels (kernel/x86_64/KERNEL.SKYLAKEX)
 UNPACKED_SMALL_PRODUCT_CORES = {"SkylakeX", "Cooperlake", "SapphireRapids"}
 
 
@@ -31,10 +30,9 @@ def set_blas_threads(count):
 
 
 def keep_freed_memory():
-    """Ask glibc's allocator to keep freed arrays of up to 32 MiB in a never-trimmed heap, so
-    a step's same few dozen arrays reuse mapped pages instead of faulting in fresh ones
-    (DESIGN.md); the process keeps its peak memory. No-op off glibc. (Not M_TOP_PAD as well:
-    with a large pad, calloc faulted its pages in afresh on every call.)"""
+    """Ask glibc's allocator to keep freed arrays of up to 32 MiB in a never-trimmed heap, so a
+    step's arrays reuse mapped pages instead of faulting in fresh ones; the process keeps its
+    peak memory. Returns whether glibc agreed (False off glibc)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

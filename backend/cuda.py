@@ -1,21 +1,14 @@
-"""The CUDA kernels of the ``fused`` implementations: functions of the .cu files in this folder,
-and CuPy element-wise kernels.
+"""The CUDA kernels of the ``fused`` implementations: functions of the .cu files in this folder
+(`CudaKernel`), and CuPy element-wise kernels (`ElementwiseKernel`, a C expression, no .cu file).
 
     MAX_POOL_FORWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)
     MAX_POOL_FORWARD(out.size, (x, out, indices, out.size, h, w, c, ho, wo, k, s), x.dtype)
 
-A .cu file includes ``common.cuh`` (the grid-stride loop every kernel is written as, and the
-(n, y, x, c) position of a flat index) and computes in ``T``: float, or double where the loader
-compiles it with ``-DXPNN_FLOAT=double``. Each file compiles as it stands (``nvcc -c``), and
-`scripts/compile_cuda_kernels.py` compiles them all with NVRTC, no GPU needed.
-
-`ElementwiseKernel` wraps CuPy's: its operation is a C expression that CuPy puts in a loop of
-its own, with broadcasting and any strides, so it has no .cu file.
-
-Nothing here imports CuPy: a kernel is compiled for the module of the arrays it is first called
-with. NumPy arrays reach a kernel only in the tests, which install a host runner
-(`set_host_runner`: tests/cuda_emulation.py compiles the sources as C++ and runs every thread
-on the CPU); without one they are refused.
+A .cu file includes ``common.cuh`` (the grid-stride loop, the (n, y, x, c) of a flat index) and
+computes in ``T``: float, or double where compiled with ``-DXPNN_FLOAT=double``. Nothing here
+imports CuPy: a kernel is compiled for the module of the arrays it is first called with. NumPy
+arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator,
+tests/cuda_emulation.py); without one they are refused.
 """
 from pathlib import Path
 
@@ -33,9 +26,8 @@ _modules = {}  # (file, dtype name, defines) -> cupy.RawModule
 
 
 def set_host_runner(runner):
-    """Make `runner` run kernels called with NumPy arrays (None: refuse them); returns the
-    runner it replaces. `runner.run_raw(kernel, args, dtype)` and
-    `runner.run_elementwise(kernel, args, kwargs)` do the work."""
+    """Make `runner` (`run_raw(kernel, args, dtype)`, `run_elementwise(kernel, args, kwargs)`)
+    run kernels called with NumPy arrays (None: refuse them); returns the runner it replaces."""
     global _host_runner
     previous, _host_runner = _host_runner, runner
     return previous
@@ -54,23 +46,17 @@ def _on_host(name):
 
 
 def is_array(value):
-    """True for a NumPy or CuPy array; False for numbers, NumPy scalars included (they have a
-    `shape` too, so that is no test)."""
+    """True for a NumPy or CuPy array; False for numbers, NumPy scalars included."""
     return isinstance(value, numpy.ndarray) or hasattr(value, "__cuda_array_interface__")
-
-
-def _array_module_of(args):
-    return get_array_module(*[arg for arg in args if is_array(arg)])
 
 
 class CudaKernel:
     """One ``extern "C" __global__`` function `name` of the .cu file `file` in this folder.
 
-    Call it as ``kernel(size, args, dtype)``: `size` work items (the kernel's grid-stride loop
-    covers them whatever the launch shape), `args` its arguments in order (contiguous arrays and
-    numbers), `dtype` the floating type T. `scalar_types` names the C type of each number among
-    the arguments, in order (``"int32"``, ``"int64"``, ``"T"``). `block`: threads per block
-    (fewer for kernels that hold many registers); `defines`: {NAME: value} compiled in.
+    Call it as ``kernel(size, args, dtype)``: `size` work items, `args` its arguments in order
+    (contiguous arrays and numbers), `dtype` the floating type T. `scalar_types`: the C type of
+    each number among the arguments (``"int32"``, ``"int64"``, ``"T"``); `block`: threads per
+    block; `defines`: {NAME: value} compiled in.
     """
 
     def __init__(self, file, name, scalar_types, block=BLOCK, defines=None):
@@ -80,8 +66,7 @@ class CudaKernel:
         self.defines = tuple(sorted((defines or {}).items()))
 
     def specialised(self, **defines):
-        """This kernel compiled with ``-DNAME=VALUE`` for each of `defines` besides its own (a
-        module of its own per set: compile-time shapes)."""
+        """This kernel compiled with ``-DNAME=VALUE`` for each of `defines` besides its own."""
         return CudaKernel(self.file, self.name, self.scalar_types, self.block,
                           {**dict(self.defines), **defines})
 
@@ -102,25 +87,19 @@ class CudaKernel:
         return self.options(dtype) + tuple(f"-D{name}={value}" for name, value in self.defines)
 
     def typed_args(self, args, dtype):
-        """`args` as the kernel takes them: arrays as they are, each number made a NumPy scalar
-        of its declared C type (a NumPy scalar too: CuPy would pass one as its own type)."""
+        """`args` as the kernel takes them: arrays as they are, each number (NumPy scalars too)
+        made a NumPy scalar of its declared C type."""
         dtype = numpy.dtype(dtype)
         numbers = sum(not is_array(arg) for arg in args)
         if numbers != len(self.scalar_types):
             raise TypeError(f"{self.name} takes {len(self.scalar_types)} numbers "
                             f"({', '.join(self.scalar_types)}), got {numbers}")
-        scalar_types = iter(self.scalar_types)
-        typed = []
-        for arg in args:
-            if is_array(arg):
-                typed.append(arg)
-            else:
-                kind = next(scalar_types)
-                typed.append((dtype.type if kind == "T" else numpy.dtype(kind).type)(arg))
-        return tuple(typed)
+        types = iter([dtype.type if kind == "T" else numpy.dtype(kind).type
+                      for kind in self.scalar_types])
+        return tuple(arg if is_array(arg) else next(types)(arg) for arg in args)
 
     def __call__(self, size, args, dtype):
-        xp = _array_module_of(args)
+        xp = get_array_module(*args)
         typed = self.typed_args(args, dtype)
         if xp.__name__ == "numpy":
             return _on_host(self.name).run_raw(self, typed, dtype)
@@ -152,7 +131,7 @@ class ElementwiseKernel:
         return parse(self.in_params), parse(self.out_params)
 
     def __call__(self, *args, **kwargs):
-        xp = _array_module_of(args)
+        xp = get_array_module(*args)
         if xp.__name__ == "numpy":
             return _on_host(self.name).run_elementwise(self, args, kwargs)
         if self._kernel is None:

@@ -1,11 +1,11 @@
 """Devices: where arrays live and which array module (`xp`) computes on them.
 
 A `Device` is made from the `--device` flag: ``cpu`` is NumPy, ``gpu``, ``cuda`` and ``cuda:N``
-are CuPy, imported only then. CuPy makes every new array and launch on its *current* device, so
-whatever computes on GPU N runs inside `device.activated()` (through `backend.running_on`), or
-its work lands on GPU 0.
+are CuPy, imported only then. Work for GPU N runs inside `device.activated()` (through
+`backend.running_on`), or it lands on CuPy's current device, GPU 0.
 """
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -43,29 +43,27 @@ def _import_cupy():
         raise DeviceUnavailableError(
             "GPU requested but CuPy sees no CUDA device; run on the CPU with --device cpu"
         )
-    return cupy
+    return cupy, count
 
 
+@dataclasses.dataclass(unsafe_hash=True, repr=False)
 class Device:
-    """One place for arrays: the host (NumPy) or one CUDA GPU (CuPy).
+    """One place for arrays: the host (NumPy) or one CUDA GPU (CuPy); equal by `name`.
 
     Attributes:
         name: ``"cpu"`` or ``"cuda:N"``.
         xp: the array module, ``numpy`` or ``cupy``.
     """
-
-    def __init__(self, name, xp, gpu_id=None):
-        self.name = name
-        self.xp = xp
-        self.gpu_id = gpu_id
+    name: str
+    xp: object = dataclasses.field(compare=False)
+    gpu_id: int = dataclasses.field(default=None, compare=False)
 
     @property
     def is_gpu(self):
         return self.gpu_id is not None
 
     def activated(self):
-        """A block within which this device is CuPy's current device (and so where new arrays
-        are made and kernels run); on the CPU a block that changes nothing."""
+        """A block within which this device is CuPy's current device; on the CPU, no change."""
         if not self.is_gpu:
             return contextlib.nullcontext()
         return self.xp.cuda.Device(self.gpu_id)
@@ -91,12 +89,6 @@ class Device:
         if self.is_gpu:
             self.xp.cuda.Device(self.gpu_id).synchronize()
 
-    def __eq__(self, other):
-        return isinstance(other, Device) and other.name == self.name
-
-    def __hash__(self):
-        return hash(self.name)
-
     def __repr__(self):
         return f"Device({self.name!r})"
 
@@ -107,8 +99,8 @@ _DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
 
 
 def parse_device_name(spec):
-    """The GPU number a flag value names (``gpu`` and ``cuda`` are 0), or None for ``cpu``;
-    `ValueError` for anything else."""
+    """The GPU number a flag value names (``gpu``, ``cuda``: 0), None for ``cpu``, else
+    `ValueError`."""
     match = _DEVICE_PATTERN.match(str(spec).strip().lower())
     if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
         raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'cuda' or 'cuda:N'")
@@ -126,8 +118,7 @@ def get_device(spec="cpu"):
     gpu_id = parse_device_name(spec)
     if gpu_id is None:
         return CPU
-    cupy = _import_cupy()
-    count = cupy.cuda.runtime.getDeviceCount()
+    cupy, count = _import_cupy()
     if gpu_id >= count:
         raise DeviceUnavailableError(
             f"GPU cuda:{gpu_id} requested but only {count} CUDA device(s) are visible "
@@ -147,8 +138,7 @@ def probe_cache_path():
 
 
 def _setup_key(cupy, gpu_id):
-    """One line naming what the probe's answer depends on: this Python environment, CuPy, the
-    CUDA runtime and driver, and the GPU."""
+    """The line naming what the probe's answer depends on: Python environment, CuPy, CUDA, GPU."""
     try:
         runtime = cupy.cuda.runtime
         versions = f"{runtime.runtimeGetVersion()} {runtime.driverGetVersion()}"
@@ -160,9 +150,8 @@ def _setup_key(cupy, gpu_id):
 
 
 def _remembered_toolkit_problem(cupy, gpu_id):
-    """`_toolkit_problem`, probed once per setup: a passing probe (it compiles a kernel and
-    starts cuBLAS) is written to `probe_cache_path()` and later processes skip it. A failing
-    one is never remembered."""
+    """`_toolkit_problem`, probed once per setup: a pass is written to `probe_cache_path()` and
+    later processes skip it; a failure is never remembered."""
     key, path = _setup_key(cupy, gpu_id), probe_cache_path()
     with contextlib.suppress(OSError):
         if key is not None and key in path.read_text().splitlines():
@@ -178,9 +167,8 @@ def _remembered_toolkit_problem(cupy, gpu_id):
 
 def _toolkit_problem(cupy, gpu_id):
     """None if CuPy can compile a kernel and multiply matrices on GPU `gpu_id`, else a line
-    saying what is missing. (The pip wheel of CuPy brings neither NVRTC, cuBLAS nor the CUDA
-    headers: they come from its [ctk] extra or a CUDA toolkit, and without them the first
-    kernel of any kind fails.)"""
+    saying what is missing (NVRTC, cuBLAS and the CUDA headers come from CuPy's [ctk] extra or
+    a CUDA toolkit, not its wheel)."""
     try:
         with cupy.cuda.Device(gpu_id):
             values = cupy.arange(4, dtype=cupy.float32)
@@ -198,8 +186,8 @@ def _toolkit_problem(cupy, gpu_id):
 
 
 def _missing_cuda_libraries():
-    """The CUDA libraries and headers CuPy needs that NVIDIA's cuda.pathfinder (a dependency
-    of CuPy 14) cannot find; empty where it is not installed."""
+    """The CUDA libraries and headers CuPy needs that cuda.pathfinder (CuPy 14's) cannot find;
+    empty where it is not installed."""
     try:
         from cuda import pathfinder
     except ImportError:
@@ -220,11 +208,8 @@ def _missing_cuda_libraries():
 
 
 def get_array_module(*arrays):
-    """Return ``cupy`` if any of `arrays` is a CuPy array, else ``numpy``.
-
-    CuPy is never imported here: if it has not been imported, no array can be a CuPy array.
-    (Nor is `cupy.get_array_module` called: it imports SciPy, slowing every start.)
-    """
+    """Return ``cupy`` if any of `arrays` is a CuPy array, else ``numpy``; never imports CuPy
+    (nor calls `cupy.get_array_module`, which imports SciPy)."""
     cupy = sys.modules.get("cupy")
     if cupy is not None and any(isinstance(array, cupy.ndarray) for array in arrays):
         return cupy

@@ -1,12 +1,9 @@
 """The execution mode (DESIGN.md, "One execution mode"): one value, set for a block by
-`running_on` and read with `mode()`.
+`running_on` and read with `mode()`; a context variable, so worker threads started with the
+caller's context follow it.
 
     with running_on(device, Mode("fused", graph=True)):   # what `xpnn train` on a GPU does
         mode().graph, mode().precision
-
-`pick` chooses a primitive's implementation from its table; ``fused`` applies to NumPy arrays
-only while the tests' emulator runs CUDA kernels on the CPU (`cuda.runs_on_host`). The mode is
-a context variable, so worker threads started with the caller's context follow it.
 """
 import contextlib
 import contextvars
@@ -26,9 +23,8 @@ class ModeError(DeviceUnavailableError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class Mode:
     """How the backend computes. `implementation`: None (by array module), ``fused``, or
-    ``cpu``/``gpu`` on any arrays (the tests run the ``gpu`` code on NumPy). `graph`: each
-    training step one CUDA graph (`training.captured_step`), every product in the block by the
-    capturable cuBLAS GEMM (`backend.matmul`). `precision`: what a GPU's products compute in."""
+    ``cpu``/``gpu`` on any arrays. `graph`: each training step one CUDA graph, every product by
+    the capturable cuBLAS GEMM (`backend.matmul`). `precision`: what a GPU's products compute in."""
     implementation: str = None
     graph: bool = False
     precision: str = "fp32"
@@ -102,7 +98,8 @@ def using(name):
 
 
 def implementation(xp):
-    """``"cpu"``, ``"gpu"`` or ``"fused"``: which implementation computes on arrays of `xp`."""
+    """``"cpu"``, ``"gpu"`` or ``"fused"``: which implementation computes on arrays of `xp`
+    (``fused`` on NumPy only while the tests' emulator runs CUDA kernels on the CPU)."""
     chosen = mode().implementation
     on_numpy = xp.__name__ == "numpy"
     if chosen == "fused" and on_numpy and not cuda.runs_on_host():

@@ -3,15 +3,12 @@
     graph_step = GraphStep(run, CupyGraphs(cupy))
     graph_step(shape_key)           # runs `run()` once: eagerly, or captured then replayed
 
-`run` must be device work only: what changes between steps it reads from *static buffers*
-(device arrays written before each replay, since a replay re-runs the recorded kernels, not the
-Python); it never waits for the device (`forbid_host_sync`); its products take a capturable
-GEMM (`backend.matmul` in a graph mode); host bookkeeping is the caller's, outside `run`.
-One graph per `shape_key` (the batch size): its first call runs eagerly (kernels compile, the
-GEMM makes its handle and workspace), the next captures and replays. Warm-up and capture
-allocate from a private memory pool kept alive with the graphs; the graph stream and the
-caller's are ordered by events both ways, so nothing waits on the host. `CupyGraphs` is the
-runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy (tests/test_graphs.py).
+`run` must be device work only: it reads what changes between steps from static buffers
+(device arrays written before each replay), never waits for the device (`forbid_host_sync`),
+and multiplies through `backend.matmul` in a graph mode. One graph per `shape_key` (the batch
+size): its first call runs eagerly (kernels compile, the GEMM makes its handle), the next
+captures and replays, from a private memory pool kept alive with the graphs. `CupyGraphs` is
+the runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy.
 """
 import contextlib
 import contextvars
@@ -29,18 +26,14 @@ def capturing():
 
 
 def forbid_host_sync(what):
-    """Raise `GraphCaptureError` if a step is being captured: `what` would wait for the device,
-    which breaks a capture (and would read a value the graph does not update)."""
+    """Raise `GraphCaptureError` if a step is being captured: `what` would wait for the device."""
     if _CAPTURING.get():
         raise GraphCaptureError(f"{what} waits for the device inside a captured CUDA-graph step; "
                                 f"move it out of the step")
 
 
 class GraphStep:
-    """`run()` as one CUDA graph per shape; see the module's docstring.
-
-    Attributes: `captures` (graphs captured so far), `eager_runs` (warm-up runs), `replays`.
-    """
+    """`run()` as one CUDA graph per shape. Counts `captures`, `eager_runs` and `replays`."""
 
     def __init__(self, run, runtime):
         self.run, self.runtime = run, runtime
@@ -89,8 +82,8 @@ class CupyGraphs:
 
     @contextlib.contextmanager
     def ordered_on(self, stream):
-        """`stream` current within the block, after the caller's queued work and before the
-        caller's next (device-side events, no host wait)."""
+        """`stream` current within the block, ordered after the caller's queued work and before
+        its next by events (no host wait)."""
         caller = self.cupy.cuda.get_current_stream()
         stream.wait_event(caller.record())
         with stream:

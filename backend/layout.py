@@ -1,12 +1,8 @@
 """The memory layout of images between layers: channels-last memory behind an N x C x H x W face.
 
-    y = channels_first(y_nhwc)     # what a conv or pool layer returns: (N, C, H, W), a view
-    x_nhwc = channels_last(x)      # what it computes on: (N, H, W, C), free for its own output
-
-Convolution and pooling compute on (N, H, W, C) memory (`backend.conv`) and hand on a transposed
-*view* of their output, so the next conv's `channels_last` is free. Element-wise layers write
-into ``xp.empty_like(x)``, which keeps its input's layout on NumPy and CuPy alike, so the whole
-stack stays channels-last.
+Convolution and pooling compute on (N, H, W, C) memory and hand on a transposed *view* of their
+output, so the next conv's `channels_last` is free. Element-wise layers write into
+``xp.empty_like(x)``, which keeps its input's layout, so the whole stack stays channels-last.
 """
 
 

@@ -4,13 +4,11 @@
     matmul(a, b, out=y)           # into y, which may be a view (rows of a larger array)
 
 NumPy arrays take NumPy's GEMM, CuPy arrays CuPy's, except in a CUDA-graph mode or at
-precision ``tf32``/``bf16``: there cuBLAS is called directly (``nvmath.bindings.cublas``) on
-CuPy's current stream, with a workspace allocated once per GPU before any capture (CuPy's
-wrapper refuses to run during stream capture), with the FAST_TF32 / FAST_16BF compute types.
-Operands with a unit stride on either axis go to cuBLAS without a copy (`gemm_operands`);
-any other is made contiguous first.
+precision ``tf32``/``bf16``: there cuBLAS is called directly (``nvmath.bindings.cublas``, which
+can run during stream capture, unlike CuPy's wrapper) on CuPy's current stream. Operands with a
+unit stride on either axis go to cuBLAS without a copy; any other is made contiguous first.
 """
-from dataclasses import dataclass
+from collections import namedtuple
 
 import numpy
 
@@ -40,8 +38,9 @@ def matmul(a, b, out=None):
     if 0 in out.shape or a.shape[1] == 0:
         out[...] = 0
         return out
+    a, b = (x if _layout(x) is not None else xp.ascontiguousarray(x) for x in (a, b))
     target = out if _row_major_ld(out) is not None else xp.empty(out.shape, dtype=out.dtype)
-    _cublas_gemm(xp, _usable(xp, a), _usable(xp, b), target, precision)
+    _cublas_gemm(xp, a, b, target, precision)
     if target is not out:
         out[...] = target
     return out
@@ -49,19 +48,10 @@ def matmul(a, b, out=None):
 
 # -- the column-major call a row-major product is --------------------------------------------------
 
-@dataclass(frozen=True)
-class GemmCall:
-    """The arguments of cuBLAS's column-major ``C = op(A) @ op(B)`` that compute row-major
-    ``out = a @ b``: C is out's memory read column-major, out^T = b^T @ a^T, so cuBLAS's A is
-    `b` and its B is `a`. `transa`/`transb` are True where the operand must be transposed."""
-    transa: bool
-    transb: bool
-    m: int
-    n: int
-    k: int
-    lda: int
-    ldb: int
-    ldc: int
+# The arguments of cuBLAS's column-major ``C = op(A) @ op(B)`` that compute row-major
+# ``out = a @ b``: C is out's memory read column-major, out^T = b^T @ a^T, so cuBLAS's A is `b`
+# and its B is `a`. `transa`/`transb` are True where the operand must be transposed.
+GemmCall = namedtuple("GemmCall", "transa transb m n k lda ldb ldc")
 
 
 def gemm_operands(a, b, out):
@@ -101,17 +91,11 @@ def _row_major_ld(x):
     return step // unit
 
 
-def _usable(xp, x):
-    return x if _layout(x) is not None else xp.ascontiguousarray(x)
-
-
 # -- cuBLAS through nvmath-python ------------------------------------------------------------------
 
 class CublasGemm:
-    """One cuBLAS handle per GPU, with its own workspace, called on CuPy's current stream.
-
-    `library` is ``nvmath.bindings.cublas`` (the tests pass a stand-in that multiplies host
-    memory). Created outside any capture (the first products of a step run eagerly first)."""
+    """One cuBLAS handle per GPU, with its own workspace, called on CuPy's current stream;
+    `library` is ``nvmath.bindings.cublas``. Created outside any capture."""
 
     def __init__(self, library, xp):
         self.library = library
@@ -133,7 +117,7 @@ class CublasGemm:
         call = gemm_operands(a, b, out)
         operation = self.library.Operation
         alpha, beta = self.scalars[out.dtype.name]
-        self.library.set_stream(self.handle, _stream_pointer(xp))
+        self.library.set_stream(self.handle, xp.cuda.get_current_stream().ptr)
         ops = (operation.T if call.transa else operation.N,
                operation.T if call.transb else operation.N, call.m, call.n, call.k)
         if precision == "fp32":
@@ -158,21 +142,12 @@ def _cublas_gemm(xp, a, b, out, precision):
         except ImportError as error:
             raise GemmUnavailableError(
                 f"cuBLAS called directly (the CUDA-graph step, and precisions tf32 and bf16) "
-                f"needs nvmath-python ({_one_line(error)}); pip install 'xpnn[cuda-graph]', or "
+                f"needs nvmath-python ({' '.join(str(error).split())}); pip install 'xpnn[cuda-graph]', or "
                 f"run with --eager and --precision fp32"
             ) from None
         _cublas[gpu] = CublasGemm(cublas, xp)
     _cublas[gpu](xp, a, b, out, precision)
 
 
-def _one_line(error):
-    return " ".join(str(error).split())
-
-
 def _pointer(array):
     return array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
-
-
-def _stream_pointer(xp):
-    return xp.cuda.get_current_stream().ptr
-

@@ -4,9 +4,8 @@ import os
 
 
 def available_bytes(device):
-    """Bytes that can still be allocated on `device` (a `Device`): on the CPU the kernel's
-    MemAvailable (physical memory when /proc is missing); on a GPU the driver's free memory plus
-    what CuPy's pool holds free."""
+    """Bytes that can still be allocated on `device`: on the CPU MemAvailable (physical memory
+    without /proc); on a GPU the driver's free memory plus what CuPy's pool holds free."""
     if device.is_gpu:
         with device.xp.cuda.Device(device.gpu_id):
             free, _ = device.xp.cuda.runtime.memGetInfo()

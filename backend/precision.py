@@ -6,8 +6,7 @@ throughout, or tensor-core inputs.
     bf16   inputs rounded to bfloat16 (7 mantissa bits), float32 accumulation
 
 Weights, activations and gradients stay float32: only the operands of each product are
-rounded, as cuBLAS's FAST_TF32 and FAST_16BF compute types do (tests/test_matmul.py's
-`round_inputs` is that rounding in NumPy, so the tolerances are checked on the CPU too).
+rounded, as cuBLAS's FAST_TF32 and FAST_16BF compute types do.
 """
 # Largest relative error (max |error| / max |reference|, per tensor, against float64) that a
 # whole network's outputs and gradients may show at each precision (`xpnn parity`, the tests).

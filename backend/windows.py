@@ -3,17 +3,9 @@ from xpnn.backend.device import get_array_module
 
 
 def sliding_windows(x, kh, kw, stride):
-    """Return a strided view of every (kh, kw) window of `x`, without copying.
-
-    Writing through the view is well defined only where the windows do not overlap
-    (stride >= kh, kw).
-
-    Args:
-        x: (N, H, W, C) array, any strides.
-    Returns:
-        (N, Ho, Wo, kh, kw, C) view with Ho = (H - kh) // stride + 1, Wo likewise; windows that
-        would run past the bottom or right edge are dropped.
-    """
+    """A strided view of every (kh, kw) window of `x` (N, H, W, C), any strides: (N, Ho, Wo,
+    kh, kw, C) with Ho = (H - kh) // stride + 1, Wo likewise (windows past the bottom or right
+    edge dropped). Writing through it is well defined only where windows do not overlap."""
     n, h, w, c = x.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     sn, sh, sw, sc = x.strides
