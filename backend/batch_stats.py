@@ -1,11 +1,5 @@
-"""Running sums of the loss and of correct predictions, kept on the device.
-
-    add_batch_stats(loss_sum, correct, loss, logits, labels)
-
-adds a batch's mean `loss` times its size to `loss_sum` (0-d float64) and its correct
-predictions (argmax of `logits` equal to `labels`) to `correct` (0-d int64), in place, without
-waiting for the device. ``fused``: batch_stats.cu, one kernel.
-"""
+"""Running sums of the loss and of correct predictions, kept on the device, added to without
+waiting for it. ``fused``: batch_stats.cu, one kernel."""
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
 from xpnn.backend.dispatch import implementation
@@ -14,7 +8,9 @@ ADD_BATCH_STATS = CudaKernel("batch_stats.cu", "xpnn_add_batch_stats", ["int64",
 
 
 def add_batch_stats(loss_sum, correct, loss, logits, labels):
-    """Add one batch: its mean `loss` (0-d), `logits` (N, K) and `labels` (N,)."""
+    """Add one batch, its mean `loss` (0-d), `logits` (N, K) and `labels` (N,), in place: the
+    loss times the batch size to `loss_sum` (0-d float64), the correct predictions (argmax of
+    `logits` equal to `labels`) to `correct` (0-d int64)."""
     xp = get_array_module(logits)
     if implementation(xp) == "fused":
         logits = xp.ascontiguousarray(logits)

@@ -57,27 +57,15 @@ class PaddedInput:
 
 
 def correlate(padded, kernel, stride, bias=None):
-    """Every (k x k) window of `padded`, `stride` pixels apart, times `kernel` (+ `bias`).
-
-    Args:
-        padded: a `PaddedInput` of an (N, H, W, C) input.
-        kernel: (O, C, k, k) weights, any strides.
-        bias: optional (O,) added to every output pixel.
-    Returns:
-        (N, Ho, Wo, O) C-contiguous array.
-    """
+    """Every (k x k) window of `padded` (a `PaddedInput` of an (N, H, W, C) input), `stride`
+    pixels apart, times `kernel` (O, C, k, k; any strides), plus `bias` (O,) if given: an
+    (N, Ho, Wo, O) C-contiguous array."""
     return pick(_CORRELATE, get_array_module(padded.x))(padded, kernel, stride, bias)
 
 
 def kernel_gradient(padded, grad, kernel_size, stride):
-    """d loss / d kernel of `correlate(padded, kernel, stride)`: the sum over output pixels of
-    each window times the gradient there.
-
-    Args:
-        padded: the `PaddedInput` that was correlated; grad: (N, Ho, Wo, O) d loss / d output.
-    Returns:
-        (O, C, k, k) array.
-    """
+    """d loss / d kernel, (O, C, k, k), of `correlate(padded, kernel, stride)` from `grad`
+    (N, Ho, Wo, O) = d loss / d output: the sum over output pixels of each window times `grad`."""
     xp = get_array_module(grad)
     if implementation(xp) == "fused":
         return conv_kernels.kernel_gradient(padded, grad, kernel_size, stride)
@@ -141,16 +129,10 @@ def kernel_of_matrix(matrix, shape, layout):
 # -- patch matrices, one way per implementation ----------------------------------------------------
 
 def patch_matrix(windows):
-    """Copy windows into a patch matrix, one row per output pixel.
-
-    Args:
-        windows: (N, Ho, Wo, k, k, C) strided view (`sliding_windows`).
-    Returns:
-        (N * Ho * Wo, k * k * C) matrix, columns ordered (kh, kw, C). In memory it is laid out
-        whichever way makes the copy run along long contiguous stretches of the input: row-major
-        when a window row (k * C values) is at least as long as an output row, else column-major
-        (few channels, such as a network's first layer on 1-channel images).
-    """
+    """Copy `windows`, an (N, Ho, Wo, k, k, C) view (`sliding_windows`), into an
+    (N * Ho * Wo, k * k * C) patch matrix, columns ordered (kh, kw, C); row-major where a window
+    row (k * C values) is at least as long as an output row, else column-major (few channels),
+    so the copy runs along long contiguous stretches of the input."""
     n, ho, wo, kh, kw, c = windows.shape
     xp = get_array_module(windows)
     if kw * c >= wo:

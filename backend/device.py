@@ -29,31 +29,24 @@ def _import_cupy():
     try:
         import cupy
     except ImportError as error:
-        raise DeviceUnavailableError(
-            f"GPU requested but CuPy is not installed ({error}); {INSTALL_HINT}; or run on the "
-            f"CPU with --device cpu"
-        ) from None
+        raise DeviceUnavailableError(f"GPU requested but CuPy is not installed ({error}); "
+                                     f"{INSTALL_HINT}; or run on the CPU with --device cpu"
+                                     ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDARuntimeError when the driver is missing or broken
-        raise DeviceUnavailableError(
-            f"GPU requested but no CUDA device is usable ({error}); run on the CPU with --device cpu"
-        ) from None
+        raise DeviceUnavailableError(f"GPU requested but no CUDA device is usable ({error}); run "
+                                     f"on the CPU with --device cpu") from None
     if count == 0:
-        raise DeviceUnavailableError(
-            "GPU requested but CuPy sees no CUDA device; run on the CPU with --device cpu"
-        )
+        raise DeviceUnavailableError("GPU requested but CuPy sees no CUDA device; run on the CPU "
+                                     "with --device cpu")
     return cupy, count
 
 
 @dataclasses.dataclass(unsafe_hash=True, repr=False)
 class Device:
-    """One place for arrays: the host (NumPy) or one CUDA GPU (CuPy); equal by `name`.
-
-    Attributes:
-        name: ``"cpu"`` or ``"cuda:N"``.
-        xp: the array module, ``numpy`` or ``cupy``.
-    """
+    """One place for arrays: the host (NumPy) or one CUDA GPU (CuPy). `name`: ``"cpu"`` or
+    ``"cuda:N"`` (devices are equal by name); `xp`: the array module, ``numpy`` or ``cupy``."""
     name: str
     xp: object = dataclasses.field(compare=False)
     gpu_id: int = dataclasses.field(default=None, compare=False)
@@ -108,11 +101,8 @@ def parse_device_name(spec):
 
 
 def get_device(spec="cpu"):
-    """Return the `Device` for a flag value: ``cpu``, ``gpu``, ``cuda`` or ``cuda:N``.
-
-    A `Device` is returned unchanged. Raises `ValueError` for an unknown name and
-    `DeviceUnavailableError` when CuPy or a CUDA device is missing.
-    """
+    """The `Device` for a flag value, ``cpu``, ``gpu``, ``cuda`` or ``cuda:N`` (a `Device`
+    unchanged); `ValueError` for an unknown name, `DeviceUnavailableError` for an unusable GPU."""
     if isinstance(spec, Device):
         return spec
     gpu_id = parse_device_name(spec)
@@ -120,10 +110,9 @@ def get_device(spec="cpu"):
         return CPU
     cupy, count = _import_cupy()
     if gpu_id >= count:
-        raise DeviceUnavailableError(
-            f"GPU cuda:{gpu_id} requested but only {count} CUDA device(s) are visible "
-            f"(cuda:0 to cuda:{count - 1}); pick one of those or use --device cpu"
-        )
+        raise DeviceUnavailableError(f"GPU cuda:{gpu_id} requested but only {count} CUDA device(s) "
+                                     f"are visible (cuda:0 to cuda:{count - 1}); pick one of those "
+                                     f"or use --device cpu")
     if gpu_id not in _checked_toolkits:
         _checked_toolkits[gpu_id] = _remembered_toolkit_problem(cupy, gpu_id)
     if _checked_toolkits[gpu_id] is not None:

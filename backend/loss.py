@@ -1,12 +1,10 @@
 """Softmax cross-entropy: the mean loss of a batch and its gradient, stable for any logits.
 
     loss, grad = softmax_cross_entropy(logits, labels)    # grad = d loss_row / d logits
-    loss, grad = softmax_cross_entropy(logits, labels, label_smoothing=0.1)
 
-The array code picks the true class with a one-hot mask rather than by fancy indexing (on a
-GPU, four plain kernels instead of a dozen index computations). ``fused``:
-softmax_cross_entropy.cu, loss rows and gradient in one pass (a label outside [0, K) makes its
-loss NaN; hard targets only: with label smoothing the array code runs instead).
+The array code picks the true class with a one-hot mask (on a GPU, a few plain kernels instead
+of fancy indexing's many). ``fused``: softmax_cross_entropy.cu, loss rows and gradient in one
+pass (a label outside [0, K) makes its loss NaN), hard targets only.
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
@@ -18,12 +16,9 @@ SOFTMAX_CROSS_ENTROPY = CudaKernel("softmax_cross_entropy.cu", "xpnn_softmax_cro
 
 def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
     """(mean over rows of -sum_k target_k log softmax(logits)_k as a 0-d array, softmax - target
-    (N, K)), where target = (1 - label_smoothing) one_hot(labels) + label_smoothing / K.
-
-    Args:
-        logits: (N, K) floating array; labels: (N,) integers in [0, K) (not checked here);
-        label_smoothing: in [0, 1).
-    """
+    (N, K)) for floating `logits` (N, K) and integer `labels` (N,) in [0, K) (not checked here),
+    where target = (1 - label_smoothing) one_hot(labels) + label_smoothing / K, for
+    `label_smoothing` in [0, 1)."""
     xp = get_array_module(logits)
     if implementation(xp) == "fused" and not label_smoothing:
         logits = xp.ascontiguousarray(logits)

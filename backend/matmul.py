@@ -67,15 +67,11 @@ def _layout(x):
     """(transposed, leading dimension) of a 2-D array as cuBLAS reads its memory: row-major
     memory read column-major is x^T (not transposed for the call that wants x^T); column-major
     memory is x itself. None if neither stride is one element."""
-    rows, cols = x.shape
     ld = _row_major_ld(x)
     if ld is not None:
         return False, ld
-    unit, step = x.itemsize, x.strides[1]
-    if (rows == 1 or x.strides[0] == unit) and step > 0 and step % unit == 0 \
-            and step // unit >= rows:
-        return True, step // unit
-    return None
+    ld = _row_major_ld(x.T)  # column-major memory: its transpose's rows are contiguous
+    return None if ld is None else (True, ld)
 
 
 def _row_major_ld(x):
@@ -142,9 +138,8 @@ def _cublas_gemm(xp, a, b, out, precision):
         except ImportError as error:
             raise GemmUnavailableError(
                 f"cuBLAS called directly (the CUDA-graph step, and precisions tf32 and bf16) "
-                f"needs nvmath-python ({' '.join(str(error).split())}); pip install 'xpnn[cuda-graph]', or "
-                f"run with --eager and --precision fp32"
-            ) from None
+                f"needs nvmath-python ({' '.join(str(error).split())}); pip install "
+                f"'xpnn[cuda-graph]', or run with --eager and --precision fp32") from None
         _cublas[gpu] = CublasGemm(cublas, xp)
     _cublas[gpu](xp, a, b, out, precision)
 

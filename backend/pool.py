@@ -5,12 +5,8 @@
 
 A window's argmax index is the position (row-major) of its first maximum, or of its first NaN
 where it holds one: the gradient goes there, on every implementation (each stores `indices` in
-its own dtype).
-
-* ``cpu``: one pass per position in the window, each over contiguous channel rows; the indices
-  as a running maximum of positions (uint8);
-* ``gpu``: the windows copied once, then `max` and `argmax`;
-* ``fused``: max_pool.cu, one kernel each way (a gather backward: any stride, no atomics).
+its own dtype). ``cpu``: one pass per position in the window; ``gpu``: the windows copied
+once; ``fused``: max_pool.cu, one kernel each way (a gather backward: no atomics).
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
@@ -34,7 +30,7 @@ def max_pool(x, kernel_size, stride):
         indices = xp.empty(out.shape, dtype=xp.int32)
         FORWARD(out.size, (x, out, indices, out.size, *x.shape[1:], ho, wo, k, stride), x.dtype)
         return out, indices
-    if name == "gpu":  # the windows copied once, then `max` and `argmax`
+    if name == "gpu":
         n, c = x.shape[0], x.shape[3]
         flat = xp.empty((n, ho, wo, c, k, k), dtype=x.dtype)
         flat[...] = sliding_windows(x, k, k, stride).transpose(0, 1, 2, 5, 3, 4)

@@ -1,12 +1,6 @@
-"""Affine warps of a batch of images with bilinear sampling (the primitive under augmentation).
-
-    out = warp_affine(images, inverse)    # images (N, C, H, W) float, inverse (N, 2, 3)
-
-Output pixel (y, x) of image n reads the input at (x_src, y_src) = inverse[n] @ (x, y, 1) (x
-across, y down, the first pixel's centre at 0), the four neighbours mixed bilinearly, 0 outside
-the image. One `xp` implementation for every device, its product through `backend.matmul`, so
-a CUDA graph can hold it.
-"""
+"""Affine warps of a batch of images with bilinear sampling (the primitive under augmentation):
+one `xp` implementation for every device, its product through `backend.matmul` (so a CUDA graph
+can hold it)."""
 from xpnn.backend.device import get_array_module
 from xpnn.backend.matmul import matmul
 
@@ -15,7 +9,11 @@ PAD = 2  # zeros around each image that out-of-frame corners read
 
 def warp_affine(images, inverse):
     """Warp each image of `images` (N, C, H, W) by its 2 x 3 map `inverse` (N, 2, 3, from
-    output to input coordinates); returns a new (N, C, H, W) array of the images' dtype."""
+    output to input coordinates); returns a new (N, C, H, W) array of the images' dtype.
+
+    Output pixel (y, x) of image n reads the input at (x_src, y_src) = inverse[n] @ (x, y, 1)
+    (x across, y down, the first pixel's centre at 0), the four neighbours mixed bilinearly, 0
+    outside the image."""
     xp = get_array_module(images)
     n, c, h, w = images.shape
     inverse = inverse.astype(images.dtype, copy=False)
