@@ -112,7 +112,12 @@ class MPIRanks(Ranks):
     """The ranks of MPI's world communicator, exchanging NumPy arrays through mpi4py."""
 
     def __init__(self, comm=None):
-        MPI = import_mpi()
+        try:
+            from mpi4py import MPI
+        except ImportError as error:
+            raise RankError(f"this process was started as one of {launched_size()} MPI ranks, "
+                            f"but mpi4py cannot be imported ({error}); pip install 'xpnn[mpi]'"
+                            ) from None
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this host
@@ -267,16 +272,6 @@ def _contiguous(buffer):
         raise ValueError("collectives work on contiguous arrays (the optimizer's packed buffers "
                          "are)")
     return buffer
-
-
-def import_mpi():
-    """mpi4py's MPI module, or `RankError` saying how to install it."""
-    try:
-        from mpi4py import MPI
-    except ImportError as error:
-        raise RankError(f"this process was started as one of {launched_size()} MPI ranks, but "
-                        f"mpi4py cannot be imported ({error}); pip install 'xpnn[mpi]'") from None
-    return MPI
 
 
 _world = {}

@@ -52,17 +52,14 @@ class GraphStep:
                 self.eager_runs += 1
                 return
             if shape_key not in self.graphs:
-                self.graphs[shape_key] = self._capture()
+                token = _CAPTURING.set(True)
+                try:
+                    self.graphs[shape_key] = self.runtime.capture(self.stream, self.run)
+                finally:
+                    _CAPTURING.reset(token)
                 self.captures += 1
             self.runtime.launch(self.graphs[shape_key], self.stream)
             self.replays += 1
-
-    def _capture(self):
-        token = _CAPTURING.set(True)
-        try:
-            return self.runtime.capture(self.stream, self.run)
-        finally:
-            _CAPTURING.reset(token)
 
 
 class CupyGraphs:
