@@ -5,10 +5,7 @@
             seed, label_smoothing, precision, early_stopping: {patience, min_delta}}
     data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
 
-`load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
-whose message names the file (or the command-line flag), the key and the bad value, with the
-closest valid key for a typo. `find_config` finds a config by path or by the name of one that
-ships with xpnn (``resnet``).
+Every problem raises `ConfigError` naming the file (or the flag), the key and the bad value.
 """
 import copy
 import inspect
@@ -36,8 +33,13 @@ TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "e
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
 DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
-# Schedule options whose value must be strictly positive (all others must be >= 0).
-POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
+POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")  # > 0 (all others >= 0)
+AUGMENT_LIMITS = {  # the float options of data.augment: (within bounds?, what the value is)
+    "rotate": (lambda value: value <= 180, "is the largest angle in degrees, in [0, 180]"),
+    "scale": (lambda value: value < 1,
+              "draws zooms in [1 - scale, 1 + scale], so it must be in [0, 1)"),
+    "shear": (lambda value: value < 90, "is the largest shear angle in degrees, in [0, 90)"),
+}
 
 
 def find_config(spec):
@@ -62,8 +64,8 @@ def find_config(spec):
 
 
 def read_config(path):
-    """The raw mapping in the YAML file at `path` (unchecked, read within `parse_yaml`'s
-    bounds and `MAX_CONFIG_BYTES`); `ConfigError` if it cannot be read."""
+    """The raw, unchecked mapping in the YAML file at `path` (read within `parse_yaml`'s bounds
+    and `MAX_CONFIG_BYTES`); `ConfigError` if it cannot be read."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -83,8 +85,7 @@ def read_config(path):
     return parse_yaml(text, str(path))
 
 
-# Limits on what a config's YAML may hold: far beyond any real config, far below what would
-# exhaust memory or Python's stack.
+# Far beyond any real config, far below what would exhaust memory or Python's stack.
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CONFIG_DEPTH = 50          # levels of nesting (the shipped configs use 5)
 MAX_CONFIG_VALUES = 100_000    # values, with every alias counted as a copy of what it names
@@ -112,12 +113,9 @@ class _Refused(Exception):
 
 
 def parse_yaml(text, source="<string>"):
-    """The value of the YAML document `text` (safe types only), read within bounds.
-
-    Raises `ConfigError` starting with `source` for invalid YAML, nesting deeper than
-    `MAX_CONFIG_DEPTH`, more than `MAX_CONFIG_VALUES` values once aliases are expanded (an
-    "alias bomb" of a few hundred bytes would expand to billions), or an alias inside what it
-    names. The message quotes no value.
+    """The value of the YAML document `text` (safe types only); `ConfigError` starting with
+    `source` (quoting no value) for invalid YAML, nesting deeper than `MAX_CONFIG_DEPTH`, more
+    than `MAX_CONFIG_VALUES` values once aliases are expanded, or an alias inside what it names.
     """
     loader = None
     try:
@@ -137,9 +135,8 @@ def parse_yaml(text, source="<string>"):
 
 
 def _check_expanded_size(root):
-    """Raise `_Refused` if the node graph under `root`, with aliases expanded, holds more than
-    `MAX_CONFIG_VALUES` nodes or is nested deeper than `MAX_CONFIG_DEPTH`, or holds a cycle.
-    Iterative, and each node is counted once (sizes of shared nodes are remembered)."""
+    """Raise `_Refused` if the node graph under `root`, aliases expanded, holds more than
+    `MAX_CONFIG_VALUES` nodes, is nested deeper than `MAX_CONFIG_DEPTH`, or holds a cycle."""
     sizes, depths, on_path = {}, {}, set()
     stack = [(root, False)]
     while stack:
@@ -361,21 +358,11 @@ def validate_augment(augment, dataset):
     if "translate" in augment:
         checked["translate"] = check_number("data.augment.translate", augment["translate"], int,
                                             low=0)
-    if "rotate" in augment:
-        checked["rotate"] = _finite("data.augment.rotate", augment["rotate"], low=0)
-        if checked["rotate"] > 180:
-            raise ConfigError(f"data.augment.rotate is the largest angle in degrees, in [0, 180]; "
-                              f"got {augment['rotate']!r}")
-    if "scale" in augment:
-        checked["scale"] = _finite("data.augment.scale", augment["scale"], low=0)
-        if checked["scale"] >= 1:
-            raise ConfigError(f"data.augment.scale draws zooms in [1 - scale, 1 + scale], so it "
-                              f"must be in [0, 1); got {augment['scale']!r}")
-    if "shear" in augment:
-        checked["shear"] = _finite("data.augment.shear", augment["shear"], low=0)
-        if checked["shear"] >= 90:
-            raise ConfigError(f"data.augment.shear is the largest shear angle in degrees, in "
-                              f"[0, 90); got {augment['shear']!r}")
+    for key, (fits, meaning) in AUGMENT_LIMITS.items():
+        if key in augment:
+            checked[key] = _finite(f"data.augment.{key}", augment[key], low=0)
+            if not fits(checked[key]):
+                raise ConfigError(f"data.augment.{key} {meaning}; got {augment[key]!r}")
     if "flip" in augment:
         if not isinstance(augment["flip"], bool):
             raise ConfigError(f"data.augment.flip must be true or false, got {augment['flip']!r}")
