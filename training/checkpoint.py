@@ -100,11 +100,10 @@ def load_checkpoint(path):
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version!r}; this version of "
                               f"xpnn reads version {FORMAT_VERSION}")
-    run_keys = [key for key in ("config", "epoch", "step") if key in meta]
-    if run_keys and len(run_keys) < 3:
-        missing = sorted({"config", "epoch", "step"} - set(run_keys))
+    missing = [key for key in ("config", "epoch", "step") if key not in meta]
+    if 0 < len(missing) < 3:
         raise CheckpointError(f"{path} is incomplete: its metadata lacks {', '.join(missing)}")
-    state = RunState.from_json(meta, path) if run_keys else None
+    state = RunState.from_json(meta, path) if not missing else None
     scalars = meta.get("optimizer_scalars", {})
     check_scalars(path, scalars)
     weights = {name[len(WEIGHTS_PREFIX):]: value for name, value in entries.items()

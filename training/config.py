@@ -174,10 +174,8 @@ def _children(node):
 
 
 def load_config(path, overrides=()):
-    """The config at `path` (a YAML file or a shipped name, `find_config`) with `overrides`
-    (`Override`s, or {dotted key: value}, ``{"train.epochs": 1}``; None values ignored) set,
-    checked, defaults filled in (`validate_config`); `ConfigError` starting with the file name
-    or with the flags at fault."""
+    """The checked config at `path` (`find_config`) with `overrides` (`Override`s, or {dotted
+    key: value}; None values ignored) set; `ConfigError` naming the file or the flags at fault."""
     if isinstance(overrides, dict):
         overrides = [Override(key, value) for key, value in overrides.items()]
     overrides = [override for override in overrides if override.value is not None]
@@ -200,14 +198,8 @@ def _error_of(config):
 
 
 def validate_config(config):
-    """Check a whole config mapping; return a new dict with defaults filled in.
-
-    Defaults: model.num_classes 10, train.momentum 0.9 (momentum_sgd only; 0 for sgd),
-    train.betas [0.9, 0.999] and train.eps 1e-8 (adam and adamw only), train.weight_decay 0
-    (0.01 for adamw, as PyTorch's), train.schedule {name: constant}, train.seed 0,
-    train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None,
-    data.validation 5000, data.augment {} (none).
-    """
+    """Check a whole config mapping; return a new dict with the defaults (the README's) filled
+    in."""
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
         raise ConfigError(f"a config must be a mapping with sections {', '.join(SECTIONS)}; "
@@ -260,8 +252,7 @@ def validate_train(train):
 
 
 def validate_early_stopping(stopping):
-    """{patience, min_delta} (min_delta default 0): stop after `patience` epochs whose validation
-    accuracy does not beat the best one that counted by at least `min_delta` (a fraction)."""
+    """The checked {patience, min_delta} (min_delta default 0) of train.early_stopping."""
     if not isinstance(stopping, dict) or "patience" not in stopping:
         raise ConfigError(f"train.early_stopping must be a mapping like {{patience: 3, min_delta: "
                           f"0.001}} (min_delta optional, a fraction of accuracy), got {stopping!r}")

@@ -14,13 +14,9 @@ from pathlib import Path
 TEMP_SUFFIX = ".partial"
 
 
-def _current_umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_current_umask()  # what open() would give a new file (mkstemp gives 0600)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file (mkstemp gives 0600)
 
 
 def atomic_write(path, write, binary=True):
@@ -81,15 +77,12 @@ def _naming(error, path):
 
 def fsync_folder(folder):
     """Make a rename or a new file in `folder` durable (a no-op where folders cannot be opened)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
+        try:
             os.fsync(fd)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
 
 
 def remove_stale_temporaries(folder):

@@ -122,10 +122,9 @@ def default_run_dir(config_path, root="runs"):
 
 
 def prepare_run_dir(run_dir):
-    """Create `run_dir` if needed, take its lock (`training.files.FolderLock`) and prove it
-    writable; refuse one that holds a run or that another process writes. Returns the lock:
-    released before a checkpoint was saved, it removes what was written (and a folder it made).
-    """
+    """Create `run_dir`, take its lock and prove it writable; refuse one that holds a run or
+    that another process writes. The lock, released before a checkpoint was saved, removes what
+    was written (and a folder it made)."""
     run_dir = Path(run_dir)
     _refuse_early(run_dir)
     existed = run_dir.is_dir()
@@ -199,15 +198,11 @@ def load_data(config, data_dir=None):
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
               checkpoint_every=None, workers=None, ranks=None, progress=True, echo=None,
               mode=None, dataset=None, init_from=None):
-    """Check everything, create the run folder, and return a `Trainer` ready to `fit()` (which
-    saves the first checkpoint before its first step). Bad input leaves nothing behind.
-
-    `checkpoint_every` None: every `CHECKPOINT_EVERY` steps. `ranks` (default: this process's
-    world): rank 0 alone touches the folder, and its errors are raised on every rank. `mode`:
-    `Trainer`'s. `dataset`: a `data.Dataset` instead of the config's. `init_from`: a run folder
-    (best.npz, else last.npz) or .npz checkpoint of the same parameters whose weights replace
-    the drawn ones (optimizer and schedule start afresh).
-    """
+    """Check everything, create the run folder (bad input leaves nothing behind), and return a
+    `Trainer` ready to `fit()`. `ranks` (default: this process's world): rank 0 alone touches
+    the folder, its errors raised on every rank. `dataset`: a `data.Dataset` instead of the
+    config's. `init_from`: a run folder (best.npz, else last.npz) or .npz checkpoint of the same
+    parameters whose weights replace the drawn ones (optimizer and schedule start afresh)."""
     ranks = ranks if ranks is not None else world(device)
     if data_dir is not None:
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
@@ -292,15 +287,11 @@ class RunTrainer(Trainer):
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
                workers=None, ranks=None, progress=True, echo=None, mode=None, dataset=None,
                epochs=None):
-    """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
-
-    `config`, if given, must be the config the run was started with (checked, not used).
-    `data_dir`, `checkpoint_every` and `workers` (default: the run's own; another count of
-    threads splits batches differently, so the last bits differ) override the run's; `mode`:
-    `Trainer`'s; `dataset`: the `data.Dataset` a run of arrays given in Python trains on;
-    `epochs`, more than the run was started for, extends it (`_extended`). Nothing else may
-    change, the number of ranks included: rank 0 reads the checkpoint and sends it on.
-    """
+    """Return a `Trainer` that continues the run in `run_dir` from its last.npz (read by rank 0).
+    `config`, if given, must be the run's (checked, not used). `data_dir`, `checkpoint_every`
+    and `workers` (another count of threads changes the last bits) override the run's;
+    `dataset`: the `data.Dataset` of a run of arrays given in Python; `epochs`, more than the
+    run was started for, extends it. Nothing else may change, the number of ranks included."""
     run_dir = Path(run_dir)
     ranks = ranks if ranks is not None else world(device)
     lock = None
@@ -390,9 +381,7 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
 
 
 def _extended(config, epochs, run_dir, state):
-    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again:
-    from here on the schedule is that of a run started with `epochs` (for a constant or step
-    schedule, bit-identical to one)."""
+    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again."""
     saved = config["train"]["epochs"]
     if epochs < saved:
         raise RunFolderError(f"cannot resume {run_dir} for {epochs} epochs: it was started for "
@@ -415,9 +404,8 @@ def _with_old_defaults(config):
 
 
 def _check_same_config(config, saved_config, checkpoint):
-    """Refuse a config of another architecture (naming the first mismatched parameter) or one
-    whose training settings differ from the run's (the given network is built only when its
-    model differs)."""
+    """Refuse a config of another architecture (naming the first mismatched parameter) or of
+    other training settings than the run's."""
     if config["model"] != saved_config["model"]:
         net = nets.build(config["model"], seed=config["train"]["seed"])
         check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")

@@ -110,11 +110,10 @@ class RunSetup:
 
 def set_up(config, dataset, device, *, limit_train=None, limit_test=None, workers=None,
            ranks=None, graph=False):
-    """The `RunSetup` of `config` on `dataset` (a `data.Dataset`): the last `data.validation`
-    training images held out, the first `limit_train` of the rest trained on, the first
-    `limit_test` validation and test images evaluated; `graph`: each step a CUDA graph. Call it
-    in the run's mode (`backend.running_on`). Raises `DataError`, `ConfigError` or
-    `TrainingError` naming what does not fit."""
+    """The `RunSetup` of `config` on `dataset` (a `data.Dataset`, its last `data.validation`
+    training images held out), the first `limit_train` and `limit_test` images used; `graph`:
+    each step a CUDA graph. Call it in the run's mode (`backend.running_on`). Raises
+    `DataError`, `ConfigError` or `TrainingError` naming what does not fit."""
     ranks = ranks if ranks is not None else Ranks()
     batch_size = config["train"]["batch_size"]
     net = build_network(config)
