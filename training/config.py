@@ -1,12 +1,6 @@
-"""Training configs: read a YAML file and check every section, key and value before any work starts.
-
-    model: {name, input_shape, num_classes, layers}     checked without drawing weights (nets.check)
-    train: {epochs, batch_size, optimizer, lr, momentum | betas and eps, weight_decay, schedule,
-            seed, label_smoothing, precision, early_stopping: {patience, min_delta}}
-    data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
-
-Every problem raises `ConfigError` naming the file (or the flag), the key and the bad value.
-"""
+"""Training configs (sections model, train and data; the README lists their keys): read a YAML
+file and check every section, key and value before any work starts. Every problem raises
+`ConfigError` naming the file (or the flag), the key and the bad value."""
 import copy
 import inspect
 import math
@@ -301,19 +295,16 @@ def validate_schedule(schedule, lr, epochs):
         raise ConfigError(f"train.schedule must be a mapping like {{name: cosine, warmup_epochs: 0.2}} "
                           f"with name one of {', '.join(SCHEDULES)}, got {schedule!r}")
     name = _choice("train.schedule.name", schedule["name"], tuple(SCHEDULES))
-    function = SCHEDULES[name]
-    option_names = [p for p in inspect.signature(function).parameters
+    option_names = [p for p in inspect.signature(SCHEDULES[name]).parameters
                     if p not in ("base_lr", "epoch", "total_epochs")]
     if "warmup_epochs" in option_names:
         option_names.append("warmup_steps")  # optimizer steps (`optim.Schedule`)
     options = {key: value for key, value in schedule.items() if key != "name"}
     check_keys(f"train.schedule ({name})", options, option_names)
     for key, value in options.items():
-        if key == "warmup_steps":
-            options[key] = check_number(f"train.schedule.{key}", value, int, low=0)
-            continue
-        positive = key in POSITIVE_SCHEDULE_OPTIONS
-        options[key] = _finite(f"train.schedule.{key}", value, low=0, low_open=positive)
+        where = f"train.schedule.{key}"
+        options[key] = (check_number(where, value, int, low=0) if key == "warmup_steps" else
+                        _finite(where, value, low=0, low_open=key in POSITIVE_SCHEDULE_OPTIONS))
     try:
         rule = Schedule(name, lr, epochs, steps_per_epoch=1, **options)
         rates = [rule(epochs * fraction) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]

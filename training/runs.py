@@ -1,10 +1,6 @@
-"""Run folders: start a new training run, resume one, or load the network it trained.
-
-A run folder holds last.npz (the latest checkpoint: every epoch, and every N steps inside one),
-best.npz (the epoch of best validation accuracy; none when data.validation is 0),
-metrics.jsonl (a line per finished epoch, `training.metrics`) and config.yaml (the config after
-command-line overrides, for people to read; the checkpoints carry their own copy).
-"""
+"""Run folders: start a new training run, resume one, or load the network it trained. A run
+folder holds last.npz, best.npz, metrics.jsonl (see the README) and config.yaml (the config
+after command-line overrides, for people to read; the checkpoints carry their own copy)."""
 import json
 import shlex
 import time
@@ -298,7 +294,18 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
 
     def read():
         nonlocal lock
-        lock = _lock_for_resume(run_dir)
+        if not run_dir.is_dir():
+            raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
+                                 f"that holds {LAST_NAME})")
+        try:
+            lock = FolderLock.acquire(run_dir)
+        except FolderBusyError as busy:
+            raise RunFolderError(f"cannot resume {run_dir}: it is still being trained by "
+                                 f"{busy.holder} (it holds {run_dir / LOCK_NAME}); wait for that "
+                                 f"run to end, or stop it first") from None
+        except OSError as error:
+            raise RunFolderError(f"cannot resume {run_dir}: cannot write to it ("
+                                 f"{error.strerror or error}; cannot lock it)") from None
         if not (run_dir / LAST_NAME).exists():
             raise RunFolderError(f"cannot resume: {run_dir} holds no {LAST_NAME} (the run "
                                  f"stopped before its first checkpoint, or this is not a run "
@@ -314,21 +321,6 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
         raise
     trainer.folder_lock = lock
     return trainer
-
-
-def _lock_for_resume(run_dir):
-    if not run_dir.is_dir():
-        raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
-                             f"that holds {LAST_NAME})")
-    try:
-        return FolderLock.acquire(run_dir)
-    except FolderBusyError as busy:
-        raise RunFolderError(f"cannot resume {run_dir}: it is still being trained by "
-                             f"{busy.holder} (it holds {run_dir / LOCK_NAME}); wait for that run "
-                             f"to end, or stop it first") from None
-    except OSError as error:
-        raise RunFolderError(f"cannot resume {run_dir}: cannot write to it ("
-                             f"{error.strerror or error}; cannot lock it)") from None
 
 
 def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_every, workers,
