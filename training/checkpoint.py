@@ -135,10 +135,8 @@ def check_matches(net, weights, source="checkpoint"):
         if extra:
             problem = f"it has parameter {extra[0]!r}, which the network lacks"
     if problem:
-        raise CheckpointError(
-            f"{source} does not fit the network {net.name!r} (another architecture?): first "
-            f"mismatch: {problem}"
-        )
+        raise CheckpointError(f"{source} does not fit the network {net.name!r} (another "
+                              f"architecture?): first mismatch: {problem}")
 
 
 def restore(checkpoint, net, optimizer=None):

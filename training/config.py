@@ -19,8 +19,7 @@ from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
 ARRAYS = "arrays"  # images given in Python (`training.fit`), not read from files
-# idx: any folder of the four IDX files (data_dir)
-DATASETS = ("mnist", "fashion-mnist", "idx", ARRAYS)
+DATASETS = ("mnist", "fashion-mnist", "idx", ARRAYS)  # idx: any folder of the four IDX files
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "eps",
               "weight_decay", "schedule", "seed", "label_smoothing", "precision",
               "early_stopping")
@@ -160,11 +159,9 @@ def _check_expanded_size(root):
 
 
 def _children(node):
-    if isinstance(node, yaml.SequenceNode):
-        return node.value
     if isinstance(node, yaml.MappingNode):
         return [item for pair in node.value for item in pair]
-    return []
+    return node.value if isinstance(node, yaml.SequenceNode) else []
 
 
 def load_config(path, overrides=()):

@@ -409,5 +409,4 @@ def _check_same_config(config, saved_config, checkpoint):
             raise RunFolderError(
                 f"the given config differs from the one {checkpoint.path.parent} was started "
                 f"with, in {section}.{differing[0] if differing else '?'}; a resumed run keeps "
-                f"its own config: drop -c to resume it"
-            )
+                f"its own config: drop -c to resume it")
