@@ -1,20 +1,15 @@
-"""Checkpoints: one `.npz` file holding everything needed to evaluate a network or resume its run.
-
-Entries (all plain arrays, so the file loads with ``allow_pickle=False``):
+"""Checkpoints: one `.npz` file, written atomically, holding everything needed to evaluate a
+network or resume its run. Entries (plain arrays, so it loads with ``allow_pickle=False``):
     weights/<dotted parameter name>   the network's parameters, as trained (e.g. float32)
     optimizer/<name>                  array-valued optimizer state (e.g. the momentum velocity)
     meta                              a JSON string: format_version, optimizer_scalars (lr,
                                       steps), user (free-form metadata) and, in a training
                                       run's checkpoints, the run's state (`run_state.RunState`)
-
-Files are written atomically (see `training.files.atomic_write`), so a crash never leaves a partial
-checkpoint, and are checked against the network on loading: parameter names, shapes and dtypes,
-with an error naming the first mismatch.
 """
+import dataclasses
 import json
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy
@@ -31,7 +26,7 @@ LAST_NAME = "last.npz"
 BEST_NAME = "best.npz"
 
 
-@dataclass
+@dataclasses.dataclass
 class Checkpoint:
     """What a checkpoint file holds, on the host: `weights` {dotted name: NumPy array}, the
     `optimizer`'s `state_dict()`, the run's `RunState` (None outside a run), the `user`
@@ -40,7 +35,7 @@ class Checkpoint:
     optimizer: dict
     state: RunState = None
     user: object = None
-    path: Path = field(default=None)
+    path: Path = None
 
     @property
     def config(self):
@@ -51,12 +46,12 @@ class Checkpoint:
 
     @property
     def epoch(self):
-        """Number of whole epochs completed (including their evaluation)."""
+        """Whole epochs completed (their evaluation included)."""
         return self.state.epoch if self.state else 0
 
     @property
     def step(self):
-        """Number of training steps done in epoch `epoch` (0-based) after those."""
+        """Training steps done in the next epoch."""
         return self.state.step if self.state else 0
 
 
@@ -71,7 +66,7 @@ def save_checkpoint(path, net, optimizer=None, user=None, state=None):
             arrays[OPTIMIZER_PREFIX + key] = value
         else:
             scalars[key] = value
-    meta = {**(state.to_json() if state is not None else {}), "format_version": FORMAT_VERSION,
+    meta = {**(dataclasses.asdict(state) if state else {}), "format_version": FORMAT_VERSION,
             "optimizer_scalars": scalars, "user": user}
     try:
         text = json.dumps(meta, allow_nan=False)
@@ -105,11 +100,10 @@ def load_checkpoint(path):
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version!r}; this version of "
                               f"xpnn reads version {FORMAT_VERSION}")
-    run_keys = [key for key in ("config", "epoch", "step") if key in meta]
-    if run_keys and len(run_keys) < 3:
-        missing = sorted({"config", "epoch", "step"} - set(run_keys))
+    missing = [key for key in ("config", "epoch", "step") if key not in meta]
+    if 0 < len(missing) < 3:
         raise CheckpointError(f"{path} is incomplete: its metadata lacks {', '.join(missing)}")
-    state = RunState.from_json(meta, path) if run_keys else None
+    state = RunState.from_json(meta, path) if not missing else None
     scalars = meta.get("optimizer_scalars", {})
     check_scalars(path, scalars)
     weights = {name[len(WEIGHTS_PREFIX):]: value for name, value in entries.items()
@@ -141,10 +135,8 @@ def check_matches(net, weights, source="checkpoint"):
         if extra:
             problem = f"it has parameter {extra[0]!r}, which the network lacks"
     if problem:
-        raise CheckpointError(
-            f"{source} does not fit the network {net.name!r} (another architecture?): first "
-            f"mismatch: {problem}"
-        )
+        raise CheckpointError(f"{source} does not fit the network {net.name!r} (another "
+                              f"architecture?): first mismatch: {problem}")
 
 
 def restore(checkpoint, net, optimizer=None):

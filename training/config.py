@@ -1,15 +1,6 @@
-"""Training configs: read a YAML file and check every section, key and value before any work starts.
-
-    model: {name, input_shape, num_classes, layers}     checked without drawing weights (nets.check)
-    train: {epochs, batch_size, optimizer, lr, momentum | betas and eps, weight_decay, schedule,
-            seed, label_smoothing, precision, early_stopping: {patience, min_delta}}
-    data:  {dataset, data_dir, validation, augment: {translate, rotate, scale, shear, flip}}
-
-`load_config` returns a new dict with the defaults filled in; every problem raises `ConfigError`
-whose message names the file (or the command-line flag), the key and the bad value, with the
-closest valid key for a typo. `find_config` finds a config by path or by the name of one that
-ships with xpnn (``resnet``).
-"""
+"""Training configs (sections model, train and data; the README lists their keys): read a YAML
+file and check every section, key and value before any work starts. Every problem raises
+`ConfigError` naming the file (or the flag), the key and the bad value."""
 import copy
 import inspect
 import math
@@ -28,16 +19,20 @@ from xpnn.training.overrides import Override, apply_overrides, blame
 
 SECTIONS = ("model", "train", "data")
 ARRAYS = "arrays"  # images given in Python (`training.fit`), not read from files
-# idx: any folder of the four IDX files (data_dir)
-DATASETS = ("mnist", "fashion-mnist", "idx", ARRAYS)
+DATASETS = ("mnist", "fashion-mnist", "idx", ARRAYS)  # idx: any folder of the four IDX files
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "eps",
               "weight_decay", "schedule", "seed", "label_smoothing", "precision",
               "early_stopping")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
 DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
-# Schedule options whose value must be strictly positive (all others must be >= 0).
-POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")
+POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")  # > 0 (all others >= 0)
+AUGMENT_LIMITS = {  # the float options of data.augment: (within bounds?, what the value is)
+    "rotate": (lambda value: value <= 180, "is the largest angle in degrees, in [0, 180]"),
+    "scale": (lambda value: value < 1,
+              "draws zooms in [1 - scale, 1 + scale], so it must be in [0, 1)"),
+    "shear": (lambda value: value < 90, "is the largest shear angle in degrees, in [0, 90)"),
+}
 
 
 def find_config(spec):
@@ -62,8 +57,8 @@ def find_config(spec):
 
 
 def read_config(path):
-    """The raw mapping in the YAML file at `path` (unchecked, read within `parse_yaml`'s
-    bounds and `MAX_CONFIG_BYTES`); `ConfigError` if it cannot be read."""
+    """The raw, unchecked mapping in the YAML file at `path` (read within `parse_yaml`'s bounds
+    and `MAX_CONFIG_BYTES`); `ConfigError` if it cannot be read."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -83,8 +78,7 @@ def read_config(path):
     return parse_yaml(text, str(path))
 
 
-# Limits on what a config's YAML may hold: far beyond any real config, far below what would
-# exhaust memory or Python's stack.
+# Far beyond any real config, far below what would exhaust memory or Python's stack.
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CONFIG_DEPTH = 50          # levels of nesting (the shipped configs use 5)
 MAX_CONFIG_VALUES = 100_000    # values, with every alias counted as a copy of what it names
@@ -112,12 +106,9 @@ class _Refused(Exception):
 
 
 def parse_yaml(text, source="<string>"):
-    """The value of the YAML document `text` (safe types only), read within bounds.
-
-    Raises `ConfigError` starting with `source` for invalid YAML, nesting deeper than
-    `MAX_CONFIG_DEPTH`, more than `MAX_CONFIG_VALUES` values once aliases are expanded (an
-    "alias bomb" of a few hundred bytes would expand to billions), or an alias inside what it
-    names. The message quotes no value.
+    """The value of the YAML document `text` (safe types only); `ConfigError` starting with
+    `source` (quoting no value) for invalid YAML, nesting deeper than `MAX_CONFIG_DEPTH`, more
+    than `MAX_CONFIG_VALUES` values once aliases are expanded, or an alias inside what it names.
     """
     loader = None
     try:
@@ -137,9 +128,8 @@ def parse_yaml(text, source="<string>"):
 
 
 def _check_expanded_size(root):
-    """Raise `_Refused` if the node graph under `root`, with aliases expanded, holds more than
-    `MAX_CONFIG_VALUES` nodes or is nested deeper than `MAX_CONFIG_DEPTH`, or holds a cycle.
-    Iterative, and each node is counted once (sizes of shared nodes are remembered)."""
+    """Raise `_Refused` if the node graph under `root`, aliases expanded, holds more than
+    `MAX_CONFIG_VALUES` nodes, is nested deeper than `MAX_CONFIG_DEPTH`, or holds a cycle."""
     sizes, depths, on_path = {}, {}, set()
     stack = [(root, False)]
     while stack:
@@ -169,18 +159,14 @@ def _check_expanded_size(root):
 
 
 def _children(node):
-    if isinstance(node, yaml.SequenceNode):
-        return node.value
     if isinstance(node, yaml.MappingNode):
         return [item for pair in node.value for item in pair]
-    return []
+    return node.value if isinstance(node, yaml.SequenceNode) else []
 
 
 def load_config(path, overrides=()):
-    """The config at `path` (a YAML file or a shipped name, `find_config`) with `overrides`
-    (`Override`s, or {dotted key: value}, ``{"train.epochs": 1}``; None values ignored) set,
-    checked, defaults filled in (`validate_config`); `ConfigError` starting with the file name
-    or with the flags at fault."""
+    """The checked config at `path` (`find_config`) with `overrides` (`Override`s, or {dotted
+    key: value}; None values ignored) set; `ConfigError` naming the file or the flags at fault."""
     if isinstance(overrides, dict):
         overrides = [Override(key, value) for key, value in overrides.items()]
     overrides = [override for override in overrides if override.value is not None]
@@ -203,14 +189,8 @@ def _error_of(config):
 
 
 def validate_config(config):
-    """Check a whole config mapping; return a new dict with defaults filled in.
-
-    Defaults: model.num_classes 10, train.momentum 0.9 (momentum_sgd only; 0 for sgd),
-    train.betas [0.9, 0.999] and train.eps 1e-8 (adam and adamw only), train.weight_decay 0
-    (0.01 for adamw, as PyTorch's), train.schedule {name: constant}, train.seed 0,
-    train.label_smoothing 0, train.precision fp32, data.dataset mnist, data.data_dir None,
-    data.validation 5000, data.augment {} (none).
-    """
+    """Check a whole config mapping; return a new dict with the defaults (the README's) filled
+    in."""
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
         raise ConfigError(f"a config must be a mapping with sections {', '.join(SECTIONS)}; "
@@ -263,8 +243,7 @@ def validate_train(train):
 
 
 def validate_early_stopping(stopping):
-    """{patience, min_delta} (min_delta default 0): stop after `patience` epochs whose validation
-    accuracy does not beat the best one that counted by at least `min_delta` (a fraction)."""
+    """The checked {patience, min_delta} (min_delta default 0) of train.early_stopping."""
     if not isinstance(stopping, dict) or "patience" not in stopping:
         raise ConfigError(f"train.early_stopping must be a mapping like {{patience: 3, min_delta: "
                           f"0.001}} (min_delta optional, a fraction of accuracy), got {stopping!r}")
@@ -313,19 +292,16 @@ def validate_schedule(schedule, lr, epochs):
         raise ConfigError(f"train.schedule must be a mapping like {{name: cosine, warmup_epochs: 0.2}} "
                           f"with name one of {', '.join(SCHEDULES)}, got {schedule!r}")
     name = _choice("train.schedule.name", schedule["name"], tuple(SCHEDULES))
-    function = SCHEDULES[name]
-    option_names = [p for p in inspect.signature(function).parameters
+    option_names = [p for p in inspect.signature(SCHEDULES[name]).parameters
                     if p not in ("base_lr", "epoch", "total_epochs")]
     if "warmup_epochs" in option_names:
         option_names.append("warmup_steps")  # optimizer steps (`optim.Schedule`)
     options = {key: value for key, value in schedule.items() if key != "name"}
     check_keys(f"train.schedule ({name})", options, option_names)
     for key, value in options.items():
-        if key == "warmup_steps":
-            options[key] = check_number(f"train.schedule.{key}", value, int, low=0)
-            continue
-        positive = key in POSITIVE_SCHEDULE_OPTIONS
-        options[key] = _finite(f"train.schedule.{key}", value, low=0, low_open=positive)
+        where = f"train.schedule.{key}"
+        options[key] = (check_number(where, value, int, low=0) if key == "warmup_steps" else
+                        _finite(where, value, low=0, low_open=key in POSITIVE_SCHEDULE_OPTIONS))
     try:
         rule = Schedule(name, lr, epochs, steps_per_epoch=1, **options)
         rates = [rule(epochs * fraction) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]
@@ -361,21 +337,11 @@ def validate_augment(augment, dataset):
     if "translate" in augment:
         checked["translate"] = check_number("data.augment.translate", augment["translate"], int,
                                             low=0)
-    if "rotate" in augment:
-        checked["rotate"] = _finite("data.augment.rotate", augment["rotate"], low=0)
-        if checked["rotate"] > 180:
-            raise ConfigError(f"data.augment.rotate is the largest angle in degrees, in [0, 180]; "
-                              f"got {augment['rotate']!r}")
-    if "scale" in augment:
-        checked["scale"] = _finite("data.augment.scale", augment["scale"], low=0)
-        if checked["scale"] >= 1:
-            raise ConfigError(f"data.augment.scale draws zooms in [1 - scale, 1 + scale], so it "
-                              f"must be in [0, 1); got {augment['scale']!r}")
-    if "shear" in augment:
-        checked["shear"] = _finite("data.augment.shear", augment["shear"], low=0)
-        if checked["shear"] >= 90:
-            raise ConfigError(f"data.augment.shear is the largest shear angle in degrees, in "
-                              f"[0, 90); got {augment['shear']!r}")
+    for key, (fits, meaning) in AUGMENT_LIMITS.items():
+        if key in augment:
+            checked[key] = _finite(f"data.augment.{key}", augment[key], low=0)
+            if not fits(checked[key]):
+                raise ConfigError(f"data.augment.{key} {meaning}; got {augment[key]!r}")
     if "flip" in augment:
         if not isinstance(augment["flip"], bool):
             raise ConfigError(f"data.augment.flip must be true or false, got {augment['flip']!r}")

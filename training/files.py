@@ -14,23 +14,16 @@ from pathlib import Path
 TEMP_SUFFIX = ".partial"
 
 
-def _current_umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_current_umask()  # what open() would give a new file (mkstemp gives 0600)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file (mkstemp gives 0600)
 
 
 def atomic_write(path, write, binary=True):
-    """Write a file through `write(file_object)` so that a crash at any moment leaves it whole.
-
-    The data goes to a temporary file in the same folder, which is flushed and fsynced, then
-    renamed over `path` (atomic on POSIX), and the folder is fsynced so the rename survives a
-    power loss. If `write` raises, the temporary file is removed and `path` is untouched. An
-    `OSError` (a full disk, a read-only folder) names `path`, not the hidden temporary file.
-    """
+    """Write a file through `write(file_object)` so that a crash at any moment leaves it whole:
+    through a fsynced temporary file in the same folder, renamed over `path`, and the folder
+    fsynced. If `write` raises, `path` is untouched; an `OSError` names `path`, not the
+    temporary file."""
     path = Path(path)
     try:
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
@@ -39,7 +32,7 @@ def atomic_write(path, write, binary=True):
         raise _naming(error, path) from None
     try:
         os.fchmod(handle, FILE_MODE)
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        with os.fdopen(handle, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -84,15 +77,12 @@ def _naming(error, path):
 
 def fsync_folder(folder):
     """Make a rename or a new file in `folder` durable (a no-op where folders cannot be opened)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
+        try:
             os.fsync(fd)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
 
 
 def remove_stale_temporaries(folder):
@@ -128,21 +118,19 @@ class _HeldLock:
 
     def release(self):
         """Remove what an unfinished start wrote, then the lock file (while still holding the
-        lock, so no other process can be holding it), then drop the OS lock; a stop signal
-        arriving meanwhile is delivered once that is done, so it cannot leave half of it."""
+        lock), then drop the OS lock; a stop signal arriving meanwhile is delivered after."""
         if self.closed:
             return
         with _stop_signals_deferred():
             self.closed = True
             _HELD.pop(self.identity, None)
             try:
-                if self.undo_unless is not None and not self.undo_unless.exists():
-                    for path in reversed(self.written):
-                        _unlink_quietly(path)
+                undo = self.undo_unless is not None and not self.undo_unless.exists()
+                for path in reversed(self.written) if undo else ():
+                    _unlink_quietly(path)
                 if _same_file(self.fd, self.folder / LOCK_NAME):
                     _unlink_quietly(self.folder / LOCK_NAME)
-                if self.created_folder and self.undo_unless is not None \
-                        and not self.undo_unless.exists():
+                if undo and self.created_folder:
                     with contextlib.suppress(OSError):
                         self.folder.rmdir()  # only if empty: nothing of anyone else's is lost
             finally:
@@ -152,11 +140,8 @@ class _HeldLock:
 @contextlib.contextmanager
 def _stop_signals_deferred():
     """SIGINT and SIGTERM held back for the block and delivered when it ends (in the main
-    thread, where Python runs signal handlers; elsewhere a block that changes nothing).
-
-    Recorded by a handler of the block's own rather than blocked with a signal mask: a mask is
-    per thread, and the kernel hands a process's signal to any thread that does not block it
-    (a BLAS or worker thread), whose arrival Python then runs in the main thread mid-block."""
+    thread; elsewhere a block that changes nothing). A handler records them: a signal mask is
+    per thread, and the kernel would hand the signal to a thread that does not block it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -176,24 +161,15 @@ _HELD = {}  # (device, inode) of the folder -> _HeldLock, for the folders this p
 
 
 class FolderLock:
-    """This process's claim on a folder: an exclusive OS file lock (``flock``) on the file
-    LOCK_NAME inside it, which holds the holder's pid and host.
-
-    The OS drops the lock when the process ends, however it ends, so a crash leaves no stale
-    lock (a leftover lock file is locked by no one and is taken over). A process may take the
-    lock of a folder it already holds (each `FolderLock` is then one handle of the same OS
-    lock, dropped with the last). `release()` (or the handle being garbage-collected) gives it
-    up; the lock file is removed while the lock is still held.
-    """
+    """This process's claim on a folder: an exclusive ``flock`` on its file LOCK_NAME, which holds
+    the holder's pid and host. The OS drops it when the process ends, so a crash leaves no stale
+    lock. Taking a folder this process holds gives another handle of the same OS lock, dropped
+    with the last; `release()` (or garbage collection) gives a handle up."""
 
     def __init__(self, held):
         self._held = held
         held.handles += 1
         self._finalizer = weakref.finalize(self, FolderLock._drop, held)
-
-    @property
-    def folder(self):
-        return self._held.folder
 
     @property
     def released(self):
@@ -205,8 +181,7 @@ class FolderLock:
 
     def undo_unless(self, path, created_folder=False):
         """At release, if `path` does not exist, remove the files noted by `wrote` (and the
-        folder, if it was `created_folder` and is then empty): a start that never got as far
-        as `path` leaves nothing behind."""
+        folder, if it was `created_folder` and is then empty)."""
         self._held.undo_unless = Path(path)
         self._held.created_folder = created_folder
 
@@ -233,18 +208,14 @@ class FolderLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if not _same_file(fd, path):  # its holder removed it as we opened it: again
+                    os.close(fd)
+                    continue
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
             except BlockingIOError:
                 os.close(fd)
                 raise FolderBusyError(folder, read_holder(path)) from None
-            except BaseException:
-                os.close(fd)
-                raise
-            if not _same_file(fd, path):  # its holder removed it as we opened it: start again
-                os.close(fd)
-                continue
-            try:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
             except BaseException:
                 os.close(fd)
                 raise

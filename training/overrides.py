@@ -1,17 +1,9 @@
 """Command-line changes to a config: ``--set train.momentum=0.95``, ``--epochs 3``.
 
-A key is a dotted path into the YAML file. List items are numbered from 0, and inside
-``model.layers`` a layer's arguments are reached through its number alone:
-
-    train.lr=0.1                          train: {lr: 0.1}
-    train.schedule.warmup_epochs=0.5      train: {schedule: {warmup_epochs: 0.5}}
-    model.layers.9.out_features=200       the 10th layer's out_features (LinearLayer: {...})
-    model.layers.2.LinearLayer.bias=...   the same, spelled out
-    model.layers.2='{ConvLayer: {...}}'   a whole layer replaced
-
-Values are read as YAML (``0.95`` a number, ``true`` a bool, ``[1, 28, 28]`` a list, ``abc`` a
-string); the result is checked by the same validator as the file. When the checked config is
-wrong, `blame` says whether a flag or the file is at fault.
+A key is a dotted path into the YAML file; list items are numbered from 0, and a layer's
+arguments are reached through its number alone (``model.layers.9.out_features=200``, or spelled
+out: ``model.layers.9.LinearLayer.out_features``). Values are read as YAML. `blame` says whether
+a flag or the file is at fault when the checked result is wrong.
 """
 import copy
 import re
@@ -36,17 +28,14 @@ class Override:
         return self.key.split(".")
 
     def named_in(self, message):
-        """True when a validator's `message` is about the key this override sets.
-
-        The validator writes ``model.layers[9] LinearLayer: ...`` for anything inside a layer,
-        ``train.momentum must be ...`` for a value and ``train: unknown key 'momentun'`` for a
-        key that is not allowed.
-        """
+        """True when a validator's `message` is about the key this override sets (as in
+        ``model.layers[9] LinearLayer: ...``, ``train.momentum must be ...`` or ``train: unknown
+        key 'momentun'``)."""
         spelled, leaf = _spelled(self.parts)
         if _mentions(message, spelled):
             return True
-        parent = spelled.rsplit(".", 1)[0] if "." in spelled else spelled
-        return parent != spelled and _mentions(message, parent) and f"'{leaf}'" in message
+        return ("." in spelled and _mentions(message, spelled.rsplit(".", 1)[0])
+                and f"'{leaf}'" in message)
 
 
 def parse_override(text):
@@ -62,12 +51,9 @@ def parse_override(text):
 
 
 def apply_overrides(config, overrides):
-    """A deep copy of the raw config mapping `config` with every override set, in order.
-
-    Raises `ConfigError`, naming the flag, when a key cannot be reached: a list number out of
-    range, or a key below a plain value. Keys that do not exist are added (the validator then
-    says whether they are allowed).
-    """
+    """A deep copy of the raw config mapping `config` with every override set, in order; keys
+    that do not exist are added. `ConfigError` naming the flag when a key cannot be reached (a
+    list number out of range, a key below a plain value)."""
     if not isinstance(config, dict):
         return config  # not a config at all: the validator says so, blaming the file
     config = copy.deepcopy(config)
@@ -75,17 +61,17 @@ def apply_overrides(config, overrides):
         node, parts = config, override.parts
         for depth, part in enumerate(parts[:-1]):
             node = _step(node, part, parts[depth + 1], override, ".".join(parts[:depth]))
-        _assign(node, parts[-1], override, ".".join(parts[:-1]))
+        last = parts[-1]
+        if isinstance(node, list):
+            last = _index(node, last, override, ".".join(parts[:-1]))
+        node[last] = override.value
     return config
 
 
 def blame(error, overrides, file_label, file_error):
-    """The `ConfigError` to report for `error`, raised by validating a config with `overrides`.
-
-    It names the flags whose keys the message is about. If it is about none of them, the file is
-    at fault when it is wrong on its own (``file_error()``: its own error, or None), and all the
-    flags together when it is not.
-    """
+    """The `ConfigError` to report for `error`, raised by validating a config with `overrides`:
+    naming the flags whose keys it is about; else the file if it is wrong on its own
+    (``file_error()``: its own error, or None), else all the flags together."""
     overrides = list(overrides)
     culprits = [override for override in overrides if override.named_in(str(error))]
     if culprits:
@@ -116,17 +102,10 @@ def _step(node, part, next_part, override, where):
             node[part] = {}
         child = node[part]
         if not isinstance(child, (dict, list)):
-            raise ConfigError(f"{override.flag}: {_join(where, part)} is a value ({child!r}), "
-                              f"not a section with keys")
+            raise ConfigError(f"{override.flag}: {f'{where}.{part}' if where else part} is a "
+                              f"value ({child!r}), not a section with keys")
         return child
     raise ConfigError(f"{override.flag}: {where} is a value ({node!r}), not a section with keys")
-
-
-def _assign(node, part, override, where):
-    if isinstance(node, list):
-        node[_index(node, part, override, where)] = override.value
-    else:
-        node[part] = override.value
 
 
 def _index(items, part, override, where):
@@ -167,7 +146,3 @@ def _spelled(parts):
 
 def _mentions(message, spelled):
     return re.search(re.escape(spelled) + r"(?![\w\[])", message) is not None
-
-
-def _join(where, part):
-    return f"{where}.{part}" if where else part

@@ -1,13 +1,6 @@
-"""Where a training run stands: the typed record a checkpoint carries beside the weights, written
-and checked here and nowhere else.
-
-    state = RunState(config, epoch=1, step=0, ...)
-    meta = state.to_json()                 # the checkpoint's JSON (training.checkpoint)
-    state = RunState.from_json(meta, where)   # every field checked: type and range
-
-A field of the wrong type or out of range is a `CheckpointError` naming it, in one line; fields
-that checkpoints of earlier versions lack take the values those runs had.
-"""
+"""Where a training run stands: the typed record a checkpoint carries beside the weights
+(`RunState`), every field checked on reading; fields that older checkpoints lack take the values
+those runs had."""
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -31,11 +24,9 @@ class EpochProgress:
 @dataclass
 class RunState:
     """A run's position and history: `epoch` whole epochs done and `step` steps of the next;
-    `metrics`, one record per finished epoch; `best_val_acc` (None: none yet); what the run was
-    started with, which a resumed run keeps (`config`, the limits, `workers`, `ranks`,
-    `checkpoint_every`), and for people reading the file (`model_name`, ...). Early stopping:
-    `stop_reference`, the validation accuracy of the last gain, `stale_epochs` since it, and
-    `stopped_early`."""
+    `metrics`, a record per finished epoch; what a resumed run keeps (`config` to `ranks`);
+    early stopping's `stop_reference` (the validation accuracy of the last gain) and
+    `stale_epochs` since it; `model_name` and after: for people reading the file."""
     config: dict
     epoch: int
     step: int
@@ -59,14 +50,9 @@ class RunState:
     saved_at: str = None
     version: int = STATE_VERSION
 
-    def to_json(self):
-        """The JSON-able mapping a checkpoint stores."""
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_json(cls, meta, where):
-        """The `RunState` in a checkpoint's JSON `meta`, every field checked; `where` (the file)
-        starts each error."""
+        """The `RunState` in a checkpoint's JSON `meta`, checked (`check`)."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in meta.items() if key in known}
         progress = values.get("epoch_progress", {})
@@ -80,7 +66,8 @@ class RunState:
         return state
 
     def check(self, where):
-        """Raise `CheckpointError` naming the first field of the wrong type or out of range."""
+        """Raise `CheckpointError` (starting with `where`) naming the first field of the wrong
+        type or out of range."""
         _check(where, "version", self.version, self.version == STATE_VERSION,
                f"{STATE_VERSION} (this xpnn's run state)")
         _check(where, "config", self.config, isinstance(self.config, dict), "a mapping")
@@ -100,10 +87,10 @@ class RunState:
                    value is None or _number(value) for value in record.values())
                    for record in self.metrics),
                f"a list of {self.epoch} epoch record(s) of numbers (one per finished epoch)")
-        _check(where, "best_val_acc", self.best_val_acc, self.best_val_acc is None or (
-            _number(self.best_val_acc) and 0 <= self.best_val_acc <= 1), "null or in [0, 1]")
-        _check(where, "stop_reference", self.stop_reference, self.stop_reference is None or (
-            _number(self.stop_reference) and 0 <= self.stop_reference <= 1), "null or in [0, 1]")
+        for name in ("best_val_acc", "stop_reference"):
+            value = getattr(self, name)
+            _check(where, name, value, value is None or (_number(value) and 0 <= value <= 1),
+                   "null or in [0, 1]")
         _check(where, "stale_epochs", self.stale_epochs,
                _whole(self.stale_epochs) and self.stale_epochs <= self.epoch,
                f"a whole number from 0 to epoch ({self.epoch})")

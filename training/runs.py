@@ -1,13 +1,6 @@
-"""Run folders: start a new training run, resume one, or load the network it trained.
-
-A run folder holds:
-    last.npz       the latest checkpoint (every epoch, and every N steps inside an epoch)
-    best.npz       the checkpoint of the epoch with the best validation accuracy (none when
-                   data.validation is 0)
-    metrics.jsonl  one JSON line per finished epoch (see `training.metrics`)
-    config.yaml    the config the run uses, after command-line overrides (for people to read;
-                   the checkpoints carry their own copy)
-"""
+"""Run folders: start a new training run, resume one, or load the network it trained. A run
+folder holds last.npz, best.npz, metrics.jsonl (see the README) and config.yaml (the config
+after command-line overrides, for people to read; the checkpoints carry their own copy)."""
 import json
 import shlex
 import time
@@ -73,12 +66,9 @@ def evaluate_trained(source, device="cpu", config=None, data_dir=None, limit_tes
 
 
 def load_trained(source, device="cpu", config=None):
-    """The network a run folder or checkpoint file holds, on `device`.
-
-    `source` is a .npz checkpoint or a run folder (its best.npz, else its last.npz). `config`
-    (checked) replaces the config saved in the checkpoint: its network must have the same
-    parameters. Raises `CheckpointError` or `ConfigError` naming what does not fit.
-    """
+    """The `TrainedNetwork` a .npz checkpoint or a run folder (its best.npz, else its last.npz)
+    holds, on `device`. `config` (checked) replaces the checkpoint's: its network must have the
+    same parameters. Raises `CheckpointError` or `ConfigError` naming what does not fit."""
     source = Path(source)
     if source.is_dir() and (source / BEST_NAME).exists():
         source = source / BEST_NAME
@@ -128,12 +118,9 @@ def default_run_dir(config_path, root="runs"):
 
 
 def prepare_run_dir(run_dir):
-    """Create `run_dir` if needed, take its lock (`training.files.FolderLock`) and prove it
-    writable; refuse one that already holds a run or that another process is writing.
-
-    Returns the lock, which the new run holds until it ends; released before it saved a
-    checkpoint, it removes what was written (and the folder, if this created it).
-    """
+    """Create `run_dir`, take its lock and prove it writable; refuse one that holds a run or
+    that another process writes. The lock, released before a checkpoint was saved, removes what
+    was written (and a folder it made)."""
     run_dir = Path(run_dir)
     _refuse_early(run_dir)
     existed = run_dir.is_dir()
@@ -143,11 +130,10 @@ def prepare_run_dir(run_dir):
         raise RunFolderError(f"cannot create the output folder {run_dir}: "
                              f"{error.strerror or error} ({error.filename or run_dir}); "
                              f"choose another with --output") from None
-    lock = lock_run_dir(run_dir, "the output folder", "choose another with --output")
+    lock = lock_run_dir(run_dir, "the output folder")
     try:
         lock.undo_unless(run_dir / LAST_NAME, created_folder=not existed)
-        if (run_dir / LAST_NAME).exists():  # a run that finished while this one started
-            raise _holds_a_run(run_dir)
+        _refuse_early(run_dir)  # again, under the lock: a run may have saved there meanwhile
         check_writable(run_dir)
     except BaseException:
         lock.release()
@@ -155,31 +141,26 @@ def prepare_run_dir(run_dir):
     return lock
 
 
-def lock_run_dir(run_dir, what="the run folder", advice="choose another with --output"):
+def lock_run_dir(run_dir, what="the run folder"):
     """The `FolderLock` of the existing folder `run_dir`, or `RunFolderError` naming the process
     that holds it (or why it cannot be taken)."""
     try:
         return FolderLock.acquire(run_dir)
     except FolderBusyError as busy:
-        raise _in_use(run_dir, busy.holder, advice) from None
+        raise _in_use(run_dir, busy.holder) from None
     except OSError as error:
         raise RunFolderError(f"cannot write to {what} {run_dir}: {error.strerror or error} "
-                             f"(cannot lock it); {advice}") from None
+                             f"(cannot lock it); choose another with --output") from None
 
 
 class FolderTakenError(RunFolderError):
     """A new run's folder already holds a run, or another process is writing to it."""
 
 
-def _in_use(run_dir, holder, advice="choose another with --output"):
+def _in_use(run_dir, holder):
     return FolderTakenError(f"{run_dir} is in use: {holder} is writing to it (it holds "
                             f"{Path(run_dir) / LOCK_NAME}); wait for that run to end or stop it, "
-                            f"or {advice}")
-
-
-def _holds_a_run(run_dir):
-    return FolderTakenError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
-                          f"with --resume {shlex.quote(str(run_dir))} or choose another --output")
+                            f"or choose another with --output")
 
 
 def check_writable(run_dir):
@@ -213,16 +194,11 @@ def load_data(config, data_dir=None):
 def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit_test=None,
               checkpoint_every=None, workers=None, ranks=None, progress=True, echo=None,
               mode=None, dataset=None, init_from=None):
-    """Check everything, create the run folder, and return a `Trainer` ready to `fit()` (which
-    saves the first checkpoint before its first step).
-
-    The data are loaded and the network built before the folder is created, so bad input
-    leaves nothing behind. `checkpoint_every` None: every `CHECKPOINT_EVERY` steps. `ranks`
-    (default: this process's world): rank 0 alone touches the folder, and its errors are raised
-    on every rank. `mode`: `Trainer`'s. `dataset`: a `data.Dataset` instead of the config's.
-    `init_from`: a run folder (best.npz, else last.npz) or .npz checkpoint of the same
-    parameters whose weights replace the drawn ones (optimizer and schedule start afresh).
-    """
+    """Check everything, create the run folder (bad input leaves nothing behind), and return a
+    `Trainer` ready to `fit()`. `ranks` (default: this process's world): rank 0 alone touches
+    the folder, its errors raised on every rank. `dataset`: a `data.Dataset` instead of the
+    config's. `init_from`: a run folder (best.npz, else last.npz) or .npz checkpoint of the same
+    parameters whose weights replace the drawn ones (optimizer and schedule start afresh)."""
     ranks = ranks if ranks is not None else world(device)
     if data_dir is not None:
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
@@ -234,23 +210,33 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
     trainer = RunTrainer(config, dataset, device, run_dir, limit_train=limit_train,
                          limit_test=limit_test, checkpoint_every=every, workers=workers,
                          ranks=ranks, progress=progress, echo=echo, mode=mode)
-    if initial is not None:
-        _start_from(trainer, initial, config)
+    if initial is not None:  # every rank has the same checkpoint
+        mine = config["model"].get("name", trainer.net.name)
+        saved = initial.state.config if initial.state is not None else None  # None: not a run's
+        theirs = saved.get("model", {}).get("name", "?") if isinstance(saved, dict) else "?"
+        try:
+            check_matches(trainer.net, initial.weights, f"checkpoint {initial.path}")
+        except CheckpointError as error:
+            raise CheckpointError(f"cannot start {mine} from {initial.path} (a {theirs}): "
+                                  f"{error}") from None
+        trainer.net.load_state_dict(initial.weights)
 
     def create_folder():
-        lock = prepare_run_dir(run_dir)
-        trainer.folder_lock = lock
-        config_copy = run_dir / CONFIG_COPY_NAME
-        lock.wrote(config_copy)
-        atomic_write(config_copy, lambda f: yaml.safe_dump(config, f, sort_keys=False),
-                     binary=False)
+        lock = trainer.folder_lock = prepare_run_dir(run_dir)
+        lock.wrote(run_dir / CONFIG_COPY_NAME)
+        _write_config_copy(run_dir, config)
     ranks.on_root(create_folder)
     return trainer
 
 
+def _write_config_copy(run_dir, config):
+    atomic_write(run_dir / CONFIG_COPY_NAME,
+                 lambda f: yaml.safe_dump(config, f, sort_keys=False), binary=False)
+
+
 def _initial_weights(source):
-    """The checkpoint `--init-from` names: a .npz file, or a run folder's best.npz (else its
-    last.npz); `CheckpointError` naming what is missing, and refusing untrustworthy weights."""
+    """The trustworthy checkpoint `--init-from` names: a .npz file, or a run folder's best.npz
+    (else its last.npz); `CheckpointError` naming what is missing."""
     source = Path(source)
     if source.is_dir():
         found = [source / name for name in (BEST_NAME, LAST_NAME) if (source / name).exists()]
@@ -263,29 +249,16 @@ def _initial_weights(source):
     return checkpoint
 
 
-def _start_from(trainer, checkpoint, config):
-    """Put `checkpoint`'s weights into the new run's network, or `CheckpointError` naming both
-    architectures."""
-    mine = config["model"].get("name", trainer.net.name)
-    saved = checkpoint.state.config if checkpoint.state is not None else None  # None: not a run's
-    theirs = saved.get("model", {}).get("name", "?") if isinstance(saved, dict) else "?"
-    try:
-        check_matches(trainer.net, checkpoint.weights, f"checkpoint {checkpoint.path}")
-    except CheckpointError as error:
-        raise CheckpointError(f"cannot start {mine} from {checkpoint.path} (a {theirs}): "
-                              f"{error}") from None
-    trainer.net.load_state_dict(checkpoint.weights)  # every rank has the same checkpoint
-
-
 def _refuse_early(run_dir):
-    """Before any work: refuse a folder that holds a run or that another process writes to (the
-    same checks are made again, under the lock, when the folder is created). A run still
-    training there is named first: it is no run to --resume yet."""
+    """Refuse a folder that holds a run or that another process writes to (a run still training
+    there is named first: it is no run to --resume yet)."""
     holder = FolderLock.holder(run_dir)
     if holder is not None:
         raise _in_use(run_dir, holder)
     if (run_dir / LAST_NAME).exists():
-        raise _holds_a_run(run_dir)
+        raise FolderTakenError(f"{run_dir} already holds a training run ({LAST_NAME}); continue "
+                               f"it with --resume {shlex.quote(str(run_dir))} or choose another "
+                               f"--output")
 
 
 class RunTrainer(Trainer):
@@ -310,30 +283,36 @@ class RunTrainer(Trainer):
 def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=None,
                workers=None, ranks=None, progress=True, echo=None, mode=None, dataset=None,
                epochs=None):
-    """Return a `Trainer` that continues the run in `run_dir` from its last.npz.
-
-    `config`, if given, must be the config the run was started with (checked, not used).
-    `data_dir`, `checkpoint_every` and `workers` (default: the run's own; another count of
-    threads splits batches differently, so the last bits differ) override the run's; `mode`:
-    `Trainer`'s; `dataset`: the `data.Dataset` a run of arrays given in Python trains on;
-    `epochs`, more than the run was started for, extends it (`_extended`). Nothing else may
-    change, the number of ranks included: rank 0 reads the checkpoint and sends it on.
-    """
+    """Return a `Trainer` that continues the run in `run_dir` from its last.npz (read by rank 0).
+    `config`, if given, must be the run's (checked, not used). `data_dir`, `checkpoint_every`
+    and `workers` (another count of threads changes the last bits) override the run's;
+    `dataset`: the `data.Dataset` of a run of arrays given in Python; `epochs`, more than the
+    run was started for, extends it. Nothing else may change, the number of ranks included."""
     run_dir = Path(run_dir)
     ranks = ranks if ranks is not None else world(device)
     lock = None
 
     def read():
         nonlocal lock
-        lock = _lock_for_resume(run_dir)
+        if not run_dir.is_dir():
+            raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
+                                 f"that holds {LAST_NAME})")
         try:
-            return _read_last_checkpoint(run_dir)
-        except BaseException:
-            lock.release()
-            raise
-    checkpoint = ranks.on_root(read)
+            lock = FolderLock.acquire(run_dir)
+        except FolderBusyError as busy:
+            raise RunFolderError(f"cannot resume {run_dir}: it is still being trained by "
+                                 f"{busy.holder} (it holds {run_dir / LOCK_NAME}); wait for that "
+                                 f"run to end, or stop it first") from None
+        except OSError as error:
+            raise RunFolderError(f"cannot resume {run_dir}: cannot write to it ("
+                                 f"{error.strerror or error}; cannot lock it)") from None
+        if not (run_dir / LAST_NAME).exists():
+            raise RunFolderError(f"cannot resume: {run_dir} holds no {LAST_NAME} (the run "
+                                 f"stopped before its first checkpoint, or this is not a run "
+                                 f"folder); start a new run instead")
+        return load_checkpoint(run_dir / LAST_NAME)
     try:
-        trainer = _resumed_trainer(run_dir, checkpoint, device, config, data_dir,
+        trainer = _resumed_trainer(run_dir, ranks.on_root(read), device, config, data_dir,
                                    checkpoint_every, workers, ranks, progress, echo, mode,
                                    dataset, epochs)
     except BaseException:
@@ -344,23 +323,8 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
     return trainer
 
 
-def _lock_for_resume(run_dir):
-    if not run_dir.is_dir():
-        raise RunFolderError(f"cannot resume: {run_dir} is not a folder (give the run folder "
-                             f"that holds {LAST_NAME})")
-    try:
-        return FolderLock.acquire(run_dir)
-    except FolderBusyError as busy:
-        raise RunFolderError(f"cannot resume {run_dir}: it is still being trained by "
-                             f"{busy.holder} (it holds {run_dir / LOCK_NAME}); wait for that run "
-                             f"to end, or stop it first") from None
-    except OSError as error:
-        raise RunFolderError(f"cannot resume {run_dir}: cannot write to it ("
-                             f"{error.strerror or error}; cannot lock it)") from None
-
-
 def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_every, workers,
-                     ranks, progress, echo, mode, dataset=None, epochs=None):
+                     ranks, progress, echo, mode, dataset, epochs):
     state = checkpoint.state
     if state is None:
         raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} was not saved by a "
@@ -403,16 +367,13 @@ def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_e
         remove_stale_temporaries(run_dir)
         write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
         if epochs is not None:  # the config copy says what the run now trains
-            atomic_write(run_dir / CONFIG_COPY_NAME,
-                         lambda f: yaml.safe_dump(saved_config, f, sort_keys=False), binary=False)
+            _write_config_copy(run_dir, saved_config)
     ranks.on_root(tidy_folder)
     return trainer
 
 
 def _extended(config, epochs, run_dir, state):
-    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again:
-    from here on the schedule is that of a run started with `epochs` (for a constant or step
-    schedule, bit-identical to one)."""
+    """`config` trained for `epochs` (more than its train.epochs) epochs in all, checked again."""
     saved = config["train"]["epochs"]
     if epochs < saved:
         raise RunFolderError(f"cannot resume {run_dir} for {epochs} epochs: it was started for "
@@ -422,35 +383,21 @@ def _extended(config, epochs, run_dir, state):
         raise RunFolderError(f"cannot extend {run_dir}: it stopped early after epoch "
                              f"{state.epoch} (train.early_stopping); start a new run with "
                              f"--init-from {shlex.quote(str(run_dir))} to train it further")
-    extended = {**config, "train": {**config["train"], "epochs": epochs}}
-    return validate_config(extended)
+    return validate_config({**config, "train": {**config["train"], "epochs": epochs}})
 
 
 def _with_old_defaults(config):
     """`config` as saved by an xpnn that predates data.validation: those runs held nothing out,
     so they resume with validation 0 (the default of 5,000 would change their training set)."""
-    data = config.get("data") if isinstance(config, dict) else None
-    if isinstance(data, dict) and "validation" not in data:
-        return {**config, "data": {**data, "validation": 0}}
-    if isinstance(config, dict) and data is None:
-        return {**config, "data": {"validation": 0}}
+    data = config.get("data") if isinstance(config, dict) else False
+    if data is None or isinstance(data, dict) and "validation" not in data:
+        return {**config, "data": {**(data or {}), "validation": 0}}
     return config
 
 
-def _read_last_checkpoint(run_dir):
-    """The checkpoint last.npz of the run folder `run_dir` (a folder: `_lock_for_resume`
-    checked), or `RunFolderError` saying why not."""
-    if not (run_dir / LAST_NAME).exists():
-        raise RunFolderError(f"cannot resume: {run_dir} holds no {LAST_NAME} (the run stopped "
-                             f"before its first checkpoint, or this is not a run folder); start "
-                             f"a new run instead")
-    return load_checkpoint(run_dir / LAST_NAME)
-
-
 def _check_same_config(config, saved_config, checkpoint):
-    """Refuse a config of another architecture (naming the first mismatched parameter) or one
-    whose training settings differ from the run's (the given network is built only when its
-    model differs)."""
+    """Refuse a config of another architecture (naming the first mismatched parameter) or of
+    other training settings than the run's."""
     if config["model"] != saved_config["model"]:
         net = nets.build(config["model"], seed=config["train"]["seed"])
         check_matches(net, checkpoint.weights, f"checkpoint {checkpoint.path}")
@@ -462,5 +409,4 @@ def _check_same_config(config, saved_config, checkpoint):
             raise RunFolderError(
                 f"the given config differs from the one {checkpoint.path.parent} was started "
                 f"with, in {section}.{differing[0] if differing else '?'}; a resumed run keeps "
-                f"its own config: drop -c to resume it"
-            )
+                f"its own config: drop -c to resume it")

@@ -1,11 +1,5 @@
 """Run setup: the network, what computes its steps, its optimizer, its data on the device and the
-step that trains it, each checked before any work (the data's shapes and labels, the memory a
-step needs, how ranks and threads share a batch).
-
-    setup = set_up(config, dataset, device, ranks=ranks)     # what `Trainer` trains
-    net = build_network(config)                              # what `xpnn bench` times
-    model, optimizer, workers = build_model(net, config, device, batch_size)
-"""
+step that trains it, each checked before any work."""
 from dataclasses import dataclass
 
 from xpnn import layers, nets
@@ -40,11 +34,8 @@ def check_dataset_fits(net, dataset, num_classes):
 
 def check_memory_fits(net, batch_size, device, dataset_bytes=0):
     """Raise `ConfigError` unless a training step of `batch_size` images (with the weights,
-    their gradients and momentum, and `dataset_bytes` of data) can fit in `device`'s memory.
-
-    The estimate counts only what a step cannot do without (every layer's output, kept for
-    backward), so a refusal is certain, not a guess.
-    """
+    their gradients and momentum, and `dataset_bytes` of data) surely fits in `device`'s memory
+    (counting only what a step cannot do without: every layer's output, kept for backward)."""
     itemsize = device.xp.dtype(net.parameters()[0].dtype).itemsize
     per_image = net.stored_values_per_image() * itemsize
     needed = batch_size * per_image + 3 * net.num_parameters() * itemsize + dataset_bytes
@@ -68,13 +59,10 @@ def build_model(net, config, device, batch_size, *, dataset_bytes=0, workers=Non
                 lr=None):
     """(model, optimizer, workers) for `net` (`build_network`), moved to `device` after a memory
     check for steps of `batch_size` images (and `dataset_bytes` of data): what computes its
-    steps (`model`) and the config's optimizer (at rate `lr`, None: the config's), every rank
-    starting from rank 0's weights.
-
-    `workers`: CPU threads that each run a slice of every batch (`nets.DataParallel`; None: the
-    cores this process may use, shared among the ranks on this host; 0: the bare network with
-    BLAS on every core). On a GPU the network computes by itself.
-    """
+    steps and the config's optimizer (at rate `lr`, None: the config's), every rank starting
+    from rank 0's weights. `workers`: CPU threads that each run a slice of every batch
+    (`nets.DataParallel`; None: this host's share of the cores; 0: the bare network with BLAS
+    on every core); 1 on a GPU."""
     ranks = ranks if ranks is not None else Ranks()
     check_memory_fits(net, batch_size, device, dataset_bytes)
     net.to(device)
@@ -85,14 +73,8 @@ def build_model(net, config, device, batch_size, *, dataset_bytes=0, workers=Non
     if workers > 1 and device.is_gpu:
         raise TrainingError(f"workers={workers} splits batches over CPU threads; on "
                             f"{device.name} use workers=1")
-    # On the CPU replicas of the network on worker threads, one core each (BLAS single-threaded,
-    # so results do not depend on its threads).
-    if device.is_gpu:
-        model = net
-    elif workers:
-        model = nets.DataParallel(net, workers)
-    else:
-        model = net
+    model = nets.DataParallel(net, workers) if workers and not device.is_gpu else net
+    if not workers and not device.is_gpu:
         set_blas_threads(cpu_count())
     return model, optimizer, workers
 
@@ -107,13 +89,10 @@ def make_schedule(train_config, steps_per_epoch):
 
 @dataclass
 class RunSetup:
-    """What a training run computes with: `net`, `model`, `optimizer`, `workers` (see
-    `build_model`); `step`, its `training.step.TrainingStep` on the training images (device
-    uint8 `train_images`), adding to the running sums `stats`, and `run_step`, what each step
-    calls: `step`, or in a graph mode `step` as a CUDA graph (`training.captured_step`);
-    `evaluated` ({"validation" | "test": (device images, device labels)}, only the non-empty
-    ones); `train_count`, `steps_per_epoch`, the learning-rate `schedule` and the `augment`ation
-    (None: none)."""
+    """What a training run computes with: `build_model`'s three; `step` on the device uint8
+    `train_images`, adding to `stats`; `run_step`, what each step calls (`step`, or it as a CUDA
+    graph); `evaluated`: {"validation" | "test": (device images, device labels)}, the non-empty
+    ones; `augment` None: none."""
     net: object
     model: object
     optimizer: object
@@ -131,11 +110,10 @@ class RunSetup:
 
 def set_up(config, dataset, device, *, limit_train=None, limit_test=None, workers=None,
            ranks=None, graph=False):
-    """The `RunSetup` of `config` on `dataset` (a `data.Dataset`): the last `data.validation`
-    training images held out, the first `limit_train` of the rest trained on, the first
-    `limit_test` validation and test images evaluated; `graph`: each step a CUDA graph. Call it
-    in the run's mode (`backend.running_on`). Raises `DataError`, `ConfigError` or
-    `TrainingError` naming what does not fit."""
+    """The `RunSetup` of `config` on `dataset` (a `data.Dataset`, its last `data.validation`
+    training images held out), the first `limit_train` and `limit_test` images used; `graph`:
+    each step a CUDA graph. Call it in the run's mode (`backend.running_on`). Raises
+    `DataError`, `ConfigError` or `TrainingError` naming what does not fit."""
     ranks = ranks if ranks is not None else Ranks()
     batch_size = config["train"]["batch_size"]
     net = build_network(config)
