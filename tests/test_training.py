@@ -289,7 +289,7 @@ def test_resume_with_two_worker_threads_is_bit_identical(tmp_path, monkeypatch):
 def crash_in_evaluation(monkeypatch):
     def evaluate(*args, **kwargs):
         raise Crash
-    monkeypatch.setattr("xpnn.training.evaluation.evaluate", evaluate)
+    monkeypatch.setattr("xpnn.training.metrics.evaluate", evaluate)
 
 
 def crash_after_best(monkeypatch):

@@ -1,10 +1,7 @@
 """TensorBoard event files of a run's epoch records, written with tensorboardX (the optional
-``tensorboard`` extra); without it, nothing is written.
-
-The run folder holds one file, `EVENTS_NAME`, rewritten whole (and atomically) after every
-epoch, so a resumed run never repeats an epoch in it. Each epoch is one step holding the
-`SCALARS`; an event's wall time is the training seconds since the run began, so TensorBoard's
-"relative" axis is the training time.
+``tensorboard`` extra); without it, nothing is written. Each epoch is one step holding the
+`SCALARS`; an event's wall time is the training seconds since the run began (TensorBoard's
+"relative" axis).
 """
 import os
 from pathlib import Path

@@ -31,14 +31,17 @@ CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 VALIDATION_KEYS = ("val_loss", "val_acc")  # optional: null without a validation set
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
+# Evaluation batches: large on a GPU (fewer launches); small on the CPU, where larger cost memory.
+EVAL_BATCH_SIZE = {"cpu": 200, "gpu": 1000}
 
 
 def shows_progress_after(step, steps):
     """Whether the running loss is read (a device sync; on ranks a collective) after `step` of
-    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, so the bar shows loss and accuracy from the
-    start, then every `READ_EVERY` steps, and at the epoch's end."""
+    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, then every `READ_EVERY` steps, and at the
+    epoch's end."""
     return step % READ_EVERY == 0 or step == steps or (step < READ_EVERY
                                                        and step & (step - 1) == 0)
+
 
 class RunningStats:
     """Sums of loss and correct predictions over an epoch, kept on the device: `add` queues
@@ -50,8 +53,7 @@ class RunningStats:
         self.seen = int(seen)
 
     def reset(self, loss_sum=0.0, correct=0, seen=0):
-        """Start again from these sums, in place (a captured step keeps writing the same
-        arrays)."""
+        """Start again from these sums, in place (a captured step writes the same arrays)."""
         self.loss_sum.fill(loss_sum)
         self.correct.fill(correct)
         self.seen = int(seen)
@@ -65,13 +67,6 @@ class RunningStats:
         """Return (loss sum, correct count, images seen) as Python numbers (a host sync)."""
         forbid_host_sync("reading the running loss")
         return float(self.loss_sum), int(self.correct), self.seen
-
-    def means(self):
-        """Return (mean loss, accuracy) so far; NaN if nothing was added."""
-        loss_sum, correct, seen = self.read()
-        if seen == 0:
-            return math.nan, math.nan
-        return loss_sum / seen, correct / seen
 
 
 @dataclass
@@ -101,9 +96,20 @@ def evaluate(net, images, labels, batch_size=1000, should_stop=None):
         loss, logits = net.forward_loss(to_network(images[start:start + batch_size]), batch_labels)
         stats.add(loss, logits, batch_labels)
         predictions.append(logits.argmax(axis=1))
-    loss, accuracy = stats.means()
+    loss_sum, correct, seen = stats.read()
     predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
-    return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)
+    if seen == 0:
+        return Evaluation(loss=math.nan, accuracy=math.nan, predictions=predicted)
+    return Evaluation(loss=loss_sum / seen, accuracy=correct / seen, predictions=predicted)
+
+
+def evaluate_epoch(model, evaluated, device, should_stop=None):
+    """Yield (name, `Evaluation`) for each (name: (device images, device labels)) of `evaluated`,
+    in order, in `EVAL_BATCH_SIZE` batches; the evaluation is None where `should_stop()` cut it
+    short."""
+    batch_size = EVAL_BATCH_SIZE["gpu" if device.is_gpu else "cpu"]
+    for name, (images, labels) in evaluated.items():
+        yield name, evaluate(model, images, labels, batch_size, should_stop=should_stop)
 
 
 def network_input(images):
