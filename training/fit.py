@@ -119,10 +119,9 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     records = trainer.fit()
     if not finished:
         echo(done_line(records, trainer.run_dir))
-    if network is None:
-        return History(records, trainer.run_dir, trainer.net)
-    network.load_state_dict(trainer.net.state_dict())
-    return History(records, trainer.run_dir, network)
+    if network is not None:
+        network.load_state_dict(trainer.net.state_dict())
+    return History(records, trainer.run_dir, trainer.net if network is None else network)
 
 
 def finished_what(trainer):

@@ -28,10 +28,8 @@ class StopSignals:
     def handled(self):
         """A block in which SIGINT and SIGTERM are recorded rather than fatal (main thread only:
         elsewhere Python cannot install handlers)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+        previous = ({number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+                    if threading.current_thread() is threading.main_thread() else {})
         try:
             yield
         finally:
