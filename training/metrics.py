@@ -103,10 +103,9 @@ def evaluate(net, images, labels, batch_size=1000, should_stop=None):
         stats.add(loss, logits, batch_labels)
         predictions.append(logits.argmax(axis=1))
     loss_sum, correct, seen = stats.read()
+    loss, accuracy = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
     predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
-    if seen == 0:
-        return Evaluation(loss=math.nan, accuracy=math.nan, predictions=predicted)
-    return Evaluation(loss=loss_sum / seen, accuracy=correct / seen, predictions=predicted)
+    return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)
 
 
 def evaluate_epoch(model, evaluated, device, should_stop=None):
