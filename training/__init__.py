@@ -18,9 +18,8 @@ from xpnn.training.metrics import confusion_matrix, evaluate, read_metrics
 from xpnn.training.runs import default_run_dir, load_data, resume_run, start_run
 from xpnn.training.trainer import Trainer
 
-__all__ = [
-    "Checkpoint", "CheckpointError", "DivergenceError", "RunFolderError", "Trainer",
-    "TrainingError", "TrainingInterrupted", "check_matches", "confusion_matrix", "default_run_dir",
-    "evaluate", "load_checkpoint", "load_config", "load_data", "read_metrics", "restore",
-    "resume_run", "save_checkpoint", "start_run", "validate_config",
-]
+__all__ = ["Checkpoint", "CheckpointError", "DivergenceError", "RunFolderError", "Trainer",
+           "TrainingError", "TrainingInterrupted", "check_matches", "confusion_matrix",
+           "default_run_dir", "evaluate", "load_checkpoint", "load_config", "load_data",
+           "read_metrics", "restore", "resume_run", "save_checkpoint", "start_run",
+           "validate_config"]

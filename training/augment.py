@@ -3,17 +3,9 @@
     augment = Augmentation.from_config(config["data"]["augment"])   # None when it is empty
     images = augment(images, seed, epoch, step)                    # (N, C, H, W) float
 
-Every option draws one value per image, uniformly:
-
-    translate: T   a shift by a whole number of pixels in [-T, T] on each axis (pad with 0 and crop)
-    rotate: D      a rotation by an angle in [-D, D] degrees about the image centre
-    scale: S       a zoom by a factor in [1 - S, 1 + S]
-    shear: D       a horizontal shear by an angle in [-D, D] degrees
-    flip: true     a left-right mirror image with probability 1/2 (never for digits)
-
-They compose into one affine map per image, applied in one bilinear warp
-(`backend.warp.warp_affine`), drawn on the host from
-``numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])`` (DESIGN.md: "Augmentation").
+Each option draws one value per image, uniformly; they compose into one affine map per image,
+drawn on the host from ``numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])`` and
+applied in one bilinear warp (`backend.warp.warp_affine`; DESIGN.md: "Augmentation").
 """
 from dataclasses import dataclass
 
@@ -29,12 +21,12 @@ AUGMENT_STREAM = 1  # keeps these draws apart from the epoch order's, default_rn
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random transforms of training images; see the module docstring for each option."""
-    translate: int = 0
-    rotate: float = 0.0
-    scale: float = 0.0
-    shear: float = 0.0
-    flip: bool = False
+    """Random transforms of training images, each drawn per image."""
+    translate: int = 0    # T: a shift by whole pixels in [-T, T] on each axis (pad with 0, crop)
+    rotate: float = 0.0   # D: a rotation by an angle in [-D, D] degrees about the image centre
+    scale: float = 0.0    # S: a zoom by a factor in [1 - S, 1 + S]
+    shear: float = 0.0    # D: a horizontal shear by an angle in [-D, D] degrees
+    flip: bool = False    # a left-right mirror image with probability 1/2 (never for digits)
 
     @classmethod
     def from_config(cls, options):
@@ -75,10 +67,8 @@ class Augmentation:
         return self.inverse_maps(count, height, width, rng)
 
     def epoch_maps(self, count, batch_size, height, width, seed, epoch):
-        """The maps of an epoch of `count` images in batches of `batch_size`, in the epoch's
-        batch order: (count, 2, 3) float32 host maps whose rows for step i are `step_maps` of
-        that step, drawn per whole batch (so an image moves alike on any number of ranks); an
-        epoch's maps reach the device in one copy, outside the steps."""
+        """The (count, 2, 3) float32 host maps of an epoch of `count` images in batches of
+        `batch_size`, in batch order: the rows of step i are `step_maps` of that step."""
         return numpy.concatenate([self.step_maps(size, height, width, seed, epoch, step)
                                   for step, size in enumerate(batch_sizes(count, batch_size))]
                                  ).astype(numpy.float32)

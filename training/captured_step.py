@@ -1,13 +1,5 @@
 """A training step as a CUDA graph: `backend.graphs.GraphStep` holding a `TrainingStep`'s device
-work, as PyTorch's ``make_graphed_callables`` holds a module's.
-
-    step = CapturedStep(TrainingStep(...))
-    step(index, lr, maps)          # called as the step itself is
-
-Before each replay the batch's indices and maps go into static buffers (one each per batch
-size) and the learning rate into the optimizer's device rate; after it, the step's host count.
-A replay computes what an eager step in the graph mode computes, bit for bit.
-"""
+work (DESIGN.md: "The training step as one CUDA graph")."""
 from xpnn.backend.graphs import CupyGraphs, GraphStep
 
 
@@ -18,10 +10,8 @@ class CapturedStep:
     def __init__(self, step, runtime=None):
         self.step = step
         step.optimizer.keep_lr_on_device()
-        self.indices = {}   # batch size -> its static index buffer
-        self.index = None   # the buffer of the step being run
-        self.all_maps = {}  # batch size -> its static augmentation-map buffer
-        self.maps = None    # the maps buffer of the step being run (None: no augmentation)
+        self.indices, self.all_maps = {}, {}  # batch size -> its static index, maps buffer
+        self.index, self.maps = None, None      # the step's buffers (maps None: no augmentation)
         self.graph = GraphStep(self._run, runtime or CupyGraphs(step.xp))
 
     def __call__(self, index, lr, maps=None, batch_size=None):

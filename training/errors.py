@@ -23,5 +23,4 @@ class TrainingInterrupted(TrainingError):
 
     def __init__(self, message, signal_number, run_dir):
         super().__init__(message)
-        self.signal_number = signal_number
-        self.run_dir = run_dir
+        self.signal_number, self.run_dir = signal_number, run_dir

@@ -1,17 +1,5 @@
-"""`fit`: train from Python in one call, into a run folder as `xpnn train` does.
-
-    history = fit("lenet", train=(images, labels), validation=(val_images, val_labels),
-                  epochs=3, device="cpu", run_dir="runs/mine")
-    history[-1]["val_acc"], history.best, history.run_dir, history.net
-
-It is `start_run` / `resume_run` and `Trainer.fit` (the same checkpoints, metrics files, progress
-bar and epoch lines as the command line), with the data given as arrays or a `data.Dataset`,
-and the network as a config or a built `nets.Network` (trained in place; the run folder keeps
-the model section that describes it, `nets.model_section`, so it resumes and evaluates alike).
-Arrays become a `Dataset` named ``arrays`` (the config's data.dataset): a validation set given
-beside them is put after the training images and held out as data.validation, exactly as the
-command line holds out the last images of a file.
-"""
+"""`fit`: train from Python in one call, into a run folder as `xpnn train` does, through
+`start_run` / `resume_run` and `Trainer.fit` (README: "Training from Python")."""
 import copy
 import os
 from pathlib import Path
@@ -54,13 +42,10 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
 
     Args:
         config: a config file or shipped name (``"lenet"``), a config mapping ({model, train,
-            data}), a bare model section ({name, input_shape, layers, ...}), which trains with
-            `DEFAULT_TRAIN`, or a built `nets.Network`, which trains with `DEFAULT_TRAIN` (its
-            loss layer's label smoothing) from its own weights, in place: the run folder keeps
-            the model section that describes it (`nets.model_section`: evaluate, predict and
-            resume rebuild it from that), and at the end the network holds the last epoch's
-            weights (best.npz holds validation's choice). A network no config can describe (a
-            layer of another type, weights not float32) is refused in one line.
+            data}), a bare model section ({name, input_shape, layers, ...}), or a built
+            `nets.Network`, trained in place from its own weights (it ends with the last
+            epoch's; the run folder keeps its `nets.model_section`). The last two train with
+            `DEFAULT_TRAIN` (a network: with its loss layer's label smoothing).
         train: (images, labels): uint8 (N, C, H, W) or (N, H, W) images on the 0-255 scale
             and integer labels (N,); or a `data.Dataset` (its test set is evaluated, its last
             data.validation training images held out); None: the config's dataset.
@@ -72,14 +57,13 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
         run_dir: the run folder (default: runs/<config name>-<time>); it must not hold a run
             unless `resume`. resume: continue the run in `run_dir` from its last.npz when it
             holds one (else start it there); resume_from: continue that run folder. With
-            either, `epochs` beyond the run's extends it (as `xpnn train --resume RUN
-            --epochs N`).
+            either, `epochs` beyond the run's extends it.
         init_from: a run folder or .npz whose weights the new run starts from (`start_run`).
         limit_train, limit_test, checkpoint_every, workers: as `xpnn train`'s options.
         progress: the progress bar (stderr); echo: called with each line the command line
             prints (None: silent).
     Raises the library's one-line errors (`ConfigError`, `DataError`, `RunFolderError`, ...)
-    before any training when something does not fit.
+    before any training when something does not fit, also for a network no config describes.
     """
     device = get_device(device) if isinstance(device, str) else device
     # print: the epoch lines go through tqdm.write, as the command line's do (beside the bar)
@@ -112,10 +96,11 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     if not resume and (run_dir / LAST_NAME).exists():
         raise RunFolderError(f"{run_dir} already holds a training run ({LAST_NAME}); continue it "
                              f"with resume=True, or give another run_dir")
-    if resume and init_from is not None and (run_dir / LAST_NAME).exists():
+    resuming = resume and (run_dir / LAST_NAME).exists()
+    if resuming and init_from is not None:
         raise ValueError(f"init_from starts a new run, but {run_dir} holds one to resume: drop "
                          f"init_from, or give another run_dir")
-    if resume and (run_dir / LAST_NAME).exists():
+    if resuming:
         trainer = resume_run(run_dir, device, config=checked, dataset=dataset,
                              checkpoint_every=checkpoint_every, workers=workers,
                              progress=progress, echo=trainer_echo, epochs=epochs)
@@ -134,10 +119,9 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     records = trainer.fit()
     if not finished:
         echo(done_line(records, trainer.run_dir))
-    if network is None:
-        return History(records, trainer.run_dir, trainer.net)
-    network.load_state_dict(trainer.net.state_dict())
-    return History(records, trainer.run_dir, network)
+    if network is not None:
+        network.load_state_dict(trainer.net.state_dict())
+    return History(records, trainer.run_dir, trainer.net if network is None else network)
 
 
 def finished_what(trainer):
@@ -245,24 +229,21 @@ def _dataset(train, validation, test):
                          train.test_labels, train.num_classes, train.class_names)
         return joined, {"data.dataset": ARRAYS, "data.validation": len(labels)}
     images, labels = _arrays("train", train)
-    shape = images.shape[1:]
-    parts = {"validation": _arrays("validation", validation, shape) if validation is not None
-             else _empty(shape),
-             "test": _arrays("test", test, shape) if test is not None else _empty(shape)}
-    every = numpy.concatenate([labels, parts["validation"][1], parts["test"][1]])
+    val_images, val_labels = _arrays("validation", validation, images.shape[1:])
+    test_images, test_labels = _arrays("test", test, images.shape[1:])
+    every = numpy.concatenate([labels, val_labels, test_labels])
     classes = int(every.max()) + 1 if len(every) else 0
-    dataset = Dataset(ARRAYS, numpy.concatenate([images, parts["validation"][0]]),
-                      numpy.concatenate([labels, parts["validation"][1]]), *parts["test"],
+    dataset = Dataset(ARRAYS, numpy.concatenate([images, val_images]),
+                      numpy.concatenate([labels, val_labels]), test_images, test_labels,
                       classes, tuple(str(number) for number in range(classes)))
-    return dataset, {"data.dataset": ARRAYS, "data.validation": len(parts["validation"][1])}
-
-
-def _empty(shape):
-    return numpy.zeros((0, *shape), numpy.uint8), numpy.zeros(0, numpy.int64)
+    return dataset, {"data.dataset": ARRAYS, "data.validation": len(val_labels)}
 
 
 def _arrays(name, pair, shape=None):
-    """(uint8 (N, C, H, W) images, int64 (N,) labels) of `fit`'s `name` argument, checked."""
+    """(uint8 (N, C, H, W) images, int64 (N,) labels) of `fit`'s `name` argument, checked;
+    None: no images of `shape`."""
+    if pair is None:
+        return numpy.zeros((0, *shape), numpy.uint8), numpy.zeros(0, numpy.int64)
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
         raise TypeError(f"{name} must be a pair (images, labels) of arrays, got "
                         f"{type(pair).__name__}")

@@ -6,12 +6,15 @@ metrics.jsonl in a run folder holds one JSON object per finished epoch:
 Accuracies are fractions; `lr` is the rate at the epoch's last step; val_loss and val_acc are
 null without a validation set (absent in runs made before it); with label smoothing every loss
 is the smoothed one. metrics.csv holds the same records (`CSV_COLUMNS`, empty where null), and
-`training.event_files` writes them as TensorBoard events.
+`EVENTS_NAME` the same as TensorBoard events, one step per epoch, if tensorboardX (the optional
+``tensorboard`` extra) is installed; an event's wall time is the training seconds since the run
+began (TensorBoard's "relative" axis).
 """
 import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +24,7 @@ from xpnn.backend import CPU, get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
 from xpnn.backend.graphs import forbid_host_sync
 from xpnn.training.batches import to_float
-from xpnn.training.event_files import write_events
-from xpnn.training.files import atomic_write
+from xpnn.training.files import TEMP_SUFFIX, atomic_write, fsync_folder
 
 METRICS_NAME = "metrics.jsonl"
 CSV_NAME = "metrics.csv"
@@ -30,15 +32,22 @@ CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_
                "lr", "seconds")
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 VALIDATION_KEYS = ("val_loss", "val_acc")  # optional: null without a validation set
+EVENTS_NAME = "events.out.tfevents.xpnn"
+SCALARS = {"loss/train": "train_loss", "loss/validation": "val_loss", "loss/test": "test_loss",
+           "accuracy/train": "train_acc", "accuracy/validation": "val_acc",
+           "accuracy/test": "test_acc", "lr": "lr", "seconds": "seconds"}
 READ_EVERY = 20  # steps between reads of the running loss (each read waits for the device)
+# Evaluation batches: large on a GPU (fewer launches); small on the CPU, where larger cost memory.
+EVAL_BATCH_SIZE = {"cpu": 200, "gpu": 1000}
 
 
 def shows_progress_after(step, steps):
     """Whether the running loss is read (a device sync; on ranks a collective) after `step` of
-    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, so the bar shows loss and accuracy from the
-    start, then every `READ_EVERY` steps, and at the epoch's end."""
+    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, then every `READ_EVERY` steps, and at the
+    epoch's end."""
     return step % READ_EVERY == 0 or step == steps or (step < READ_EVERY
                                                        and step & (step - 1) == 0)
+
 
 class RunningStats:
     """Sums of loss and correct predictions over an epoch, kept on the device: `add` queues
@@ -50,8 +59,7 @@ class RunningStats:
         self.seen = int(seen)
 
     def reset(self, loss_sum=0.0, correct=0, seen=0):
-        """Start again from these sums, in place (a captured step keeps writing the same
-        arrays)."""
+        """Start again from these sums, in place (a captured step writes the same arrays)."""
         self.loss_sum.fill(loss_sum)
         self.correct.fill(correct)
         self.seen = int(seen)
@@ -65,13 +73,6 @@ class RunningStats:
         """Return (loss sum, correct count, images seen) as Python numbers (a host sync)."""
         forbid_host_sync("reading the running loss")
         return float(self.loss_sum), int(self.correct), self.seen
-
-    def means(self):
-        """Return (mean loss, accuracy) so far; NaN if nothing was added."""
-        loss_sum, correct, seen = self.read()
-        if seen == 0:
-            return math.nan, math.nan
-        return loss_sum / seen, correct / seen
 
 
 @dataclass
@@ -101,9 +102,19 @@ def evaluate(net, images, labels, batch_size=1000, should_stop=None):
         loss, logits = net.forward_loss(to_network(images[start:start + batch_size]), batch_labels)
         stats.add(loss, logits, batch_labels)
         predictions.append(logits.argmax(axis=1))
-    loss, accuracy = stats.means()
+    loss_sum, correct, seen = stats.read()
+    loss, accuracy = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
     predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
     return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)
+
+
+def evaluate_epoch(model, evaluated, device, should_stop=None):
+    """Yield (name, `Evaluation`) for each (name: (device images, device labels)) of `evaluated`,
+    in order, in `EVAL_BATCH_SIZE` batches; the evaluation is None where `should_stop()` cut it
+    short."""
+    batch_size = EVAL_BATCH_SIZE["gpu" if device.is_gpu else "cpu"]
+    for name, (images, labels) in evaluated.items():
+        yield name, evaluate(model, images, labels, batch_size, should_stop=should_stop)
 
 
 def network_input(images):
@@ -173,13 +184,53 @@ def write_metrics(run_dir, records):
     TensorBoard's event file, each atomically: a file is always whole."""
     text = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write(Path(run_dir) / METRICS_NAME, lambda f: f.write(text), binary=False)
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for record in records:
-        writer.writerow(["" if record.get(key) is None else record[key] for key in CSV_COLUMNS])
+    table = io.StringIO()  # None and absent keys: empty cells
+    writer = csv.DictWriter(table, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
     atomic_write(Path(run_dir) / CSV_NAME, lambda f: f.write(table.getvalue()), binary=False)
     write_events(run_dir, records)
+
+
+def writer_missing():
+    """Why event files cannot be written here (tensorboardX is not installed), or None."""
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError as error:
+        return (f"tensorboardX is not installed ({error}); pip install 'xpnn[tensorboard]' "
+                f"writes TensorBoard event files")
+    return None
+
+
+def write_events(run_dir, records):
+    """Write run_dir/`EVENTS_NAME` from epoch `records` (metrics.jsonl's); returns its path, or
+    None when tensorboardX is not installed."""
+    if writer_missing() is not None:
+        return None
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import RecordWriter
+    from tensorboardX.summary import scalar
+
+    run_dir = Path(run_dir)
+    path, temp = run_dir / EVENTS_NAME, run_dir / f".{EVENTS_NAME}{TEMP_SUFFIX}"
+    writer = RecordWriter(str(temp))
+    try:
+        writer.write(Event(wall_time=0.0, step=0, file_version="brain.Event:2")
+                     .SerializeToString())
+        elapsed = 0.0
+        for record in records:
+            elapsed += record["seconds"]
+            for tag, key in SCALARS.items():
+                if record.get(key) is not None:
+                    event = Event(wall_time=elapsed, step=record["epoch"],
+                                  summary=scalar(tag, record[key]))
+                    writer.write(event.SerializeToString())
+        writer.flush()
+    finally:
+        writer.close()
+    os.replace(temp, path)
+    fsync_folder(run_dir)
+    return path
 
 
 def read_metrics(run_dir):

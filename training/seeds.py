@@ -3,9 +3,6 @@ mean +- sd of test accuracy (of the epoch validation chose, and of the last epoc
 
     results = run_seeds(config, device, "runs/resnet-seeds", parse_seeds("0-4"))
     print(format_seeds(results))
-
-Each seed is a run folder of its own, PARENT/seed-K (run again: the unfinished ones resume);
-the summary goes to PARENT/seeds.json.
 """
 import json
 import math
@@ -77,18 +74,15 @@ def run_seeds(config, device, parent, seeds, echo=print, **options):
             trainer = start_run(seeded, device, run_dir, echo=echo, **options)
             echo(f"seed {seed}: run folder {run_dir}")
         records = trainer.fit()
-        results.append(result_of(seed, run_dir, records))
+        best, last = best_epoch(records), records[-1]
+        results.append(SeedResult(seed, str(run_dir), len(records), best and best["epoch"],
+                                  best and best["val_acc"], best and best["test_acc"],
+                                  last["test_acc"]))
     if ranks.is_root:
         atomic_write(parent / SUMMARY_NAME, lambda f: json.dump(
             {"seeds": [asdict(result) for result in results], **summary(results)}, f, indent=1),
             binary=False)
     return results
-
-
-def result_of(seed, run_dir, records):
-    best, last = best_epoch(records), records[-1]
-    return SeedResult(seed, str(run_dir), len(records), best and best["epoch"],
-                      best and best["val_acc"], best and best["test_acc"], last["test_acc"])
 
 
 def mean_sd(values):
@@ -113,9 +107,9 @@ def format_seeds(results):
     """A table of the seeds' runs and the mean +- sd lines, as text."""
     rows = [("seed", "epochs", "best epoch", "val acc", "test acc (best)", "test acc (last)")]
     for result in results:
-        rows.append((str(result.seed), str(result.epochs), _or_dash(result.best_epoch),
-                     _percent(result.best_val_acc), _percent(result.best_test_acc),
-                     _percent(result.last_test_acc)))
+        best = "-" if result.best_epoch is None else str(result.best_epoch)
+        rows.append((str(result.seed), str(result.epochs), best, _percent(result.best_val_acc),
+                     _percent(result.best_test_acc), _percent(result.last_test_acc)))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
     totals = summary(results)
@@ -130,7 +124,3 @@ def format_seeds(results):
 
 def _percent(value):
     return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def _or_dash(value):
-    return "-" if value is None else str(value)

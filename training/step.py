@@ -1,9 +1,5 @@
 """The training step: the one callable that training, CUDA-graph capture, `xpnn bench` and every
-benchmark run (DESIGN.md: "The training step").
-
-    step = TrainingStep(model, optimizer, images, labels, stats, ranks)
-    step(index, lr, maps)          # gather, /255, warp, forward, loss, sums, backward, update
-"""
+benchmark run (DESIGN.md: "The training step")."""
 from xpnn.backend import get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
 from xpnn.backend.communicator import Ranks

@@ -1,12 +1,10 @@
-"""Stopping on SIGINT/SIGTERM at a step boundary, every rank at the same step.
-
-    stops = StopSignals(ranks)
-    with stops.handled():
-        ... if stops.requested(step): save and raise ...
+"""Stopping: on SIGINT/SIGTERM at a step boundary, every rank at the same step (`StopSignals`),
+and early, on validation accuracy (`EarlyStopping`, ``train.early_stopping``).
 """
 import contextlib
 import signal
 import threading
+from dataclasses import dataclass
 
 import numpy
 
@@ -30,10 +28,8 @@ class StopSignals:
     def handled(self):
         """A block in which SIGINT and SIGTERM are recorded rather than fatal (main thread only:
         elsewhere Python cannot install handlers)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+        previous = ({number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+                    if threading.current_thread() is threading.main_thread() else {})
         try:
             yield
         finally:
@@ -60,3 +56,28 @@ class StopSignals:
         """A signal cuts an evaluation short on one rank; ranks finish it (and decide together
         at the next `requested`)."""
         return self.ranks.size == 1 and self.signal is not None
+
+
+@dataclass
+class EarlyStopping:
+    """`reference`: the validation accuracy of the last gain; `stale_epochs`: epochs since it;
+    `stopped`: once `patience` epochs in a row gained less than `min_delta` over `reference`."""
+    reference: float = None
+    stale_epochs: int = 0
+    stopped: bool = False
+
+    def count(self, val_acc, rule):
+        """Count an epoch of validation accuracy `val_acc` under `rule` (patience, min_delta): a
+        gain of at least min_delta resets the count, a smaller one (or none) adds to it."""
+        gain = None if self.reference is None else val_acc - self.reference
+        if gain is None or (gain > 0 and gain >= rule["min_delta"]):
+            self.reference, self.stale_epochs = val_acc, 0
+        else:
+            self.stale_epochs += 1
+            self.stopped = self.stale_epochs >= rule["patience"]
+
+    def message(self, rule, epoch, epochs):
+        """The line that says the run stopped after `epoch` of `epochs`, and why."""
+        return (f"early stopping: validation accuracy gained less than "
+                f"{100 * rule['min_delta']:g} points in {rule['patience']} epoch(s) after "
+                f"reaching {100 * self.reference:.2f}%; stopped after epoch {epoch} of {epochs}")

@@ -1,11 +1,7 @@
 """The training loop: epochs of steps (`training.step`), each epoch evaluated, checkpoints along
-the way.
-
-Each epoch's order depends only on (seed, epoch) and each batch's transforms only on (seed,
-epoch, step), so a run resumed at any step makes exactly the batches, and on the CPU exactly the
-float operations, of an uninterrupted run. Nothing waits for the device inside a step (the sums
-are read at `shows_progress_after`'s steps). On several ranks each runs this loop on its slice
-of each batch, in lockstep; rank 0 alone writes files and shows progress.
+the way. A run resumed at any step makes exactly the batches (on the CPU, the bits) of an
+uninterrupted one. On several ranks each runs this loop on its slice of each batch, in
+lockstep; rank 0 alone writes files and shows progress.
 """
 import dataclasses
 import math
@@ -22,14 +18,13 @@ from xpnn.backend.communicator import world
 from xpnn.training.batches import epoch_permutation
 from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, mark_stopped_early, restore,
                                       save_checkpoint)
-from xpnn.training.early_stopping import EarlyStopping
 from xpnn.training.errors import DivergenceError, TrainingInterrupted
-from xpnn.training.evaluation import evaluate_epoch
 from xpnn.training.files import ready_folder
-from xpnn.training.metrics import READ_EVERY, format_epoch, shows_progress_after, write_metrics
+from xpnn.training.metrics import (READ_EVERY, evaluate_epoch, format_epoch, shows_progress_after,
+                                   write_metrics)
 from xpnn.training.run_state import SHUFFLE, EpochProgress, RunState
 from xpnn.training.setup import set_up
-from xpnn.training.stopping import StopSignals
+from xpnn.training.stopping import EarlyStopping, StopSignals
 
 CHECKPOINT_EVERY = 200  # steps between mid-epoch checkpoints, unless told otherwise
 
@@ -86,8 +81,7 @@ class Trainer:
         return self.early_stopping.stopped or self.epoch >= self.train_config["epochs"]
 
     def state(self, seconds=0.0):
-        """The run's `RunState` now (`seconds`: time spent on this epoch since the start or
-        resume)."""
+        """The run's `RunState` now (`seconds`: spent on this epoch since the start or resume)."""
         loss_sum, correct, seen = self.read_stats()
         return RunState(
             self.config, self.epoch, self.step, self.steps_per_epoch, self.train_count,
@@ -98,8 +92,7 @@ class Trainer:
             SHUFFLE, self.device.name, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def save(self, path=None, seconds=0.0):
-        """Save the current state (after checking it is finite) to `path` (default last.npz);
-        every rank checks, rank 0 writes."""
+        """Check the state is finite (every rank) and save it to `path` (default last.npz; rank 0)."""
         self.check_finite()
         state = self.state(seconds)
         if self.ranks.is_root:
@@ -127,8 +120,8 @@ class Trainer:
         return float(sums[0]), int(sums[1]), int(sums[2])
 
     def check_finite(self, weights=True):
-        """`read_stats()`, after raising `DivergenceError` if the loss sum or (with `weights`)
-        any weight is NaN or infinite."""
+        """`read_stats()`; `DivergenceError` if the loss sum or (with `weights`) a weight is not
+        finite."""
         sums = self.read_stats()
         if not math.isfinite(sums[0]):
             self.diverged(f"the training loss became {sums[0]}")
