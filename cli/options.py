@@ -7,18 +7,15 @@ import click
 MESSAGE_LIMIT = 1000      # characters of a one-line message
 
 
-def one_line(error):
-    """The error's message on one line (OS errors as 'reason: file'), `shorten`ed."""
+def one_line(error, limit=MESSAGE_LIMIT):
+    """The error's message on one line (OS errors as 'reason: file'); over `limit` characters,
+    its start and end with the middle left out (the start says what was wrong, the end often
+    what to do)."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     else:
         text = str(error) or type(error).__name__
-    return shorten(" ".join(text.split()))
-
-
-def shorten(text, limit=MESSAGE_LIMIT):
-    """`text` if at most `limit` characters long, else its start and end with the middle left
-    out (the start says what was wrong, the end often what to do)."""
+    text = " ".join(text.split())
     if len(text) <= limit:
         return text
     head, tail = limit * 3 // 4, limit // 5
@@ -88,8 +85,7 @@ def command_mode(device, ranks=1, eager=True, array_code=False, precision="fp32"
 
 
 class _Count(click.types.IntRange):
-    """A count >= 1, which may come from the environment variable `variable` (named in the
-    error when it did)."""
+    """A count >= 1, perhaps from the environment variable `variable` (then named in errors)."""
 
     def __init__(self, variable):
         super().__init__(min=1)
@@ -107,10 +103,9 @@ class _Count(click.types.IntRange):
 
 processes_option = click.option(
     "--processes", type=_Count("XPNN_PROCESSES"), envvar="XPNN_PROCESSES",
-    help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), each on its slice of "
-         "every batch; the same as mpiexec -n N xpnn train ...; 1: one process, on --workers "
-         "threads  [default: XPNN_PROCESSES, else on the CPU one rank per core where mpiexec is "
-         "installed (faster than threads, same results), else 1; a resumed run's own count]")
+    help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), as mpiexec -n N xpnn "
+         "train ... does; 1: one process, on --workers threads  [default: XPNN_PROCESSES, else "
+         "on the CPU one rank per core where mpiexec is installed, else 1; a resumed run's own]")
 
 
 def config_option(required=False):

@@ -46,22 +46,18 @@ def _exit_now(code):
     os._exit(code)
 
 
-def install():
-    """Make SIGINT and SIGTERM raise `Stopped` (in the main thread; elsewhere a no-op)."""
-    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
-        for number in STOP_SIGNALS:
-            signal.signal(number, _on_signal)
-
-
 def run(command, describe=str, finish=lambda: None):
-    """Run `command()` and end the process with its exit code (None: 0; a string: printed, 1),
-    or with 128 + the signal that stopped it, whenever that came.
+    """Make SIGINT and SIGTERM raise `Stopped` (in the main thread), run `command()` and end the
+    process with its exit code (None: 0; a string: printed, 1), or with 128 + the signal that
+    stopped it, whenever that came.
 
     `describe(stop)` gives the line printed for a `Stopped`; `finish()` is called once the
     command is over, however it ended (it must not raise). The process ends with `os._exit`
     after the atexit functions ran, skipping the interpreter's shutdown.
     """
-    install()
+    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
+        for number in STOP_SIGNALS:
+            signal.signal(number, _on_signal)
     code = 1
     try:
         try:

@@ -23,26 +23,24 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
               help="start a new run from this run's weights (its best.npz, else last.npz; or "
                    "a .npz file), same architecture: fine-tuning; the optimizer starts afresh")
 @click.option("--seeds", "seeds_text", metavar="SEEDS",
-              help="train once per seed (0-4, or 0,3,7), one after another, into OUTPUT/seed-K, "
-                   "and print test accuracy as mean ± sd; again with the same -o, it resumes "
-                   "the unfinished ones")
+              help="train once per seed (0-4, or 0,3,7) into OUTPUT/seed-K and print test "
+                   "accuracy as mean ± sd; again with the same -o, resume the unfinished runs")
 @click.option("--epochs", type=int, help="same as --set train.epochs=N; with --resume, train a "
                                          "finished run on to N epochs in all")
 @click.option("--batch-size", type=int, help="same as --set train.batch_size=N")
 @click.option("--lr", type=float, help="same as --set train.lr=X")
 @click.option("--seed", type=int, help="same as --set train.seed=N")
 @click.option("--limit-train", type=click.IntRange(min=1),
-              help="train on the first N training images (after the validation set is held "
-                   "out) only (quick runs, tests)")
+              help="train on the first N training images only, after the validation set is "
+                   "held out (quick runs)")
 @click.option("--limit-test", type=click.IntRange(min=1),
-              help="evaluate on the first N validation and N test images only (quick runs, "
-                   "tests)")
+              help="evaluate on the first N validation and N test images only (quick runs)")
 @click.option("--checkpoint-every", type=click.IntRange(min=0),
               help="also save last.npz every N steps inside an epoch, 0 for never  [default: 200]")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="CPU threads, each running a slice of every batch; given, the run is one "
-                   "process (no default ranks)  [default: the cores this process may use, "
-                   "shared among its host's ranks, or the resumed run's]")
+              help="CPU threads, each on a slice of every batch; given, the run is one process  "
+                   "[default: the cores this process may use, shared among its host's ranks; a "
+                   "resumed run's own]")
 @processes_option
 @dataset_option
 @data_dir_option
