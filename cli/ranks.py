@@ -131,11 +131,10 @@ def continue_command(ctx, ranks, run_dir):
 def is_hydra(mpiexec):
     """Whether `mpiexec` is MPICH's (Hydra), which the mpich wheel ships."""
     try:
-        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
-                                 timeout=30).stdout
+        return "HYDRA" in subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
+                                         timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return False
-    return "HYDRA" in version
 
 
 def without_processes(args):
@@ -185,7 +184,8 @@ def run_as_rank(command):
     sys.stdout.flush()
     sys.stderr.flush()
     if ranks.wait_for_all(timeout() if code == 0 else ERROR_GRACE_SECONDS):
-        # The launcher may still signal a rank that leaves MPI after another (seen with MPICH)
+        # The launcher may still signal a rank that leaves MPI after another (seen with MPICH);
+        # Python's exit restores SIGUSR1's default action (to die), not an ignored signal's.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         printed = set(errors.text.splitlines())
         for text in ranks.gather_text(errors.text if errors.hold else "") or ():

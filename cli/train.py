@@ -72,7 +72,9 @@ def train(**args):
 def _train(started, config_spec, overrides, device, array_code, eager, precision, output,
            resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train,
            limit_test, checkpoint_every, workers, processes, dataset, data_dir, progress):
+    from xpnn.backend import get_device
     from xpnn.backend.communicator import launched_size
+    from xpnn.backend.device import parse_device_name
     from xpnn.cli.ranks import default_processes, rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
@@ -112,7 +114,9 @@ def _train(started, config_spec, overrides, device, array_code, eager, precision
     from_environment = (click.get_current_context().get_parameter_source("processes")
                         is click.core.ParameterSource.ENVIRONMENT)
     if processes > 1 and not (launched_size() > 1 and from_environment):
-        _check_mode_before_ranks(device, processes, eager, array_code, config)
+        if parse_device_name(device) is None:  # a CPU mode every rank would refuse: refuse once
+            precision = config["train"]["precision"] if config is not None else "fp32"
+            command_mode(get_device("cpu"), processes, eager, array_code, precision)
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)
     mode = command_mode(device, ranks.size, eager, array_code)
@@ -156,17 +160,6 @@ def _train(started, config_spec, overrides, device, array_code, eager, precision
             raise
         raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
     echo(done_line(metrics, trainer.run_dir))
-
-
-def _check_mode_before_ranks(device_spec, processes, eager, array_code, config):
-    """Refuse a CPU run's mode (a GPU precision, a removed XPNN_ variable) once, before its
-    ranks start, rather than once per rank; a GPU's is checked by each rank, on its GPU."""
-    from xpnn.backend import get_device
-    from xpnn.backend.device import parse_device_name
-
-    if parse_device_name(device_spec) is None:
-        precision = config["train"]["precision"] if config is not None else "fp32"
-        command_mode(get_device("cpu"), processes, eager, array_code, precision)
 
 
 def _holds_a_checkpoint(folder):
