@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """``python run.py COMMAND ...`` is ``xpnn COMMAND ...``, for a checkout installed with
-``pip install -e .`` (the commands live in `xpnn.cli`, folder cli/)."""
+``pip install -e .``."""
 try:
     from xpnn.cli import main  # imports nothing heavy: main() first installs the signal handlers
 except ModuleNotFoundError as error:

@@ -1,7 +1,7 @@
 """The command line: ``xpnn COMMAND`` (installed), ``python -m xpnn`` or ``python run.py``.
 
-Importing this package imports only `stopping`, so that `main()` can install the signal
-handlers before anything heavy is imported (the modules: DESIGN.md, "Packages").
+Importing this package imports only `stopping`, so that `main()` installs the signal handlers
+before anything heavy is imported.
 """
 if __name__ != "xpnn.cli":  # `import cli` finds this only from a checkout's root
     raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.cli")
@@ -30,21 +30,15 @@ def _describe_stop(stop):
     if stop.run_dir is None:
         return f"{stop}"
     import shlex
-    return (f"{stop}; the run can be continued with: {_program()} train --resume "
+    name = sys.argv[0] if sys.argv else "xpnn"
+    program = ("python -m xpnn" if name.endswith("__main__.py")
+               else f"python {name}" if name.endswith(".py") else "xpnn")
+    return (f"{stop}; the run can be continued with: {program} train --resume "
             f"{shlex.quote(str(stop.run_dir))}")
 
 
-def _program():
-    """How this program was started, as a command to type again."""
-    name = sys.argv[0] if sys.argv else "xpnn"
-    if name.endswith("__main__.py"):
-        return "python -m xpnn"
-    return f"python {name}" if name.endswith(".py") else "xpnn"
-
-
 def _release_folders():
-    """Give up the run folders this process holds (removing a new run's folder that never got a
-    checkpoint)."""
+    """Give up the run folders this process holds (removing a new run's that has no checkpoint)."""
     files = sys.modules.get("xpnn.training.files")
     if files is not None:
         with contextlib.suppress(Exception):  # at exit: the OS drops the locks anyway
@@ -52,8 +46,7 @@ def _release_folders():
 
 
 def _restore_main():
-    # Importing the submodule xpnn.cli.main binds the package's `main` to it; the entry point
-    # is this function.
+    # Importing the submodule xpnn.cli.main binds the package's `main` to it: put the entry back.
     globals()["main"] = _entry
 
 

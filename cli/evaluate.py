@@ -15,7 +15,7 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, devi
 @set_option
 @device_option()
 @mode_options(graph=False)
-@data_dir_option()
+@data_dir_option
 @click.option("--limit-test", type=click.IntRange(min=1), help="use the first N test images only")
 @click.option("--json", "as_json", is_flag=True,
               help="print one JSON object (checkpoint, accuracy, loss, confusion matrix, ...) "

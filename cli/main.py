@@ -19,7 +19,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 def _known_errors():
-    """The library's error types that mean bad input or a stopped run, not a bug in xpnn."""
+    """The library's error types that mean bad input or a stopped run, not a bug."""
     from xpnn.backend import DeviceUnavailableError
     from xpnn.backend.communicator import RankError
     from xpnn.data import DataError
@@ -35,8 +35,8 @@ class CommandGroup(click.Group):
     """The one place where the library's known errors become one-line messages and exit codes."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """click's `main`, but a KeyboardInterrupt anywhere (click would print "Aborted!" and
-        exit 1) is exit 130 with one line, as Ctrl-C during training is."""
+        """click's `main`, but a KeyboardInterrupt anywhere is exit 130 with one line (click's
+        own: "Aborted!", exit 1)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -82,20 +82,12 @@ for command in (train, evaluate, predict, export, describe, plot, bench, parity)
     cli.add_command(command)
 
 
-def _write_any_path():
-    """Let stdout and stderr write file names that are not valid in their encoding (any bytes
-    but / and NUL make a Linux file name; Python carries the others as surrogates): written
-    back as the bytes they were, instead of failing with UnicodeEncodeError."""
-    for stream in (sys.stdout, sys.stderr):
+def run():
+    """Run the `xpnn` command on this process's arguments; return its exit code."""
+    from xpnn.backend.communicator import launched_size
+    for stream in (sys.stdout, sys.stderr):  # file names not valid UTF-8 are written as bytes
         with contextlib.suppress(AttributeError, ValueError):  # not a text stream of io's
             stream.reconfigure(errors="surrogateescape")
-
-
-def run():
-    """Run the `xpnn` command on this process's arguments; return its exit code (called by
-    `xpnn.cli.main`, the entry point, with the signal handlers installed)."""
-    from xpnn.backend.communicator import launched_size
-    _write_any_path()
     if launched_size() > 1:  # one of several MPI ranks: they end together
         from xpnn.cli.ranks import run_as_rank
         return run_as_rank(cli)

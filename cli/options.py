@@ -1,33 +1,26 @@
 """Options that several commands share, and how their values become library objects."""
+import functools
 from pathlib import Path
 
 import click
 
-
 MESSAGE_LIMIT = 1000      # characters of a one-line message
 
 
-def one_line(error):
-    """The error's message on one line; OS errors as 'reason: file'. At most `MESSAGE_LIMIT`
-    characters: a message that quotes a long value (a config may hold a megabyte of it) keeps
-    the value's start and the message's end (see `shorten`)."""
+def one_line(error, limit=MESSAGE_LIMIT):
+    """The error's message on one line (OS errors as 'reason: file'); over `limit` characters,
+    its start and end with the middle left out (the start says what was wrong, the end often
+    what to do)."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     else:
         text = str(error) or type(error).__name__
-    return shorten(" ".join(text.split()))
-
-
-def shorten(text, limit=MESSAGE_LIMIT):
-    """`text` if at most `limit` characters long, else its start and end with the middle left
-    out (the start says what was wrong, the end often what to do)."""
+    text = " ".join(text.split())
     if len(text) <= limit:
         return text
     head, tail = limit * 3 // 4, limit // 5
     return f"{text[:head]} [... {len(text) - head - tail:,} characters ...] {text[-tail:]}"
 
-
-# -- devices --------------------------------------------------------------------------------------
 
 def _check_device(ctx, param, value):
     from xpnn.backend.device import parse_device_name
@@ -44,8 +37,6 @@ def device_option(name="--device", default="cpu", help_text=None):
                         callback=_check_device, metavar="DEVICE",
                         help=help_text or "where to compute: cpu (NumPy), gpu / cuda / cuda:N (CuPy)")
 
-
-# -- the execution mode (`backend.Mode`) -----------------------------------------------------------
 
 PRECISIONS = ("fp32", "tf32", "bf16")  # backend.dispatch.PRECISIONS, without importing NumPy
 REMOVED_MODE_FLAGS = {
@@ -73,12 +64,8 @@ def mode_options(graph=True):
                                           "replaying each training step as one CUDA graph"))
     options += [click.option(flag, is_flag=True, hidden=True, expose_value=False,
                              callback=_removed) for flag in REMOVED_MODE_FLAGS]
-
-    def decorate(function):
-        for option in reversed(options):
-            function = option(function)
-        return function
-    return decorate
+    return lambda function: functools.reduce(lambda f, option: option(f), reversed(options),
+                                             function)
 
 
 def precision_option(help_text):
@@ -98,8 +85,7 @@ def command_mode(device, ranks=1, eager=True, array_code=False, precision="fp32"
 
 
 class _Count(click.types.IntRange):
-    """A count >= 1, which may come from the environment variable `variable` (named in the
-    error when it did)."""
+    """A count >= 1, perhaps from the environment variable `variable` (then named in errors)."""
 
     def __init__(self, variable):
         super().__init__(min=1)
@@ -117,12 +103,10 @@ class _Count(click.types.IntRange):
 
 processes_option = click.option(
     "--processes", type=_Count("XPNN_PROCESSES"), envvar="XPNN_PROCESSES",
-    help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), each on its slice of "
-         "every batch; the same as mpiexec -n N xpnn train ...; 1: one process, on --workers "
-         "threads  [default: XPNN_PROCESSES, else on the CPU one rank per core where mpiexec is "
-         "installed (faster than threads, same results), else 1; a resumed run's own count]")
+    help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), as mpiexec -n N xpnn "
+         "train ... does; 1: one process, on --workers threads  [default: XPNN_PROCESSES, else "
+         "on the CPU one rank per core where mpiexec is installed, else 1; a resumed run's own]")
 
-# -- configs and their overrides -------------------------------------------------------------------
 
 def config_option(required=False):
     from xpnn import configs
@@ -147,12 +131,13 @@ set_option = click.option(
          "model.layers.9.out_features=200 (repeatable; the value is read as YAML)")
 
 
-def train_shorthands(epochs=None, batch_size=None, lr=None, seed=None, precision=None):
-    """`Override`s for the train options that are shorthands for --set train.KEY=VALUE."""
+def shorthands(epochs=None, batch_size=None, lr=None, seed=None, precision=None, dataset=None):
+    """The `Override`s that train's shorthand options stand for (--lr X: --set train.lr=X,
+    --dataset NAME: --set data.dataset=NAME), in that order; none for an option not given."""
     from xpnn.training.overrides import Override
-    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "precision": precision}
-    return [Override(f"train.{key}", value, f"--{key.replace('_', '-')} {value}")
+    values = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
+              "train.seed": seed, "train.precision": precision, "data.dataset": dataset}
+    return [Override(key, value, f"--{key.split('.')[1].replace('_', '-')} {value}")
             for key, value in values.items() if value is not None]
 
 
@@ -162,27 +147,14 @@ def load_config(config_spec, overrides=()):
     return load(config_spec, overrides)
 
 
-# -- files ----------------------------------------------------------------------------------------
-
 def output_option(help_text, file_okay=True, dir_okay=False):
     """-o/--output, the one spelling of 'where to write' in every command."""
     return click.option("-o", "--output", type=click.Path(file_okay=file_okay, dir_okay=dir_okay,
                                                           path_type=Path), help=help_text)
 
 
-def dataset_option():
-    """--dataset NAME: the same as --set data.dataset=NAME (mnist, fashion-mnist, or idx for any
-    folder of the four IDX files given by --data-dir)."""
-    return click.option("--dataset", help="same as --set data.dataset=NAME: mnist, fashion-mnist, "
-                                          "or idx (any folder of IDX files, with --data-dir)")
-
-
-def dataset_override(dataset):
-    """The `Override`s that --dataset stands for (none when it was not given)."""
-    from xpnn.training.overrides import Override
-    return [] if dataset is None else [Override("data.dataset", dataset, f"--dataset {dataset}")]
-
-
-def data_dir_option():
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        help="read the dataset's IDX files from this folder")
+dataset_option = click.option(
+    "--dataset", help="same as --set data.dataset=NAME: mnist, fashion-mnist, or idx (any folder "
+                      "of IDX files, with --data-dir)")
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                               help="read the dataset's IDX files from this folder")

@@ -12,7 +12,7 @@ DTYPES = click.Choice(["float32", "float64"])
 
 
 def _number(value):
-    """`value` for strict JSON: a float, or "inf" / "nan" (an error can be either)."""
+    """`value` for strict JSON: a float, or "inf" / "nan"."""
     return value if math.isfinite(value) else str(value)
 
 
@@ -34,7 +34,7 @@ def _number(value):
 @click.option("--tolerance", type=click.FloatRange(min=0),
               help="the largest relative error that passes  [default: the precision's: "
                    "fp32 1e-4, tf32 3e-3, bf16 3e-2]")
-@data_dir_option()
+@data_dir_option
 @click.option("--json", "as_json", is_flag=True,
               help="print one JSON object (both settings, every tensor's errors, the verdict) "
                    "instead of the table; the exit code still says pass (0) or fail (1)")
@@ -42,13 +42,12 @@ def _number(value):
 def parity(ctx, config_spec, overrides, device_a, dtype_a, device_b, dtype_b, array_code, eager,
            batch_size, precision, tolerance, data_dir, as_json):
     """Run one batch through CONFIG's network under two settings and compare every layer's
-    output, the loss and every gradient. A GPU setting computes in the GPU's mode: the fused
-    kernels unless --array-code, and, unless --eager, with the CUDA-graph step's GEMM (cuBLAS
-    through nvmath-python): one batch's forward and backward is not captured (a parity run
-    reads every layer's output), but it computes with what a graph does.
+    output, the loss and every gradient.
 
-    The reference is --device-a/--dtype-a (default: the CPU in float64). On a machine with only
-    a CPU the default compares its float32 path with that reference.
+    The reference is --device-a/--dtype-a (default: the CPU in float64); on a machine with only
+    a CPU the default compares its float32 path with it. A GPU setting computes in the GPU's
+    mode: the fused kernels unless --array-code and, unless --eager, the CUDA-graph step's GEMM
+    (not captured: a parity run reads every layer's output).
     """
     from xpnn.backend import get_device, gpu_unavailable_reason
     from xpnn.backend.precision import PARITY_TOLERANCE

@@ -65,7 +65,7 @@ def draw_curves(pyplot, records, title):
     figure, (loss_axes, acc_axes) = pyplot.subplots(1, 2, figsize=(10, 4))
     for key, label in (("train", "train"), ("val", "validation"), ("test", "test")):
         if any(r.get(f"{key}_acc") is None for r in records):
-            continue  # no validation set (or a run from before there was one)
+            continue  # no validation set
         loss_axes.plot(epochs, [r[f"{key}_loss"] for r in records], marker="o", label=label)
         acc_axes.plot(epochs, [100 * r[f"{key}_acc"] for r in records], marker="o", label=label)
     chosen = best_epoch(records)
@@ -74,12 +74,11 @@ def draw_curves(pyplot, records, title):
             axes.axvline(chosen["epoch"], color="grey", linestyle=":",
                          label=f"chosen on validation (epoch {chosen['epoch']})")
     for axes, label in ((loss_axes, "loss"), (acc_axes, "accuracy (%)")):
-        axes.set_xlabel("epoch")
+        axes.set(xlabel="epoch", ylabel=label)
         # min_n_ticks=1: with fewer than two epochs in view the default falls back to fractions
         axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         if len(epochs) == 1:
             axes.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
-        axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)
         axes.legend()
     figure.suptitle(title)
@@ -95,8 +94,7 @@ def draw_confusion(pyplot, matrix, names, title):
     figure.colorbar(image, ax=axes)
     axes.set_xticks(range(size), [name[:10] for name in names], rotation=45, ha="right")
     axes.set_yticks(range(size), [name[:10] for name in names])
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
+    axes.set(xlabel="predicted class", ylabel="true class")
     half = matrix.max() / 2
     for row in range(size):
         for column in range(size):

@@ -20,11 +20,9 @@ def predict(source, images, device, array_code, top, output, save_inputs):
     """Classify IMAGES with the network of RUN_DIR (its best.npz, else last.npz) or CHECKPOINT.
 
     IMAGES are PNG or JPEG files (or any image Pillow reads), folders of them, or IDX files.
-    Each picture is made into the network's input the way the dataset's images were made:
-    grayscale, light on dark (a picture whose border is brighter than mid-grey is inverted),
-    the strokes' bounding box fitted into 20 x 20 pixels and centred by its centre of mass in
-    28 x 28 (MNIST); a smooth estimate of the paper's uneven light is taken out first. IDX
-    images are taken as they are; --save-inputs DIR shows what the network saw. Prints each image's class and the
+    Each picture is made into a 28 x 28 input as MNIST's were (grayscale, light on dark, the
+    strokes fitted into 20 x 20 and centred by their centre of mass); IDX images are taken as
+    they are; --save-inputs DIR shows what the network saw. Prints each image's class and the
     probabilities of the likeliest classes.
     """
     from xpnn.backend import get_device, running_on

@@ -1,6 +1,5 @@
-"""The command line as one rank of several: how many ranks a CPU run starts by default, which
-device a rank takes, starting the ranks (`--processes`), and ending every rank together, with an
-error, when one of them fails."""
+"""The command line on several ranks: how many a CPU run starts by default, which device a rank
+takes, starting them (`--processes`), and ending every rank together when one fails."""
 import contextlib
 import importlib.util
 import os
@@ -15,16 +14,14 @@ from pathlib import Path
 import click
 
 ERROR_GRACE_SECONDS = 10.0  # how long a failed rank waits for the others to fail too
-TAIL_CHARS = 1 << 14  # of rank 0's error output, what the other ranks' messages are matched against
+TAIL_CHARS = 1 << 14  # of rank 0's error output, kept to match the other ranks' messages against
 EXIT_RANK_DIED = 1
 STARTED_AS = "XPNN_STARTED_AS"  # set by `start_ranks` for its ranks: the command the user typed
 
 
 def rank_device(spec):
-    """(the `Device` this rank computes on, the job's ranks) for a --device value.
-
-    On several ranks, ``gpu``/``cuda`` means the `local_rank`-th GPU of this rank's host (one GPU
-    per rank, on any number of hosts); a numbered GPU would put every rank of a host on one."""
+    """(the `Device` this rank computes on, the job's ranks) for a --device value: on several
+    ranks, ``gpu``/``cuda`` is the `local_rank`-th GPU of this rank's host."""
     from xpnn.backend import get_device
     from xpnn.backend.communicator import world
     from xpnn.backend.device import parse_device_name
@@ -41,21 +38,22 @@ def rank_device(spec):
 
 
 def default_processes(device_spec, batch_size, workers=None, resume_dir=None):
-    """(ranks, note) for `xpnn train` without --processes: the launch measured fastest.
-
-    On the CPU, with mpi4py and mpiexec installed, one rank per core (at most one per image of a
-    batch), measured faster than as many threads and with the same results (BENCHMARKS.md, "The
-    CPU's default launch"). Otherwise 1: one process, whose
-    `--workers` threads share the cores. A resumed run keeps the count it was trained with.
-    `note` is a line to show the user where ranks would help but cannot start, else None."""
+    """(ranks, note) for `xpnn train` without --processes: on the CPU with mpi4py and mpiexec
+    installed, one rank per core (at most one per image of a batch), else 1; a resumed run's
+    own count. `note`: a line to show where ranks would help but cannot start, else None."""
     from xpnn.backend import cpu_count
     from xpnn.backend.communicator import launched_size
     from xpnn.backend.device import parse_device_name
 
     if launched_size() > 1 or parse_device_name(device_spec) is not None or workers is not None:
         return 1, None
-    if resume_dir is not None:
-        return _saved_ranks(resume_dir), None
+    if resume_dir is not None:  # the count the run was trained on
+        from xpnn.training.checkpoint import LAST_NAME, load_checkpoint
+        try:
+            state = load_checkpoint(Path(resume_dir) / LAST_NAME).state
+        except Exception:  # noqa: BLE001 (the resume itself reports what is wrong)
+            return 1, None
+        return (state.ranks if state is not None else 1), None
     count = min(cpu_count(), batch_size)
     if count < 2:
         return 1, None
@@ -65,25 +63,12 @@ def default_processes(device_spec, batch_size, workers=None, resume_dir=None):
     return count, None
 
 
-def _saved_ranks(run_dir):
-    """The number of ranks the run in `run_dir` was trained on (1 where its checkpoint cannot be
-    read: resuming then says why)."""
-    from xpnn.training.checkpoint import LAST_NAME, load_checkpoint
-
-    try:
-        state = load_checkpoint(Path(run_dir) / LAST_NAME).state
-    except Exception:  # noqa: BLE001 (the resume itself reports what is wrong)
-        return 1
-    return state.ranks if state is not None else 1
-
-
 def find_mpiexec():
     """The mpiexec beside this Python (the mpich wheel's), else the first on PATH, else None."""
-    here = os.path.dirname(sys.executable)
-    return shutil.which("mpiexec", path=here) or shutil.which("mpiexec")
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
-def start_ranks(count, argv=None):
+def start_ranks(count):
     """Run this command again as `count` ranks through mpiexec; return its exit code."""
     from xpnn.backend.communicator import launched_size
 
@@ -93,13 +78,11 @@ def start_ranks(count, argv=None):
     if mpiexec is None:
         raise click.UsageError(f"--processes {count} needs mpiexec, which is not installed; "
                                f"pip install 'xpnn[mpi]' (mpi4py and the mpich wheel)")
-    argv = list(sys.argv if argv is None else argv)
-    program = [argv[0]] if argv[0].endswith(".py") else ["-m", "xpnn"]
-    # MPICH's launcher kills every rank with SIGKILL when one dies; told not to, it sends the
-    # survivors SIGUSR1 instead, so each can say what happened (`run_as_rank`) before it ends.
+    program = [sys.argv[0]] if sys.argv[0].endswith(".py") else ["-m", "xpnn"]
+    # MPICH's launcher SIGKILLs the ranks when one dies; told not to, it sends them SIGUSR1
     options = ["-disable-auto-cleanup"] if is_hydra(mpiexec) else []
     command = [mpiexec, *options, "-n", str(count), sys.executable, *program,
-               *without_processes(argv[1:])]
+               *without_processes(sys.argv[1:])]
     context = click.get_current_context(silent=True)
     typed = program_name(context) if context is not None else "xpnn"
     code = run_forwarding_stops(command, env={**os.environ, STARTED_AS: typed})
@@ -111,11 +94,8 @@ def start_ranks(count, argv=None):
 
 def run_forwarding_stops(command, env=None):
     """Run the launcher `command` (in `env`, else this process's environment); return its exit
-    code. A SIGINT or SIGTERM sent to this process is passed on to the launcher, which passes it
-    to every rank (each saves and stops at one step).
-
-    The launcher runs in a session of its own, so a terminal's Ctrl-C reaches it once, through
-    this process, not twice (MPICH's launcher takes a second Ctrl-C as "abort at once")."""
+    code. SIGINT and SIGTERM are passed on to the launcher, which runs in a session of its own
+    (a terminal's Ctrl-C reaches it once: MPICH's takes a second as "abort at once")."""
     from xpnn.training.stopping import STOP_SIGNALS
 
     launcher = subprocess.Popen(command, start_new_session=True, env=env)
@@ -139,8 +119,7 @@ def program_name(ctx):
 
 def continue_command(ctx, ranks, run_dir):
     """The command that continues the run in `run_dir` on `ranks`: the user's own where
-    `start_ranks` started these ranks (`xpnn train --resume RUN` starts as many again), else this
-    program, under `mpiexec -n N` on N ranks."""
+    `start_ranks` started these ranks, else this program, under `mpiexec -n N` on N ranks."""
     program = os.environ.get(STARTED_AS)
     if program is None:
         program = program_name(ctx)
@@ -152,11 +131,10 @@ def continue_command(ctx, ranks, run_dir):
 def is_hydra(mpiexec):
     """Whether `mpiexec` is MPICH's (Hydra), which the mpich wheel ships."""
     try:
-        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
-                                 timeout=30).stdout
+        return "HYDRA" in subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
+                                         timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return False
-    return "HYDRA" in version
 
 
 def without_processes(args):
@@ -175,10 +153,9 @@ def without_processes(args):
 def run_as_rank(command):
     """Run the click `command` as one rank of an MPI job, then end together with the others.
 
-    An error that every rank meets (a config, a checkpoint) is printed once: rank 0 prints as it
-    goes, the other ranks hold their error output back, and rank 0 prints the lines they held that
-    it has not printed itself, once every rank is done; then all exit with their code together. A
-    rank that fails alone, or finds the others gone, prints what it held, waits
+    Rank 0 prints its errors as it goes; the others hold theirs back, and once every rank is
+    done rank 0 prints the held lines it has not printed itself (an error every rank meets shows
+    once). A rank that fails alone, or finds the others gone, prints what it held, waits
     `ERROR_GRACE_SECONDS` for them and then aborts the whole job: never a hang."""
     from xpnn.backend.communicator import RankError, timeout, world
     from xpnn.cli.stopping import Stopped
@@ -207,9 +184,8 @@ def run_as_rank(command):
     sys.stdout.flush()
     sys.stderr.flush()
     if ranks.wait_for_all(timeout() if code == 0 else ERROR_GRACE_SECONDS):
-        # Every rank is done. The launcher may still signal a rank that leaves MPI later than
-        # another (seen with MPICH), and Python's exit restores SIGUSR1's default (to die), but
-        # not an ignored signal's.
+        # The launcher may still signal a rank that leaves MPI after another (seen with MPICH);
+        # Python's exit restores SIGUSR1's default action (to die), not an ignored signal's.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         printed = set(errors.text.splitlines())
         for text in ranks.gather_text(errors.text if errors.hold else "") or ():
@@ -227,7 +203,7 @@ def run_as_rank(command):
 
 class HeldStream:
     """Stands for `stream` (stderr): what is written is held back (`hold`) until `release()`,
-    or written through and its last `TAIL_CHARS` kept; `text` is what it holds or kept."""
+    or written through with its last `TAIL_CHARS` kept in `text`."""
 
     def __init__(self, stream, hold):
         self.stream, self.hold, self.text = stream, hold, ""
@@ -252,8 +228,8 @@ class HeldStream:
 
 
 def _another_rank_died(ranks, errors):
-    """SIGUSR1 from MPICH's launcher (`mpiexec -disable-auto-cleanup`): a rank of the job died.
-    MPI cannot go on without it; say so (after what this rank held back) and end it at once."""
+    """SIGUSR1 from MPICH's launcher (`-disable-auto-cleanup`): a rank of the job died; say so
+    (after what this rank held back) and end at once."""
     errors.release()
     print(f"Error: rank {ranks.rank} of {ranks.size}: another rank of this job died (mpiexec "
           f"says which, above or below); stopping this one; resume from the last checkpoint "

@@ -4,9 +4,8 @@ from pathlib import Path
 import click
 
 from xpnn.cli.options import (command_mode, config_option, data_dir_option, dataset_option,
-                              dataset_override, device_option, load_config, mode_options,
-                              output_option, precision_option, processes_option, set_option,
-                              train_shorthands)
+                              device_option, load_config, mode_options, one_line, output_option,
+                              precision_option, processes_option, set_option, shorthands)
 
 
 @click.command()
@@ -24,34 +23,30 @@ from xpnn.cli.options import (command_mode, config_option, data_dir_option, data
               help="start a new run from this run's weights (its best.npz, else last.npz; or "
                    "a .npz file), same architecture: fine-tuning; the optimizer starts afresh")
 @click.option("--seeds", "seeds_text", metavar="SEEDS",
-              help="train once per seed (0-4, or 0,3,7), one after another, into OUTPUT/seed-K, "
-                   "and print test accuracy as mean ± sd; again with the same -o, it resumes "
-                   "the unfinished ones")
+              help="train once per seed (0-4, or 0,3,7) into OUTPUT/seed-K and print test "
+                   "accuracy as mean ± sd; again with the same -o, resume the unfinished runs")
 @click.option("--epochs", type=int, help="same as --set train.epochs=N; with --resume, train a "
                                          "finished run on to N epochs in all")
 @click.option("--batch-size", type=int, help="same as --set train.batch_size=N")
 @click.option("--lr", type=float, help="same as --set train.lr=X")
 @click.option("--seed", type=int, help="same as --set train.seed=N")
 @click.option("--limit-train", type=click.IntRange(min=1),
-              help="train on the first N training images (after the validation set is held "
-                   "out) only (quick runs, tests)")
+              help="train on the first N training images only, after the validation set is "
+                   "held out (quick runs)")
 @click.option("--limit-test", type=click.IntRange(min=1),
-              help="evaluate on the first N validation and N test images only (quick runs, "
-                   "tests)")
+              help="evaluate on the first N validation and N test images only (quick runs)")
 @click.option("--checkpoint-every", type=click.IntRange(min=0),
               help="also save last.npz every N steps inside an epoch, 0 for never  [default: 200]")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="CPU threads, each running a slice of every batch; given, the run is one "
-                   "process (no default ranks)  [default: the cores this process may use, "
-                   "shared among its host's ranks, or the resumed run's]")
+              help="CPU threads, each on a slice of every batch; given, the run is one process  "
+                   "[default: the cores this process may use, shared among its host's ranks; a "
+                   "resumed run's own]")
 @processes_option
-@dataset_option()
-@data_dir_option()
+@dataset_option
+@data_dir_option
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="show a progress bar on stderr")
-def train(config_spec, overrides, device, array_code, eager, precision, output, resume_dir,
-          init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test, checkpoint_every, workers, processes,
-          dataset, data_dir, progress):
+def train(**args):
     """Train a network: -c CONFIG for a new run, or --resume RUN_DIR to continue one.
 
     Each epoch prints one line with train, validation and test loss and accuracy and appends it
@@ -64,21 +59,22 @@ def train(config_spec, overrides, device, array_code, eager, precision, output, 
     """
     from xpnn.cli.stopping import Stopped
 
-    state = {"folder": resume_dir, "trainer": None}
+    started = {}
     try:
-        return _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-                      resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test,
-                      checkpoint_every, workers, processes, dataset, data_dir, progress)
+        return _train(started, **args)
     except Stopped as stop:  # a signal outside the training loop: say whether it can go on
-        folder = state["trainer"].run_dir if state["trainer"] is not None else state["folder"]
+        folder = started["trainer"].run_dir if "trainer" in started else args["resume_dir"]
         if folder is not None and _holds_a_checkpoint(folder):
             stop.run_dir = folder
         raise
 
 
-def _train(state, config_spec, overrides, device, array_code, eager, precision, output,
-           resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train, limit_test,
-           checkpoint_every, workers, processes, dataset, data_dir, progress):
+def _train(started, config_spec, overrides, device, array_code, eager, precision, output,
+           resume_dir, init_from, seeds_text, epochs, batch_size, lr, seed, limit_train,
+           limit_test, checkpoint_every, workers, processes, dataset, data_dir, progress):
+    from xpnn.backend import get_device
+    from xpnn.backend.communicator import launched_size
+    from xpnn.backend.device import parse_device_name
     from xpnn.cli.ranks import default_processes, rank_device, start_ranks
     from xpnn.training import resume_run, start_run
     from xpnn.training.errors import RunFolderError
@@ -86,15 +82,14 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     from xpnn.training.runs import FolderTakenError, default_run_dir
 
     extend_to = epochs if resume_dir is not None else None
-    overrides = (train_shorthands(None if extend_to else epochs, batch_size, lr, seed, precision)
-                 + dataset_override(dataset) + list(overrides))
+    overrides = shorthands(None if extend_to else epochs, batch_size, lr, seed, precision,
+                           dataset) + list(overrides)
     if resume_dir is not None and config_spec is not None and extend_to is not None:
         raise click.UsageError("--epochs with --resume extends the run's own config: drop -c")
     if resume_dir is not None:
         given = [override.flag for override in overrides] + [
-            f"--{name.replace('_', '-')}" for name, value in
-            {"output": output, "limit_train": limit_train, "limit_test": limit_test,
-             "init_from": init_from}.items()
+            flag for flag, value in (("--output", output), ("--limit-train", limit_train),
+                                     ("--limit-test", limit_test), ("--init-from", init_from))
             if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)} cannot be combined with --resume: a "
@@ -105,9 +100,8 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         raise click.UsageError(f"--seeds cannot be combined with "
                                f"{'--resume' if resume_dir is not None else '--seed'}: give -c "
                                f"CONFIG --seeds ... -o PARENT (again, to resume the seeds' runs)")
-    seeds = None
     if seeds_text is not None:
-        from xpnn.training.seeds import parse_seeds
+        from xpnn.training.seeds import format_seeds, parse_seeds, run_seeds
         seeds = parse_seeds(seeds_text)
 
     config = load_config(config_spec, overrides) if config_spec is not None else None
@@ -116,14 +110,18 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
             device, config["train"]["batch_size"] if config else 1, workers, resume_dir)
         if note:
             click.echo(f"note: {note}", err=True)
-    if processes > 1 and not _set_for_ranks_by_environment():
-        _check_mode_before_ranks(device, processes, eager, array_code, config)
+    # on one of several ranks, XPNN_PROCESSES (inherited from the launching process) is no ask
+    from_environment = (click.get_current_context().get_parameter_source("processes")
+                        is click.core.ParameterSource.ENVIRONMENT)
+    if processes > 1 and not (launched_size() > 1 and from_environment):
+        if parse_device_name(device) is None:  # a CPU mode every rank would refuse: refuse once
+            precision = config["train"]["precision"] if config is not None else "fp32"
+            command_mode(get_device("cpu"), processes, eager, array_code, precision)
         raise SystemExit(start_ranks(processes))
     device, ranks = rank_device(device)
     mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
-    if seeds is not None:
-        from xpnn.training.seeds import format_seeds, run_seeds
+    if seeds_text is not None:
         parent = output or default_run_dir(f"{Path(config_spec).stem}-seeds")
         results = run_seeds(config, device, parent, seeds, echo=echo, data_dir=data_dir,
                             limit_train=limit_train, limit_test=limit_test,
@@ -133,7 +131,7 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
         echo(f"the runs and their summary (seeds.json) are in {parent}")
         return
     if resume_dir is not None:
-        trainer = state["trainer"] = resume_run(
+        trainer = started["trainer"] = resume_run(
             resume_dir, device, config=config, data_dir=data_dir,
             checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
             mode=mode, epochs=extend_to)
@@ -141,11 +139,11 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
             echo(f"nothing to do: {resume_dir} {finished_what(trainer)}")
             return
         echo(f"resuming {resume_dir} at epoch {trainer.epoch + 1} step {trainer.step}/"
-                   f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
+             f"{trainer.steps_per_epoch} on {_where(device, ranks)}")
     else:
         for attempt in range(1, 4):
             try:
-                trainer = state["trainer"] = start_run(
+                trainer = started["trainer"] = start_run(
                     config, device, output or default_run_dir(config_spec), data_dir=data_dir,
                     limit_train=limit_train, limit_test=limit_test,
                     checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
@@ -160,21 +158,8 @@ def _train(state, config_spec, overrides, device, array_code, eager, precision, 
     except OSError as error:
         if not error.filename:  # not a file of the run (a closed pipe, say)
             raise
-        # a full disk, a folder gone read-only: name the file and say how to go on
         raise RunFolderError(_write_failed(error, trainer.run_dir, ranks)) from None
     echo(done_line(metrics, trainer.run_dir))
-
-
-def _check_mode_before_ranks(device_spec, processes, eager, array_code, config):
-    """Refuse a CPU run's mode once, before its ranks start, as each of them would refuse it (a
-    GPU precision, a removed XPNN_ variable): one line, not one per rank. A GPU's is checked by
-    each rank, on its own GPU."""
-    from xpnn.backend import get_device
-    from xpnn.backend.device import parse_device_name
-
-    if parse_device_name(device_spec) is None:
-        precision = config["train"]["precision"] if config is not None else "fp32"
-        command_mode(get_device("cpu"), processes, eager, array_code, precision)
 
 
 def _holds_a_checkpoint(folder):
@@ -183,9 +168,8 @@ def _holds_a_checkpoint(folder):
 
 
 def _write_failed(error, run_dir, ranks):
-    """The one line for a write that failed while training: the file, the reason, and how to
-    go on (the checkpoint on disk is always whole: it is written atomically)."""
-    from xpnn.cli.options import one_line
+    """The line for a write that failed while training (a full disk, a folder gone read-only):
+    the file, the reason, and how to go on (checkpoints are written atomically: always whole)."""
     from xpnn.cli.ranks import continue_command
 
     if not _holds_a_checkpoint(run_dir):
@@ -198,12 +182,3 @@ def _write_failed(error, run_dir, ranks):
 
 def _where(device, ranks):
     return device.name if ranks.size == 1 else f"{ranks.size} ranks ({device.name} each)"
-
-
-def _set_for_ranks_by_environment():
-    """Whether this is one of several ranks and XPNN_PROCESSES (a default for starting ranks,
-    which every rank inherits) is all that asks for more."""
-    from xpnn.backend.communicator import launched_size
-
-    source = click.get_current_context().get_parameter_source("processes")
-    return launched_size() > 1 and source is click.core.ParameterSource.ENVIRONMENT
