@@ -1,10 +1,6 @@
 """Known IDX image-classification datasets (MNIST, Fashion-MNIST) and `load_dataset`, which reads, checks
-and returns one as a `Dataset`.
-
-A dataset folder holds the four standard IDX files, each raw or gzip-compressed:
-    train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
-(+ `.gz`). Checksums are of the decompressed bytes, so any gzip wrapper of the right contents passes.
-"""
+and returns one as a `Dataset`. A dataset folder holds the four IDX files of `FILE_STEMS`, each raw or
+gzip-compressed; checksums are of the decompressed bytes."""
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,18 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from xpnn.messages import closest
-from xpnn.data.errors import DataError
-from xpnn.data.idx import parse_idx, read_idx_bytes
-
-PACKAGE_DIR = Path(__file__).resolve().parent
+from xpnn.data.idx import DataError, parse_idx, read_idx_bytes
 
 # Attribute of `Dataset` -> file name stem; listed in the order they are read.
-FILE_STEMS = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+FILE_STEMS = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+              "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 NUM_CLASSES = 10
 DIGIT_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
 
@@ -43,7 +32,7 @@ class DatasetSpec:
 DATASETS = {
     "mnist": DatasetSpec(
         name="mnist",
-        default_dir=PACKAGE_DIR / "mnist",
+        default_dir=Path(__file__).resolve().parent / "mnist",
         sha256={
             "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -163,29 +152,38 @@ def load_dataset(name="mnist", data_dir=None, verify=True):
         raise DataError(f"{label}: {folder} lacks {', '.join(missing)}; {missing_hint}")
 
     checksums = spec.sha256 if (spec is not None and verify) else {}
-    repair_hint = _repair_hint(spec, data_dir)
+    if spec is None:
+        repair_hint = "the file is malformed; rewrite or re-download it"
+    elif data_dir is None:
+        repair_hint = spec.corrupt_hint
+    else:
+        repair_hint = (f"{spec.corrupt_hint}; if this folder holds another dataset in the same format, "
+                       f"load it with name=None (no checksums) or verify=False")
     arrays = {key: _read_checked(path, checksums.get(FILE_STEMS[key]), label, repair_hint)
               for key, path in paths.items()}
 
-    num_classes = NUM_CLASSES
     splits = {}
     for split in ("train", "test"):
-        images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        _check_split(images, labels, images_path, labels_path, num_classes)
+        _check_split(images, labels, paths[f"{split}_images"], paths[f"{split}_labels"])
         splits[f"{split}_images"] = images[:, None]
-        splits[f"{split}_labels"] = _read_only(labels.astype(np.int64))
+        splits[f"{split}_labels"] = labels = labels.astype(np.int64)
+        labels.flags.writeable = False
     if splits["train_images"].shape[1:] != splits["test_images"].shape[1:]:
         raise DataError(f"{label}: training images are {arrays['train_images'].shape[1:]} "
                         f"({paths['train_images']}) but test images are {arrays['test_images'].shape[1:]} "
                         f"({paths['test_images']}); both splits must have one image size")
     class_names = spec.class_names if spec is not None else DIGIT_NAMES
-    return Dataset(name=label, num_classes=num_classes, class_names=class_names, **splits)
+    return Dataset(name=label, num_classes=NUM_CLASSES, class_names=class_names, **splits)
 
 
 def sha256_of_idx(path):
     """The sha256 hex digest of the decompressed bytes of the IDX file at `path`."""
     return hashlib.sha256(read_idx_bytes(path)).hexdigest()
+
+
+READ_CACHE_FILES = 8  # the four files of two datasets
+_READ = {}  # (resolved path, size, mtime_ns, expected sha256) -> checked read-only array
 
 
 def _read_checked(path, expected_sha256, label, repair_hint):
@@ -196,23 +194,11 @@ def _read_checked(path, expected_sha256, label, repair_hint):
     """
     try:
         stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
     except OSError:
-        return _read_checked_file(path, expected_sha256, label, repair_hint)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
-    array = _READ.get(key)
-    if array is None:
-        array = _read_checked_file(path, expected_sha256, label, repair_hint)
-        if len(_READ) >= READ_CACHE_FILES:
-            _READ.pop(next(iter(_READ)))
-        _READ[key] = array
-    return array
-
-
-READ_CACHE_FILES = 8  # the four files of two datasets
-_READ = {}  # (resolved path, size, mtime_ns, expected sha256) -> checked read-only array
-
-
-def _read_checked_file(path, expected_sha256, label, repair_hint):
+        key = None  # read_idx_bytes says what is wrong
+    if key in _READ:
+        return _READ[key]
     try:
         data = read_idx_bytes(path)
         array = parse_idx(data, str(path))
@@ -223,10 +209,14 @@ def _read_checked_file(path, expected_sha256, label, repair_hint):
         if got != expected_sha256:
             raise DataError(f"{path}: checksum mismatch for {label}: sha256 of the decompressed bytes is "
                             f"{got}, expected {expected_sha256}; {repair_hint}")
+    if key is not None:
+        if len(_READ) >= READ_CACHE_FILES:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = array
     return array
 
 
-def _check_split(images, labels, images_path, labels_path, num_classes):
+def _check_split(images, labels, images_path, labels_path, num_classes=NUM_CLASSES):
     """Raise `DataError` unless images are (N, H, W), labels are (N,) and every label is in range."""
     if images.ndim != 3:
         raise DataError(f"{images_path}: images must be 3-D (count, rows, columns), i.e. 2-D per image; "
@@ -245,17 +235,3 @@ def _check_split(images, labels, images_path, labels_path, num_classes):
         raise DataError(f"{labels_path}: label {int(labels[first])} at index {first} is outside "
                         f"[0, {num_classes}) ({bad.size} such labels); labels must be class indices "
                         f"0..{num_classes - 1}")
-
-
-def _repair_hint(spec, data_dir):
-    if spec is None:
-        return "the file is malformed; rewrite or re-download it"
-    if data_dir is None:
-        return spec.corrupt_hint
-    return (f"{spec.corrupt_hint}; if this folder holds another dataset in the same format, load it with "
-            f"name=None (no checksums) or verify=False")
-
-
-def _read_only(array):
-    array.flags.writeable = False
-    return array

@@ -7,16 +7,14 @@ import zlib
 from pathlib import Path
 
 from xpnn.data.datasets import FILE_STEMS, dataset_spec
-from xpnn.data.errors import DataError
+from xpnn.data.idx import DataError
 
 
 def download(name, dest_dir, mirrors=None, timeout=60.0):
     """Download the four `.gz` IDX files of dataset `name` into `dest_dir` and return that folder's Path.
-
-    Each file is checked against the known sha256 before it is written (atomically); files already
-    there that pass are kept. `mirrors` (base URLs, file:// included; default: the dataset's) are
-    tried in order; `DataError` if every one fails.
-    """
+    Each file is checked against its sha256, then written atomically; files already there that pass are
+    kept. `mirrors` (base URLs, file:// too; default: the dataset's) are tried in order; `DataError` if
+    every one fails."""
     spec = dataset_spec(name)
     mirrors = tuple(mirrors) if mirrors is not None else spec.mirrors
     if not mirrors:

@@ -14,29 +14,28 @@ from pathlib import Path
 
 import numpy as np
 
-from xpnn.data.errors import DataError
-
 GZIP_MAGIC = b"\x1f\x8b"
 UNSIGNED_BYTE = 0x08
 TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
               0x0D: "float32", 0x0E: "float64"}
-
-
 MAX_DIMENSIONS = 8             # IDX datasets use 1 (labels) to 4; NumPy allows no more than 64
 CHUNK_BYTES = 16 * 1024 * 1024  # read at a time from a gzip stream
 MAX_EXTRA_COUNTED = 64 * 1024 * 1024  # bytes past the payload counted for a "too long" message
 
 
+class DataError(ValueError):
+    """A dataset file is missing, corrupt or malformed; the message names the file, what was wrong and what
+    would be right."""
+
+
 def read_idx_bytes(path):
     """The decompressed bytes of the IDX file at `path` (gunzipped if it is a gzip stream).
 
-    A name ending in `.gz` must hold a gzip stream; any other name is read as is unless its bytes
-    start with the gzip magic number. The header is read first and the payload only as far as
-    it says: a raw file's size is checked against it before the payload is read, and a gzip
-    stream is decompressed no further than the header's size (plus what an error message
-    needs), so a small file claiming a huge array costs nothing. Raises `DataError` if the
-    file cannot be read, its gzip stream is corrupt or truncated, or its size differs from
-    the header's; a header `parse_idx` refuses is returned as it is, for it to say why.
+    A name ending in `.gz` must hold a gzip stream; any other name is read as is unless it starts
+    with the gzip magic number. Only as much is read or inflated as the header says (a raw file's
+    size, or a gzip stream's stated size, is checked against it first). Raises `DataError` if the
+    file cannot be read, its gzip stream is corrupt or truncated, or its size differs from the
+    header's; a header `parse_idx` refuses is returned as it is, for it to say why.
     """
     path = Path(path)
     try:
@@ -69,15 +68,13 @@ def read_idx_bytes(path):
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
 
-
 def _gzip_size(handle):
-    """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32)."""
-    handle.seek(0, os.SEEK_END)
-    if handle.tell() < 18:
-        handle.seek(0)
-        return None
-    handle.seek(-4, os.SEEK_END)
-    size = int.from_bytes(handle.read(4), "little")
+    """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32);
+    None if the file is too short to be a gzip stream. Leaves `handle` at its start."""
+    size = None
+    if handle.seek(0, os.SEEK_END) >= 18:
+        handle.seek(-4, os.SEEK_END)
+        size = int.from_bytes(handle.read(4), "little")
     handle.seek(0)
     return size
 
@@ -85,16 +82,16 @@ def _gzip_size(handle):
 def _read_checked(stream, path, size, gzip_stated=False):
     """The bytes of an IDX file from `stream`: header, then the payload it announces.
 
-    `size`: the file's size when known (a raw file), checked against the header before reading
-    on. `gzip_stated`: `size` is what a gzip stream states of itself (modulo 2**32, and of its
-    last member only): when it disagrees with the header, the stream is inflated without being
-    kept to count its size, which is then checked; None is returned if it does match after all
-    (a stream of several members), for the caller to read it again.
+    `size`: the file's size when known, checked against the header before reading on. With
+    `gzip_stated`, `size` is what a gzip stream states of itself: when it disagrees with the
+    header, the rest is inflated and dropped to count the true size, which is then checked;
+    None is returned if it matches after all (a stream of several members), to read it again.
     """
-    data = _read_up_to(stream, 4)
-    if len(data) < 4 or not _plausible(data):
+    data = b"".join(_pieces(stream, 4))
+    if (len(data) < 4 or data[:3] != bytes([0, 0, UNSIGNED_BYTE])
+            or not 1 <= data[3] <= MAX_DIMENSIONS):
         return data  # parse_idx says what is wrong
-    data += _read_up_to(stream, 4 * data[3])
+    data += b"".join(_pieces(stream, 4 * data[3]))
     header_size = 4 + 4 * data[3]
     if len(data) < header_size:
         return data
@@ -105,7 +102,7 @@ def _read_checked(stream, path, size, gzip_stated=False):
             return None
     elif size is not None:
         _check_payload(str(path), shape, expected, size - header_size)
-    data += _read_up_to(stream, expected)
+    data += b"".join(_pieces(stream, expected))
     if len(data) - header_size < expected:
         return data  # truncated: parse_idx says by how much
     extra = _count(stream, MAX_EXTRA_COUNTED)
@@ -115,34 +112,20 @@ def _read_checked(stream, path, size, gzip_stated=False):
     return data + bytes(extra)  # zeros stand for the extra bytes, counted in the message
 
 
+def _pieces(stream, count=math.inf):
+    """The next `count` bytes of `stream` (fewer at its end), read in pieces of at most
+    `CHUNK_BYTES`, so that a count the data do not back costs no memory."""
+    while count > 0:
+        piece = stream.read(min(count, CHUNK_BYTES))
+        if not piece:
+            return
+        count -= len(piece)
+        yield piece
+
+
 def _count(stream, limit=math.inf):
-    """The number of bytes left in `stream` (once past `limit`, the count so far), read in
-    bounded pieces and dropped."""
-    total = 0
-    while total <= limit:
-        piece = stream.read(CHUNK_BYTES)
-        if not piece:
-            break
-        total += len(piece)
-    return total
-
-
-def _read_up_to(stream, count):
-    """Up to `count` bytes of `stream` (fewer at its end), read in bounded pieces, so that a
-    count the data do not back costs no memory."""
-    pieces, left = [], count
-    while left > 0:
-        piece = stream.read(min(left, CHUNK_BYTES))
-        if not piece:
-            break
-        pieces.append(piece)
-        left -= len(piece)
-    return b"".join(pieces)
-
-
-def _plausible(start):
-    zero0, zero1, type_code, ndim = start[:4]
-    return zero0 == 0 and zero1 == 0 and type_code == UNSIGNED_BYTE and 1 <= ndim <= MAX_DIMENSIONS
+    """The number of bytes left in `stream` (read and dropped), counted up to `limit` + 1."""
+    return sum(map(len, _pieces(stream, limit + 1)))
 
 
 def _shape(data, ndim):

@@ -1,16 +1,10 @@
 """The validation split: the last images of the training set, held out to choose the model.
-
-    split = hold_out(dataset, 5000)
-    split.train_images (55000, 1, 28, 28), split.validation_images (5000, 1, 28, 28), ...
-
-The split depends only on the count, so every run with the same count holds out the same
-images, and the test set chooses nothing.
-"""
+It depends only on the count, so every run with the same count holds out the same images."""
 from dataclasses import dataclass
 
 import numpy as np
 
-from xpnn.data.errors import DataError
+from xpnn.data.idx import DataError
 
 DEFAULT_VALIDATION = 5000
 
@@ -18,7 +12,7 @@ DEFAULT_VALIDATION = 5000
 @dataclass(frozen=True, eq=False)
 class Split:
     """Training images and labels with a validation set held out (views of a `Dataset`'s arrays;
-    the validation arrays are empty when nothing is held out)."""
+    the validation arrays are empty when nothing is held out): images (N, 1, H, W), labels (N,)."""
     train_images: np.ndarray
     train_labels: np.ndarray
     validation_images: np.ndarray

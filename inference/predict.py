@@ -105,10 +105,9 @@ def format_prediction(prediction, names, top=3):
 
 def write_csv(predictions, path, names, top=3):
     """One row per image: file, class, probability, class_2, probability_2, ..., inverted."""
-    header = ["file", "class", "probability"]
-    for rank in range(2, top + 1):
-        header += [f"class_{rank}", f"probability_{rank}"]
-    header.append("inverted")
+    header = ["file", "class", "probability",
+              *(f"{key}_{rank}" for rank in range(2, top + 1) for key in ("class", "probability")),
+              "inverted"]
 
     def write(handle):
         writer = csv.writer(handle)
