@@ -1,7 +1,12 @@
-"""Known IDX image-classification datasets (MNIST, Fashion-MNIST) and `load_dataset`, which reads, checks
-and returns one as a `Dataset`. A dataset folder holds the four IDX files of `FILE_STEMS`, each raw or
-gzip-compressed; checksums are of the decompressed bytes."""
+"""Known IDX image-classification datasets (MNIST, Fashion-MNIST); `load_dataset`, which reads,
+checks and returns one as a `Dataset`; `hold_out`, its validation split; `download`, which fetches
+one from a mirror (never called implicitly). A dataset folder holds the four IDX files of
+`FILE_STEMS`, each raw or gzip-compressed; checksums are of the decompressed bytes."""
+import gzip
 import hashlib
+import os
+import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +20,7 @@ FILE_STEMS = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-
               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 NUM_CLASSES = 10
 DIGIT_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
+DEFAULT_VALIDATION = 5000
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,29 @@ class Dataset:
     def __repr__(self):
         return (f"Dataset({self.name!r}, train={len(self.train_labels)}, test={len(self.test_labels)}, "
                 f"image_shape={self.image_shape}, num_classes={self.num_classes})")
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Training images and labels with a validation set held out (views of a `Dataset`'s arrays;
+    the validation arrays are empty when nothing is held out): images (N, 1, H, W), labels (N,)."""
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    validation_images: np.ndarray
+    validation_labels: np.ndarray
+
+
+def hold_out(dataset, count):
+    """Split `dataset`'s training set into (all but the last `count`, the last `count`): the split
+    depends only on the count, so every run with the same count holds out the same images.
+    `DataError` unless 0 <= count < the number of training images."""
+    total = len(dataset.train_labels)
+    if not 0 <= count < total:
+        raise DataError(f"data.validation {count:,} leaves no training images: {dataset.name!r} "
+                        f"has {total:,}; hold out between 0 and {total - 1:,} of them")
+    keep = total - count
+    return Split(dataset.train_images[:keep], dataset.train_labels[:keep],
+                 dataset.train_images[keep:], dataset.train_labels[keep:])
 
 
 def dataset_names():
@@ -188,10 +217,8 @@ _READ = {}  # (resolved path, size, mtime_ns, expected sha256) -> checked read-o
 
 def _read_checked(path, expected_sha256, label, repair_hint):
     """The uint8 array of one IDX file, after its structure and (if `expected_sha256`) checksum checks.
-
-    A file read and checked before, unchanged since (same size and modification time), is not
-    read again: the array is read-only, so the same one serves every caller.
-    """
+    A file read before and unchanged since (size, modification time) is not read again: the array is
+    read-only, so one serves every caller."""
     try:
         stat = Path(path).stat()
         key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
@@ -235,3 +262,52 @@ def _check_split(images, labels, images_path, labels_path, num_classes=NUM_CLASS
         raise DataError(f"{labels_path}: label {int(labels[first])} at index {first} is outside "
                         f"[0, {num_classes}) ({bad.size} such labels); labels must be class indices "
                         f"0..{num_classes - 1}")
+
+
+def download(name, dest_dir, mirrors=None, timeout=60.0):
+    """Download the four `.gz` IDX files of dataset `name` into `dest_dir`; return that folder's
+    Path. Each file is checked against its sha256, then written atomically; files already there
+    that pass are kept. `mirrors` (base URLs, file:// too; default: the dataset's) are tried in
+    order; `DataError` if every one fails."""
+    spec = dataset_spec(name)
+    mirrors = tuple(mirrors) if mirrors is not None else spec.mirrors
+    if not mirrors:
+        raise DataError(f"download({spec.name!r}): no mirror known; copy the files by hand into {dest_dir}")
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    for stem in FILE_STEMS.values():
+        target = dest / f"{stem}.gz"
+        expected = spec.sha256[stem]
+        if target.is_file() and _decompressed_sha256(target.read_bytes()) == expected:
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = f"{mirror.rstrip('/')}/{stem}.gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    payload = response.read()
+            except (OSError, ValueError) as error:
+                failures.append(f"{url}: {error}")
+                continue
+            got = _decompressed_sha256(payload)
+            if got != expected:
+                failures.append(f"{url}: sha256 of the decompressed bytes is {got or 'n/a (not gzip)'}, "
+                                f"expected {expected}")
+                continue
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(payload)
+            os.replace(partial, target)
+            break
+        else:
+            raise DataError(f"download({spec.name!r}): could not fetch {stem}.gz from any mirror:\n  "
+                            + "\n  ".join(failures)
+                            + f"\nfetch it by hand into {dest}, or pass mirrors=[...]")
+    return dest
+
+
+def _decompressed_sha256(payload):
+    """sha256 hex digest of the gunzipped `payload`, or '' if it is not a valid gzip stream."""
+    try:
+        return hashlib.sha256(gzip.decompress(payload)).hexdigest()
+    except (OSError, EOFError, zlib.error):
+        return ""

@@ -1,10 +1,7 @@
 """Reading IDX files (the MNIST file format), raw or gzip-compressed, into NumPy uint8 arrays.
 
-An IDX file is a header followed by the payload, all big-endian:
-    bytes 0-1   0x00 0x00
-    byte  2     type code (0x08 = unsigned byte; the only type these datasets use)
-    byte  3     ndim, the number of dimensions
-    then ndim   4-byte unsigned sizes, then prod(sizes) elements in C order.
+An IDX file is big-endian: bytes 00 00, a type code (08 = unsigned byte, the only one these
+datasets use), ndim, then ndim 4-byte sizes, then prod(sizes) elements in C order.
 """
 import gzip
 import math
@@ -29,14 +26,11 @@ class DataError(ValueError):
 
 
 def read_idx_bytes(path):
-    """The decompressed bytes of the IDX file at `path` (gunzipped if it is a gzip stream).
-
-    A name ending in `.gz` must hold a gzip stream; any other name is read as is unless it starts
-    with the gzip magic number. Only as much is read or inflated as the header says (a raw file's
-    size, or a gzip stream's stated size, is checked against it first). Raises `DataError` if the
-    file cannot be read, its gzip stream is corrupt or truncated, or its size differs from the
-    header's; a header `parse_idx` refuses is returned as it is, for it to say why.
-    """
+    """The decompressed bytes of the IDX file at `path`, gunzipped if it starts with the gzip magic
+    number (a name ending in `.gz` must). Only as much is read or inflated as the header says, a
+    raw file's size or a gzip stream's stated size checked against it first. `DataError` if the file
+    cannot be read, its gzip stream is corrupt or truncated, or its size differs from the header's;
+    a header `parse_idx` refuses is returned as it is, for it to say why."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -52,12 +46,7 @@ def read_idx_bytes(path):
             try:
                 size = _gzip_size(handle)
                 with gzip.GzipFile(fileobj=handle) as stream:
-                    data = _read_checked(stream, path, size, gzip_stated=True)
-                if data is None:  # its stated size was not the whole story: read it through
-                    handle.seek(0)
-                    with gzip.GzipFile(fileobj=handle) as stream:
-                        data = _read_checked(stream, path, None)
-                return data
+                    return _read_checked(stream, path, size, gzip_stated=True)
             except (OSError, EOFError, zlib.error) as error:
                 raise DataError(f"{path}: corrupt gzip stream ({error}); the compressed file is "
                                 f"damaged or truncated: restore or re-download it") from None
@@ -67,6 +56,7 @@ def read_idx_bytes(path):
         raise DataError(f"{path}: is a folder, not an IDX file") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
+
 
 def _gzip_size(handle):
     """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32);
@@ -80,13 +70,10 @@ def _gzip_size(handle):
 
 
 def _read_checked(stream, path, size, gzip_stated=False):
-    """The bytes of an IDX file from `stream`: header, then the payload it announces.
-
-    `size`: the file's size when known, checked against the header before reading on. With
-    `gzip_stated`, `size` is what a gzip stream states of itself: when it disagrees with the
-    header, the rest is inflated and dropped to count the true size, which is then checked;
-    None is returned if it matches after all (a stream of several members), to read it again.
-    """
+    """The bytes of an IDX file from `stream`: header, then the payload it announces. `size`: the
+    file's size, checked against the header before reading on; with `gzip_stated`, what a gzip
+    stream states of itself, if anything: where that disagrees with the header, the rest is
+    inflated and dropped to count the true size, which is checked before the payload is read."""
     data = b"".join(_pieces(stream, 4))
     if (len(data) < 4 or data[:3] != bytes([0, 0, UNSIGNED_BYTE])
             or not 1 <= data[3] <= MAX_DIMENSIONS):
@@ -96,12 +83,11 @@ def _read_checked(stream, path, size, gzip_stated=False):
     if len(data) < header_size:
         return data
     shape, expected = _shape(data, data[3])
-    if gzip_stated:
-        if size is not None and (header_size + expected) % 2**32 != size:
-            _check_payload(str(path), shape, expected, _count(stream))
-            return None
-    elif size is not None:
+    if not gzip_stated:
         _check_payload(str(path), shape, expected, size - header_size)
+    elif size is not None and (header_size + expected) % 2**32 != size:
+        _check_payload(str(path), shape, expected, _count(stream))
+        stream.seek(header_size)  # several members: the size stated was the last one's
     data += b"".join(_pieces(stream, expected))
     if len(data) - header_size < expected:
         return data  # truncated: parse_idx says by how much
@@ -143,12 +129,10 @@ def _check_payload(source, shape, expected, payload):
 
 
 def parse_idx(data, source="<bytes>"):
-    """The uint8 array held by the IDX bytes `data`, of the shape the header states (read-only view).
-
-    `source` names the file in error messages. Raises `DataError` for a wrong magic number, an
-    unsupported element type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a
-    payload whose size differs from the header's (checked before any array is made).
-    """
+    """The uint8 array held by the IDX bytes `data`, of the shape the header states (read-only view);
+    `source` names the file in error messages. `DataError` for a wrong magic number, an unsupported
+    type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a payload whose size differs
+    from the header's (checked before any array is made)."""
     if len(data) < 4:
         raise DataError(f"{source}: {len(data)} bytes is too short for an IDX header (at least 4 bytes: "
                         f"00 00 <type> <ndim>)")

@@ -146,16 +146,12 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
 
 
 def background_levels(gray):
-    """A smooth estimate of the background's level at each pixel of `gray` (h, w), light on
-    dark, made in two passes on a copy shrunk to about `BACKGROUND_GRID` pixels on its shorter
-    side, then enlarged back bilinearly. Windows are a quarter of that side wide.
-
-    1. The lower quartile of each window, box-blurred as wide: strokes covering up to three
-       quarters of a window leave it alone, but a shadow's edge is blurred over a window.
-    2. The mean, over each window, of the pixels that pass 1 calls background (rising less than
-       `STROKE_LEVEL` of the strongest stroke above it, with no stroke pixel beside them): it
-       follows a shadow's edge. Where a window holds no such pixel, pass 1's estimate stays.
-    """
+    """A smooth estimate of the background's level at each pixel of `gray` (h, w), light on dark,
+    made on a copy shrunk to about `BACKGROUND_GRID` pixels on its shorter side (windows a quarter
+    of that side wide), then enlarged back bilinearly. Pass 1: the lower quartile of each window,
+    box-blurred as wide. Pass 2: the mean over each window of the pixels pass 1 calls background
+    (rising less than `STROKE_LEVEL` of the strongest stroke above it, with no stroke pixel beside
+    them); where a window holds none, pass 1's estimate."""
     from PIL import Image, ImageFilter
     height, width = gray.shape
     factor = max(1.0, min(height, width) / BACKGROUND_GRID)

@@ -46,8 +46,7 @@ class _Graph:
 
     def name(self, stem):
         self._used[stem] += 1
-        count = self._used[stem]
-        return stem if count == 1 else f"{stem}_{count}"
+        return stem if self._used[stem] == 1 else f"{stem}_{self._used[stem]}"
 
     def node(self, op, inputs, stem, **attributes):
         """Add one `op` node reading `inputs`; return the name of its output."""
@@ -82,11 +81,8 @@ class _Graph:
 
 def to_onnx(net, metadata=None):
     """The `onnx.ModelProto` of a `nets.Network`, checked by `onnx.checker`; `ExportError` if a
-    layer has no ONNX form or `onnx` is not installed.
-
-    `metadata` (str -> str) is added to the model's metadata_props, after xpnn's own
-    (producer version, network name, input convention).
-    """
+    layer has no ONNX form or `onnx` is not installed. `metadata` (str -> str) is added to the
+    model's metadata_props, after xpnn's own (producer version, network name, input convention)."""
     try:
         import onnx
     except ImportError:
@@ -97,8 +93,7 @@ def to_onnx(net, metadata=None):
     graph.nodes[-1].output[0] = "logits"  # the last layer's output is the model's
     graph.nodes.append(onnx.helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1,
                                              name="probabilities"))
-    dtype = net.parameters()[0].dtype
-    element = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    element = onnx.helper.np_dtype_to_tensor_dtype(net.parameters()[0].dtype)
     classes = net.output_shape((1, *net.input_shape))[1]
     proto = onnx.helper.make_graph(
         graph.nodes, net.name,
