@@ -129,10 +129,10 @@ def _check_payload(source, shape, expected, payload):
 
 
 def parse_idx(data, source="<bytes>"):
-    """The uint8 array held by the IDX bytes `data`, of the shape the header states (read-only view);
-    `source` names the file in error messages. `DataError` for a wrong magic number, an unsupported
-    type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a payload whose size differs
-    from the header's (checked before any array is made)."""
+    """The uint8 array held by the IDX bytes `data`, of the shape the header states (a read-only
+    view); `source` names the file in error messages. `DataError` for a wrong magic number, an
+    unsupported type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a payload
+    whose size differs from the header's (checked before any array is made)."""
     if len(data) < 4:
         raise DataError(f"{source}: {len(data)} bytes is too short for an IDX header (at least 4 bytes: "
                         f"00 00 <type> <ndim>)")

@@ -191,11 +191,10 @@ def _place(ink, size, centre_of_mass):
     for axis, (extent, room) in enumerate(zip(ink.shape, size)):
         if centre_of_mass:
             profile = ink.sum(axis=1 - axis)
-            centre = (profile * numpy.arange(extent)).sum() / profile.sum()
+            shift = room / 2 - (profile * numpy.arange(extent)).sum() / profile.sum()
         else:
-            centre = (extent - 1) / 2
-        target = room / 2 if centre_of_mass else (room - 1) / 2
-        offsets.append(min(max(round(target - centre), 0), room - extent))
+            shift = (room - 1) / 2 - (extent - 1) / 2
+        offsets.append(min(max(round(shift), 0), room - extent))
     top, left = offsets
     field[top:top + ink.shape[0], left:left + ink.shape[1]] = ink
     return numpy.round(field * 255).astype(numpy.uint8)

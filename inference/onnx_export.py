@@ -1,10 +1,7 @@
-"""A network as an ONNX model (opset 17, IR version 8: onnxruntime 1.13 and newer), built with the
-`onnx` package and checked by `onnx.checker`.
-
-The model takes ``images``, (N, C, H, W) in the network's float type, pixel levels / 255 (light
-on dark, as the network was trained), and gives ``logits`` (N, classes) and their softmax,
-``probabilities``. Each layer becomes the ONNX operators of `OPERATORS`; a `ResNetBlock` its conv
-layers, then Add with the block's input, then its activation; a `SequentialLayer` its layers.
+"""A network as an ONNX model (opset 17, IR version 8: onnxruntime 1.13 and newer), checked by
+`onnx.checker`. It takes ``images``, (N, C, H, W) in the network's float type, pixel levels / 255
+(light on dark, as the network was trained), and gives ``logits`` (N, classes) and their softmax,
+``probabilities``. Each layer becomes the ONNX operator `OPERATORS` names (`_Graph.emit`).
 """
 import json
 import os
