@@ -168,11 +168,14 @@ def load_dataset(name="mnist", data_dir=None, verify=True):
     folder = Path(data_dir) if data_dir is not None else spec.default_dir
     label = spec.name if spec is not None else (folder.name or str(folder))
     if spec is not None and data_dir is None:
-        missing_hint = spec.missing_hint
+        missing_hint, repair_hint = spec.missing_hint, spec.corrupt_hint
     else:
         missing_hint = (f"a dataset folder holds the four IDX files "
                         f"{', '.join(f'{stem}[.gz]' for stem in FILE_STEMS.values())}; put them there or "
                         f"pass another data_dir")
+        repair_hint = ("the file is malformed; rewrite or re-download it" if spec is None else
+                       f"{spec.corrupt_hint}; if this folder holds another dataset in the same format, "
+                       f"load it with name=None (no checksums) or verify=False")
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise DataError(f"{label}: data folder {folder} {what}; {missing_hint}")
@@ -181,13 +184,6 @@ def load_dataset(name="mnist", data_dir=None, verify=True):
         raise DataError(f"{label}: {folder} lacks {', '.join(missing)}; {missing_hint}")
 
     checksums = spec.sha256 if (spec is not None and verify) else {}
-    if spec is None:
-        repair_hint = "the file is malformed; rewrite or re-download it"
-    elif data_dir is None:
-        repair_hint = spec.corrupt_hint
-    else:
-        repair_hint = (f"{spec.corrupt_hint}; if this folder holds another dataset in the same format, "
-                       f"load it with name=None (no checksums) or verify=False")
     arrays = {key: _read_checked(path, checksums.get(FILE_STEMS[key]), label, repair_hint)
               for key, path in paths.items()}
 
