@@ -1,31 +1,26 @@
-"""Known IDX image-classification datasets (MNIST, Fashion-MNIST) and `load_dataset`, which reads, checks
-and returns one as a `Dataset`.
-
-A dataset folder holds the four standard IDX files, each raw or gzip-compressed:
-    train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
-(+ `.gz`). Checksums are of the decompressed bytes, so any gzip wrapper of the right contents passes.
-"""
+"""Known IDX image-classification datasets (MNIST, Fashion-MNIST); `load_dataset`, which reads,
+checks and returns one as a `Dataset`; `hold_out`, its validation split; `download`, which fetches
+one from a mirror (never called implicitly). A dataset folder holds the four IDX files of
+`FILE_STEMS`, each raw or gzip-compressed; checksums are of the decompressed bytes."""
+import gzip
 import hashlib
+import os
+import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xpnn.messages import closest
-from xpnn.data.errors import DataError
-from xpnn.data.idx import parse_idx, read_idx_bytes
-
-PACKAGE_DIR = Path(__file__).resolve().parent
+from xpnn.data.idx import DataError, parse_idx, read_idx_bytes
 
 # Attribute of `Dataset` -> file name stem; listed in the order they are read.
-FILE_STEMS = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+FILE_STEMS = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+              "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 NUM_CLASSES = 10
 DIGIT_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
+DEFAULT_VALIDATION = 5000
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,7 @@ class DatasetSpec:
 DATASETS = {
     "mnist": DatasetSpec(
         name="mnist",
-        default_dir=PACKAGE_DIR / "mnist",
+        default_dir=Path(__file__).resolve().parent / "mnist",
         sha256={
             "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -103,6 +98,29 @@ class Dataset:
                 f"image_shape={self.image_shape}, num_classes={self.num_classes})")
 
 
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Training images and labels with a validation set held out (views of a `Dataset`'s arrays;
+    the validation arrays are empty when nothing is held out): images (N, 1, H, W), labels (N,)."""
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    validation_images: np.ndarray
+    validation_labels: np.ndarray
+
+
+def hold_out(dataset, count):
+    """Split `dataset`'s training set into (all but the last `count`, the last `count`): the split
+    depends only on the count, so every run with the same count holds out the same images.
+    `DataError` unless 0 <= count < the number of training images."""
+    total = len(dataset.train_labels)
+    if not 0 <= count < total:
+        raise DataError(f"data.validation {count:,} leaves no training images: {dataset.name!r} "
+                        f"has {total:,}; hold out between 0 and {total - 1:,} of them")
+    keep = total - count
+    return Split(dataset.train_images[:keep], dataset.train_labels[:keep],
+                 dataset.train_images[keep:], dataset.train_labels[keep:])
+
+
 def dataset_names():
     """The names `load_dataset` knows, sorted."""
     return sorted(DATASETS)
@@ -150,11 +168,14 @@ def load_dataset(name="mnist", data_dir=None, verify=True):
     folder = Path(data_dir) if data_dir is not None else spec.default_dir
     label = spec.name if spec is not None else (folder.name or str(folder))
     if spec is not None and data_dir is None:
-        missing_hint = spec.missing_hint
+        missing_hint, repair_hint = spec.missing_hint, spec.corrupt_hint
     else:
         missing_hint = (f"a dataset folder holds the four IDX files "
                         f"{', '.join(f'{stem}[.gz]' for stem in FILE_STEMS.values())}; put them there or "
                         f"pass another data_dir")
+        repair_hint = ("the file is malformed; rewrite or re-download it" if spec is None else
+                       f"{spec.corrupt_hint}; if this folder holds another dataset in the same format, "
+                       f"load it with name=None (no checksums) or verify=False")
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise DataError(f"{label}: data folder {folder} {what}; {missing_hint}")
@@ -163,24 +184,22 @@ def load_dataset(name="mnist", data_dir=None, verify=True):
         raise DataError(f"{label}: {folder} lacks {', '.join(missing)}; {missing_hint}")
 
     checksums = spec.sha256 if (spec is not None and verify) else {}
-    repair_hint = _repair_hint(spec, data_dir)
     arrays = {key: _read_checked(path, checksums.get(FILE_STEMS[key]), label, repair_hint)
               for key, path in paths.items()}
 
-    num_classes = NUM_CLASSES
     splits = {}
     for split in ("train", "test"):
-        images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        _check_split(images, labels, images_path, labels_path, num_classes)
+        _check_split(images, labels, paths[f"{split}_images"], paths[f"{split}_labels"])
         splits[f"{split}_images"] = images[:, None]
-        splits[f"{split}_labels"] = _read_only(labels.astype(np.int64))
+        splits[f"{split}_labels"] = labels = labels.astype(np.int64)
+        labels.flags.writeable = False
     if splits["train_images"].shape[1:] != splits["test_images"].shape[1:]:
         raise DataError(f"{label}: training images are {arrays['train_images'].shape[1:]} "
                         f"({paths['train_images']}) but test images are {arrays['test_images'].shape[1:]} "
                         f"({paths['test_images']}); both splits must have one image size")
     class_names = spec.class_names if spec is not None else DIGIT_NAMES
-    return Dataset(name=label, num_classes=num_classes, class_names=class_names, **splits)
+    return Dataset(name=label, num_classes=NUM_CLASSES, class_names=class_names, **splits)
 
 
 def sha256_of_idx(path):
@@ -188,31 +207,21 @@ def sha256_of_idx(path):
     return hashlib.sha256(read_idx_bytes(path)).hexdigest()
 
 
-def _read_checked(path, expected_sha256, label, repair_hint):
-    """The uint8 array of one IDX file, after its structure and (if `expected_sha256`) checksum checks.
-
-    A file read and checked before, unchanged since (same size and modification time), is not
-    read again: the array is read-only, so the same one serves every caller.
-    """
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return _read_checked_file(path, expected_sha256, label, repair_hint)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
-    array = _READ.get(key)
-    if array is None:
-        array = _read_checked_file(path, expected_sha256, label, repair_hint)
-        if len(_READ) >= READ_CACHE_FILES:
-            _READ.pop(next(iter(_READ)))
-        _READ[key] = array
-    return array
-
-
 READ_CACHE_FILES = 8  # the four files of two datasets
 _READ = {}  # (resolved path, size, mtime_ns, expected sha256) -> checked read-only array
 
 
-def _read_checked_file(path, expected_sha256, label, repair_hint):
+def _read_checked(path, expected_sha256, label, repair_hint):
+    """The uint8 array of one IDX file, after its structure and (if `expected_sha256`) checksum checks.
+    A file read before and unchanged since (size, modification time) is not read again: the array is
+    read-only, so one serves every caller."""
+    try:
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
+    except OSError:
+        key = None  # read_idx_bytes says what is wrong
+    if key in _READ:
+        return _READ[key]
     try:
         data = read_idx_bytes(path)
         array = parse_idx(data, str(path))
@@ -223,10 +232,14 @@ def _read_checked_file(path, expected_sha256, label, repair_hint):
         if got != expected_sha256:
             raise DataError(f"{path}: checksum mismatch for {label}: sha256 of the decompressed bytes is "
                             f"{got}, expected {expected_sha256}; {repair_hint}")
+    if key is not None:
+        if len(_READ) >= READ_CACHE_FILES:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = array
     return array
 
 
-def _check_split(images, labels, images_path, labels_path, num_classes):
+def _check_split(images, labels, images_path, labels_path, num_classes=NUM_CLASSES):
     """Raise `DataError` unless images are (N, H, W), labels are (N,) and every label is in range."""
     if images.ndim != 3:
         raise DataError(f"{images_path}: images must be 3-D (count, rows, columns), i.e. 2-D per image; "
@@ -247,15 +260,50 @@ def _check_split(images, labels, images_path, labels_path, num_classes):
                         f"0..{num_classes - 1}")
 
 
-def _repair_hint(spec, data_dir):
-    if spec is None:
-        return "the file is malformed; rewrite or re-download it"
-    if data_dir is None:
-        return spec.corrupt_hint
-    return (f"{spec.corrupt_hint}; if this folder holds another dataset in the same format, load it with "
-            f"name=None (no checksums) or verify=False")
+def download(name, dest_dir, mirrors=None, timeout=60.0):
+    """Download the four `.gz` IDX files of dataset `name` into `dest_dir`; return that folder's
+    Path. Each file is checked against its sha256, then written atomically; files already there
+    that pass are kept. `mirrors` (base URLs, file:// too; default: the dataset's) are tried in
+    order; `DataError` if every one fails."""
+    spec = dataset_spec(name)
+    mirrors = tuple(mirrors) if mirrors is not None else spec.mirrors
+    if not mirrors:
+        raise DataError(f"download({spec.name!r}): no mirror known; copy the files by hand into {dest_dir}")
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    for stem in FILE_STEMS.values():
+        target = dest / f"{stem}.gz"
+        expected = spec.sha256[stem]
+        if target.is_file() and _decompressed_sha256(target.read_bytes()) == expected:
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = f"{mirror.rstrip('/')}/{stem}.gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    payload = response.read()
+            except (OSError, ValueError) as error:
+                failures.append(f"{url}: {error}")
+                continue
+            got = _decompressed_sha256(payload)
+            if got != expected:
+                failures.append(f"{url}: sha256 of the decompressed bytes is {got or 'n/a (not gzip)'}, "
+                                f"expected {expected}")
+                continue
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(payload)
+            os.replace(partial, target)
+            break
+        else:
+            raise DataError(f"download({spec.name!r}): could not fetch {stem}.gz from any mirror:\n  "
+                            + "\n  ".join(failures)
+                            + f"\nfetch it by hand into {dest}, or pass mirrors=[...]")
+    return dest
 
 
-def _read_only(array):
-    array.flags.writeable = False
-    return array
+def _decompressed_sha256(payload):
+    """sha256 hex digest of the gunzipped `payload`, or '' if it is not a valid gzip stream."""
+    try:
+        return hashlib.sha256(gzip.decompress(payload)).hexdigest()
+    except (OSError, EOFError, zlib.error):
+        return ""

@@ -1,10 +1,7 @@
 """Reading IDX files (the MNIST file format), raw or gzip-compressed, into NumPy uint8 arrays.
 
-An IDX file is a header followed by the payload, all big-endian:
-    bytes 0-1   0x00 0x00
-    byte  2     type code (0x08 = unsigned byte; the only type these datasets use)
-    byte  3     ndim, the number of dimensions
-    then ndim   4-byte unsigned sizes, then prod(sizes) elements in C order.
+An IDX file is big-endian: bytes 00 00, a type code (08 = unsigned byte, the only one these
+datasets use), ndim, then ndim 4-byte sizes, then prod(sizes) elements in C order.
 """
 import gzip
 import math
@@ -14,30 +11,26 @@ from pathlib import Path
 
 import numpy as np
 
-from xpnn.data.errors import DataError
-
 GZIP_MAGIC = b"\x1f\x8b"
 UNSIGNED_BYTE = 0x08
 TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
               0x0D: "float32", 0x0E: "float64"}
-
-
 MAX_DIMENSIONS = 8             # IDX datasets use 1 (labels) to 4; NumPy allows no more than 64
 CHUNK_BYTES = 16 * 1024 * 1024  # read at a time from a gzip stream
 MAX_EXTRA_COUNTED = 64 * 1024 * 1024  # bytes past the payload counted for a "too long" message
 
 
-def read_idx_bytes(path):
-    """The decompressed bytes of the IDX file at `path` (gunzipped if it is a gzip stream).
+class DataError(ValueError):
+    """A dataset file is missing, corrupt or malformed; the message names the file, what was wrong and what
+    would be right."""
 
-    A name ending in `.gz` must hold a gzip stream; any other name is read as is unless its bytes
-    start with the gzip magic number. The header is read first and the payload only as far as
-    it says: a raw file's size is checked against it before the payload is read, and a gzip
-    stream is decompressed no further than the header's size (plus what an error message
-    needs), so a small file claiming a huge array costs nothing. Raises `DataError` if the
-    file cannot be read, its gzip stream is corrupt or truncated, or its size differs from
-    the header's; a header `parse_idx` refuses is returned as it is, for it to say why.
-    """
+
+def read_idx_bytes(path):
+    """The decompressed bytes of the IDX file at `path`, gunzipped if it starts with the gzip magic
+    number (a name ending in `.gz` must). Only as much is read or inflated as the header says, a
+    raw file's size or a gzip stream's stated size checked against it first. `DataError` if the file
+    cannot be read, its gzip stream is corrupt or truncated, or its size differs from the header's;
+    a header `parse_idx` refuses is returned as it is, for it to say why."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -53,12 +46,7 @@ def read_idx_bytes(path):
             try:
                 size = _gzip_size(handle)
                 with gzip.GzipFile(fileobj=handle) as stream:
-                    data = _read_checked(stream, path, size, gzip_stated=True)
-                if data is None:  # its stated size was not the whole story: read it through
-                    handle.seek(0)
-                    with gzip.GzipFile(fileobj=handle) as stream:
-                        data = _read_checked(stream, path, None)
-                return data
+                    return _read_checked(stream, path, size, gzip_stated=True)
             except (OSError, EOFError, zlib.error) as error:
                 raise DataError(f"{path}: corrupt gzip stream ({error}); the compressed file is "
                                 f"damaged or truncated: restore or re-download it") from None
@@ -71,41 +59,36 @@ def read_idx_bytes(path):
 
 
 def _gzip_size(handle):
-    """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32)."""
-    handle.seek(0, os.SEEK_END)
-    if handle.tell() < 18:
-        handle.seek(0)
-        return None
-    handle.seek(-4, os.SEEK_END)
-    size = int.from_bytes(handle.read(4), "little")
+    """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32);
+    None if the file is too short to be a gzip stream. Leaves `handle` at its start."""
+    size = None
+    if handle.seek(0, os.SEEK_END) >= 18:
+        handle.seek(-4, os.SEEK_END)
+        size = int.from_bytes(handle.read(4), "little")
     handle.seek(0)
     return size
 
 
 def _read_checked(stream, path, size, gzip_stated=False):
-    """The bytes of an IDX file from `stream`: header, then the payload it announces.
-
-    `size`: the file's size when known (a raw file), checked against the header before reading
-    on. `gzip_stated`: `size` is what a gzip stream states of itself (modulo 2**32, and of its
-    last member only): when it disagrees with the header, the stream is inflated without being
-    kept to count its size, which is then checked; None is returned if it does match after all
-    (a stream of several members), for the caller to read it again.
-    """
-    data = _read_up_to(stream, 4)
-    if len(data) < 4 or not _plausible(data):
+    """The bytes of an IDX file from `stream`: header, then the payload it announces. `size`: the
+    file's size, checked against the header before reading on; with `gzip_stated`, what a gzip
+    stream states of itself, if anything: where that disagrees with the header, the rest is
+    inflated and dropped to count the true size, which is checked before the payload is read."""
+    data = b"".join(_pieces(stream, 4))
+    if (len(data) < 4 or data[:3] != bytes([0, 0, UNSIGNED_BYTE])
+            or not 1 <= data[3] <= MAX_DIMENSIONS):
         return data  # parse_idx says what is wrong
-    data += _read_up_to(stream, 4 * data[3])
+    data += b"".join(_pieces(stream, 4 * data[3]))
     header_size = 4 + 4 * data[3]
     if len(data) < header_size:
         return data
     shape, expected = _shape(data, data[3])
-    if gzip_stated:
-        if size is not None and (header_size + expected) % 2**32 != size:
-            _check_payload(str(path), shape, expected, _count(stream))
-            return None
-    elif size is not None:
+    if not gzip_stated:
         _check_payload(str(path), shape, expected, size - header_size)
-    data += _read_up_to(stream, expected)
+    elif size is not None and (header_size + expected) % 2**32 != size:
+        _check_payload(str(path), shape, expected, _count(stream))
+        stream.seek(header_size)  # several members: the size stated was the last one's
+    data += b"".join(_pieces(stream, expected))
     if len(data) - header_size < expected:
         return data  # truncated: parse_idx says by how much
     extra = _count(stream, MAX_EXTRA_COUNTED)
@@ -115,34 +98,20 @@ def _read_checked(stream, path, size, gzip_stated=False):
     return data + bytes(extra)  # zeros stand for the extra bytes, counted in the message
 
 
+def _pieces(stream, count=math.inf):
+    """The next `count` bytes of `stream` (fewer at its end), read in pieces of at most
+    `CHUNK_BYTES`, so that a count the data do not back costs no memory."""
+    while count > 0:
+        piece = stream.read(min(count, CHUNK_BYTES))
+        if not piece:
+            return
+        count -= len(piece)
+        yield piece
+
+
 def _count(stream, limit=math.inf):
-    """The number of bytes left in `stream` (once past `limit`, the count so far), read in
-    bounded pieces and dropped."""
-    total = 0
-    while total <= limit:
-        piece = stream.read(CHUNK_BYTES)
-        if not piece:
-            break
-        total += len(piece)
-    return total
-
-
-def _read_up_to(stream, count):
-    """Up to `count` bytes of `stream` (fewer at its end), read in bounded pieces, so that a
-    count the data do not back costs no memory."""
-    pieces, left = [], count
-    while left > 0:
-        piece = stream.read(min(left, CHUNK_BYTES))
-        if not piece:
-            break
-        pieces.append(piece)
-        left -= len(piece)
-    return b"".join(pieces)
-
-
-def _plausible(start):
-    zero0, zero1, type_code, ndim = start[:4]
-    return zero0 == 0 and zero1 == 0 and type_code == UNSIGNED_BYTE and 1 <= ndim <= MAX_DIMENSIONS
+    """The number of bytes left in `stream` (read and dropped), counted up to `limit` + 1."""
+    return sum(map(len, _pieces(stream, limit + 1)))
 
 
 def _shape(data, ndim):
@@ -160,12 +129,10 @@ def _check_payload(source, shape, expected, payload):
 
 
 def parse_idx(data, source="<bytes>"):
-    """The uint8 array held by the IDX bytes `data`, of the shape the header states (read-only view).
-
-    `source` names the file in error messages. Raises `DataError` for a wrong magic number, an
-    unsupported element type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a
-    payload whose size differs from the header's (checked before any array is made).
-    """
+    """The uint8 array held by the IDX bytes `data`, of the shape the header states (a read-only
+    view); `source` names the file in error messages. `DataError` for a wrong magic number, an
+    unsupported type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a payload
+    whose size differs from the header's (checked before any array is made)."""
     if len(data) < 4:
         raise DataError(f"{source}: {len(data)} bytes is too short for an IDX header (at least 4 bytes: "
                         f"00 00 <type> <ndim>)")

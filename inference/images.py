@@ -1,27 +1,7 @@
-"""Images for a trained network: files, folders of them or IDX files, made into its input.
-
-A photo or drawing (PNG, JPEG or anything else Pillow opens) is prepared the way the dataset's
-own images were made, so that the network sees what it was trained on:
-
-* **grayscale**, light on dark. The background is the median of the image's border pixels (a
-  frame 1/20 of the shorter side wide): where it is brighter than mid-grey (128 of 255), the
-  image is dark on light, such as ink on paper, and is inverted. An image with transparency is
-  read from its alpha channel alone (opaque = ink), whatever colour the strokes are.
-* **background removed, contrast stretched**: a picture at least twice the network's size is
-  first median-filtered (3 x 3) against specks; then a smooth estimate of the background
-  (`background_levels`) is subtracted, and for ink on paper the difference is divided by the
-  paper's level there, so a stroke in shadow is as strong as one in light. Anything fainter
-  than `INK_THRESHOLD` of the strongest stroke becomes 0, the strongest 255; an image in which
-  nothing stands out by `BLANK_RANGE` levels is refused as blank.
-* **placed** as the dataset's images were (`PREPARATIONS`): for MNIST the box of what remains
-  scaled to 20 of 28 pixels on its longer side and centred by its centre of mass (LeCun et
-  al.), for Fashion-MNIST scaled to fill 28 and centred by the box (Zalando); these numbers
-  scale with the network's input size.
-
-IDX files (``t10k-images-idx3-ubyte[.gz]``) hold images already in a dataset's format: they are
-taken as they are, and must be of the network's size.
+"""Images for a trained network: pictures (anything Pillow opens), folders of them, or IDX files
+(``t10k-images-idx3-ubyte[.gz]``), made into its input. A picture is prepared as the dataset's own
+images were made (`prepare`); an IDX file's images are taken as they are, of the network's size.
 """
-import contextlib
 import gzip
 import warnings
 import zlib
@@ -31,13 +11,13 @@ from pathlib import Path
 import numpy
 
 from xpnn.data import DataError, read_idx
+from xpnn.data.idx import GZIP_MAGIC
 
 FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 BLANK_RANGE = 16          # levels of 255: less contrast than this is no image at all
 BACKGROUND_GRID = 64      # pixels on the shorter side of the copy the background is estimated on
 STROKE_LEVEL = 0.25       # of the strongest rise above pass 1's background: a stroke, not paper
 INK_THRESHOLD = 0.2       # of the brightest level: fainter is background (paper texture, noise)
-GZIP_MAGIC = b"\x1f\x8b"
 MAX_PIXELS = 25 * 10**6   # a picture larger than this (5,000 x 5,000) is refused before decoding
 
 
@@ -56,8 +36,8 @@ class Preparation:
 
 
 PREPARATIONS = {
-    "mnist": Preparation(box_fraction=20 / 28, centre_of_mass=True),
-    "fashion-mnist": Preparation(box_fraction=1.0, centre_of_mass=False),
+    "mnist": Preparation(box_fraction=20 / 28, centre_of_mass=True),  # LeCun et al.
+    "fashion-mnist": Preparation(box_fraction=1.0, centre_of_mass=False),  # Zalando
 }
 
 
@@ -76,7 +56,8 @@ def read_images(sources, size, preparation=PREPARATIONS["mnist"]):
     an IDX file of other sizes, or a folder without images."""
     images = []
     for path in expand_folders(sources):
-        if _is_idx(_read_start(path)):
+        start = _read_start(path)
+        if start[:2] == b"\x00\x00" and len(start) >= 4:
             images += _idx_images(path, size)
         else:
             pixels, inverted = prepare(_open_picture(path), size, preparation, str(path))
@@ -102,18 +83,37 @@ def expand_folders(sources):
     return paths
 
 
+def _float_image(levels):
+    """`levels` (h, w) as a Pillow float32 image."""
+    from PIL import Image
+    return Image.fromarray(levels.astype(numpy.float32), mode="F")
+
+
 def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
     """(pixels (H, W) uint8 light on dark, inverted) of `gray`, (h, w) levels in [0, 255] of
-    either polarity, for a network input of `size` (H, W); as the module docstring says."""
+    either polarity, for a network input of `size` (H, W), made as the dataset's images were.
+
+    Inverted where the border (a frame 1/20 of the shorter side wide) is brighter than mid-grey
+    (ink on paper); median-filtered (3 x 3) against specks if at least twice `size`; the smooth
+    background (`background_levels`) subtracted and, for ink on paper, divided by the paper's
+    level there, so a stroke in shadow is as strong as one in light; stretched so the strongest
+    stroke is 255 and anything under `INK_THRESHOLD` of it 0 (`ImageError` if nothing stands out
+    by `BLANK_RANGE` levels: blank); then its box scaled and placed as `preparation` says.
+    """
+    from PIL import Image, ImageFilter
     levels = numpy.asarray(gray)
-    # One float64 copy (and the background's), worked on in place: a picture of `MAX_PIXELS`
-    # stays within a few hundred MB (the same arithmetic as on temporaries, so the same result).
+    # One float64 copy (and the background's), worked on in place, so that a picture of
+    # `MAX_PIXELS` stays within a few hundred MB: the same arithmetic as on temporaries.
     if min(levels.shape) >= 2 * max(size):
-        gray = _median_filtered(levels)
+        gray = numpy.asarray(_float_image(levels).filter(ImageFilter.MedianFilter(3)),
+                             dtype=numpy.float64)
     else:
         gray = numpy.array(levels, dtype=numpy.float64)
     del levels
-    inverted = bool(numpy.median(_border(gray)) > 127.5)
+    frame = max(1, min(gray.shape) // 20)
+    border = numpy.concatenate([gray[:frame].ravel(), gray[-frame:].ravel(),
+                                gray[:, :frame].ravel(), gray[:, -frame:].ravel()])
+    inverted = bool(numpy.median(border) > 127.5)
     if inverted:
         numpy.subtract(255.0, gray, out=gray)
     lowest, highest = gray.min(), gray.max()
@@ -140,27 +140,23 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
     box = max(1, round(preparation.box_fraction * min(size)))
     scale = box / max(ink.shape)
     shape = (max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
-    ink = _resize(ink, shape)
+    resized = _float_image(ink).resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
+    ink = numpy.clip(numpy.asarray(resized, dtype=numpy.float64), 0.0, 1.0)
     return _place(ink, size, preparation.centre_of_mass), inverted
 
 
 def background_levels(gray):
-    """A smooth estimate of the background's level at each pixel of `gray` (h, w), light on
-    dark, made in two passes on a copy shrunk to about `BACKGROUND_GRID` pixels on its shorter
-    side, then enlarged back bilinearly. Windows are a quarter of that side wide.
-
-    1. The lower quartile of each window, box-blurred as wide: strokes covering up to three
-       quarters of a window leave it alone, but a shadow's edge is blurred over a window.
-    2. The mean, over each window, of the pixels that pass 1 calls background (rising less than
-       `STROKE_LEVEL` of the strongest stroke above it, with no stroke pixel beside them): it
-       follows a shadow's edge. Where a window holds no such pixel, pass 1's estimate stays.
-    """
+    """A smooth estimate of the background's level at each pixel of `gray` (h, w), light on dark,
+    made on a copy shrunk to about `BACKGROUND_GRID` pixels on its shorter side (windows a quarter
+    of that side wide), then enlarged back bilinearly. Pass 1: the lower quartile of each window,
+    box-blurred as wide. Pass 2: the mean over each window of the pixels pass 1 calls background
+    (rising less than `STROKE_LEVEL` of the strongest stroke above it, with no stroke pixel beside
+    them); where a window holds none, pass 1's estimate."""
     from PIL import Image, ImageFilter
     height, width = gray.shape
     factor = max(1.0, min(height, width) / BACKGROUND_GRID)
     small_size = (max(1, round(width / factor)), max(1, round(height / factor)))
-    small = Image.fromarray(gray.astype(numpy.float32), mode="F").resize(
-        small_size, Image.Resampling.BOX)
+    small = _float_image(gray).resize(small_size, Image.Resampling.BOX)
     levels = numpy.asarray(small, dtype=numpy.float64)
     window = max(3, min(small_size) // 4) | 1
     quartile = small.filter(ImageFilter.RankFilter(window, window * window // 4))
@@ -171,8 +167,7 @@ def background_levels(gray):
     weight = _box_blurred(paper, window // 2)
     second = numpy.where(weight > 0.05, _box_blurred(levels * paper, window // 2)
                          / numpy.maximum(weight, 1e-9), first)
-    enlarged = Image.fromarray(second.astype(numpy.float32), mode="F").resize(
-        (width, height), Image.Resampling.BILINEAR)
+    enlarged = _float_image(second).resize((width, height), Image.Resampling.BILINEAR)
     return numpy.asarray(enlarged, dtype=numpy.float64)
 
 
@@ -188,26 +183,6 @@ def _box_blurred(levels, radius):
     return padded
 
 
-def _border(gray):
-    width = max(1, min(gray.shape) // 20)
-    return numpy.concatenate([gray[:width].ravel(), gray[-width:].ravel(),
-                              gray[:, :width].ravel(), gray[:, -width:].ravel()])
-
-
-def _median_filtered(gray):
-    from PIL import Image, ImageFilter
-    image = Image.fromarray(gray.astype(numpy.float32), mode="F")
-    return numpy.asarray(image.filter(ImageFilter.MedianFilter(3)), dtype=numpy.float64)
-
-
-def _resize(ink, shape):
-    """`ink` (values in [0, 1]) resampled to `shape` (rows, cols) with Lanczos filtering."""
-    from PIL import Image
-    image = Image.fromarray(ink.astype(numpy.float32), mode="F")
-    resized = image.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
-    return numpy.clip(numpy.asarray(resized, dtype=numpy.float64), 0.0, 1.0)
-
-
 def _place(ink, size, centre_of_mass):
     """`ink` put into a zero (H, W) field, centred by its centre of mass or by its box, as
     uint8 levels; the shift keeps it wholly inside the field."""
@@ -216,17 +191,14 @@ def _place(ink, size, centre_of_mass):
     for axis, (extent, room) in enumerate(zip(ink.shape, size)):
         if centre_of_mass:
             profile = ink.sum(axis=1 - axis)
-            centre = (profile * numpy.arange(extent)).sum() / profile.sum()
+            shift = room / 2 - (profile * numpy.arange(extent)).sum() / profile.sum()
         else:
-            centre = (extent - 1) / 2
-        target = room / 2 if centre_of_mass else (room - 1) / 2
-        offsets.append(min(max(round(target - centre), 0), room - extent))
+            shift = (room - 1) / 2 - (extent - 1) / 2
+        offsets.append(min(max(round(shift), 0), room - extent))
     top, left = offsets
     field[top:top + ink.shape[0], left:left + ink.shape[1]] = ink
     return numpy.round(field * 255).astype(numpy.uint8)
 
-
-# -- files -----------------------------------------------------------------------------------------
 
 def _read_start(path):
     """The first bytes of the file at `path` (of its content, for a gzip stream): enough to tell
@@ -248,10 +220,6 @@ def _read_start(path):
     return start
 
 
-def _is_idx(start):
-    return start[:2] == b"\x00\x00" and len(start) >= 4
-
-
 def _idx_images(path, size):
     array = read_idx(path)  # the header checked against the file before the payload is read
     if array.ndim == 2:
@@ -266,12 +234,20 @@ def _idx_images(path, size):
 
 
 def _open_picture(path):
-    """The picture at `path` as (h, w) uint8 levels, either polarity; its size is checked
-    against `MAX_PIXELS` from the header, before anything is decoded."""
+    """The picture at `path` as (h, w) uint8 levels, either polarity (an image with transparency:
+    its alpha channel, opaque = ink); its size is checked against `MAX_PIXELS` from the header,
+    before anything is decoded, with Pillow's own limit (which warns or raises before the size
+    can be read) lifted for the lazy `Image.open`."""
     try:
+        from PIL import Image
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on damaged files: the result says
-            with _opened(path) as image:
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+            with image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ImageError(
@@ -289,19 +265,3 @@ def _open_picture(path):
     except Exception as error:  # Pillow's decoders raise many kinds of error on damaged files
         raise ImageError(f"{path}: not an image Pillow can read ({' '.join(str(error).split())}); "
                          f"give PNG or JPEG files, folders of them, or IDX files") from None
-
-
-@contextlib.contextmanager
-def _opened(path):
-    """Pillow's lazy `Image.open` (the header only), without its own size limit, which warns
-    (a raw warning on stderr) or raises before the size can be read: `MAX_PIXELS`, checked by
-    the caller, is the limit here."""
-    from PIL import Image
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        image = Image.open(path)
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    with image:
-        yield image

@@ -1,18 +1,7 @@
-"""A network as an ONNX model, built with the `onnx` package and checked by `onnx.checker`.
-
-The model takes ``images``, (N, C, H, W) in the network's float type, pixel levels / 255 (light
-on dark, as the network was trained), and gives ``logits`` (N, classes) and their softmax,
-``probabilities``. Each layer becomes the ONNX operators that compute it:
-
-    ConvLayer       Conv (pads (k - 1) // 2 on every side, strides)
-    MaxPoolLayer    MaxPool (no padding; incomplete windows dropped, as ONNX's floor mode)
-    ReLULayer       Relu             LeakyReLULayer  LeakyRelu (alpha = slope)
-    FlattenLayer    Flatten (axis 1: C, H, W order, as ours)
-    LinearLayer     Gemm (our weight is (in, out): no transpose)
-    ResNetBlock     its conv, activation, conv, then Add with the block's input and activation
-    SequentialLayer its layers in order
-
-Opset 17 (IR version 8), which onnxruntime 1.13 and newer run.
+"""A network as an ONNX model (opset 17, IR version 8: onnxruntime 1.13 and newer), checked by
+`onnx.checker`. It takes ``images``, (N, C, H, W) in the network's float type, pixel levels / 255
+(light on dark, as the network was trained), and gives ``logits`` (N, classes) and their softmax,
+``probabilities``. Each layer becomes the ONNX operator `OPERATORS` names (`_Graph.emit`).
 """
 import json
 import os
@@ -26,19 +15,22 @@ from xpnn.training.files import atomic_write
 
 OPSET = 17
 IR_VERSION = 8
+# Layer type -> (ONNX operator, its attributes from the layer).
+OPERATORS = {
+    ConvLayer: ("Conv", lambda layer: {"kernel_shape": [layer.kernel_size] * 2,  # pads (k - 1) // 2
+                                       "strides": [layer.stride] * 2, "pads": [layer.padding] * 4}),
+    MaxPoolLayer: ("MaxPool", lambda layer: {"kernel_shape": [layer.kernel_size] * 2,  # floor mode
+                                             "strides": [layer.stride] * 2}),
+    ReLULayer: ("Relu", lambda layer: {}),
+    LeakyReLULayer: ("LeakyRelu", lambda layer: {"alpha": layer.slope}),
+    FlattenLayer: ("Flatten", lambda layer: {"axis": 1}),  # C, H, W order, as ours
+    LinearLayer: ("Gemm", lambda layer: {}),  # our weight is (in, out): no transpose
+}
+EXPORTABLE = [*OPERATORS, SequentialLayer, ResNetBlock]
 
 
 class ExportError(ValueError):
     """The network holds a layer that has no ONNX form here, or `onnx` is not installed."""
-
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise ExportError("exporting to ONNX needs the onnx package, which is not installed: "
-                          "pip install onnx (or pip install 'xpnn[onnx]')") from None
-    return onnx
 
 
 class _Graph:
@@ -51,14 +43,7 @@ class _Graph:
 
     def name(self, stem):
         self._used[stem] += 1
-        count = self._used[stem]
-        return stem if count == 1 else f"{stem}_{count}"
-
-    def weight(self, stem, array):
-        """Add `array` (any device) as a graph initializer; return its name."""
-        name = self.name(stem)
-        self.weights.append(self.onnx.numpy_helper.from_array(CPU.to_numpy(array).copy(), name))
-        return name
+        return stem if self._used[stem] == 1 else f"{stem}_{self._used[stem]}"
 
     def node(self, op, inputs, stem, **attributes):
         """Add one `op` node reading `inputs`; return the name of its output."""
@@ -67,80 +52,45 @@ class _Graph:
                                                      name=f"{output}/{op}", **attributes))
         return output
 
-
-def _weight_and_bias(layer, graph, where):
-    return [graph.weight(f"{where}.{name}", getattr(layer, name).data)
-            for name in ("weight", "bias")]
-
-
-def _conv(layer, graph, x, where):
-    return graph.node("Conv", [x, *_weight_and_bias(layer, graph, where)], where,
-                      kernel_shape=[layer.kernel_size] * 2, strides=[layer.stride] * 2,
-                      pads=[layer.padding] * 4)
-
-
-def _max_pool(layer, graph, x, where):
-    return graph.node("MaxPool", [x], where, kernel_shape=[layer.kernel_size] * 2,
-                      strides=[layer.stride] * 2)
-
-
-def _relu(layer, graph, x, where):
-    return graph.node("Relu", [x], where)
-
-
-def _leaky_relu(layer, graph, x, where):
-    return graph.node("LeakyRelu", [x], where, alpha=layer.slope)
-
-
-def _flatten(layer, graph, x, where):
-    return graph.node("Flatten", [x], where, axis=1)
-
-
-def _linear(layer, graph, x, where):
-    return graph.node("Gemm", [x, *_weight_and_bias(layer, graph, where)], where)
-
-
-def _sequential(layer, graph, x, where):
-    for name, child in layer.named_children():
-        x = _emit(child, graph, x, f"{where}.{name}" if where else name)
-    return x
-
-
-def _resnet_block(layer, graph, x, where):
-    branch = _emit(layer.conv_layers, graph, x, f"{where}.conv_layers")
-    total = graph.node("Add", [branch, x], f"{where}.add_layer")
-    return _emit(layer.relu2, graph, total, f"{where}.relu2")
-
-
-EMITTERS = {
-    ConvLayer: _conv, MaxPoolLayer: _max_pool, ReLULayer: _relu, LeakyReLULayer: _leaky_relu,
-    FlattenLayer: _flatten, LinearLayer: _linear, SequentialLayer: _sequential,
-    ResNetBlock: _resnet_block,
-}
-
-
-def _emit(layer, graph, x, where):
-    emitter = EMITTERS.get(type(layer))
-    if emitter is None:
-        raise ExportError(f"{where} ({type(layer).__name__}) has no ONNX form here; exportable "
-                          f"layers: {', '.join(cls.__name__ for cls in EMITTERS)}")
-    return emitter(layer, graph, x, where)
+    def emit(self, layer, x, where):
+        """Add the nodes of `layer` reading `x`, named after `where`; return its output's name."""
+        kind = type(layer)
+        if kind is SequentialLayer:
+            for name, child in layer.named_children():
+                x = self.emit(child, x, f"{where}.{name}" if where else name)
+            return x
+        if kind is ResNetBlock:
+            branch = self.emit(layer.conv_layers, x, f"{where}.conv_layers")
+            return self.emit(layer.relu2, self.node("Add", [branch, x], f"{where}.add_layer"),
+                             f"{where}.relu2")
+        if kind not in OPERATORS:
+            raise ExportError(f"{where} ({kind.__name__}) has no ONNX form here; exportable "
+                              f"layers: {', '.join(cls.__name__ for cls in EXPORTABLE)}")
+        op, attributes = OPERATORS[kind]
+        inputs = [x]
+        if kind in (ConvLayer, LinearLayer):
+            for name in ("weight", "bias"):  # graph initializers
+                inputs.append(self.name(f"{where}.{name}"))
+                array = CPU.to_numpy(getattr(layer, name).data).copy()
+                self.weights.append(self.onnx.numpy_helper.from_array(array, inputs[-1]))
+        return self.node(op, inputs, where, **attributes(layer))
 
 
 def to_onnx(net, metadata=None):
-    """The `onnx.ModelProto` of a `nets.Network`, checked by `onnx.checker`.
-
-    `metadata` (str -> str) is added to the model's metadata_props, after xpnn's own
-    (producer version, network name, input convention).
-    """
-    onnx = _onnx()
+    """The `onnx.ModelProto` of a `nets.Network`, checked by `onnx.checker`; `ExportError` if a
+    layer has no ONNX form or `onnx` is not installed. `metadata` (str -> str) is added to the
+    model's metadata_props, after xpnn's own (producer version, network name, input convention)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("exporting to ONNX needs the onnx package, which is not installed: "
+                          "pip install onnx (or pip install 'xpnn[onnx]')") from None
     graph = _Graph(onnx)
-    _emit(net.layers, graph, "images", "layers")
+    graph.emit(net.layers, "images", "layers")
     graph.nodes[-1].output[0] = "logits"  # the last layer's output is the model's
     graph.nodes.append(onnx.helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1,
                                              name="probabilities"))
-    dtype = net.parameters()[0].dtype
-    element = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    element = onnx.helper.np_dtype_to_tensor_dtype(net.parameters()[0].dtype)
     classes = net.output_shape((1, *net.input_shape))[1]
     proto = onnx.helper.make_graph(
         graph.nodes, net.name,
@@ -159,12 +109,6 @@ def to_onnx(net, metadata=None):
     return model
 
 
-def printable_path(path):
-    """`path` as text ONNX can hold (UTF-8): a name that is not UTF-8 (bytes the OS allows
-    in a path, which Python carries as surrogates) has those bytes written as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def export_onnx(trained, path):
     """Write the network of `trained` (a `training.runs.TrainedNetwork`) to `path` as ONNX,
     atomically; its metadata names the classes, dataset and checkpoint. Returns the model."""
@@ -172,7 +116,8 @@ def export_onnx(trained, path):
     model = to_onnx(trained.net, {
         "class_names": json.dumps(class_names(trained.config)),
         "dataset": trained.config["data"]["dataset"],
-        "checkpoint": printable_path(trained.checkpoint.path),
+        # a path that is not UTF-8 (surrogates in Python) has those bytes written as \xNN
+        "checkpoint": os.fsencode(trained.checkpoint.path).decode("utf-8", "backslashreplace"),
         "epoch": str(trained.checkpoint.epoch),
     })
     atomic_write(path, lambda handle: handle.write(model.SerializeToString()))

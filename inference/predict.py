@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy
 
 from xpnn.backend import CPU, device_of
-from xpnn.data import DATASETS, dataset_spec
+from xpnn.data import DATASETS
 from xpnn.inference.images import PREPARATIONS, ImageError, read_images
 from xpnn.training.batches import to_float
 from xpnn.training.files import atomic_write
@@ -90,7 +90,7 @@ def class_names(config):
     """The names of the classes of a config's dataset (digits for MNIST); their numbers for a
     dataset that names none (an idx folder, arrays given to `xpnn.fit`)."""
     dataset = config["data"]["dataset"]
-    names = dataset_spec(dataset).class_names if dataset in DATASETS else ()
+    names = DATASETS[dataset].class_names if dataset in DATASETS else ()
     count = config["model"]["num_classes"]
     return [names[i] if i < len(names) else str(i) for i in range(count)]
 
@@ -105,10 +105,9 @@ def format_prediction(prediction, names, top=3):
 
 def write_csv(predictions, path, names, top=3):
     """One row per image: file, class, probability, class_2, probability_2, ..., inverted."""
-    header = ["file", "class", "probability"]
-    for rank in range(2, top + 1):
-        header += [f"class_{rank}", f"probability_{rank}"]
-    header.append("inverted")
+    header = ["file", "class", "probability",
+              *(f"{key}_{rank}" for rank in range(2, top + 1) for key in ("class", "probability")),
+              "inverted"]
 
     def write(handle):
         writer = csv.writer(handle)
