@@ -2,6 +2,7 @@
 import math
 
 from xpnn.layers import Layer, SequentialLayer, SoftmaxCrossEntropyLossLayer
+from xpnn.nets.summary import layer_rows
 
 
 class Network(Layer):
@@ -29,11 +30,7 @@ class Network(Layer):
     def stored_values_per_image(self):
         """Values the top-level layers output for one image: a lower bound of what a training
         step keeps between forward and backward, per image."""
-        total, shape = 0, (1, *self.input_shape)
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-            total += math.prod(shape[1:])
-        return total
+        return sum(math.prod(row.output_shape) for row in layer_rows(self))
 
     def forward(self, x):
         """Logits for a batch of float images (no loss: `backward` needs `forward_loss`)."""
