@@ -1,8 +1,7 @@
-"""`Parameter` and `Layer`: the contract every layer keeps.
-
-`forward(x)` returns the output and keeps what `backward` needs; `backward(grad_out)` adds to the
-parameters' ``.grad`` and returns the gradient with respect to the input. Images are N x C x H x W
-at every layer boundary (views of channels-last memory after conv and pooling: `backend.layout`).
+"""`Parameter` and `Layer`, the contract every layer keeps: `forward(x)` returns the output and
+keeps what `backward` needs; `backward(grad_out)` adds to the parameters' ``.grad`` and returns
+the gradient with respect to the input. Images are N x C x H x W at every layer boundary (views
+of channels-last memory after conv and pooling: `backend.layout`).
 """
 import math
 

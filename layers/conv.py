@@ -1,5 +1,4 @@
-"""2-D convolution, channels-last inside (`backend.layout`): the maths of the output and the
-kernel, bias and input gradients; the correlations themselves are `backend.conv`'s."""
+"""2-D convolution, channels-last inside (`backend.layout`), by `backend.conv`'s correlations."""
 import math
 
 from xpnn.backend import CPU, get_array_module, new_rng

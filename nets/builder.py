@@ -108,8 +108,7 @@ def check(model_config):
 
 
 def _layers(model_config, rng, dtype):
-    """(layers, input shape) of `model_config`, each layer made with `rng` (`SHAPES_ONLY`: no
-    weights), after every check."""
+    """(layers, input shape) of `model_config`, checked, made with `rng` (or `SHAPES_ONLY`)."""
     check_keys("model", model_config, MODEL_KEYS, required=("name", "input_shape", "layers"))
     name = model_config["name"]
     if not isinstance(name, str) or not name.strip():

@@ -90,8 +90,7 @@ def _item(index, layer):
 
 
 def _check_rebuilt(index, layer, item):
-    """Raise `ConfigError` unless the layer `item` builds has `layer`'s structure, settings and
-    parameter shapes."""
+    """Raise `ConfigError` unless `item` builds a layer of `layer`'s structure and settings."""
     name, arguments = (item, {}) if isinstance(item, str) else next(iter(item.items()))
     cls = LAYER_TYPES[name]
     made = dict(arguments)
@@ -119,8 +118,7 @@ def _check_rebuilt(index, layer, item):
 
 
 def _difference(layer, rebuilt, path):
-    """What first differs between `layer` and `rebuilt` (type, a plain setting, a sub-layer),
-    or None."""
+    """What first differs between `layer` and `rebuilt` (type, setting, sub-layer), or None."""
     where = path or "the layer"
     if type(layer) is not type(rebuilt):
         return f"{where} is a {type(layer).__name__}, not a {type(rebuilt).__name__}"

@@ -40,8 +40,7 @@ class DataParallel:
         return even_slices(n, min(self.workers, n))
 
     def _sync_weights(self):
-        """Point every replica at the network's current parameter arrays (and give it fresh
-        gradients where the network was cast since)."""
+        """Point the replicas at the network's arrays (fresh gradients where it was cast since)."""
         for replica in self.replicas[1:]:
             for mine, theirs in zip(replica.parameters(), self.net.parameters()):
                 mine.data = theirs.data

@@ -60,8 +60,7 @@ class AdamOptimizer(SGDOptimizer):
         return float(step_size), float(bias2_sqrt), shrink
 
     def _device_scalars(self):
-        """The same as `_host_scalars`, as 0-d device arrays computed on the device (no host
-        number changes between replays of a captured step)."""
+        """`_host_scalars` as 0-d arrays computed on the device (so a captured step replays)."""
         xp, real = get_array_module(self.data), self.data.dtype
         self.steps_on_device += 1
         bias1 = (1 - xp.power(self.betas[0], self.steps_on_device)).astype(real)
