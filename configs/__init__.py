@@ -1,10 +1,5 @@
-"""The configs that ship with xpnn, one YAML file per network and recipe, found by name.
-
-    xpnn train -c resnet        # this folder's resnet.yaml, from any folder
-
-`xpnn.training.config.find_config` resolves a name or a path; this file makes the folder a
-package so that an installed xpnn carries the configs.
-"""
+"""The configs that ship with xpnn, one YAML file per network and recipe (``-c resnet``: this
+folder's resnet.yaml); a package, so that an installed xpnn carries them."""
 if __name__ != "xpnn.configs":  # `import configs` finds this only from a checkout's root
     raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.configs")
 from pathlib import Path

@@ -1,17 +1,13 @@
-"""`Parameter` and `Layer`: the contract every layer keeps.
-
-A layer's `forward(x)` returns its output and keeps what its `backward` needs; `backward(grad_out)`
-adds to its parameters' ``.grad`` and returns the gradient with respect to its input. Images are
-N x C x H x W at every layer boundary (views of channels-last memory after conv and pooling:
-`backend.layout`).
+"""`Parameter` and `Layer`, the contract every layer keeps: `forward(x)` returns the output and
+keeps what `backward` needs; `backward(grad_out)` adds to the parameters' ``.grad`` and returns
+the gradient with respect to the input. Images are N x C x H x W at every layer boundary (views
+of channels-last memory after conv and pooling: `backend.layout`).
 """
 import math
 
 from xpnn.backend import CPU, get_array_module, get_device
 
-
-# The `rng` of a layer that is made to check shapes only (`nets.check`): no weights drawn.
-SHAPES_ONLY = "shapes only"
+SHAPES_ONLY = "shapes only"  # the `rng` of a layer made to check shapes only (`nets.check`)
 
 
 class ShapeError(ValueError):
@@ -19,27 +15,16 @@ class ShapeError(ValueError):
 
 
 class Parameter:
-    """A trainable array and its gradient, both on the same device with the same shape.
-
-    `data` and `grad` are updated in place by layers and optimizers, so views of a packed buffer
-    (see `optim.PackedParameters`) stay valid.
-    """
+    """A trainable array and its gradient, on one device with one shape. Both are updated in
+    place, so views of a packed buffer (`optim.PackedParameters`) stay valid."""
 
     def __init__(self, data):
         self.data = data
         self.grad = get_array_module(data).zeros_like(data)
 
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def size(self):
-        return self.data.size
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    size = property(lambda self: self.data.size)
 
     def zero_grad(self):
         self.grad[...] = 0
@@ -60,22 +45,20 @@ class Layer:
 
     @classmethod
     def parameter_shapes(cls, *args, **kwargs):
-        """{name: shape} of the parameters that ``cls(*args, **kwargs)`` would hold, without
-        making it (the network builder sizes a network with this before drawing any weight)."""
+        """{name: shape} of the parameters ``cls(*args, **kwargs)`` would hold (not made)."""
         return {}
 
     def forward(self, *inputs):
         raise NotImplementedError
 
     def output_shape(self, input_shape):
-        """Shape of the output for an input of `input_shape`; raises `ShapeError` if it cannot
-        take that input. The default suits layers that keep their input's shape."""
+        """Output shape for an input of `input_shape` (by default the same); `ShapeError` if the
+        layer cannot take it."""
         return tuple(input_shape)
 
     def forward_flops(self, input_shape):
-        """Floating-point operations of a forward pass on an input of `input_shape`, counted
-        from shapes (a multiply-add is 2). The default suits element-wise layers: one per
-        output value."""
+        """Floating-point operations of a forward pass, counted from shapes (a multiply-add is 2;
+        by default one per output value)."""
         return math.prod(self.output_shape(input_shape))
 
     def backward(self, grad_out):
@@ -83,8 +66,6 @@ class Layer:
 
     def __call__(self, *inputs):
         return self.forward(*inputs)
-
-    # -- structure ------------------------------------------------------------------------------
 
     def named_children(self):
         """Yield ``(name, layer)`` for each direct sub-layer, in the order they were set."""
@@ -111,16 +92,17 @@ class Layer:
         for param in self.parameters():
             param.zero_grad()
 
-    # -- devices, dtypes and state ---------------------------------------------------------------
-
     def to(self, device=None, dtype=None):
-        """Move every parameter, with its gradient, to `device` (a `Device` or a flag value)
-        and/or cast both to `dtype`; one already there is left as it is, as PyTorch's `.to`
-        does. Returns self."""
+        """Move every parameter and its gradient to `device` (a `Device` or a flag value) and/or
+        cast both to `dtype`; one already there is left as it is, as PyTorch's `.to`. Returns
+        self."""
         device = get_device(device) if device is not None else None
         for param in self.parameters():
-            param.data, param.grad = (_moved(array, device, dtype)
-                                      for array in (param.data, param.grad))
+            if device is not None:
+                param.data, param.grad = device.send(param.data), device.send(param.grad)
+            if dtype is not None:
+                param.data, param.grad = (array.astype(dtype, copy=False)
+                                          for array in (param.data, param.grad))
         return self
 
     def state_dict(self):
@@ -149,8 +131,6 @@ class Layer:
             xp = get_array_module(param.data)
             param.data[...] = xp.asarray(state[name], dtype=param.dtype)
 
-    # -- printed form ----------------------------------------------------------------------------
-
     def describe(self):
         """Text printed after ``ClassName:`` on this layer's line (empty by default)."""
         return ""
@@ -169,11 +149,11 @@ class Layer:
         return "\n".join(lines)
 
 
-def _moved(array, device, dtype):
-    """`array` on `device` in `dtype` (either None: as it is); itself when nothing changes."""
-    if device is not None:
-        array = device.send(array)
-    return array if dtype is None else array.astype(dtype, copy=False)
+def check_positive_ints(layer_name, **values):
+    """Raise `ValueError` unless each of `values` is a positive integer (a bool is not)."""
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{layer_name} {name} must be a positive integer, got {value!r}")
 
 
 def check_input(layer, x, rank, channels=None, axis=1):

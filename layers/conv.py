@@ -1,16 +1,12 @@
-"""2-D convolution: a correlation of the padded input with the kernel, channels-last inside
-(`backend.layout`: what it hands on).
-
-The patch matrices, their chunking and the matrix products are the backend's (`backend.conv`);
-what is here is the maths: the output, and the gradients of the kernel, the bias and the input.
-"""
+"""2-D convolution, channels-last inside (`backend.layout`), by `backend.conv`'s correlations."""
 import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
 from xpnn.backend.conv import PaddedInput, correlate, kernel_gradient
 from xpnn.backend.layout import channels_first, channels_last
 from xpnn.backend.matmul import matmul
-from xpnn.layers.base import SHAPES_ONLY, Layer, Parameter, ShapeError, check_input
+from xpnn.layers.base import (SHAPES_ONLY, Layer, Parameter, ShapeError, check_input,
+                              check_positive_ints)
 
 
 class ConvLayer(Layer):
@@ -25,10 +21,8 @@ class ConvLayer(Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, rng=None,
                  dtype="float32"):
-        for name, value in [("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride)]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ConvLayer {name} must be a positive integer, got {value!r}")
+        check_positive_ints("ConvLayer", in_channels=in_channels, out_channels=out_channels,
+                            kernel_size=kernel_size, stride=stride)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -54,8 +48,8 @@ class ConvLayer(Layer):
 
     def forward_flops(self, input_shape):
         """Each output value: in_channels * k * k multiply-adds (the bias is the first add)."""
-        return math.prod(self.output_shape(input_shape)) * 2 * self.in_channels * \
-            self.kernel_size ** 2
+        k = self.kernel_size
+        return math.prod(self.output_shape(input_shape)) * 2 * self.in_channels * k * k
 
     def output_shape(self, input_shape):
         check_input(self, input_shape, 4, self.in_channels)

@@ -3,7 +3,7 @@ import math
 
 from xpnn.backend import CPU, get_array_module, new_rng
 from xpnn.backend.matmul import matmul
-from xpnn.layers.base import SHAPES_ONLY, Layer, Parameter, check_input
+from xpnn.layers.base import SHAPES_ONLY, Layer, Parameter, check_input, check_positive_ints
 
 
 class LinearLayer(Layer):
@@ -14,9 +14,7 @@ class LinearLayer(Layer):
     """
 
     def __init__(self, in_features, out_features, rng=None, dtype="float32"):
-        for name, value in [("in_features", in_features), ("out_features", out_features)]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"LinearLayer {name} must be a positive integer, got {value!r}")
+        check_positive_ints("LinearLayer", in_features=in_features, out_features=out_features)
         self.in_features = in_features
         self.out_features = out_features
         if rng is SHAPES_ONLY:

@@ -15,7 +15,6 @@ class SoftmaxCrossEntropyLossLayer(Layer):
     """
 
     def __init__(self, label_smoothing=0.0):
-        super().__init__()
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"SoftmaxCrossEntropyLossLayer label_smoothing must be in [0, 1), "
                              f"got {label_smoothing!r}")

@@ -1,7 +1,7 @@
 """Max pooling over square windows, channels-last inside (`backend.pool` does the work)."""
 from xpnn.backend.layout import channels_first, channels_last
 from xpnn.backend.pool import max_pool, max_pool_backward
-from xpnn.layers.base import Layer, ShapeError, check_input
+from xpnn.layers.base import Layer, ShapeError, check_input, check_positive_ints
 
 
 class MaxPoolLayer(Layer):
@@ -15,12 +15,8 @@ class MaxPoolLayer(Layer):
     """
 
     def __init__(self, kernel_size, stride=None):
-        stride = kernel_size if stride is None else stride
-        for name, value in [("kernel_size", kernel_size), ("stride", stride)]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"MaxPoolLayer {name} must be a positive integer, got {value!r}")
-        self.kernel_size = kernel_size
-        self.stride = stride
+        self.kernel_size, self.stride = kernel_size, kernel_size if stride is None else stride
+        check_positive_ints("MaxPoolLayer", kernel_size=kernel_size, stride=self.stride)
 
     def describe(self):
         return f"kernel: {self.kernel_size} stride: {self.stride}"

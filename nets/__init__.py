@@ -1,5 +1,4 @@
-"""Networks: a layer stack plus its loss layer, built from configs (and described by one:
-`model_section`)."""
+"""Networks: a layer stack and its loss layer, built from configs and described by one."""
 if __name__ != "xpnn.nets":  # `import nets` finds this only from a checkout's root
     raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.nets")
 from xpnn.nets.builder import DEFAULT_NUM_CLASSES, LAYER_TYPES, build, check

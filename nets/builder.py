@@ -1,18 +1,7 @@
-"""Build a `Network` from the ``model`` section of a config.
-
-    model:
-      name: MNISTNetwork
-      input_shape: [1, 28, 28]
-      num_classes: 10
-      layers:
-        - ConvLayer: {in_channels: 1, out_channels: 6, kernel_size: 5}
-        - MaxPoolLayer: {kernel_size: 2, stride: 2}
-        - ReLULayer
-        - ResNetBlock: {channels: 16, activation: LeakyReLULayer}
-        ...
-
-Each item names a layer class and its constructor's arguments. The shapes are checked through
-the whole chain before any weight is drawn.
+"""Build a `Network` from a config's ``model`` section (name, input_shape, num_classes, layers:
+configs/*.yaml). Each ``layers`` item names a layer class and its constructor's arguments,
+``- ReLULayer`` or ``- ConvLayer: {in_channels: 1, out_channels: 6, kernel_size: 5}``; the shapes
+are checked through the whole chain before any weight is drawn.
 """
 import inspect
 import math
@@ -24,12 +13,9 @@ from xpnn.layers.base import SHAPES_ONLY
 from xpnn.nets.config import ConfigError, check_keys, check_number, closest
 from xpnn.nets.network import Network
 
-LAYER_TYPES = {
-    cls.__name__: cls for cls in [
-        layers.ConvLayer, layers.MaxPoolLayer, layers.ReLULayer, layers.LeakyReLULayer,
-        layers.FlattenLayer, layers.LinearLayer, layers.ResNetBlock,
-    ]
-}
+LAYER_TYPES = {cls.__name__: cls for cls in [
+    layers.ConvLayer, layers.MaxPoolLayer, layers.ReLULayer, layers.LeakyReLULayer,
+    layers.FlattenLayer, layers.LinearLayer, layers.ResNetBlock]}
 ACTIVATIONS = {"ReLULayer": layers.ReLULayer, "LeakyReLULayer": layers.LeakyReLULayer}
 MODEL_KEYS = {"name", "input_shape", "num_classes", "layers"}
 DEFAULT_NUM_CLASSES = 10
@@ -122,8 +108,7 @@ def check(model_config):
 
 
 def _layers(model_config, rng, dtype):
-    """(layers, input shape) of `model_config`, each layer made with `rng` (`SHAPES_ONLY`: no
-    weights), after every check."""
+    """(layers, input shape) of `model_config`, checked, made with `rng` (or `SHAPES_ONLY`)."""
     check_keys("model", model_config, MODEL_KEYS, required=("name", "input_shape", "layers"))
     name = model_config["name"]
     if not isinstance(name, str) or not name.strip():
@@ -151,12 +136,11 @@ def _layers(model_config, rng, dtype):
         except (TypeError, ValueError) as error:
             raise ConfigError(f"model.layers[{index}] {cls.__name__}: {error}") from None
         try:
-            new_shape = layer.output_shape(shape)
+            shape = layer.output_shape(shape)
         except ShapeError as error:
             raise ConfigError(f"model.layers[{index}] {cls.__name__} cannot take the output of "
                               f"the layer before it, of shape {shape}: {error}") from None
         stack.append(layer)
-        shape = new_shape
     if shape != (1, num_classes):
         raise ConfigError(f"the last layer gives outputs of shape {shape[1:]} per image, but "
                           f"the network must give {num_classes} class scores ((N, {num_classes}))")

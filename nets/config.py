@@ -19,7 +19,7 @@ def check_keys(where, mapping, allowed, required=()):
             raise ConfigError(f"{where}: missing required key {key!r}")
 
 
-def check_number(where, value, kind=float, low=None, high=None, low_open=False):
+def check_number(where, value, kind=float, low=None, low_open=False):
     """Return `value` as `kind` after checking its type and range; else raise `ConfigError`."""
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not numeric or (kind is int and not float(value).is_integer()):
@@ -28,6 +28,4 @@ def check_number(where, value, kind=float, low=None, high=None, low_open=False):
     value = kind(value)
     if low is not None and (value <= low if low_open else value < low):
         raise ConfigError(f"{where} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ConfigError(f"{where} must be <= {high}, got {value!r}")
     return value

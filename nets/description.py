@@ -1,12 +1,5 @@
-"""The config that describes a built network: `model_section(net)`, the inverse of `build`.
-
-    section = model_section(net)          # {name, input_shape, num_classes, layers}
-    build(section)                        # a network of net's architecture (fresh weights)
-
-A run folder keeps the config its network is rebuilt from (evaluate, predict, resume), so a
-network built in Python can be trained into one only when a config can describe it: every layer
-one of `LAYER_TYPES`, as the builder makes it. Anything else is refused, naming the layer.
-"""
+"""The config that describes a built network, which its run folder keeps to rebuild it:
+`model_section(net)`, the inverse of `build` (for layers of `LAYER_TYPES` only)."""
 import inspect
 
 from xpnn.layers import ResNetBlock, SequentialLayer, SoftmaxCrossEntropyLossLayer
@@ -75,7 +68,9 @@ def _item(index, layer):
     cls = type(layer)
     name = cls.__name__
     if LAYER_TYPES.get(name) is not cls:
-        kind = f"a subclass of {_known_base(cls)}" if _known_base(cls) else "not a layer it names"
+        base = next((base.__name__ for base in cls.__mro__[1:] if base in LAYER_TYPES.values()),
+                    None)
+        kind = f"a subclass of {base}" if base else "not a layer it names"
         raise NoConfigError(f"layers[{index}] {name} is {kind}: a config names only "
                           f"{', '.join(LAYER_TYPES)}")
     if cls is ResNetBlock:
@@ -88,23 +83,14 @@ def _item(index, layer):
     defaults = {key: parameter.default
                 for key, parameter in inspect.signature(cls.__init__).parameters.items()}
     given = {key: given[key] for key in defaults if key in given}  # the constructor's order
-    arguments = {key: value for key, value in given.items()
-                 if key not in defaults or defaults[key] is inspect.Parameter.empty
-                 or _default_name(defaults[key]) != value}
+    arguments = {key: value for key, value in given.items()  # an activation's default: its name
+                 if defaults[key] is inspect.Parameter.empty
+                 or getattr(defaults[key], "__name__", defaults[key]) != value}
     return {name: arguments} if arguments else name
 
 
-def _default_name(default):
-    return default.__name__ if isinstance(default, type) else default
-
-
-def _known_base(cls):
-    return next((base.__name__ for base in cls.__mro__[1:] if base in LAYER_TYPES.values()), None)
-
-
 def _check_rebuilt(index, layer, item):
-    """Raise `ConfigError` unless the layer `item` builds has `layer`'s structure, settings and
-    parameter shapes."""
+    """Raise `ConfigError` unless `item` builds a layer of `layer`'s structure and settings."""
     name, arguments = (item, {}) if isinstance(item, str) else next(iter(item.items()))
     cls = LAYER_TYPES[name]
     made = dict(arguments)
@@ -132,8 +118,7 @@ def _check_rebuilt(index, layer, item):
 
 
 def _difference(layer, rebuilt, path):
-    """What first differs between `layer` and `rebuilt` (type, a plain setting, a sub-layer),
-    or None."""
+    """What first differs between `layer` and `rebuilt` (type, setting, sub-layer), or None."""
     where = path or "the layer"
     if type(layer) is not type(rebuilt):
         return f"{where} is a {type(layer).__name__}, not a {type(rebuilt).__name__}"

@@ -2,6 +2,7 @@
 import math
 
 from xpnn.layers import Layer, SequentialLayer, SoftmaxCrossEntropyLossLayer
+from xpnn.nets.summary import layer_rows
 
 
 class Network(Layer):
@@ -27,13 +28,9 @@ class Network(Layer):
         return self.layers.output_shape(input_shape)
 
     def stored_values_per_image(self):
-        """How many values the top-level layers output for one image: a lower bound of what a
-        training step keeps between forward and backward, per image."""
-        total, shape = 0, (1, *self.input_shape)
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-            total += math.prod(shape[1:])
-        return total
+        """Values the top-level layers output for one image: a lower bound of what a training
+        step keeps between forward and backward, per image."""
+        return sum(math.prod(row.output_shape) for row in layer_rows(self))
 
     def forward(self, x):
         """Logits for a batch of float images (no loss: `backward` needs `forward_loss`)."""
@@ -50,8 +47,7 @@ class Network(Layer):
         return loss, logits
 
     def _check_images(self, x):
-        """Refuse integer images: the network computes on them as they are (0-255) and would
-        answer as if for very bright images, silently."""
+        """Refuse integer images (0-255), which would be taken silently as very bright ones."""
         if x.dtype.kind != "f":
             raise ValueError(f"{self.name} takes floating-point images (float32 on the [0, 1] "
                              f"scale, as it was trained), got {x.dtype}; divide 0-255 images by "

@@ -8,14 +8,12 @@ from xpnn.backend.communicator import even_slices
 
 
 class DataParallel:
-    """Runs a `Network`'s training step on `workers` slices of each batch at the same time.
+    """Runs a `Network`'s `forward`, `forward_loss` and `backward` on `workers` slices of each
+    batch at once, one thread and replica each (with workers=1: `net` itself).
 
-    NumPy releases the GIL inside its loops and BLAS calls, so each worker thread keeps a core
-    busy. Replicas share `net`'s parameter arrays and keep their own gradients, which `backward`
-    adds into `net`'s in a fixed order: bit-identical run after run. On the CPU, BLAS gets one
-    thread for the whole process (a result must not depend on BLAS's thread count) and freed
-    memory is kept (`backend.keep_freed_memory`). Offers what a training loop uses of `Network`:
-    `forward`, `forward_loss`, `backward`; with workers=1 it forwards to `net`.
+    Replicas share `net`'s parameter arrays and keep their own gradients, which `backward` adds
+    into `net`'s in a fixed order: bit-identical run after run. On the CPU it sets BLAS to one
+    thread for the process and keeps freed memory (`backend.keep_freed_memory`).
     """
 
     def __init__(self, net, workers=2):
@@ -31,22 +29,18 @@ class DataParallel:
             keep_freed_memory()
 
     def _run(self, calls):
-        """Run ``calls[i]()`` for every i at once (the first on this thread); return results.
-
-        Workers run in a copy of the caller's context, so they follow its settings (NumPy's
-        `errstate` among them)."""
+        """Run ``calls[i]()`` for every i at once (the first on this thread), each in a copy of
+        the caller's context (so NumPy's `errstate` holds there too); return their results."""
         futures = [self._pool.submit(contextvars.copy_context().run, call) for call in calls[1:]]
         first = calls[0]()
         return [first] + [future.result() for future in futures]
 
     def _slices(self, n):
-        """`min(workers, n)` contiguous slices of n items (`even_slices`, as MPI ranks split
-        a batch)."""
+        """`min(workers, n)` contiguous slices of n items, as MPI ranks split a batch."""
         return even_slices(n, min(self.workers, n))
 
     def _sync_weights(self):
-        """Point every replica at the network's current parameter arrays (and give it fresh
-        gradients where the network was cast since)."""
+        """Point the replicas at the network's arrays (fresh gradients where it was cast since)."""
         for replica in self.replicas[1:]:
             for mine, theirs in zip(replica.parameters(), self.net.parameters()):
                 mine.data = theirs.data

@@ -1,7 +1,7 @@
 """Adam and AdamW on packed parameters, computed as PyTorch's torch.optim.Adam and AdamW are."""
 import math
 
-from xpnn.backend import CPU, device_of, get_array_module
+from xpnn.backend import get_array_module
 from xpnn.backend.updates import adam_update
 from xpnn.optim.sgd import SGDOptimizer
 
@@ -22,6 +22,7 @@ class AdamOptimizer(SGDOptimizer):
     """
 
     decoupled = False  # AdamW: the decay shrinks the weights instead of joining the gradient
+    state_arrays = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, parameters, lr, betas=DEFAULT_BETAS, eps=DEFAULT_EPS, weight_decay=0.0):
         super().__init__(parameters, lr, weight_decay)
@@ -33,20 +34,11 @@ class AdamOptimizer(SGDOptimizer):
             raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
         self.betas = tuple(float(b) for b in betas)
         self.eps = float(eps)
-        xp = get_array_module(self.data)
-        self.exp_avg = xp.zeros_like(self.data)
-        self.exp_avg_sq = xp.zeros_like(self.data)
         self.steps_on_device = None
 
     def keep_lr_on_device(self):
         super().keep_lr_on_device()
         self.steps_on_device = get_array_module(self.data).full((), self.steps, dtype="float64")
-
-    def _moved(self):
-        super()._moved()
-        device = device_of(self.data)
-        self.exp_avg, self.exp_avg_sq = (device.send(state).astype(self.data.dtype, copy=False)
-                                         for state in (self.exp_avg, self.exp_avg_sq))
 
     def update(self):
         self.follow_parameters()
@@ -68,8 +60,7 @@ class AdamOptimizer(SGDOptimizer):
         return float(step_size), float(bias2_sqrt), shrink
 
     def _device_scalars(self):
-        """The same as `_host_scalars`, as 0-d device arrays computed on the device (no host
-        number changes between replays of a captured step)."""
+        """`_host_scalars` as 0-d arrays computed on the device (so a captured step replays)."""
         xp, real = get_array_module(self.data), self.data.dtype
         self.steps_on_device += 1
         bias1 = (1 - xp.power(self.betas[0], self.steps_on_device)).astype(real)
@@ -78,22 +69,8 @@ class AdamOptimizer(SGDOptimizer):
         shrink = (1 - lr * real.type(self.weight_decay)) if self.decoupled else None
         return lr / bias1, bias2_sqrt, shrink
 
-    def state_dict(self):
-        return {**super().state_dict(), "exp_avg": CPU.to_numpy(self.exp_avg).copy(),
-                "exp_avg_sq": CPU.to_numpy(self.exp_avg_sq).copy()}
-
     def load_state_dict(self, state):
-        for name in ("exp_avg", "exp_avg_sq"):
-            if name not in state:
-                raise ValueError(f"optimizer state lacks {name} (it was saved by another "
-                                 f"optimizer than {type(self).__name__})")
-            if state[name].shape != self.data.shape:
-                raise ValueError(f"optimizer state has {name} of shape {state[name].shape}, "
-                                 f"expected {self.data.shape}")
         super().load_state_dict(state)
-        for name in ("exp_avg", "exp_avg_sq"):
-            target = getattr(self, name)
-            target[...] = device_of(target).send(state[name])
         if self.steps_on_device is not None:
             self.steps_on_device.fill(self.steps)
 

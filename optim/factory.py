@@ -12,8 +12,7 @@ OPTIMIZER_OPTIONS = {"momentum_sgd": ("momentum", "weight_decay"), "sgd": ("weig
 
 def make_optimizer(train_config, parameters, lr=None):
     """The optimizer `train_config["optimizer"]` names, over `parameters`, with the section's lr
-    (unless `lr` is given) and whichever of its `OPTIMIZER_OPTIONS` the section sets (else the
-    optimizer's own defaults)."""
+    (unless `lr` is given) and those of its `OPTIMIZER_OPTIONS` the section sets."""
     name = train_config.get("optimizer")
     if name not in OPTIMIZERS:
         raise ValueError(f"train.optimizer {name!r} is not known; expected one of "

@@ -3,11 +3,8 @@ from xpnn.backend import get_array_module
 
 
 class PackedParameters:
-    """The parameters' data and gradients as views of two flat buffers, `data` and `grad`.
-
-    Should the parameters be moved, cast or rebound later (``net.to(...)``), `refresh()` packs
-    them afresh where they now are, so the optimizer keeps training them, as PyTorch's does.
-    """
+    """The parameters' data and gradients as views of two flat buffers, `data` and `grad`;
+    `refresh()` packs them afresh where they were moved, cast or rebound since (``net.to``)."""
 
     def __init__(self, parameters):
         self.parameters = list(parameters)

@@ -25,9 +25,8 @@ SCHEDULES = {"constant": constant, "step": step, "cosine": cosine}
 class Schedule:
     """A named schedule with its options: ``Schedule("cosine", 0.05, 5)(epoch=2.5)``.
 
-    The cosine's warm-up is `warmup_epochs` or `warmup_steps` (which needs `steps_per_epoch`
-    and lasts as many steps whatever an epoch's length; ``warmup_steps: 110`` in epochs of 550
-    steps is ``warmup_epochs: 0.2`` to the bit).
+    The cosine's warm-up is `warmup_epochs` or `warmup_steps` (which needs `steps_per_epoch`,
+    and lasts as many steps whatever an epoch's length).
     """
 
     def __init__(self, name, base_lr, total_epochs, steps_per_epoch=None, **options):
@@ -48,8 +47,7 @@ class Schedule:
 
     def warmup_note(self):
         """One line when the warm-up takes more than half of the run's steps (the rate then
-        reaches less of base_lr, or reaches it late), else None. The warm-up is kept as given:
-        on short resnet runs a shortened warm-up let the first steps diverge."""
+        reaches less of base_lr, or reaches it late), else None."""
         warmup = self.options.get("warmup_epochs", 0.0)
         if self.name != "cosine" or not self.steps_per_epoch or warmup <= self.total_epochs / 2:
             return None

@@ -5,7 +5,6 @@ from xpnn.backend import CPU, device_of, get_array_module
 from xpnn.backend.updates import momentum_update, sgd_update
 from xpnn.optim.packing import PackedParameters
 
-
 DEFAULT_MOMENTUM = 0.9
 
 
@@ -17,6 +16,8 @@ class SGDOptimizer:
     captures after `keep_lr_on_device()`) and the host's step count.
     """
 
+    state_arrays = ()  # the names of a subclass's state: flat arrays like `data`, zeros at first
+
     def __init__(self, parameters, lr, weight_decay=0.0):
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
@@ -27,6 +28,8 @@ class SGDOptimizer:
         self.weight_decay = float(weight_decay)
         self.packed = PackedParameters(parameters)
         self.steps = 0
+        for name in self.state_arrays:
+            setattr(self, name, get_array_module(self.data).zeros_like(self.data))
 
     @property
     def lr(self):
@@ -38,6 +41,10 @@ class SGDOptimizer:
         if self.lr_on_device is not None:
             self.lr_on_device.fill(self._lr)
 
+    # All parameters' values and gradients, each one flat array (their `data` and `grad` are views).
+    data = property(lambda self: self.packed.data)
+    grad = property(lambda self: self.packed.grad)
+
     def keep_lr_on_device(self):
         """From now on `update()` reads the learning rate from `lr_on_device`, a 0-d array of
         the parameters' dtype on their device, which setting `lr` writes."""
@@ -47,26 +54,16 @@ class SGDOptimizer:
     def _rate(self):
         return self._lr if self.lr_on_device is None else self.lr_on_device
 
-    @property
-    def data(self):
-        """All parameters' values, one flat array (their `data` are views of it)."""
-        return self.packed.data
-
-    @property
-    def grad(self):
-        """All parameters' gradients, one flat array (their `grad` are views of it)."""
-        return self.packed.grad
-
     def follow_parameters(self):
-        """Repack where the parameters were moved, cast or rebound since the last step; the
-        optimizer's own state follows them (`_moved`)."""
-        if self.packed.refresh():
-            self._moved()
-
-    def _moved(self):
-        """Move the optimizer's state to where `data` now is (plain SGD: only a device rate)."""
+        """Repack where the parameters were moved, cast or rebound since the last step, and move
+        the optimizer's state (a device rate, `state_arrays`) to where they now are."""
+        if not self.packed.refresh():
+            return
         if self.lr_on_device is not None:
             self.keep_lr_on_device()
+        for name in self.state_arrays:
+            moved = device_of(self.data).send(getattr(self, name))
+            setattr(self, name, moved.astype(self.data.dtype, copy=False))
 
     def zero_grad(self):
         self.follow_parameters()
@@ -83,40 +80,37 @@ class SGDOptimizer:
 
     def state_dict(self):
         """Host arrays and numbers that, loaded back, continue the same trajectory."""
-        return {"lr": self.lr, "steps": self.steps}
+        return {"lr": self.lr, "steps": self.steps,
+                **{name: CPU.to_numpy(getattr(self, name)).copy() for name in self.state_arrays}}
 
     def load_state_dict(self, state):
+        """Load a `state_dict`; `ValueError` where a state array is missing or of another shape."""
+        for name in self.state_arrays:
+            if name not in state:
+                raise ValueError(f"optimizer state lacks {name} (it was saved by another "
+                                 f"optimizer than {type(self).__name__})")
+            if state[name].shape != self.data.shape:
+                raise ValueError(f"optimizer state has {name} of shape {state[name].shape}, "
+                                 f"expected {self.data.shape}")
         self.lr = float(state["lr"])
         self.steps = int(state["steps"])
+        for name in self.state_arrays:
+            target = getattr(self, name)
+            target[...] = device_of(target).send(state[name])
 
 
 class MomentumSGDOptimizer(SGDOptimizer):
     """v <- momentum * v + (grad + weight_decay * w);  w <- w - lr * v."""
+
+    state_arrays = ("velocity",)
 
     def __init__(self, parameters, lr, momentum=DEFAULT_MOMENTUM, weight_decay=0.0):
         super().__init__(parameters, lr, weight_decay)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
-        self.velocity = get_array_module(self.data).zeros_like(self.data)
-
-    def _moved(self):
-        super()._moved()
-        self.velocity = device_of(self.data).send(self.velocity).astype(self.data.dtype,
-                                                                         copy=False)
 
     def update(self):
         self.follow_parameters()
         momentum_update(self.data, self.grad, self.velocity, self._rate(), self.momentum,
                         self.weight_decay)
-
-    def state_dict(self):
-        return {**super().state_dict(), "velocity": CPU.to_numpy(self.velocity).copy()}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        velocity = state["velocity"]
-        if velocity.shape != self.velocity.shape:
-            raise ValueError(f"optimizer state has velocity of shape {velocity.shape}, "
-                             f"expected {self.velocity.shape}")
-        self.velocity[...] = device_of(self.velocity).send(velocity)
