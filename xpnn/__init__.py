@@ -4,7 +4,7 @@ The subpackages (layers, nets, optim, data, training, backend, ...) are the top-
 of a checkout, mapped into the package by pyproject.toml. `import xpnn` imports none of them,
 so the command line starts fast: `xpnn.fit` (training.fit.fit) is imported on first use.
 """
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 
 def __getattr__(name):
