@@ -64,7 +64,7 @@ def max_pool_backward(grad, indices, input_shape, kernel_size, stride):
         BACKWARD(grad_x.size, (grad, indices, grad_x, grad_x.size, *input_shape[1:], ho, wo, k, s),
                  grad.dtype)
         return grad_x
-    if name == "cpu" or s < k:  # overlapping windows add up: the offsets' way
+    if name == "cpu" or s < k:  # the CPU's way, and any device's where windows overlap
         grad_x = xp.zeros(input_shape, dtype=grad.dtype)
         for position, index in enumerate(window_offsets(k, s, ho, wo)):
             routed = grad * (indices == position)

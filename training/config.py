@@ -176,10 +176,10 @@ def load_config(path, overrides=()):
     try:
         return validate_config(config)
     except ConfigError as error:
-        raise blame(error, overrides, str(path), lambda: _error_of(raw)) from None
+        raise blame(error, overrides, str(path), lambda: error_of(raw)) from None
 
 
-def _error_of(config):
+def error_of(config):
     """The `ConfigError` that `validate_config` raises for `config`, or None."""
     try:
         validate_config(config)

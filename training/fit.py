@@ -13,7 +13,8 @@ from xpnn.nets.config import ConfigError
 from xpnn.nets.description import NoConfigError, loss_settings, model_section
 from xpnn.training.checkpoint import LAST_NAME
 from xpnn.training.errors import RunFolderError
-from xpnn.training.config import ARRAYS, find_config, read_config, validate_config
+from xpnn.training.config import (ARRAYS, error_of, find_config, read_config,
+                                  validate_config)
 from xpnn.training.metrics import best_epoch
 from xpnn.training.overrides import Override, apply_overrides, blame
 from xpnn.training.runs import default_run_dir, resume_run, start_run
@@ -200,15 +201,7 @@ def _checked_config(config, settings):
     try:
         return validate_config(apply_overrides(raw, changes))
     except ConfigError as error:
-        raise blame(error, changes, source, lambda: _error_of(raw)) from None
-
-
-def _error_of(raw):
-    try:
-        validate_config(raw)
-    except ConfigError as error:
-        return error
-    return None
+        raise blame(error, changes, source, lambda: error_of(raw)) from None
 
 
 def _dataset(train, validation, test):
