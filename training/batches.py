@@ -1,4 +1,4 @@
-"""Batches: the seeded order of each epoch and the uint8 -> float32 conversion, done on the device."""
+"""Batches: the seeded order of each epoch and the uint8 -> float32 conversion, on the device."""
 import numpy
 
 from xpnn.backend import get_array_module

@@ -1,9 +1,8 @@
 """Where a training run stands: the typed record a checkpoint carries beside the weights
 (`RunState`), every field checked on reading; fields that older checkpoints lack take the values
 those runs had."""
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from xpnn.training.errors import CheckpointError
 
@@ -53,14 +52,12 @@ class RunState:
     @classmethod
     def from_json(cls, meta, where):
         """The `RunState` in a checkpoint's JSON `meta`, checked (`check`)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {key: value for key, value in meta.items() if key in known}
+        values = {f.name: meta[f.name] for f in fields(cls) if f.name in meta}
         progress = values.get("epoch_progress", {})
         _check(where, "epoch_progress", progress, isinstance(progress, dict),
                "a mapping of loss_sum, correct, seen and seconds")
-        progress_known = {f.name for f in dataclasses.fields(EpochProgress)}
-        values["epoch_progress"] = EpochProgress(
-            **{key: value for key, value in progress.items() if key in progress_known})
+        values["epoch_progress"] = EpochProgress(**{
+            f.name: progress[f.name] for f in fields(EpochProgress) if f.name in progress})
         state = cls(**values)
         state.check(where)
         return state

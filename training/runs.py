@@ -26,6 +26,7 @@ from xpnn.training.setup import check_dataset_fits
 from xpnn.training.trainer import CHECKPOINT_EVERY, Trainer
 
 CONFIG_COPY_NAME = "config.yaml"
+WEIGHT_BOUND = 1e6  # no weight of a trained network comes near; a diverged run's pass it
 
 
 @dataclass
@@ -69,10 +70,7 @@ def load_trained(source, device="cpu", config=None):
     """The `TrainedNetwork` a .npz checkpoint or a run folder (its best.npz, else its last.npz)
     holds, on `device`. `config` (checked) replaces the checkpoint's: its network must have the
     same parameters. Raises `CheckpointError` or `ConfigError` naming what does not fit."""
-    source = Path(source)
-    if source.is_dir() and (source / BEST_NAME).exists():
-        source = source / BEST_NAME
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(_best_else_last(source))
     if config is None:
         try:
             config = validate_config(checkpoint.config)
@@ -86,19 +84,16 @@ def load_trained(source, device="cpu", config=None):
     return TrainedNetwork(net, config, checkpoint)
 
 
-WEIGHT_BOUND = 1e6  # no weight of a trained network comes near; a diverged run's pass it
-
-
 def check_trustworthy(checkpoint):
     """Raise `CheckpointError` unless every weight of `checkpoint` is finite and within
     +-`WEIGHT_BOUND`: a diverged run's weights give NaN losses and probabilities."""
     for name, weights in checkpoint.weights.items():
-        values = numpy.asarray(weights)
-        if not numpy.isfinite(values).all():
+        sizes = numpy.abs(numpy.asarray(weights))
+        if not numpy.isfinite(sizes).all():
             problem = "holds NaN or infinite values"
-        elif values.size and float(numpy.abs(values).max()) > WEIGHT_BOUND:
-            problem = (f"holds values up to {float(numpy.abs(values).max()):.3g} in size, beyond "
-                       f"the {WEIGHT_BOUND:.0e} no trained network reaches")
+        elif sizes.size and float(sizes.max()) > WEIGHT_BOUND:
+            problem = (f"holds values up to {float(sizes.max()):.3g} in size, beyond the "
+                       f"{WEIGHT_BOUND:.0e} no trained network reaches")
         else:
             continue
         raise CheckpointError(f"checkpoint {checkpoint.path} cannot be used: its parameter "
@@ -212,8 +207,7 @@ def start_run(config, device, run_dir, *, data_dir=None, limit_train=None, limit
                          ranks=ranks, progress=progress, echo=echo, mode=mode)
     if initial is not None:  # every rank has the same checkpoint
         mine = config["model"].get("name", trainer.net.name)
-        saved = initial.state.config if initial.state is not None else None  # None: not a run's
-        theirs = saved.get("model", {}).get("name", "?") if isinstance(saved, dict) else "?"
+        theirs = initial.config.get("model", {}).get("name", "?") if initial.state else "?"
         try:
             check_matches(trainer.net, initial.weights, f"checkpoint {initial.path}")
         except CheckpointError as error:
@@ -238,15 +232,18 @@ def _initial_weights(source):
     """The trustworthy checkpoint `--init-from` names: a .npz file, or a run folder's best.npz
     (else its last.npz); `CheckpointError` naming what is missing."""
     source = Path(source)
-    if source.is_dir():
-        found = [source / name for name in (BEST_NAME, LAST_NAME) if (source / name).exists()]
-        if not found:
-            raise CheckpointError(f"cannot start from {source}: it holds neither {BEST_NAME} nor "
-                                  f"{LAST_NAME} (give a run folder or a .npz checkpoint)")
-        source = found[0]
-    checkpoint = load_checkpoint(source)
+    if source.is_dir() and not any((source / name).exists() for name in (BEST_NAME, LAST_NAME)):
+        raise CheckpointError(f"cannot start from {source}: it holds neither {BEST_NAME} nor "
+                              f"{LAST_NAME} (give a run folder or a .npz checkpoint)")
+    checkpoint = load_checkpoint(_best_else_last(source))
     check_trustworthy(checkpoint)
     return checkpoint
+
+
+def _best_else_last(source):
+    """A run folder's best.npz if it has one, else `source` (a folder: its last.npz)."""
+    source = Path(source)
+    return source / BEST_NAME if source.is_dir() and (source / BEST_NAME).exists() else source
 
 
 def _refuse_early(run_dir):
@@ -312,63 +309,56 @@ def resume_run(run_dir, device, *, config=None, data_dir=None, checkpoint_every=
                                  f"folder); start a new run instead")
         return load_checkpoint(run_dir / LAST_NAME)
     try:
-        trainer = _resumed_trainer(run_dir, ranks.on_root(read), device, config, data_dir,
-                                   checkpoint_every, workers, ranks, progress, echo, mode,
-                                   dataset, epochs)
+        checkpoint = ranks.on_root(read)
+        state = checkpoint.state
+        if state is None:
+            raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} was not saved by a "
+                                  f"training run")
+        if state.ranks != ranks.size:
+            raise CheckpointError(
+                f"cannot resume {run_dir} on {ranks.size} rank(s): it was trained on "
+                f"{state.ranks}, and another count splits every batch differently; resume it "
+                f"with" + ("out mpiexec" if state.ranks == 1 else
+                           f" mpiexec -n {state.ranks} (or --processes {state.ranks})"))
+        try:
+            saved_config = validate_config(_with_old_defaults(checkpoint.config))
+        except ConfigError as error:
+            raise CheckpointError(f"{checkpoint.path} holds a config that is no longer valid: "
+                                  f"{error}") from None
+        if epochs is not None and epochs != saved_config["train"]["epochs"]:
+            saved_config = _extended(saved_config, epochs, run_dir, state)
+        if config is not None:
+            _check_same_config(config, saved_config, checkpoint)
+        if data_dir is not None:
+            saved_config["data"]["data_dir"] = str(data_dir)
+        trainer = RunTrainer(
+            saved_config, load_data(saved_config) if dataset is None else dataset, device,
+            run_dir, limit_train=state.limit_train, limit_test=state.limit_test,
+            checkpoint_every=(state.checkpoint_every if checkpoint_every is None
+                              else checkpoint_every),
+            workers=state.workers if workers is None else workers, ranks=ranks,
+            progress=progress, echo=echo, mode=mode)
+        if trainer.train_count != (state.train_count or trainer.train_count):
+            raise CheckpointError(f"cannot resume {run_dir}: it was trained on "
+                                  f"{state.train_count} images but the dataset now gives "
+                                  f"{trainer.train_count}")
+        if state.step > trainer.steps_per_epoch:
+            raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} is at step "
+                                  f"{state.step} of an epoch of {trainer.steps_per_epoch} steps")
+        trainer.load(checkpoint)
+
+        def tidy_folder():
+            check_writable(run_dir)
+            remove_stale_temporaries(run_dir)
+            write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
+            if epochs is not None:  # the config copy says what the run now trains
+                _write_config_copy(run_dir, saved_config)
+        ranks.on_root(tidy_folder)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
     trainer.folder_lock = lock
-    return trainer
-
-
-def _resumed_trainer(run_dir, checkpoint, device, config, data_dir, checkpoint_every, workers,
-                     ranks, progress, echo, mode, dataset, epochs):
-    state = checkpoint.state
-    if state is None:
-        raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} was not saved by a "
-                              f"training run")
-    saved_ranks = state.ranks
-    if saved_ranks != ranks.size:
-        raise CheckpointError(
-            f"cannot resume {run_dir} on {ranks.size} rank(s): it was trained on {saved_ranks}, "
-            f"and another count splits every batch differently; resume it with"
-            + ("out mpiexec" if saved_ranks == 1 else
-               f" mpiexec -n {saved_ranks} (or --processes {saved_ranks})"))
-    try:
-        saved_config = validate_config(_with_old_defaults(checkpoint.config))
-    except ConfigError as error:
-        raise CheckpointError(f"{checkpoint.path} holds a config that is no longer valid: "
-                              f"{error}") from None
-    if epochs is not None and epochs != saved_config["train"]["epochs"]:
-        saved_config = _extended(saved_config, epochs, run_dir, state)
-    if config is not None:
-        _check_same_config(config, saved_config, checkpoint)
-    if data_dir is not None:
-        saved_config["data"]["data_dir"] = str(data_dir)
-    dataset = load_data(saved_config) if dataset is None else dataset
-    trainer = RunTrainer(saved_config, dataset, device, run_dir,
-                         limit_train=state.limit_train, limit_test=state.limit_test,
-                         checkpoint_every=(state.checkpoint_every if checkpoint_every is None
-                                           else checkpoint_every),
-                         workers=state.workers if workers is None else workers,
-                         ranks=ranks, progress=progress, echo=echo, mode=mode)
-    if trainer.train_count != (state.train_count or trainer.train_count):
-        raise CheckpointError(f"cannot resume {run_dir}: it was trained on {state.train_count} "
-                              f"images but the dataset now gives {trainer.train_count}")
-    if state.step > trainer.steps_per_epoch:
-        raise CheckpointError(f"cannot resume {run_dir}: its {LAST_NAME} is at step "
-                              f"{state.step} of an epoch of {trainer.steps_per_epoch} steps")
-    trainer.load(checkpoint)
-
-    def tidy_folder():
-        check_writable(run_dir)
-        remove_stale_temporaries(run_dir)
-        write_metrics(run_dir, trainer.metrics)  # drop any epoch line written after last.npz
-        if epochs is not None:  # the config copy says what the run now trains
-            _write_config_copy(run_dir, saved_config)
-    ranks.on_root(tidy_folder)
     return trainer
 
 

@@ -43,7 +43,7 @@ def parse_seeds(text):
         if not match:
             raise ConfigError(f"--seeds takes seeds like 0-4 or 0,3,7 (whole numbers >= 0), got "
                               f"{text!r}")
-        low, high = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        low, high = int(match[1]), int(match[2] or match[1])
         if high < low:
             raise ConfigError(f"--seeds {text!r}: the range {low}-{high} is empty; write the "
                               f"lower seed first ({high}-{low})")
