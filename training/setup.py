@@ -108,13 +108,12 @@ class RunSetup:
     augment: Augmentation
 
 
-def set_up(config, dataset, device, *, limit_train=None, limit_test=None, workers=None,
-           ranks=None, graph=False):
+def set_up(config, dataset, device, *, ranks, limit_train=None, limit_test=None, workers=None,
+           graph=False):
     """The `RunSetup` of `config` on `dataset` (a `data.Dataset`, its last `data.validation`
     training images held out), the first `limit_train` and `limit_test` images used; `graph`:
     each step a CUDA graph. Call it in the run's mode (`backend.running_on`). Raises
     `DataError`, `ConfigError` or `TrainingError` naming what does not fit."""
-    ranks = ranks if ranks is not None else Ranks()
     batch_size = config["train"]["batch_size"]
     net = build_network(config)
     check_dataset_fits(net, dataset, config["model"]["num_classes"])
