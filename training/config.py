@@ -111,9 +111,8 @@ class _Refused(Exception):
 
 def parse_yaml(text, source="<string>"):
     """The value of the YAML document `text` (safe types only); `ConfigError` starting with
-    `source` (quoting no value) for invalid YAML, nesting deeper than `MAX_CONFIG_DEPTH`, more
-    than `MAX_CONFIG_VALUES` values once aliases are expanded, or an alias inside what it names.
-    """
+    `source`, quoting no value, for invalid YAML or YAML past the `MAX_CONFIG_*` bounds once
+    aliases are expanded (an alias inside what it names included)."""
     loader = None
     try:
         loader = _BoundedLoader(text)  # refuses characters YAML does not allow, at once
@@ -193,8 +192,7 @@ def error_of(config):
 
 
 def validate_config(config):
-    """Check a whole config mapping; return a new dict with the defaults (the README's) filled
-    in."""
+    """Check a whole config mapping; a new dict with the README's defaults filled in."""
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
         raise ConfigError(f"a config must be a mapping with sections {', '.join(SECTIONS)}; "
