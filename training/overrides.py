@@ -20,15 +20,11 @@ class Override:
         if not self.flag:
             object.__setattr__(self, "flag", f"--set {self.key}={self.value}")
 
-    @property
-    def parts(self):
-        return self.key.split(".")
-
     def named_in(self, message):
         """True when a validator's `message` is about the key this override sets (as in
         ``model.layers[9] LinearLayer: ...``, ``train.momentum must be ...`` or ``train: unknown
         key 'momentun'``)."""
-        spelled, leaf = _spelled(self.parts)
+        spelled, leaf = _spelled(self.key.split("."))
         return _mentions(message, spelled) or ("." in spelled and f"'{leaf}'" in message
                                                 and _mentions(message, spelled.rsplit(".", 1)[0]))
 
@@ -53,7 +49,7 @@ def apply_overrides(config, overrides):
         return config  # not a config at all: the validator says so, blaming the file
     config = copy.deepcopy(config)
     for override in overrides:
-        node, parts = config, override.parts
+        node, parts = config, override.key.split(".")
         for depth, part in enumerate(parts[:-1]):
             node = _step(node, part, parts[depth + 1], override, ".".join(parts[:depth]))
         last = parts[-1]
