@@ -245,9 +245,10 @@ def validate_train(train):
                               f"got {stopping!r}")
         check_keys("train.early_stopping", stopping, ("patience", "min_delta"))
         where = "train.early_stopping."
+        min_delta = _finite(where + "min_delta", stopping.get("min_delta", 0.0))
         checked["early_stopping"] = {
             "patience": check_number(where + "patience", stopping["patience"], int, low=1),
-            "min_delta": _finite(where + "min_delta", stopping.get("min_delta", 0.0))}
+            "min_delta": min_delta}
     return checked
 
 
@@ -310,17 +311,16 @@ def validate_data(data):
     for key in [key for key in AUGMENT_OPTIONS if key in augment]:
         where, value = f"data.augment.{key}", augment[key]
         if key == "translate":
-            checked[key] = check_number(where, value, int, low=0)
+            value = check_number(where, value, int, low=0)
         elif key != "flip":
-            checked[key] = _finite(where, value)
+            value = _finite(where, value)
         elif not isinstance(value, bool):
             raise ConfigError(f"data.augment.flip must be true or false, got {value!r}")
         elif value and dataset == "mnist":  # a mirrored digit is not that digit
             raise ConfigError(f"data.augment.flip mirrors images, which turns digits into "
                               f"non-digits; it is refused for {dataset!r} (use it for "
                               f"fashion-mnist or an idx dataset of symmetric classes)")
-        else:
-            checked[key] = value
+        checked[key] = value
     return {"dataset": dataset, "data_dir": data_dir, "validation": validation,
             "augment": checked}
 
