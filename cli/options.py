@@ -7,18 +7,17 @@ import click
 MESSAGE_LIMIT = 1000      # characters of a one-line message
 
 
-def one_line(error, limit=MESSAGE_LIMIT):
-    """The error's message on one line (OS errors as 'reason: file'); over `limit` characters,
-    its start and end with the middle left out (the start says what was wrong, the end often
-    what to do)."""
+def one_line(error):
+    """The error's message on one line (OS errors as 'reason: file'); past `MESSAGE_LIMIT`
+    characters, its start and end (what was wrong, often what to do) without the middle."""
     if isinstance(error, OSError) and error.strerror:
         text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     else:
         text = str(error) or type(error).__name__
     text = " ".join(text.split())
-    if len(text) <= limit:
+    if len(text) <= MESSAGE_LIMIT:
         return text
-    head, tail = limit * 3 // 4, limit // 5
+    head, tail = MESSAGE_LIMIT * 3 // 4, MESSAGE_LIMIT // 5
     return f"{text[:head]} [... {len(text) - head - tail:,} characters ...] {text[-tail:]}"
 
 
@@ -85,11 +84,7 @@ def command_mode(device, ranks=1, eager=True, array_code=False, precision="fp32"
 
 
 class _Count(click.types.IntRange):
-    """A count >= 1, perhaps from the environment variable `variable` (then named in errors)."""
-
-    def __init__(self, variable):
-        super().__init__(min=1)
-        self.variable = variable
+    """A count >= 1 (`min=1`); a bad one from the option's environment variable names it."""
 
     def convert(self, value, param, ctx):
         try:
@@ -98,11 +93,11 @@ class _Count(click.types.IntRange):
             if ctx is None or ctx.get_parameter_source(param.name) is not \
                     click.core.ParameterSource.ENVIRONMENT:
                 raise
-            self.fail(f"{self.variable} must be a whole number >= 1, got {value!r}", param, ctx)
+            self.fail(f"{param.envvar} must be a whole number >= 1, got {value!r}", param, ctx)
 
 
 processes_option = click.option(
-    "--processes", type=_Count("XPNN_PROCESSES"), envvar="XPNN_PROCESSES",
+    "--processes", type=_Count(min=1), envvar="XPNN_PROCESSES",
     help="start this many ranks through mpiexec (pip install 'xpnn[mpi]'), as mpiexec -n N xpnn "
          "train ... does; 1: one process, on --workers threads  [default: XPNN_PROCESSES, else "
          "on the CPU one rank per core where mpiexec is installed, else 1; a resumed run's own]")

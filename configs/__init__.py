@@ -4,9 +4,7 @@ if __name__ != "xpnn.configs":  # `import configs` finds this only from a checko
     raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.configs")
 from pathlib import Path
 
-FOLDER = Path(__file__).resolve().parent
-
 
 def shipped():
     """{name: path} of the shipped configs, sorted by name."""
-    return {path.stem: path for path in sorted(FOLDER.glob("*.yaml"))}
+    return {path.stem: path for path in sorted(Path(__file__).resolve().parent.glob("*.yaml"))}

@@ -25,13 +25,17 @@ TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "betas", "e
               "early_stopping")
 TRAIN_REQUIRED = ("epochs", "batch_size", "optimizer", "lr")
 DATA_KEYS = ("dataset", "data_dir", "validation", "augment")
-DIGIT_DATASETS = ("mnist",)  # a mirrored digit is not that digit: no flip
-POSITIVE_SCHEDULE_OPTIONS = ("step_size", "gamma")  # > 0 (all others >= 0)
-AUGMENT_LIMITS = {  # the float options of data.augment: (within bounds?, what the value is)
-    "rotate": (lambda value: value <= 180, "is the largest angle in degrees, in [0, 180]"),
-    "scale": (lambda value: value < 1,
-              "draws zooms in [1 - scale, 1 + scale], so it must be in [0, 1)"),
-    "shear": (lambda value: value < 90, "is the largest shear angle in degrees, in [0, 90)"),
+UPPER_LIMITS = {  # the bounded floats: (within bounds?, message after the key for a value not)
+    "train.momentum": (lambda value: value < 1, "must be in [0, 1), got {!r}"),
+    "train.label_smoothing": (lambda value: value < 1, "must be in [0, 1), got {!r}; 0.1 is usual"),
+    "train.early_stopping.min_delta": (lambda value: value < 1, "is a fraction of accuracy in "
+                                       "[0, 1) (0.001 = 0.1 percentage point), got {!r}"),
+    "data.augment.rotate": (lambda value: value <= 180,
+                            "is the largest angle in degrees, in [0, 180]; got {!r}"),
+    "data.augment.scale": (lambda value: value < 1, "draws zooms in [1 - scale, 1 + scale], so "
+                           "it must be in [0, 1); got {!r}"),
+    "data.augment.shear": (lambda value: value < 90,
+                           "is the largest shear angle in degrees, in [0, 90); got {!r}"),
 }
 
 
@@ -107,9 +111,8 @@ class _Refused(Exception):
 
 def parse_yaml(text, source="<string>"):
     """The value of the YAML document `text` (safe types only); `ConfigError` starting with
-    `source` (quoting no value) for invalid YAML, nesting deeper than `MAX_CONFIG_DEPTH`, more
-    than `MAX_CONFIG_VALUES` values once aliases are expanded, or an alias inside what it names.
-    """
+    `source`, quoting no value, for invalid YAML or YAML past the `MAX_CONFIG_*` bounds once
+    aliases are expanded (an alias inside what it names included)."""
     loader = None
     try:
         loader = _BoundedLoader(text)  # refuses characters YAML does not allow, at once
@@ -189,8 +192,7 @@ def error_of(config):
 
 
 def validate_config(config):
-    """Check a whole config mapping; return a new dict with the defaults (the README's) filled
-    in."""
+    """Check a whole config mapping; a new dict with the README's defaults filled in."""
     if not isinstance(config, dict):
         kind = "empty" if config is None else f"a {type(config).__name__}"
         raise ConfigError(f"a config must be a mapping with sections {', '.join(SECTIONS)}; "
@@ -211,77 +213,54 @@ def validate_config(config):
 def validate_train(train):
     """Check the train section; return it with defaults filled in."""
     check_keys("train", train, TRAIN_KEYS, required=TRAIN_REQUIRED)
-    checked = {
-        "epochs": check_number("train.epochs", train["epochs"], int, low=1),
-        "batch_size": check_number("train.batch_size", train["batch_size"], int, low=1),
-        "optimizer": _choice("train.optimizer", train["optimizer"], tuple(OPTIMIZERS)),
-        "lr": _finite("train.lr", train["lr"], low=0, low_open=True),
-    }
-    if checked["optimizer"] in ("adam", "adamw"):
-        checked.update(validate_adam_options(train, checked["optimizer"]))
+    checked = {key: check_number(f"train.{key}", train[key], int, low=1)
+               for key in ("epochs", "batch_size")}
+    name = checked["optimizer"] = _choice("train.optimizer", train["optimizer"], tuple(OPTIMIZERS))
+    checked["lr"] = _finite("train.lr", train["lr"], low_open=True)
+    adam = name in ("adam", "adamw")
+    for key in ("momentum",) if adam else ("betas", "eps"):
+        if key in train:
+            takes = [other for other, options in OPTIMIZER_OPTIONS.items() if key in options]
+            raise ConfigError(f"train.{key} is an option of {' and '.join(takes)}, not of "
+                              f"{name}, which takes {', '.join(OPTIMIZER_OPTIONS[name])}; remove "
+                              f"it from the train section")
+    if adam:
+        checked["betas"] = _betas(train.get("betas", list(DEFAULT_BETAS)))
+        checked["eps"] = _finite("train.eps", train.get("eps", DEFAULT_EPS), low_open=True)
     else:
-        _refuse_options_of_others(train, checked["optimizer"], ("betas", "eps"))
-        default_momentum = DEFAULT_MOMENTUM if checked["optimizer"] == "momentum_sgd" else 0.0
-        momentum = _finite("train.momentum", train.get("momentum", default_momentum), low=0)
-        if momentum >= 1:
-            raise ConfigError(f"train.momentum must be in [0, 1), got {train['momentum']!r}")
-        checked["momentum"] = momentum
-        checked["weight_decay"] = _finite("train.weight_decay", train.get("weight_decay", 0.0),
-                                          low=0)
+        default = DEFAULT_MOMENTUM if name == "momentum_sgd" else 0.0
+        checked["momentum"] = _finite("train.momentum", train.get("momentum", default))
+    default = 0.01 if name == "adamw" else 0.0
+    checked["weight_decay"] = _finite("train.weight_decay", train.get("weight_decay", default))
     checked["schedule"] = validate_schedule(train.get("schedule", {"name": "constant"}),
                                             checked["lr"], checked["epochs"])
     checked["seed"] = check_number("train.seed", train.get("seed", 0), int, low=0)
-    checked["label_smoothing"] = _finite("train.label_smoothing", train.get("label_smoothing", 0.0),
-                                         low=0)
-    if checked["label_smoothing"] >= 1:
-        raise ConfigError(f"train.label_smoothing must be in [0, 1), got "
-                          f"{train['label_smoothing']!r}; 0.1 is usual")
+    checked["label_smoothing"] = _finite("train.label_smoothing", train.get("label_smoothing", 0.0))
     checked["precision"] = _choice("train.precision", train.get("precision", "fp32"), PRECISIONS)
-    if train.get("early_stopping") is not None:
-        checked["early_stopping"] = validate_early_stopping(train["early_stopping"])
+    stopping = train.get("early_stopping")
+    if stopping is not None:
+        if not isinstance(stopping, dict) or "patience" not in stopping:
+            raise ConfigError(f"train.early_stopping must be a mapping like {{patience: 3, "
+                              f"min_delta: 0.001}} (min_delta optional, a fraction of accuracy), "
+                              f"got {stopping!r}")
+        check_keys("train.early_stopping", stopping, ("patience", "min_delta"))
+        where = "train.early_stopping."
+        min_delta = _finite(where + "min_delta", stopping.get("min_delta", 0.0))
+        checked["early_stopping"] = {
+            "patience": check_number(where + "patience", stopping["patience"], int, low=1),
+            "min_delta": min_delta}
     return checked
 
 
-def validate_early_stopping(stopping):
-    """The checked {patience, min_delta} (min_delta default 0) of train.early_stopping."""
-    if not isinstance(stopping, dict) or "patience" not in stopping:
-        raise ConfigError(f"train.early_stopping must be a mapping like {{patience: 3, min_delta: "
-                          f"0.001}} (min_delta optional, a fraction of accuracy), got {stopping!r}")
-    check_keys("train.early_stopping", stopping, ("patience", "min_delta"))
-    min_delta = _finite("train.early_stopping.min_delta", stopping.get("min_delta", 0.0), low=0)
-    if min_delta >= 1:
-        raise ConfigError(f"train.early_stopping.min_delta is a fraction of accuracy in [0, 1) "
-                          f"(0.001 = 0.1 percentage point), got {stopping['min_delta']!r}")
-    return {"patience": check_number("train.early_stopping.patience", stopping["patience"], int,
-                                     low=1),
-            "min_delta": min_delta}
-
-
-def validate_adam_options(train, name):
-    """{betas, eps, weight_decay} of an adam or adamw train section, defaults filled in."""
-    _refuse_options_of_others(train, name, ("momentum",))
-    betas = train.get("betas", list(DEFAULT_BETAS))
+def _betas(betas):
     bad = ConfigError(f"train.betas must be a list of two numbers in [0, 1), like [0.9, 0.999], "
                       f"got {betas!r}")
     if not isinstance(betas, (list, tuple)) or len(betas) != 2:
         raise bad
-    checked = [_finite(f"train.betas.{index}", beta, low=0) for index, beta in enumerate(betas)]
+    checked = [_finite(f"train.betas.{index}", beta) for index, beta in enumerate(betas)]
     if max(checked) >= 1:
         raise bad
-    default_decay = 0.01 if name == "adamw" else 0.0
-    return {"betas": checked,
-            "eps": _finite("train.eps", train.get("eps", DEFAULT_EPS), low=0, low_open=True),
-            "weight_decay": _finite("train.weight_decay", train.get("weight_decay",
-                                                                    default_decay), low=0)}
-
-
-def _refuse_options_of_others(train, name, keys):
-    for key in keys:
-        if key in train:
-            takes = [other for other, options in OPTIMIZER_OPTIONS.items() if key in options]
-            raise ConfigError(f"train.{key} is an option of {' and '.join(takes)}, not of "
-                              f"{name}, which takes {', '.join(OPTIMIZER_OPTIONS[name])}; remove it from the "
-                              f"train section")
+    return checked
 
 
 def validate_schedule(schedule, lr, epochs):
@@ -289,8 +268,8 @@ def validate_schedule(schedule, lr, epochs):
     if isinstance(schedule, str):
         schedule = {"name": schedule}
     if not isinstance(schedule, dict) or "name" not in schedule:
-        raise ConfigError(f"train.schedule must be a mapping like {{name: cosine, warmup_epochs: 0.2}} "
-                          f"with name one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        raise ConfigError(f"train.schedule must be a mapping like {{name: cosine, warmup_epochs: "
+                          f"0.2}} with name one of {', '.join(SCHEDULES)}, got {schedule!r}")
     name = _choice("train.schedule.name", schedule["name"], tuple(SCHEDULES))
     option_names = [p for p in inspect.signature(SCHEDULES[name]).parameters
                     if p not in ("base_lr", "epoch", "total_epochs")]
@@ -301,7 +280,7 @@ def validate_schedule(schedule, lr, epochs):
     for key, value in options.items():
         where = f"train.schedule.{key}"
         options[key] = (check_number(where, value, int, low=0) if key == "warmup_steps" else
-                        _finite(where, value, low=0, low_open=key in POSITIVE_SCHEDULE_OPTIONS))
+                        _finite(where, value, low_open=key in ("step_size", "gamma")))
     try:
         rule = Schedule(name, lr, epochs, steps_per_epoch=1, **options)
         rates = [rule(epochs * fraction) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]
@@ -314,7 +293,8 @@ def validate_schedule(schedule, lr, epochs):
 
 
 def validate_data(data):
-    """Check the data section; return it with defaults filled in."""
+    """Check the data section (data.augment keeps only the options given); return it with
+    defaults filled in."""
     check_keys("data", data, DATA_KEYS)
     dataset = _choice("data.dataset", data.get("dataset", "mnist"), DATASETS)
     data_dir = data.get("data_dir")
@@ -322,35 +302,27 @@ def validate_data(data):
         raise ConfigError(f"data.data_dir must be a folder path (a string), got {data_dir!r}")
     validation = check_number("data.validation", data.get("validation", DEFAULT_VALIDATION), int,
                               low=0)
-    augment = validate_augment(data.get("augment") or {}, dataset)
-    return {"dataset": dataset, "data_dir": data_dir, "validation": validation, "augment": augment}
-
-
-def validate_augment(augment, dataset):
-    """Check ``data.augment`` ({translate: pixels, rotate: degrees, scale: fraction, shear:
-    degrees, flip: bool}, each optional); return it with only the options given."""
+    augment = data.get("augment") or {}
     if not isinstance(augment, dict):
         raise ConfigError(f"data.augment must be a mapping like {{translate: 2, rotate: 10}} of "
                           f"options {', '.join(AUGMENT_OPTIONS)}, got {augment!r}")
     check_keys("data.augment", augment, AUGMENT_OPTIONS)
     checked = {}
-    if "translate" in augment:
-        checked["translate"] = check_number("data.augment.translate", augment["translate"], int,
-                                            low=0)
-    for key, (fits, meaning) in AUGMENT_LIMITS.items():
-        if key in augment:
-            checked[key] = _finite(f"data.augment.{key}", augment[key], low=0)
-            if not fits(checked[key]):
-                raise ConfigError(f"data.augment.{key} {meaning}; got {augment[key]!r}")
-    if "flip" in augment:
-        if not isinstance(augment["flip"], bool):
-            raise ConfigError(f"data.augment.flip must be true or false, got {augment['flip']!r}")
-        if augment["flip"] and dataset in DIGIT_DATASETS:
+    for key in [key for key in AUGMENT_OPTIONS if key in augment]:
+        where, value = f"data.augment.{key}", augment[key]
+        if key == "translate":
+            value = check_number(where, value, int, low=0)
+        elif key != "flip":
+            value = _finite(where, value)
+        elif not isinstance(value, bool):
+            raise ConfigError(f"data.augment.flip must be true or false, got {value!r}")
+        elif value and dataset == "mnist":  # a mirrored digit is not that digit
             raise ConfigError(f"data.augment.flip mirrors images, which turns digits into "
                               f"non-digits; it is refused for {dataset!r} (use it for "
                               f"fashion-mnist or an idx dataset of symmetric classes)")
-        checked["flip"] = augment["flip"]
-    return checked
+        checked[key] = value
+    return {"dataset": dataset, "data_dir": data_dir, "validation": validation,
+            "augment": checked}
 
 
 def _choice(where, value, options):
@@ -360,14 +332,19 @@ def _choice(where, value, options):
     return value
 
 
-def _finite(where, value, **limits):
-    """A float from a number (or a numeric string such as '1e-3', which YAML 1.1 leaves a string)."""
+def _finite(where, value, low_open=False):
+    """A finite float >= 0 (> 0 with `low_open`, and within `UPPER_LIMITS`) from a number or a
+    numeric string such as '1e-3', which YAML 1.1 leaves a string."""
+    given = value
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
-    value = check_number(where, value, float, **limits)
+    value = check_number(where, value, float, low=0, low_open=low_open)
     if not math.isfinite(value):
         raise ConfigError(f"{where} must be finite, got {value!r}")
+    fits, message = UPPER_LIMITS.get(where, (None, ""))
+    if fits and not fits(value):
+        raise ConfigError(f"{where} {message.format(given)}")
     return value

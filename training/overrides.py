@@ -1,10 +1,7 @@
-"""Command-line changes to a config: ``--set train.momentum=0.95``, ``--epochs 3``.
-
-A key is a dotted path into the YAML file; list items are numbered from 0, and a layer's
-arguments are reached through its number alone (``model.layers.9.out_features=200``, or spelled
-out: ``model.layers.9.LinearLayer.out_features``). Values are read as YAML. `blame` says whether
-a flag or the file is at fault when the checked result is wrong.
-"""
+"""Command-line changes to a config (``--set train.momentum=0.95``, ``--epochs 3``): a key is a
+dotted path into the YAML file, list items numbered from 0, a layer's arguments reached through
+its number alone (``model.layers.9.out_features=200``) or spelled out
+(``model.layers.9.LinearLayer.out_features``); a value is read as YAML."""
 import copy
 import re
 from dataclasses import dataclass
@@ -23,19 +20,13 @@ class Override:
         if not self.flag:
             object.__setattr__(self, "flag", f"--set {self.key}={self.value}")
 
-    @property
-    def parts(self):
-        return self.key.split(".")
-
     def named_in(self, message):
         """True when a validator's `message` is about the key this override sets (as in
         ``model.layers[9] LinearLayer: ...``, ``train.momentum must be ...`` or ``train: unknown
         key 'momentun'``)."""
-        spelled, leaf = _spelled(self.parts)
-        if _mentions(message, spelled):
-            return True
-        return ("." in spelled and _mentions(message, spelled.rsplit(".", 1)[0])
-                and f"'{leaf}'" in message)
+        spelled, leaf = _spelled(self.key.split("."))
+        return _mentions(message, spelled) or ("." in spelled and f"'{leaf}'" in message
+                                                and _mentions(message, spelled.rsplit(".", 1)[0]))
 
 
 def parse_override(text):
@@ -58,7 +49,7 @@ def apply_overrides(config, overrides):
         return config  # not a config at all: the validator says so, blaming the file
     config = copy.deepcopy(config)
     for override in overrides:
-        node, parts = config, override.parts
+        node, parts = config, override.key.split(".")
         for depth, part in enumerate(parts[:-1]):
             node = _step(node, part, parts[depth + 1], override, ".".join(parts[:depth]))
         last = parts[-1]
@@ -72,7 +63,6 @@ def blame(error, overrides, file_label, file_error):
     """The `ConfigError` to report for `error`, raised by validating a config with `overrides`:
     naming the flags whose keys it is about; else the file if it is wrong on its own
     (``file_error()``: its own error, or None), else all the flags together."""
-    overrides = list(overrides)
     culprits = [override for override in overrides if override.named_in(str(error))]
     if culprits:
         return ConfigError(f"{', '.join(o.flag for o in culprits)}: {error}")
