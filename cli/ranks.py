@@ -81,8 +81,7 @@ def start_ranks(count):
     options = ["-disable-auto-cleanup"] if is_hydra(mpiexec) else []
     command = [mpiexec, *options, "-n", str(count), sys.executable, *program,
                *without_processes(sys.argv[1:])]
-    context = click.get_current_context(silent=True)
-    typed = program_name(context) if context is not None else "xpnn"
+    typed = program_name(click.get_current_context())
     code = run_forwarding_stops(command, env={**os.environ, STARTED_AS: typed})
     if code not in (0, 1, 2, 130, 143):  # 1, 2: an error, printed; 130, 143: stopped, reported
         click.echo(f"Error: the {count} ranks stopped with exit code {code} (the messages above "
@@ -146,12 +145,10 @@ def without_processes(args):
 
 
 def run_as_rank(command):
-    """Run the click `command` as one rank of an MPI job, then end together with the others.
-
-    Rank 0 prints its errors as it goes; the others hold theirs back, and once every rank is
-    done rank 0 prints the held lines it has not printed itself (an error every rank meets shows
-    once). A rank that fails alone, or finds the others gone, prints what it held, waits 10 s
-    for them and then aborts the whole job: never a hang."""
+    """Run the click `command` as one rank of an MPI job, then end with the others. Rank 0
+    prints its errors as it goes; the others hold theirs back, and once every rank is done rank
+    0 prints the held lines it has not printed itself. A rank that fails alone, or finds the
+    others gone, prints what it held, waits 10 s for them and aborts the job: never a hang."""
     from xpnn.backend.communicator import RankError, timeout, world
     from xpnn.cli.stopping import Stopped
 

@@ -45,12 +45,9 @@ def _exit_now(code):
 def run(command, describe, finish):
     """Make SIGINT and SIGTERM raise `Stopped` (in the main thread), run `command()` and end the
     process with its exit code (None: 0; a string: printed, 1), or with 128 + the signal that
-    stopped it, whenever that came.
-
-    `describe(stop)` gives the line printed for a `Stopped`; `finish()` is called once the
-    command is over, however it ended (it must not raise). The process ends with `os._exit`
-    after the atexit functions ran, skipping the interpreter's shutdown.
-    """
+    stopped it, whenever that came. `describe(stop)`: the line printed for a `Stopped`;
+    `finish()`: called once the command is over, however it ended (it must not raise). The
+    process ends with `os._exit` after the atexit functions ran (no interpreter shutdown)."""
     with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
         for number in STOP_SIGNALS:
             signal.signal(number, _on_signal)

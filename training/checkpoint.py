@@ -151,9 +151,8 @@ def restore(checkpoint, net, optimizer=None):
 
 
 def mark_stopped_early(path, epoch):
-    """Record in the run checkpoint at `path` (best.npz) that its run stopped early after
-    `epoch`: its state's `stopped_early` and its user metadata's ``stopped_early_after``
-    (weights and everything else kept), atomically."""
+    """Mark the run checkpoint at `path` (best.npz) stopped early after `epoch`, atomically: its
+    state's `stopped_early` and its user metadata's ``stopped_early_after``, all else kept."""
     with numpy.load(path, allow_pickle=False) as archive:
         arrays = {name: archive[name] for name in archive.files}
     meta = json.loads(arrays[META_KEY].item())

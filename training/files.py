@@ -143,12 +143,10 @@ def _stop_signals_deferred():
     """SIGINT and SIGTERM held back for the block and delivered when it ends (in the main
     thread; elsewhere a block that changes nothing). A handler records them: a signal mask is
     per thread, and the kernel would hand the signal to a thread that does not block it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     arrived = []
-    previous = {number: signal.signal(number, lambda number, frame: arrived.append(number))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = ({number: signal.signal(number, lambda number, frame: arrived.append(number))
+                 for number in (signal.SIGINT, signal.SIGTERM)}
+                if threading.current_thread() is threading.main_thread() else {})
     try:
         yield
     finally:
@@ -268,10 +266,9 @@ def _identity(folder):
 
 def _same_file(fd, path):
     try:
-        a, b = os.fstat(fd), os.stat(path)
+        return os.path.samestat(os.fstat(fd), os.stat(path))
     except OSError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _unlink_quietly(path):
