@@ -1,5 +1,6 @@
 """SIGINT and SIGTERM at any moment of a command: exit 130 or 143, no traceback. Only the
-standard library is imported, so `run` installs its handlers before anything heavy is.
+standard library is imported, so `run` installs its handlers before anything heavy is (the
+training loop installs its own).
 """
 import atexit
 import contextlib
