@@ -13,9 +13,7 @@ from pathlib import Path
 
 import click
 
-ERROR_GRACE_SECONDS = 10.0  # how long a failed rank waits for the others to fail too
 TAIL_CHARS = 1 << 14  # of rank 0's error output, kept to match the other ranks' messages against
-EXIT_RANK_DIED = 1
 STARTED_AS = "XPNN_STARTED_AS"  # set by `start_ranks` for its ranks: the command the user typed
 
 
@@ -83,8 +81,7 @@ def start_ranks(count):
     options = ["-disable-auto-cleanup"] if is_hydra(mpiexec) else []
     command = [mpiexec, *options, "-n", str(count), sys.executable, *program,
                *without_processes(sys.argv[1:])]
-    context = click.get_current_context(silent=True)
-    typed = program_name(context) if context is not None else "xpnn"
+    typed = program_name(click.get_current_context())
     code = run_forwarding_stops(command, env={**os.environ, STARTED_AS: typed})
     if code not in (0, 1, 2, 130, 143):  # 1, 2: an error, printed; 130, 143: stopped, reported
         click.echo(f"Error: the {count} ranks stopped with exit code {code} (the messages above "
@@ -92,18 +89,15 @@ def start_ranks(count):
     return code
 
 
-def run_forwarding_stops(command, env=None):
-    """Run the launcher `command` (in `env`, else this process's environment); return its exit
-    code. SIGINT and SIGTERM are passed on to the launcher, which runs in a session of its own
-    (a terminal's Ctrl-C reaches it once: MPICH's takes a second as "abort at once")."""
-    from xpnn.training.stopping import STOP_SIGNALS
+def run_forwarding_stops(command, env):
+    """Run the launcher `command` in the environment `env`; return its exit code. SIGINT and
+    SIGTERM are passed on to it, in a session of its own (a terminal's Ctrl-C reaches it once:
+    MPICH's takes a second as "abort at once")."""
+    from xpnn.cli.stopping import STOP_SIGNALS
 
     launcher = subprocess.Popen(command, start_new_session=True, env=env)
-
-    def forward(number, frame):
-        launcher.send_signal(number)
-
-    previous = {number: signal.signal(number, forward) for number in STOP_SIGNALS}
+    previous = {number: signal.signal(number, lambda number, frame: launcher.send_signal(number))
+                for number in STOP_SIGNALS}
     try:
         return launcher.wait()
     finally:
@@ -151,12 +145,10 @@ def without_processes(args):
 
 
 def run_as_rank(command):
-    """Run the click `command` as one rank of an MPI job, then end together with the others.
-
-    Rank 0 prints its errors as it goes; the others hold theirs back, and once every rank is
-    done rank 0 prints the held lines it has not printed itself (an error every rank meets shows
-    once). A rank that fails alone, or finds the others gone, prints what it held, waits
-    `ERROR_GRACE_SECONDS` for them and then aborts the whole job: never a hang."""
+    """Run the click `command` as one rank of an MPI job, then end with the others. Rank 0
+    prints its errors as it goes; the others hold theirs back, and once every rank is done rank
+    0 prints the held lines it has not printed itself. A rank that fails alone, or finds the
+    others gone, prints what it held, waits 10 s for them and aborts the job: never a hang."""
     from xpnn.backend.communicator import RankError, timeout, world
     from xpnn.cli.stopping import Stopped
 
@@ -183,7 +175,7 @@ def run_as_rank(command):
             code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    if ranks.wait_for_all(timeout() if code == 0 else ERROR_GRACE_SECONDS):
+    if ranks.wait_for_all(timeout() if code == 0 else 10.0):
         # The launcher may still signal a rank that leaves MPI after another (seen with MPICH);
         # Python's exit restores SIGUSR1's default action (to die), not an ignored signal's.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
@@ -234,4 +226,4 @@ def _another_rank_died(ranks, errors):
     print(f"Error: rank {ranks.rank} of {ranks.size}: another rank of this job died (mpiexec "
           f"says which, above or below); stopping this one; resume from the last checkpoint "
           f"with --resume", file=errors.stream, flush=True)
-    os._exit(EXIT_RANK_DIED)  # MPI_Finalize would wait for the dead rank forever
+    os._exit(1)  # MPI_Finalize would wait for the dead rank forever

@@ -1,9 +1,6 @@
-"""SIGINT and SIGTERM at any moment of a command: exit 130 or 143, no traceback.
-
-This module imports only the standard library, so `run` installs its handlers before anything
-heavy is imported. Outside the training loop (which installs its own handlers) a signal raises
-`Stopped`, which unwinds like an error; once the command is over a signal makes the exit code
-128 + the signal, and during the exit itself ends the process at once with that code.
+"""SIGINT and SIGTERM at any moment of a command: exit 130 or 143, no traceback. Only the
+standard library is imported, so `run` installs its handlers before anything heavy is (the
+training loop installs its own).
 """
 import atexit
 import contextlib
@@ -46,15 +43,12 @@ def _exit_now(code):
     os._exit(code)
 
 
-def run(command, describe=str, finish=lambda: None):
+def run(command, describe, finish):
     """Make SIGINT and SIGTERM raise `Stopped` (in the main thread), run `command()` and end the
     process with its exit code (None: 0; a string: printed, 1), or with 128 + the signal that
-    stopped it, whenever that came.
-
-    `describe(stop)` gives the line printed for a `Stopped`; `finish()` is called once the
-    command is over, however it ended (it must not raise). The process ends with `os._exit`
-    after the atexit functions ran, skipping the interpreter's shutdown.
-    """
+    stopped it, whenever that came. `describe(stop)`: the line printed for a `Stopped`;
+    `finish()`: called once the command is over, however it ended (it must not raise). The
+    process ends with `os._exit` after the atexit functions ran (no interpreter shutdown)."""
     with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
         for number in STOP_SIGNALS:
             signal.signal(number, _on_signal)

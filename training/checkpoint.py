@@ -69,10 +69,9 @@ def save_checkpoint(path, net, optimizer=None, user=None, state=None):
     meta = {**(dataclasses.asdict(state) if state else {}), "format_version": FORMAT_VERSION,
             "optimizer_scalars": scalars, "user": user}
     try:
-        text = json.dumps(meta, allow_nan=False)
+        arrays[META_KEY] = numpy.array(json.dumps(meta, allow_nan=False))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"cannot save {path}: its metadata is not JSON ({error})") from None
-    arrays[META_KEY] = numpy.array(text)
     atomic_write(path, lambda f: numpy.savez(f, **arrays))
 
 
@@ -106,41 +105,40 @@ def load_checkpoint(path):
     state = RunState.from_json(meta, path) if not missing else None
     scalars = meta.get("optimizer_scalars", {})
     check_scalars(path, scalars)
-    weights = {name[len(WEIGHTS_PREFIX):]: value for name, value in entries.items()
-               if name.startswith(WEIGHTS_PREFIX)}
-    optimizer = {name[len(OPTIMIZER_PREFIX):]: value for name, value in entries.items()
-                 if name.startswith(OPTIMIZER_PREFIX)}
-    optimizer.update(scalars)
-    return Checkpoint(weights, optimizer, state, meta.get("user"), path)
+    weights, optimizer = ({name[len(prefix):]: value for name, value in entries.items()
+                           if name.startswith(prefix)}
+                          for prefix in (WEIGHTS_PREFIX, OPTIMIZER_PREFIX))
+    return Checkpoint(weights, {**optimizer, **scalars}, state, meta.get("user"), path)
 
 
 def check_matches(net, weights, source="checkpoint"):
     """Raise `CheckpointError`, naming the first mismatch, unless `weights` has exactly
     `net`'s parameter names, shapes and dtypes."""
     params = dict(net.named_parameters())
-    problem = None
     for name, param in params.items():
+        shape, dtype = tuple(param.shape), numpy.dtype(param.dtype)
         if name not in weights:
-            problem = f"the network's parameter {name!r} {tuple(param.shape)} is not in it"
-        elif tuple(weights[name].shape) != tuple(param.shape):
+            problem = f"the network's parameter {name!r} {shape} is not in it"
+        elif tuple(weights[name].shape) != shape:
             problem = (f"parameter {name!r} has shape {tuple(weights[name].shape)} in it but "
-                       f"{tuple(param.shape)} in the network")
-        elif numpy.dtype(weights[name].dtype) != numpy.dtype(param.dtype):
-            problem = (f"parameter {name!r} has dtype {weights[name].dtype} in it but "
-                       f"{numpy.dtype(param.dtype)} in the network")
-        if problem:
-            break
+                       f"{shape} in the network")
+        elif numpy.dtype(weights[name].dtype) != dtype:
+            problem = (f"parameter {name!r} has dtype {weights[name].dtype} in it but {dtype} in "
+                       f"the network")
+        else:
+            continue
+        break
     else:
         extra = [name for name in weights if name not in params]
-        if extra:
-            problem = f"it has parameter {extra[0]!r}, which the network lacks"
-    if problem:
-        raise CheckpointError(f"{source} does not fit the network {net.name!r} (another "
-                              f"architecture?): first mismatch: {problem}")
+        if not extra:
+            return
+        problem = f"it has parameter {extra[0]!r}, which the network lacks"
+    raise CheckpointError(f"{source} does not fit the network {net.name!r} (another "
+                          f"architecture?): first mismatch: {problem}")
 
 
 def restore(checkpoint, net, optimizer=None):
-    """Load `checkpoint`'s weights into `net` (and its state into `optimizer`), after checking them."""
+    """Load `checkpoint`'s weights into `net` (its state into `optimizer`), after checking them."""
     source = f"checkpoint {checkpoint.path}" if checkpoint.path else "checkpoint"
     check_matches(net, checkpoint.weights, source)
     net.load_state_dict(checkpoint.weights)
@@ -153,9 +151,8 @@ def restore(checkpoint, net, optimizer=None):
 
 
 def mark_stopped_early(path, epoch):
-    """Record in the run checkpoint at `path` (best.npz) that its run stopped early after
-    `epoch`: its state's `stopped_early` and its user metadata's ``stopped_early_after``
-    (weights and everything else kept), atomically."""
+    """Mark the run checkpoint at `path` (best.npz) stopped early after `epoch`, atomically: its
+    state's `stopped_early` and its user metadata's ``stopped_early_after``, all else kept."""
     with numpy.load(path, allow_pickle=False) as archive:
         arrays = {name: archive[name] for name in archive.files}
     meta = json.loads(arrays[META_KEY].item())

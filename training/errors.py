@@ -2,7 +2,7 @@
 
 
 class TrainingError(RuntimeError):
-    """Base class: something about a training run went wrong; the message says what and what to do."""
+    """Base class: a training run went wrong; the message says what and what to do."""
 
 
 class CheckpointError(TrainingError):

@@ -20,10 +20,8 @@ FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file (mkstemp gives 
 
 
 def atomic_write(path, write, binary=True):
-    """Write a file through `write(file_object)` so that a crash at any moment leaves it whole:
-    through a fsynced temporary file in the same folder, renamed over `path`, and the folder
-    fsynced. If `write` raises, `path` is untouched; an `OSError` names `path`, not the
-    temporary file."""
+    """Write `path` through `write(file_object)` via a fsynced temporary file renamed over it.
+    If `write` raises, `path` is untouched; an `OSError` names `path`, not the temporary file."""
     path = Path(path)
     try:
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
@@ -47,8 +45,8 @@ def atomic_write(path, write, binary=True):
 
 
 def ready_folder(folder, advice):
-    """Create `folder` (and its parents) if needed and prove a file can be written in it; else
-    `OSError`'s reason as a one-line `RunFolderError` ending in `advice`."""
+    """Create `folder` (and its parents) and prove a file can be written in it; else a one-line
+    `RunFolderError` giving the reason and ending in `advice`."""
     from xpnn.training.errors import RunFolderError
 
     folder = Path(folder)
@@ -69,7 +67,6 @@ def probe_writable(folder):
 
 
 def _naming(error, path):
-    """`error` (an OSError) as the same kind of error about `path`."""
     if error.errno is None:
         return error
     return type(error)(error.errno, error.strerror or os.strerror(error.errno), str(path))
@@ -86,7 +83,7 @@ def fsync_folder(folder):
 
 
 def remove_stale_temporaries(folder):
-    """Delete temporary files left by writes that a crash (e.g. SIGKILL) cut short."""
+    """Delete the temporary files of writes that a crash cut short."""
     for stale in Path(folder).glob(f".*{TEMP_SUFFIX}"):
         _unlink_quietly(stale)
 
@@ -94,11 +91,10 @@ def remove_stale_temporaries(folder):
 # -- one writer per folder -------------------------------------------------------------------------
 
 LOCK_NAME = ".xpnn.lock"
-_LOCK_RETRIES = 20  # lock files removed under us (a holder that ended) before giving up
 
 
 class FolderBusyError(RuntimeError):
-    """Another process holds a folder's lock. `holder` says who ('process 123 on host h')."""
+    """Another process, `holder` ('process 123 on host h'), holds a folder's lock."""
 
     def __init__(self, folder, holder):
         super().__init__(f"{folder} is in use by {holder}")
@@ -115,6 +111,11 @@ class _HeldLock:
         self.undo_unless = None  # a file whose absence at release means: remove what we wrote
         self.written = []
         self.closed = False
+
+    def drop(self):
+        self.handles -= 1
+        if self.handles == 0:
+            self.release()
 
     def release(self):
         """Remove what an unfinished start wrote, then the lock file (while still holding the
@@ -142,12 +143,10 @@ def _stop_signals_deferred():
     """SIGINT and SIGTERM held back for the block and delivered when it ends (in the main
     thread; elsewhere a block that changes nothing). A handler records them: a signal mask is
     per thread, and the kernel would hand the signal to a thread that does not block it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     arrived = []
-    previous = {number: signal.signal(number, lambda number, frame: arrived.append(number))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = ({number: signal.signal(number, lambda number, frame: arrived.append(number))
+                 for number in (signal.SIGINT, signal.SIGTERM)}
+                if threading.current_thread() is threading.main_thread() else {})
     try:
         yield
     finally:
@@ -161,15 +160,14 @@ _HELD = {}  # (device, inode) of the folder -> _HeldLock, for the folders this p
 
 
 class FolderLock:
-    """This process's claim on a folder: an exclusive ``flock`` on its file LOCK_NAME, which holds
-    the holder's pid and host. The OS drops it when the process ends, so a crash leaves no stale
-    lock. Taking a folder this process holds gives another handle of the same OS lock, dropped
-    with the last; `release()` (or garbage collection) gives a handle up."""
+    """A handle on this process's ``flock`` of a folder's LOCK_NAME (holding its pid and host;
+    the OS drops it when the process ends). Taking a folder again gives another handle of the
+    same lock, dropped with the last; `release()` (or garbage collection) gives one up."""
 
     def __init__(self, held):
         self._held = held
         held.handles += 1
-        self._finalizer = weakref.finalize(self, FolderLock._drop, held)
+        self._finalizer = weakref.finalize(self, held.drop)
 
     @property
     def released(self):
@@ -188,24 +186,17 @@ class FolderLock:
     def release(self):
         self._finalizer()
 
-    @staticmethod
-    def _drop(held):
-        held.handles -= 1
-        if held.handles == 0:
-            held.release()
-
     @classmethod
     def acquire(cls, folder):
-        """Take the lock of the existing folder `folder` without waiting: `FolderBusyError`
-        naming the holder when another process has it, `OSError` when the lock file cannot be
-        created or locked."""
+        """Lock the existing `folder` without waiting: `FolderBusyError` when another process
+        has it, `OSError` when the lock file cannot be created or locked."""
         folder = Path(folder)
         identity = _identity(folder)
         if identity in _HELD:
             return cls(_HELD[identity])
         path = folder / LOCK_NAME
-        for _ in range(_LOCK_RETRIES):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        for _ in range(20):  # lock files removed under us (by holders that ended): give up
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if not _same_file(fd, path):  # its holder removed it as we opened it: again
@@ -231,24 +222,24 @@ class FolderLock:
         try:
             if _identity(folder) in _HELD:
                 return None
-            fd = os.open(folder / LOCK_NAME, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(folder / LOCK_NAME, os.O_RDONLY)
         except OSError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
         except BlockingIOError:
             return read_holder(folder / LOCK_NAME)
         except OSError:
             return None
         finally:
             os.close(fd)
-        return None
 
 
-def read_holder(path, wait=1.0):
-    """'process PID on host HOST' from a lock file (waiting up to `wait` s for a new holder to
-    write it), or 'another process' when it says nothing readable."""
-    deadline = time.monotonic() + wait
+def read_holder(path):
+    """'process PID on host HOST' from a lock file (given a new holder 1 s to write it), or
+    'another process' when it says nothing readable."""
+    deadline = time.monotonic() + 1.0
     while True:
         try:
             words = Path(path).read_bytes()[:200].decode("utf-8", "replace").split()
@@ -262,8 +253,8 @@ def read_holder(path, wait=1.0):
 
 
 def release_all():
-    """Give up every folder lock this process holds (at exit; the OS would drop them anyway,
-    but this also removes what an unfinished start wrote)."""
+    """Give up every folder lock this process holds (at exit: removing what an unfinished start
+    wrote)."""
     for held in list(_HELD.values()):
         held.release()
 
@@ -275,10 +266,9 @@ def _identity(folder):
 
 def _same_file(fd, path):
     try:
-        a, b = os.fstat(fd), os.stat(path)
+        return os.path.samestat(os.fstat(fd), os.stat(path))
     except OSError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _unlink_quietly(path):
