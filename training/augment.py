@@ -1,18 +1,11 @@
-"""Label-preserving augmentation of training batches, on the batch's device.
-
-    augment = Augmentation.from_config(config["data"]["augment"])   # None when it is empty
-    images = augment(images, seed, epoch, step)                    # (N, C, H, W) float
-
-Each option draws one value per image, uniformly; they compose into one affine map per image,
-drawn on the host from ``numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])`` and
-applied in one bilinear warp (`backend.warp.warp_affine`; DESIGN.md: "Augmentation").
-"""
+"""Label-preserving augmentation of training batches: each option draws one value per image,
+uniformly; they compose into one affine map per image, drawn on the host from
+``numpy.random.default_rng([seed, epoch, step, AUGMENT_STREAM])`` and applied on the device in
+one bilinear warp (`backend.warp.warp_affine`; DESIGN.md: "Augmentation")."""
 from dataclasses import dataclass
 
 import numpy
 
-from xpnn.backend import get_array_module
-from xpnn.backend.warp import warp_affine
 from xpnn.training.batches import batch_sizes
 
 OPTIONS = ("translate", "rotate", "scale", "shear", "flip")
@@ -32,11 +25,7 @@ class Augmentation:
     def from_config(cls, options):
         """The augmentation a checked ``data.augment`` mapping asks for; None if it asks for none."""
         augmentation = cls(**(options or {}))
-        return augmentation if augmentation.active else None
-
-    @property
-    def active(self):
-        return bool(self.translate or self.rotate or self.scale or self.shear or self.flip)
+        return augmentation if augmentation != cls() else None
 
     def inverse_maps(self, count, height, width, rng):
         """(count, 2, 3) float64 host maps from output to input pixel coordinates, one per
@@ -72,11 +61,4 @@ class Augmentation:
         return numpy.concatenate([self.step_maps(size, height, width, seed, epoch, step)
                                   for step, size in enumerate(batch_sizes(count, batch_size))]
                                  ).astype(numpy.float32)
-
-    def __call__(self, images, seed, epoch, step):
-        """`images` (N, C, H, W) float, each moved by its own random map for this (seed, epoch,
-        step); a new array on the images' device."""
-        maps = self.step_maps(images.shape[0], images.shape[2], images.shape[3], seed, epoch, step)
-        xp = get_array_module(images)
-        return warp_affine(images, xp.asarray(maps.astype(images.dtype)))
 

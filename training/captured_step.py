@@ -1,5 +1,4 @@
-"""A training step as a CUDA graph: `backend.graphs.GraphStep` holding a `TrainingStep`'s device
-work (DESIGN.md: "The training step as one CUDA graph")."""
+"""A training step as a CUDA graph (DESIGN.md: "The training step as one CUDA graph")."""
 from xpnn.backend.graphs import CupyGraphs, GraphStep
 
 
@@ -25,8 +24,7 @@ class CapturedStep:
         self.step.count(size)
 
     def _static(self, buffers, values):
-        """The static buffer of `buffers` for `values`' batch size, `values` copied into it
-        (queued device copies, before the step's work)."""
+        """The static buffer of `buffers` for `values`' batch size, `values` copied into it."""
         size = int(values.shape[0])
         if size not in buffers:
             buffers[size] = self.step.xp.empty(values.shape, dtype=values.dtype)

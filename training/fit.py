@@ -67,9 +67,8 @@ def fit(config, train=None, *, validation=None, test=None, epochs=None, batch_si
     before any training when something does not fit, also for a network no config describes.
     """
     device = get_device(device) if isinstance(device, str) else device
-    # print: the epoch lines go through tqdm.write, as the command line's do (beside the bar)
-    trainer_echo = None if echo is print else (echo or (lambda line: None))
     echo = echo or (lambda line: None)
+    trainer_echo = None if echo is print else echo  # print: by tqdm.write, beside the bar
     settings = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
                 "train.seed": seed, **(overrides or {})}
     dataset, data_settings = _dataset(train, validation, test)
@@ -158,8 +157,7 @@ def done_line(records, run_dir):
 def _name_of(config):
     if isinstance(config, (str, os.PathLike)):
         return Path(config).stem
-    model = config.get("model", config) if isinstance(config, dict) else {}
-    return str(model.get("name", "fit")) if isinstance(model, dict) else "fit"
+    return str(config.get("model", config).get("name", "fit"))
 
 
 def _network_config(network, dataset):

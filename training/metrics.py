@@ -1,14 +1,11 @@
 """Loss and accuracy: running sums kept on the device, evaluation, the metrics files.
 
-metrics.jsonl in a run folder holds one JSON object per finished epoch:
-    {"epoch": 1, "train_loss": ..., "train_acc": ..., "val_loss": ..., "val_acc": ...,
-     "test_loss": ..., "test_acc": ..., "lr": ..., "seconds": ...}
+metrics.jsonl in a run folder holds one JSON object per finished epoch, with `CSV_COLUMNS`.
 Accuracies are fractions; `lr` is the rate at the epoch's last step; val_loss and val_acc are
 null without a validation set (absent in runs made before it); with label smoothing every loss
-is the smoothed one. metrics.csv holds the same records (`CSV_COLUMNS`, empty where null), and
-`EVENTS_NAME` the same as TensorBoard events, one step per epoch, if tensorboardX (the optional
-``tensorboard`` extra) is installed; an event's wall time is the training seconds since the run
-began (TensorBoard's "relative" axis).
+is the smoothed one. metrics.csv holds the same records (empty where null), and `EVENTS_NAME`
+the same as TensorBoard events (with tensorboardX), one step per epoch, at a wall time of the
+training seconds since the run began.
 """
 import csv
 import io
@@ -43,15 +40,14 @@ EVAL_BATCH_SIZE = {"cpu": 200, "gpu": 1000}
 
 def shows_progress_after(step, steps):
     """Whether the running loss is read (a device sync; on ranks a collective) after `step` of
-    an epoch of `steps`: at steps 1, 2, 4, 8 and 16, then every `READ_EVERY` steps, and at the
-    epoch's end."""
+    an epoch of `steps`: at powers of 2, every `READ_EVERY` steps and at the epoch's end."""
     return step % READ_EVERY == 0 or step == steps or (step < READ_EVERY
                                                        and step & (step - 1) == 0)
 
 
 class RunningStats:
-    """Sums of loss and correct predictions over an epoch, kept on the device: `add` queues
-    device work only; `read()` is the one place that waits for the device."""
+    """Sums of loss and correct predictions over an epoch, kept on the device; `read()` is the
+    one place that waits for the device."""
 
     def __init__(self, xp, loss_sum=0.0, correct=0, seen=0):
         self.loss_sum = xp.asarray(loss_sum, dtype=xp.float64)
@@ -92,10 +88,8 @@ def evaluate(net, images, labels, batch_size=1000, should_stop=None):
     """
     xp = get_array_module(images)
     to_network = network_input(images)
-    count = labels.shape[0]
-    stats = RunningStats(xp)
-    predictions = []
-    for start in range(0, count, batch_size):
+    stats, predictions = RunningStats(xp), []
+    for start in range(0, labels.shape[0], batch_size):
         if should_stop is not None and should_stop():
             return None
         batch_labels = labels[start:start + batch_size]
@@ -104,17 +98,8 @@ def evaluate(net, images, labels, batch_size=1000, should_stop=None):
         predictions.append(logits.argmax(axis=1))
     loss_sum, correct, seen = stats.read()
     loss, accuracy = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
-    predicted = CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64)
-    return Evaluation(loss=loss, accuracy=accuracy, predictions=predicted)
-
-
-def evaluate_epoch(model, evaluated, device, should_stop=None):
-    """Yield (name, `Evaluation`) for each (name: (device images, device labels)) of `evaluated`,
-    in order, in `EVAL_BATCH_SIZE` batches; the evaluation is None where `should_stop()` cut it
-    short."""
-    batch_size = EVAL_BATCH_SIZE["gpu" if device.is_gpu else "cpu"]
-    for name, (images, labels) in evaluated.items():
-        yield name, evaluate(model, images, labels, batch_size, should_stop=should_stop)
+    return Evaluation(loss, accuracy,
+                      CPU.to_numpy(xp.concatenate(predictions)).astype(numpy.int64))
 
 
 def network_input(images):
@@ -128,9 +113,7 @@ def network_input(images):
                 "scale")
     if kind not in "iuf":
         raise ValueError(f"{accepted}; got dtype {images.dtype}")
-    if images.size == 0:
-        return to_float if kind in "iu" else _as_float32
-    low, high = float(images.min()), float(images.max())
+    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
     if kind == "f" and 0 <= low and high <= 1:
         return _as_float32
     if kind in "iu" and 0 <= low and high <= 255:
@@ -192,25 +175,15 @@ def write_metrics(run_dir, records):
     write_events(run_dir, records)
 
 
-def writer_missing():
-    """Why event files cannot be written here (tensorboardX is not installed), or None."""
-    try:
-        import tensorboardX  # noqa: F401
-    except ImportError as error:
-        return (f"tensorboardX is not installed ({error}); pip install 'xpnn[tensorboard]' "
-                f"writes TensorBoard event files")
-    return None
-
-
 def write_events(run_dir, records):
-    """Write run_dir/`EVENTS_NAME` from epoch `records` (metrics.jsonl's); returns its path, or
-    None when tensorboardX is not installed."""
-    if writer_missing() is not None:
+    """Write run_dir/`EVENTS_NAME` from epoch `records`; returns its path, or None when
+    tensorboardX is not installed."""
+    try:
+        from tensorboardX import RecordWriter
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+    except ImportError:
         return None
-    from tensorboardX.proto.event_pb2 import Event
-    from tensorboardX.record_writer import RecordWriter
-    from tensorboardX.summary import scalar
-
     run_dir = Path(run_dir)
     path, temp = run_dir / EVENTS_NAME, run_dir / f".{EVENTS_NAME}{TEMP_SUFFIX}"
     writer = RecordWriter(str(temp))
@@ -222,9 +195,8 @@ def write_events(run_dir, records):
             elapsed += record["seconds"]
             for tag, key in SCALARS.items():
                 if record.get(key) is not None:
-                    event = Event(wall_time=elapsed, step=record["epoch"],
-                                  summary=scalar(tag, record[key]))
-                    writer.write(event.SerializeToString())
+                    writer.write(Event(wall_time=elapsed, step=record["epoch"],
+                                       summary=scalar(tag, record[key])).SerializeToString())
         writer.flush()
     finally:
         writer.close()

@@ -1,5 +1,4 @@
-"""The training step: the one callable that training, CUDA-graph capture, `xpnn bench` and every
-benchmark run (DESIGN.md: "The training step")."""
+"""The training step that training, CUDA-graph capture and the benchmarks run (DESIGN.md)."""
 from xpnn.backend import get_array_module
 from xpnn.backend.batch_stats import add_batch_stats
 from xpnn.backend.communicator import Ranks

@@ -67,8 +67,7 @@ class EarlyStopping:
     stopped: bool = False
 
     def count(self, val_acc, rule):
-        """Count an epoch of validation accuracy `val_acc` under `rule` (patience, min_delta): a
-        gain of at least min_delta resets the count, a smaller one (or none) adds to it."""
+        """Count an epoch of validation accuracy `val_acc` under `rule` (patience, min_delta)."""
         gain = None if self.reference is None else val_acc - self.reference
         if gain is None or (gain > 0 and gain >= rule["min_delta"]):
             self.reference, self.stale_epochs = val_acc, 0

@@ -1,8 +1,7 @@
 """The training loop: epochs of steps (`training.step`), each epoch evaluated, checkpoints along
-the way. A run resumed at any step makes exactly the batches (on the CPU, the bits) of an
-uninterrupted one. On several ranks each runs this loop on its slice of each batch, in
-lockstep; rank 0 alone writes files and shows progress.
-"""
+the way; a run resumed at any step makes exactly the batches (on the CPU, the bits) of an
+uninterrupted one. Ranks run it in lockstep, each on its slice of each batch; rank 0 alone
+writes files and shows progress."""
 import dataclasses
 import math
 import signal
@@ -20,8 +19,8 @@ from xpnn.training.checkpoint import (BEST_NAME, LAST_NAME, mark_stopped_early, 
                                       save_checkpoint)
 from xpnn.training.errors import DivergenceError, TrainingInterrupted
 from xpnn.training.files import ready_folder
-from xpnn.training.metrics import (READ_EVERY, evaluate_epoch, format_epoch, shows_progress_after,
-                                   write_metrics)
+from xpnn.training.metrics import (EVAL_BATCH_SIZE, READ_EVERY, evaluate, format_epoch,
+                                   shows_progress_after, write_metrics)
 from xpnn.training.run_state import SHUFFLE, EpochProgress, RunState
 from xpnn.training.setup import set_up
 from xpnn.training.stopping import EarlyStopping, StopSignals
@@ -36,8 +35,7 @@ class Trainer:
     `limit_train`, `limit_test`, `workers`: `training.setup.set_up`'s. `checkpoint_every`: also
     save last.npz every this many steps (0: never). `ranks`: default this process's world.
     `progress`: a tqdm bar on stderr; `echo`: called with each epoch's line. `mode`:
-    `backend.Mode` (None: the mode set around, else the device's), at train.precision; in a
-    graph mode each training step is one CUDA graph, evaluation stays eager.
+    `backend.Mode` (None: the mode set around, else the device's), at train.precision.
     """
 
     def __init__(self, config, dataset, device, run_dir, *, limit_train=None, limit_test=None,
@@ -101,12 +99,11 @@ class Trainer:
     def load(self, checkpoint):
         """Continue from `checkpoint` (a `training.checkpoint.Checkpoint` of this run)."""
         restore(checkpoint, self.net, self.optimizer)
-        state = checkpoint.state
+        state, progress = checkpoint.state, checkpoint.state.epoch_progress
         self.epoch, self.step = state.epoch, state.step
         self.metrics, self.best_val_acc = list(state.metrics), state.best_val_acc
         self.early_stopping = EarlyStopping(state.stop_reference, state.stale_epochs,
                                             state.stopped_early)
-        progress = state.epoch_progress
         if self.ranks.is_root:  # the sums so far count once, in rank 0's share
             self.stats.reset(progress.loss_sum, progress.correct, progress.seen)
         self.seconds_before = float(progress.seconds)
@@ -147,9 +144,9 @@ class Trainer:
             f"and saved {self.last_path}", self.stops.signal, self.run_dir)
 
     def fit(self):
-        """Train until `epochs` epochs are done; return the list of epoch records. Raises
-        `TrainingInterrupted` (after saving) on SIGINT/SIGTERM, `DivergenceError` (without
-        saving) when the loss or weights stop being finite."""
+        """Train all `epochs`; return the epoch records. Raises `TrainingInterrupted` (after
+        saving) on SIGINT/SIGTERM, `DivergenceError` (without saving) on a non-finite loss or
+        weight."""
         if self.schedule.warmup_note() and not self.finished:
             self.echo(self.schedule.warmup_note())
         # Overflow on the way to a NaN loss is reported once, clearly, by the loss check.
@@ -204,12 +201,14 @@ class Trainer:
         best validation accuracy) and last.npz, and write the metrics."""
         if self.stops.requested():
             self.interrupt(time.perf_counter() - started)
+        batch_size = EVAL_BATCH_SIZE["gpu" if self.device.is_gpu else "cpu"]
         loss_sum, correct, seen = self.check_finite()
         train_loss, train_acc = (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
         record = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
-        for name, evaluation in evaluate_epoch(self.model, self.evaluated, self.device,
-                                               self.stops.cuts_evaluation):
+        for name, (images, labels) in self.evaluated.items():
+            evaluation = evaluate(self.model, images, labels, batch_size,
+                                  self.stops.cuts_evaluation)
             if evaluation is None:
                 self.interrupt(time.perf_counter() - started)
             if not math.isfinite(evaluation.loss):
