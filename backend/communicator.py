@@ -1,16 +1,6 @@
-"""Ranks of one data-parallel job: who we are, and the collectives a training step needs.
-
-    ranks = world()                 # Ranks() (one process) unless mpiexec started 2+ ranks
-    ranks.size, ranks.rank, ranks.local_rank
-    ranks.broadcast(buffer)         # rank 0's values into every rank's array, in place
-    ranks.sum_in_rank_order(buffer) # every rank's array summed, rank 0 first, into each
-    value = ranks.on_root(function) # rank 0 calls it; every rank gets its result or its error
-
-`Ranks` itself is one process (every collective a no-op); `MPIRanks` moves NumPy arrays
-through mpi4py, `NCCLRanks` CuPy arrays through NCCL. The sum is an all-gather and additions in
-rank order, so N ranks give the bits of N `DataParallel` workers. Every wait has a deadline
-(`XPNN_RANK_TIMEOUT`).
-"""
+"""Ranks of one data-parallel job (`world()`): who we are, and the collectives a training step
+needs. `Ranks` itself is one process; `MPIRanks` moves NumPy arrays through mpi4py, `NCCLRanks`
+CuPy arrays through NCCL. Every wait has a deadline (`XPNN_RANK_TIMEOUT`)."""
 import math
 import os
 import pickle
@@ -22,8 +12,7 @@ import numpy
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 TIMEOUT_VARIABLE = "XPNN_RANK_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0  # seconds; rank 0's test-set evaluation and checkpoint fit well inside
-# MPI moves data only inside MPI calls, so a wait polls: yielding the core at first, then
-# (rank 0 writing a checkpoint) every millisecond.
+# MPI moves data only inside MPI calls, so a wait polls: yielding the core, then every ms
 _SPIN_SECONDS = 0.05
 _POLL_SECONDS = 0.001
 
@@ -127,21 +116,22 @@ class MPIRanks(Ranks):
         self.timeout = timeout()
         self._gathered = {}  # (size, dtype) -> the (ranks, size) array an all-gather fills
 
-    def _wait(self, request, what):
-        """Wait for a non-blocking MPI request, at most `self.timeout` seconds."""
-        if not _poll(request.Test, self.timeout):
+    def _wait(self, done, what):
+        """Return once `done()` is true; `RankError` if `self.timeout` seconds pass first."""
+        if not _poll(done, self.timeout):
             raise RankError(
                 f"rank {self.rank} of {self.size}: no answer from the other ranks in {what} for "
                 f"{self.timeout:g} s (a rank stopped or hangs); stopping the job (set "
                 f"{TIMEOUT_VARIABLE} to wait longer)")
 
     def broadcast(self, buffer):
-        self._wait(self.comm.Ibcast(_contiguous(buffer), root=0), "a broadcast")
+        self._wait(self.comm.Ibcast(_contiguous(buffer), root=0).Test, "a broadcast")
 
     def sum_in_rank_order(self, buffer):
         flat = _contiguous(buffer).reshape(-1)
         gathered = self._gathered_for(flat, numpy)
-        self._wait(self.comm.Iallgather(flat, gathered), "a sum (the gradients', or the loss's)")
+        self._wait(self.comm.Iallgather(flat, gathered).Test,
+                   "a sum (the gradients', or the loss's)")
         add_rows_in_order(flat, gathered)
 
     def _gathered_for(self, flat, xp):
@@ -199,26 +189,19 @@ class NCCLRanks(MPIRanks):
             raise RankError("CuPy finds no NCCL library, which ranks on GPUs need; pip install "
                             "nvidia-nccl-cu12 (nvidia-nccl-cu13 for the gpu-cuda13 extra)")
         self.nccl = nccl
-        self.device = device
         self.cupy = device.xp
         self.cupy.cuda.Device(device.gpu_id).use()  # this rank's one GPU, for all its work
         unique_id = self.broadcast_object(nccl.get_unique_id() if self.is_root else None)
         self.nccl_comm = nccl.NcclCommunicator(self.size, unique_id, self.rank)
 
     def _nccl_type(self, array):
-        names = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",
-                 "int64": "NCCL_INT64", "int32": "NCCL_INT32", "uint8": "NCCL_UINT8"}
-        return getattr(self.nccl, names[str(array.dtype)])
+        return getattr(self.nccl, f"NCCL_{array.dtype.name.upper()}")  # NCCL_FLOAT32, ...
 
     def _wait_stream(self, what):
-        """Wait for the work queued on the current stream, at most `self.timeout` seconds."""
+        """`_wait` for the work queued on the current stream."""
         event = self.cupy.cuda.Event(disable_timing=True)
         event.record()
-        if not _poll(lambda: event.done, self.timeout):
-            raise RankError(
-                f"rank {self.rank} of {self.size}: NCCL {what} did not finish in {self.timeout:g} "
-                f"s (a rank stopped or hangs); stopping the job (set {TIMEOUT_VARIABLE} to wait "
-                f"longer)")
+        self._wait(lambda: event.done, f"NCCL's {what}")
 
     def broadcast(self, buffer):
         if isinstance(buffer, numpy.ndarray):  # host values (objects, flags) go through MPI

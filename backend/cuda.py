@@ -4,11 +4,8 @@
     MAX_POOL_FORWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)
     MAX_POOL_FORWARD(out.size, (x, out, indices, out.size, h, w, c, ho, wo, k, s), x.dtype)
 
-A .cu file includes ``common.cuh`` (the grid-stride loop, the (n, y, x, c) of a flat index) and
-computes in ``T``: float, or double where compiled with ``-DXPNN_FLOAT=double``. Nothing here
-imports CuPy: a kernel is compiled for the module of the arrays it is first called with. NumPy
-arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator,
-tests/cuda_emulation.py); without one they are refused.
+A .cu file includes ``common.cuh`` and computes in ``T`` (``-DXPNN_FLOAT``: float or double).
+NumPy arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator).
 """
 from pathlib import Path
 
@@ -77,14 +74,11 @@ class CudaKernel:
     def source(self):
         return self.path.read_text()
 
-    @staticmethod
-    def options(dtype):
-        """Compiler options for floating type `dtype` (NVRTC's and the C++ compiler's alike)."""
-        return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}")
-
     def compile_options(self, dtype):
-        """`options(dtype)` and this kernel's own defines."""
-        return self.options(dtype) + tuple(f"-D{name}={value}" for name, value in self.defines)
+        """Compiler options for floating type `dtype` and this kernel's defines (NVRTC's and the
+        C++ compiler's alike)."""
+        return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}",
+                *(f"-D{name}={value}" for name, value in self.defines))
 
     def typed_args(self, args, dtype):
         """`args` as the kernel takes them: arrays as they are, each number (NumPy scalars too)

@@ -1,9 +1,6 @@
-"""Devices: where arrays live and which array module (`xp`) computes on them.
-
-A `Device` is made from the `--device` flag: ``cpu`` is NumPy, ``gpu``, ``cuda`` and ``cuda:N``
-are CuPy, imported only then. Work for GPU N runs inside `device.activated()` (through
-`backend.running_on`), or it lands on CuPy's current device, GPU 0.
-"""
+"""Devices: where arrays live and which array module (`xp`) computes on them. CuPy is imported
+only for a GPU; work for GPU N runs inside `device.activated()` (`backend.running_on`), or it
+lands on CuPy's current device, GPU 0."""
 import contextlib
 import dataclasses
 import os
@@ -70,11 +67,7 @@ class Device:
 
     def to_numpy(self, array):
         """Return `array` as a NumPy array on the host."""
-        if isinstance(array, numpy.ndarray):
-            return array
-        if hasattr(array, "get"):  # a CuPy array
-            return array.get()
-        return numpy.asarray(array)
+        return array.get() if hasattr(array, "get") else numpy.asanyarray(array)  # get: CuPy's
 
     def synchronize(self):
         """Wait until all work queued on this device has finished (a no-op on the CPU)."""
@@ -156,8 +149,7 @@ def _remembered_toolkit_problem(cupy, gpu_id):
 
 def _toolkit_problem(cupy, gpu_id):
     """None if CuPy can compile a kernel and multiply matrices on GPU `gpu_id`, else a line
-    saying what is missing (NVRTC, cuBLAS and the CUDA headers come from CuPy's [ctk] extra or
-    a CUDA toolkit, not its wheel)."""
+    saying what is missing."""
     try:
         with cupy.cuda.Device(gpu_id):
             values = cupy.arange(4, dtype=cupy.float32)

@@ -76,25 +76,27 @@ def mode_for(device, ranks=1):
 
 
 @contextlib.contextmanager
-def running_on(device, mode=None):
-    """A block with `device` CuPy's current device and `mode` in force (None: as set around)."""
-    token = _MODE.set(mode or _MODE.get())
+def _in_force(value):
+    token = _MODE.set(value)
     try:
-        with device.activated():
-            yield
+        yield
     finally:
         _MODE.reset(token)
+
+
+@contextlib.contextmanager
+def running_on(device, mode=None):
+    """A block with `device` CuPy's current device and `mode` in force (None: as set around)."""
+    with _in_force(mode or _MODE.get()), device.activated():
+        yield
 
 
 @contextlib.contextmanager
 def using(name):
     """A block in which every primitive runs its `name` implementation (None: by array module),
     the rest of the mode as it is."""
-    token = _MODE.set(dataclasses.replace(mode(), implementation=name))
-    try:
+    with _in_force(dataclasses.replace(mode(), implementation=name)):
         yield
-    finally:
-        _MODE.reset(token)
 
 
 def implementation(xp):
@@ -110,5 +112,4 @@ def implementation(xp):
 def pick(table, xp):
     """The function of `table` ({implementation: function}; ``array``: both ``cpu`` and
     ``gpu``) for arrays of `xp`."""
-    name = implementation(xp)
-    return table[name] if name in table else table["array"]
+    return table.get(implementation(xp)) or table["array"]

@@ -3,12 +3,9 @@
     graph_step = GraphStep(run, CupyGraphs(cupy))
     graph_step(shape_key)           # runs `run()` once: eagerly, or captured then replayed
 
-`run` must be device work only: it reads what changes between steps from static buffers
-(device arrays written before each replay), never waits for the device (`forbid_host_sync`),
-and multiplies through `backend.matmul` in a graph mode. One graph per `shape_key` (the batch
-size): its first call runs eagerly (kernels compile, the GEMM makes its handle), the next
-captures and replays, from a private memory pool kept alive with the graphs. `CupyGraphs` is
-the runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy.
+`run` must be device work only: it reads what changes between steps from static buffers,
+never waits for the device (`forbid_host_sync`), and multiplies through `backend.matmul`.
+`CupyGraphs` is the runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy.
 """
 import contextlib
 import contextvars
@@ -33,18 +30,18 @@ def forbid_host_sync(what):
 
 
 class GraphStep:
-    """`run()` as one CUDA graph per shape. Counts `captures`, `eager_runs` and `replays`."""
+    """`run()` as one CUDA graph per `shape_key`, from a private memory pool: its first call
+    runs eagerly, the next captures and replays. Counts `captures`, `eager_runs` and `replays`."""
 
     def __init__(self, run, runtime):
         self.run, self.runtime = run, runtime
         self.stream = runtime.new_stream()
-        self.pool = runtime.new_pool()  # private: lives as long as this object and its graphs
+        self.pool = runtime.new_pool()  # lives as long as this object and its graphs
         self.graphs = {}                # shape_key -> captured graph
         self.warmed = set()
         self.captures = self.eager_runs = self.replays = 0
 
     def __call__(self, shape_key):
-        """Do one step: warm up (eager), or capture and replay, or replay."""
         with self.runtime.ordered_on(self.stream), self.runtime.allocating_from(self.pool):
             if shape_key not in self.warmed:
                 self.run()

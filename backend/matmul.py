@@ -3,10 +3,8 @@
     y = matmul(a, b)              # a (m, k) @ b (k, n) -> (m, n)
     matmul(a, b, out=y)           # into y, which may be a view (rows of a larger array)
 
-NumPy arrays take NumPy's GEMM, CuPy arrays CuPy's, except in a CUDA-graph mode or at
-precision ``tf32``/``bf16``: there cuBLAS is called directly (``nvmath.bindings.cublas``, which
-can run during stream capture, unlike CuPy's wrapper) on CuPy's current stream. Operands with a
-unit stride on either axis go to cuBLAS without a copy; any other is made contiguous first.
+In a CUDA-graph mode or at precision ``tf32``/``bf16``, CuPy arrays go to cuBLAS directly
+(``nvmath.bindings.cublas``, which can run during stream capture) on CuPy's current stream.
 """
 from collections import namedtuple
 
@@ -46,8 +44,6 @@ def matmul(a, b, out=None):
     return out
 
 
-# -- the column-major call a row-major product is --------------------------------------------------
-
 # The arguments of cuBLAS's column-major ``C = op(A) @ op(B)`` that compute row-major
 # ``out = a @ b``: C is out's memory read column-major, out^T = b^T @ a^T, so cuBLAS's A is `b`
 # and its B is `a`. `transa`/`transb` are True where the operand must be transposed.
@@ -86,8 +82,6 @@ def _row_major_ld(x):
         return None
     return step // unit
 
-
-# -- cuBLAS through nvmath-python ------------------------------------------------------------------
 
 class CublasGemm:
     """One cuBLAS handle per GPU, with its own workspace, called on CuPy's current stream;
