@@ -18,8 +18,7 @@ _POLL_SECONDS = 0.001
 
 
 class RankError(RuntimeError):
-    """The ranks of a job cannot work together: MPI missing, a rank that stopped answering, an
-    error that rank 0 met on behalf of all."""
+    """The ranks cannot work together: MPI missing, a rank stopped answering, rank 0's error."""
 
 
 def timeout():
@@ -46,8 +45,8 @@ def launched_size():
 
 
 class Ranks:
-    """The ranks of a job and their collectives; as itself, one process, whose collectives
-    return at once and change nothing."""
+    """The ranks of a job and their collectives; as itself one process, whose collectives do
+    nothing."""
     size = 1
     rank = 0
     local_rank = 0
@@ -68,12 +67,10 @@ class Ranks:
         return value
 
     def wait(self):
-        """Wait, at most the ranks' timeout, for the collectives queued on this rank's device
-        (before reading device values, which would hang forever on a stuck collective)."""
+        """Wait, at most the ranks' timeout, for the collectives queued on this rank's device."""
 
     def on_root(self, function):
-        """`function()` called on rank 0 only; its result, or its error (type and message), on
-        every rank."""
+        """`function()` called on rank 0 only; its result, or its error, on every rank."""
         return function()
 
     def shard(self, count):
@@ -85,8 +82,7 @@ class Ranks:
         return True
 
     def gather_text(self, text):
-        """Every rank's `text`, in rank order, on rank 0 (None on the others); only after
-        `wait_for_all` returned True."""
+        """Every rank's `text` on rank 0 (None elsewhere); only after `wait_for_all` is True."""
         return [text]
 
     def abort(self, exit_code):
@@ -141,11 +137,10 @@ class MPIRanks(Ranks):
         return self._gathered[key]
 
     def broadcast_object(self, value):
-        data = pickle.dumps(value) if self.is_root else None
-        length = numpy.array([len(data) if self.is_root else 0], dtype=numpy.int64)
+        data = numpy.frombuffer(pickle.dumps(value) if self.is_root else b"", dtype=numpy.uint8)
+        length = numpy.array([data.size], dtype=numpy.int64)
         self.broadcast(length)
-        payload = numpy.frombuffer(data, dtype=numpy.uint8).copy() if self.is_root else \
-            numpy.empty(int(length[0]), dtype=numpy.uint8)
+        payload = data.copy() if self.is_root else numpy.empty(int(length[0]), dtype=numpy.uint8)
         self.broadcast(payload)
         return value if self.is_root else pickle.loads(payload.tobytes())
 
@@ -179,8 +174,7 @@ class MPIRanks(Ranks):
 
 
 class NCCLRanks(MPIRanks):
-    """MPI's ranks, one GPU each (the `local_rank`-th of its host), exchanging CuPy arrays
-    through NCCL; host arrays and objects through MPI."""
+    """MPI's ranks, on their host's `local_rank`-th GPU, moving CuPy arrays through NCCL."""
 
     def __init__(self, device, comm=None):
         super().__init__(comm)
@@ -237,8 +231,7 @@ def _poll(done, seconds):
 
 
 def even_slices(count, parts):
-    """`parts` contiguous slices of `count` items, in order, whose sizes differ by at most one
-    (a batch split over ranks and over `nets.DataParallel`'s workers alike)."""
+    """`parts` contiguous slices of `count` items, in order, sizes differing by at most one."""
     bounds = [count * i // parts for i in range(parts + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 

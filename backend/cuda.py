@@ -1,9 +1,5 @@
 """The CUDA kernels of the ``fused`` implementations: functions of the .cu files in this folder
 (`CudaKernel`), and CuPy element-wise kernels (`ElementwiseKernel`, a C expression, no .cu file).
-
-    MAX_POOL_FORWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)
-    MAX_POOL_FORWARD(out.size, (x, out, indices, out.size, h, w, c, ho, wo, k, s), x.dtype)
-
 A .cu file includes ``common.cuh`` and computes in ``T`` (``-DXPNN_FLOAT``: float or double).
 NumPy arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator).
 """
@@ -48,12 +44,10 @@ def is_array(value):
 
 
 class CudaKernel:
-    """One ``extern "C" __global__`` function `name` of the .cu file `file` in this folder.
-
-    Call it as ``kernel(size, args, dtype)``: `size` work items, `args` its arguments in order
-    (contiguous arrays and numbers), `dtype` the floating type T. `scalar_types`: the C type of
-    each number among the arguments (``"int32"``, ``"int64"``, ``"T"``); `block`: threads per
-    block; `defines`: {NAME: value} compiled in.
+    """One ``extern "C" __global__`` function `name` of the .cu file `file` in this folder,
+    called as ``kernel(size, args, dtype)``: `size` work items, `args` in order (contiguous
+    arrays and numbers), `dtype` the floating type T. `scalar_types`: the C type of each number
+    among the arguments (``"int32"``, ``"int64"``, ``"T"``); `defines`: {NAME: value} compiled in.
     """
 
     def __init__(self, file, name, scalar_types, block=BLOCK, defines=None):
@@ -75,14 +69,12 @@ class CudaKernel:
         return self.path.read_text()
 
     def compile_options(self, dtype):
-        """Compiler options for floating type `dtype` and this kernel's defines (NVRTC's and the
-        C++ compiler's alike)."""
+        """NVRTC's (and a C++ compiler's) options for floating type `dtype` and the defines."""
         return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}",
                 *(f"-D{name}={value}" for name, value in self.defines))
 
     def typed_args(self, args, dtype):
-        """`args` as the kernel takes them: arrays as they are, each number (NumPy scalars too)
-        made a NumPy scalar of its declared C type."""
+        """`args` with each number made a NumPy scalar of its declared C type."""
         dtype = numpy.dtype(dtype)
         numbers = sum(not is_array(arg) for arg in args)
         if numbers != len(self.scalar_types):
@@ -97,8 +89,7 @@ class CudaKernel:
         typed = self.typed_args(args, dtype)
         if xp.__name__ == "numpy":
             return _on_host(self.name).run_raw(self, typed, dtype)
-        dtype = numpy.dtype(dtype)
-        key = (self.file, dtype.name, self.defines)
+        key = (self.file, numpy.dtype(dtype).name, self.defines)
         if key not in _modules:
             _modules[key] = xp.RawModule(code=self.source(), options=self.compile_options(dtype))
         function = _modules[key].get_function(self.name)
@@ -115,8 +106,7 @@ class ElementwiseKernel:
         self._kernel = None
 
     def params(self):
-        """([(type, name)] of the inputs, [(type, name)] of the outputs); plain ``TYPE name``
-        params only (no ``raw``)."""
+        """([(type, name)] of the inputs, the same of the outputs); ``TYPE name`` params only."""
         def parse(text):
             pairs = [part.split() for part in text.split(",")]
             if any(len(pair) != 2 for pair in pairs):

@@ -1,8 +1,5 @@
 """CUDA graphs: a step of device work captured once and replayed with one launch.
 
-    graph_step = GraphStep(run, CupyGraphs(cupy))
-    graph_step(shape_key)           # runs `run()` once: eagerly, or captured then replayed
-
 `run` must be device work only: it reads what changes between steps from static buffers,
 never waits for the device (`forbid_host_sync`), and multiplies through `backend.matmul`.
 `CupyGraphs` is the runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy.
@@ -17,9 +14,14 @@ class GraphCaptureError(RuntimeError):
     """Something inside a captured step that a CUDA graph cannot hold."""
 
 
-def capturing():
-    """True while a step is being captured (in this thread)."""
-    return _CAPTURING.get()
+@contextlib.contextmanager
+def set_for_block(variable, value):
+    """A block with the context variable `variable` set to `value`."""
+    token = variable.set(value)
+    try:
+        yield
+    finally:
+        variable.reset(token)
 
 
 def forbid_host_sync(what):
@@ -49,11 +51,8 @@ class GraphStep:
                 self.eager_runs += 1
                 return
             if shape_key not in self.graphs:
-                token = _CAPTURING.set(True)
-                try:
+                with set_for_block(_CAPTURING, True):
                     self.graphs[shape_key] = self.runtime.capture(self.stream, self.run)
-                finally:
-                    _CAPTURING.reset(token)
                 self.captures += 1
             self.runtime.launch(self.graphs[shape_key], self.stream)
             self.replays += 1
@@ -76,8 +75,7 @@ class CupyGraphs:
 
     @contextlib.contextmanager
     def ordered_on(self, stream):
-        """`stream` current within the block, ordered after the caller's queued work and before
-        its next by events (no host wait)."""
+        """`stream` current within the block, ordered by events among the caller's work."""
         caller = self.cupy.cuda.get_current_stream()
         stream.wait_event(caller.record())
         with stream:

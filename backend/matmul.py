@@ -1,8 +1,5 @@
 """Matrix products: the one primitive every conv and linear layer multiplies with.
 
-    y = matmul(a, b)              # a (m, k) @ b (k, n) -> (m, n)
-    matmul(a, b, out=y)           # into y, which may be a view (rows of a larger array)
-
 In a CUDA-graph mode or at precision ``tf32``/``bf16``, CuPy arrays go to cuBLAS directly
 (``nvmath.bindings.cublas``, which can run during stream capture) on CuPy's current stream.
 """
@@ -23,7 +20,7 @@ class GemmUnavailableError(DeviceUnavailableError):
 
 def matmul(a, b, out=None):
     """a @ b for `a` (m, k) or (k,) and 2-D `b` (k, n) of one floating dtype; written into
-    `out` (m, n, or (n,) for a vector `a`) when given, which is returned."""
+    `out` (m, n, or (n,) for a vector `a`; a view will do) when given, which is returned."""
     xp = get_array_module(a, b)
     precision = mode().precision
     if xp.__name__ == "numpy" or (not mode().graph and precision == "fp32"):
@@ -51,8 +48,7 @@ GemmCall = namedtuple("GemmCall", "transa transb m n k lda ldb ldc")
 
 
 def gemm_operands(a, b, out):
-    """The `GemmCall` for ``out = a @ b``; every array must pass `_layout` (`matmul` copies
-    those that do not)."""
+    """The `GemmCall` for ``out = a @ b``, arrays that pass `_layout`."""
     (m, k), n = a.shape, b.shape[1]
     transb, ld_a = _layout(a)
     transa, ld_b = _layout(b)
@@ -84,8 +80,7 @@ def _row_major_ld(x):
 
 
 class CublasGemm:
-    """One cuBLAS handle per GPU, with its own workspace, called on CuPy's current stream;
-    `library` is ``nvmath.bindings.cublas``. Created outside any capture."""
+    """A cuBLAS handle and workspace (`library`: ``nvmath.bindings.cublas``), made uncaptured."""
 
     def __init__(self, library, xp):
         self.library = library

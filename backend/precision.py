@@ -1,5 +1,4 @@
-"""The precisions of matrix products on a GPU (`dispatch.Mode.precision`): float32
-throughout, or tensor-core inputs.
+"""The precisions of matrix products on a GPU (`dispatch.Mode.precision`):
 
     fp32   float32 inputs, float32 arithmetic (the default, and the only one on the CPU)
     tf32   inputs rounded to TF32 (10 mantissa bits), float32 accumulation
