@@ -45,8 +45,7 @@ def launched_size():
 
 
 class Ranks:
-    """The ranks of a job and their collectives; as itself one process, whose collectives do
-    nothing."""
+    """The ranks of a job and their collectives; as itself, one process (collectives do nothing)."""
     size = 1
     rank = 0
     local_rank = 0
@@ -89,21 +88,18 @@ class Ranks:
         """End every rank of the job now."""
         raise SystemExit(exit_code)
 
-    def __repr__(self):
-        return f"{type(self).__name__}(rank {self.rank} of {self.size})"
-
 
 class MPIRanks(Ranks):
     """The ranks of MPI's world communicator, exchanging NumPy arrays through mpi4py."""
 
-    def __init__(self, comm=None):
+    def __init__(self):
         try:
             from mpi4py import MPI
         except ImportError as error:
             raise RankError(f"this process was started as one of {launched_size()} MPI ranks, "
                             f"but mpi4py cannot be imported ({error}); pip install 'xpnn[mpi]'"
                             ) from None
-        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.comm = MPI.COMM_WORLD
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this host
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
@@ -176,8 +172,8 @@ class MPIRanks(Ranks):
 class NCCLRanks(MPIRanks):
     """MPI's ranks, on their host's `local_rank`-th GPU, moving CuPy arrays through NCCL."""
 
-    def __init__(self, device, comm=None):
-        super().__init__(comm)
+    def __init__(self, device):
+        super().__init__()
         from cupy.cuda import nccl
         if not getattr(nccl, "available", True):
             raise RankError("CuPy finds no NCCL library, which ranks on GPUs need; pip install "

@@ -1,5 +1,4 @@
-"""Tuning of the CPU backend's process: BLAS threads and the memory allocator; what its BLAS does
-fastest."""
+"""Tuning of the CPU backend's process (BLAS threads, the allocator); what its BLAS does fastest."""
 import ctypes
 import ctypes.util
 import functools
@@ -32,13 +31,11 @@ def keep_freed_memory():
     """Ask glibc's allocator to keep freed arrays of up to 32 MiB in a never-trimmed heap (the
     process keeps its peak memory); returns whether glibc agreed (False off glibc)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
-    ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-    return bool(ok)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                & mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 @functools.cache

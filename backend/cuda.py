@@ -1,8 +1,7 @@
 """The CUDA kernels of the ``fused`` implementations: functions of the .cu files in this folder
 (`CudaKernel`), and CuPy element-wise kernels (`ElementwiseKernel`, a C expression, no .cu file).
 A .cu file includes ``common.cuh`` and computes in ``T`` (``-DXPNN_FLOAT``: float or double).
-NumPy arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator).
-"""
+NumPy arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator)."""
 from pathlib import Path
 
 import numpy
@@ -47,8 +46,8 @@ class CudaKernel:
     """One ``extern "C" __global__`` function `name` of the .cu file `file` in this folder,
     called as ``kernel(size, args, dtype)``: `size` work items, `args` in order (contiguous
     arrays and numbers), `dtype` the floating type T. `scalar_types`: the C type of each number
-    among the arguments (``"int32"``, ``"int64"``, ``"T"``); `defines`: {NAME: value} compiled in.
-    """
+    among the arguments (``"int32"``, ``"int64"``, ``"T"``); `defines`: {NAME: value}, compiled
+    in."""
 
     def __init__(self, file, name, scalar_types, block=BLOCK, defines=None):
         self.file, self.name = file, name
@@ -61,12 +60,8 @@ class CudaKernel:
         return CudaKernel(self.file, self.name, self.scalar_types, self.block,
                           {**dict(self.defines), **defines})
 
-    @property
-    def path(self):
-        return FOLDER / self.file
-
     def source(self):
-        return self.path.read_text()
+        return (FOLDER / self.file).read_text()
 
     def compile_options(self, dtype):
         """NVRTC's (and a C++ compiler's) options for floating type `dtype` and the defines."""

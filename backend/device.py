@@ -36,9 +36,7 @@ class Device:
 
     def activated(self):
         """A block within which this device is CuPy's current device; on the CPU, no change."""
-        if not self.is_gpu:
-            return contextlib.nullcontext()
-        return self.xp.cuda.Device(self.gpu_id)
+        return self.xp.cuda.Device(self.gpu_id) if self.is_gpu else contextlib.nullcontext()
 
     def send(self, array):
         """Copy a host or device array to this device (no copy if it is already here)."""
@@ -62,6 +60,7 @@ class Device:
 
 
 CPU = Device("cpu", numpy)
+
 
 def parse_device_name(spec):
     """The GPU number a flag value names (``gpu``: 0), None for ``cpu``, else `ValueError`."""

@@ -1,9 +1,6 @@
-"""CUDA graphs: a step of device work captured once and replayed with one launch.
-
-`run` must be device work only: it reads what changes between steps from static buffers,
-never waits for the device (`forbid_host_sync`), and multiplies through `backend.matmul`.
-`CupyGraphs` is the runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy.
-"""
+"""CUDA graphs: a step of device work captured once and replayed with one launch. The step must
+be device work only: it reads what changes between steps from static buffers, never waits for
+the device (`forbid_host_sync`), and multiplies through `backend.matmul`."""
 import contextlib
 import contextvars
 
@@ -39,18 +36,17 @@ class GraphStep:
         self.run, self.runtime = run, runtime
         self.stream = runtime.new_stream()
         self.pool = runtime.new_pool()  # lives as long as this object and its graphs
-        self.graphs = {}                # shape_key -> captured graph
-        self.warmed = set()
+        self.graphs = {}                # shape_key -> captured graph (None: warmed up)
         self.captures = self.eager_runs = self.replays = 0
 
     def __call__(self, shape_key):
         with self.runtime.ordered_on(self.stream), self.runtime.allocating_from(self.pool):
-            if shape_key not in self.warmed:
+            if shape_key not in self.graphs:
                 self.run()
-                self.warmed.add(shape_key)
+                self.graphs[shape_key] = None
                 self.eager_runs += 1
                 return
-            if shape_key not in self.graphs:
+            if self.graphs[shape_key] is None:
                 with set_for_block(_CAPTURING, True):
                     self.graphs[shape_key] = self.runtime.capture(self.stream, self.run)
                 self.captures += 1

@@ -1,8 +1,6 @@
-"""Matrix products: the one primitive every conv and linear layer multiplies with.
-
-In a CUDA-graph mode or at precision ``tf32``/``bf16``, CuPy arrays go to cuBLAS directly
-(``nvmath.bindings.cublas``, which can run during stream capture) on CuPy's current stream.
-"""
+"""Matrix products: the one primitive every conv and linear layer multiplies with. In a CUDA-graph
+mode or at precision ``tf32``/``bf16``, CuPy arrays go to cuBLAS directly (``nvmath.bindings``'
+cuBLAS, which can run during stream capture) on CuPy's current stream."""
 from collections import namedtuple
 
 import numpy
@@ -56,9 +54,8 @@ def gemm_operands(a, b, out):
 
 
 def _layout(x):
-    """(transposed, leading dimension) of a 2-D array as cuBLAS reads its memory: row-major
-    memory read column-major is x^T (not transposed for the call that wants x^T); column-major
-    memory is x itself. None if neither stride is one element."""
+    """(transposed, leading dimension) of a 2-D array as cuBLAS reads its memory (row-major memory
+    is x^T, column-major x itself); None if neither stride is one element."""
     ld = _row_major_ld(x)
     if ld is not None:
         return False, ld
