@@ -1,10 +1,5 @@
-"""Array backends: NumPy on the CPU, CuPy on CUDA GPUs, behind one `Device` type, and the array
-primitives that layers are written with (their modules: DESIGN.md, "Packages").
-
-    device = get_device("cpu")      # or "gpu", "cuda", "cuda:1"
-    x = device.send(host_array)     # host -> device
-    xp = get_array_module(x)        # inside a layer: the module that owns x
-"""
+"""Array backends: NumPy on the CPU, CuPy on CUDA GPUs, behind one `Device` type (`get_device`),
+and the array primitives that layers are written with (their modules: DESIGN.md, "Packages")."""
 if __name__ != "xpnn.backend":  # `import backend` finds this only from a checkout's root
     raise ImportError(f"{__name__} is part of the package xpnn: import xpnn.backend")
 from xpnn.backend.cpu import cpu_count, keep_freed_memory, set_blas_threads

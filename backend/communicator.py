@@ -1,16 +1,6 @@
-"""Ranks of one data-parallel job: who we are, and the collectives a training step needs.
-
-    ranks = world()                 # Ranks() (one process) unless mpiexec started 2+ ranks
-    ranks.size, ranks.rank, ranks.local_rank
-    ranks.broadcast(buffer)         # rank 0's values into every rank's array, in place
-    ranks.sum_in_rank_order(buffer) # every rank's array summed, rank 0 first, into each
-    value = ranks.on_root(function) # rank 0 calls it; every rank gets its result or its error
-
-`Ranks` itself is one process (every collective a no-op); `MPIRanks` moves NumPy arrays
-through mpi4py, `NCCLRanks` CuPy arrays through NCCL. The sum is an all-gather and additions in
-rank order, so N ranks give the bits of N `DataParallel` workers. Every wait has a deadline
-(`XPNN_RANK_TIMEOUT`).
-"""
+"""Ranks of one data-parallel job (`world()`): who we are, and the collectives a training step
+needs. `Ranks` itself is one process; `MPIRanks` moves NumPy arrays through mpi4py, `NCCLRanks`
+CuPy arrays through NCCL. Every wait has a deadline (`XPNN_RANK_TIMEOUT`)."""
 import math
 import os
 import pickle
@@ -22,15 +12,13 @@ import numpy
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 TIMEOUT_VARIABLE = "XPNN_RANK_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0  # seconds; rank 0's test-set evaluation and checkpoint fit well inside
-# MPI moves data only inside MPI calls, so a wait polls: yielding the core at first, then
-# (rank 0 writing a checkpoint) every millisecond.
+# MPI moves data only inside MPI calls, so a wait polls: yielding the core, then every ms
 _SPIN_SECONDS = 0.05
 _POLL_SECONDS = 0.001
 
 
 class RankError(RuntimeError):
-    """The ranks of a job cannot work together: MPI missing, a rank that stopped answering, an
-    error that rank 0 met on behalf of all."""
+    """The ranks cannot work together: MPI missing, a rank stopped answering, rank 0's error."""
 
 
 def timeout():
@@ -57,8 +45,7 @@ def launched_size():
 
 
 class Ranks:
-    """The ranks of a job and their collectives; as itself, one process, whose collectives
-    return at once and change nothing."""
+    """The ranks of a job and their collectives; as itself, one process (collectives do nothing)."""
     size = 1
     rank = 0
     local_rank = 0
@@ -79,12 +66,10 @@ class Ranks:
         return value
 
     def wait(self):
-        """Wait, at most the ranks' timeout, for the collectives queued on this rank's device
-        (before reading device values, which would hang forever on a stuck collective)."""
+        """Wait, at most the ranks' timeout, for the collectives queued on this rank's device."""
 
     def on_root(self, function):
-        """`function()` called on rank 0 only; its result, or its error (type and message), on
-        every rank."""
+        """`function()` called on rank 0 only; its result, or its error, on every rank."""
         return function()
 
     def shard(self, count):
@@ -96,29 +81,25 @@ class Ranks:
         return True
 
     def gather_text(self, text):
-        """Every rank's `text`, in rank order, on rank 0 (None on the others); only after
-        `wait_for_all` returned True."""
+        """Every rank's `text` on rank 0 (None elsewhere); only after `wait_for_all` is True."""
         return [text]
 
     def abort(self, exit_code):
         """End every rank of the job now."""
         raise SystemExit(exit_code)
 
-    def __repr__(self):
-        return f"{type(self).__name__}(rank {self.rank} of {self.size})"
-
 
 class MPIRanks(Ranks):
     """The ranks of MPI's world communicator, exchanging NumPy arrays through mpi4py."""
 
-    def __init__(self, comm=None):
+    def __init__(self):
         try:
             from mpi4py import MPI
         except ImportError as error:
             raise RankError(f"this process was started as one of {launched_size()} MPI ranks, "
                             f"but mpi4py cannot be imported ({error}); pip install 'xpnn[mpi]'"
                             ) from None
-        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.comm = MPI.COMM_WORLD
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this host
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
@@ -127,21 +108,22 @@ class MPIRanks(Ranks):
         self.timeout = timeout()
         self._gathered = {}  # (size, dtype) -> the (ranks, size) array an all-gather fills
 
-    def _wait(self, request, what):
-        """Wait for a non-blocking MPI request, at most `self.timeout` seconds."""
-        if not _poll(request.Test, self.timeout):
+    def _wait(self, done, what):
+        """Return once `done()` is true; `RankError` if `self.timeout` seconds pass first."""
+        if not _poll(done, self.timeout):
             raise RankError(
                 f"rank {self.rank} of {self.size}: no answer from the other ranks in {what} for "
                 f"{self.timeout:g} s (a rank stopped or hangs); stopping the job (set "
                 f"{TIMEOUT_VARIABLE} to wait longer)")
 
     def broadcast(self, buffer):
-        self._wait(self.comm.Ibcast(_contiguous(buffer), root=0), "a broadcast")
+        self._wait(self.comm.Ibcast(_contiguous(buffer), root=0).Test, "a broadcast")
 
     def sum_in_rank_order(self, buffer):
         flat = _contiguous(buffer).reshape(-1)
         gathered = self._gathered_for(flat, numpy)
-        self._wait(self.comm.Iallgather(flat, gathered), "a sum (the gradients', or the loss's)")
+        self._wait(self.comm.Iallgather(flat, gathered).Test,
+                   "a sum (the gradients', or the loss's)")
         add_rows_in_order(flat, gathered)
 
     def _gathered_for(self, flat, xp):
@@ -151,11 +133,10 @@ class MPIRanks(Ranks):
         return self._gathered[key]
 
     def broadcast_object(self, value):
-        data = pickle.dumps(value) if self.is_root else None
-        length = numpy.array([len(data) if self.is_root else 0], dtype=numpy.int64)
+        data = numpy.frombuffer(pickle.dumps(value) if self.is_root else b"", dtype=numpy.uint8)
+        length = numpy.array([data.size], dtype=numpy.int64)
         self.broadcast(length)
-        payload = numpy.frombuffer(data, dtype=numpy.uint8).copy() if self.is_root else \
-            numpy.empty(int(length[0]), dtype=numpy.uint8)
+        payload = data.copy() if self.is_root else numpy.empty(int(length[0]), dtype=numpy.uint8)
         self.broadcast(payload)
         return value if self.is_root else pickle.loads(payload.tobytes())
 
@@ -189,36 +170,28 @@ class MPIRanks(Ranks):
 
 
 class NCCLRanks(MPIRanks):
-    """MPI's ranks, one GPU each (the `local_rank`-th of its host), exchanging CuPy arrays
-    through NCCL; host arrays and objects through MPI."""
+    """MPI's ranks, on their host's `local_rank`-th GPU, moving CuPy arrays through NCCL."""
 
-    def __init__(self, device, comm=None):
-        super().__init__(comm)
+    def __init__(self, device):
+        super().__init__()
         from cupy.cuda import nccl
         if not getattr(nccl, "available", True):
             raise RankError("CuPy finds no NCCL library, which ranks on GPUs need; pip install "
                             "nvidia-nccl-cu12 (nvidia-nccl-cu13 for the gpu-cuda13 extra)")
         self.nccl = nccl
-        self.device = device
         self.cupy = device.xp
         self.cupy.cuda.Device(device.gpu_id).use()  # this rank's one GPU, for all its work
         unique_id = self.broadcast_object(nccl.get_unique_id() if self.is_root else None)
         self.nccl_comm = nccl.NcclCommunicator(self.size, unique_id, self.rank)
 
     def _nccl_type(self, array):
-        names = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",
-                 "int64": "NCCL_INT64", "int32": "NCCL_INT32", "uint8": "NCCL_UINT8"}
-        return getattr(self.nccl, names[str(array.dtype)])
+        return getattr(self.nccl, f"NCCL_{array.dtype.name.upper()}")  # NCCL_FLOAT32, ...
 
     def _wait_stream(self, what):
-        """Wait for the work queued on the current stream, at most `self.timeout` seconds."""
+        """`_wait` for the work queued on the current stream."""
         event = self.cupy.cuda.Event(disable_timing=True)
         event.record()
-        if not _poll(lambda: event.done, self.timeout):
-            raise RankError(
-                f"rank {self.rank} of {self.size}: NCCL {what} did not finish in {self.timeout:g} "
-                f"s (a rank stopped or hangs); stopping the job (set {TIMEOUT_VARIABLE} to wait "
-                f"longer)")
+        self._wait(lambda: event.done, f"NCCL's {what}")
 
     def broadcast(self, buffer):
         if isinstance(buffer, numpy.ndarray):  # host values (objects, flags) go through MPI
@@ -254,8 +227,7 @@ def _poll(done, seconds):
 
 
 def even_slices(count, parts):
-    """`parts` contiguous slices of `count` items, in order, whose sizes differ by at most one
-    (a batch split over ranks and over `nets.DataParallel`'s workers alike)."""
+    """`parts` contiguous slices of `count` items, in order, sizes differing by at most one."""
     bounds = [count * i // parts for i in range(parts + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 

@@ -1,5 +1,4 @@
-"""Tuning of the CPU backend's process: BLAS threads and the memory allocator; what its BLAS does
-fastest."""
+"""Tuning of the CPU backend's process (BLAS threads, the allocator); what its BLAS does fastest."""
 import ctypes
 import ctypes.util
 import functools
@@ -22,32 +21,27 @@ def cpu_count():
 
 
 def set_blas_threads(count):
-    """Make NumPy's BLAS use `count` threads from now on, in this whole process (so that
-    `nets.DataParallel`'s workers own a core each)."""
+    """Make NumPy's BLAS use `count` threads from now on, in this whole process."""
     import threadpoolctl
 
     threadpoolctl.threadpool_limits(count, user_api="blas")
 
 
 def keep_freed_memory():
-    """Ask glibc's allocator to keep freed arrays of up to 32 MiB in a never-trimmed heap, so a
-    step's arrays reuse mapped pages instead of faulting in fresh ones; the process keeps its
-    peak memory. Returns whether glibc agreed (False off glibc)."""
+    """Ask glibc's allocator to keep freed arrays of up to 32 MiB in a never-trimmed heap (the
+    process keeps its peak memory); returns whether glibc agreed (False off glibc)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
-    ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-    return bool(ok)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                & mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 @functools.cache
 def unpacked_product_limit():
-    """M * K * N up to which NumPy's BLAS multiplies an (M x K) @ (K x N) float32 product
-    without packing its operands into buffers first: 100**3 for OpenBLAS on its AVX-512 cores,
-    else 0 (every product packed)."""
+    """M * K * N up to which NumPy's BLAS multiplies float32 (M x K) @ (K x N) without packing
+    its operands: 100**3 for OpenBLAS on its AVX-512 cores, else 0."""
     import threadpoolctl
 
     cores = {info.get("architecture") for info in threadpoolctl.threadpool_info()

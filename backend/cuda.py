@@ -1,15 +1,7 @@
 """The CUDA kernels of the ``fused`` implementations: functions of the .cu files in this folder
 (`CudaKernel`), and CuPy element-wise kernels (`ElementwiseKernel`, a C expression, no .cu file).
-
-    MAX_POOL_FORWARD = CudaKernel("max_pool.cu", "xpnn_max_pool_forward", ["int64"] + ["int32"] * 7)
-    MAX_POOL_FORWARD(out.size, (x, out, indices, out.size, h, w, c, ho, wo, k, s), x.dtype)
-
-A .cu file includes ``common.cuh`` (the grid-stride loop, the (n, y, x, c) of a flat index) and
-computes in ``T``: float, or double where compiled with ``-DXPNN_FLOAT=double``. Nothing here
-imports CuPy: a kernel is compiled for the module of the arrays it is first called with. NumPy
-arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator,
-tests/cuda_emulation.py); without one they are refused.
-"""
+A .cu file includes ``common.cuh`` and computes in ``T`` (``-DXPNN_FLOAT``: float or double).
+NumPy arrays reach a kernel only through a host runner (`set_host_runner`: the tests' emulator)."""
 from pathlib import Path
 
 import numpy
@@ -51,13 +43,11 @@ def is_array(value):
 
 
 class CudaKernel:
-    """One ``extern "C" __global__`` function `name` of the .cu file `file` in this folder.
-
-    Call it as ``kernel(size, args, dtype)``: `size` work items, `args` its arguments in order
-    (contiguous arrays and numbers), `dtype` the floating type T. `scalar_types`: the C type of
-    each number among the arguments (``"int32"``, ``"int64"``, ``"T"``); `block`: threads per
-    block; `defines`: {NAME: value} compiled in.
-    """
+    """One ``extern "C" __global__`` function `name` of the .cu file `file` in this folder,
+    called as ``kernel(size, args, dtype)``: `size` work items, `args` in order (contiguous
+    arrays and numbers), `dtype` the floating type T. `scalar_types`: the C type of each number
+    among the arguments (``"int32"``, ``"int64"``, ``"T"``); `defines`: {NAME: value}, compiled
+    in."""
 
     def __init__(self, file, name, scalar_types, block=BLOCK, defines=None):
         self.file, self.name = file, name
@@ -70,25 +60,16 @@ class CudaKernel:
         return CudaKernel(self.file, self.name, self.scalar_types, self.block,
                           {**dict(self.defines), **defines})
 
-    @property
-    def path(self):
-        return FOLDER / self.file
-
     def source(self):
-        return self.path.read_text()
-
-    @staticmethod
-    def options(dtype):
-        """Compiler options for floating type `dtype` (NVRTC's and the C++ compiler's alike)."""
-        return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}")
+        return (FOLDER / self.file).read_text()
 
     def compile_options(self, dtype):
-        """`options(dtype)` and this kernel's own defines."""
-        return self.options(dtype) + tuple(f"-D{name}={value}" for name, value in self.defines)
+        """NVRTC's (and a C++ compiler's) options for floating type `dtype` and the defines."""
+        return (f"-DXPNN_FLOAT={C_TYPES[numpy.dtype(dtype).name]}", f"-I{FOLDER}",
+                *(f"-D{name}={value}" for name, value in self.defines))
 
     def typed_args(self, args, dtype):
-        """`args` as the kernel takes them: arrays as they are, each number (NumPy scalars too)
-        made a NumPy scalar of its declared C type."""
+        """`args` with each number made a NumPy scalar of its declared C type."""
         dtype = numpy.dtype(dtype)
         numbers = sum(not is_array(arg) for arg in args)
         if numbers != len(self.scalar_types):
@@ -103,8 +84,7 @@ class CudaKernel:
         typed = self.typed_args(args, dtype)
         if xp.__name__ == "numpy":
             return _on_host(self.name).run_raw(self, typed, dtype)
-        dtype = numpy.dtype(dtype)
-        key = (self.file, dtype.name, self.defines)
+        key = (self.file, numpy.dtype(dtype).name, self.defines)
         if key not in _modules:
             _modules[key] = xp.RawModule(code=self.source(), options=self.compile_options(dtype))
         function = _modules[key].get_function(self.name)
@@ -121,8 +101,7 @@ class ElementwiseKernel:
         self._kernel = None
 
     def params(self):
-        """([(type, name)] of the inputs, [(type, name)] of the outputs); plain ``TYPE name``
-        params only (no ``raw``)."""
+        """([(type, name)] of the inputs, the same of the outputs); ``TYPE name`` params only."""
         def parse(text):
             pairs = [part.split() for part in text.split(",")]
             if any(len(pair) != 2 for pair in pairs):

@@ -1,9 +1,6 @@
-"""Devices: where arrays live and which array module (`xp`) computes on them.
-
-A `Device` is made from the `--device` flag: ``cpu`` is NumPy, ``gpu``, ``cuda`` and ``cuda:N``
-are CuPy, imported only then. Work for GPU N runs inside `device.activated()` (through
-`backend.running_on`), or it lands on CuPy's current device, GPU 0.
-"""
+"""Devices: where arrays live and which array module (`xp`) computes on them. CuPy is imported
+only for a GPU; work for GPU N runs inside `device.activated()` (`backend.running_on`), or it
+lands on CuPy's current device, GPU 0."""
 import contextlib
 import dataclasses
 import os
@@ -25,24 +22,6 @@ INSTALL_HINT = ("pip install 'xpnn[gpu]' (CUDA 12.x drivers) or 'xpnn[gpu-cuda13
 _checked_toolkits = {}  # gpu id -> None, or why CuPy cannot run there
 
 
-def _import_cupy():
-    try:
-        import cupy
-    except ImportError as error:
-        raise DeviceUnavailableError(f"GPU requested but CuPy is not installed ({error}); "
-                                     f"{INSTALL_HINT}; or run on the CPU with --device cpu"
-                                     ) from None
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as error:  # CUDARuntimeError when the driver is missing or broken
-        raise DeviceUnavailableError(f"GPU requested but no CUDA device is usable ({error}); run "
-                                     f"on the CPU with --device cpu") from None
-    if count == 0:
-        raise DeviceUnavailableError("GPU requested but CuPy sees no CUDA device; run on the CPU "
-                                     "with --device cpu")
-    return cupy, count
-
-
 @dataclasses.dataclass(unsafe_hash=True, repr=False)
 class Device:
     """One place for arrays: the host (NumPy) or one CUDA GPU (CuPy). `name`: ``"cpu"`` or
@@ -57,9 +36,7 @@ class Device:
 
     def activated(self):
         """A block within which this device is CuPy's current device; on the CPU, no change."""
-        if not self.is_gpu:
-            return contextlib.nullcontext()
-        return self.xp.cuda.Device(self.gpu_id)
+        return self.xp.cuda.Device(self.gpu_id) if self.is_gpu else contextlib.nullcontext()
 
     def send(self, array):
         """Copy a host or device array to this device (no copy if it is already here)."""
@@ -70,11 +47,7 @@ class Device:
 
     def to_numpy(self, array):
         """Return `array` as a NumPy array on the host."""
-        if isinstance(array, numpy.ndarray):
-            return array
-        if hasattr(array, "get"):  # a CuPy array
-            return array.get()
-        return numpy.asarray(array)
+        return array.get() if hasattr(array, "get") else numpy.asanyarray(array)  # get: CuPy's
 
     def synchronize(self):
         """Wait until all work queued on this device has finished (a no-op on the CPU)."""
@@ -88,16 +61,13 @@ class Device:
 
 CPU = Device("cpu", numpy)
 
-_DEVICE_PATTERN = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
-
 
 def parse_device_name(spec):
-    """The GPU number a flag value names (``gpu``, ``cuda``: 0), None for ``cpu``, else
-    `ValueError`."""
-    match = _DEVICE_PATTERN.match(str(spec).strip().lower())
-    if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
+    """The GPU number a flag value names (``gpu``: 0), None for ``cpu``, else `ValueError`."""
+    match = re.fullmatch(r"cpu|(gpu|cuda)(?::(\d+))?", str(spec).strip().lower())
+    if match is None:
         raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'cuda' or 'cuda:N'")
-    return None if match.group(1) == "cpu" else int(match.group(2) or 0)
+    return None if match.group(1) is None else int(match.group(2) or 0)
 
 
 def get_device(spec="cpu"):
@@ -108,7 +78,20 @@ def get_device(spec="cpu"):
     gpu_id = parse_device_name(spec)
     if gpu_id is None:
         return CPU
-    cupy, count = _import_cupy()
+    try:
+        import cupy
+    except ImportError as error:
+        raise DeviceUnavailableError(f"GPU requested but CuPy is not installed ({error}); "
+                                     f"{INSTALL_HINT}; or run on the CPU with --device cpu"
+                                     ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDARuntimeError when the driver is missing or broken
+        raise DeviceUnavailableError(f"GPU requested but no CUDA device is usable ({error}); run "
+                                     f"on the CPU with --device cpu") from None
+    if count == 0:
+        raise DeviceUnavailableError("GPU requested but CuPy sees no CUDA device; run on the CPU "
+                                     "with --device cpu")
     if gpu_id >= count:
         raise DeviceUnavailableError(f"GPU cuda:{gpu_id} requested but only {count} CUDA device(s) "
                                      f"are visible (cuda:0 to cuda:{count - 1}); pick one of those "
@@ -139,8 +122,7 @@ def _setup_key(cupy, gpu_id):
 
 
 def _remembered_toolkit_problem(cupy, gpu_id):
-    """`_toolkit_problem`, probed once per setup: a pass is written to `probe_cache_path()` and
-    later processes skip it; a failure is never remembered."""
+    """`_toolkit_problem`, where only a pass is remembered (in `probe_cache_path()`)."""
     key, path = _setup_key(cupy, gpu_id), probe_cache_path()
     with contextlib.suppress(OSError):
         if key is not None and key in path.read_text().splitlines():
@@ -155,9 +137,7 @@ def _remembered_toolkit_problem(cupy, gpu_id):
 
 
 def _toolkit_problem(cupy, gpu_id):
-    """None if CuPy can compile a kernel and multiply matrices on GPU `gpu_id`, else a line
-    saying what is missing (NVRTC, cuBLAS and the CUDA headers come from CuPy's [ctk] extra or
-    a CUDA toolkit, not its wheel)."""
+    """None if CuPy can compile and multiply on GPU `gpu_id`, else a line saying why not."""
     try:
         with cupy.cuda.Device(gpu_id):
             values = cupy.arange(4, dtype=cupy.float32)
@@ -175,8 +155,7 @@ def _toolkit_problem(cupy, gpu_id):
 
 
 def _missing_cuda_libraries():
-    """The CUDA libraries and headers CuPy needs that cuda.pathfinder (CuPy 14's) cannot find;
-    empty where it is not installed."""
+    """The CUDA libraries and headers CuPy needs that cuda.pathfinder (if any) cannot find."""
     try:
         from cuda import pathfinder
     except ImportError:
@@ -187,18 +166,16 @@ def _missing_cuda_libraries():
             pathfinder.load_nvidia_dynamic_lib(library)
         except Exception:
             missing.append(what)
-    try:
+    headers = None
+    with contextlib.suppress(Exception):
         headers = pathfinder.find_nvidia_header_directory("cudart")
-    except Exception:
-        headers = None
     if headers is None:
         missing.append("the CUDA runtime headers (cuda_runtime.h)")
     return missing
 
 
 def get_array_module(*arrays):
-    """Return ``cupy`` if any of `arrays` is a CuPy array, else ``numpy``; never imports CuPy
-    (nor calls `cupy.get_array_module`, which imports SciPy)."""
+    """``cupy`` if any of `arrays` is a CuPy array, else ``numpy``; never imports CuPy."""
     cupy = sys.modules.get("cupy")
     if cupy is not None and any(isinstance(array, cupy.ndarray) for array in arrays):
         return cupy

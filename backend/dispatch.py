@@ -1,16 +1,13 @@
 """The execution mode (DESIGN.md, "One execution mode"): one value, set for a block by
 `running_on` and read with `mode()`; a context variable, so worker threads started with the
-caller's context follow it.
-
-    with running_on(device, Mode("fused", graph=True)):   # what `xpnn train` on a GPU does
-        mode().graph, mode().precision
-"""
+caller's context follow it."""
 import contextlib
 import contextvars
 import dataclasses
 
 from xpnn.backend import cuda
 from xpnn.backend.device import DeviceUnavailableError
+from xpnn.backend.graphs import set_for_block
 
 IMPLEMENTATIONS = ("cpu", "gpu", "fused")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -36,7 +33,7 @@ class Mode:
                 raise ModeError(f"unknown {name} {value!r}; expected one of {', '.join(known)}")
 
     def check(self, device, ranks=1):
-        """This mode, or `ModeError` where `device`, in a job of `ranks` processes, cannot run it."""
+        """This mode, or `ModeError` where `device`, with `ranks` processes, cannot run it."""
         if self.graph and not device.is_gpu:
             raise ModeError(f"a CUDA graph captures the training step on a GPU, but this run is "
                             f"on {device.name}; use --device gpu")
@@ -50,8 +47,7 @@ class Mode:
 
 
 def default_mode(device, ranks=1):
-    """On a GPU the fused kernels and, on one rank, each training step a CUDA graph; on the CPU
-    NumPy's implementations."""
+    """On a GPU the fused kernels and, on one rank, CUDA graphs; on the CPU NumPy's."""
     return Mode("fused", graph=ranks == 1) if device.is_gpu else Mode()
 
 
@@ -78,23 +74,15 @@ def mode_for(device, ranks=1):
 @contextlib.contextmanager
 def running_on(device, mode=None):
     """A block with `device` CuPy's current device and `mode` in force (None: as set around)."""
-    token = _MODE.set(mode or _MODE.get())
-    try:
-        with device.activated():
-            yield
-    finally:
-        _MODE.reset(token)
+    with set_for_block(_MODE, mode or _MODE.get()), device.activated():
+        yield
 
 
 @contextlib.contextmanager
 def using(name):
-    """A block in which every primitive runs its `name` implementation (None: by array module),
-    the rest of the mode as it is."""
-    token = _MODE.set(dataclasses.replace(mode(), implementation=name))
-    try:
+    """A block where primitives run their `name` implementation (None: by array module)."""
+    with set_for_block(_MODE, dataclasses.replace(mode(), implementation=name)):
         yield
-    finally:
-        _MODE.reset(token)
 
 
 def implementation(xp):
@@ -108,7 +96,5 @@ def implementation(xp):
 
 
 def pick(table, xp):
-    """The function of `table` ({implementation: function}; ``array``: both ``cpu`` and
-    ``gpu``) for arrays of `xp`."""
-    name = implementation(xp)
-    return table[name] if name in table else table["array"]
+    """The function of `table` ({implementation or ``array``: function}) for arrays of `xp`."""
+    return table.get(implementation(xp)) or table["array"]

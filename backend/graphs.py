@@ -1,15 +1,6 @@
-"""CUDA graphs: a step of device work captured once and replayed with one launch.
-
-    graph_step = GraphStep(run, CupyGraphs(cupy))
-    graph_step(shape_key)           # runs `run()` once: eagerly, or captured then replayed
-
-`run` must be device work only: it reads what changes between steps from static buffers
-(device arrays written before each replay), never waits for the device (`forbid_host_sync`),
-and multiplies through `backend.matmul` in a graph mode. One graph per `shape_key` (the batch
-size): its first call runs eagerly (kernels compile, the GEMM makes its handle), the next
-captures and replays, from a private memory pool kept alive with the graphs. `CupyGraphs` is
-the runtime on CuPy; the tests drive `GraphStep` with a stand-in on NumPy.
-"""
+"""CUDA graphs: a step of device work captured once and replayed with one launch. The step must
+be device work only: it reads what changes between steps from static buffers, never waits for
+the device (`forbid_host_sync`), and multiplies through `backend.matmul`."""
 import contextlib
 import contextvars
 
@@ -20,9 +11,14 @@ class GraphCaptureError(RuntimeError):
     """Something inside a captured step that a CUDA graph cannot hold."""
 
 
-def capturing():
-    """True while a step is being captured (in this thread)."""
-    return _CAPTURING.get()
+@contextlib.contextmanager
+def set_for_block(variable, value):
+    """A block with the context variable `variable` set to `value`."""
+    token = variable.set(value)
+    try:
+        yield
+    finally:
+        variable.reset(token)
 
 
 def forbid_host_sync(what):
@@ -33,30 +29,26 @@ def forbid_host_sync(what):
 
 
 class GraphStep:
-    """`run()` as one CUDA graph per shape. Counts `captures`, `eager_runs` and `replays`."""
+    """`run()` as one CUDA graph per `shape_key`, from a private memory pool: its first call
+    runs eagerly, the next captures and replays. Counts `captures`, `eager_runs` and `replays`."""
 
     def __init__(self, run, runtime):
         self.run, self.runtime = run, runtime
         self.stream = runtime.new_stream()
-        self.pool = runtime.new_pool()  # private: lives as long as this object and its graphs
-        self.graphs = {}                # shape_key -> captured graph
-        self.warmed = set()
+        self.pool = runtime.new_pool()  # lives as long as this object and its graphs
+        self.graphs = {}                # shape_key -> captured graph (None: warmed up)
         self.captures = self.eager_runs = self.replays = 0
 
     def __call__(self, shape_key):
-        """Do one step: warm up (eager), or capture and replay, or replay."""
         with self.runtime.ordered_on(self.stream), self.runtime.allocating_from(self.pool):
-            if shape_key not in self.warmed:
+            if shape_key not in self.graphs:
                 self.run()
-                self.warmed.add(shape_key)
+                self.graphs[shape_key] = None
                 self.eager_runs += 1
                 return
-            if shape_key not in self.graphs:
-                token = _CAPTURING.set(True)
-                try:
+            if self.graphs[shape_key] is None:
+                with set_for_block(_CAPTURING, True):
                     self.graphs[shape_key] = self.runtime.capture(self.stream, self.run)
-                finally:
-                    _CAPTURING.reset(token)
                 self.captures += 1
             self.runtime.launch(self.graphs[shape_key], self.stream)
             self.replays += 1
@@ -79,8 +71,7 @@ class CupyGraphs:
 
     @contextlib.contextmanager
     def ordered_on(self, stream):
-        """`stream` current within the block, ordered after the caller's queued work and before
-        its next by events (no host wait)."""
+        """`stream` current within the block, ordered by events among the caller's work."""
         caller = self.cupy.cuda.get_current_stream()
         stream.wait_event(caller.record())
         with stream:

@@ -1,9 +1,6 @@
 """The memory layout of images between layers: channels-last memory behind an N x C x H x W face.
-
-Convolution and pooling compute on (N, H, W, C) memory and hand on a transposed *view* of their
-output, so the next conv's `channels_last` is free. Element-wise layers write into
-``xp.empty_like(x)``, which keeps its input's layout, so the whole stack stays channels-last.
-"""
+Conv and pooling hand on a transposed *view* of their (N, H, W, C) output; element-wise layers
+write into ``xp.empty_like(x)``, which keeps that layout."""
 
 
 def channels_last(x):

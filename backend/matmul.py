@@ -1,13 +1,6 @@
-"""Matrix products: the one primitive every conv and linear layer multiplies with.
-
-    y = matmul(a, b)              # a (m, k) @ b (k, n) -> (m, n)
-    matmul(a, b, out=y)           # into y, which may be a view (rows of a larger array)
-
-NumPy arrays take NumPy's GEMM, CuPy arrays CuPy's, except in a CUDA-graph mode or at
-precision ``tf32``/``bf16``: there cuBLAS is called directly (``nvmath.bindings.cublas``, which
-can run during stream capture, unlike CuPy's wrapper) on CuPy's current stream. Operands with a
-unit stride on either axis go to cuBLAS without a copy; any other is made contiguous first.
-"""
+"""Matrix products: the one primitive every conv and linear layer multiplies with. In a CUDA-graph
+mode or at precision ``tf32``/``bf16``, CuPy arrays go to cuBLAS directly (``nvmath.bindings``'
+cuBLAS, which can run during stream capture) on CuPy's current stream."""
 from collections import namedtuple
 
 import numpy
@@ -25,7 +18,7 @@ class GemmUnavailableError(DeviceUnavailableError):
 
 def matmul(a, b, out=None):
     """a @ b for `a` (m, k) or (k,) and 2-D `b` (k, n) of one floating dtype; written into
-    `out` (m, n, or (n,) for a vector `a`) when given, which is returned."""
+    `out` (m, n, or (n,) for a vector `a`; a view will do) when given, which is returned."""
     xp = get_array_module(a, b)
     precision = mode().precision
     if xp.__name__ == "numpy" or (not mode().graph and precision == "fp32"):
@@ -46,8 +39,6 @@ def matmul(a, b, out=None):
     return out
 
 
-# -- the column-major call a row-major product is --------------------------------------------------
-
 # The arguments of cuBLAS's column-major ``C = op(A) @ op(B)`` that compute row-major
 # ``out = a @ b``: C is out's memory read column-major, out^T = b^T @ a^T, so cuBLAS's A is `b`
 # and its B is `a`. `transa`/`transb` are True where the operand must be transposed.
@@ -55,8 +46,7 @@ GemmCall = namedtuple("GemmCall", "transa transb m n k lda ldb ldc")
 
 
 def gemm_operands(a, b, out):
-    """The `GemmCall` for ``out = a @ b``; every array must pass `_layout` (`matmul` copies
-    those that do not)."""
+    """The `GemmCall` for ``out = a @ b``, arrays that pass `_layout`."""
     (m, k), n = a.shape, b.shape[1]
     transb, ld_a = _layout(a)
     transa, ld_b = _layout(b)
@@ -64,9 +54,8 @@ def gemm_operands(a, b, out):
 
 
 def _layout(x):
-    """(transposed, leading dimension) of a 2-D array as cuBLAS reads its memory: row-major
-    memory read column-major is x^T (not transposed for the call that wants x^T); column-major
-    memory is x itself. None if neither stride is one element."""
+    """(transposed, leading dimension) of a 2-D array as cuBLAS reads its memory (row-major memory
+    is x^T, column-major x itself); None if neither stride is one element."""
     ld = _row_major_ld(x)
     if ld is not None:
         return False, ld
@@ -87,11 +76,8 @@ def _row_major_ld(x):
     return step // unit
 
 
-# -- cuBLAS through nvmath-python ------------------------------------------------------------------
-
 class CublasGemm:
-    """One cuBLAS handle per GPU, with its own workspace, called on CuPy's current stream;
-    `library` is ``nvmath.bindings.cublas``. Created outside any capture."""
+    """A cuBLAS handle and workspace (`library`: ``nvmath.bindings.cublas``), made uncaptured."""
 
     def __init__(self, library, xp):
         self.library = library

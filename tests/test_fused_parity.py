@@ -20,7 +20,7 @@ import pytest
 
 import cuda_emulation
 from xpnn import backend
-from xpnn.backend import conv, conv_kernels
+from xpnn.backend import conv, conv_kernels, cuda
 from xpnn.backend.conv import PaddedInput
 from xpnn.data import load_dataset
 from xpnn.layers.activation import ReLULayer
@@ -77,7 +77,7 @@ def test_nvcc_compiles_the_correlation_into_fused_multiply_adds(tmp_path):
     kernel = conv_kernels.correlate_kernel(3, 1, 1, tile)
     ptx = tmp_path / "correlate.ptx"
     completed = subprocess.run(
-        [nvcc, "-arch=sm_90", "-ptx", str(kernel.path), "-o", str(ptx),
+        [nvcc, "-arch=sm_90", "-ptx", str(cuda.FOLDER / kernel.file), "-o", str(ptx),
          *kernel.compile_options("float32")], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     body = ptx.read_text().split(".entry xpnn_correlate(")[1]

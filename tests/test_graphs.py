@@ -14,7 +14,7 @@ import pytest
 
 from test_training import LENET, SMALL, assert_same_run, lenet
 from xpnn.backend import CPU
-from xpnn.backend.graphs import GraphCaptureError, GraphStep, capturing, forbid_host_sync
+from xpnn.backend.graphs import GraphCaptureError, GraphStep, forbid_host_sync
 from xpnn.training import load_config, start_run
 from xpnn.training.captured_step import CapturedStep
 from xpnn.training.metrics import RunningStats
@@ -54,7 +54,8 @@ class HostGraphs:
 
     def capture(self, stream, run):
         assert self.pool in self.pools, "a capture must allocate from the graph's private pool"
-        assert capturing()
+        with pytest.raises(GraphCaptureError):  # a capture is under way
+            forbid_host_sync("a capture")
         saved = [array.copy() for array in self.device_state()]
         try:
             run()
@@ -66,7 +67,7 @@ class HostGraphs:
 
     def launch(self, graph, stream):
         run, static = graph
-        assert not capturing()
+        forbid_host_sync("a replay")  # raises while capturing
         assert all(a is b for a, b in zip(static, self.static())), \
             "a replay reads the buffers it was captured with: refill them, do not replace them"
         self.events.append("launch")
@@ -189,7 +190,7 @@ def test_a_step_that_waits_for_the_device_cannot_be_captured():
         step(1)  # the warm-up runs eagerly, where waiting is allowed
         with pytest.raises(GraphCaptureError, match="waits for the device inside a captured"):
             step(1)
-        assert not capturing()
+        forbid_host_sync("after the failed capture")  # raises while capturing
     forbid_host_sync("outside a capture, anything")
 
 
