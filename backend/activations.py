@@ -1,11 +1,7 @@
-"""Gradients of ReLU and LeakyReLU, and LeakyReLU itself.
-
-    d_x = relu_backward(grad_out, out)                 # out = max(x, 0)
-    y, cache = leaky_relu(x, slope);  d_x = leaky_relu_backward(grad_out, cache, slope)
-
-Results keep their input's memory layout (`backend.layout`); the array code masks by
-multiplying, ``fused`` is one element-wise kernel per pass. `leaky_relu`'s `cache` is each
-implementation's own: run both halves of a pair under the same implementation.
+"""Gradients of ReLU and LeakyReLU, and LeakyReLU itself. Results keep their input's memory
+layout (`backend.layout`); the array code masks by multiplying, ``fused`` is one element-wise
+kernel per pass. `leaky_relu`'s `cache` is each implementation's own: run both halves of a pair
+under the same implementation.
 """
 from xpnn.backend.cuda import ElementwiseKernel
 from xpnn.backend.device import get_array_module

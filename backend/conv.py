@@ -1,28 +1,19 @@
-"""Correlation of a batch with a kernel, and its kernel gradient.
-
-    out = correlate(PaddedInput(x, offset=p, size_hw=(h + 2p, w + 2p)), kernel, stride, bias)
-    d_kernel = kernel_gradient(padded, grad_out, kernel_size, stride)
+"""Correlation of a batch (a `PaddedInput`) with a kernel, and its kernel gradient.
 
 * ``cpu`` and ``gpu``: patch matrices, one row per output pixel and one column per value of a
   window, times the kernel as a matrix (`backend.matmul`); ``cpu`` a chunk of whole images at a
   time (`_chunked_patches`), ``gpu`` the whole batch by one copy.
 * ``fused``: direct CUDA kernels (`backend.conv_kernels`); the input gradient (a correlation
   with the flipped kernel view) takes the ``gpu`` patch matrices (DESIGN.md).
-
-`IM2COL` (im2col.cu, patch layout (C, kh, kw), times cuBLAS) is the baseline that
-benchmarks/conv_kernels.py measures the direct kernels against.
 """
 from xpnn.backend import conv_kernels
 from xpnn.backend.cpu import unpacked_product_limit
-from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
-from xpnn.backend.dispatch import implementation, mode, pick
+from xpnn.backend.dispatch import implementation, mode
 from xpnn.backend.matmul import matmul
 from xpnn.backend.windows import sliding_windows
 
-CHUNK_BYTES = 1 << 19        # ``cpu``: a chunk's patches stay in one core's L2 cache
-IM2COL_ROWS_PER_ITEM = 32    # `IM2COL`: rows of one column that one thread fills
-IM2COL_KERNEL = CudaKernel("im2col.cu", "xpnn_im2col", ["int64"] + ["int32"] * 12)
+CHUNK_BYTES = 1 << 19  # ``cpu``: a chunk's patches stay in one core's L2 cache
 
 
 class PaddedInput:
@@ -60,32 +51,43 @@ def correlate(padded, kernel, stride, bias=None):
     """Every (k x k) window of `padded` (a `PaddedInput` of an (N, H, W, C) input), `stride`
     pixels apart, times `kernel` (O, C, k, k; any strides), plus `bias` (O,) if given: an
     (N, Ho, Wo, O) C-contiguous array."""
-    return pick(_CORRELATE, get_array_module(padded.x))(padded, kernel, stride, bias)
+    name = implementation(get_array_module(padded.x))
+    if name == "fused":
+        return _correlate_direct(padded, kernel, stride, bias)
+    return correlate_by_patches(padded, kernel, stride, bias, PATCHES[name])
+
+
+def _correlate_direct(padded, kernel, stride, bias):
+    """``fused``: the direct kernel (TF32 tensor cores at precision tf32) for a forward; the
+    input gradient's kernel, a flipped view of the weights, takes the patch matrices."""
+    if not kernel.flags.c_contiguous:
+        return correlate_by_patches(padded, kernel, stride, bias, PATCHES["gpu"])
+    if mode().precision == "tf32":
+        return conv_kernels.correlate_tf32(padded, kernel, stride, bias)
+    return conv_kernels.correlate(padded, kernel, stride, bias)
 
 
 def kernel_gradient(padded, grad, kernel_size, stride):
     """d loss / d kernel, (O, C, k, k), of `correlate(padded, kernel, stride)` from `grad`
     (N, Ho, Wo, O) = d loss / d output: the sum over output pixels of each window times `grad`."""
-    xp = get_array_module(grad)
-    if implementation(xp) == "fused":
+    name = implementation(get_array_module(grad))
+    if name == "fused":
         return conv_kernels.kernel_gradient(padded, grad, kernel_size, stride)
-    return kernel_gradient_by_patches(padded, grad, kernel_size, stride, pick(PATCHES, xp))
+    return kernel_gradient_by_patches(padded, grad, kernel_size, stride, PATCHES[name])
 
 
-def correlate_by_patches(padded, kernel, stride, bias, patches):
-    """`correlate` through patch matrices: `patches` is (make, layout), `make(padded, k,
-    stride, columns)` yielding (batch slice, patch matrix) for products `columns` wide, and
-    `layout` its patch layout."""
-    make, layout = patches
+def correlate_by_patches(padded, kernel, stride, bias, make_patches):
+    """`correlate` through patch matrices: `make_patches(padded, k, stride, columns)` (a value
+    of `PATCHES`) yields (batch slice, patch matrix) for products `columns` wide."""
     xp = get_array_module(padded.x)
     k, o = kernel.shape[2], kernel.shape[0]
     out = xp.empty((padded.x.shape[0], *padded.output_size(k, stride), o), dtype=padded.x.dtype)
-    w_mat = kernel_matrix(kernel, layout)
+    w_mat = kernel.transpose(2, 3, 1, 0).reshape(-1, o)  # (k * k * C, O), rows as the patches'
     width = o
-    if make is _chunked_patches and o % 8 and o <= 64 and not unpacked_product_limit():
+    if make_patches is _chunked_patches and o % 8 and o <= 64 and not unpacked_product_limit():
         width = -(-o // 8) * 8  # packed, OpenBLAS runs narrower float32 outputs at half speed
         w_mat = xp.concatenate([w_mat, xp.zeros((w_mat.shape[0], width - o), w_mat.dtype)], 1)
-    for chunk, col in make(padded, k, stride, width):
+    for chunk, col in make_patches(padded, k, stride, width):
         out_rows = out[chunk].reshape(-1, o)
         if width == o:
             matmul(col, w_mat, out=out_rows)
@@ -96,34 +98,18 @@ def correlate_by_patches(padded, kernel, stride, bias, patches):
     return out
 
 
-def kernel_gradient_by_patches(padded, grad, kernel_size, stride, patches):
-    """`kernel_gradient` through patch matrices (`patches` as for `correlate_by_patches`)."""
-    make, layout = patches
+def kernel_gradient_by_patches(padded, grad, kernel_size, stride, make_patches):
+    """`kernel_gradient` through patch matrices, made as for `correlate_by_patches`."""
     xp = get_array_module(grad)
     n, ho, wo, o = grad.shape
     g_mat = grad.reshape(n * ho * wo, o)
     # rebuilt chunk by chunk, not kept from forward: cheaper than reading it back from memory
     total = None
-    for chunk, col in make(padded, kernel_size, stride, o):
+    for chunk, col in make_patches(padded, kernel_size, stride, o):
         part = matmul(col.T, g_mat[chunk.start * ho * wo:chunk.stop * ho * wo])
         total = part if total is None else xp.add(total, part, out=total)
-    return kernel_of_matrix(total, (o, padded.x.shape[3], kernel_size, kernel_size), layout)
-
-
-def kernel_matrix(kernel, layout):
-    """The (k * k * C, O) matrix of an (O, C, k, k) kernel, rows in the patch `layout`."""
-    o = kernel.shape[0]
-    if layout == "chw":
-        return kernel.reshape(o, -1).T  # a view when the kernel is contiguous
-    return kernel.transpose(2, 3, 1, 0).reshape(-1, o)
-
-
-def kernel_of_matrix(matrix, shape, layout):
-    """Inverse of `kernel_matrix`: the (O, C, k, k) view of a (k * k * C, O) matrix."""
-    o, c, k, _ = shape
-    if layout == "chw":
-        return matrix.T.reshape(o, c, k, k)
-    return matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
+    k, c = kernel_size, padded.x.shape[3]
+    return total.reshape(k, k, c, o).transpose(3, 2, 0, 1)
 
 
 # -- patch matrices, one way per implementation ----------------------------------------------------
@@ -148,7 +134,7 @@ def _chunked_patches(padded, kernel_size, stride, columns):
     """``cpu``: (batch slice, patch matrix) a chunk of whole images at a time: as many as keep
     the product with a `columns`-wide matrix unpacked (`cpu.unpacked_product_limit`), else as
     fit `CHUNK_BYTES`."""
-    windows = sliding_windows(padded.array(), kernel_size, kernel_size, stride)
+    windows = sliding_windows(padded.array(), kernel_size, stride)
     n, ho, wo, _, _, c = windows.shape
     item_values = ho * wo * kernel_size * kernel_size * c
     limit = unpacked_product_limit()
@@ -162,46 +148,11 @@ def _chunked_patches(padded, kernel_size, stride, columns):
         yield chunk, patch_matrix(windows[chunk])
 
 
-def _whole_batch_patches(padded, kernel_size, stride, columns=None):
+def _whole_batch_patches(padded, kernel_size, stride, columns):
     """``gpu``: the whole batch's patch matrix by one copy."""
-    windows = sliding_windows(padded.array(), kernel_size, kernel_size, stride)
+    windows = sliding_windows(padded.array(), kernel_size, stride)
     yield slice(0, windows.shape[0]), patch_matrix(windows)
 
 
-def _im2col_patches(padded, kernel_size, stride, columns=None):
-    """`IM2COL`: the whole batch's patch matrix by im2col.cu, patch layout (C, kh, kw)."""
-    xp = get_array_module(padded.x)
-    x = xp.ascontiguousarray(padded.x)
-    n, h, w, c = x.shape
-    k = kernel_size
-    ho, wo = padded.output_size(k, stride)
-    rows, cols = n * ho * wo, c * k * k
-    col = xp.empty((rows, cols), dtype=x.dtype)
-    work = -(-rows // IM2COL_ROWS_PER_ITEM) * cols
-    IM2COL_KERNEL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
-                  padded.offset, padded.step), x.dtype)
-    yield slice(0, n), col
-
-
-# Each implementation's patch matrices and their patch layout: the order of a patch's values
-# along a row, (kernel row, kernel column, channel) or (channel, row, column).
-PATCHES = {"cpu": (_chunked_patches, "hwc"), "gpu": (_whole_batch_patches, "hwc")}
-IM2COL = (_im2col_patches, "chw")
-
-
-def _correlate_by_patches(padded, kernel, stride, bias):
-    return correlate_by_patches(padded, kernel, stride, bias,
-                                pick(PATCHES, get_array_module(padded.x)))
-
-
-def _correlate_direct(padded, kernel, stride, bias):
-    """``fused``: the direct kernel (TF32 tensor cores at precision tf32) for a forward; the
-    input gradient's kernel, a flipped view of the weights, takes the patch matrices."""
-    if not kernel.flags.c_contiguous:
-        return correlate_by_patches(padded, kernel, stride, bias, PATCHES["gpu"])
-    if mode().precision == "tf32":
-        return conv_kernels.correlate_tf32(padded, kernel, stride, bias)
-    return conv_kernels.correlate(padded, kernel, stride, bias)
-
-
-_CORRELATE = {"array": _correlate_by_patches, "fused": _correlate_direct}
+# Each array implementation's patch matrices, columns ordered (kernel row, kernel column, channel)
+PATCHES = {"cpu": _chunked_patches, "gpu": _whole_batch_patches}

@@ -1,12 +1,7 @@
-"""The ``fused`` convolution primitives: direct CUDA kernels that read the input where it lies
-(correlate.cu, kernel_gradient.cu), with no patch matrix or zero frame.
-
-    out = correlate(frame, kernel, stride, bias)          # (N, Ho, Wo, O)
-    d_kernel = kernel_gradient(frame, grad, k, stride)    # (O, C, k, k)
-
-Arguments as `backend.conv`'s primitives of the same names. Each kernel is compiled for its
-shape class: kernel size, stride, the frame's step, and one thread's work (`correlate_tile`,
-`gradient_split`; a caller may pass its own).
+"""The ``fused`` convolution primitives, `correlate` and `kernel_gradient` as `backend.conv`'s:
+direct CUDA kernels that read the input where it lies (correlate.cu, kernel_gradient.cu), with
+no patch matrix or zero frame. Each kernel is compiled for its shape class: kernel size, stride,
+the frame's step, and one thread's work (`correlate_tile`, `gradient_split`, or the caller's).
 """
 import math
 from collections import namedtuple
@@ -98,15 +93,14 @@ def kernel_gradient(frame, grad, kernel_size, stride, split=None):
 
 
 def correlate_kernel(k, stride, step, tile, relu=False):
-    """xpnn_correlate compiled for a k x k kernel, `stride`, a frame's `step`, a `Tile`, and
-    the ReLU epilogue or not."""
+    """xpnn_correlate compiled for these arguments (a frame's `step`, a `Tile`)."""
     return CORRELATE.specialised(XPNN_K=k, XPNN_STRIDE=stride, XPNN_STEP=step, XPNN_PX=tile.px,
                                  XPNN_OT=tile.ot, XPNN_CV=tile.cv, XPNN_RELU=int(bool(relu)))
 
 
 def gradient_kernel(k, stride, step, og, grad_align):
-    """xpnn_kernel_gradient compiled for a k x k kernel, `stride`, a frame's `step`, `og`
-    channels per thread and gradient rows aligned to `grad_align` bytes."""
+    """xpnn_kernel_gradient compiled for these arguments (`og` channels per thread, gradient rows
+    aligned to `grad_align` bytes)."""
     return KERNEL_GRADIENT.specialised(XPNN_K=k, XPNN_STRIDE=stride, XPNN_STEP=step, XPNN_OG=og,
                                        XPNN_GRAD_ALIGN=grad_align)
 

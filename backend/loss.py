@@ -1,7 +1,4 @@
 """Softmax cross-entropy: the mean loss of a batch and its gradient, stable for any logits.
-
-    loss, grad = softmax_cross_entropy(logits, labels)    # grad = d loss_row / d logits
-
 The array code picks the true class with a one-hot mask (on a GPU, a few plain kernels instead
 of fancy indexing's many). ``fused``: softmax_cross_entropy.cu, loss rows and gradient in one
 pass (a label outside [0, K) makes its loss NaN), hard targets only.

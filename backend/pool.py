@@ -1,12 +1,8 @@
-"""Max pooling of channels-last batches and its gradient.
-
-    out, indices = max_pool(x, kernel_size, stride)
-    d_x = max_pool_backward(grad_out, indices, x.shape, kernel_size, stride)
-
-A window's argmax index is the position (row-major) of its first maximum, or of its first NaN
-where it holds one: the gradient goes there, on every implementation (each stores `indices` in
-its own dtype). ``cpu``: one pass per position in the window; ``gpu``: the windows copied
-once; ``fused``: max_pool.cu, one kernel each way (a gather backward: no atomics).
+"""Max pooling of channels-last batches and its gradient. A window's argmax index is the
+position (row-major) of its first maximum, or of its first NaN where it holds one: the gradient
+goes there, on every implementation (each stores `indices` in its own dtype). ``cpu``: one pass
+per position in the window; ``gpu``: the windows copied once; ``fused``: max_pool.cu, one kernel
+each way (a gather backward: no atomics).
 """
 from xpnn.backend.cuda import CudaKernel
 from xpnn.backend.device import get_array_module
@@ -33,7 +29,7 @@ def max_pool(x, kernel_size, stride):
     if name == "gpu":
         n, c = x.shape[0], x.shape[3]
         flat = xp.empty((n, ho, wo, c, k, k), dtype=x.dtype)
-        flat[...] = sliding_windows(x, k, k, stride).transpose(0, 1, 2, 5, 3, 4)
+        flat[...] = sliding_windows(x, k, stride).transpose(0, 1, 2, 5, 3, 4)
         flat = flat.reshape(n, ho, wo, c, k * k)
         return flat.max(axis=4), flat.argmax(axis=4)
     offsets = window_offsets(k, stride, ho, wo)
@@ -76,5 +72,5 @@ def max_pool_backward(grad, indices, input_shape, kernel_size, stride):
     tiled = s == k and ho * k == input_shape[1] and wo * k == input_shape[2]
     grad_x = (xp.empty if tiled else xp.zeros)(input_shape, dtype=grad.dtype)
     is_max = indices[:, :, :, None, None, :] == xp.arange(k * k).reshape(k, k, 1)
-    xp.multiply(grad[:, :, :, None, None, :], is_max, out=sliding_windows(grad_x, k, k, s))
+    xp.multiply(grad[:, :, :, None, None, :], is_max, out=sliding_windows(grad_x, k, s))
     return grad_x

@@ -60,10 +60,8 @@ def momentum_update(data, grad, velocity, lr, momentum, weight_decay):
 
 def adam_update(data, grad, exp_avg, exp_avg_sq, step_size, bias2_sqrt, beta1, beta2, eps, l2,
                 shrink):
-    """One Adam step on flat buffers, in place. `step_size` = lr / (1 - beta1^t) and
-    `bias2_sqrt` = sqrt(1 - beta2^t) (numbers, or 0-d arrays of the data's dtype on its device);
-    `l2` adds l2 * w to the gradient (Adam's weight decay), `shrink` (None: none) multiplies the
-    weights first (AdamW's decoupled decay, 1 - lr * weight_decay)."""
+    """`step_size` = lr / (1 - beta1^t) and `bias2_sqrt` = sqrt(1 - beta2^t) (numbers, or 0-d
+    arrays of the data's dtype on its device); `shrink`: 1 - lr * weight_decay for AdamW."""
     if _fused(data):
         ADAM_STEP(grad, step_size, bias2_sqrt, beta1, beta2, eps, l2,
                   1.0 if shrink is None else shrink, data, exp_avg, exp_avg_sq)

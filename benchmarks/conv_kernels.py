@@ -1,7 +1,7 @@
 """The direct convolution kernels (`backend.conv_kernels`) against the patch-matrix way they
-replace as ``fused`` (im2col.cu, then a cuBLAS product), per convolution of resnet, resnet_deep
-and lenet: forward, input gradient and kernel gradient, each timed alone on the GPU, and two
-opt-in variants beside them (a ReLU epilogue, TF32 tensor cores).
+replaced as ``fused`` (im2col.cu beside this file, then a cuBLAS product), per convolution of
+resnet, resnet_deep and lenet: forward, input gradient and kernel gradient, each timed alone on
+the GPU, and two opt-in variants beside them (a ReLU epilogue, TF32 tensor cores).
 
     python -m benchmarks.conv_kernels                   # on a GPU (CuPy): the table, < 60 s
     python -m benchmarks.conv_kernels --sweep --batch-sizes 1000   # also other tiles, splits
@@ -31,6 +31,9 @@ import numpy
 from xpnn.backend import conv, conv_kernels
 from xpnn.backend.conv import PaddedInput
 from xpnn.backend.conv_kernels import Split, Tile
+from xpnn.backend.cuda import CudaKernel
+from xpnn.backend.device import get_array_module
+from xpnn.backend.matmul import matmul
 
 MAX_ERROR = 1e-5  # relative norm error of float32 results against float64
 TF32_MAX_ERROR = 2e-3  # the same for TF32 products (10-bit mantissas), float32 sums
@@ -45,6 +48,42 @@ OPS = ("fwd", "dx", "dw")
 SWEEP_TILES = [Tile(px, ot, cv) for px in (2, 4, 7) for ot in (4, 8, 16) for cv in (1, 2, 4)]
 say = functools.partial(print, flush=True)  # each line as soon as it is measured
 SWEEP_SPLITS = [(og, rows) for og in (4, 8, 16) for rows in (1, 2, 4, 8, 16, 32)]
+IM2COL_ROWS_PER_ITEM = 32  # rows of one column that one thread of im2col.cu fills
+# an absolute path: the loader reads it as it is (its own .cu files are named relative to it)
+IM2COL = CudaKernel(str(Path(__file__).with_name("im2col.cu")), "xpnn_im2col",
+                    ["int64"] + ["int32"] * 12)
+
+
+def im2col(frame, k, stride=1):
+    """The (N * Ho * Wo, C * k * k) patch matrix of `frame` (a `PaddedInput`) by im2col.cu,
+    columns ordered (C, kh, kw) as an (O, C, k, k) kernel lies."""
+    xp = get_array_module(frame.x)
+    x = xp.ascontiguousarray(frame.x)
+    n, h, w, c = x.shape
+    ho, wo = frame.output_size(k, stride)
+    rows, cols = n * ho * wo, c * k * k
+    col = xp.empty((rows, cols), dtype=x.dtype)
+    work = -(-rows // IM2COL_ROWS_PER_ITEM) * cols
+    IM2COL(work, (x, col, work, rows, cols, IM2COL_ROWS_PER_ITEM, h, w, c, ho, wo, k, stride,
+                  frame.offset, frame.step), x.dtype)
+    return col
+
+
+def im2col_correlate(frame, kernel, bias=None):
+    """`conv.correlate` (stride 1) the old way: im2col.cu, then one product."""
+    o, k = kernel.shape[0], kernel.shape[2]
+    out = get_array_module(frame.x).empty((frame.x.shape[0], *frame.output_size(k, 1), o),
+                                          dtype=frame.x.dtype)
+    matmul(im2col(frame, k), kernel.reshape(o, -1).T, out=out.reshape(-1, o))
+    if bias is not None:
+        out += bias
+    return out
+
+
+def im2col_kernel_gradient(frame, grad, k):
+    """`conv.kernel_gradient` (stride 1) the old way: im2col.cu, then one product."""
+    o, c = grad.shape[3], frame.x.shape[3]
+    return matmul(im2col(frame, k).T, grad.reshape(-1, o)).T.reshape(o, c, k, k)
 
 
 class Problem:
@@ -74,23 +113,29 @@ class Problem:
     def run(self, op, way, f64=False, tile=None, split=None, relu=False):
         arrays = self.f64 if f64 else self.f32
         forward, backward, flipped = self.frames(arrays)
-        patches = conv.PATCHES["gpu"] if f64 else conv.IM2COL
         if way == "tf32":
             frame, kernel, bias = ((forward, arrays["kernel"], arrays["bias"]) if op == "fwd"
                                    else (backward, flipped, None))
             return conv_kernels.correlate_tf32(frame, kernel, 1, bias)
         if op == "fwd":
-            if way == "old":
+            if way == "old" and f64:
                 return conv.correlate_by_patches(forward, arrays["kernel"], 1, arrays["bias"],
-                                                 patches)
+                                                 conv.PATCHES["gpu"])
+            if way == "old":
+                return im2col_correlate(forward, arrays["kernel"], arrays["bias"])
             return conv_kernels.correlate(forward, arrays["kernel"], 1, arrays["bias"],
                                           relu=relu, tile=tile)
         if op == "dx":
+            if way == "old" and f64:
+                return conv.correlate_by_patches(backward, flipped, 1, None, conv.PATCHES["gpu"])
             if way == "old":
-                return conv.correlate_by_patches(backward, flipped, 1, None, patches)
+                return im2col_correlate(backward, flipped)
             return conv_kernels.correlate(backward, flipped, 1, tile=tile)
+        if way == "old" and f64:
+            return conv.kernel_gradient_by_patches(forward, arrays["grad"], self.k, 1,
+                                                   conv.PATCHES["gpu"])
         if way == "old":
-            return conv.kernel_gradient_by_patches(forward, arrays["grad"], self.k, 1, patches)
+            return im2col_kernel_gradient(forward, arrays["grad"], self.k)
         return conv_kernels.kernel_gradient(forward, arrays["grad"], self.k, 1, split=split)
 
 

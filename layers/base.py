@@ -35,11 +35,8 @@ class Parameter:
 
 class Layer:
     """Base class: parameters, children, device and dtype moves, state dicts and the printed form.
-
-    Subclasses implement `forward` and `backward`, hold their parameters as `Parameter`
-    attributes and their sub-layers as `Layer` attributes (found in attribute order), and may
-    override `describe()` for the text after the class name in the printed form.
-    """
+    Subclasses hold their parameters as `Parameter` attributes and their sub-layers as `Layer`
+    attributes (found in attribute order)."""
 
     input_grad_needed = True  # a network sets this False on its first layer to skip that work
 
@@ -94,8 +91,7 @@ class Layer:
 
     def to(self, device=None, dtype=None):
         """Move every parameter and its gradient to `device` (a `Device` or a flag value) and/or
-        cast both to `dtype`; one already there is left as it is, as PyTorch's `.to`. Returns
-        self."""
+        cast both to `dtype` (one already there is left as it is); returns self."""
         device = get_device(device) if device is not None else None
         for param in self.parameters():
             if device is not None:

@@ -99,10 +99,8 @@ class ResNetBlock(Layer):
     def output_shape(self, input_shape):
         return self.conv_layers.output_shape(input_shape)
 
-    def forward_flops(self, input_shape):
-        return (self.conv_layers.forward_flops(input_shape)
-                + self.add_layer.forward_flops(input_shape)
-                + self.relu2.forward_flops(input_shape))
+    def forward_flops(self, input_shape):  # every child takes (and keeps) the input's shape
+        return sum(child.forward_flops(input_shape) for _, child in self.named_children())
 
     def forward(self, x):
         return self.relu2.forward(self.add_layer.forward(self.conv_layers.forward(x), x))

@@ -78,8 +78,7 @@ class ConvLayer(Layer):
         padded, self._input = self._input, None
         self.weight.grad += kernel_gradient(padded, g, k, s)
         rows = g.reshape(-1, g.shape[3])
-        xp = get_array_module(g)
-        ones = xp.ones(rows.shape[0], dtype=g.dtype)
+        ones = get_array_module(g).ones(rows.shape[0], dtype=g.dtype)
         self.bias.grad += matmul(ones, rows)  # faster than .sum(0)
         if not self.input_grad_needed:  # the first layer: nobody needs d input
             return None

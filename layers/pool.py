@@ -32,8 +32,7 @@ class MaxPoolLayer(Layer):
 
     def forward_flops(self, input_shape):
         """Each output value: kernel_size^2 - 1 comparisons."""
-        n, c, h, w = self.output_shape(input_shape)
-        return n * c * h * w * (self.kernel_size ** 2 - 1)
+        return super().forward_flops(input_shape) * (self.kernel_size ** 2 - 1)
 
     def forward(self, x):
         self.output_shape(x.shape)

@@ -262,7 +262,7 @@ def _compile_script():
 def test_compile_script_finds_every_kernel_and_says_how_to_get_nvrtc(monkeypatch, capsys):
     script = _compile_script()
     names = {kernel.name for _, kernel in script.all_kernels()}
-    assert {"xpnn_max_pool_forward", "xpnn_max_pool_backward", "xpnn_im2col",
+    assert {"xpnn_max_pool_forward", "xpnn_max_pool_backward", "xpnn_correlate",
             "xpnn_softmax_cross_entropy", "xpnn_add_batch_stats", "xpnn_relu_backward",
             "xpnn_momentum_sgd_step"} <= names
     monkeypatch.setattr(script, "find_nvrtc", lambda: None)

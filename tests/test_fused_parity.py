@@ -153,7 +153,7 @@ def test_resnet_stem_parts_from_the_cpu_way_at_one_relu_within_rounding_of_zero(
     """On the GPU (the ``gpu`` case), this is what would send the input gradient back to the
     direct kernel: the same one decision, and with it shared, gradients within 1e-5."""
     if input_gradient == "direct-kernel":
-        monkeypatch.setitem(conv._CORRELATE, "fused", _direct_input_gradient)
+        monkeypatch.setattr(conv, "_correlate_direct", _direct_input_gradient)
     cpu = functools.partial(backend.using, "cpu")
     fused = fused_run(where, monkeypatch)
     reference = StemRun(cpu, "float32", monkeypatch)

@@ -1,5 +1,6 @@
-// The patch matrix of a convolution's input in one pass: the `fused` implementation of
-// backend/conv.py's patch matrices, padding and the input gradient's zero-insertion included.
+// The patch matrix of a convolution's input in one pass, padding and the input gradient's
+// zero-insertion included: the baseline of benchmarks/conv_kernels.py (the way `fused` computed
+// convolutions before the direct kernels). common.cuh is found in backend/ (the loader's -I).
 #include "common.cuh"
 
 // x: contiguous (N, H, W, C) placed in a frame every `step` pixels from `offset`; col:
