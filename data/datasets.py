@@ -108,9 +108,8 @@ class Split:
 
 
 def hold_out(dataset, count):
-    """Split `dataset`'s training set into (all but the last `count`, the last `count`): the split
-    depends only on the count, so every run with the same count holds out the same images.
-    `DataError` unless 0 <= count < the number of training images."""
+    """A `Split` of `dataset`'s training set: all but the last `count` images, and the last
+    `count`. `DataError` unless 0 <= count < the number of training images."""
     total = len(dataset.train_labels)
     if not 0 <= count < total:
         raise DataError(f"data.validation {count:,} leaves no training images: {dataset.name!r} "
