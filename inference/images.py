@@ -120,8 +120,7 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
     if peak < BLANK_RANGE:
         raise ImageError(f"{name}: the image is blank: nothing stands out from its background "
                          f"(levels {lowest:.0f} to {highest:.0f} of 255)")
-    ink /= peak
-    numpy.clip(ink, 0.0, 1.0, out=ink)
+    ink /= peak  # at most 1: the clip below bounds what is left
     ink -= INK_THRESHOLD
     ink /= 1 - INK_THRESHOLD
     numpy.clip(ink, 0.0, 1.0, out=ink)
