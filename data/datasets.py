@@ -1,7 +1,6 @@
-"""Known IDX image-classification datasets (MNIST, Fashion-MNIST); `load_dataset`, which reads,
-checks and returns one as a `Dataset`; `hold_out`, its validation split; `download`, which fetches
-one from a mirror (never called implicitly). A dataset folder holds the four IDX files of
-`FILE_STEMS`, each raw or gzip-compressed; checksums are of the decompressed bytes."""
+"""Known IDX image-classification datasets (MNIST, Fashion-MNIST), read and checked by
+`load_dataset`. A dataset folder holds the four IDX files of `FILE_STEMS`, each raw or
+gzip-compressed; checksums are of the decompressed bytes."""
 import gzip
 import hashlib
 import os
@@ -109,9 +108,8 @@ class Split:
 
 
 def hold_out(dataset, count):
-    """Split `dataset`'s training set into (all but the last `count`, the last `count`): the split
-    depends only on the count, so every run with the same count holds out the same images.
-    `DataError` unless 0 <= count < the number of training images."""
+    """A `Split` of `dataset`'s training set: all but the last `count` images, and the last
+    `count`. `DataError` unless 0 <= count < the number of training images."""
     total = len(dataset.train_labels)
     if not 0 <= count < total:
         raise DataError(f"data.validation {count:,} leaves no training images: {dataset.name!r} "
@@ -121,37 +119,17 @@ def hold_out(dataset, count):
                  dataset.train_images[keep:], dataset.train_labels[keep:])
 
 
-def dataset_names():
-    """The names `load_dataset` knows, sorted."""
-    return sorted(DATASETS)
-
-
 def dataset_spec(name):
     """The `DatasetSpec` of a known dataset name (case and '_' vs '-' ignored); else `DataError`."""
     if not isinstance(name, str):
         raise DataError(f"dataset name must be a string, got {type(name).__name__} {name!r}; "
-                        f"known: {', '.join(dataset_names())}")
+                        f"known: {', '.join(sorted(DATASETS))}")
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}{closest(key, DATASETS)}; known: "
-                        f"{', '.join(dataset_names())}; or pass name=None with data_dir= for another folder "
+                        f"{', '.join(sorted(DATASETS))}; or pass name=None with data_dir= for another folder "
                         f"of the four IDX files")
     return DATASETS[key]
-
-
-def find_dataset_files(folder):
-    """{attribute: path} of the four IDX files in `folder` (uncompressed preferred over .gz), and the
-    list of file names missing from it."""
-    folder = Path(folder)
-    found, missing = {}, []
-    for key, stem in FILE_STEMS.items():
-        for candidate in (folder / stem, folder / f"{stem}.gz"):
-            if candidate.is_file():
-                found[key] = candidate
-                break
-        else:
-            missing.append(f"{stem}[.gz]")
-    return found, missing
 
 
 def load_dataset(name="mnist", data_dir=None, verify=True):
@@ -163,7 +141,7 @@ def load_dataset(name="mnist", data_dir=None, verify=True):
     """
     spec = None if name is None else dataset_spec(name)
     if spec is None and data_dir is None:
-        raise DataError(f"load_dataset needs a dataset name ({', '.join(dataset_names())}) or, with "
+        raise DataError(f"load_dataset needs a dataset name ({', '.join(sorted(DATASETS))}) or, with "
                         f"name=None, data_dir= a folder of the four IDX files")
     folder = Path(data_dir) if data_dir is not None else spec.default_dir
     label = spec.name if spec is not None else (folder.name or str(folder))
@@ -179,7 +157,9 @@ def load_dataset(name="mnist", data_dir=None, verify=True):
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise DataError(f"{label}: data folder {folder} {what}; {missing_hint}")
-    paths, missing = find_dataset_files(folder)
+    paths = {key: next((path for path in (folder / stem, folder / f"{stem}.gz") if path.is_file()),
+                       None) for key, stem in FILE_STEMS.items()}  # uncompressed preferred
+    missing = [f"{FILE_STEMS[key]}[.gz]" for key, path in paths.items() if path is None]
     if missing:
         raise DataError(f"{label}: {folder} lacks {', '.join(missing)}; {missing_hint}")
 
@@ -212,9 +192,8 @@ _READ = {}  # (resolved path, size, mtime_ns, expected sha256) -> checked read-o
 
 
 def _read_checked(path, expected_sha256, label, repair_hint):
-    """The uint8 array of one IDX file, after its structure and (if `expected_sha256`) checksum checks.
-    A file read before and unchanged since (size, modification time) is not read again: the array is
-    read-only, so one serves every caller."""
+    """The uint8 array of one IDX file, its structure and (if `expected_sha256`) checksum checked;
+    a file read before and unchanged since (size, modification time) is not read again."""
     try:
         stat = Path(path).stat()
         key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, expected_sha256)
@@ -239,7 +218,7 @@ def _read_checked(path, expected_sha256, label, repair_hint):
     return array
 
 
-def _check_split(images, labels, images_path, labels_path, num_classes=NUM_CLASSES):
+def _check_split(images, labels, images_path, labels_path):
     """Raise `DataError` unless images are (N, H, W), labels are (N,) and every label is in range."""
     if images.ndim != 3:
         raise DataError(f"{images_path}: images must be 3-D (count, rows, columns), i.e. 2-D per image; "
@@ -252,12 +231,12 @@ def _check_split(images, labels, images_path, labels_path, num_classes=NUM_CLASS
     if len(images) != len(labels):
         raise DataError(f"{labels_path}: {len(labels)} labels but {images_path} holds {len(images)} images; "
                         f"each image needs exactly one label")
-    bad = np.flatnonzero(labels >= num_classes)
+    bad = np.flatnonzero(labels >= NUM_CLASSES)
     if bad.size:
         first = int(bad[0])
         raise DataError(f"{labels_path}: label {int(labels[first])} at index {first} is outside "
-                        f"[0, {num_classes}) ({bad.size} such labels); labels must be class indices "
-                        f"0..{num_classes - 1}")
+                        f"[0, {NUM_CLASSES}) ({bad.size} such labels); labels must be class indices "
+                        f"0..{NUM_CLASSES - 1}")
 
 
 def download(name, dest_dir, mirrors=None, timeout=60.0):
@@ -286,14 +265,13 @@ def download(name, dest_dir, mirrors=None, timeout=60.0):
                 failures.append(f"{url}: {error}")
                 continue
             got = _decompressed_sha256(payload)
-            if got != expected:
-                failures.append(f"{url}: sha256 of the decompressed bytes is {got or 'n/a (not gzip)'}, "
-                                f"expected {expected}")
-                continue
-            partial = target.with_name(target.name + ".part")
-            partial.write_bytes(payload)
-            os.replace(partial, target)
-            break
+            if got == expected:
+                partial = target.with_name(target.name + ".part")
+                partial.write_bytes(payload)
+                os.replace(partial, target)
+                break
+            failures.append(f"{url}: sha256 of the decompressed bytes is {got or 'n/a (not gzip)'}, "
+                            f"expected {expected}")
         else:
             raise DataError(f"download({spec.name!r}): could not fetch {stem}.gz from any mirror:\n  "
                             + "\n  ".join(failures)

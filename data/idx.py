@@ -26,11 +26,9 @@ class DataError(ValueError):
 
 
 def read_idx_bytes(path):
-    """The decompressed bytes of the IDX file at `path`, gunzipped if it starts with the gzip magic
-    number (a name ending in `.gz` must). Only as much is read or inflated as the header says, a
-    raw file's size or a gzip stream's stated size checked against it first. `DataError` if the file
-    cannot be read, its gzip stream is corrupt or truncated, or its size differs from the header's;
-    a header `parse_idx` refuses is returned as it is, for it to say why."""
+    """The decompressed bytes of the IDX file at `path` (gunzipped if it starts with the gzip
+    magic number, which a `.gz` name needs). `DataError` if the file cannot be read, its gzip
+    stream is corrupt, its header is malformed or its size differs from the header's."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -40,11 +38,17 @@ def read_idx_bytes(path):
                 raise DataError(f"{path}: named .gz but is not a gzip stream (starts with "
                                 f"{start.hex(' ')}, a gzip stream starts with 1f 8b); the file is "
                                 f"corrupt or misnamed")
-            handle.seek(0)
+            size = handle.seek(0, os.SEEK_END)
             if not is_gzip:
-                return _read_checked(handle, path, os.fstat(handle.fileno()).st_size)
+                handle.seek(0)
+                return _read_checked(handle, path, size)
+            if size >= 18:  # the size a gzip stream states of its last member, modulo 2**32
+                handle.seek(-4, os.SEEK_END)
+                size = int.from_bytes(handle.read(4), "little")
+            else:
+                size = None
+            handle.seek(0)
             try:
-                size = _gzip_size(handle)
                 with gzip.GzipFile(fileobj=handle) as stream:
                     return _read_checked(stream, path, size, gzip_stated=True)
             except (OSError, EOFError, zlib.error) as error:
@@ -58,39 +62,21 @@ def read_idx_bytes(path):
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
 
 
-def _gzip_size(handle):
-    """The size a gzip stream states in its last 4 bytes (of its last member, modulo 2**32);
-    None if the file is too short to be a gzip stream. Leaves `handle` at its start."""
-    size = None
-    if handle.seek(0, os.SEEK_END) >= 18:
-        handle.seek(-4, os.SEEK_END)
-        size = int.from_bytes(handle.read(4), "little")
-    handle.seek(0)
-    return size
-
-
 def _read_checked(stream, path, size, gzip_stated=False):
-    """The bytes of an IDX file from `stream`: header, then the payload it announces. `size`: the
-    file's size, checked against the header before reading on; with `gzip_stated`, what a gzip
-    stream states of itself, if anything: where that disagrees with the header, the rest is
-    inflated and dropped to count the true size, which is checked before the payload is read."""
+    """The bytes of an IDX file from `stream`: the header, then the payload it announces, whose
+    size is first checked against `size`, the file's (with `gzip_stated`: what a gzip stream
+    states, if anything; where that disagrees, the rest is inflated to count the true size)."""
+    source = str(path)
     data = b"".join(_pieces(stream, 4))
-    if (len(data) < 4 or data[:3] != bytes([0, 0, UNSIGNED_BYTE])
-            or not 1 <= data[3] <= MAX_DIMENSIONS):
-        return data  # parse_idx says what is wrong
-    data += b"".join(_pieces(stream, 4 * data[3]))
-    header_size = 4 + 4 * data[3]
-    if len(data) < header_size:
-        return data
-    shape, expected = _shape(data, data[3])
+    data += b"".join(_pieces(stream, 4 * _ndim(data, source)))
+    header_size, shape, expected = _header(data, source)
     if not gzip_stated:
-        _check_payload(str(path), shape, expected, size - header_size)
+        _check_payload(source, shape, expected, size - header_size)
     elif size is not None and (header_size + expected) % 2**32 != size:
-        _check_payload(str(path), shape, expected, _count(stream))
+        _check_payload(source, shape, expected, _count(stream))
         stream.seek(header_size)  # several members: the size stated was the last one's
     data += b"".join(_pieces(stream, expected))
-    if len(data) - header_size < expected:
-        return data  # truncated: parse_idx says by how much
+    _check_payload(source, shape, expected, len(data) - header_size)
     extra = _count(stream, MAX_EXTRA_COUNTED)
     if extra > MAX_EXTRA_COUNTED:
         raise DataError(f"{path}: too long: the header's shape {shape} needs {expected} payload "
@@ -99,8 +85,8 @@ def _read_checked(stream, path, size, gzip_stated=False):
 
 
 def _pieces(stream, count=math.inf):
-    """The next `count` bytes of `stream` (fewer at its end), read in pieces of at most
-    `CHUNK_BYTES`, so that a count the data do not back costs no memory."""
+    """The next `count` bytes of `stream` (fewer at its end), in pieces of `CHUNK_BYTES` at most,
+    so that a count the data do not back costs no memory."""
     while count > 0:
         piece = stream.read(min(count, CHUNK_BYTES))
         if not piece:
@@ -114,12 +100,6 @@ def _count(stream, limit=math.inf):
     return sum(map(len, _pieces(stream, limit + 1)))
 
 
-def _shape(data, ndim):
-    """(the header's shape, its element count), counted exactly (no fixed-width overflow)."""
-    shape = tuple(int.from_bytes(data[4 + 4 * axis:8 + 4 * axis], "big") for axis in range(ndim))
-    return shape, math.prod(shape)
-
-
 def _check_payload(source, shape, expected, payload):
     if payload != expected:
         problem = "truncated" if payload < expected else "too long"
@@ -128,11 +108,9 @@ def _check_payload(source, shape, expected, payload):
                         f"{'missing' if payload < expected else 'extra'})")
 
 
-def parse_idx(data, source="<bytes>"):
-    """The uint8 array held by the IDX bytes `data`, of the shape the header states (a read-only
-    view); `source` names the file in error messages. `DataError` for a wrong magic number, an
-    unsupported type, 0 or more than `MAX_DIMENSIONS` dimensions, a short header, or a payload
-    whose size differs from the header's (checked before any array is made)."""
+def _ndim(data, source):
+    """The number of dimensions the first 4 bytes of an IDX file state; `DataError` if they are
+    short, or state another magic number or type, or 0 or over `MAX_DIMENSIONS` dimensions."""
     if len(data) < 4:
         raise DataError(f"{source}: {len(data)} bytes is too short for an IDX header (at least 4 bytes: "
                         f"00 00 <type> <ndim>)")
@@ -149,18 +127,32 @@ def parse_idx(data, source="<bytes>"):
     if ndim > MAX_DIMENSIONS:
         raise DataError(f"{source}: IDX header says {ndim} dimensions; xpnn reads IDX files of 1 "
                         f"to {MAX_DIMENSIONS} (images are 3: count, rows, columns)")
+    return ndim
+
+
+def _header(data, source):
+    """(header size, shape, element count) of the IDX header `data` starts with, counted exactly;
+    `DataError` for what `_ndim` refuses or a short header."""
+    ndim = _ndim(data, source)
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataError(f"{source}: truncated header: {ndim} dimensions need {header_size} header bytes, "
                         f"the file has {len(data)}")
-    shape, expected = _shape(bytes(data[:header_size]), ndim)
+    shape = tuple(int(size) for size in np.frombuffer(data, ">u4", ndim, offset=4))
+    return header_size, shape, math.prod(shape)
+
+
+def parse_idx(data, source="<bytes>"):
+    """The uint8 array (a read-only view) of the IDX bytes `data`, shaped as its header says;
+    `source` names the file in messages. `DataError` for a malformed header or a payload of
+    another size than the header's."""
+    header_size, shape, expected = _header(data, source)
     _check_payload(source, shape, expected, len(data) - header_size)
     return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header_size).reshape(shape)
 
 
 def read_idx(path):
-    """The uint8 array stored in the IDX file at `path` (raw or .gz), shaped as its header says
-    (a read-only view of the file's bytes); `DataError` for any problem with the file."""
+    """`parse_idx` of the IDX file at `path` (raw or .gz); `DataError` for any problem with it."""
     return parse_idx(read_idx_bytes(path), str(path))
 
 

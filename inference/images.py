@@ -5,6 +5,7 @@ images were made (`prepare`); an IDX file's images are taken as they are, of the
 import gzip
 import warnings
 import zlib
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +27,9 @@ class ImageError(DataError):
     message names the file."""
 
 
-@dataclass(frozen=True)
-class Preparation:
-    """How a dataset's images were made from pictures: the bounding box's longer side as a
-    fraction of the field, and whether the box is centred by its centre of mass (else by the
-    box itself)."""
-    box_fraction: float
-    centre_of_mass: bool
-
-
+# How a dataset's images were made: the box's longer side as a fraction of the field, and
+# whether it is centred by its centre of mass (else by the box itself).
+Preparation = namedtuple("Preparation", "box_fraction centre_of_mass")
 PREPARATIONS = {
     "mnist": Preparation(box_fraction=20 / 28, centre_of_mass=True),  # LeCun et al.
     "fashion-mnist": Preparation(box_fraction=1.0, centre_of_mass=False),  # Zalando
@@ -91,19 +86,14 @@ def _float_image(levels):
 
 def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
     """(pixels (H, W) uint8 light on dark, inverted) of `gray`, (h, w) levels in [0, 255] of
-    either polarity, for a network input of `size` (H, W), made as the dataset's images were.
-
-    Inverted where the border (a frame 1/20 of the shorter side wide) is brighter than mid-grey
-    (ink on paper); median-filtered (3 x 3) against specks if at least twice `size`; the smooth
-    background (`background_levels`) subtracted and, for ink on paper, divided by the paper's
-    level there, so a stroke in shadow is as strong as one in light; stretched so the strongest
-    stroke is 255 and anything under `INK_THRESHOLD` of it 0 (`ImageError` if nothing stands out
-    by `BLANK_RANGE` levels: blank); then its box scaled and placed as `preparation` says.
+    either polarity, for a network input of `size` (H, W), made as the dataset's images were:
+    inverted if its border is light, median-filtered if at least twice `size`, the background
+    taken out, stretched and thresholded at `INK_THRESHOLD`, its box scaled and placed as
+    `preparation` says. `ImageError` if nothing stands out by `BLANK_RANGE` levels (blank).
     """
     from PIL import Image, ImageFilter
     levels = numpy.asarray(gray)
-    # One float64 copy (and the background's), worked on in place, so that a picture of
-    # `MAX_PIXELS` stays within a few hundred MB: the same arithmetic as on temporaries.
+    # One float64 copy, worked on in place, so that a picture of `MAX_PIXELS` stays within memory.
     if min(levels.shape) >= 2 * max(size):
         gray = numpy.asarray(_float_image(levels).filter(ImageFilter.MedianFilter(3)),
                              dtype=numpy.float64)
@@ -130,8 +120,7 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
     if peak < BLANK_RANGE:
         raise ImageError(f"{name}: the image is blank: nothing stands out from its background "
                          f"(levels {lowest:.0f} to {highest:.0f} of 255)")
-    ink /= peak
-    numpy.clip(ink, 0.0, 1.0, out=ink)
+    ink /= peak  # at most 1: the clip below bounds what is left
     ink -= INK_THRESHOLD
     ink /= 1 - INK_THRESHOLD
     numpy.clip(ink, 0.0, 1.0, out=ink)
@@ -147,11 +136,8 @@ def prepare(gray, size, preparation=PREPARATIONS["mnist"], name="image"):
 
 def background_levels(gray):
     """A smooth estimate of the background's level at each pixel of `gray` (h, w), light on dark,
-    made on a copy shrunk to about `BACKGROUND_GRID` pixels on its shorter side (windows a quarter
-    of that side wide), then enlarged back bilinearly. Pass 1: the lower quartile of each window,
-    box-blurred as wide. Pass 2: the mean over each window of the pixels pass 1 calls background
-    (rising less than `STROKE_LEVEL` of the strongest stroke above it, with no stroke pixel beside
-    them); where a window holds none, pass 1's estimate."""
+    made on a copy shrunk to about `BACKGROUND_GRID` pixels on its shorter side: pass 1, each
+    window's lower quartile, blurred; pass 2, the mean of the pixels pass 1 calls background."""
     from PIL import Image, ImageFilter
     height, width = gray.shape
     factor = max(1.0, min(height, width) / BACKGROUND_GRID)
@@ -184,8 +170,8 @@ def _box_blurred(levels, radius):
 
 
 def _place(ink, size, centre_of_mass):
-    """`ink` put into a zero (H, W) field, centred by its centre of mass or by its box, as
-    uint8 levels; the shift keeps it wholly inside the field."""
+    """`ink` as uint8 levels in a zero (H, W) field, centred by its centre of mass or its box
+    and wholly inside."""
     field = numpy.zeros(size)
     offsets = []
     for axis, (extent, room) in enumerate(zip(ink.shape, size)):
@@ -201,8 +187,7 @@ def _place(ink, size, centre_of_mass):
 
 
 def _read_start(path):
-    """The first bytes of the file at `path` (of its content, for a gzip stream): enough to tell
-    an IDX file from a picture, without reading the rest."""
+    """The first 4 bytes of the file at `path` (gunzipped), to tell an IDX file from a picture."""
     try:
         with open(path, "rb") as handle:
             start = handle.read(4)
@@ -235,9 +220,8 @@ def _idx_images(path, size):
 
 def _open_picture(path):
     """The picture at `path` as (h, w) uint8 levels, either polarity (an image with transparency:
-    its alpha channel, opaque = ink); its size is checked against `MAX_PIXELS` from the header,
-    before anything is decoded, with Pillow's own limit (which warns or raises before the size
-    can be read) lifted for the lazy `Image.open`."""
+    its alpha channel, opaque = ink); its size is checked against `MAX_PIXELS` before decoding,
+    Pillow's own limit (which would warn or raise first) lifted for the lazy `Image.open`."""
     try:
         from PIL import Image
         with warnings.catch_warnings():

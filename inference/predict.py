@@ -8,7 +8,7 @@ import numpy
 
 from xpnn.backend import CPU, device_of
 from xpnn.data import DATASETS
-from xpnn.inference.images import PREPARATIONS, ImageError, read_images
+from xpnn.inference.images import PREPARATIONS, ImageError, InputImage, read_images
 from xpnn.training.batches import to_float
 from xpnn.training.files import atomic_write
 
@@ -16,14 +16,10 @@ BATCH_SIZE = 256
 
 
 @dataclass
-class Prediction:
-    """name: the image's file (``file[i]`` inside an IDX file); probabilities: (classes,)
-    float64 summing to 1; inverted: whether the image was dark on light (None: taken as is);
-    pixels: (H, W) uint8, what the network was given."""
-    name: str
-    probabilities: numpy.ndarray
-    inverted: bool = None
-    pixels: numpy.ndarray = None
+class Prediction(InputImage):
+    """An `InputImage` (what the network was given) and its `probabilities`, (classes,) float64
+    summing to 1."""
+    probabilities: numpy.ndarray = None
 
     def top(self, count):
         """[(class index, probability)] of the `count` likeliest classes, likeliest first."""
@@ -55,7 +51,7 @@ def predict(trained, sources):
     images = read_images(sources, tuple(size), PREPARATIONS.get(dataset, PREPARATIONS["mnist"]))
     pixels = numpy.stack([image.pixels for image in images])[:, None]
     probabilities = class_probabilities(trained.net, pixels)
-    return [Prediction(image.name, row, image.inverted, image.pixels)
+    return [Prediction(image.name, image.pixels, image.inverted, row)
             for image, row in zip(images, probabilities)]
 
 

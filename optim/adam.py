@@ -15,10 +15,9 @@ class AdamOptimizer(SGDOptimizer):
         g <- grad + weight_decay * w;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
         w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-    where t counts the steps. State (round-trips through `state_dict`): `exp_avg` (m) and
-    `exp_avg_sq` (v), flat like `data`, and `steps`. The step's scalars are rounded to the
-    parameters' dtype; after `keep_lr_on_device()` they are computed on the device from a device
-    step counter, so `update()` can be replayed (the device's pow may differ in the last bit).
+    where t counts the steps. State: `exp_avg` (m), `exp_avg_sq` (v) and `steps`. The step's
+    scalars are rounded to the parameters' dtype; after `keep_lr_on_device()` they are computed
+    on the device (whose pow may differ in the last bit), so `update()` can be replayed.
     """
 
     decoupled = False  # AdamW: the decay shrinks the weights instead of joining the gradient
@@ -50,7 +49,7 @@ class AdamOptimizer(SGDOptimizer):
 
     def _host_scalars(self):
         """(lr / (1 - b1^t), sqrt(1 - b2^t), 1 - lr * weight_decay or None) for the coming
-        step, each a number rounded to the parameters' dtype."""
+        step, each rounded to the parameters' dtype."""
         real = self.data.dtype.type
         t = self.steps + 1
         lr = real(self._lr)

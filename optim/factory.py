@@ -1,13 +1,14 @@
 """The optimizer a config's ``train`` section names: the table of optimizers and their options."""
+import inspect
+
 from xpnn.optim.adam import AdamOptimizer, AdamWOptimizer
 from xpnn.optim.sgd import MomentumSGDOptimizer, SGDOptimizer
 
 OPTIMIZERS = {"momentum_sgd": MomentumSGDOptimizer, "sgd": SGDOptimizer, "adam": AdamOptimizer,
               "adamw": AdamWOptimizer}
-# The train-section keys each optimizer takes, besides lr (checked by training.config).
-OPTIMIZER_OPTIONS = {"momentum_sgd": ("momentum", "weight_decay"), "sgd": ("weight_decay",),
-                     "adam": ("betas", "eps", "weight_decay"),
-                     "adamw": ("betas", "eps", "weight_decay")}
+# The train-section keys each optimizer takes: its keywords after lr (checked by training.config).
+OPTIMIZER_OPTIONS = {name: tuple(inspect.signature(optimizer).parameters)[2:]
+                     for name, optimizer in OPTIMIZERS.items()}
 
 
 def make_optimizer(train_config, parameters, lr=None):

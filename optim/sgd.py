@@ -9,12 +9,9 @@ DEFAULT_MOMENTUM = 0.9
 
 
 class SGDOptimizer:
-    """w <- w - lr * (grad + weight_decay * w).
-
-    The parameters are packed into one buffer (`PackedParameters`), which follows them if the
-    network is moved or cast later. `step()` is `update()` (device work only, what a CUDA graph
-    captures after `keep_lr_on_device()`) and the host's step count.
-    """
+    """w <- w - lr * (grad + weight_decay * w), on parameters packed into one buffer that
+    follows them if the network is moved or cast. `step()` is `update()` (device work only, what
+    a CUDA graph captures after `keep_lr_on_device()`) and the host's step count."""
 
     state_arrays = ()  # the names of a subclass's state: flat arrays like `data`, zeros at first
 
