@@ -35,8 +35,7 @@ class CommandGroup(click.Group):
     """The one place where the library's known errors become one-line messages and exit codes."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """click's `main`, but a KeyboardInterrupt anywhere is exit 130 with one line (click's
-        own: "Aborted!", exit 1)."""
+        """click's `main`, but Ctrl-C anywhere exits 130 with one line (click's: "Aborted!", 1)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
