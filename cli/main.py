@@ -82,7 +82,7 @@ for command in (train, evaluate, predict, export, describe, plot, bench, parity)
 
 
 def run():
-    """Run the `xpnn` command on this process's arguments; return its exit code."""
+    """Run the `xpnn` command on this process's arguments; return or exit with its exit code."""
     from xpnn.backend.communicator import launched_size
     for stream in (sys.stdout, sys.stderr):  # file names not valid UTF-8 are written as bytes
         with contextlib.suppress(AttributeError, ValueError):  # not a text stream of io's
@@ -90,8 +90,4 @@ def run():
     if launched_size() > 1:  # one of several MPI ranks: they end together
         from xpnn.cli.ranks import run_as_rank
         return run_as_rank(cli)
-    try:
-        cli()
-    except SystemExit as end:
-        return end.code
-    return 0
+    cli()

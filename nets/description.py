@@ -122,17 +122,12 @@ def _difference(layer, rebuilt, path):
         return f"{where} is a {type(layer).__name__}, not a {type(rebuilt).__name__}"
     prefix = path + "." if path else ""
     for key, value in vars(rebuilt).items():
-        if key.startswith("_") or not isinstance(value, PLAIN_VALUES):
-            continue
-        if getattr(layer, key, None) != value:
+        if (not key.startswith("_") and isinstance(value, PLAIN_VALUES)
+                and getattr(layer, key, None) != value):
             return f"{prefix}{key} is {getattr(layer, key, None)!r}, not {value!r}"
-    mine, theirs = list(layer.named_children()), list(rebuilt.named_children())
-    names, expected = [key for key, _ in mine], [key for key, _ in theirs]
-    if names != expected:
-        return f"{where} holds sub-layers {names}, not {expected}"
-    for (key, child), (_, other) in zip(mine, theirs):
-        found = _difference(child, other, prefix + key)
-        if found is not None:
-            return found
-    return None
+    mine, theirs = dict(layer.named_children()), dict(rebuilt.named_children())
+    if list(mine) != list(theirs):
+        return f"{where} holds sub-layers {list(mine)}, not {list(theirs)}"
+    found = (_difference(child, theirs[key], prefix + key) for key, child in mine.items())
+    return next((difference for difference in found if difference is not None), None)
 
