@@ -13,16 +13,18 @@ from xpnn.cli import stopping
 
 def main():
     """Entry point of the `xpnn` command, `python -m xpnn` and `python run.py`."""
-    stopping.run(_run, describe=_describe_stop, finish=_release_folders)
+    stopping.run(lambda: _main_module().run(), describe=_describe_stop, finish=_release_folders)
 
 
 _entry = main
 
 
-def _run():
-    from xpnn.cli.main import run
-    _restore_main()
-    return run()
+def _main_module():
+    """xpnn.cli.main (importing it binds the package's `main` to it: the entry is put back)."""
+    import importlib
+    module = importlib.import_module("xpnn.cli.main")
+    globals()["main"] = _entry
+    return module
 
 
 def _describe_stop(stop):
@@ -45,16 +47,9 @@ def _release_folders():
             files.release_all()
 
 
-def _restore_main():
-    # Importing the submodule xpnn.cli.main binds the package's `main` to it: put the entry back.
-    globals()["main"] = _entry
-
-
 def __getattr__(name):
     if name == "cli":
-        from xpnn.cli.main import cli
-        _restore_main()
-        return cli
+        return _main_module().cli
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -35,8 +35,7 @@ class CommandGroup(click.Group):
     """The one place where the library's known errors become one-line messages and exit codes."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """click's `main`, but a KeyboardInterrupt anywhere is exit 130 with one line (click's
-        own: "Aborted!", exit 1)."""
+        """click's `main`, but Ctrl-C anywhere exits 130 with one line (click's: "Aborted!", 1)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -83,7 +82,7 @@ for command in (train, evaluate, predict, export, describe, plot, bench, parity)
 
 
 def run():
-    """Run the `xpnn` command on this process's arguments; return its exit code."""
+    """Run the `xpnn` command on this process's arguments; return or exit with its exit code."""
     from xpnn.backend.communicator import launched_size
     for stream in (sys.stdout, sys.stderr):  # file names not valid UTF-8 are written as bytes
         with contextlib.suppress(AttributeError, ValueError):  # not a text stream of io's
@@ -91,8 +90,4 @@ def run():
     if launched_size() > 1:  # one of several MPI ranks: they end together
         from xpnn.cli.ranks import run_as_rank
         return run_as_rank(cli)
-    try:
-        cli()
-    except SystemExit as end:
-        return end.code
-    return 0
+    cli()

@@ -69,11 +69,10 @@ def draw_curves(pyplot, records, title):
         loss_axes.plot(epochs, [r[f"{key}_loss"] for r in records], marker="o", label=label)
         acc_axes.plot(epochs, [100 * r[f"{key}_acc"] for r in records], marker="o", label=label)
     chosen = best_epoch(records)
-    if chosen is not None:
-        for axes in (loss_axes, acc_axes):
+    for axes, label in ((loss_axes, "loss"), (acc_axes, "accuracy (%)")):
+        if chosen is not None:
             axes.axvline(chosen["epoch"], color="grey", linestyle=":",
                          label=f"chosen on validation (epoch {chosen['epoch']})")
-    for axes, label in ((loss_axes, "loss"), (acc_axes, "accuracy (%)")):
         axes.set(xlabel="epoch", ylabel=label)
         # min_n_ticks=1: with fewer than two epochs in view the default falls back to fractions
         axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

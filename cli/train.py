@@ -121,20 +121,18 @@ def _train(started, config_spec, overrides, device, array_code, eager, precision
     device, ranks = rank_device(device)
     mode = command_mode(device, ranks.size, eager, array_code)
     echo = click.echo if ranks.is_root else (lambda message: None)
+    settings = dict(data_dir=data_dir, checkpoint_every=checkpoint_every, workers=workers,
+                    ranks=ranks, progress=progress, mode=mode)
+    new_run = dict(settings, limit_train=limit_train, limit_test=limit_test, init_from=init_from)
     if seeds_text is not None:
         parent = output or default_run_dir(f"{Path(config_spec).stem}-seeds")
-        results = run_seeds(config, device, parent, seeds, echo=echo, data_dir=data_dir,
-                            limit_train=limit_train, limit_test=limit_test,
-                            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
-                            progress=progress, mode=mode, init_from=init_from)
+        results = run_seeds(config, device, parent, seeds, echo=echo, **new_run)
         echo(format_seeds(results))
         echo(f"the runs and their summary (seeds.json) are in {parent}")
         return
     if resume_dir is not None:
-        trainer = started["trainer"] = resume_run(
-            resume_dir, device, config=config, data_dir=data_dir,
-            checkpoint_every=checkpoint_every, workers=workers, ranks=ranks, progress=progress,
-            mode=mode, epochs=extend_to)
+        trainer = started["trainer"] = resume_run(resume_dir, device, config=config,
+                                                  epochs=extend_to, **settings)
         if trainer.finished:
             echo(f"nothing to do: {resume_dir} {finished_what(trainer)}")
             return
@@ -144,10 +142,7 @@ def _train(started, config_spec, overrides, device, array_code, eager, precision
         for attempt in range(1, 4):
             try:
                 trainer = started["trainer"] = start_run(
-                    config, device, output or default_run_dir(config_spec), data_dir=data_dir,
-                    limit_train=limit_train, limit_test=limit_test,
-                    checkpoint_every=checkpoint_every, workers=workers, ranks=ranks,
-                    progress=progress, mode=mode, init_from=init_from)
+                    config, device, output or default_run_dir(config_spec), **new_run)
                 break
             except FolderTakenError:  # a run started the same second took the default name
                 if output is not None or attempt == 3:

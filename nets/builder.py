@@ -19,15 +19,13 @@ LAYER_TYPES = {cls.__name__: cls for cls in [
 ACTIVATIONS = {"ReLULayer": layers.ReLULayer, "LeakyReLULayer": layers.LeakyReLULayer}
 MODEL_KEYS = {"name", "input_shape", "num_classes", "layers"}
 DEFAULT_NUM_CLASSES = 10
-BUILD_ONLY_ARGUMENTS = {"rng", "dtype"}  # supplied by `build`, not by the config
 
 
 def _layer_arguments(cls):
-    """Names the config may give to `cls`'s constructor."""
+    """Names the config may give to `cls`'s constructor (`build` supplies rng and dtype)."""
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    params = inspect.signature(cls.__init__).parameters.values()
-    return {param.name for param in params
-            if param.kind in named and param.name != "self" and param.name not in BUILD_ONLY_ARGUMENTS}
+    return {name for name, param in inspect.signature(cls.__init__).parameters.items()
+            if param.kind in named and name not in ("self", "rng", "dtype")}
 
 
 def _parse_item(index, item):

@@ -17,14 +17,13 @@ class NoConfigError(ConfigError):
 
 
 def model_section(net, input_shape=None):
-    """The model section of a config that `build` turns into a network of `net`'s architecture.
+    """The model section of a config that `build` turns into a network of `net`'s architecture
+    (not its loss layer: see `loss_settings`); `input_shape` is used where `net.input_shape` is
+    None.
 
-    `input_shape` (C, H, W) or (F,) is used where `net.input_shape` is None. Raises
-    `NoConfigError` naming the first layer no config can describe (a layer type outside
-    `LAYER_TYPES`, a subclass, or one whose settings or parameter shapes differ from what its
-    config entry builds), `ConfigError` for one whose shapes do not chain or that has no
-    input_shape, and `TypeError` for anything but a `Network`. The loss layer is not
-    part of it: its label smoothing is the train section's (`loss_settings`).
+    Raises `NoConfigError` naming the first layer no config can describe (a type outside
+    `LAYER_TYPES`, a subclass, or settings or parameter shapes its config entry does not build),
+    `ConfigError` for shapes that do not chain or no input_shape, `TypeError` for a non-`Network`.
     """
     if not isinstance(net, Network):
         raise TypeError(f"model_section describes a nets.Network, got {type(net).__name__}")
@@ -34,7 +33,7 @@ def model_section(net, input_shape=None):
                           f"as Network(name, layers, input_shape=(channels, height, width))")
     if type(net.layers) is not SequentialLayer:
         raise NoConfigError(f"{net.name}'s layers are a {type(net.layers).__name__}, which no "
-                          f"config describes: give Network a list of layers")
+                            f"config describes: give Network a list of layers")
     items = [_item(index, layer) for index, layer in enumerate(net.layers)]
     for index, layer in enumerate(net.layers):
         _check_rebuilt(index, layer, items[index])
@@ -57,8 +56,8 @@ def loss_settings(net):
     loss = net.loss_layer
     if type(loss) is not SoftmaxCrossEntropyLossLayer:
         raise NoConfigError(f"{net.name}'s loss layer is a {type(loss).__name__}; training "
-                          f"configs use SoftmaxCrossEntropyLossLayer (with "
-                          f"train.label_smoothing) only")
+                            f"configs use SoftmaxCrossEntropyLossLayer (with "
+                            f"train.label_smoothing) only")
     return {"label_smoothing": float(loss.label_smoothing)}
 
 
@@ -72,7 +71,7 @@ def _item(index, layer):
                     None)
         kind = f"a subclass of {base}" if base else "not a layer it names"
         raise NoConfigError(f"layers[{index}] {name} is {kind}: a config names only "
-                          f"{', '.join(LAYER_TYPES)}")
+                            f"{', '.join(LAYER_TYPES)}")
     if cls is ResNetBlock:
         first = layer.conv_layers[0]
         given = {"channels": first.out_channels, "kernel_size": first.kernel_size,
@@ -80,12 +79,11 @@ def _item(index, layer):
     else:
         given = {key: getattr(layer, key) for key in _layer_arguments(cls)
                  if hasattr(layer, key)}
-    defaults = {key: parameter.default
+    defaults = {key: parameter.default  # in the constructor's order; an activation's: its name
                 for key, parameter in inspect.signature(cls.__init__).parameters.items()}
-    given = {key: given[key] for key in defaults if key in given}  # the constructor's order
-    arguments = {key: value for key, value in given.items()  # an activation's default: its name
-                 if defaults[key] is inspect.Parameter.empty
-                 or getattr(defaults[key], "__name__", defaults[key]) != value}
+    arguments = {key: given[key] for key, default in defaults.items() if key in given
+                 and (default is inspect.Parameter.empty
+                      or getattr(default, "__name__", default) != given[key])}
     return {name: arguments} if arguments else name
 
 
@@ -98,8 +96,8 @@ def _check_rebuilt(index, layer, item):
         made["activation"] = ACTIVATIONS.get(made["activation"])
         if made["activation"] is None:
             raise NoConfigError(f"layers[{index}] {name}: its activation is a "
-                              f"{arguments['activation']}, which a config cannot give (one of "
-                              f"{', '.join(ACTIVATIONS)})")
+                                f"{arguments['activation']}, which a config cannot give (one of "
+                                f"{', '.join(ACTIVATIONS)})")
     if "rng" in inspect.signature(cls.__init__).parameters:
         made["rng"] = SHAPES_ONLY
     try:
@@ -114,7 +112,7 @@ def _check_rebuilt(index, layer, item):
             difference = f"its parameters {found} (its config entry {item!r} makes {expected})"
     if difference is not None:
         raise NoConfigError(f"layers[{index}] {name} differs from what its config entry {item!r} "
-                          f"builds: {difference}; a run folder could not rebuild it")
+                            f"builds: {difference}; a run folder could not rebuild it")
 
 
 def _difference(layer, rebuilt, path):
@@ -124,17 +122,12 @@ def _difference(layer, rebuilt, path):
         return f"{where} is a {type(layer).__name__}, not a {type(rebuilt).__name__}"
     prefix = path + "." if path else ""
     for key, value in vars(rebuilt).items():
-        if key.startswith("_") or not isinstance(value, PLAIN_VALUES):
-            continue
-        if getattr(layer, key, None) != value:
+        if (not key.startswith("_") and isinstance(value, PLAIN_VALUES)
+                and getattr(layer, key, None) != value):
             return f"{prefix}{key} is {getattr(layer, key, None)!r}, not {value!r}"
-    mine, theirs = list(layer.named_children()), list(rebuilt.named_children())
-    names, expected = [key for key, _ in mine], [key for key, _ in theirs]
-    if names != expected:
-        return f"{where} holds sub-layers {names}, not {expected}"
-    for (key, child), (_, other) in zip(mine, theirs):
-        found = _difference(child, other, prefix + key)
-        if found is not None:
-            return found
-    return None
+    mine, theirs = dict(layer.named_children()), dict(rebuilt.named_children())
+    if list(mine) != list(theirs):
+        return f"{where} holds sub-layers {list(mine)}, not {list(theirs)}"
+    found = (_difference(child, theirs[key], prefix + key) for key, child in mine.items())
+    return next((difference for difference in found if difference is not None), None)
 

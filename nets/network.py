@@ -34,24 +34,19 @@ class Network(Layer):
 
     def forward(self, x):
         """Logits for a batch of float images (no loss: `backward` needs `forward_loss`)."""
-        self._check_images(x)
+        if x.dtype.kind != "f":  # integer images (0-255) would be taken as very bright ones
+            raise ValueError(f"{self.name} takes floating-point images (float32 on the [0, 1] "
+                             f"scale, as it was trained), got {x.dtype}; divide 0-255 images by "
+                             f"255 (xpnn.training.evaluate takes uint8 images as they are)")
         self.loss_pending = False
         return self.layers.forward(x)
 
     def forward_loss(self, x, labels):
         """Forward through the layers and the loss; returns (mean loss as a 0-d array, logits)."""
-        self._check_images(x)
-        logits = self.layers.forward(x)
+        logits = self.forward(x)
         loss = self.loss_layer.forward(logits, labels)
         self.loss_pending = True
         return loss, logits
-
-    def _check_images(self, x):
-        """Refuse integer images (0-255), which would be taken silently as very bright ones."""
-        if x.dtype.kind != "f":
-            raise ValueError(f"{self.name} takes floating-point images (float32 on the [0, 1] "
-                             f"scale, as it was trained), got {x.dtype}; divide 0-255 images by "
-                             f"255 (xpnn.training.evaluate takes uint8 images as they are)")
 
     def backward(self, grad_out=1.0):
         """Backward from the loss of the last `forward_loss` through every layer; `RuntimeError`

@@ -32,39 +32,34 @@ class DataParallel:
         """Run ``calls[i]()`` for every i at once (the first on this thread), each in a copy of
         the caller's context (so NumPy's `errstate` holds there too); return their results."""
         futures = [self._pool.submit(contextvars.copy_context().run, call) for call in calls[1:]]
-        first = calls[0]()
-        return [first] + [future.result() for future in futures]
+        return [calls[0]()] + [future.result() for future in futures]
 
-    def _slices(self, n):
-        """`min(workers, n)` contiguous slices of n items, as MPI ranks split a batch."""
-        return even_slices(n, min(self.workers, n))
-
-    def _sync_weights(self):
-        """Point the replicas at the network's arrays (fresh gradients where it was cast since)."""
+    def _split(self, n, call):
+        """Run ``call(replica, items)`` on `min(workers, n)` contiguous slices of n items (as MPI
+        ranks split a batch), with the replicas pointed at the network's arrays (fresh gradients
+        where it was cast since); return (the slices, the results)."""
         for replica in self.replicas[1:]:
             for mine, theirs in zip(replica.parameters(), self.net.parameters()):
                 mine.data = theirs.data
                 if mine.grad.dtype != theirs.data.dtype:
                     mine.grad = get_array_module(theirs.data).zeros_like(theirs.data)
+        slices = even_slices(n, min(self.workers, n))
+        return slices, self._run([lambda r=r, s=s: call(r, s)
+                                  for r, s in zip(self.replicas, slices)])
 
     def forward(self, x):
         """Logits (N, classes) for images (N, ...)."""
         if self.workers == 1:
             return self.net.forward(x)
-        self._sync_weights()
-        slices = self._slices(x.shape[0])
-        outputs = self._run([lambda r=r, s=s: r.forward(x[s]) for r, s in zip(self.replicas, slices)])
+        _, outputs = self._split(x.shape[0], lambda replica, s: replica.forward(x[s]))
         return get_array_module(outputs[0]).concatenate(outputs)
 
     def forward_loss(self, x, labels):
         """(mean loss over the whole batch as a 0-d array, logits (N, classes))."""
         if self.workers == 1:
             return self.net.forward_loss(x, labels)
-        self._sync_weights()
         n = x.shape[0]
-        slices = self._slices(n)
-        results = self._run([lambda r=r, s=s: r.forward_loss(x[s], labels[s])
-                             for r, s in zip(self.replicas, slices)])
+        slices, results = self._split(n, lambda replica, s: replica.forward_loss(x[s], labels[s]))
         self._shares = [(s.stop - s.start) / n for s in slices]
         loss = sum(share * part_loss for share, (part_loss, _) in zip(self._shares, results))
         logits = get_array_module(x).concatenate([part_logits for _, part_logits in results])
@@ -82,7 +77,6 @@ class DataParallel:
             for total, part in zip(self.net.parameters(), replica.parameters()):
                 total.grad += part.grad
                 part.grad[...] = 0
-        return None
 
 
 def _replica_sharing_weights(net):

@@ -1,16 +1,8 @@
 """A network's layers in a table: output shape, parameter count and forward FLOPs per image."""
-from dataclasses import dataclass
+from collections import namedtuple
 
-
-@dataclass
-class LayerRow:
-    """One top-level layer: its index, class name, output shape for one image (no batch
-    axis), parameter count and forward FLOPs for one image (a multiply-add is 2)."""
-    index: int
-    name: str
-    output_shape: tuple
-    parameters: int
-    flops: int
+# one top-level layer; output shape and FLOPs (a multiply-add is 2) for one image, no batch axis
+LayerRow = namedtuple("LayerRow", "index name output_shape parameters flops")
 
 
 def layer_rows(net):
