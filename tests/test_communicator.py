@@ -79,7 +79,8 @@ def test_shards_are_the_slices_data_parallel_gives_its_workers(count):
             single = Ranks()
             single.size, single.rank = size, rank
             shards.append(single.shard(count))
-        assert shards == DataParallel(lenet_net(), size)._slices(count)
+        slices, _ = DataParallel(lenet_net(), size)._split(count, lambda replica, items: items)
+        assert shards == slices
 
 
 def test_timeout_comes_from_the_environment_and_is_checked(monkeypatch):

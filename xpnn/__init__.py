@@ -3,7 +3,7 @@
 The subpackages (layers, nets, training, ...) are a checkout's top-level folders, mapped in by
 pyproject.toml; `import xpnn` imports none of them: `xpnn.fit` is imported on first use.
 """
-__version__ = "0.4.1"
+__version__ = "0.4.2"
 
 
 def __getattr__(name):
