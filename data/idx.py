@@ -38,19 +38,13 @@ def read_idx_bytes(path):
                 raise DataError(f"{path}: named .gz but is not a gzip stream (starts with "
                                 f"{start.hex(' ')}, a gzip stream starts with 1f 8b); the file is "
                                 f"corrupt or misnamed")
-            size = handle.seek(0, os.SEEK_END)
             if not is_gzip:
                 handle.seek(0)
-                return _read_checked(handle, path, size)
-            if size >= 18:  # the size a gzip stream states of its last member, modulo 2**32
-                handle.seek(-4, os.SEEK_END)
-                size = int.from_bytes(handle.read(4), "little")
-            else:
-                size = None
-            handle.seek(0)
+                return _read_checked(handle, path, os.fstat(handle.fileno()).st_size)
+            stated = _gzip_size(handle)
             try:
                 with gzip.GzipFile(fileobj=handle) as stream:
-                    return _read_checked(stream, path, size, gzip_stated=True)
+                    return _read_checked(stream, path, stated, gzip_stated=True)
             except (OSError, EOFError, zlib.error) as error:
                 raise DataError(f"{path}: corrupt gzip stream ({error}); the compressed file is "
                                 f"damaged or truncated: restore or re-download it") from None
@@ -60,6 +54,17 @@ def read_idx_bytes(path):
         raise DataError(f"{path}: is a folder, not an IDX file") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
+
+
+def _gzip_size(handle):
+    """The size a gzip stream states of its last member (modulo 2**32), or None if the file is
+    too short to be one. Leaves `handle` at its start."""
+    size = None
+    if handle.seek(0, os.SEEK_END) >= 18:
+        handle.seek(-4, os.SEEK_END)
+        size = int.from_bytes(handle.read(4), "little")
+    handle.seek(0)
+    return size
 
 
 def _read_checked(stream, path, size, gzip_stated=False):

@@ -30,13 +30,15 @@ class PackedParameters:
                     f"found {first.dtype} and {param.dtype} (move the whole network with "
                     f"net.to(...))")
         total = sum(param.size for param in self.parameters)
-        buffers = {name: xp.empty(total, dtype=first.dtype) for name in ("data", "grad")}
+        data = xp.empty(total, dtype=first.dtype)
+        grad = xp.empty(total, dtype=first.dtype)
         start = 0
         for param in self.parameters:
             stop = start + param.size
-            for name, buffer in buffers.items():
-                buffer[start:stop] = getattr(param, name).ravel()
-                setattr(param, name, buffer[start:stop].reshape(param.shape))
+            data[start:stop] = param.data.ravel()
+            grad[start:stop] = param.grad.ravel()
+            param.data = data[start:stop].reshape(param.shape)
+            param.grad = grad[start:stop].reshape(param.shape)
             start = stop
         self._views = [(param.data, param.grad) for param in self.parameters]
-        return buffers["data"], buffers["grad"]
+        return data, grad
